@@ -1,0 +1,28 @@
+"""jupyter_flow: run a tagged notebook as a parallel, tracked, resumable pipeline.
+
+Importing this package is cheap (a step's kernel imports it): every name below is loaded on first
+use.
+"""
+from ._version import __version__
+
+_LAZY = {
+    "run": "api", "resume": "api", "load": "kernel", "record": "inkernel",
+    "Run": "client", "Flow": "client", "Task": "client", "namespace": "client", "runs_table": "client",
+    "FlowError": "errors",
+}
+
+__all__ = ["__version__", *_LAZY]
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module 'jupyter_flow' has no attribute {name!r}")
+
+
+def load_ipython_extension(ipython):
+    from .kernel import register_magics
+
+    register_magics(ipython)

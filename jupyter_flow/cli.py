@@ -1,0 +1,270 @@
+"""`jupyter flow ...`: run, inspect, resume and clean up notebook pipelines from the terminal.
+
+Imports are lazy: `jupyter flow --help` and `jupyter flow runs` never import papermill.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+EPILOG = """\
+Tag notebook cells with step:NAME (and prev:NAME, foreach:ITEM=VAR, retry:N, timeout:S, ...).
+Examples:
+  jupyter flow dag notebooks/quickstart.ipynb            show the steps and what flows between them
+  jupyter flow run notebooks/quickstart.ipynb -p seed 1  run it; every step in its own kernel
+  jupyter flow runs                                      your recent runs
+  jupyter flow show RUN_ID                               one run: tasks, durations, artifacts
+  jupyter flow resume RUN_ID                             rerun what failed, reuse what finished
+Store: --store URL, else $JUPYTER_FLOW_STORE, else a folder in your Jupyter data dir.
+"""
+
+
+def _add_store(p):
+    p.add_argument("--store", metavar="URL", help="where runs are kept: a folder, s3://bucket/prefix, ... "
+                   "(default: $JUPYTER_FLOW_STORE, else ~/.local/share/jupyter/flow)")
+
+
+def _add_execution(p):
+    p.add_argument("-p", "--parameter", nargs=2, action="append", metavar=("NAME", "VALUE"), default=[],
+                   help="set a parameter of the parameters cell (value parsed like papermill: int, float, "
+                   "True/False/None, else string); repeatable")
+    p.add_argument("--max-workers", type=int, metavar="N", help="tasks run at once (default: number of cores)")
+    p.add_argument("--executor", choices=["local", "dask"], default="local",
+                   help="local processes (default) or a Dask cluster (with --scheduler)")
+    p.add_argument("--scheduler", metavar="ADDRESS", help="Dask scheduler address, e.g. tcp://10.0.0.5:8786")
+    p.add_argument("--no-cache", action="store_true", help="run every step even if an identical earlier task exists")
+    p.add_argument("--quiet", action="store_true", help="no progress view; print only the outcome")
+    _add_store(p)
+
+
+def _add_format(p, choices=("text", "json")):
+    p.add_argument("--format", choices=choices, default=choices[0], help="output format")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="jupyter flow", description="Run a tagged Jupyter notebook as a parallel, "
+                                     "tracked, resumable pipeline.", epilog=EPILOG,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--debug", action="store_true", help="show Python tracebacks on errors")
+    parser.add_argument("--version", action="store_true", help="print the version and exit")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("run", help="run a notebook as a pipeline",
+                       description="Run every step of NOTEBOOK as its own papermill execution, independent steps "
+                       "at the same time. Exit code: 0 succeeded, 1 failed or cancelled, 2 invalid input.")
+    p.add_argument("notebook", help="the .ipynb file")
+    p.add_argument("-f", "--parameters-file", action="append", default=[], metavar="FILE",
+                   help="YAML file of parameter values (like papermill -f); repeatable")
+    _add_execution(p)
+
+    p = sub.add_parser("dag", help="print the steps of a notebook and the edges between them",
+                       description="Print the DAG inferred from the notebook's tags and data flow.")
+    p.add_argument("notebook")
+    _add_format(p, ("text", "json", "mermaid"))
+
+    p = sub.add_parser("runs", help="list runs, newest first (yours unless --all-users)")
+    p.add_argument("--flow", help="only runs of this flow (the notebook's name)")
+    p.add_argument("--status", help="only runs with this status (running, succeeded, failed, cancelled, crashed)")
+    p.add_argument("--user", help="only runs of this user")
+    p.add_argument("--all-users", action="store_true", help="runs of every user")
+    p.add_argument("--limit", type=int, default=20, help="at most this many (default 20; 0 for all)")
+    _add_format(p, ("table", "json"))
+    _add_store(p)
+
+    p = sub.add_parser("show", help="show one run: parameters, metrics, tasks, artifacts")
+    p.add_argument("run_id", help="a run id (a unique prefix is enough)")
+    _add_format(p)
+    _add_store(p)
+
+    for name, what in (("logs", "print a task's log (what its cells printed)"),
+                       ("artifacts", "list a task's stored values: name, type, size, preview")):
+        p = sub.add_parser(name, help=what)
+        p.add_argument("run_id")
+        p.add_argument("step")
+        p.add_argument("--index", type=int, default=0, help="foreach task index (default 0)")
+        if name == "artifacts":
+            _add_format(p)
+        _add_store(p)
+
+    p = sub.add_parser("resume", help="rerun a failed run, reusing the steps that finished",
+                       description="Create a new run linked to RUN_ID: finished steps whose code and inputs are "
+                       "unchanged are reused (not re-executed); the failed step and everything after it run again "
+                       "from the notebook as it is now.")
+    p.add_argument("run_id")
+    p.add_argument("--from", dest="from_step", metavar="STEP", help="also rerun STEP and everything after it")
+    p.add_argument("--notebook", help="the notebook's path, if it moved since the run")
+    _add_execution(p)
+
+    p = sub.add_parser("cancel", help="stop a running run (from any terminal that sees the store)")
+    p.add_argument("run_id")
+    _add_store(p)
+
+    p = sub.add_parser("gc", help="delete old runs and the stored values no kept run uses")
+    p.add_argument("--keep", type=int, required=True, metavar="N", help="keep the N newest runs of each flow")
+    p.add_argument("--flow", help="only this flow")
+    p.add_argument("--dry-run", action="store_true", help="say what would be deleted, delete nothing")
+    _add_store(p)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.version:
+        from ._version import __version__
+
+        print(__version__)
+        return 0
+    if not args.command:
+        parser.print_help()
+        return 2
+    from .errors import FlowError
+
+    try:
+        return COMMANDS[args.command](args)
+    except FlowError as e:
+        if args.debug:
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # noqa: BLE001 - one line for the user, the traceback with --debug
+        if args.debug:
+            raise
+        print(f"error: {e.__class__.__name__}: {e} (rerun with --debug for the traceback)", file=sys.stderr)
+        return 1
+
+
+def _execute(args, start) -> int:
+    from .progress import Progress
+
+    progress = Progress(quiet=args.quiet)
+    handle = start(on_event=progress.event)  # validation errors surface here, before anything runs
+    progress.set_runner(handle.runner)
+    with progress:
+        while not handle.done:
+            try:
+                handle.wait(0.25)
+            except KeyboardInterrupt:
+                progress.note("cancelling: interrupting running steps (Ctrl-C again to stop waiting)")
+                handle.cancel()
+                try:
+                    handle.wait(30)
+                except KeyboardInterrupt:
+                    break
+    progress.summary(handle)
+    return 0 if handle.status == "succeeded" else 1
+
+
+def cmd_run(args) -> int:
+    from . import runtime
+
+    return _execute(args, lambda on_event: runtime.start_run(
+        args.notebook, cli_params=args.parameter,
+        param_files=args.parameters_file, store=args.store, executor=args.executor, scheduler=args.scheduler,
+        max_workers=args.max_workers, no_cache=args.no_cache, on_event=on_event))
+
+
+def cmd_resume(args) -> int:
+    from . import runtime
+    from .params import parse_cli_value
+
+    return _execute(args, lambda on_event: runtime.resume_run(
+        args.run_id, store=args.store, from_step=args.from_step, notebook_path=args.notebook,
+        parameters={n: parse_cli_value(v) for n, v in args.parameter} or None,
+        executor=args.executor, scheduler=args.scheduler,
+        max_workers=args.max_workers, no_cache=args.no_cache, on_event=on_event))
+
+
+def cmd_dag(args) -> int:
+    from .dag import build_flow
+
+    flow = build_flow(args.notebook)
+    if args.format == "json":
+        print(json.dumps(flow.to_json(), indent=1, default=repr))
+    elif args.format == "mermaid":
+        print(flow.to_mermaid())
+    else:
+        print(flow.to_text())
+    return 0
+
+
+def cmd_runs(args) -> int:
+    from . import client
+    from .runtime import current_user
+
+    user = None if args.all_users else (args.user or current_user())
+    runs = client.list_runs(args.store, flow=args.flow, user=user, status=args.status, limit=args.limit or None)
+    if args.format == "json":
+        print(json.dumps(runs, indent=1, default=str))
+        return 0
+    from .views import runs_table
+
+    runs_table(runs, all_users=args.all_users)
+    return 0
+
+
+def cmd_show(args) -> int:
+    from . import client
+
+    run = client.get_run(args.store, args.run_id)
+    if args.format == "json":
+        print(json.dumps(run, indent=1, default=str))
+        return 0
+    from .views import run_detail
+
+    run_detail(run, client.open_store(args.store))
+    return 0
+
+
+def cmd_logs(args) -> int:
+    from . import client
+
+    sys.stdout.write(client.read_task_file(args.store, args.run_id, args.step, args.index, "log.txt"))
+    return 0
+
+
+def cmd_artifacts(args) -> int:
+    from . import client
+    from .runtime import find_run
+
+    store = client.open_store(args.store)
+    task = client.read_task(store, find_run(store, args.run_id), args.step, args.index)
+    if args.format == "json":
+        print(json.dumps(task.get("outputs", {}), indent=1))
+        return 0
+    from .views import artifacts_table
+
+    artifacts_table(task)
+    return 0
+
+
+def cmd_cancel(args) -> int:
+    from .runtime import request_cancel
+
+    run = request_cancel(args.store, args.run_id)
+    if run["status"] != "running":
+        print(f"run {run['id']} is not running (status {run['status']}); nothing to cancel")
+        return 1
+    print(f"asked run {run['id']} to stop; its tasks are interrupted, then killed")
+    return 0
+
+
+def cmd_gc(args) -> int:
+    from .cleanup import collect
+
+    report = collect(args.store, keep=args.keep, flow=args.flow, dry_run=args.dry_run)
+    verb = "would delete" if args.dry_run else "deleted"
+    print(f"{verb} {len(report['runs'])} runs and {len(report['blobs'])} blobs "
+          f"({report['bytes'] / 1e6:.1f} MB); kept {report['kept']} runs")
+    return 0
+
+
+COMMANDS = {"run": cmd_run, "resume": cmd_resume, "dag": cmd_dag, "runs": cmd_runs, "show": cmd_show,
+            "logs": cmd_logs, "artifacts": cmd_artifacts, "cancel": cmd_cancel, "gc": cmd_gc}
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,271 @@
+"""The Flow: steps, parameters and the edges between steps, inferred from data flow or `prev:` tags.
+
+A step without `prev:` depends on the last earlier step (notebook order) that writes each name it
+reads. A step with `prev:` depends on those steps, and takes each name it reads from its nearest
+ancestor that writes it (Kale semantics). Only the names a step reads cross an edge.
+"""
+from __future__ import annotations
+
+import ast
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import analysis, notebook
+from .errors import FlowError
+from .notebook import Cell
+
+
+@dataclass
+class Parameter:
+    name: str
+    value: object  # the literal default, or None when the default is an expression
+    type: str  # int, float, str, bool, list, dict, NoneType ... or "expression"
+    source: str  # the right-hand side as written
+
+    def to_json(self) -> dict:
+        return {"value": self.value, "type": self.type, "source": self.source}
+
+
+@dataclass
+class Step:
+    name: str
+    cells: list[Cell]
+    explicit_prev: list[str]
+    options: dict
+    reads: list[str] = field(default_factory=list)
+    writes: list[str] = field(default_factory=list)
+    inputs: dict[str, str] = field(default_factory=dict)  # name read -> upstream step writing it
+    params: list[str] = field(default_factory=list)  # parameter names the step reads
+    prev: list[str] = field(default_factory=list)  # every direct upstream step
+    metrics: list[str] = field(default_factory=list)  # names printed by a pipeline-metrics cell
+
+    @property
+    def foreach(self) -> dict | None:
+        return self.options.get("foreach")
+
+    def source(self) -> str:
+        return "\n\n".join(c.source for c in self.cells)
+
+
+@dataclass
+class Flow:
+    name: str
+    path: Path
+    kernel: str
+    notebook: notebook.Notebook
+    parameters: dict[str, Parameter]
+    steps: dict[str, Step]  # in topological order (notebook order where free)
+    shared: list[Cell]
+    warnings: list[str]
+
+    def step(self, name: str) -> Step:
+        if name not in self.steps:
+            raise FlowError(f"no step {name!r} in {self.path.name}; its steps are: {', '.join(self.steps)}")
+        return self.steps[name]
+
+    def downstream(self, name: str) -> list[str]:
+        """`name` and every step that depends on it, directly or not, in order."""
+        found = {name}
+        for step in self.steps.values():
+            if found & set(step.prev) or found & set(step.inputs.values()):
+                found.add(step.name)
+        return [s for s in self.steps if s in found]
+
+    def readers(self, step: str) -> set[str]:
+        """Names written by `step` that some other step reads from it."""
+        return {n for s in self.steps.values() for n, src in s.inputs.items() if src == step}
+
+    def kernels(self) -> set[str]:
+        return {s.options.get("kernel", self.kernel) for s in self.steps.values()}
+
+    def to_json(self) -> dict:
+        return {
+            "flow": self.name,
+            "path": str(self.path),
+            "kernel": self.kernel,
+            "parameters": {n: p.to_json() for n, p in self.parameters.items()},
+            "steps": [{
+                "name": s.name, "prev": s.prev, "reads": s.reads, "writes": s.writes,
+                "foreach": s.foreach, "options": {k: v for k, v in s.options.items() if k != "foreach"},
+                "params": s.params, "metrics": s.metrics,
+                "edges": {up: sorted(n for n, src in s.inputs.items() if src == up) for up in s.prev},
+                "cells": [c.index for c in s.cells], "cell_ids": [c.id for c in s.cells],
+            } for s in self.steps.values()],
+            "warnings": self.warnings,
+        }
+
+    def to_text(self) -> str:
+        lines = [f"flow {self.name}  ({self.path})"]
+        if self.parameters:
+            lines.append("parameters: " + ", ".join(f"{n}={p.source}" for n, p in self.parameters.items()))
+        for s in self.steps.values():
+            fan = f"  [foreach {s.foreach['item']} in {s.foreach['var']}]" if s.foreach else ""
+            ups = ", ".join(f"{up} ({', '.join(sorted(n for n, src in s.inputs.items() if src == up)) or 'order'})"
+                            for up in s.prev)
+            lines.append(f"  {s.name}{fan}  <- {ups or '(start)'}")
+            opts = {k: v for k, v in s.options.items() if k != "foreach"}
+            if opts:
+                lines.append("      options: " + ", ".join(f"{k}={v}" for k, v in opts.items()))
+        lines += [f"warning: {w}" for w in self.warnings]
+        return "\n".join(lines)
+
+    def to_mermaid(self) -> str:
+        lines = ["graph TD"]
+        for s in self.steps.values():
+            label = f"{s.name}<br/>foreach {s.foreach['var']}" if s.foreach else s.name
+            lines.append(f'    {s.name}["{label}"]')
+        for s in self.steps.values():
+            for up in s.prev:
+                names = sorted(n for n, src in s.inputs.items() if src == up)
+                lines.append(f"    {up} -->|{', '.join(names)}| {s.name}" if names else f"    {up} --> {s.name}")
+        return "\n".join(lines)
+
+
+def build_flow(path: str | Path) -> Flow:
+    """Read the notebook at `path` and infer its DAG. Raises FlowError naming the cell at fault."""
+    nb = notebook.read(path)
+    parameters = _parameters(nb.parameters)
+    shared_usage = _analyze(nb.shared, "shared cells")
+    bound = set(shared_usage.writes)
+    steps: dict[str, Step] = {}
+    warnings: list[str] = []
+    for block in nb.steps.values():
+        step = Step(block.name, block.cells, list(block.prev), dict(block.options))
+        item = {step.foreach["item"]} if step.foreach else set()
+        usage = _analyze(block.cells, f"step {block.name!r}", bound | item, shared_usage.modules)
+        step.reads, step.writes = usage.reads, [w for w in usage.writes if w not in item]
+        if step.foreach and step.foreach["var"] not in step.reads:
+            step.reads.insert(0, step.foreach["var"])
+        steps[block.name] = step
+    _check_prev(nb, steps)
+    for step in steps.values():
+        _infer_inputs(step, steps, parameters, warnings)
+    _assign_metrics(nb, steps, warnings)
+    order = _topological(nb, steps)
+    return Flow(name=nb.name, path=Path(path).resolve(), kernel=nb.kernel, notebook=nb, parameters=parameters,
+                steps={n: steps[n] for n in order}, shared=nb.shared, warnings=warnings)
+
+
+def _analyze(cells: list[Cell], where: str, bound=(), modules=()) -> analysis.Usage:
+    for cell in cells:
+        try:
+            analysis.parse(cell.source)
+        except SyntaxError as e:
+            raise FlowError(f"{cell.label()} in {where}: SyntaxError on line {e.lineno}: {e.msg}; fix the cell") \
+                from None
+    return analysis.analyze([c.source for c in cells], set(bound), set(modules))
+
+
+def _parameters(cell: Cell | None) -> dict[str, Parameter]:
+    if cell is None:
+        return {}
+    try:
+        tree = analysis.parse(cell.source)
+    except SyntaxError as e:
+        raise FlowError(f"{cell.label()} (parameters): SyntaxError on line {e.lineno}: {e.msg}") from None
+    params: dict[str, Parameter] = {}
+    for stmt in tree.body:
+        target = stmt.targets[0] if isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 else (
+            stmt.target if isinstance(stmt, ast.AnnAssign) and stmt.value is not None else None)
+        if not isinstance(target, ast.Name):
+            continue
+        source = ast.unparse(stmt.value)
+        try:
+            value = ast.literal_eval(stmt.value)
+            kind = type(value).__name__
+        except (ValueError, SyntaxError, TypeError):
+            value, kind = None, "expression"
+        params[target.id] = Parameter(target.id, value, kind, source)
+    return params
+
+
+def _check_prev(nb: notebook.Notebook, steps: dict[str, Step]) -> None:
+    for step in steps.values():
+        for up in step.explicit_prev:
+            if up == step.name or up not in steps:
+                cell = next((c for c in step.cells if f"prev:{up}" in c.tags), step.cells[0])
+                what = "itself" if up == step.name else f"unknown step {up!r}"
+                raise FlowError(f"{cell.label()}: prev:{up} names {what}; steps are: {', '.join(steps)}")
+
+
+def _infer_inputs(step: Step, steps: dict[str, Step], parameters: dict, warnings: list[str]) -> None:
+    names = list(steps)
+    position = names.index(step.name)
+    for name in step.reads:
+        if step.explicit_prev:
+            producer = _nearest_writer(step, steps, name)
+        else:
+            producer = next((s for s in reversed(names[:position]) if name in steps[s].writes), None)
+        if producer:
+            step.inputs[name] = producer
+        elif name in parameters:
+            step.params.append(name)
+        elif step.foreach and name == step.foreach["var"]:
+            raise FlowError(f"step {step.name!r}: foreach:{name} but no earlier step or parameter defines {name!r}")
+        else:
+            warnings.append(f"step {step.name!r} reads {name!r}, which no earlier step or parameter defines")
+    step.prev = list(step.explicit_prev) or list(dict.fromkeys(step.inputs.values()))
+
+
+def _nearest_writer(step: Step, steps: dict[str, Step], name: str) -> str | None:
+    order = list(steps)
+    frontier, seen = list(step.explicit_prev), set()
+    while frontier:
+        writers = [s for s in frontier if name in steps[s].writes]
+        if writers:
+            return max(writers, key=order.index)
+        seen.update(frontier)
+        frontier = [up for s in frontier for up in (steps[s].explicit_prev or _inferred_prev(steps[s], steps))
+                    if up not in seen]
+    return None
+
+
+def _inferred_prev(step: Step, steps: dict[str, Step]) -> list[str]:
+    names = list(steps)
+    position = names.index(step.name)
+    return [next(s for s in reversed(names[:position]) if n in steps[s].writes)
+            for n in step.reads if any(n in steps[s].writes for s in names[:position])]
+
+
+def _assign_metrics(nb: notebook.Notebook, steps: dict[str, Step], warnings: list[str]) -> None:
+    for cell in nb.metrics:
+        for stmt in analysis.parse(cell.source).body:
+            call = stmt.value if isinstance(stmt, ast.Expr) else None
+            if not (isinstance(call, ast.Call) and getattr(call.func, "id", None) == "print"
+                    and all(isinstance(a, ast.Name) for a in call.args)):
+                raise FlowError(f"{cell.label()} (pipeline-metrics): line {stmt.lineno} is not print(name); "
+                                "a metrics cell only names variables, e.g. print(accuracy)")
+            for arg in call.args:
+                writer = next((s for s in reversed(list(steps)) if arg.id in steps[s].writes), None)
+                if writer:
+                    steps[writer].metrics.append(arg.id)
+                else:
+                    warnings.append(f"metric {arg.id!r} ({cell.label()}) is written by no step")
+
+
+def _topological(nb: notebook.Notebook, steps: dict[str, Step]) -> list[str]:
+    upstream = {s.name: set(s.prev) | set(s.inputs.values()) for s in steps.values()}
+    order: list[str] = []
+    remaining = list(steps)
+    while remaining:
+        ready = [s for s in remaining if upstream[s] <= set(order)]
+        if not ready:
+            raise FlowError(_cycle_message(nb, steps, upstream, remaining))
+        order.append(ready[0])
+        remaining.remove(ready[0])
+    return order
+
+
+def _cycle_message(nb, steps, upstream, remaining) -> str:
+    start = remaining[0]
+    path, node = [start], start
+    while True:
+        node = next(u for u in sorted(upstream[node]) if u in remaining)
+        if node in path:
+            cycle = path[path.index(node):] + [node]
+            break
+        path.append(node)
+    cycle.reverse()
+    cells = [c.label() for s in cycle[:-1] for c in steps[s].cells if any(t.startswith("prev:") for t in c.tags)]
+    where = f" (prev: tags on {', '.join(dict.fromkeys(cells))})" if cells else ""
+    return f"cycle among steps: {' -> '.join(cycle)}{where}; remove one of these prev: tags"

@@ -1,0 +1,30 @@
+"""Run tasks on this machine: each task is papermill in a thread of the runner process, driving its
+own fresh kernel process. papermill is imported once per run, not once per task, and kernels are
+started ahead of need by a KernelPool while upstream steps run."""
+from __future__ import annotations
+
+import os
+from concurrent.futures import Future, ThreadPoolExecutor
+
+from ..kernels import KernelPool
+from ..task import TaskControl, run_task
+
+
+class LocalExecutor:
+    name = "local"
+
+    def __init__(self, max_workers: int | None = None):
+        self.max_workers = max_workers or os.cpu_count() or 2
+        self.threads = ThreadPoolExecutor(self.max_workers, thread_name_prefix="jupyter-flow-task")
+        self.pool = KernelPool()
+
+    def set_demand(self, kernel: str, cwd: str, waiting: int) -> None:
+        """Tasks of this kernel not started yet: keep that many kernels warm, up to max_workers."""
+        self.pool.set_demand(kernel, cwd, min(waiting, self.max_workers))
+
+    def submit(self, spec: dict, control: TaskControl) -> Future:
+        return self.threads.submit(run_task, spec, self.pool, control)
+
+    def close(self) -> None:
+        self.threads.shutdown(wait=True)
+        self.pool.close()

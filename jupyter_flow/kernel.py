@@ -1,0 +1,148 @@
+"""Pull a task's state into the current kernel: its failure snapshot, inputs or outputs; IPython magics.
+
+Works from any machine that can read the store: a colleague's failed run loads the same way.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import shlex
+import sys
+
+from .client import read_task
+from .errors import FlowError, NotFound
+from .runtime import find_run, run_key
+from .store import open_store
+from .task import task_key
+
+STATES = ("failure", "inputs", "outputs")
+
+
+def load(run_id: str, step: str, store=None, into: dict | None = None, state: str | None = None, index: int = 0,
+         cells: bool = False, quiet: bool = False) -> list[str]:
+    """Put a task's variables into `into` (the notebook's namespace by default); returns the names set.
+
+    state: "failure" (the variables when the step raised; the default for a failed task), "inputs"
+    (what the step received), or "outputs" (what it stored; the default for a finished task).
+    cells=True also inserts the step's source as the next cell (in JupyterLab), or prints it.
+    """
+    store = open_store(store)
+    run = find_run(store, run_id)
+    task = read_task(store, run, step, index)
+    state = state or ("failure" if task.get("failure") else "outputs" if task.get("outputs") else "inputs")
+    if state not in STATES:
+        raise FlowError(f"state={state!r}: choose one of {', '.join(STATES)}")
+    refs, modules, unpicklable = _refs(store, run, task, state)
+    target = into if into is not None else _caller_namespace()
+    values = {}
+    for name, meta in refs.items():
+        if "missing" in meta:
+            continue
+        values[name] = ([store.load_value(h) for h in meta["hashes"]] if "hashes" in meta
+                        else store.load_value(meta["hash"]))
+    for alias, module in modules.items():
+        try:
+            values[alias] = importlib.import_module(module)
+        except ImportError:
+            unpicklable[alias] = f"module {module} (not importable here)"
+    target.update(values)
+    if not quiet:
+        _print_table(run, step, index, state, refs, modules, unpicklable)
+    if cells:
+        _insert_cells(store, run, step)
+    return list(values)
+
+
+def _refs(store, run, task, state):
+    if state == "inputs":
+        return task.get("inputs", {}), {}, {}
+    if state == "outputs":
+        return task.get("outputs", {}), {}, {}
+    try:
+        failure = store.read_json(f"{task_key(run['flow'], run['id'], task['step'], task['index'])}/failure.json")
+    except NotFound:
+        raise NotFound(f"step {task['step']!r} of run {run['id']} has no failure snapshot (status "
+                       f"{task['status']}); use state='inputs' or state='outputs'") from None
+    return failure["variables"], failure.get("modules", {}), dict(failure.get("unpicklable", {}))
+
+
+def _caller_namespace() -> dict:
+    try:
+        from IPython import get_ipython
+
+        shell = get_ipython()
+    except ImportError:
+        shell = None
+    if shell is not None:
+        return shell.user_ns
+    frame = sys._getframe(2)  # the caller of load()
+    return frame.f_globals
+
+
+def _print_table(run, step, index, state, refs, modules, unpicklable) -> None:
+    label = {"failure": "failure snapshot", "inputs": "inputs", "outputs": "outputs"}[state]
+    print(f"Loaded {label} of {step}[{index}] from run {run['id']} ({run['flow']}, {run['user']}):")
+    rows = [(n, m.get("type", ""), (m.get("preview") or m.get("missing", "")).splitlines()[0][:60])
+            for n, m in refs.items()]
+    rows += [(alias, "module", module) for alias, module in modules.items()]
+    width = max([len(r[0]) for r in rows] + [4])
+    twidth = max([len(r[1]) for r in rows] + [4])
+    for name, kind, preview in rows:
+        print(f"  {name:<{width}}  {kind:<{twidth}}  {preview}")
+    for name, kind in unpicklable.items():
+        print(f"  {name:<{width}}  {kind:<{twidth}}  (not loaded: could not be pickled)")
+
+
+def step_source(store, run: dict, step: str) -> str:
+    """The step's cells as they were when the run was made (from the run's copy of the notebook)."""
+    import json
+
+    from .notebook import parse
+    from pathlib import Path
+
+    raw = json.loads(store.read_bytes(f"{run_key(run['flow'], run['id'])}/notebook.ipynb"))
+    nb = parse(raw, Path(run["notebook"]))
+    return "\n\n".join(c.source for c in nb.steps[step].cells)
+
+
+def _insert_cells(store, run, step) -> None:
+    source = step_source(store, run, step)
+    try:
+        from IPython import get_ipython
+
+        shell = get_ipython()
+    except ImportError:
+        shell = None
+    if shell is not None and getattr(shell, "kernel", None) is not None:
+        shell.set_next_input(source, replace=False)
+        print(f"Inserted the source of step {step!r} as the next cell.")
+    else:
+        print(f"# --- source of step {step!r} ---\n{source}")
+
+
+def register_magics(ipython) -> None:
+    from IPython.core.magic import register_line_magic
+
+    parser = argparse.ArgumentParser(prog="%flow_load", description="Load a task's state into this kernel.")
+    parser.add_argument("run_id")
+    parser.add_argument("step")
+    parser.add_argument("--index", type=int, default=0)
+    parser.add_argument("--store")
+    parser.add_argument("--cells", action="store_true", help="also insert the step's source as the next cell")
+    group = parser.add_mutually_exclusive_group()
+    for state in STATES:
+        group.add_argument(f"--{state}", dest="state", action="store_const", const=state)
+
+    @register_line_magic
+    def flow_load(line):
+        try:
+            args = parser.parse_args(shlex.split(line))
+        except SystemExit:
+            return None
+        try:
+            load(args.run_id, args.step, store=args.store, into=ipython.user_ns, state=args.state,
+                 index=args.index, cells=args.cells)
+        except FlowError as e:
+            print(f"error: {e}", file=sys.stderr)
+
+    del flow_load

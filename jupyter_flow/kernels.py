@@ -1,0 +1,151 @@
+"""Kernels started ahead of need, so a step does not wait for a cold kernel.
+
+Every task gets a fresh kernel (steps never share state through a kernel). The pool keeps up to
+`demand` kernels per (kernelspec, working directory) booting in the background while upstream steps
+run; `acquire` hands one over ready, and the caller kills it after the task.
+"""
+from __future__ import annotations
+
+import os
+import threading
+from collections import defaultdict
+
+from .errors import FlowError
+
+
+def check_kernelspecs(names: set[str], where: dict[str, str] | None = None) -> None:
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    installed = KernelSpecManager().find_kernel_specs()
+    for name in sorted(names):
+        if name not in installed:
+            at = f" ({where[name]})" if where and name in where else ""
+            raise FlowError(f"no kernel named {name!r}{at}; installed kernels: {', '.join(sorted(installed))}. "
+                            "Install it (python -m ipykernel install --user --name NAME) or fix the kernel: tag")
+
+
+def start_kernel(kernel_name: str, cwd: str, startup_timeout: float = 60):
+    """A started, ready KernelManager. What the step prints reaches the task log through papermill;
+    the kernel process's own stdout/stderr (startup chatter) is discarded."""
+    from jupyter_client import KernelManager
+
+    km = KernelManager(kernel_name=kernel_name)
+    env = dict(os.environ, PYDEVD_DISABLE_FILE_VALIDATION="1")
+    with open(os.devnull, "w") as devnull:
+        km.start_kernel(cwd=cwd, env=env, stdout=devnull, stderr=devnull)
+    kc = km.client()
+    kc.start_channels()
+    try:
+        kc.wait_for_ready(timeout=startup_timeout)
+    except RuntimeError:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
+        raise
+    warm = WarmClient(kc)
+    km.client = lambda **kwargs: warm  # nbclient asks for a client: it gets this ready one
+    return km
+
+
+class WarmClient:
+    """A kernel client that is already connected and has seen the kernel ready.
+
+    nbclient would start channels and wait for the kernel again, which costs 0.2 s of IOPub
+    flushing per task; handing it this client skips that.
+    """
+
+    def __init__(self, kc):
+        object.__setattr__(self, "_kc", kc)
+
+    def start_channels(self, *args, **kwargs):
+        return None
+
+    def wait_for_ready(self, *args, **kwargs):
+        return None
+
+    def __getattr__(self, name):
+        return getattr(self._kc, name)
+
+    def __setattr__(self, name, value):
+        setattr(self._kc, name, value)
+
+
+def kill_kernel(km) -> None:
+    try:
+        km.client().stop_channels()
+    except Exception:  # noqa: BLE001 - closing sockets of a dead kernel may fail
+        pass
+    try:
+        km.shutdown_kernel(now=True)
+    except Exception:  # noqa: BLE001 - it is gone either way
+        pass
+    try:
+        km.cleanup_resources()
+    except Exception:  # noqa: BLE001
+        pass
+
+
+def kernel_pid(km) -> int | None:
+    process = getattr(km.provisioner, "process", None)
+    return getattr(process, "pid", None)
+
+
+def kernel_exit(km) -> int | None:
+    process = getattr(km.provisioner, "process", None)
+    return process.poll() if process is not None else None
+
+
+class KernelPool:
+    def __init__(self):
+        self._lock = threading.Condition()
+        self._ready: dict[tuple, list] = defaultdict(list)
+        self._booting: dict[tuple, int] = defaultdict(int)
+        self._demand: dict[tuple, int] = defaultdict(int)
+        self._errors: dict[tuple, Exception] = {}
+        self._closed = False
+
+    def set_demand(self, kernel_name: str, cwd: str, count: int) -> None:
+        """Keep up to `count` kernels of this kind started or starting."""
+        key = (kernel_name, cwd)
+        with self._lock:
+            self._demand[key] = count
+            missing = count - len(self._ready[key]) - self._booting[key]
+            self._booting[key] += max(missing, 0)
+        for _ in range(max(missing, 0)):
+            threading.Thread(target=self._boot, args=(key,), daemon=True, name="jupyter-flow-kernel").start()
+
+    def _boot(self, key) -> None:
+        try:
+            km = start_kernel(*key)
+        except Exception as e:  # noqa: BLE001 - reported to whoever acquires
+            with self._lock:
+                self._booting[key] -= 1
+                self._errors[key] = e
+                self._lock.notify_all()
+            return
+        with self._lock:
+            self._booting[key] -= 1
+            if self._closed:
+                kill_kernel(km)
+                return
+            self._ready[key].append(km)
+            self._lock.notify_all()
+
+    def acquire(self, kernel_name: str, cwd: str):
+        key = (kernel_name, cwd)
+        with self._lock:
+            while not self._ready[key] and self._booting[key] and key not in self._errors:
+                self._lock.wait(0.5)
+            if self._ready[key]:
+                return self._ready[key].pop(0)
+            error = self._errors.pop(key, None)
+        if error:
+            raise error
+        return start_kernel(kernel_name, cwd)
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            idle = [km for kms in self._ready.values() for km in kms]
+            self._ready.clear()
+        for km in idle:
+            kill_kernel(km)

@@ -1,0 +1,479 @@
+"""Schedule the tasks of a run: readiness, parallelism, foreach fan-out, retries, timeouts, cache,
+resume, cancel, heartbeat, and progress events for the CLI, the server and the widgets.
+
+Everything is validated before the run exists in the store (bad input leaves nothing behind). The
+runtime reads only task records (hashes and previews), never a value.
+"""
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import queue
+import secrets
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from . import analysis, stepbook
+from ._version import __version__
+from .dag import Flow, build_flow
+from .errors import FlowError, NotFound
+from .store import Store, open_store
+from .task import TaskControl, now, task_key
+
+DONE = {"succeeded", "cached", "reused", "skipped"}
+TERMINAL = DONE | {"failed", "timed_out", "cancelled"}
+HEARTBEAT_ENV = "JUPYTER_FLOW_HEARTBEAT"
+
+
+def heartbeat_interval() -> float:
+    return float(os.environ.get(HEARTBEAT_ENV, "5"))
+
+
+def current_user() -> str:
+    return os.environ.get("JUPYTERHUB_USER") or getpass.getuser()
+
+
+def run_key(flow: str, run_id: str) -> str:
+    return f"flows/{flow}/runs/{run_id}"
+
+
+def find_run(store: Store, run_id: str) -> dict:
+    """The run.json of `run_id` (a unique prefix is enough)."""
+    matches = store.glob(f"flows/*/runs/{run_id}*/run.json")
+    if not matches:
+        raise NotFound(f"no run {run_id!r} in store {store.url}; `jupyter flow runs` lists them")
+    exact = [m for m in matches if m.split("/")[3] == run_id]
+    if len(matches) > 1 and not exact:
+        raise FlowError(f"run id {run_id!r} is ambiguous ({len(matches)} runs start with it); give more of it")
+    return store.read_json((exact or matches)[0])
+
+
+def request_cancel(store: Store | str | None, run_id: str) -> dict:
+    """Ask the process running `run_id` to stop it (works from any process that sees the store)."""
+    store = open_store(store)
+    run = find_run(store, run_id)
+    if run["status"] == "running":
+        store.write_json(f"{run_key(run['flow'], run['id'])}/cancel", {"requested": now(), "by": current_user()})
+    return run
+
+
+@dataclass
+class Task:
+    step: str
+    index: int
+    status: str = "queued"
+    attempt: int = 0
+    record: dict = field(default_factory=dict)
+    control: TaskControl | None = None
+    attempts: list = field(default_factory=list)
+
+
+class Runner:
+    def __init__(self, flow: Flow, parameters: dict, store: Store, executor, run_id: str | None = None,
+                 no_cache: bool = False, on_event=None, origin: dict | None = None, from_step: str | None = None):
+        self.flow, self.parameters, self.store, self.executor = flow, parameters, store, executor
+        self.run_id = run_id or f"{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{secrets.token_hex(3)}"
+        self.key = run_key(flow.name, self.run_id)
+        self.no_cache = no_cache
+        self.on_event = on_event or (lambda event: None)
+        self.origin = origin
+        self.rerun = set(flow.downstream(from_step)) if from_step else set()
+        self.cwd = str(flow.path.parent)
+        self.tasks: dict[str, list[Task] | None] = {s: None for s in flow.steps}  # None: fan-out unknown yet
+        self.done_q: queue.Queue = queue.Queue()
+        self.cancel_reason: str | None = None
+        self.stopping = False
+        self.local = None  # a local executor for `executor:local` steps of a remote run
+        self._last_beat = 0.0
+        self.record = self._new_record()
+
+    # -- the run record --------------------------------------------------------------------------
+    def _new_record(self) -> dict:
+        return {
+            "id": self.run_id, "flow": self.flow.name, "status": "running", "user": current_user(),
+            "host": socket.gethostname(), "pid": os.getpid(), "notebook": str(self.flow.path),
+            "notebook_hash": None, "parameters": self.parameters, "created": now(), "ended": None,
+            "duration": None, "heartbeat": now(), "heartbeat_interval": heartbeat_interval(), "metrics": {},
+            "origin_run": self.origin["id"] if self.origin else None, "executor": self.executor.name,
+            "version": __version__, "error": None, "warnings": self.flow.warnings,
+            "steps": [{"name": s.name, "prev": s.prev, "foreach": s.foreach,
+                       "options": {k: v for k, v in s.options.items() if k != "foreach"}}
+                      for s in self.flow.steps.values()],
+        }
+
+    def _save_record(self) -> None:
+        self.record["heartbeat"] = now()
+        self._last_beat = time.monotonic()
+        self.store.write_json(f"{self.key}/run.json", self.record)
+
+    # -- main loop -------------------------------------------------------------------------------
+    def run(self) -> str:
+        from .store.blobs import new_hash
+
+        raw = self.flow.path.read_bytes()
+        h = new_hash()
+        h.update(raw)
+        self.record["notebook_hash"] = h.hexdigest()
+        self.store.write_bytes(f"{self.key}/notebook.ipynb", raw)
+        self._save_record()
+        self.on_event({"type": "run", "run_id": self.run_id, "status": "running", "flow": self.flow.name})
+        running: set[int] = set()
+        try:
+            while True:
+                try:
+                    self._check_cancel()
+                    if not self.stopping:
+                        for task in self._ready():
+                            self._start(task, running)
+                    self._update_demand()
+                    if not running:
+                        break
+                    try:
+                        task, record = self.done_q.get(timeout=0.5)
+                    except queue.Empty:
+                        if time.monotonic() - self._last_beat > self.record["heartbeat_interval"]:
+                            self._save_record()
+                        continue
+                    running.discard(id(task))
+                    self._finished(task, record, running)
+                except KeyboardInterrupt:
+                    self.cancel("cancelled")
+        finally:
+            self._close_executors()
+        return self._finalize()
+
+    def cancel(self, reason: str = "cancelled") -> None:
+        self.cancel_reason = self.cancel_reason or reason
+        self.stopping = True
+        for tasks in self.tasks.values():
+            for task in tasks or []:
+                if task.status == "running" and task.control:
+                    task.control.stop("cancelled")
+
+    def _check_cancel(self) -> None:
+        if not self.cancel_reason and self.store.exists(f"{self.key}/cancel"):
+            self.cancel("cancelled")
+
+    def _close_executors(self) -> None:
+        for executor in (self.executor, self.local):
+            if executor is not None:
+                executor.close()
+
+    # -- readiness -------------------------------------------------------------------------------
+    def _step_state(self, name: str) -> str:
+        """done (downstream may run), blocked (it failed), or pending."""
+        tasks = self.tasks[name]
+        if tasks is None or any(t.status not in TERMINAL for t in tasks):
+            return "pending"
+        if all(t.status in DONE for t in tasks) or self.flow.steps[name].options.get("catch"):
+            return "done"
+        return "blocked"
+
+    def _ready(self) -> list[Task]:
+        ready = []
+        for name, step in self.flow.steps.items():
+            upstream = set(step.prev) | set(step.inputs.values())
+            if not all(self._step_state(u) == "done" for u in upstream):
+                continue
+            if self.tasks[name] is None:
+                try:
+                    count = self._fan_out(name) if step.foreach else 1
+                except FlowError as e:
+                    error = {"type": "ForeachError", "message": str(e)}
+                    self.tasks[name] = [Task(name, 0, status="failed", record={"error": error})]
+                    self.record["error"] = {"step": name, "index": 0, "message": str(e)}
+                    self.stopping = True
+                    continue
+                self.tasks[name] = [Task(name, i) for i in range(count)]
+                if step.foreach:
+                    self.on_event({"type": "foreach", "run_id": self.run_id, "step": name, "count": count})
+            ready += [t for t in self.tasks[name] if t.status == "queued"]
+        return ready
+
+    def _fan_out(self, name: str) -> int:
+        var = self.flow.steps[name].foreach["var"]
+        producer = self.flow.steps[name].inputs.get(var)
+        if producer is None:
+            value = self.parameters.get(var)
+            if not isinstance(value, (list, tuple)):
+                raise FlowError(f"step {name!r}: foreach:{var} needs a list, but parameter {var} is {value!r}")
+            return len(value)
+        tasks = self.tasks[producer]
+        if self.flow.steps[producer].foreach:
+            return len(tasks)
+        out = tasks[0].record.get("outputs", {}).get(var, {})
+        if "length" not in out:
+            raise FlowError(f"step {name!r}: foreach:{var} needs a list, but step {producer!r} made "
+                            f"{var} a {out.get('type', 'missing value')}")
+        return out["length"]
+
+    def _update_demand(self) -> None:
+        if not hasattr(self.executor, "set_demand"):
+            return
+        waiting: dict[str, int] = {}
+        for name, step in self.flow.steps.items():
+            kernel = step.options.get("kernel", self.flow.kernel)
+            tasks = self.tasks[name]
+            count = 1 if tasks is None else sum(t.status == "queued" for t in tasks)
+            if self.stopping or self._doomed(name):
+                count = 0
+            waiting[kernel] = waiting.get(kernel, 0) + count
+        for kernel, count in waiting.items():
+            self.executor.set_demand(kernel, self.cwd, count)
+
+    def _doomed(self, name: str) -> bool:
+        step = self.flow.steps[name]
+        return any(self._step_state(u) == "blocked" or self._doomed(u) for u in set(step.prev) | set(step.inputs.values()))
+
+    # -- starting a task -------------------------------------------------------------------------
+    def _inputs(self, name: str) -> tuple[dict, dict]:
+        """(refs for the kernel, metadata for task.json) of the names `name` reads."""
+        refs, meta = {}, {}
+        for var, producer in self.flow.steps[name].inputs.items():
+            tasks = self.tasks[producer]
+            outs = [t.record.get("outputs", {}).get(var) for t in tasks]
+            if any(o is None for o in outs):
+                bad = next(t for t, o in zip(tasks, outs) if o is None)
+                why = (f"step {producer!r} failed ({bad.record.get('error', {}).get('message', '')}) and is "
+                       "tagged catch" if bad.status not in DONE else f"step {producer!r} did not assign it")
+                refs[var] = {"missing": why}
+                meta[var] = {"missing": why}
+            elif self.flow.steps[producer].foreach:
+                refs[var] = {"hashes": [o["hash"] for o in outs]}
+                meta[var] = {"hashes": refs[var]["hashes"], "type": "list", "length": len(outs),
+                             "size": sum(o.get("size", 0) for o in outs), "preview": f"{len(outs)} values from {producer}"}
+            else:
+                refs[var] = {"hash": outs[0]["hash"]}
+                meta[var] = outs[0]
+        return refs, meta
+
+    def _cache_key(self, name: str, index: int, refs: dict) -> str:
+        from .store.blobs import new_hash
+
+        step = self.flow.steps[name]
+        payload = {
+            "version": __version__, "kernel": step.options.get("kernel", self.flow.kernel),
+            "code": [analysis.normalized(c.source) for c in self.flow.shared + step.cells],
+            "inputs": refs, "params": {p: self.parameters.get(p) for p in step.params},
+            "foreach": index if step.foreach else None,
+        }
+        h = new_hash()
+        h.update(json.dumps(payload, sort_keys=True, default=repr).encode())
+        return h.hexdigest()
+
+    def _start(self, task: Task, running: set[int]) -> None:
+        step = self.flow.steps[task.step]
+        refs, meta = self._inputs(task.step)
+        cache_key = self._cache_key(task.step, task.index, refs)
+        reused = self._reuse(task, cache_key)
+        if reused:
+            self._finished(task, reused, running)
+            return
+        task.attempt += 1
+        task.status = "running"
+        task.control = TaskControl(step.options.get("timeout"))
+        if self.cancel_reason:
+            task.control.stop("cancelled")
+        needed: dict[str, list[str]] = {}
+        for s in self.flow.steps.values():
+            for var, producer in s.inputs.items():
+                if producer == task.step:
+                    needed.setdefault(var, []).append(s.name)
+        kernel = step.options.get("kernel", self.flow.kernel)
+        spec = {
+            "store": self.store.url, "flow": self.flow.name, "run_id": self.run_id, "step": task.step,
+            "index": task.index, "attempt": task.attempt, "attempts": task.attempts, "kernel": kernel,
+            "cwd": self.cwd, "timeout": step.options.get("timeout"), "parameters": self.parameters,
+            "input_meta": meta, "cache_key": cache_key, "executor": self._executor_for(step).name,
+            "foreach": ({**step.foreach, "index": task.index} if step.foreach else None),
+            "stepbook": stepbook.build(self.flow, step, self.run_id, task.index),
+            "kernel_spec": {
+                "store": self.store.url, "run_id": self.run_id, "step": task.step, "index": task.index,
+                "inputs": refs, "writes": step.writes, "needed": needed, "metrics": step.metrics,
+                "foreach": ({**step.foreach, "index": task.index} if step.foreach else None),
+            },
+        }
+        self.on_event({"type": "task", "run_id": self.run_id, "step": task.step, "index": task.index,
+                       "status": "running", "attempt": task.attempt})
+        future = self._executor_for(step).submit(spec, task.control)
+        running.add(id(task))
+        future.add_done_callback(lambda f, t=task: self.done_q.put((t, _result(f, t))))
+
+    def _executor_for(self, step):
+        if step.options.get("executor") == "local" and self.executor.name != "local":
+            if self.local is None:
+                from .executors.local import LocalExecutor
+
+                self.local = LocalExecutor()
+            return self.local
+        return self.executor
+
+    def _reuse(self, task: Task, cache_key: str) -> dict | None:
+        """A finished record of an earlier task with this key (resume origin first, then the cache)."""
+        step = self.flow.steps[task.step]
+        if task.step in self.rerun:
+            return None
+        candidates = []
+        if self.origin:
+            candidates.append(("reused", task_key(self.flow.name, self.origin["id"], task.step, task.index)))
+        if not self.no_cache and step.options.get("cache", True):
+            try:
+                hit = self.store.read_json(f"cache/{cache_key}.json")
+                candidates.append(("cached", task_key(hit["flow"], hit["run_id"], hit["step"], hit["index"])))
+            except (NotFound, ValueError, KeyError):
+                pass
+        for status, key in candidates:
+            try:
+                old = self.store.read_json(f"{key}/task.json")
+            except (NotFound, ValueError):
+                continue
+            if old.get("cache_key") != cache_key or old.get("status") not in DONE:
+                continue
+            if not all(self.store.has_blob(o["hash"]) for o in old.get("outputs", {}).values()):
+                continue
+            origin = old.get("origin") or {"run_id": old["run_id"], "step": old["step"], "index": old["index"],
+                                           "notebook": old.get("notebook")}
+            record = dict(old, run_id=self.run_id, status=status, origin=origin, started=now(), ended=now(),
+                          duration=0.0, attempt=0, attempts=[], cache_key=cache_key)
+            self.store.write_json(f"{task_key(self.flow.name, self.run_id, task.step, task.index)}/task.json", record)
+            return record
+        return None
+
+    # -- a task ended ----------------------------------------------------------------------------
+    def _finished(self, task: Task, record: dict, running: set[int]) -> None:
+        step = self.flow.steps[task.step]
+        task.record = record
+        status = record["status"]
+        if status in ("failed", "timed_out") and not self.stopping and task.attempt <= step.options.get("retry", 0):
+            task.attempts = task.attempts + [{k: record.get(k) for k in ("attempt", "status", "error", "started",
+                                                                         "ended", "duration")}]
+            self.on_event({"type": "task", "run_id": self.run_id, "step": task.step, "index": task.index,
+                           "status": "retrying", "attempt": task.attempt, "error": record.get("error")})
+            task.status = "queued"
+            self._start(task, running)
+            return
+        task.status = status
+        if status == "succeeded" and record.get("cache_key"):
+            self.store.write_json(f"cache/{record['cache_key']}.json", {
+                "flow": self.flow.name, "run_id": self.run_id, "step": task.step, "index": task.index})
+        if status not in DONE and not step.options.get("catch") and not self.stopping:
+            self.stopping = True
+            self.record["error"] = {"step": task.step, "index": task.index,
+                                    "message": (record.get("error") or {}).get("message", status)}
+        self.record["metrics"].update(record.get("metrics") or {})
+        self.on_event({"type": "task", "run_id": self.run_id, "step": task.step, "index": task.index,
+                       "status": status, "attempt": task.attempt, "duration": record.get("duration"),
+                       "error": record.get("error"), "origin": record.get("origin")})
+        self._save_record()
+
+    def _finalize(self) -> str:
+        if self.cancel_reason:
+            status = "cancelled"
+        elif self.record["error"]:
+            status = "failed"
+        elif all(self.tasks[s] is not None and self._step_state(s) == "done" for s in self.flow.steps):
+            status = "succeeded"
+        else:
+            status = "failed"
+        self.record.update(status=status, ended=now())
+        start = datetime.fromisoformat(self.record["created"])
+        self.record["duration"] = round((datetime.now(timezone.utc) - start).total_seconds(), 3)
+        self._save_record()
+        self.on_event({"type": "run", "run_id": self.run_id, "status": status, "error": self.record["error"]})
+        return status
+
+
+def _result(future, task: Task) -> dict:
+    try:
+        return future.result()
+    except BaseException as e:  # noqa: BLE001 - an executor failure is a task failure
+        return {**task.record, "status": "failed", "run_id": None,
+                "error": {"type": e.__class__.__name__, "message": f"the executor failed to run the task: {e}"}}
+
+
+# -- the doors: prepare (validate everything), then run --------------------------------------------
+class RunHandle:
+    def __init__(self, runner: Runner, thread: threading.Thread | None):
+        self.runner = runner
+        self.run_id = runner.run_id
+        self.store = runner.store
+        self._thread = thread
+        self.status = "running"
+
+    def wait(self, timeout: float | None = None) -> str:
+        if self._thread is not None:
+            self._thread.join(timeout)
+        return self.status
+
+    @property
+    def done(self) -> bool:
+        return self._thread is None or not self._thread.is_alive()
+
+    def cancel(self) -> None:
+        self.runner.cancel("cancelled")
+
+
+def prepare(notebook_path, parameters=None, store=None, executor="local", scheduler=None, max_workers=None,
+            no_cache=False, on_event=None, cli_params=None, param_files=None, origin=None, from_step=None) -> Runner:
+    """Validate everything a run needs and return its Runner; raises FlowError and writes nothing."""
+    from .executors import make_executor
+    from .kernels import check_kernelspecs
+    from .params import resolve
+
+    path = Path(notebook_path)
+    flow = build_flow(path)
+    if from_step is not None:
+        flow.step(from_step)
+    values = resolve(flow, parameters, cli_params, param_files)
+    check_kernelspecs(flow.kernels(), {s.options["kernel"]: f"kernel:{s.options['kernel']} on step {s.name!r}"
+                                       for s in flow.steps.values() if "kernel" in s.options})
+    store = open_store(store)
+    store.check_writable()
+    runner_executor = make_executor(executor, max_workers=max_workers, scheduler=scheduler)
+    return Runner(flow, values, store, runner_executor, no_cache=no_cache, on_event=on_event, origin=origin,
+                  from_step=from_step)
+
+
+def start_run(notebook_path, *, background: bool = True, **options) -> RunHandle:
+    """Validate (FlowError on bad input), then run the notebook; in a background thread by default."""
+    runner = prepare(notebook_path, **options)
+    return _launch(runner, background)
+
+
+def resume_run(run_id: str, store=None, parameters=None, from_step=None, notebook_path=None,
+               background: bool = True, **options) -> RunHandle:
+    """A new run of the origin's notebook (as it is now) that reuses the origin's finished tasks whose
+    code and inputs are unchanged; the failed task and everything downstream run again."""
+    store = open_store(store)
+    origin = find_run(store, run_id)
+    if origin["status"] == "running":
+        raise FlowError(f"run {origin['id']} is still running; wait for it or `jupyter flow cancel {origin['id']}`")
+    path = notebook_path or origin["notebook"]
+    if not Path(path).exists():
+        raise FlowError(f"the notebook of run {origin['id']} is gone ({path}); pass its new path with --notebook")
+    given = dict(origin["parameters"], **(parameters or {}))
+    runner = prepare(path, parameters=given, store=store, origin=origin, from_step=from_step, **options)
+    return _launch(runner, background)
+
+
+def _launch(runner: Runner, background: bool) -> RunHandle:
+    handle = RunHandle(runner, None)
+
+    def target():
+        try:
+            handle.status = runner.run()
+        except BaseException:
+            handle.status = "crashed"
+            raise
+
+    if background:
+        handle._thread = threading.Thread(target=target, name=f"jupyter-flow-run-{runner.run_id}", daemon=True)
+        handle._thread.start()
+    else:
+        target()
+    return handle

@@ -1,0 +1,187 @@
+"""REST handlers under /jupyter-flow/api/: one base class, one routes table.
+
+Every method is `@tornado.web.authenticated` then `@authorized`; starting, resuming and cancelling
+a run count as executing code. POSTs carry the XSRF token (jupyter-server checks it in prepare()).
+Engine errors become JSON: FlowError -> 400, NotFound -> 404, anything else -> 500.
+"""
+import asyncio
+import functools
+import json
+
+import tornado.web
+from jupyter_server.auth.decorator import authorized
+from jupyter_server.base.handlers import APIHandler
+from jupyter_server.utils import url_path_join
+
+from jupyter_flow.errors import FlowError, NotFound
+
+from .config import JupyterFlow
+from .service import FlowService
+
+API_PREFIX = "jupyter-flow/api"
+RESOURCE = "jupyter_flow"
+RUN_ID = r"(?P<run_id>[A-Za-z0-9][A-Za-z0-9_.:-]*)"
+STEP = r"(?P<step>[a-z_][a-z0-9_]*)"
+
+
+class FlowHandler(APIHandler):
+    auth_resource = RESOURCE
+
+    @property
+    def service(self) -> FlowService:
+        return self.settings["jupyter_flow"]
+
+    async def call(self, fn, *args, **kwargs):
+        """Run one engine call in a worker thread; map its errors to HTTP status codes."""
+        try:
+            return await asyncio.to_thread(functools.partial(fn, *args, **kwargs))
+        except NotFound as e:
+            raise tornado.web.HTTPError(404, str(e)) from e
+        except FlowError as e:
+            raise tornado.web.HTTPError(400, str(e)) from e
+
+    def reply(self, data, status: int = 200) -> None:
+        self.set_status(status)
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps(data, default=str))
+
+    def body(self) -> dict:
+        data = self.get_json_body() or {}
+        if not isinstance(data, dict):
+            raise tornado.web.HTTPError(400, "request body must be a JSON object")
+        return data
+
+    def field(self, data: dict, name: str, kind, required: bool = False):
+        value = data.get(name)
+        if value is None and not required:
+            return None
+        if not isinstance(value, kind):
+            raise tornado.web.HTTPError(400, f"'{name}' must be a {kind.__name__}")
+        return value
+
+    def query_int(self, name: str):
+        raw = self.get_query_argument(name, None)
+        if raw in (None, ""):
+            return None
+        if not raw.isdigit() or int(raw) < 1:
+            raise tornado.web.HTTPError(400, f"'{name}' must be a positive integer")
+        return int(raw)
+
+
+class VersionHandler(FlowHandler):
+    @tornado.web.authenticated
+    @authorized
+    async def get(self):
+        self.reply(await self.call(self.service.info))
+
+
+class DagHandler(FlowHandler):
+    @tornado.web.authenticated
+    @authorized
+    async def get(self):
+        self.reply(await self.call(self.service.dag, self.get_query_argument("path", "")))
+
+
+class RunsHandler(FlowHandler):
+    @tornado.web.authenticated
+    @authorized
+    async def get(self):
+        arg = self.get_query_argument
+        runs = await self.call(
+            self.service.list_runs,
+            flow=arg("flow", None) or None,
+            user=arg("user", None) or None,
+            status=arg("status", None) or None,
+            limit=self.query_int("limit"),
+        )
+        self.reply({"runs": runs})
+
+    @tornado.web.authenticated
+    @authorized(action="execute")
+    async def post(self):
+        data = self.body()
+        started = await self.call(
+            self.service.start,
+            self.field(data, "path", str, required=True),
+            parameters=self.field(data, "parameters", dict),
+            executor=self.field(data, "executor", str),
+            scheduler=self.field(data, "scheduler", str),
+        )
+        self.reply(started, status=201)
+
+
+class RunHandler(FlowHandler):
+    @tornado.web.authenticated
+    @authorized
+    async def get(self, run_id):
+        self.reply(await self.call(self.service.get_run, run_id))
+
+
+class CancelHandler(FlowHandler):
+    @tornado.web.authenticated
+    @authorized(action="execute")
+    async def post(self, run_id):
+        self.reply(await self.call(self.service.cancel, run_id))
+
+
+class ResumeHandler(FlowHandler):
+    @tornado.web.authenticated
+    @authorized(action="execute")
+    async def post(self, run_id):
+        data = self.body()
+        resumed = await self.call(
+            self.service.resume,
+            run_id,
+            parameters=self.field(data, "parameters", dict),
+            executor=self.field(data, "executor", str),
+            scheduler=self.field(data, "scheduler", str),
+        )
+        self.reply(resumed, status=201)
+
+
+class TaskHandler(FlowHandler):
+    @tornado.web.authenticated
+    @authorized
+    async def get(self, run_id, step, index, what):
+        index = int(index or 0)
+        if what == "artifacts":
+            self.reply(await self.call(self.service.task_artifacts, run_id, step, index))
+        else:
+            self.reply(await self.call(self.service.task_file, run_id, step, index, what))
+
+
+class MissingHandler(FlowHandler):
+    """Unknown routes under the API answer JSON 404 too."""
+
+    @tornado.web.authenticated
+    @authorized
+    async def get(self, path):
+        raise tornado.web.HTTPError(404, f"no such jupyter-flow API route: {path}")
+
+    post = get
+
+
+ROUTES = [
+    (r"version", VersionHandler),
+    (r"dag", DagHandler),
+    (r"runs", RunsHandler),
+    (rf"runs/{RUN_ID}", RunHandler),
+    (rf"runs/{RUN_ID}/cancel", CancelHandler),
+    (rf"runs/{RUN_ID}/resume", ResumeHandler),
+    (rf"runs/{RUN_ID}/tasks/{STEP}(?:/(?P<index>\d+))?/(?P<what>log|artifacts|notebook)", TaskHandler),
+    (r"(?P<path>.*)", MissingHandler),
+]
+
+
+def setup_handlers(serverapp) -> None:
+    web_app = serverapp.web_app
+    config = JupyterFlow(config=serverapp.config, parent=serverapp)
+    cm = serverapp.contents_manager
+    web_app.settings["jupyter_flow"] = FlowService(
+        config, serverapp.root_dir, allow_hidden=getattr(cm, "allow_hidden", False)
+    )
+    base = url_path_join(web_app.settings["base_url"], API_PREFIX)
+    web_app.add_handlers(
+        ".*$", [(url_path_join(base, pattern) + "/?$", handler) for pattern, handler in ROUTES]
+    )
+    serverapp.log.info("jupyter_flow: REST API at %s (store: %s)", base, config.store or "default")

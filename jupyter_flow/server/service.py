@@ -1,0 +1,147 @@
+"""The server's only door into the engine: each method is one engine call, run off the event loop.
+
+Reads go through `client` (JSON the store already holds, previews included); nothing is unpickled.
+"""
+import getpass
+import json
+import os
+
+from jupyter_flow.errors import FlowError, NotFound
+
+from .paths import resolve_notebook, to_api
+
+RUN_STATUSES = ("running", "succeeded", "failed", "cancelled", "crashed")
+TASK_FILES = {"log": "log.txt", "notebook": "output.ipynb"}
+
+
+class FlowService:
+    def __init__(self, config, root_dir: str, allow_hidden: bool = False):
+        self.config = config
+        self.root_dir = os.path.abspath(root_dir)
+        self.allow_hidden = allow_hidden
+        self._store = None
+
+    # -- helpers -------------------------------------------------------------------------------
+    @property
+    def store(self):
+        if self._store is None:
+            from jupyter_flow.store import open_store
+
+            self._store = open_store(self.config.store)
+        return self._store
+
+    def store_url(self) -> str:
+        return str(getattr(self.store, "url", None) or self.config.store or "")
+
+    def notebook(self, api_path: str) -> str:
+        return resolve_notebook(api_path, self.root_dir, self.allow_hidden)
+
+    def _with_path(self, run: dict) -> dict:
+        run["path"] = to_api(run.get("notebook") or "", self.root_dir)
+        return run
+
+    def _run_options(self, executor, scheduler) -> dict:
+        return {
+            "store": self.config.store,
+            "executor": executor or self.config.executor,
+            "scheduler": scheduler or self.config.scheduler,
+            "max_workers": self.config.max_workers,
+        }
+
+    # -- reads ---------------------------------------------------------------------------------
+    def info(self) -> dict:
+        from jupyter_flow._version import __version__
+
+        return {
+            "version": __version__,
+            "user": getpass.getuser(),
+            "store": self.store_url(),
+            "executor": self.config.executor,
+            "scheduler": self.config.scheduler,
+            "executors": ["local", "dask"],
+            "poll_interval_ms": self.config.poll_interval_ms,
+        }
+
+    def dag(self, api_path: str) -> dict:
+        from jupyter_flow.dag import build_flow
+
+        out = build_flow(self.notebook(api_path)).to_json()
+        out["path"] = api_path
+        return out
+
+    def list_runs(self, flow=None, user=None, status=None, limit=None) -> list:
+        from jupyter_flow import client
+
+        if status is not None and status not in RUN_STATUSES:
+            raise FlowError(f"unknown status {status!r}; one of {', '.join(RUN_STATUSES)}")
+        runs = client.list_runs(self.store, flow=flow, user=user, status=status, limit=limit)
+        return [self._with_path(r) for r in runs]
+
+    def get_run(self, run_id: str) -> dict:
+        from jupyter_flow import client
+
+        return self._with_path(client.get_run(self.store, run_id))
+
+    def _task(self, run_id: str, step: str, index: int) -> dict:
+        for task in self.get_run(run_id).get("tasks", []):
+            if task["step"] == step and int(task.get("index") or 0) == index:
+                return task
+        raise NotFound(f"run {run_id} has no task {step}/{index}")
+
+    def task_file(self, run_id: str, step: str, index: int, what: str):
+        from jupyter_flow import client
+
+        self._task(run_id, step, index)
+        text = client.read_task_file(self.store, run_id, step, index, TASK_FILES[what])
+        if what == "notebook":
+            return json.loads(text)
+        return {"run_id": run_id, "step": step, "index": index, "text": text}
+
+    def task_artifacts(self, run_id: str, step: str, index: int) -> dict:
+        """Names, types, sizes and previews recorded when the values were saved."""
+        task = self._task(run_id, step, index)
+        return {
+            "run_id": run_id,
+            "step": step,
+            "index": index,
+            "inputs": task.get("inputs") or {},
+            "outputs": task.get("outputs") or {},
+            "failure": self._failure_snapshot(run_id, step, index, task),
+        }
+
+    def _failure_snapshot(self, run_id, step, index, task):
+        if task.get("status") not in ("failed", "timed_out"):
+            return None
+        from jupyter_flow import client
+
+        try:
+            return json.loads(client.read_task_file(self.store, run_id, step, index, "failure.json"))
+        except (FlowError, ValueError, OSError):
+            return None
+
+    # -- actions -------------------------------------------------------------------------------
+    def start(self, api_path: str, parameters=None, executor=None, scheduler=None) -> dict:
+        from jupyter_flow import runtime
+
+        handle = runtime.start_run(
+            self.notebook(api_path), parameters=parameters, **self._run_options(executor, scheduler)
+        )
+        return {"id": handle.run_id, "status": "running"}
+
+    def resume(self, run_id: str, parameters=None, executor=None, scheduler=None) -> dict:
+        from jupyter_flow import runtime
+
+        self.get_run(run_id)  # NotFound before anything starts
+        handle = runtime.resume_run(
+            run_id, parameters=parameters, **self._run_options(executor, scheduler)
+        )
+        return {"id": handle.run_id, "origin_run": run_id, "status": "running"}
+
+    def cancel(self, run_id: str) -> dict:
+        from jupyter_flow import runtime
+
+        run = self.get_run(run_id)
+        if run["status"] != "running":
+            raise FlowError(f"run {run_id} is {run['status']}, not running")
+        runtime.request_cancel(self.store, run_id)
+        return {"id": run_id, "cancel_requested": True}

@@ -1,0 +1,206 @@
+import { URLExt } from '@jupyterlab/coreutils';
+import { ServerConnection } from '@jupyterlab/services';
+
+/** Shapes of the JSON the server extension returns (see docs/internal-api.md). */
+export interface IParameter {
+  value: unknown;
+  type: string;
+  source?: string;
+}
+
+export interface IStepSpec {
+  name: string;
+  prev: string[];
+  reads: string[];
+  writes: string[];
+  foreach?: string | null;
+  options?: Record<string, unknown>;
+  cells?: number[];
+  edges: Record<string, string[]>;
+}
+
+export interface IDag {
+  flow: string;
+  path: string;
+  parameters: Record<string, IParameter>;
+  steps: IStepSpec[];
+  warnings: string[];
+}
+
+export interface IValueInfo {
+  hash?: string;
+  type?: string;
+  size?: number;
+  preview?: unknown;
+}
+
+export interface ITaskError {
+  type: string;
+  message: string;
+  cell?: number | null;
+  source_cell?: string | null;
+  traceback?: string | string[] | null;
+}
+
+export interface ITask {
+  run_id: string;
+  step: string;
+  index: number;
+  status: string;
+  attempt: number;
+  started?: string | null;
+  ended?: string | null;
+  duration?: number | null;
+  inputs?: Record<string, IValueInfo>;
+  outputs?: Record<string, IValueInfo>;
+  error?: ITaskError | null;
+  host?: string;
+  executor?: string;
+  notebook?: string;
+}
+
+export interface IRun {
+  id: string;
+  flow: string;
+  status: string;
+  user: string;
+  host?: string;
+  notebook?: string;
+  path?: string | null;
+  parameters: Record<string, unknown>;
+  created?: string;
+  ended?: string | null;
+  duration?: number | null;
+  metrics?: Record<string, number>;
+  origin_run?: string | null;
+  executor?: string;
+  error?: { step: string; index: number; message: string } | null;
+  tasks?: ITask[];
+}
+
+export interface IServerInfo {
+  version: string;
+  user: string;
+  store: string;
+  executor: string;
+  scheduler?: string | null;
+  executors: string[];
+  poll_interval_ms: number;
+}
+
+export interface IArtifacts {
+  inputs: Record<string, IValueInfo>;
+  outputs: Record<string, IValueInfo>;
+  failure: Record<string, unknown> | null;
+}
+
+export interface IRunOptions {
+  parameters?: Record<string, unknown>;
+  executor?: string;
+  scheduler?: string;
+}
+
+export class ApiError extends Error {
+  constructor(
+    message: string,
+    readonly status: number
+  ) {
+    super(message);
+  }
+}
+
+/** Client of /jupyter-flow/api/. GETs revalidate with ETags, so polling costs a 304 when idle. */
+export class FlowApi {
+  private _settings = ServerConnection.makeSettings();
+  private _etags = new Map<string, { etag: string; data: unknown }>();
+
+  async request<T>(endpoint: string, init: RequestInit = {}): Promise<T> {
+    const url = URLExt.join(this._settings.baseUrl, 'jupyter-flow/api', endpoint);
+    const cached = this._etags.get(url);
+    const headers = new Headers(init.headers);
+    if (cached && !init.method) {
+      headers.set('If-None-Match', cached.etag);
+    }
+    const response = await ServerConnection.makeRequest(
+      url,
+      { ...init, headers },
+      this._settings
+    );
+    if (response.status === 304 && cached) {
+      return cached.data as T;
+    }
+    const text = await response.text();
+    const data = text ? JSON.parse(text) : null;
+    if (!response.ok) {
+      throw new ApiError(data?.message ?? response.statusText, response.status);
+    }
+    const etag = response.headers.get('Etag');
+    if (etag && !init.method) {
+      this._etags.set(url, { etag, data });
+    }
+    return data as T;
+  }
+
+  private post<T>(endpoint: string, body: unknown): Promise<T> {
+    return this.request<T>(endpoint, { method: 'POST', body: JSON.stringify(body) });
+  }
+
+  info(): Promise<IServerInfo> {
+    return this.request('version');
+  }
+
+  dag(path: string): Promise<IDag> {
+    return this.request(`dag?path=${encodeURIComponent(path)}`);
+  }
+
+  async runs(query: { flow?: string; user?: string; limit?: number }): Promise<IRun[]> {
+    const params = new URLSearchParams();
+    Object.entries(query).forEach(([k, v]) => v !== undefined && params.set(k, String(v)));
+    return (await this.request<{ runs: IRun[] }>(`runs?${params}`)).runs;
+  }
+
+  run(id: string): Promise<IRun> {
+    return this.request(`runs/${encodeURIComponent(id)}`);
+  }
+
+  start(path: string, options: IRunOptions): Promise<{ id: string }> {
+    return this.post('runs', { path, ...options });
+  }
+
+  resume(id: string, options: IRunOptions = {}): Promise<{ id: string }> {
+    return this.post(`runs/${encodeURIComponent(id)}/resume`, options);
+  }
+
+  cancel(id: string): Promise<unknown> {
+    return this.post(`runs/${encodeURIComponent(id)}/cancel`, {});
+  }
+
+  private taskUrl(task: ITask, what: string): string {
+    return `runs/${encodeURIComponent(task.run_id)}/tasks/${task.step}/${task.index}/${what}`;
+  }
+
+  async log(task: ITask): Promise<string> {
+    return (await this.request<{ text: string }>(this.taskUrl(task, 'log'))).text;
+  }
+
+  artifacts(task: ITask): Promise<IArtifacts> {
+    return this.request(this.taskUrl(task, 'artifacts'));
+  }
+
+  notebook(task: ITask): Promise<any> {
+    return this.request(this.taskUrl(task, 'notebook'));
+  }
+}
+
+/** Statuses after which a run or task no longer changes. */
+export const FINAL = new Set([
+  'succeeded',
+  'failed',
+  'cancelled',
+  'crashed',
+  'timed_out',
+  'cached',
+  'reused',
+  'skipped'
+]);
+export const DONE_OK = new Set(['succeeded', 'cached', 'reused', 'skipped']);

@@ -1,0 +1,133 @@
+import { Button } from '@jupyterlab/ui-components';
+import * as React from 'react';
+
+import { IParameter, IRunOptions } from './api';
+
+type Values = Record<string, string | boolean>;
+
+function initialValues(parameters: Record<string, IParameter>): Values {
+  const values: Values = {};
+  for (const [name, p] of Object.entries(parameters)) {
+    values[name] =
+      p.type === 'bool'
+        ? Boolean(p.value)
+        : p.type === 'str'
+          ? String(p.value ?? '')
+          : p.type === 'expression'
+            ? p.source ?? ''
+            : JSON.stringify(p.value);
+  }
+  return values;
+}
+
+/** Turn what the form holds back into a value of the parameter's declared type. */
+export function parseValue(name: string, type: string, raw: string | boolean): unknown {
+  if (type === 'bool' || type === 'str') {
+    return raw;
+  }
+  const text = String(raw).trim();
+  if (type === 'int') {
+    if (!/^[-+]?\d+$/.test(text)) {
+      throw new Error(`${name} must be an integer`);
+    }
+    return parseInt(text, 10);
+  }
+  if (type === 'float') {
+    const value = Number(text);
+    if (text === '' || Number.isNaN(value)) {
+      throw new Error(`${name} must be a number`);
+    }
+    return value;
+  }
+  try {
+    return JSON.parse(text);
+  } catch {
+    throw new Error(`${name} must be a JSON value (${type})`);
+  }
+}
+
+export interface IRunFormProps {
+  parameters: Record<string, IParameter>;
+  executors: string[];
+  defaultExecutor: string;
+  busy: boolean;
+  onRun: (options: IRunOptions) => void;
+}
+
+/** Parameters prefilled from the notebook's parameters cell, an executor choice and Run. */
+export function RunForm(props: IRunFormProps): JSX.Element {
+  const initial = React.useMemo(() => initialValues(props.parameters), [props.parameters]);
+  const [values, setValues] = React.useState<Values>(initial);
+  const [executor, setExecutor] = React.useState(props.defaultExecutor);
+  const [scheduler, setScheduler] = React.useState('');
+  const [error, setError] = React.useState('');
+  React.useEffect(() => setValues(initial), [initial]);
+
+  const submit = (event: React.FormEvent) => {
+    event.preventDefault();
+    try {
+      const parameters: Record<string, unknown> = {};
+      // only what the user changed: untouched parameters keep the notebook's own default
+      for (const [name, p] of Object.entries(props.parameters)) {
+        if (values[name] !== initial[name]) {
+          parameters[name] = parseValue(name, p.type, values[name]);
+        }
+      }
+      setError('');
+      props.onRun({ parameters, executor, scheduler: scheduler || undefined });
+    } catch (e) {
+      setError((e as Error).message);
+    }
+  };
+
+  return (
+    <form className="jp-flow-runform" onSubmit={submit}>
+      {Object.entries(props.parameters).map(([name, p]) => (
+        <label key={name} className="jp-flow-param">
+          <span title={p.type}>{name}</span>
+          {p.type === 'bool' ? (
+            <input
+              type="checkbox"
+              checked={Boolean(values[name])}
+              onChange={e => setValues({ ...values, [name]: e.target.checked })}
+            />
+          ) : (
+            <input
+              className="jp-mod-styled"
+              name={name}
+              type={p.type === 'int' || p.type === 'float' ? 'number' : 'text'}
+              step={p.type === 'float' ? 'any' : undefined}
+              value={String(values[name] ?? '')}
+              onChange={e => setValues({ ...values, [name]: e.target.value })}
+            />
+          )}
+        </label>
+      ))}
+      <label className="jp-flow-param">
+        <span>executor</span>
+        <select className="jp-mod-styled" value={executor} onChange={e => setExecutor(e.target.value)}>
+          {props.executors.map(x => (
+            <option key={x} value={x}>
+              {x}
+            </option>
+          ))}
+        </select>
+      </label>
+      {executor === 'dask' && (
+        <label className="jp-flow-param">
+          <span>scheduler</span>
+          <input
+            className="jp-mod-styled"
+            placeholder="tcp://host:8786"
+            value={scheduler}
+            onChange={e => setScheduler(e.target.value)}
+          />
+        </label>
+      )}
+      {error && <div className="jp-flow-error">{error}</div>}
+      <Button type="submit" className="jp-flow-run-button" disabled={props.busy}>
+        ▶ Run
+      </Button>
+    </form>
+  );
+}

@@ -1,0 +1,102 @@
+import { VDomRenderer } from '@jupyterlab/ui-components';
+import * as React from 'react';
+
+import { DONE_OK } from './api';
+import { DagView } from './dagview';
+import { flowIcon } from './icons';
+import { FlowModel } from './model';
+import { ITaskActions, RunDetail } from './rundetail';
+import { RunForm } from './runform';
+import { RunList, StatusChip } from './runlist';
+import { stepStates } from './status';
+
+function Section(props: { title: string; children: React.ReactNode; open?: boolean }): JSX.Element {
+  return (
+    <details className="jp-flow-section" open={props.open ?? true}>
+      <summary>{props.title}</summary>
+      {props.children}
+    </details>
+  );
+}
+
+/** The left-panel view of the active notebook's pipeline. */
+export class FlowSidebar extends VDomRenderer<FlowModel> {
+  constructor(
+    model: FlowModel,
+    private _actions: ITaskActions
+  ) {
+    super(model);
+    this.id = 'jupyter-flow-sidebar';
+    this.addClass('jp-flow-sidebar');
+    this.title.icon = flowIcon;
+    this.title.caption = 'Pipeline (jupyter-flow)';
+  }
+
+  protected render(): JSX.Element {
+    const m = this.model;
+    if (!m.path) {
+      return <div className="jp-flow-empty">Open a notebook to see its pipeline.</div>;
+    }
+    const run = m.run;
+    const states = stepStates(run?.tasks);
+    const tasks = run?.tasks ?? [];
+    const done = tasks.filter(t => DONE_OK.has(t.status)).length;
+    return (
+      <div className="jp-flow-body">
+        <header className="jp-flow-header">
+          <span className="jp-flow-title">{m.dag?.flow ?? m.path}</span>
+          {run && <StatusChip status={run.status} />}
+          {run && (
+            <span className="jp-flow-progress" data-done={done} data-total={tasks.length}>
+              {done}/{tasks.length} tasks
+            </span>
+          )}
+        </header>
+        {m.message && <div className="jp-flow-error jp-flow-message">{m.message}</div>}
+        {m.dag?.warnings.map(w => (
+          <div key={w} className="jp-flow-warning">
+            {w}
+          </div>
+        ))}
+        {m.dag && (
+          <div className="jp-flow-dagbox">
+            <DagView dag={m.dag} states={states} selected={m.selectedStep} onSelect={s => m.selectStep(s)} />
+          </div>
+        )}
+        {m.dag && m.info && (
+          <Section title="Run">
+            <RunForm
+              parameters={m.dag.parameters}
+              executors={m.info.executors}
+              defaultExecutor={m.info.executor}
+              busy={m.busy}
+              onRun={options => void m.start(options)}
+            />
+          </Section>
+        )}
+        {run && (
+          <Section title="Run detail">
+            <RunDetail
+              run={run}
+              api={m.api}
+              selectedStep={m.selectedStep}
+              onSelectStep={s => m.selectStep(s)}
+              actions={this._actions}
+            />
+          </Section>
+        )}
+        {m.dag && (
+          <Section title="History" open={false}>
+            <RunList
+              runs={m.runs}
+              allUsers={m.allUsers}
+              selected={run?.id ?? null}
+              onAllUsers={all => m.setAllUsers(all)}
+              onSelect={id => m.select(id)}
+            />
+          </Section>
+        )}
+      </div>
+    );
+  }
+}

@@ -1,0 +1,55 @@
+import { DONE_OK, ITask } from './api';
+
+/** One step's state in a run: foreach steps have several tasks, summed up here. */
+export interface IStepState {
+  status: string;
+  done: number;
+  total: number;
+  tasks: ITask[];
+}
+
+const PRECEDENCE = [
+  'failed',
+  'timed_out',
+  'crashed',
+  'running',
+  'queued',
+  'cancelled',
+  'succeeded',
+  'cached',
+  'reused',
+  'skipped'
+];
+
+export function stepStates(tasks: ITask[] | undefined): Map<string, IStepState> {
+  const states = new Map<string, IStepState>();
+  for (const task of tasks ?? []) {
+    const state = states.get(task.step) ?? { status: '', done: 0, total: 0, tasks: [] };
+    state.tasks.push(task);
+    state.total += 1;
+    if (DONE_OK.has(task.status)) {
+      state.done += 1;
+    }
+    const rank = (s: string) => (PRECEDENCE.includes(s) ? PRECEDENCE.indexOf(s) : 99);
+    if (!state.status || rank(task.status) < rank(state.status)) {
+      state.status = task.status;
+    }
+    states.set(task.step, state);
+  }
+  return states;
+}
+
+export function formatDuration(seconds?: number | null): string {
+  if (seconds === null || seconds === undefined) {
+    return '';
+  }
+  if (seconds < 60) {
+    return `${seconds.toFixed(1)} s`;
+  }
+  const m = Math.floor(seconds / 60);
+  return `${m} min ${Math.round(seconds - 60 * m)} s`;
+}
+
+export function formatTime(iso?: string | null): string {
+  return iso ? new Date(iso).toLocaleString() : '';
+}
