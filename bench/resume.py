@@ -4,10 +4,10 @@
     python bench/resume.py --quick       # smoke run
     python bench/resume.py --sleep-s 1   # each step also sleeps 1 s, so skipped work shows
 
-fail_last (bench/notebooks/fail_last.ipynb, bench/metaflow_flows/fail_last.py) has 5 steps, and
-its last step fails while a marker file exists. Each repetition runs it with the marker (it fails),
+linear5 (bench/notebooks/linear5.ipynb, bench/metaflow_flows/linear5.py) has 5 steps, and its
+last step fails while a marker file exists. Each repetition runs it with the marker (it fails),
 deletes the marker and resumes: the resume reuses the 4 good steps and runs the last one again.
-jupyter_flow also reruns an unchanged linear5.ipynb: once served from its cache, once with
+jupyter_flow also reruns the unchanged linear5.ipynb: once served from its cache, once with
 --no-cache (every step runs again). Metaflow has no cross-run cache, so that row is left blank.
 """
 from __future__ import annotations
@@ -23,19 +23,19 @@ def fail_then_resume(bench: Bench, tool: str, sleep_s: float) -> tuple[float, fl
     marker.touch()
     params = {"fail_marker": marker, "sleep_s": sleep_s}
     if tool == "jupyter_flow":
-        failed = bench.run(bench.jf_run("fail_last.ipynb", params), expect_ok=False)
+        failed = bench.run(bench.jf_run("linear5.ipynb", params), expect_ok=False)
         run_id = latest_jf_run_id(bench.jf_store)
         marker.unlink()
         return failed, bench.run(bench.jupyter_flow("resume", run_id, "--store", str(bench.jf_store)))
     id_file = bench.root / "metaflow_run_id"
-    failed = bench.run(bench.mf_run("fail_last.py", "run", params, "--run-id-file", str(id_file)), expect_ok=False)
+    failed = bench.run(bench.mf_run("linear5.py", "run", params, "--run-id-file", str(id_file)), expect_ok=False)
     marker.unlink()
-    return failed, bench.run(bench.mf_run("fail_last.py", "resume", None, "--origin-run-id", id_file.read_text().strip()))
+    return failed, bench.run(bench.mf_run("linear5.py", "resume", None, "--origin-run-id", id_file.read_text().strip()))
 
 
 def main(argv: list[str] | None = None) -> None:
     p = arg_parser(__doc__.split("\n")[0])
-    p.add_argument("--sleep-s", type=float, default=0.0, help="seconds each fail_last step sleeps (default 0)")
+    p.add_argument("--sleep-s", type=float, default=0.0, help="seconds each step sleeps (default 0)")
     args = finish_args(p.parse_args(argv))
     with Bench(args) as bench:
         print(f"temp dir {bench.root}", file=sys.stderr)

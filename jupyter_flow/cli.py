@@ -110,7 +110,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv  # accepted anywhere on the line, not only before the command
+    args = parser.parse_args([a for a in argv if a != "--debug"])
+    args.debug = debug
     if args.version:
         from ._version import __version__
 
@@ -138,12 +141,14 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
-def _execute(args, start) -> int:
+def _execute(args, runner) -> int:
     from .progress import Progress
+    from .runtime import launch
 
     progress = Progress(quiet=args.quiet)
-    handle = start(on_event=progress.event)  # validation errors surface here, before anything runs
-    progress.set_runner(handle.runner)
+    progress.set_runner(runner)
+    runner.on_event = progress.event
+    handle = launch(runner)
     with progress:
         while not handle.done:
             try:
@@ -162,21 +167,19 @@ def _execute(args, start) -> int:
 def cmd_run(args) -> int:
     from . import runtime
 
-    return _execute(args, lambda on_event: runtime.start_run(
-        args.notebook, cli_params=args.parameter,
-        param_files=args.parameters_file, store=args.store, executor=args.executor, scheduler=args.scheduler,
-        max_workers=args.max_workers, no_cache=args.no_cache, on_event=on_event))
+    return _execute(args, runtime.prepare(
+        args.notebook, cli_params=args.parameter, param_files=args.parameters_file, store=args.store,
+        executor=args.executor, scheduler=args.scheduler, max_workers=args.max_workers, no_cache=args.no_cache))
 
 
 def cmd_resume(args) -> int:
     from . import runtime
     from .params import parse_cli_value
 
-    return _execute(args, lambda on_event: runtime.resume_run(
+    return _execute(args, runtime.prepare_resume(
         args.run_id, store=args.store, from_step=args.from_step, notebook_path=args.notebook,
-        parameters={n: parse_cli_value(v) for n, v in args.parameter} or None,
-        executor=args.executor, scheduler=args.scheduler,
-        max_workers=args.max_workers, no_cache=args.no_cache, on_event=on_event))
+        parameters={n: parse_cli_value(v) for n, v in args.parameter} or None, executor=args.executor,
+        scheduler=args.scheduler, max_workers=args.max_workers, no_cache=args.no_cache))
 
 
 def cmd_dag(args) -> int:

@@ -104,8 +104,8 @@ def read_task_file(store: Store | str | None, run_id: str, step: str, index: int
     run = find_run(store, run_id)
     task = read_task(store, run, step, index)
     key = task_key(run["flow"], run["id"], step, index)
-    if name == "output.ipynb" and task.get("origin"):
-        key = task_key(run["flow"], task["origin"]["run_id"], step, index)  # reused: no bytes were copied
+    if task.get("origin"):
+        key = task["origin"]["key"]  # a cached or reused task: its files are the origin's, not copied
     try:
         return store.read_bytes(f"{key}/{name}").decode("utf-8", errors="replace")
     except NotFound:

@@ -7,7 +7,9 @@ run; `acquire` hands one over ready, and the caller kills it after the task.
 from __future__ import annotations
 
 import os
+import tempfile
 import threading
+import uuid
 from collections import defaultdict
 
 from .errors import FlowError
@@ -29,7 +31,8 @@ def start_kernel(kernel_name: str, cwd: str, startup_timeout: float = 60):
     the kernel process's own stdout/stderr (startup chatter) is discarded."""
     from jupyter_client import KernelManager
 
-    km = KernelManager(kernel_name=kernel_name)
+    # IPC sockets, not TCP ports: kernels started at the same moment cannot race for a port.
+    km = KernelManager(kernel_name=kernel_name, transport="ipc", ip=os.path.join(_socket_dir(), uuid.uuid4().hex[:12]))
     env = dict(os.environ, PYDEVD_DISABLE_FILE_VALIDATION="1")
     with open(os.devnull, "w") as devnull:
         km.start_kernel(cwd=cwd, env=env, stdout=devnull, stderr=devnull)
@@ -39,7 +42,7 @@ def start_kernel(kernel_name: str, cwd: str, startup_timeout: float = 60):
         kc.wait_for_ready(timeout=startup_timeout)
     except RuntimeError:
         kc.stop_channels()
-        km.shutdown_kernel(now=True)
+        kill_kernel(km)
         raise
     warm = WarmClient(kc)
     km.client = lambda **kwargs: warm  # nbclient asks for a client: it gets this ready one
@@ -67,6 +70,15 @@ class WarmClient:
 
     def __setattr__(self, name, value):
         setattr(self._kc, name, value)
+
+
+_SOCKETS: list[str] = []
+
+
+def _socket_dir() -> str:
+    if not _SOCKETS:
+        _SOCKETS.append(tempfile.mkdtemp(prefix="jupyter-flow-kernels-"))
+    return _SOCKETS[0]
 
 
 def kill_kernel(km) -> None:
@@ -115,7 +127,10 @@ class KernelPool:
 
     def _boot(self, key) -> None:
         try:
-            km = start_kernel(*key)
+            try:
+                km = start_kernel(*key)
+            except RuntimeError:  # a kernel that died while booting (rare, under load): one more try
+                km = start_kernel(*key)
         except Exception as e:  # noqa: BLE001 - reported to whoever acquires
             with self._lock:
                 self._booting[key] -= 1

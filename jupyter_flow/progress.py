@@ -29,6 +29,8 @@ class Progress:
         for name, step in runner.flow.steps.items():
             self.steps.setdefault(name, {"status": "queued", "tasks": {}, "total": None if step.foreach else 1,
                                          "started": None, "ended": None})
+        for warning in runner.flow.warnings:
+            self.console.print(f"[yellow]warning:[/] {warning}", highlight=False)
         if not self.quiet:
             self.console.print(f"[bold]{runner.flow.name}[/] run [bold]{runner.run_id}[/] "
                                f"({len(runner.flow.steps)} steps, store {runner.store.url})")

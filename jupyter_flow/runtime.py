@@ -127,9 +127,12 @@ class Runner:
             while True:
                 try:
                     self._check_cancel()
-                    if not self.stopping:
-                        for task in self._ready():
+                    while not self.stopping:  # a cached task ends at once and may make others ready
+                        ready = self._ready()
+                        for task in ready:
                             self._start(task, running)
+                        if all(t.status == "running" for t in ready):
+                            break
                     self._update_demand()
                     if not running:
                         break
@@ -336,10 +339,11 @@ class Runner:
                 continue
             if not all(self.store.has_blob(o["hash"]) for o in old.get("outputs", {}).values()):
                 continue
-            origin = old.get("origin") or {"run_id": old["run_id"], "step": old["step"], "index": old["index"],
-                                           "notebook": old.get("notebook")}
-            record = dict(old, run_id=self.run_id, status=status, origin=origin, started=now(), ended=now(),
-                          duration=0.0, attempt=0, attempts=[], cache_key=cache_key)
+            origin = old.get("origin") or {"run_id": old["run_id"], "flow": old["flow"], "step": old["step"],
+                                           "index": old["index"], "key": key}
+            record = dict(old, run_id=self.run_id, flow=self.flow.name, step=task.step, index=task.index,
+                          status=status, origin=origin, started=now(), ended=now(), duration=0.0, attempt=0,
+                          attempts=[], cache_key=cache_key, notebook=f"{origin['key']}/output.ipynb")
             self.store.write_json(f"{task_key(self.flow.name, self.run_id, task.step, task.index)}/task.json", record)
             return record
         return None
@@ -441,27 +445,36 @@ def prepare(notebook_path, parameters=None, store=None, executor="local", schedu
 
 def start_run(notebook_path, *, background: bool = True, **options) -> RunHandle:
     """Validate (FlowError on bad input), then run the notebook; in a background thread by default."""
-    runner = prepare(notebook_path, **options)
-    return _launch(runner, background)
+    return launch(prepare(notebook_path, **options), background)
 
 
-def resume_run(run_id: str, store=None, parameters=None, from_step=None, notebook_path=None,
-               background: bool = True, **options) -> RunHandle:
-    """A new run of the origin's notebook (as it is now) that reuses the origin's finished tasks whose
+def prepare_resume(run_id: str, store=None, parameters=None, from_step=None, notebook_path=None,
+                   **options) -> Runner:
+    """A run of the origin's notebook (as it is now) that reuses the origin's finished tasks whose
     code and inputs are unchanged; the failed task and everything downstream run again."""
     store = open_store(store)
     origin = find_run(store, run_id)
-    if origin["status"] == "running":
+    if origin["status"] == "running" and _alive(origin):
         raise FlowError(f"run {origin['id']} is still running; wait for it or `jupyter flow cancel {origin['id']}`")
     path = notebook_path or origin["notebook"]
     if not Path(path).exists():
         raise FlowError(f"the notebook of run {origin['id']} is gone ({path}); pass its new path with --notebook")
     given = dict(origin["parameters"], **(parameters or {}))
-    runner = prepare(path, parameters=given, store=store, origin=origin, from_step=from_step, **options)
-    return _launch(runner, background)
+    return prepare(path, parameters=given, store=store, origin=origin, from_step=from_step, **options)
 
 
-def _launch(runner: Runner, background: bool) -> RunHandle:
+def resume_run(run_id: str, *, background: bool = True, **options) -> RunHandle:
+    return launch(prepare_resume(run_id, **options), background)
+
+
+def _alive(run: dict) -> bool:
+    from .client import effective_status
+
+    return effective_status(run) == "running"
+
+
+def launch(runner: Runner, background: bool = True) -> RunHandle:
+    """Run a prepared Runner: in a background thread (returns at once) or in this thread."""
     handle = RunHandle(runner, None)
 
     def target():

@@ -139,7 +139,7 @@ def _execute(spec: dict, km, workdir: str, record: dict, control: TaskControl) -
                 progress_bar=False, log_output=False, stdout_file=log, stderr_file=log,
                 request_save_on_cell_execute=True, autosave_cell_every=10)
         except PapermillExecutionError as e:
-            _record_failure(e, km, output, workdir, record, control)
+            _record_failure(e, spec, km, output, workdir, record, control)
             return
         except Exception as e:  # noqa: BLE001 - the kernel died, or nbclient gave up
             exit_code = kernels.kernel_exit(km)
@@ -150,7 +150,7 @@ def _execute(spec: dict, km, workdir: str, record: dict, control: TaskControl) -
                   metrics=result.get("metrics", {}))
 
 
-def _record_failure(e, km, output: str, workdir: str, record: dict, control: TaskControl) -> None:
+def _record_failure(e, spec: dict, km, output: str, workdir: str, record: dict, control: TaskControl) -> None:
     executed = _read_json(output) or {}
     where = stepbook.failing_cell(executed) or {}
     record["status"] = control.reason or "failed"
@@ -159,6 +159,10 @@ def _record_failure(e, km, output: str, workdir: str, record: dict, control: Tas
         message = f"timed out after {control.timeout:g} s (timeout: tag); stopped in the middle of the step"
     elif control.reason == "cancelled":
         message = "cancelled"
+    missing = re.fullmatch(r"name '(\w+)' is not defined", message or "")
+    ref = spec["kernel_spec"]["inputs"].get(missing.group(1), {}) if missing else {}
+    if "missing" in ref:
+        message = f"{missing.group(1)!r} is missing: {ref['missing']}"
     record["error"] = {
         "type": e.ename, "message": message, "cell": where.get("cell"), "source_cell": where.get("source_cell"),
         "role": where.get("role"), "traceback": _ANSI.sub("", "\n".join(e.traceback or [])),

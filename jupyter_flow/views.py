@@ -60,7 +60,7 @@ def run_detail(run: dict, store) -> None:
         outs = ", ".join(f"{n}: {m.get('type')} {m.get('preview', '')[:30]!s}" for n, m in t.get("outputs", {}).items())
         if t.get("error"):
             outs = f"[red]{t['error']['type']}: {t['error']['message'][:80]}[/]"
-        notebook = f"{store.url}/{(t.get('origin') or {}).get('notebook') or t['notebook']}"
+        notebook = f"{store.url}/{t['notebook']}"
         table.add_row(name, _status(t["status"]), f"{t['duration']:.2f}s" if t.get("duration") is not None else "",
                       str(t.get("attempt", "")), outs, notebook)
     for step in run["steps"]:

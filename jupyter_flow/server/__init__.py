@@ -3,6 +3,7 @@
 Nothing here schedules or stores anything: every route calls the engine (runtime, client, dag).
 This module stays import-light; tornado and the handlers load only when the server loads us.
 """
+from .._version import __version__  # noqa: F401  (shown by `jupyter server extension list`)
 
 
 def _jupyter_server_extension_points():

@@ -5,12 +5,15 @@ Reads go through `client` (JSON the store already holds, previews included); not
 import getpass
 import json
 import os
+import re
+import time
 
 from jupyter_flow.errors import FlowError, NotFound
 
 from .paths import resolve_notebook, to_api
 
 RUN_STATUSES = ("running", "succeeded", "failed", "cancelled", "crashed")
+FLOW_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 TASK_FILES = {"log": "log.txt", "notebook": "output.ipynb"}
 
 
@@ -72,6 +75,8 @@ class FlowService:
     def list_runs(self, flow=None, user=None, status=None, limit=None) -> list:
         from jupyter_flow import client
 
+        if flow is not None and (not FLOW_NAME.match(flow) or ".." in flow):
+            raise FlowError(f"invalid flow name {flow!r}")
         if status is not None and status not in RUN_STATUSES:
             raise FlowError(f"unknown status {status!r}; one of {', '.join(RUN_STATUSES)}")
         runs = client.list_runs(self.store, flow=flow, user=user, status=status, limit=limit)
@@ -83,15 +88,14 @@ class FlowService:
         return self._with_path(client.get_run(self.store, run_id))
 
     def _task(self, run_id: str, step: str, index: int) -> dict:
-        for task in self.get_run(run_id).get("tasks", []):
-            if task["step"] == step and int(task.get("index") or 0) == index:
-                return task
-        raise NotFound(f"run {run_id} has no task {step}/{index}")
+        from jupyter_flow import client
+        from jupyter_flow.runtime import find_run
+
+        return client.read_task(self.store, find_run(self.store, run_id), step, index)
 
     def task_file(self, run_id: str, step: str, index: int, what: str):
         from jupyter_flow import client
 
-        self._task(run_id, step, index)
         text = client.read_task_file(self.store, run_id, step, index, TASK_FILES[what])
         if what == "notebook":
             return json.loads(text)
@@ -110,14 +114,13 @@ class FlowService:
         }
 
     def _failure_snapshot(self, run_id, step, index, task):
-        if task.get("status") not in ("failed", "timed_out"):
+        """The variables saved when the step raised: their metadata and previews, not their values."""
+        if not task.get("failure"):
             return None
         from jupyter_flow import client
 
-        try:
-            return json.loads(client.read_task_file(self.store, run_id, step, index, "failure.json"))
-        except (FlowError, ValueError, OSError):
-            return None
+        snapshot = json.loads(client.read_task_file(self.store, run_id, step, index, "failure.json"))
+        return {k: snapshot.get(k) or {} for k in ("variables", "unpicklable", "modules")}
 
     # -- actions -------------------------------------------------------------------------------
     def start(self, api_path: str, parameters=None, executor=None, scheduler=None) -> dict:
@@ -126,16 +129,28 @@ class FlowService:
         handle = runtime.start_run(
             self.notebook(api_path), parameters=parameters, **self._run_options(executor, scheduler)
         )
-        return {"id": handle.run_id, "status": "running"}
+        return {"id": self._recorded(handle), "status": "running"}
 
     def resume(self, run_id: str, parameters=None, executor=None, scheduler=None) -> dict:
         from jupyter_flow import runtime
 
-        self.get_run(run_id)  # NotFound before anything starts
         handle = runtime.resume_run(
             run_id, parameters=parameters, **self._run_options(executor, scheduler)
         )
-        return {"id": handle.run_id, "origin_run": run_id, "status": "running"}
+        return {"id": self._recorded(handle), "origin_run": run_id, "status": "running"}
+
+    def _recorded(self, handle, timeout: float = 10.0) -> str:
+        """Wait until the run's record is in the store, so GET runs/ID works as soon as we answer."""
+        from jupyter_flow.runtime import find_run
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                find_run(self.store, handle.run_id)
+                break
+            except NotFound:
+                time.sleep(0.02)
+        return handle.run_id
 
     def cancel(self, run_id: str) -> dict:
         from jupyter_flow import runtime

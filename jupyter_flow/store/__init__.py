@@ -39,7 +39,7 @@ class Store:
 
         self.url = url
         try:
-            self.fs, self.root = fsspec.core.url_to_fs(url)
+            self.fs, self.root = _url_to_fs(fsspec, url)
         except (ImportError, ValueError) as e:
             raise StoreError(f"cannot open store {url!r}: {e}; install the fsspec driver for it "
                              "(pip install s3fs / gcsfs) or check the URL") from None
@@ -179,6 +179,17 @@ class Store:
             value = cloudpickle.load(reader)
             reader.verify()
         return value
+
+
+def _url_to_fs(fsspec, url: str):
+    """Object stores without their listings cache: runs, task records and cancel markers are written
+    by other processes (workers, other users), and a cached listing would hide them from this one."""
+    if fsspec.utils.get_protocol(url) in ("file", "local"):
+        return fsspec.core.url_to_fs(url)
+    try:
+        return fsspec.core.url_to_fs(url, use_listings_cache=False)
+    except TypeError:  # a driver that takes no such option
+        return fsspec.core.url_to_fs(url)
 
 
 def _short(e: Exception) -> str:

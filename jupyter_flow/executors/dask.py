@@ -1,0 +1,291 @@
+"""Run tasks on a Dask distributed cluster (`--executor dask --scheduler tcp://host:8786`).
+
+Each task is one call of `run_on_worker` in a worker thread: papermill in that worker process,
+driving a fresh kernel. Every worker process keeps its own KernelPool with one spare kernel per
+kernelspec, so the next task there does not wait for a cold kernel, and imports papermill once.
+Workers read and write the store URL directly: it must be one they can all reach (an object store,
+or a folder on a shared file system).
+
+Resources: a step's `limit:` tags become Dask `resources=` (cpu -> "cpu", memory -> "memory" in
+bytes, gpu -> "gpu"), but only for the resource names that some worker of the cluster declares
+(`dask worker --resources "cpu=4,memory=16e9,gpu=1"`). A cluster that declares none runs every task
+anywhere; a limit no worker can satisfy fails the task with a message instead of hanging.
+
+Cancel: the worker watches the run's `cancel` marker in the store (every second while its task
+runs) and whether the scheduler has released its task (the runner cancelled the Dask future); either
+interrupts the kernel, so the task still leaves its failure snapshot.
+"""
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+import threading
+import time
+from concurrent.futures import Future
+
+from ..errors import FlowError
+from ..kernels import KernelPool
+from ..task import TaskControl, now, run_task, task_key
+
+CONNECT_TIMEOUT_ENV = "JUPYTER_FLOW_DASK_TIMEOUT"
+RESOURCES = {"cpu": "cpu", "memory": "memory", "gpu": "gpu"}
+POLL = 1.0
+_UNITS = {"": 1, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12,
+          "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40}
+
+
+class DaskExecutor:
+    name = "dask"
+
+    def __init__(self, scheduler: str | None, timeout: float | None = None):
+        try:
+            import dask
+            from distributed import Client
+        except ImportError:
+            raise FlowError("--executor dask needs dask.distributed: pip install 'jupyter-flow[dask]'") from None
+        address = scheduler or dask.config.get("scheduler-address", None)
+        if not address:
+            raise FlowError("--executor dask needs --scheduler ADDRESS (e.g. tcp://10.0.0.5:8786); "
+                            "start a scheduler with `dask scheduler` and workers with `dask worker ADDRESS`")
+        timeout = timeout if timeout is not None else float(os.environ.get(CONNECT_TIMEOUT_ENV, "10"))
+        try:
+            self.client = Client(address, timeout=timeout, set_as_default=False)
+        except Exception as e:  # noqa: BLE001 - any failure to connect means the same to the user
+            reason = (str(e).strip().splitlines() or [e.__class__.__name__])[0][:200]
+            raise FlowError(f"cannot reach the Dask scheduler at {address} ({reason}); start one with "
+                            "`dask scheduler` (and `dask worker ADDRESS`), or check --scheduler") from None
+        self.address = address
+        self._lock = threading.Lock()
+        self._inflight: dict[str, tuple] = {}  # key -> (spec, control, dask future, result future)
+        self._checked_stores: dict[str, str | None] = {}
+        self._closed = threading.Event()
+        self._monitor = threading.Thread(target=self._watch_controls, name="jupyter-flow-dask", daemon=True)
+        self._monitor.start()
+
+    def submit(self, spec: dict, control: TaskControl) -> Future:
+        result: Future = Future()
+        key = f"{spec['run_id']}-{spec['step']}-{spec['index']}-{spec['attempt']}"
+        try:
+            problem = self._check_store(spec["store"])
+            if problem:
+                raise FlowError(problem)
+            resources = dask_resources(spec.get("limit") or {}, self._worker_resources(), spec["step"])
+        except FlowError as e:
+            result.set_result(_ended(spec, "failed", {"type": "FlowError", "message": str(e)}))
+            return result
+        if control.reason:  # cancelled before it was handed over
+            result.set_result(_ended(spec, "cancelled", {"type": "cancelled", "message": "cancelled"}))
+            return result
+        future = self.client.submit(run_on_worker, spec, key=key, pure=False, resources=resources or None)
+        with self._lock:
+            self._inflight[key] = (spec, control, future, result)
+        future.add_done_callback(lambda f, k=key: self._done(k, f))
+        return result
+
+    def close(self) -> None:
+        self._closed.set()
+        with self._lock:
+            futures = [entry[2] for entry in self._inflight.values()]
+        for future in futures:
+            future.cancel()
+        self.client.close()
+
+    # -- the runner's side of a task -------------------------------------------------------------
+    def _done(self, key: str, future) -> None:
+        with self._lock:
+            entry = self._inflight.pop(key, None)
+        if entry is None:
+            return
+        spec, control, _, result = entry
+        if future.status == "finished":
+            result.set_result(future.result())
+        elif future.status == "cancelled" or control.reason:
+            # waits for the worker's record: not on Dask's single callback thread
+            threading.Thread(target=lambda: result.set_result(self._record_after_cancel(spec, control)),
+                             name="jupyter-flow-cancelled", daemon=True).start()
+        else:
+            result.set_exception(future.exception())
+
+    def _watch_controls(self) -> None:
+        """Cancel the Dask future of a task whose control the runner stopped (cancel, Ctrl-C)."""
+        while not self._closed.wait(0.2):
+            with self._lock:
+                stopped = [entry[2] for entry in self._inflight.values() if entry[1].reason]
+            for future in stopped:
+                if not future.done():
+                    future.cancel()
+
+    def _record_after_cancel(self, spec: dict, control: TaskControl) -> dict:
+        """The worker's own record of a cancelled task once it wrote one (it stops the kernel and takes
+        the snapshot within a few seconds); a plain `cancelled` record if the task never started."""
+        from ..store import open_store
+
+        store = open_store(spec["store"])
+        key = f"{task_key(spec['flow'], spec['run_id'], spec['step'], spec['index'])}/task.json"
+        deadline = time.monotonic() + control.grace + 25
+        while True:
+            try:
+                record = store.read_json(key)
+            except (FlowError, ValueError):
+                record = None
+            if record is None or record.get("attempt") != spec["attempt"]:
+                return _ended(spec, "cancelled", {"type": "cancelled", "message": "cancelled before it started"})
+            if record.get("status") != "running" or time.monotonic() > deadline:
+                return record if record.get("status") != "running" else _ended(
+                    spec, "cancelled", {"type": "cancelled", "message": "cancelled; the worker did not confirm"})
+            time.sleep(0.5)
+
+    # -- checks against the cluster ----------------------------------------------------------------
+    def _worker_resources(self) -> list[dict]:
+        workers = self.client.scheduler_info(n_workers=-1).get("workers", {})
+        return [w.get("resources") or {} for w in workers.values()]
+
+    def _check_store(self, url: str) -> str | None:
+        """A local-folder store must be visible to every worker (a shared file system)."""
+        if url not in self._checked_stores:
+            from ..store import open_store
+
+            store = open_store(url)
+            problem = None
+            if store.local:
+                seen = self.client.run(os.path.isdir, store.root)
+                blind = sorted(addr for addr, ok in seen.items() if not ok)
+                if blind:
+                    problem = (f"store {store.url} is a folder that Dask worker {blind[0]} cannot see; use a "
+                               "folder every worker mounts at the same path, or an object store (--store s3://...)")
+            self._checked_stores[url] = problem
+        return self._checked_stores[url]
+
+
+def dask_resources(limit: dict, workers: list[dict], step: str = "step") -> dict:
+    """Dask `resources=` for a step's `limit:` options, given the resources each worker declares.
+
+    Only resource names that at least one worker declares are passed (elsewhere they could never be
+    met and the task would wait forever); a demand larger than any worker offers is a FlowError."""
+    declared = {name for w in workers for name in w}
+    wanted = {}
+    for option, value in limit.items():
+        name = RESOURCES.get(option)
+        if name is None or name not in declared:
+            continue
+        amount = parse_amount(value) if option == "memory" else float(value)
+        largest = max(w.get(name, 0) for w in workers)
+        if amount > largest:
+            raise FlowError(f"step {step!r} needs {name}={value} (limit:{option}:{value}), but no Dask worker "
+                            f"offers that much (largest: {largest:g}); start workers with "
+                            f"`dask worker ... --resources \"{name}={amount:g}\"` or lower the limit")
+        wanted[name] = amount
+    return wanted
+
+
+def parse_amount(value) -> float:
+    """Bytes of a Kubernetes-style quantity: 4Gi, 512Mi, 2G, 1000."""
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)([KMGT]i?)?", str(value).strip())
+    if not m:
+        raise FlowError(f"limit:memory:{value}: expected a number of bytes, e.g. 512Mi, 4Gi or 2G")
+    return float(m[1]) * _UNITS[m[2] or ""]
+
+
+def _ended(spec: dict, status: str, error: dict) -> dict:
+    return {"run_id": spec["run_id"], "flow": spec["flow"], "step": spec["step"], "index": spec["index"],
+            "status": status, "attempt": spec["attempt"], "attempts": spec.get("attempts", []),
+            "started": None, "ended": now(), "duration": None, "inputs": spec.get("input_meta", {}),
+            "outputs": {}, "error": error, "host": None, "executor": "dask", "kernel": spec["kernel"],
+            "metrics": {}, "warnings": [], "origin": None, "cache_key": spec.get("cache_key"),
+            "foreach": spec.get("foreach")}
+
+
+# -- the worker's side: module level, so workers import it by name ------------------------------------
+_pool: KernelPool | None = None
+_pool_lock = threading.Lock()
+
+
+def worker_pool() -> KernelPool:
+    """This worker process's kernel pool (papermill and its kernel machinery imported once)."""
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            import atexit
+            from multiprocessing import util
+
+            from .._imports import fast_notebook_imports
+
+            fast_notebook_imports()
+            import papermill  # noqa: F401 - imported once per worker process, not once per task
+
+            _pool = KernelPool()
+            atexit.register(_pool.close)
+            util.Finalize(_pool, _pool.close, exitpriority=10)  # dask worker processes end via os._exit
+        return _pool
+
+
+def run_on_worker(spec: dict) -> dict:
+    """Run one task in this Dask worker; returns its record (also written to the store)."""
+    pool = worker_pool()
+    task = _this_task()
+    if not os.path.isdir(spec["cwd"]):  # the notebook's folder is not mounted here: run where we can
+        spec = dict(spec, cwd=task[0].local_directory if task else tempfile.gettempdir())
+    control = TaskControl(spec.get("timeout"))
+    stop = threading.Event()
+    watcher = threading.Thread(target=_watch_cancel, args=(spec, control, stop, task),
+                               name="jupyter-flow-cancel", daemon=True)
+    watcher.start()
+    try:
+        record = run_task(spec, _SparePool(pool), control)
+    finally:
+        stop.set()
+    if task:
+        from ..store import open_store
+
+        record["worker"] = task[0].address
+        open_store(spec["store"]).write_json(
+            f"{task_key(spec['flow'], spec['run_id'], spec['step'], spec['index'])}/task.json", record)
+    return record
+
+
+class _SparePool:
+    """Hands out kernels from the worker's pool and starts the next one as soon as one is taken."""
+
+    def __init__(self, pool: KernelPool):
+        self.pool = pool
+
+    def acquire(self, kernel_name: str, cwd: str):
+        km = self.pool.acquire(kernel_name, cwd)
+        self.pool.set_demand(kernel_name, cwd, 1)
+        return km
+
+
+def _watch_cancel(spec: dict, control: TaskControl, stop: threading.Event, task) -> None:
+    from ..runtime import run_key
+    from ..store import open_store
+
+    store = open_store(spec["store"])
+    marker = f"{run_key(spec['flow'], spec['run_id'])}/cancel"
+    while not stop.wait(POLL):
+        try:
+            if _released(task) or store.exists(marker):
+                control.stop("cancelled")
+                return
+        except Exception:  # noqa: BLE001 - a flaky store must not kill the task; try again
+            continue
+
+
+def _this_task() -> tuple | None:
+    """(worker, key) of the task running in this thread; only a Dask task thread can ask."""
+    try:
+        from distributed import get_worker
+        from distributed.worker import thread_state
+
+        return get_worker(), thread_state.key
+    except (ImportError, ValueError, AttributeError):
+        return None
+
+
+def _released(task: tuple | None) -> bool:
+    """True once the scheduler let go of this task (the runner cancelled its future)."""
+    if task is None:
+        return False
+    worker, key = task
+    ts = worker.state.tasks.get(key)
+    return ts is None or ts.state in ("cancelled", "released", "forgotten")

@@ -1,0 +1,110 @@
+"""Real background services for tests, started as subprocesses on free loopback ports.
+
+    with dask_cluster(workers=2) as address: ...            # `dask scheduler` + `dask worker` processes
+    with moto_s3() as endpoint: ...                          # `moto_server`, an S3 API on 127.0.0.1
+    run_cli("run", NB, "--store", URL, env=...)              # `jupyter flow ...` in a fresh process
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(port: int, proc: subprocess.Popen, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{proc.args[0]} exited with {proc.returncode} before listening on {port}")
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise TimeoutError(f"{proc.args[0]} did not listen on port {port} within {timeout} s")
+
+
+def _start(args: list[str], log: Path, env: dict | None = None) -> subprocess.Popen:
+    out = open(log, "wb")
+    return subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+
+
+def _stop(procs: list[subprocess.Popen], timeout: float = 20) -> None:
+    """SIGTERM each process (workers first, so they close their kernels), then kill what is left."""
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+@contextlib.contextmanager
+def dask_cluster(tmp: Path, workers: int = 2, nthreads: int = 2, resources: str | None = None):
+    """A real Dask cluster on 127.0.0.1: one scheduler and `workers` worker processes. Yields its address."""
+    tmp.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    env = None
+    scheduler = _start([sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1",
+                        "--port", str(port), "--no-dashboard", "--no-show"], tmp / "scheduler.log", env)
+    procs = [scheduler]
+    try:
+        wait_for_port(port, scheduler)
+        for i in range(workers):
+            args = [sys.executable, "-m", "distributed.cli.dask_worker", address, "--host", "127.0.0.1",
+                    "--nworkers", "1", "--nthreads", str(nthreads), "--no-dashboard", "--name", f"w{i}",
+                    "--local-directory", str(tmp / f"w{i}")]
+            if resources:
+                args += ["--resources", resources]
+            procs.insert(0, _start(args, tmp / f"worker{i}.log", env))
+        _wait_for_workers(address, workers)
+        yield address
+    finally:
+        _stop(procs)
+
+
+def _wait_for_workers(address: str, n: int, timeout: float = 90) -> None:
+    from distributed import Client
+
+    with Client(address, timeout=30, set_as_default=False) as client:
+        client.wait_for_workers(n, timeout=timeout)
+
+
+@contextlib.contextmanager
+def moto_s3(tmp: Path):
+    """`moto_server` on a free loopback port. Yields the endpoint URL."""
+    tmp.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    proc = _start(["moto_server", "-H", "127.0.0.1", "-p", str(port)], tmp / "moto.log")
+    try:
+        wait_for_port(port, proc)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        _stop([proc])
+
+
+def s3_env(endpoint: str) -> dict:
+    """Environment that points boto3/s3fs (and so every process and kernel started with it) at `endpoint`."""
+    return {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": "us-east-1"}
+
+
+def run_cli(*args: str, env: dict | None = None, timeout: float = 240) -> subprocess.CompletedProcess:
+    """`jupyter flow ARGS` in a fresh process (the same interpreter as the tests)."""
+    return subprocess.run([sys.executable, "-m", "jupyter_flow.cli", *map(str, args)], capture_output=True,
+                          text=True, env=dict(os.environ, **(env or {})), timeout=timeout)

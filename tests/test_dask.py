@@ -1,0 +1,195 @@
+"""The Dask executor against a real cluster: a `dask scheduler` and two `dask worker` processes."""
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import nbformat
+import pytest
+from support.services import NOTEBOOKS, dask_cluster, free_port, run_cli
+
+import jupyter_flow
+from jupyter_flow import runtime
+from jupyter_flow.errors import FlowError
+from jupyter_flow.executors.dask import dask_resources, parse_amount
+
+
+@pytest.fixture(scope="module")
+def scheduler(tmp_path_factory):
+    with dask_cluster(tmp_path_factory.mktemp("cluster"), workers=2, nthreads=2) as address:
+        yield address
+
+
+def only_run(store) -> dict:
+    result = run_cli("runs", "--store", store, "--format", "json")
+    assert result.returncode == 0, result.stderr
+    runs = json.loads(result.stdout)
+    assert len(runs) == 1, runs
+    return runs[0]
+
+
+def assert_ran_on_dask(run) -> None:
+    assert run.record["executor"] == "dask"
+    workers = set()
+    for task in run.tasks:
+        assert task.record["executor"] == "dask"
+        assert task.record["host"]
+        assert task.record["worker"].startswith("tcp://127.0.0.1:")
+        workers.add(task.record["worker"])
+    assert len(workers) <= 2
+
+
+def check_diamond(run) -> None:
+    assert run.status == "succeeded", run.error
+    assert run["d"].data.total == 31
+    assert_ran_on_dask(run)
+
+
+def check_foreach(run) -> None:
+    assert run.status == "succeeded", run.error
+    assert len(run["double"].tasks) == 3 and len(run["measure"].tasks) == 4
+    assert run["double"].data.doubled == [2, 4, 6]
+    assert run["measure"].data.length == [1, 2, 3, 4]
+    assert run["combine"].data.result == 22
+    assert_ran_on_dask(run)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name, check", [("diamond", check_diamond), ("foreach", check_foreach)])
+def test_cli_runs_on_dask(scheduler, tmp_path, name, check):
+    store = tmp_path / "store"
+    result = run_cli("run", NOTEBOOKS / f"{name}.ipynb", "--executor", "dask", "--scheduler", scheduler,
+                     "--store", store, "--quiet")
+    assert result.returncode == 0, result.stdout + result.stderr
+    check(jupyter_flow.Run(only_run(store)["id"], store=store))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name, check", [("diamond", check_diamond), ("foreach", check_foreach)])
+def test_api_runs_on_dask(scheduler, tmp_path, name, check):
+    check(jupyter_flow.run(NOTEBOOKS / f"{name}.ipynb", store=tmp_path / "store", executor="dask",
+                           scheduler=scheduler))
+
+
+@pytest.mark.slow
+def test_unreachable_scheduler_is_one_line_and_writes_nothing(tmp_path):
+    store = tmp_path / "store"
+    address = f"tcp://127.0.0.1:{free_port()}"  # nothing listens there
+    result = run_cli("run", NOTEBOOKS / "diamond.ipynb", "--executor", "dask", "--scheduler", address,
+                     "--store", store, env={"JUPYTER_FLOW_DASK_TIMEOUT": "2"})
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert address in lines[0] and "dask scheduler" in lines[0] and "--scheduler" in lines[0]
+    assert "Traceback" not in result.stderr + result.stdout
+    assert not list(store.glob("flows/*/runs/*"))
+
+
+def test_dask_without_scheduler_says_how(tmp_path):
+    with pytest.raises(FlowError, match="--scheduler"):
+        runtime.prepare(NOTEBOOKS / "diamond.ipynb", executor="dask", store=tmp_path / "store")
+
+
+@pytest.mark.slow
+def test_failed_step_leaves_its_snapshot(scheduler, tmp_path):
+    store = tmp_path / "store"
+    result = run_cli("run", NOTEBOOKS / "error_notebook.ipynb", "--executor", "dask", "--scheduler", scheduler,
+                     "--store", store, "--quiet")
+    assert result.returncode == 1
+    run = jupyter_flow.Run(only_run(store)["id"], store=store)
+    assert run.status == "failed"
+    assert run["first"].status == "succeeded"
+    second = run["second"].task.record
+    assert second["status"] == "failed" and second["error"]["type"] == "ZeroDivisionError"
+    assert {"a", "b"} <= set(second["failure"]["variables"])
+    assert second["executor"] == "dask"
+    namespace: dict = {}
+    jupyter_flow.load(run.id, "second", store=store, into=namespace, quiet=True)
+    assert namespace["a"] == 2 and namespace["b"] == 0 and namespace["x"] == 1
+    with pytest.raises(Exception, match="did not run"):
+        run["third"]
+
+
+@pytest.mark.slow
+def test_timeout_is_enforced_on_the_worker(scheduler, tmp_path):
+    t0 = time.monotonic()
+    run = jupyter_flow.run(NOTEBOOKS / "timeout.ipynb", store=tmp_path / "store", executor="dask",
+                           scheduler=scheduler)
+    assert run.status == "failed"
+    assert run["slow"].status == "timed_out"
+    assert time.monotonic() - t0 < 25
+
+
+def wait_until_running(store, run_id: str, step: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for path in store.glob(f"flows/*/runs/{run_id}/{step}/0/task.json"):
+            record = json.loads(path.read_text())
+            if record["status"] == "running" and record["kernel_pid"]:
+                time.sleep(1)  # let the step's cell start
+                return
+        time.sleep(0.2)
+    raise TimeoutError(f"step {step} of {run_id} did not start")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how", ["cancel marker", "runner stops"])
+def test_cancel_stops_the_kernel_on_the_worker(scheduler, tmp_path, how):
+    store = tmp_path / "store"
+    handle = runtime.start_run(NOTEBOOKS / "slow.ipynb", store=store, executor="dask", scheduler=scheduler)
+    wait_until_running(store, handle.run_id, "sleepy")
+    t0 = time.monotonic()
+    if how == "cancel marker":  # `jupyter flow cancel` from another process writes the marker
+        result = run_cli("cancel", handle.run_id, "--store", store)
+        assert result.returncode == 0, result.stderr
+    else:  # Ctrl-C in the CLI, or the server's cancel button: the runner stops its task controls
+        handle.cancel()
+    assert handle.wait(60) == "cancelled"
+    assert time.monotonic() - t0 < 30
+    run = jupyter_flow.Run(handle.run_id, store=store)
+    assert run.status == "cancelled"
+    sleepy = run["sleepy"].task.record
+    assert sleepy["status"] == "cancelled", sleepy
+    deadline = time.monotonic() + 30  # the worker writes its own final record a moment later
+    while json.loads(next(store.glob(f"flows/slow/runs/{run.id}/sleepy/0/task.json")).read_text())["status"] \
+            == "running" and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert json.loads(next(store.glob(f"flows/slow/runs/{run.id}/sleepy/0/task.json")).read_text())["status"] \
+        == "cancelled"
+
+
+@pytest.mark.slow
+def test_limits_do_not_block_a_cluster_without_resources(scheduler, tmp_path):
+    nb = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_code_cell("x = 1", metadata={"tags": ["step:a", "limit:cpu:2", "limit:memory:1Gi"]}),
+        nbformat.v4.new_code_cell("y = x + 1", metadata={"tags": ["step:b", "limit:gpu:1"]}),
+    ])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    path = tmp_path / "limits.ipynb"
+    nbformat.write(nb, path)
+    done = {}
+    thread = threading.Thread(target=lambda: done.setdefault("run", jupyter_flow.run(
+        path, store=tmp_path / "store", executor="dask", scheduler=scheduler)), daemon=True)
+    thread.start()
+    thread.join(120)
+    assert "run" in done, "a task with limit: tags never got a worker"
+    assert done["run"].status == "succeeded" and done["run"]["b"].data.y == 2
+
+
+# -- the limit: -> resources= rule (no cluster needed) ------------------------------------------------
+def test_resources_only_for_names_the_cluster_declares():
+    limit = {"cpu": "2", "memory": "4Gi", "gpu": "1"}
+    assert dask_resources(limit, [{}, {}]) == {}
+    assert dask_resources(limit, [{"memory": 8 * 2**30}, {}]) == {"memory": 4 * 2**30}
+    assert dask_resources(limit, [{"cpu": 4, "gpu": 1}]) == {"cpu": 2.0, "gpu": 1.0}
+    with pytest.raises(FlowError, match="gpu=1.*largest: 0"):
+        dask_resources({"gpu": "1"}, [{"gpu": 0}])
+
+
+def test_memory_amounts():
+    assert parse_amount("512Mi") == 512 * 2**20
+    assert parse_amount("2G") == 2e9
+    assert parse_amount("1000") == 1000
+    with pytest.raises(FlowError, match="512Mi"):
+        parse_amount("lots")
