@@ -138,8 +138,10 @@ def build_flow(path: str | Path) -> Flow:
             step.reads.insert(0, step.foreach["var"])
         steps[block.name] = step
     _check_prev(nb, steps)
+    shared_params = [n for n in shared_usage.reads if n in parameters]  # e.g. a helper function's globals
     for step in steps.values():
         _infer_inputs(step, steps, parameters, warnings)
+        step.params += [n for n in shared_params if n not in step.params]
     _assign_metrics(nb, steps, warnings)
     order = _topological(nb, steps)
     return Flow(name=nb.name, path=Path(path).resolve(), kernel=nb.kernel, notebook=nb, parameters=parameters,

@@ -6,6 +6,7 @@ run; `acquire` hands one over ready, and the caller kills it after the task.
 """
 from __future__ import annotations
 
+import asyncio
 import os
 import tempfile
 import threading
@@ -30,16 +31,17 @@ def start_kernel(kernel_name: str, cwd: str, startup_timeout: float = 60):
     """A started, ready KernelManager. What the step prints reaches the task log through papermill;
     the kernel process's own stdout/stderr (startup chatter) is discarded."""
     from jupyter_client import KernelManager
+    from jupyter_client.asynchronous import AsyncKernelClient
 
     # IPC sockets, not TCP ports: kernels started at the same moment cannot race for a port.
     km = KernelManager(kernel_name=kernel_name, transport="ipc", ip=os.path.join(_socket_dir(), uuid.uuid4().hex[:12]))
     env = dict(os.environ, PYDEVD_DISABLE_FILE_VALIDATION="1")
     with open(os.devnull, "w") as devnull:
         km.start_kernel(cwd=cwd, env=env, stdout=devnull, stderr=devnull)
-    kc = km.client()
+    kc = AsyncKernelClient(**km.get_connection_info(session=True), connection_file=km.connection_file, parent=km)
     kc.start_channels()
     try:
-        kc.wait_for_ready(timeout=startup_timeout)
+        asyncio.run(kc.wait_for_ready(timeout=startup_timeout))
     except RuntimeError:
         kc.stop_channels()
         kill_kernel(km)
@@ -49,11 +51,21 @@ def start_kernel(kernel_name: str, cwd: str, startup_timeout: float = 60):
     return km
 
 
+def blocking_client(km):
+    """A separate synchronous client, for running a line of code in the kernel outside nbclient."""
+    from jupyter_client import KernelManager
+
+    kc = KernelManager.client(km)
+    kc.start_channels()
+    return kc
+
+
 class WarmClient:
-    """A kernel client that is already connected and has seen the kernel ready.
+    """An asynchronous kernel client that is already connected and has seen the kernel ready.
 
     nbclient would start channels and wait for the kernel again, which costs 0.2 s of IOPub
-    flushing per task; handing it this client skips that.
+    flushing per task; handing it this client skips that. (It must be asynchronous: with a
+    blocking client nbclient cannot notice a kernel killed in the middle of a cell.)
     """
 
     def __init__(self, kc):
@@ -62,7 +74,7 @@ class WarmClient:
     def start_channels(self, *args, **kwargs):
         return None
 
-    def wait_for_ready(self, *args, **kwargs):
+    async def wait_for_ready(self, *args, **kwargs):
         return None
 
     def __getattr__(self, name):

@@ -407,16 +407,16 @@ class RunHandle:
         self.run_id = runner.run_id
         self.store = runner.store
         self._thread = thread
+        self._finished = threading.Event()  # not Thread.join: a Ctrl-C during join breaks is_alive()
         self.status = "running"
 
     def wait(self, timeout: float | None = None) -> str:
-        if self._thread is not None:
-            self._thread.join(timeout)
+        self._finished.wait(timeout)
         return self.status
 
     @property
     def done(self) -> bool:
-        return self._thread is None or not self._thread.is_alive()
+        return self._finished.is_set()
 
     def cancel(self) -> None:
         self.runner.cancel("cancelled")
@@ -483,6 +483,8 @@ def launch(runner: Runner, background: bool = True) -> RunHandle:
         except BaseException:
             handle.status = "crashed"
             raise
+        finally:
+            handle._finished.set()
 
     if background:
         handle._thread = threading.Thread(target=target, name=f"jupyter-flow-run-{runner.run_id}", daemon=True)

@@ -10,6 +10,7 @@ the local and Dask executors call `run_task` in a process that has papermill imp
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import shutil
@@ -129,6 +130,8 @@ def _execute(spec: dict, km, workdir: str, record: dict, control: TaskControl) -
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
+    logging.getLogger("papermill").setLevel(logging.CRITICAL)  # the task record tells what happened
+
     kernel_spec = dict(spec["kernel_spec"], workdir=workdir)
     nb = nbformat.from_dict(stepbook.with_begin(spec["stepbook"], kernel_spec))
     output = os.path.join(workdir, "output.ipynb")
@@ -191,10 +194,13 @@ def _kernel_death(e: Exception, exit_code: int | None, control: TaskControl) -> 
 
 
 def _run_in_kernel(km, code: str, timeout: float) -> None:
+    kc = kernels.blocking_client(km)
     try:
-        km.client().execute_interactive(code, timeout=timeout, output_hook=lambda msg: None, stop_on_error=True)
+        kc.execute_interactive(code, timeout=timeout, output_hook=lambda msg: None, stop_on_error=True)
     except Exception:  # noqa: BLE001 - no snapshot is better than no failure record
         pass
+    finally:
+        kc.stop_channels()
 
 
 def _archive_attempt(store, key: str, workdir: str, attempt: int) -> None:

@@ -7,7 +7,9 @@ import time
 
 import nbformat
 import pytest
-from support.services import NOTEBOOKS, dask_cluster, free_port, run_cli
+from conftest import SCENARIOS as NOTEBOOKS
+from conftest import cli, one_line_error
+from support.services import dask_cluster, free_port
 
 import jupyter_flow
 from jupyter_flow import runtime
@@ -22,7 +24,7 @@ def scheduler(tmp_path_factory):
 
 
 def only_run(store) -> dict:
-    result = run_cli("runs", "--store", store, "--format", "json")
+    result = cli("runs", "--store", store, "--format", "json")
     assert result.returncode == 0, result.stderr
     runs = json.loads(result.stdout)
     assert len(runs) == 1, runs
@@ -59,7 +61,7 @@ def check_foreach(run) -> None:
 @pytest.mark.parametrize("name, check", [("diamond", check_diamond), ("foreach", check_foreach)])
 def test_cli_runs_on_dask(scheduler, tmp_path, name, check):
     store = tmp_path / "store"
-    result = run_cli("run", NOTEBOOKS / f"{name}.ipynb", "--executor", "dask", "--scheduler", scheduler,
+    result = cli("run", NOTEBOOKS / f"{name}.ipynb", "--executor", "dask", "--scheduler", scheduler,
                      "--store", store, "--quiet")
     assert result.returncode == 0, result.stdout + result.stderr
     check(jupyter_flow.Run(only_run(store)["id"], store=store))
@@ -76,13 +78,11 @@ def test_api_runs_on_dask(scheduler, tmp_path, name, check):
 def test_unreachable_scheduler_is_one_line_and_writes_nothing(tmp_path):
     store = tmp_path / "store"
     address = f"tcp://127.0.0.1:{free_port()}"  # nothing listens there
-    result = run_cli("run", NOTEBOOKS / "diamond.ipynb", "--executor", "dask", "--scheduler", address,
+    result = cli("run", NOTEBOOKS / "diamond.ipynb", "--executor", "dask", "--scheduler", address,
                      "--store", store, env={"JUPYTER_FLOW_DASK_TIMEOUT": "2"})
     assert result.returncode == 2
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert address in lines[0] and "dask scheduler" in lines[0] and "--scheduler" in lines[0]
-    assert "Traceback" not in result.stderr + result.stdout
+    line = one_line_error(result)
+    assert address in line and "dask scheduler" in line and "--scheduler" in line
     assert not list(store.glob("flows/*/runs/*"))
 
 
@@ -94,7 +94,7 @@ def test_dask_without_scheduler_says_how(tmp_path):
 @pytest.mark.slow
 def test_failed_step_leaves_its_snapshot(scheduler, tmp_path):
     store = tmp_path / "store"
-    result = run_cli("run", NOTEBOOKS / "error_notebook.ipynb", "--executor", "dask", "--scheduler", scheduler,
+    result = cli("run", NOTEBOOKS / "error_notebook.ipynb", "--executor", "dask", "--scheduler", scheduler,
                      "--store", store, "--quiet")
     assert result.returncode == 1
     run = jupyter_flow.Run(only_run(store)["id"], store=store)
@@ -141,7 +141,7 @@ def test_cancel_stops_the_kernel_on_the_worker(scheduler, tmp_path, how):
     wait_until_running(store, handle.run_id, "sleepy")
     t0 = time.monotonic()
     if how == "cancel marker":  # `jupyter flow cancel` from another process writes the marker
-        result = run_cli("cancel", handle.run_id, "--store", store)
+        result = cli("cancel", handle.run_id, "--store", store)
         assert result.returncode == 0, result.stderr
     else:  # Ctrl-C in the CLI, or the server's cancel button: the runner stops its task controls
         handle.cancel()

@@ -26,6 +26,7 @@ from concurrent.futures import Future
 
 from ..errors import FlowError
 from ..kernels import KernelPool
+from ..store import open_store
 from ..task import TaskControl, now, run_task, task_key
 
 CONNECT_TIMEOUT_ENV = "JUPYTER_FLOW_DASK_TIMEOUT"
@@ -66,18 +67,21 @@ class DaskExecutor:
     def submit(self, spec: dict, control: TaskControl) -> Future:
         result: Future = Future()
         key = f"{spec['run_id']}-{spec['step']}-{spec['index']}-{spec['attempt']}"
+        if control.reason:  # cancelled before it was handed over
+            result.set_result(_ended(spec, "cancelled", "cancelled before it started"))
+            return result
         try:
             problem = self._check_store(spec["store"])
             if problem:
                 raise FlowError(problem)
             resources = dask_resources(spec.get("limit") or {}, self._worker_resources(), spec["step"])
+            future = self.client.submit(run_on_worker, spec, key=key, pure=False, resources=resources or None)
         except FlowError as e:
-            result.set_result(_ended(spec, "failed", {"type": "FlowError", "message": str(e)}))
+            result.set_result(_ended(spec, "failed", str(e)))
             return result
-        if control.reason:  # cancelled before it was handed over
-            result.set_result(_ended(spec, "cancelled", {"type": "cancelled", "message": "cancelled"}))
+        except Exception as e:  # noqa: BLE001 - the scheduler went away: the runtime records a failed task
+            result.set_exception(e)
             return result
-        future = self.client.submit(run_on_worker, spec, key=key, pure=False, resources=resources or None)
         with self._lock:
             self._inflight[key] = (spec, control, future, result)
         future.add_done_callback(lambda f, k=key: self._done(k, f))
@@ -119,10 +123,8 @@ class DaskExecutor:
     def _record_after_cancel(self, spec: dict, control: TaskControl) -> dict:
         """The worker's own record of a cancelled task once it wrote one (it stops the kernel and takes
         the snapshot within a few seconds); a plain `cancelled` record if the task never started."""
-        from ..store import open_store
-
         store = open_store(spec["store"])
-        key = f"{task_key(spec['flow'], spec['run_id'], spec['step'], spec['index'])}/task.json"
+        key = _record_key(spec)
         deadline = time.monotonic() + control.grace + 25
         while True:
             try:
@@ -130,22 +132,25 @@ class DaskExecutor:
             except (FlowError, ValueError):
                 record = None
             if record is None or record.get("attempt") != spec["attempt"]:
-                return _ended(spec, "cancelled", {"type": "cancelled", "message": "cancelled before it started"})
-            if record.get("status") != "running" or time.monotonic() > deadline:
-                return record if record.get("status") != "running" else _ended(
-                    spec, "cancelled", {"type": "cancelled", "message": "cancelled; the worker did not confirm"})
+                return _ended(spec, "cancelled", "cancelled before it started")
+            if record.get("status") != "running":
+                return record
+            if time.monotonic() > deadline:
+                return _ended(spec, "cancelled", "cancelled; the worker did not confirm that it stopped", write=False)
             time.sleep(0.5)
 
     # -- checks against the cluster ----------------------------------------------------------------
     def _worker_resources(self) -> list[dict]:
-        workers = self.client.scheduler_info(n_workers=-1).get("workers", {})
+        try:
+            info = self.client.scheduler_info(n_workers=-1)  # all workers, not the first five
+        except TypeError:  # distributed < 2025.4 always reports all
+            info = self.client.scheduler_info()
+        workers = info.get("workers", {})
         return [w.get("resources") or {} for w in workers.values()]
 
     def _check_store(self, url: str) -> str | None:
         """A local-folder store must be visible to every worker (a shared file system)."""
         if url not in self._checked_stores:
-            from ..store import open_store
-
             store = open_store(url)
             problem = None
             if store.local:
@@ -187,13 +192,28 @@ def parse_amount(value) -> float:
     return float(m[1]) * _UNITS[m[2] or ""]
 
 
-def _ended(spec: dict, status: str, error: dict) -> dict:
-    return {"run_id": spec["run_id"], "flow": spec["flow"], "step": spec["step"], "index": spec["index"],
-            "status": status, "attempt": spec["attempt"], "attempts": spec.get("attempts", []),
-            "started": None, "ended": now(), "duration": None, "inputs": spec.get("input_meta", {}),
-            "outputs": {}, "error": error, "host": None, "executor": "dask", "kernel": spec["kernel"],
-            "metrics": {}, "warnings": [], "origin": None, "cache_key": spec.get("cache_key"),
-            "foreach": spec.get("foreach")}
+def _ended(spec: dict, status: str, message: str, write: bool = True) -> dict:
+    """The record of a task that ended without running on a worker, written as its task.json."""
+    record = {"run_id": spec["run_id"], "flow": spec["flow"], "step": spec["step"], "index": spec["index"],
+              "status": status, "attempt": spec["attempt"], "attempts": spec.get("attempts", []),
+              "started": None, "ended": now(), "duration": None, "inputs": spec.get("input_meta", {}),
+              "outputs": {}, "error": {"type": "FlowError" if status == "failed" else status, "message": message},
+              "host": None, "executor": "dask", "kernel": spec["kernel"], "kernel_pid": None, "metrics": {},
+              "warnings": [], "origin": None, "cache_key": spec.get("cache_key"), "foreach": spec.get("foreach")}
+    if write:
+        try:
+            _write_record(spec, record)
+        except FlowError:
+            pass  # the runtime still gets the record; the store is what failed
+    return record
+
+
+def _record_key(spec: dict) -> str:
+    return f"{task_key(spec['flow'], spec['run_id'], spec['step'], spec['index'])}/task.json"
+
+
+def _write_record(spec: dict, record: dict) -> None:
+    open_store(spec["store"]).write_json(_record_key(spec), record)
 
 
 # -- the worker's side: module level, so workers import it by name ------------------------------------
@@ -236,11 +256,8 @@ def run_on_worker(spec: dict) -> dict:
     finally:
         stop.set()
     if task:
-        from ..store import open_store
-
         record["worker"] = task[0].address
-        open_store(spec["store"]).write_json(
-            f"{task_key(spec['flow'], spec['run_id'], spec['step'], spec['index'])}/task.json", record)
+        _write_record(spec, record)
     return record
 
 
@@ -258,8 +275,6 @@ class _SparePool:
 
 def _watch_cancel(spec: dict, control: TaskControl, stop: threading.Event, task) -> None:
     from ..runtime import run_key
-    from ..store import open_store
-
     store = open_store(spec["store"])
     marker = f"{run_key(spec['flow'], spec['run_id'])}/cancel"
     while not stop.wait(POLL):

@@ -38,7 +38,7 @@ export interface ITaskError {
   type: string;
   message: string;
   cell?: number | null;
-  source_cell?: string | null;
+  source_cell?: number | null; // index of the cell in the source notebook
   traceback?: string | string[] | null;
 }
 

@@ -54,7 +54,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
 
     const actions: ITaskActions = {
       load: (task: ITask) => loadIntoKernel(panel(), task, model.info?.store ?? ''),
-      insert: (task: ITask) => insertFailingCell(panel(), task),
+      insert: (source: string) => insertFailingCell(panel(), source),
       openNotebook: guarded(async (task: ITask) => {
         const nb = await model.api.notebook(task);
         const viewer = notebookViewer(`${task.step}/${task.index} · ${task.run_id}`, nb, rendermime);

@@ -46,11 +46,7 @@ export async function loadIntoKernel(panel: NotebookPanel, task: ITask, store: s
 }
 
 /** Put the failing cell's source (as it ran) below the active cell, ready to edit and re-run. */
-export function insertFailingCell(panel: NotebookPanel, task: ITask): void {
-  const source = task.error?.source_cell;
-  if (!source) {
-    throw new Error('The failure record has no cell source.');
-  }
+export function insertFailingCell(panel: NotebookPanel, source: string): void {
   const notebook = panel.content;
   NotebookActions.insertBelow(notebook);
   notebook.activeCell?.model.sharedModel.setSource(source);

@@ -3,11 +3,11 @@ import * as React from 'react';
 
 import { FINAL, FlowApi, IArtifacts, IRun, ITask, IValueInfo } from './api';
 import { StatusChip } from './runlist';
-import { formatDuration, formatTime } from './status';
+import { formatDuration, formatNumber, formatTime } from './status';
 
 export interface ITaskActions {
   load: (task: ITask) => Promise<string[]>;
-  insert: (task: ITask) => void;
+  insert: (source: string) => void;
   openNotebook: (task: ITask) => void;
   resume: (run: IRun) => void;
   cancel: (run: IRun) => void;
@@ -34,9 +34,29 @@ function ValueTable(props: { title: string; values: Record<string, IValueInfo> }
   );
 }
 
+/** The code of the cell that raised, as it ran (from the executed step notebook). */
+function useFailingSource(api: FlowApi, task: ITask): string {
+  const [source, setSource] = React.useState('');
+  React.useEffect(() => {
+    const index = task.error?.cell;
+    if (index === null || index === undefined) {
+      return;
+    }
+    api.notebook(task).then(
+      nb => {
+        const cell = nb.cells?.[index]?.source ?? '';
+        setSource(Array.isArray(cell) ? cell.join('') : cell);
+      },
+      () => setSource('')
+    );
+  }, [task.run_id, task.step, task.index, task.error?.cell]);
+  return source;
+}
+
 /** Actions worth having when the task failed: load its state, insert its cell, resume the run. */
-function FailureBox(props: { task: ITask; run: IRun; actions: ITaskActions }): JSX.Element {
+function FailureBox(props: { task: ITask; run: IRun; api: FlowApi; actions: ITaskActions }): JSX.Element {
   const { task, run, actions } = props;
+  const source = useFailingSource(props.api, task);
   const [message, setMessage] = React.useState('');
   const load = async () => {
     setMessage('Loading…');
@@ -49,7 +69,7 @@ function FailureBox(props: { task: ITask; run: IRun; actions: ITaskActions }): J
   };
   const insert = () => {
     try {
-      actions.insert(task);
+      actions.insert(source);
       setMessage('Inserted the failing cell below the active cell.');
     } catch (e) {
       setMessage((e as Error).message);
@@ -60,12 +80,12 @@ function FailureBox(props: { task: ITask; run: IRun; actions: ITaskActions }): J
       <div className="jp-flow-error">
         {task.error?.type}: {task.error?.message}
       </div>
-      {task.error?.source_cell && <pre className="jp-flow-cell">{task.error.source_cell}</pre>}
+      {source && <pre className="jp-flow-cell">{source}</pre>}
       <div className="jp-flow-actions">
-        <Button className="jp-flow-load" onClick={load}>
+        <Button className="jp-flow-load jp-flow-primary" onClick={load}>
           Load into kernel
         </Button>
-        <Button className="jp-flow-insert" minimal onClick={insert}>
+        <Button className="jp-flow-insert" minimal onClick={insert} disabled={!source}>
           Insert failing cell
         </Button>
         <Button className="jp-flow-resume" minimal onClick={() => actions.resume(run)}>
@@ -93,7 +113,7 @@ function TaskDetail(props: { task: ITask; run: IRun; api: FlowApi; actions: ITas
   const failed = task.status === 'failed' || task.status === 'timed_out';
   return (
     <div className="jp-flow-taskdetail">
-      {failed && <FailureBox task={task} run={props.run} actions={props.actions} />}
+      {failed && <FailureBox task={task} run={props.run} api={api} actions={props.actions} />}
       <div className="jp-flow-dim">
         {formatTime(task.started)} · attempt {task.attempt} {task.host ? `· ${task.host}` : ''}
       </div>
@@ -144,7 +164,7 @@ export function RunDetail(props: IRunDetailProps): JSX.Element {
       {Object.keys(run.metrics ?? {}).length > 0 && (
         <div className="jp-flow-dim">
           {Object.entries(run.metrics ?? {})
-            .map(([k, v]) => `${k} = ${v}`)
+            .map(([k, v]) => `${k} = ${formatNumber(v)}`)
             .join(' · ')}
         </div>
       )}
@@ -165,7 +185,7 @@ export function RunDetail(props: IRunDetailProps): JSX.Element {
                   <td>
                     <StatusChip status={task.status} />
                   </td>
-                  <td className="jp-flow-dim">{formatDuration(task.duration)}</td>
+                  <td className="jp-flow-dim jp-flow-nowrap">{formatDuration(task.duration)}</td>
                   <td className="jp-flow-dim">{task.attempt > 1 ? `×${task.attempt}` : ''}</td>
                 </tr>
                 {open && (

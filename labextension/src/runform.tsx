@@ -125,7 +125,7 @@ export function RunForm(props: IRunFormProps): JSX.Element {
         </label>
       )}
       {error && <div className="jp-flow-error">{error}</div>}
-      <Button type="submit" className="jp-flow-run-button" disabled={props.busy}>
+      <Button type="submit" className="jp-flow-run-button jp-flow-primary" disabled={props.busy}>
         ▶ Run
       </Button>
     </form>

@@ -1,7 +1,7 @@
 import * as React from 'react';
 
 import { IRun } from './api';
-import { formatDuration, formatTime } from './status';
+import { formatDuration, formatNumber, formatTime } from './status';
 
 function StatusChip(props: { status: string }): JSX.Element {
   return <span className={`jp-flow-chip jp-flow-status-${props.status}`}>{props.status}</span>;
@@ -36,7 +36,7 @@ function Compare(props: { runs: IRun[] }): JSX.Element {
         {row('status', props.runs.map(r => r.status))}
         {row('duration', props.runs.map(r => formatDuration(r.duration)))}
         {keys(r => r.parameters).map(k => row(k, props.runs.map(r => r.parameters?.[k])))}
-        {keys(r => r.metrics).map(k => row(`📈 ${k}`, props.runs.map(r => r.metrics?.[k])))}
+        {keys(r => r.metrics).map(k => row(`📈 ${k}`, props.runs.map(r => formatNumber(r.metrics?.[k]))))}
       </tbody>
     </table>
   );

@@ -51,5 +51,9 @@ export function formatDuration(seconds?: number | null): string {
 }
 
 export function formatTime(iso?: string | null): string {
-  return iso ? new Date(iso).toLocaleString() : '';
+  return iso ? new Date(iso).toLocaleString(undefined, { month: 'short', day: 'numeric', hour: '2-digit', minute: '2-digit', second: '2-digit' }) : '';
+}
+
+export function formatNumber(value: unknown): string {
+  return typeof value === 'number' && !Number.isInteger(value) ? value.toPrecision(4) : String(value);
 }

@@ -2,7 +2,6 @@
 
     with dask_cluster(workers=2) as address: ...            # `dask scheduler` + `dask worker` processes
     with moto_s3() as endpoint: ...                          # `moto_server`, an S3 API on 127.0.0.1
-    run_cli("run", NB, "--store", URL, env=...)              # `jupyter flow ...` in a fresh process
 """
 from __future__ import annotations
 
@@ -14,8 +13,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-
-NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 
 
 def free_port() -> int:
@@ -103,8 +100,3 @@ def s3_env(endpoint: str) -> dict:
     return {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
             "AWS_DEFAULT_REGION": "us-east-1"}
 
-
-def run_cli(*args: str, env: dict | None = None, timeout: float = 240) -> subprocess.CompletedProcess:
-    """`jupyter flow ARGS` in a fresh process (the same interpreter as the tests)."""
-    return subprocess.run([sys.executable, "-m", "jupyter_flow.cli", *map(str, args)], capture_output=True,
-                          text=True, env=dict(os.environ, **(env or {})), timeout=timeout)
