@@ -39,16 +39,16 @@ export class FlowSidebar extends VDomRenderer<FlowModel> {
     }
     const run = m.run;
     const states = stepStates(run?.tasks);
-    const tasks = run?.tasks ?? [];
-    const done = tasks.filter(t => DONE_OK.has(t.status)).length;
+    const total = m.dag?.steps.length ?? 0;
+    const done = [...states.values()].filter(s => DONE_OK.has(s.status) && s.done === s.total).length;
     return (
       <div className="jp-flow-body">
         <header className="jp-flow-header">
           <span className="jp-flow-title">{m.dag?.flow ?? m.path}</span>
           {run && <StatusChip status={run.status} />}
           {run && (
-            <span className="jp-flow-progress" data-done={done} data-total={tasks.length}>
-              {done}/{tasks.length} tasks
+            <span className="jp-flow-progress" data-done={done} data-total={total}>
+              {done}/{total} steps
             </span>
           )}
         </header>

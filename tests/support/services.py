@@ -1,7 +1,7 @@
 """Real background services for tests, started as subprocesses on free loopback ports.
 
-    with dask_cluster(workers=2) as address: ...            # `dask scheduler` + `dask worker` processes
-    with moto_s3() as endpoint: ...                          # `moto_server`, an S3 API on 127.0.0.1
+    with dask_cluster(tmp, workers=2) as address: ...   # `dask scheduler` + `dask worker` processes
+    with moto_s3(tmp) as endpoint: ...                  # `moto_server`, an S3 API on 127.0.0.1
 """
 from __future__ import annotations
 

@@ -152,7 +152,7 @@ def test_tag_cells_from_the_toolbar(lab, page):
     assert badges(page)[:2] == ["step first", "step second ← first"]
 
     mark_step(page, 2, "Not Valid")  # refused, then asked again
-    page.locator(".jp-Dialog", has_text="Invalid step name").locator(".jp-mod-accept").click()
+    page.locator(".jp-Dialog", has_text="Invalid step name").locator(".jp-Dialog-footer button").last.click()
     page.locator(".jp-Dialog input.jp-flow-stepname").fill("third")
     page.locator(".jp-Dialog .jp-mod-accept").click()
 
