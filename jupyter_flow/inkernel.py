@@ -29,6 +29,15 @@ def record(name: str, value):
     return value
 
 
+def warm(store_url: str) -> None:
+    """Run while the kernel boots: import what `begin` and `finish` need, the store's driver included."""
+    import cloudpickle  # noqa: F401
+
+    from .store import open_store
+
+    open_store(store_url)
+
+
 def _namespace() -> dict:
     return sys.modules["__main__"].__dict__
 

@@ -76,6 +76,17 @@ class TaskControl:
             self._timer.cancel()
 
 
+def warm_imports() -> None:
+    """Import papermill and compile nbformat's schema validator (about 1 s), while kernels boot."""
+    from ._imports import fast_notebook_imports
+
+    fast_notebook_imports()
+    import nbformat
+    import papermill  # noqa: F401
+
+    nbformat.validate(nbformat.v4.new_notebook())
+
+
 def run_task(spec: dict, pool: kernels.KernelPool | None = None, control: TaskControl | None = None) -> dict:
     """Execute the task described by `spec`; returns its final record (also written as task.json)."""
     from ._imports import fast_notebook_imports

@@ -25,7 +25,7 @@ import time
 from concurrent.futures import Future
 
 from ..errors import FlowError
-from ..kernels import KernelPool
+from ..kernels import KernelPool, warmup_code
 from ..store import open_store
 from ..task import TaskControl, now, run_task, task_key
 
@@ -243,6 +243,7 @@ def worker_pool() -> KernelPool:
 def run_on_worker(spec: dict) -> dict:
     """Run one task in this Dask worker; returns its record (also written to the store)."""
     pool = worker_pool()
+    pool.warmup = warmup_code(spec["store"])  # spare kernels import the store's driver while they boot
     task = _this_task()
     if not os.path.isdir(spec["cwd"]):  # the notebook's folder is not mounted here: run where we can
         spec = dict(spec, cwd=task[0].local_directory if task else tempfile.gettempdir())

@@ -4,10 +4,11 @@ started ahead of need by a KernelPool while upstream steps run."""
 from __future__ import annotations
 
 import os
+import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from ..kernels import KernelPool
-from ..task import TaskControl, run_task
+from ..task import TaskControl, run_task, warm_imports
 
 
 class LocalExecutor:
@@ -17,6 +18,7 @@ class LocalExecutor:
         self.max_workers = max_workers or os.cpu_count() or 2
         self.threads = ThreadPoolExecutor(self.max_workers, thread_name_prefix="jupyter-flow-task")
         self.pool = KernelPool()
+        threading.Thread(target=warm_imports, daemon=True, name="jupyter-flow-imports").start()
 
     def set_demand(self, kernel: str, cwd: str, waiting: int) -> None:
         """Tasks of this kernel not started yet: keep that many kernels warm, up to max_workers."""
