@@ -148,8 +148,8 @@ def _execute(args, runner) -> int:
     progress = Progress(quiet=args.quiet)
     progress.set_runner(runner)
     runner.on_event = progress.event
-    handle = launch(runner)
     with progress:
+        handle = launch(runner)
         while not handle.done:
             try:
                 handle.wait(0.25)

@@ -160,6 +160,7 @@ def _execute(spec: dict, km, workdir: str, record: dict, control: TaskControl) -
             record.update(status=control.reason or "failed", error=_kernel_death(e, exit_code, control))
             return
     result = _read_json(os.path.join(workdir, "result.json")) or {}
+    os.remove(os.path.join(workdir, "result.json"))  # its content lives on in task.json
     record.update(status="succeeded", outputs=result.get("outputs", {}), warnings=result.get("warnings", []),
                   metrics=result.get("metrics", {}))
 

@@ -22,6 +22,7 @@ API_PREFIX = "jupyter-flow/api"
 RESOURCE = "jupyter_flow"
 RUN_ID = r"(?P<run_id>[A-Za-z0-9][A-Za-z0-9_.:-]*)"
 STEP = r"(?P<step>[a-z_][a-z0-9_]*)"
+RUN_OPTIONS = (("parameters", dict), ("executor", str), ("scheduler", str))
 
 
 class FlowHandler(APIHandler):
@@ -58,6 +59,12 @@ class FlowHandler(APIHandler):
         if not isinstance(value, kind):
             raise tornado.web.HTTPError(400, f"'{name}' must be a {kind.__name__}")
         return value
+
+    async def launch(self, start, *args, data=None):
+        """Start (or resume) a run with the body's options; answer 201 with its id."""
+        data = self.body() if data is None else data
+        options = {name: self.field(data, name, kind) for name, kind in RUN_OPTIONS}
+        self.reply(await self.call(start, *args, **options), status=201)
 
     def query_int(self, name: str):
         raw = self.get_query_argument(name, None)
@@ -100,14 +107,7 @@ class RunsHandler(FlowHandler):
     @authorized(action="execute")
     async def post(self):
         data = self.body()
-        started = await self.call(
-            self.service.start,
-            self.field(data, "path", str, required=True),
-            parameters=self.field(data, "parameters", dict),
-            executor=self.field(data, "executor", str),
-            scheduler=self.field(data, "scheduler", str),
-        )
-        self.reply(started, status=201)
+        await self.launch(self.service.start, self.field(data, "path", str, required=True), data=data)
 
 
 class RunHandler(FlowHandler):
@@ -128,15 +128,7 @@ class ResumeHandler(FlowHandler):
     @tornado.web.authenticated
     @authorized(action="execute")
     async def post(self, run_id):
-        data = self.body()
-        resumed = await self.call(
-            self.service.resume,
-            run_id,
-            parameters=self.field(data, "parameters", dict),
-            executor=self.field(data, "executor", str),
-            scheduler=self.field(data, "scheduler", str),
-        )
-        self.reply(resumed, status=201)
+        await self.launch(self.service.resume, run_id)
 
 
 class TaskHandler(FlowHandler):
