@@ -159,8 +159,10 @@ def _execute(spec: dict, km, workdir: str, record: dict, control: TaskControl) -
             exit_code = kernels.kernel_exit(km)
             record.update(status=control.reason or "failed", error=_kernel_death(e, exit_code, control))
             return
-    result = _read_json(os.path.join(workdir, "result.json")) or {}
-    os.remove(os.path.join(workdir, "result.json"))  # its content lives on in task.json
+    result_path = os.path.join(workdir, "result.json")
+    result = _read_json(result_path) or {}
+    if os.path.exists(result_path):
+        os.remove(result_path)  # its content lives on in task.json
     record.update(status="succeeded", outputs=result.get("outputs", {}), warnings=result.get("warnings", []),
                   metrics=result.get("metrics", {}))
 

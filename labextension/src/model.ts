@@ -120,7 +120,11 @@ export class FlowModel extends VDomModel {
     try {
       run = await this.api.run(id);
     } catch (e) {
-      return this.fail(e);
+      this.fail(e);
+      if (follow === this._follow && this.run?.status === 'running') {
+        this._timer = window.setTimeout(() => void this.poll(id, follow), 2000); // keep following
+      }
+      return;
     }
     if (follow !== this._follow) {
       return; // another run was selected meanwhile

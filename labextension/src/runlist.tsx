@@ -28,7 +28,9 @@ function Compare(props: { runs: IRun[] }): JSX.Element {
         <tr>
           <th />
           {props.runs.map(r => (
-            <th key={r.id}>{r.id}</th>
+            <th key={r.id} title={r.id}>
+              {r.id.split('-').pop()}
+            </th>
           ))}
         </tr>
       </thead>

@@ -39,14 +39,32 @@ async def test_unauthenticated_is_403(http_server_client, jp_base_url, root, met
     assert response.code == 403
 
 
+@pytest.fixture
+def browser_cookies(http_server_client, jp_base_url, jp_serverapp, root):
+    """The login and _xsrf cookies a browser holds after opening the server with its token."""
+
+    async def login():
+        token = jp_serverapp.identity_provider.token
+        url = url_path_join(jp_base_url, "tree") + f"?token={token}"
+        response = await http_server_client.fetch(url, raise_error=False, follow_redirects=False)
+        cookies = [c.split(";")[0] for c in response.headers.get_list("Set-Cookie")]
+        xsrf = next(c.split("=", 1)[1] for c in cookies if c.startswith("_xsrf="))
+        return "; ".join(cookies), xsrf
+
+    return login
+
+
 @pytest.mark.parametrize("route", ["runs", f"runs/{RUN}/cancel", f"runs/{RUN}/resume"])
-async def test_post_without_xsrf_from_a_browser_is_403(http_server_client, jp_base_url, root, route):
-    """A cookie-authenticated request (a browser) must carry the XSRF token."""
+async def test_browser_post_needs_the_xsrf_token(http_server_client, jp_base_url, browser_cookies, route):
+    cookie, xsrf = await browser_cookies()
     url = url_path_join(jp_base_url, "jupyter-flow/api", route)
-    response = await http_server_client.fetch(
-        url, method="POST", body="{}", headers={"Cookie": "username-x=1"}, raise_error=False
-    )
-    assert response.code == 403
+    fetch = http_server_client.fetch
+    assert (await fetch(url, method="GET", headers={"Cookie": cookie}, raise_error=False)).code != 403
+    without = await fetch(url, method="POST", body="{}", headers={"Cookie": cookie}, raise_error=False)
+    assert without.code == 403
+    headers = {"Cookie": cookie, "X-XSRFToken": xsrf}
+    with_token = await fetch(url, method="POST", body="{}", headers=headers, raise_error=False)
+    assert with_token.code in (400, 404)  # past the XSRF check, refused for its (empty) input
 
 
 async def test_unauthorized_user_is_403(api, jp_serverapp):

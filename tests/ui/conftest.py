@@ -37,7 +37,7 @@ class Lab:
             return json.loads(response.read() or b"null")
 
     def page_url(self, notebook: str) -> str:
-        return f"{self.url}lab/tree/{notebook}?token={self.token}"
+        return f"{self.url}lab/tree/{notebook}?reset&token={self.token}"  # reset: only this notebook open
 
 
 @pytest.fixture(scope="module")

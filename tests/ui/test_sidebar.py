@@ -33,12 +33,21 @@ def open_notebook(page, lab, name):
     if "lm-mod-current" not in (tab.get_attribute("class") or ""):
         tab.click()
     page.wait_for_selector(NODES, timeout=30_000)
+    page.locator(f"{SIDEBAR} .jp-flow-title", has_text=name.removesuffix(".ipynb")).wait_for(timeout=30_000)
 
 
 def run_and_wait(page, until_selector, timeout=240_000):
+    before = page.locator(f"{SIDEBAR} .jp-flow-rundetail").get_attribute("data-run") if page.locator(
+        f"{SIDEBAR} .jp-flow-rundetail").count() else None
     page.locator(f"{SIDEBAR} .jp-flow-run-button").click()
-    page.wait_for_selector(f"{SIDEBAR} .jp-flow-rundetail[data-status='running']", timeout=30_000)
-    page.wait_for_selector(until_selector, timeout=timeout)
+    try:
+        page.wait_for_function(
+            "old => { const d = document.querySelector('#jupyter-flow-sidebar .jp-flow-rundetail');"
+            " return d && d.dataset.run !== old; }", arg=before, timeout=30_000)
+        page.wait_for_selector(until_selector, timeout=timeout)
+    except Exception:
+        shot(page, "failed")
+        raise
     return page.locator(f"{SIDEBAR} .jp-flow-rundetail").get_attribute("data-run")
 
 
@@ -72,6 +81,19 @@ def test_run_quickstart_from_the_sidebar(lab, page):
     print("ms from task end to green node:", json.dumps(lags))
     assert max(lags.values()) < 1000, lags
 
+    set_theme(page, "JupyterLab Dark")
+    shot(page, "2-quickstart-succeeded-dark")
+    set_theme(page, "JupyterLab Light")
+
+
+def set_theme(page, name):
+    page.locator(".lm-MenuBar-itemLabel", has_text="Settings").click()
+    page.locator(".lm-Menu-itemLabel", has_text="Theme").first.hover()
+    page.locator(".lm-Menu-itemLabel").get_by_text(name, exact=True).click()
+    light = "false" if "Dark" in name else "true"
+    page.wait_for_selector(f"body[data-jp-theme-light='{light}']", state="attached", timeout=20_000)
+    page.wait_for_timeout(500)
+
 
 def kernel_client(lab, notebook):
     session = next(s for s in lab.api("api/sessions") if s["path"] == notebook)
@@ -96,6 +118,11 @@ def test_debug_a_failed_step(lab, page):
     message.filter(has_text="Loaded into kernel").wait_for(timeout=60_000)
     shot(page, "4-debug-loaded")
 
+    page.locator(f"{SIDEBAR} .jp-flow-open").click()  # the executed step notebook, read-only
+    viewer = page.locator(".jp-flow-viewer")
+    viewer.locator(".jp-OutputArea-output", has_text="ValueError").first.wait_for(timeout=20_000)
+    page.screenshot(path=str(SHOTS / "5-executed-notebook-lab.png"))
+
     artifacts = lab.api(f"jupyter-flow/api/runs/{run_id}/tasks/{step}/0/artifacts")
     names = sorted(artifacts["failure"]["variables"])
     assert names and all(n in message.inner_text() for n in names)
@@ -109,13 +136,25 @@ def test_debug_a_failed_step(lab, page):
         client.stop_channels()
     assert found == repr(names)
 
-    page.locator(f"{SIDEBAR} .jp-flow-failure .jp-flow-resume").click()
+    # resume through the command palette (the failure box's Resume button calls the same thing)
+    page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook").click()
+    page.keyboard.press("Control+Shift+c")
+    page.locator(".lm-CommandPalette-input").fill("Resume Latest Failed Pipeline Run")
+    page.keyboard.press("Enter")
     page.wait_for_function(
         "old => { const d = document.querySelector('#jupyter-flow-sidebar .jp-flow-rundetail');"
         " return d && d.dataset.run !== old; }", arg=run_id, timeout=30_000)
     page.wait_for_selector(f"{SIDEBAR} .jp-flow-rundetail[data-status='failed']", timeout=240_000)
     resumed = page.locator(f"{SIDEBAR} .jp-flow-rundetail").get_attribute("data-run")
     assert lab.api(f"jupyter-flow/api/runs/{resumed}")["origin_run"] == run_id
+
+    # the history lists both runs; ticking them compares them side by side
+    page.locator(f"{SIDEBAR} summary", has_text="History").click()
+    for rid in (run_id, resumed):
+        page.locator(f"{SIDEBAR} .jp-flow-runitem[data-run='{rid}'] input[type=checkbox]").check()
+    page.wait_for_selector(f"{SIDEBAR} .jp-flow-compare", timeout=10_000)
+    page.locator(f"{SIDEBAR} summary", has_text="Run detail").click()  # fold it to show the history
+    shot(page, "6-history-compare")
 
 
 def write_notebook(path, cells):
