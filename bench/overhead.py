@@ -7,7 +7,9 @@ Measures, each as the wall clock of whole commands run from a shell:
   linear   5 trivial steps in a chain            (bench/notebooks/linear5.ipynb, metaflow_flows/linear5.py)
   foreach  a 20-way foreach of trivial tasks     (foreach20.ipynb, foreach20.py)
   array    N MB of float64 passed between 2 steps (bigarray.ipynb, bigarray.py); raw = a process that
-           np.save()s it and another that np.load()s it, in the same temp dir
+           np.save()s it and another that np.load()s it, in the same temp dir. Run again with an
+           empty array: the difference is what moving the N MB costs each tool (its generation and
+           sum are the same work in every column).
 papermill runs each notebook top to bottom in one kernel: the same work with no pipeline.
 """
 from __future__ import annotations
@@ -25,8 +27,8 @@ def scenarios(bench: Bench, array_mb: int) -> list[tuple[str, dict]]:
     n = array_mb * 2**20 // 8
     npy = bench.root / "raw.npy"
 
-    def array_params(i: int) -> dict:
-        return {"n_mb": array_mb, "seed": i + 100}  # new data each time: no store can deduplicate it
+    def array_params(i: int, mb: int = array_mb) -> dict:
+        return {"n_mb": mb, "seed": i + 100}  # new data each time: no store can deduplicate it
 
     return [
         ("5-step linear pipeline", {
@@ -46,6 +48,13 @@ def scenarios(bench: Bench, array_mb: int) -> list[tuple[str, dict]]:
                 [sys.executable, "-c", RAW_SAVE.format(n=n), str(npy), str(i + 100)],
                 [sys.executable, "-c", RAW_LOAD, str(npy)]),
         }),
+        ("the same with an empty array", {
+            "jupyter_flow": lambda i: bench.run(bench.jf_run("bigarray.ipynb", array_params(i, 0))),
+            "metaflow": lambda i: bench.run(bench.mf_run("bigarray.py", "run", array_params(i, 0))),
+            "raw": lambda i: bench.run(
+                [sys.executable, "-c", RAW_SAVE.format(n=0), str(npy), str(i + 100)],
+                [sys.executable, "-c", RAW_LOAD, str(npy)]),
+        }),
     ]
 
 
@@ -56,7 +65,7 @@ def main(argv: list[str] | None = None) -> None:
                    help="run only these benchmarks (repeatable)")
     args = finish_args(p.parse_args(argv))
     array_mb = args.array_mb or (50 if args.quick else 500)
-    keys = ["linear", "foreach", "array"]
+    keys = ["linear", "foreach", "array", "array"]
     with Bench(args) as bench:
         print(f"temp dir {bench.root}", file=sys.stderr)
         rows = []
@@ -68,6 +77,11 @@ def main(argv: list[str] | None = None) -> None:
             jf = t.get("jupyter_flow")
             rows.append([label, jf, t.get("metaflow"), t.get("papermill"), t.get("raw"),
                          ratio(jf, t.get("metaflow")), ratio(jf, t.get("papermill")), ratio(jf, t.get("raw"))])
+        arrays = [r for r in rows if "array" in r[0]]
+        if len(arrays) == 2:  # what moving the data costs: the run with it minus the run without it
+            moved = [None if a is None or b is None else a - b for a, b in zip(arrays[0][1:5], arrays[1][1:5])]
+            rows.append([f"moving {array_mb} MB (difference of the two)", *moved,
+                         ratio(moved[0], moved[1]), None, ratio(moved[0], moved[3])])
         print(markdown_table(
             "Pipeline overhead (median seconds)",
             ["benchmark", "jupyter_flow", "Metaflow", "papermill", "raw numpy",

@@ -22,6 +22,18 @@ def __getattr__(name):
     raise AttributeError(f"module 'jupyter_flow' has no attribute {name!r}")
 
 
+def _jupyter_server_extension_points():
+    from .server import _jupyter_server_extension_points as points
+
+    return points()
+
+
+def _jupyter_labextension_paths():
+    from .server import _jupyter_labextension_paths as paths
+
+    return paths()
+
+
 def load_ipython_extension(ipython):
     from .kernel import register_magics
 

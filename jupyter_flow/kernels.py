@@ -17,9 +17,16 @@ from .errors import FlowError
 
 
 def check_kernelspecs(names: set[str], where: dict[str, str] | None = None) -> None:
-    from jupyter_client.kernelspec import KernelSpecManager
+    import importlib.util
 
-    installed = KernelSpecManager().find_kernel_specs()
+    from jupyter_client.kernelspec import KernelSpecManager
+    from jupyter_core.paths import jupyter_path
+
+    # Explicit dirs and no native-kernel probe spare importing IPython (0.6 s); ipykernel gives python3.
+    manager = KernelSpecManager(ensure_native_kernel=False, kernel_dirs=jupyter_path("kernels"))
+    installed = manager.find_kernel_specs()
+    if importlib.util.find_spec("ipykernel") is not None:
+        installed.setdefault("python3", "")
     for name in sorted(names):
         if name not in installed:
             at = f" ({where[name]})" if where and name in where else ""
@@ -42,7 +49,9 @@ def start_kernel(kernel_name: str, cwd: str, startup_timeout: float = 60, warmup
     km = KernelManager(kernel_name=kernel_name, transport="ipc", ip=os.path.join(_socket_dir(), uuid.uuid4().hex[:12]))
     env = dict(os.environ, PYDEVD_DISABLE_FILE_VALIDATION="1")
     with open(os.devnull, "w") as devnull:
-        km.start_kernel(cwd=cwd, env=env, stdout=devnull, stderr=devnull)
+        # No history database: a step's kernel lives for one task (saves its sqlite set-up).
+        km.start_kernel(cwd=cwd, env=env, stdout=devnull, stderr=devnull,
+                        extra_arguments=["--HistoryManager.enabled=False"])
     kc = AsyncKernelClient(**km.get_connection_info(session=True), connection_file=km.connection_file, parent=km)
     kc.start_channels()
     try:
@@ -139,6 +148,8 @@ class KernelPool:
         self._demand: dict[tuple, int] = defaultdict(int)
         self._errors: dict[tuple, Exception] = {}
         self._closed = False
+        self._boot_slots = threading.BoundedSemaphore(os.cpu_count() or 2)
+        self._dying: list[threading.Thread] = []
 
     def set_demand(self, kernel_name: str, cwd: str, count: int) -> None:
         """Keep up to `count` kernels of this kind started or starting."""
@@ -151,6 +162,10 @@ class KernelPool:
             threading.Thread(target=self._boot, args=(key,), daemon=True, name="jupyter-flow-kernel").start()
 
     def _boot(self, key) -> None:
+        with self._boot_slots:  # boots at once <= cores: the first kernel is ready sooner
+            self._boot_one(key)
+
+    def _boot_one(self, key) -> None:
         try:
             try:
                 km = start_kernel(*key, warmup=self.warmup)
@@ -171,21 +186,33 @@ class KernelPool:
             self._lock.notify_all()
 
     def acquire(self, kernel_name: str, cwd: str):
+        """A ready kernel: a warm one, else the next one to finish booting (booting one if none is)."""
         key = (kernel_name, cwd)
         with self._lock:
+            if not self._ready[key] and not self._booting[key]:
+                self._booting[key] += 1
+                threading.Thread(target=self._boot, args=(key,), daemon=True, name="jupyter-flow-kernel").start()
             while not self._ready[key] and self._booting[key] and key not in self._errors:
                 self._lock.wait(0.5)
             if self._ready[key]:
                 return self._ready[key].pop(0)
             error = self._errors.pop(key, None)
-        if error:
-            raise error
-        return start_kernel(kernel_name, cwd, warmup=self.warmup)
+        raise error or RuntimeError(f"no {kernel_name} kernel could be started")
+
+    def release(self, km) -> None:
+        """Kill a used kernel in the background: the task's result does not wait for it."""
+        thread = threading.Thread(target=kill_kernel, args=(km,), daemon=True, name="jupyter-flow-kill")
+        thread.start()
+        with self._lock:
+            self._dying = [t for t in self._dying if t.is_alive()] + [thread]
 
     def close(self) -> None:
         with self._lock:
             self._closed = True
             idle = [km for kms in self._ready.values() for km in kms]
             self._ready.clear()
+            dying = list(self._dying)
         for km in idle:
             kill_kernel(km)
+        for thread in dying:
+            thread.join(10)

@@ -36,7 +36,7 @@ TAG_RULES: list[tuple[str, re.Pattern]] = [
 _PREFIX_HINTS = {
     "step": f"step:NAME where NAME matches {NAME} (lower case, digits, _), e.g. step:train",
     "block": f"block:NAME where NAME matches {NAME}",
-    "prev": f"prev:NAME naming another step, e.g. prev:load",
+    "prev": "prev:NAME naming another step, e.g. prev:load",
     "foreach": "foreach:VAR or foreach:ITEM=VAR (Python names), e.g. foreach:lr=learning_rates",
     "retry": "retry:N with N a whole number, e.g. retry:2",
     "timeout": "timeout:SECONDS, e.g. timeout:600",

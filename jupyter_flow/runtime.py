@@ -116,21 +116,28 @@ class Runner:
         self.store.write_json(f"{self.key}/run.json", self.record)
 
     # -- main loop -------------------------------------------------------------------------------
-    def run(self) -> str:
+    def begin(self) -> None:
+        """Record the run (its notebook copy, then run.json): from here on, readers see it."""
         from .store.blobs import new_hash
 
+        if self.record["notebook_hash"]:
+            return
         raw = self.flow.path.read_bytes()
         h = new_hash()
         h.update(raw)
         self.record["notebook_hash"] = h.hexdigest()
         self.store.write_bytes(f"{self.key}/notebook.ipynb", raw)
         self._save_record()
+
+    def run(self) -> str:
+        self.begin()
         self.on_event({"type": "run", "run_id": self.run_id, "status": "running", "flow": self.flow.name})
         running: set[int] = set()
         try:
             while True:
                 try:
                     self._check_cancel()
+                    self._update_demand()  # kernels start booting before tasks ask for them
                     while not self.stopping:  # a cached task ends at once and may make others ready
                         ready = self._ready()
                         for task in ready:
@@ -482,6 +489,7 @@ def _alive(run: dict) -> bool:
 def launch(runner: Runner, background: bool = True) -> RunHandle:
     """Run a prepared Runner: in a background thread (returns at once) or in this thread."""
     handle = RunHandle(runner, None)
+    runner.begin()  # the run exists in the store when this returns
 
     def target():
         try:

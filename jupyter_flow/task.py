@@ -123,7 +123,9 @@ def run_task(spec: dict, pool: kernels.KernelPool | None = None, control: TaskCo
                       error={"type": e.__class__.__name__, "message": str(e).strip() or repr(e)})
     finally:
         control.done()
-        if km is not None:
+        if km is not None and pool is not None:
+            pool.release(km)
+        elif km is not None:
             kernels.kill_kernel(km)
     record["ended"] = now()
     record["duration"] = round(time.monotonic() - t0, 3)
@@ -151,7 +153,7 @@ def _execute(spec: dict, km, workdir: str, record: dict, control: TaskControl) -
             papermill.execute_notebook(
                 nb, output, parameters=spec["parameters"], km=km, kernel_name=spec["kernel"],
                 progress_bar=False, log_output=False, stdout_file=log, stderr_file=log,
-                request_save_on_cell_execute=True, autosave_cell_every=10)
+                request_save_on_cell_execute=False)
         except PapermillExecutionError as e:
             _record_failure(e, spec, km, output, workdir, record, control)
             return

@@ -21,8 +21,9 @@ class LocalExecutor:
         threading.Thread(target=warm_imports, daemon=True, name="jupyter-flow-imports").start()
 
     def set_demand(self, kernel: str, cwd: str, waiting: int) -> None:
-        """Tasks of this kernel not started yet: keep that many kernels warm, up to max_workers."""
-        self.pool.set_demand(kernel, cwd, min(waiting, self.max_workers))
+        """Tasks of this kernel not started yet: keep that many kernels warm, up to twice max_workers
+        (a kernel takes longer to start than a short step takes to run)."""
+        self.pool.set_demand(kernel, cwd, min(waiting, 2 * self.max_workers))
 
     def submit(self, spec: dict, control: TaskControl) -> Future:
         return self.threads.submit(run_task, spec, self.pool, control)

@@ -6,9 +6,8 @@ import getpass
 import json
 import os
 import re
-import time
 
-from jupyter_flow.errors import FlowError, NotFound
+from jupyter_flow.errors import FlowError
 
 from .paths import resolve_notebook, to_api
 
@@ -33,9 +32,6 @@ class FlowService:
             self._store = open_store(self.config.store)
         return self._store
 
-    def store_url(self) -> str:
-        return str(getattr(self.store, "url", None) or self.config.store or "")
-
     def notebook(self, api_path: str) -> str:
         return resolve_notebook(api_path, self.root_dir, self.allow_hidden)
 
@@ -45,7 +41,7 @@ class FlowService:
 
     def _run_options(self, executor, scheduler) -> dict:
         return {
-            "store": self.config.store,
+            "store": self.store,
             "executor": executor or self.config.executor,
             "scheduler": scheduler or self.config.scheduler,
             "max_workers": self.config.max_workers,
@@ -58,7 +54,7 @@ class FlowService:
         return {
             "version": __version__,
             "user": getpass.getuser(),
-            "store": self.store_url(),
+            "store": self.store.url,
             "executor": self.config.executor,
             "scheduler": self.config.scheduler,
             "executors": ["local", "dask"],
@@ -129,7 +125,7 @@ class FlowService:
         handle = runtime.start_run(
             self.notebook(api_path), parameters=parameters, **self._run_options(executor, scheduler)
         )
-        return {"id": self._recorded(handle), "status": "running"}
+        return {"id": handle.run_id, "status": "running"}
 
     def resume(self, run_id: str, parameters=None, executor=None, scheduler=None) -> dict:
         from jupyter_flow import runtime
@@ -137,20 +133,7 @@ class FlowService:
         handle = runtime.resume_run(
             run_id, parameters=parameters, **self._run_options(executor, scheduler)
         )
-        return {"id": self._recorded(handle), "origin_run": run_id, "status": "running"}
-
-    def _recorded(self, handle, timeout: float = 10.0) -> str:
-        """Wait until the run's record is in the store, so GET runs/ID works as soon as we answer."""
-        from jupyter_flow.runtime import find_run
-
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                find_run(self.store, handle.run_id)
-                break
-            except NotFound:
-                time.sleep(0.02)
-        return handle.run_id
+        return {"id": handle.run_id, "origin_run": run_id, "status": "running"}
 
     def cancel(self, run_id: str) -> dict:
         from jupyter_flow import runtime

@@ -148,22 +148,23 @@ export class FlowModel extends VDomModel {
     if (!this.path) {
       return;
     }
+    const path = this.path;
     this.busy = true;
     this.message = '';
     this.stateChanged.emit();
-    try {
-      const { id } = await this.api.start(this.path, options);
-      this.busy = false;
-      await this.refreshRuns();
-      this.select(id);
-    } catch (e) {
-      this.fail(e);
-    }
+    await this.launch(() => this.api.start(path, options));
+    this.busy = false;
+    this.stateChanged.emit();
   }
 
-  async resume(run: IRun, options: IRunOptions = {}): Promise<void> {
+  resume(run: IRun, options: IRunOptions = {}): Promise<void> {
+    return this.launch(() => this.api.resume(run.id, options));
+  }
+
+  /** Start or resume a run, then show it and follow it live. */
+  private async launch(request: () => Promise<{ id: string }>): Promise<void> {
     try {
-      const { id } = await this.api.resume(run.id, options);
+      const { id } = await request();
       await this.refreshRuns();
       this.select(id);
     } catch (e) {

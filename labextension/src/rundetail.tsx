@@ -4,6 +4,7 @@ import * as React from 'react';
 import { FINAL, FlowApi, IArtifacts, IRun, ITask, IValueInfo } from './api';
 import { StatusChip } from './runlist';
 import { formatDuration, formatNumber, formatTime } from './status';
+import { sourceOf } from './viewer';
 
 export interface ITaskActions {
   load: (task: ITask) => Promise<string[]>;
@@ -26,7 +27,11 @@ function ValueTable(props: { title: string; values: Record<string, IValueInfo> }
           <tr key={name}>
             <th>{name}</th>
             <td className="jp-flow-dim">{v.type}</td>
-            <td>{typeof v.preview === 'string' ? v.preview : JSON.stringify(v.preview)}</td>
+            <td>
+              <div className="jp-flow-preview">
+                {typeof v.preview === 'string' ? v.preview : JSON.stringify(v.preview)}
+              </div>
+            </td>
           </tr>
         ))}
       </tbody>
@@ -43,10 +48,7 @@ function useFailingSource(api: FlowApi, task: ITask): string {
       return;
     }
     api.notebook(task).then(
-      nb => {
-        const cell = nb.cells?.[index]?.source ?? '';
-        setSource(Array.isArray(cell) ? cell.join('') : cell);
-      },
+      nb => setSource(sourceOf(nb.cells?.[index])),
       () => setSource('')
     );
   }, [task.run_id, task.step, task.index, task.error?.cell]);

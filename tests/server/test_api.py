@@ -174,3 +174,15 @@ def test_server_starts_without_auth_warning(jp_configurable_serverapp, jp_server
     assert not auth, [str(w.message) for w in auth]
     assert app.allow_unauthenticated_access is False
     assert "jupyter_flow" in app.web_app.settings
+
+
+def test_store_defaults_to_the_cli_default(tmp_path, monkeypatch):
+    from jupyter_flow.server.config import JupyterFlow
+    from jupyter_flow.server.service import FlowService
+    from traitlets.config import Config
+
+    monkeypatch.setenv("JUPYTER_FLOW_STORE", str(tmp_path / "from-env"))
+    assert FlowService(JupyterFlow(), str(tmp_path)).info()["store"] == str(tmp_path / "from-env")
+    config = Config({"JupyterFlow": {"store": str(tmp_path / "from-config"), "executor": "dask"}})
+    info = FlowService(JupyterFlow(config=config), str(tmp_path)).info()
+    assert (info["store"], info["executor"]) == (str(tmp_path / "from-config"), "dask")
