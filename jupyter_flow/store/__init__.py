@@ -35,19 +35,29 @@ def open_store(url: str | os.PathLike | None = None) -> "Store":
 
 class Store:
     def __init__(self, url: str):
+        self.url = url
+        self.local = "://" not in url or url.startswith(("file://", "local://"))
+        if self.local:  # plain files: fsspec (0.3 s to import) is loaded only if a listing needs it
+            self.root = os.path.abspath(url.split("://", 1)[-1])
+            self.url = self.root
+            self._fs = None
+            return
         import fsspec
 
-        self.url = url
         try:
-            self.fs, self.root = _url_to_fs(fsspec, url)
+            self._fs, self.root = _url_to_fs(fsspec, url)
         except (ImportError, ValueError) as e:
             raise StoreError(f"cannot open store {url!r}: {e}; install the fsspec driver for it "
                              "(pip install s3fs / gcsfs) or check the URL") from None
-        self.local = "file" in (self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,))
-        if self.local:
-            self.root = os.path.abspath(self.root)
-            self.url = self.root
         self.root = self.root.rstrip("/")
+
+    @property
+    def fs(self):
+        if self._fs is None:
+            from fsspec.implementations.local import LocalFileSystem
+
+            self._fs = LocalFileSystem()
+        return self._fs
 
     def __repr__(self) -> str:
         return f"Store({self.url!r})"
@@ -87,6 +97,9 @@ class Store:
 
     def read_bytes(self, key: str) -> bytes:
         try:
+            if self.local:
+                with open(self.path(key), "rb") as f:
+                    return f.read()
             return self.fs.cat_file(self.path(key))
         except FileNotFoundError:
             raise NotFound(f"{key} is not in store {self.url}") from None
@@ -97,7 +110,7 @@ class Store:
         return json.loads(self.read_bytes(key))
 
     def exists(self, key: str) -> bool:
-        return self.fs.exists(self.path(key))
+        return os.path.exists(self.path(key)) if self.local else self.fs.exists(self.path(key))
 
     def glob(self, pattern: str) -> list[str]:
         """Keys matching `pattern` (relative to the store root)."""
@@ -170,7 +183,8 @@ class Store:
         import cloudpickle
 
         try:
-            f = self.fs.open(self.path(self.blob_key(digest)), "rb")
+            path = self.path(self.blob_key(digest))
+            f = open(path, "rb") if self.local else self.fs.open(path, "rb")
         except FileNotFoundError:
             raise NotFound(f"blob {digest} is missing from store {self.url} (deleted by gc?); re-run the step "
                            "that produced it") from None
