@@ -189,15 +189,16 @@ class KernelPool:
         """A ready kernel: a warm one, else the next one to finish booting (booting one if none is)."""
         key = (kernel_name, cwd)
         with self._lock:
-            if not self._ready[key] and not self._booting[key]:
-                self._booting[key] += 1
-                threading.Thread(target=self._boot, args=(key,), daemon=True, name="jupyter-flow-kernel").start()
-            while not self._ready[key] and self._booting[key] and key not in self._errors:
+            while True:
+                if self._ready[key]:
+                    return self._ready[key].pop(0)
+                if key in self._errors:
+                    raise self._errors.pop(key)
+                if not self._booting[key]:  # none coming (another task took the last one): boot one
+                    self._booting[key] += 1
+                    threading.Thread(target=self._boot, args=(key,), daemon=True,
+                                     name="jupyter-flow-kernel").start()
                 self._lock.wait(0.5)
-            if self._ready[key]:
-                return self._ready[key].pop(0)
-            error = self._errors.pop(key, None)
-        raise error or RuntimeError(f"no {kernel_name} kernel could be started")
 
     def release(self, km) -> None:
         """Kill a used kernel in the background: the task's result does not wait for it."""

@@ -37,7 +37,9 @@ class Lab:
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
     if not Path(CHROMIUM).exists():
-        pytest.skip(f"no chromium at {CHROMIUM}")
+        if os.environ.get("CI"):  # CI installs chromium: a missing browser there is a failure, not a skip
+            pytest.fail(f"no chromium at {CHROMIUM}; .ci/run installs Debian's chromium")
+        pytest.skip(f"no chromium at {CHROMIUM} (apt-get install chromium)")
     base = tmp_path_factory.mktemp("lab")
     root, store, runtime = base / "root", base / "store", base / "runtime"
     root.mkdir()
