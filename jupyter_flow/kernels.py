@@ -46,7 +46,8 @@ def start_kernel(kernel_name: str, cwd: str, startup_timeout: float = 60, warmup
     from jupyter_client.asynchronous import AsyncKernelClient
 
     # IPC sockets, not TCP ports: kernels started at the same moment cannot race for a port.
-    km = KernelManager(kernel_name=kernel_name, transport="ipc", ip=os.path.join(_socket_dir(), uuid.uuid4().hex[:12]))
+    manager = _ForkingKernelManager() if FORK else KernelManager
+    km = manager(kernel_name=kernel_name, transport="ipc", ip=os.path.join(_socket_dir(), uuid.uuid4().hex[:12]))
     env = dict(os.environ, PYDEVD_DISABLE_FILE_VALIDATION="1")
     with open(os.devnull, "w") as devnull:
         # No history database: a step's kernel lives for one task (saves its sqlite set-up).
@@ -63,6 +64,28 @@ def start_kernel(kernel_name: str, cwd: str, startup_timeout: float = 60, warmup
     warm = WarmClient(kc)
     km.client = lambda **kwargs: warm  # nbclient asks for a client: it gets this ready one
     return km
+
+
+FORK = os.environ.get("JUPYTER_FLOW_FORK", "1") != "0"  # JUPYTER_FLOW_FORK=0: start kernels the usual way
+
+
+def _ForkingKernelManager():
+    """A KernelManager class whose python kernels are forked from a zygote (see forkserver)."""
+    from jupyter_client import KernelManager
+
+    from . import forkserver
+
+    class ForkingKernelManager(KernelManager):
+        async def _async_launch_kernel(self, kernel_cmd, **kw):
+            if not forkserver.can_fork(kernel_cmd):
+                return await super()._async_launch_kernel(kernel_cmd, **kw)
+            provisioner = self.provisioner
+            provisioner.process = forkserver.server().spawn(kernel_cmd, kw.get("cwd"), kw.get("env"))
+            provisioner.pid = provisioner.pgid = provisioner.process.pid
+            provisioner.cwd = kw.get("cwd")
+            self._reconcile_connection_info(provisioner.connection_info)
+
+    return ForkingKernelManager
 
 
 async def _ready(kc, timeout: float, warmup: str | None) -> None:

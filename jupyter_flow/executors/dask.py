@@ -273,6 +273,9 @@ class _SparePool:
         self.pool.set_demand(kernel_name, cwd, 1)
         return km
 
+    def release(self, km) -> None:
+        self.pool.release(km)
+
 
 def _watch_cancel(spec: dict, control: TaskControl, stop: threading.Event, task) -> None:
     from ..runtime import run_key

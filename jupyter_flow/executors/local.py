@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections import Counter
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from ..kernels import KernelPool
@@ -18,15 +19,24 @@ class LocalExecutor:
         self.max_workers = max_workers or os.cpu_count() or 2
         self.threads = ThreadPoolExecutor(self.max_workers, thread_name_prefix="jupyter-flow-task")
         self.pool = KernelPool()
+        self.backlog: Counter = Counter()  # kernel -> tasks submitted that no thread has picked up yet
+        self.lock = threading.Lock()
         threading.Thread(target=warm_imports, daemon=True, name="jupyter-flow-imports").start()
 
     def set_demand(self, kernel: str, cwd: str, waiting: int) -> None:
-        """Tasks of this kernel not started yet: keep that many kernels warm, up to twice max_workers
-        (a kernel takes longer to start than a short step takes to run)."""
-        self.pool.set_demand(kernel, cwd, min(waiting, 2 * self.max_workers))
+        """`waiting` tasks of this kernel are not submitted yet; with the backlog, keep that many
+        kernels warm, up to twice max_workers (a kernel starts slower than a short step runs)."""
+        self.pool.set_demand(kernel, cwd, min(waiting + self.backlog[kernel], 2 * self.max_workers))
 
     def submit(self, spec: dict, control: TaskControl) -> Future:
-        return self.threads.submit(run_task, spec, self.pool, control)
+        with self.lock:
+            self.backlog[spec["kernel"]] += 1
+        return self.threads.submit(self._run, spec, control)
+
+    def _run(self, spec: dict, control: TaskControl) -> dict:
+        with self.lock:
+            self.backlog[spec["kernel"]] -= 1
+        return run_task(spec, self.pool, control)
 
     def close(self) -> None:
         self.threads.shutdown(wait=True)
