@@ -293,13 +293,23 @@ class Runner:
         task.control = TaskControl(step.options.get("timeout"))
         if self.cancel_reason:
             task.control.stop("cancelled")
+        spec = self.task_spec(task, refs, meta, cache_key)
+        self.on_event({"type": "task", "run_id": self.run_id, "step": task.step, "index": task.index,
+                       "status": "running", "attempt": task.attempt})
+        future = self._executor_for(step).submit(spec, task.control)
+        running.add(id(task))
+        future.add_done_callback(lambda f, t=task: self.done_q.put((t, _result(f, t))))
+
+    def task_spec(self, task: Task, refs: dict, meta: dict, cache_key: str | None) -> dict:
+        """Everything an executor needs to run `task` (plain data: JSON- and pickle-able)."""
+        step = self.flow.steps[task.step]
         needed: dict[str, list[str]] = {}
         for s in self.flow.steps.values():
             for var, producer in s.inputs.items():
                 if producer == task.step:
                     needed.setdefault(var, []).append(s.name)
         kernel = step.options.get("kernel", self.flow.kernel)
-        spec = {
+        return {
             "store": self.store.url, "flow": self.flow.name, "run_id": self.run_id, "step": task.step,
             "index": task.index, "attempt": task.attempt, "attempts": task.attempts, "kernel": kernel,
             "cwd": self.cwd, "timeout": step.options.get("timeout"), "limit": step.options.get("limit", {}),
@@ -313,11 +323,6 @@ class Runner:
                 "foreach": ({**step.foreach, "index": task.index} if step.foreach else None),
             },
         }
-        self.on_event({"type": "task", "run_id": self.run_id, "step": task.step, "index": task.index,
-                       "status": "running", "attempt": task.attempt})
-        future = self._executor_for(step).submit(spec, task.control)
-        running.add(id(task))
-        future.add_done_callback(lambda f, t=task: self.done_q.put((t, _result(f, t))))
 
     def _executor_for(self, step):
         if step.options.get("executor") == "local" and self.executor.name != "local":

@@ -178,3 +178,24 @@ def test_help_teaches():
         assert command in out
     assert "step:NAME" in out
     assert "-p NAME VALUE" in cli("run", "--help", check=0).stdout
+
+
+def test_one_task_runs_from_a_spec_file(store, tmp_path):
+    """`python -m jupyter_flow.task SPEC.json`: the door any other executor can use."""
+    import subprocess
+    import sys
+
+    from jupyter_flow import runtime
+
+    runner = runtime.prepare(SCENARIOS / "linear.ipynb", store=store)
+    runner.begin()
+    runner.executor.close()
+    task = runtime.Task("a", 0, attempt=1)
+    spec_file = tmp_path / "spec.json"
+    spec_file.write_text(json.dumps(runner.task_spec(task, {}, {}, None)))
+    proc = subprocess.run([sys.executable, "-m", "jupyter_flow.task", spec_file], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    record = json.loads(proc.stdout)
+    assert record["status"] == "succeeded" and record["outputs"]["a"]["preview"] == "2"
+    assert jupyter_flow.Run(runner.run_id)["a"].data.a == 2
