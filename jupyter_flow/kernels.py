@@ -7,6 +7,7 @@ run; `acquire` hands one over ready, and the caller kills it after the task.
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import tempfile
 import threading
@@ -69,6 +70,7 @@ def start_kernel(kernel_name: str, cwd: str, startup_timeout: float = 60, warmup
 FORK = os.environ.get("JUPYTER_FLOW_FORK", "1") != "0"  # JUPYTER_FLOW_FORK=0: start kernels the usual way
 
 
+@functools.lru_cache(maxsize=1)
 def _ForkingKernelManager():
     """A KernelManager class whose python kernels are forked from a zygote (see forkserver)."""
     from jupyter_client import KernelManager

@@ -27,7 +27,7 @@ from concurrent.futures import Future
 from ..errors import FlowError
 from ..kernels import KernelPool, warmup_code
 from ..store import open_store
-from ..task import TaskControl, now, run_task, task_key
+from ..task import TaskControl, now, run_task, task_key, warm_imports
 
 CONNECT_TIMEOUT_ENV = "JUPYTER_FLOW_DASK_TIMEOUT"
 RESOURCES = {"cpu": "cpu", "memory": "memory", "gpu": "gpu"}
@@ -229,11 +229,7 @@ def worker_pool() -> KernelPool:
             import atexit
             from multiprocessing import util
 
-            from .._imports import fast_notebook_imports
-
-            fast_notebook_imports()
-            import papermill  # noqa: F401 - imported once per worker process, not once per task
-
+            warm_imports()  # papermill once per worker process, not once per task
             _pool = KernelPool()
             atexit.register(_pool.close)
             util.Finalize(_pool, _pool.close, exitpriority=10)  # dask worker processes end via os._exit
