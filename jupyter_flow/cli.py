@@ -142,24 +142,21 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _execute(args, runner) -> int:
+    import signal
+
     from .progress import Progress
     from .runtime import launch
 
+    # Ctrl-C and `kill PID` cancel the run cleanly, even when this process was started with SIGINT
+    # ignored (as `cmd &` in a script and some CI harnesses do).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     progress = Progress(quiet=args.quiet)
     progress.set_runner(runner)
     runner.on_event = progress.event
     with progress:
         handle = launch(runner)
-        while not handle.done:
-            try:
-                handle.wait(0.25)
-            except KeyboardInterrupt:
-                progress.note("cancelling: interrupting running steps (Ctrl-C again to stop waiting)")
-                handle.cancel()
-                try:
-                    handle.wait(30)
-                except KeyboardInterrupt:
-                    break
+        handle.join(on_interrupt=progress.interrupted)
     progress.summary(handle)
     return 0 if handle.status == "succeeded" else 1
 

@@ -39,8 +39,11 @@ def server() -> "ForkServer":
 
 class ForkServer:
     def __init__(self):
+        # Its own session: a terminal's Ctrl-C (SIGINT to the foreground process group) must not kill
+        # the zygote, whose death would take every kernel with it before they can be interrupted cleanly.
         self.proc = subprocess.Popen([sys.executable, "-m", "jupyter_flow.forkserver"], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, bufsize=1)
+                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, bufsize=1,
+                                     start_new_session=True)
         self.lock = threading.Lock()
 
     def request(self, **message) -> dict:

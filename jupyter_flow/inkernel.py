@@ -52,16 +52,28 @@ def begin(spec: dict) -> None:
     """Put the step's inputs (and its foreach item) into the kernel's namespace."""
     _state["spec"] = spec
     _state["metrics"] = {}
-    ns = _namespace()
+    _give(spec, _namespace())
+
+
+def _give(spec: dict, ns: dict, only_missing: bool = False) -> None:
+    """Load the step's inputs (and its foreach item) into `ns`; with only_missing, the names not there
+    yet, skipping any that cannot be loaded (a snapshot keeps what it can)."""
     store = _store()
     for name, ref in spec["inputs"].items():
         if "missing" in ref:
-            print(f"jupyter_flow: {name!r} is missing: {ref['missing']}", file=sys.stderr)
+            if not only_missing:
+                print(f"jupyter_flow: {name!r} is missing: {ref['missing']}", file=sys.stderr)
             continue
-        ns[name] = ([store.load_value(h) for h in ref["hashes"]] if "hashes" in ref
-                    else store.load_value(ref["hash"]))
+        if only_missing and name in ns:
+            continue
+        try:
+            ns[name] = ([store.load_value(h) for h in ref["hashes"]] if "hashes" in ref
+                        else store.load_value(ref["hash"]))
+        except Exception:  # noqa: BLE001
+            if not only_missing:
+                raise
     fe = spec.get("foreach")
-    if fe:
+    if fe and (not only_missing or (fe["var"] in ns and fe["item"] not in ns)):
         ns[fe["item"]] = list(ns[fe["var"]])[fe["index"]]
 
 
@@ -98,9 +110,16 @@ def finish() -> None:
     _write_result("result.json", {"outputs": outputs, "warnings": warnings, "metrics": _state["metrics"]})
 
 
-def snapshot() -> None:
-    """After an exception: store every picklable user variable, as the failure snapshot."""
+def snapshot(spec: dict | None = None, parameters: dict | None = None) -> None:
+    """After an exception: store every picklable user variable, as the failure snapshot.
+
+    A task stopped before its step's first cell ran passes `spec` and `parameters`: the snapshot then
+    also holds the parameters and inputs the step was given, whatever had run of its set-up."""
     ns = _namespace()
+    if spec is not None:
+        _state["spec"] = spec
+        ns.update(parameters or {})  # what papermill injects after the parameters cell
+        _give(spec, ns, only_missing=True)
     store = _store()
     variables, unpicklable, modules = {}, {}, {}
     for name, value in list(ns.items()):

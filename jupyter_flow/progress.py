@@ -48,8 +48,11 @@ class Progress:
             self.live.update(self._table())
             self.live.__exit__(*exc)
 
-    def note(self, text: str) -> None:
-        self.console.print(f"[yellow]{text}[/]")
+    def interrupted(self, count: int, patience: int) -> None:
+        """A Ctrl-C while the run goes on: say what happens now, and how to stop waiting."""
+        left = patience - count
+        self.console.print(f"[yellow]cancelling: running steps are interrupted and save their state first "
+                           f"(Ctrl-C {left} more time{'s' if left > 1 else ''} to stop waiting)[/]", highlight=False)
 
     def event(self, e: dict) -> None:
         if e["type"] == "foreach":

@@ -130,44 +130,53 @@ class Runner:
         self._save_record()
 
     def run(self) -> str:
+        """The scheduling loop. It runs in a thread of its own (see `launch`): a Ctrl-C reaches the
+        thread that waits for the run, which calls `cancel`; it never interrupts the loop halfway."""
         self.begin()
         self.on_event({"type": "run", "run_id": self.run_id, "status": "running", "flow": self.flow.name})
         running: set[int] = set()
         try:
             while True:
-                try:
-                    self._check_cancel()
-                    self._update_demand()  # kernels start booting before tasks ask for them
-                    while not self.stopping:  # a cached task ends at once and may make others ready
-                        ready = self._ready()
-                        for task in ready:
-                            self._start(task, running)
-                        if all(t.status == "running" for t in ready):
-                            break
-                    self._update_demand()
-                    if not running:
+                self._check_cancel()
+                if self.cancel_reason:
+                    self._stop_running()
+                self._update_demand()  # kernels start booting before tasks ask for them
+                while not self.stopping:  # a cached task ends at once and may make others ready
+                    ready = self._ready()
+                    for task in ready:
+                        self._start(task, running)
+                    if all(t.status == "running" for t in ready):
                         break
-                    try:
-                        task, record = self.done_q.get(timeout=0.5)
-                    except queue.Empty:
-                        if time.monotonic() - self._last_beat > self.record["heartbeat_interval"]:
-                            self._save_record()
-                        continue
-                    running.discard(id(task))
-                    self._finished(task, record, running)
-                except KeyboardInterrupt:
-                    self.cancel("cancelled")
+                self._update_demand()
+                if not running:
+                    break
+                try:
+                    item = self.done_q.get(timeout=0.5)
+                except queue.Empty:
+                    if time.monotonic() - self._last_beat > self.record["heartbeat_interval"]:
+                        self._save_record()
+                    continue
+                if item is None:  # woken up by cancel()
+                    continue
+                task, record = item
+                running.discard(id(task))
+                self._finished(task, record, running)
         finally:
             self._close_executors()
         return self._finalize()
 
     def cancel(self, reason: str = "cancelled") -> None:
+        """Stop the run, from any thread: nothing new starts, and the loop interrupts the running tasks
+        (each takes its failure snapshot before its kernel is killed)."""
         self.cancel_reason = self.cancel_reason or reason
         self.stopping = True
+        self.done_q.put(None)
+
+    def _stop_running(self) -> None:
         for tasks in self.tasks.values():
             for task in tasks or []:
                 if task.status == "running" and task.control:
-                    task.control.stop("cancelled")
+                    task.control.stop(self.cancel_reason)
 
     def _check_cancel(self) -> None:
         if not self.cancel_reason and self.store.exists(f"{self.key}/cancel"):
@@ -291,8 +300,6 @@ class Runner:
         task.attempt += 1
         task.status = "running"
         task.control = TaskControl(step.options.get("timeout"))
-        if self.cancel_reason:
-            task.control.stop("cancelled")
         spec = self.task_spec(task, refs, meta, cache_key)
         self.on_event({"type": "task", "run_id": self.run_id, "step": task.step, "index": task.index,
                        "status": "running", "attempt": task.attempt})
@@ -432,6 +439,22 @@ class RunHandle:
         self._finished.wait(timeout)
         return self.status
 
+    def join(self, on_interrupt=None, patience: int = 3) -> str:
+        """Wait for the run to end. A Ctrl-C (KeyboardInterrupt) cancels the run and goes on waiting
+        while its tasks save their state; the `patience`-th Ctrl-C stops waiting (re-raised)."""
+        interrupts = 0
+        while not self._finished.is_set():
+            try:
+                self._finished.wait(1.0)
+            except KeyboardInterrupt:
+                interrupts += 1
+                self.cancel()
+                if interrupts >= patience:
+                    raise
+                if on_interrupt:
+                    on_interrupt(interrupts, patience)
+        return self.status
+
     @property
     def done(self) -> bool:
         return self._finished.is_set()
@@ -492,7 +515,8 @@ def _alive(run: dict) -> bool:
 
 
 def launch(runner: Runner, background: bool = True) -> RunHandle:
-    """Run a prepared Runner: in a background thread (returns at once) or in this thread."""
+    """Run a prepared Runner in a thread of its own. background=True returns at once; otherwise this
+    thread waits for the end, and a Ctrl-C in it cancels the run cleanly (see RunHandle.join)."""
     handle = RunHandle(runner, None)
     runner.begin()  # the run exists in the store when this returns
 
@@ -505,9 +529,8 @@ def launch(runner: Runner, background: bool = True) -> RunHandle:
         finally:
             handle._finished.set()
 
-    if background:
-        handle._thread = threading.Thread(target=target, name=f"jupyter-flow-run-{runner.run_id}", daemon=True)
-        handle._thread.start()
-    else:
-        target()
+    handle._thread = threading.Thread(target=target, name=f"jupyter-flow-run-{runner.run_id}", daemon=True)
+    handle._thread.start()
+    if not background:
+        handle.join()
     return handle

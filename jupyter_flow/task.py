@@ -18,11 +18,11 @@ import signal
 import socket
 import sys
 import tempfile
-import threading
 import time
 from datetime import datetime, timezone
 
 from . import kernels, stepbook
+from .control import TaskControl, register_engine
 from .store import open_store
 
 ATTEMPT_FILES = ("output.ipynb", "log.txt", "failure.json")
@@ -35,45 +35,6 @@ def now() -> str:
 
 def task_key(flow: str, run_id: str, step: str, index: int) -> str:
     return f"flows/{flow}/runs/{run_id}/{step}/{index}"
-
-
-class TaskControl:
-    """Stops a running task from another thread: interrupt first (so a snapshot can be taken),
-    then kill the kernel if it does not stop within `grace` seconds."""
-
-    def __init__(self, timeout: float | None = None, grace: float = 5.0):
-        self.timeout = timeout
-        self.grace = grace
-        self.reason: str | None = None
-        self.km = None
-        self._timer: threading.Timer | None = None
-
-    def attach(self, km) -> None:
-        self.km = km
-        if self.reason:
-            self.stop(self.reason)
-        elif self.timeout:
-            self._timer = threading.Timer(self.timeout, self.stop, args=("timed_out",))
-            self._timer.daemon = True
-            self._timer.start()
-
-    def stop(self, reason: str) -> None:
-        self.reason = self.reason or reason
-        km = self.km
-        if km is None:
-            return
-        try:
-            km.interrupt_kernel()
-        except Exception:  # noqa: BLE001 - then kill straight away
-            kernels.kill_kernel(km)
-            return
-        killer = threading.Timer(self.grace, kernels.kill_kernel, args=(km,))
-        killer.daemon = True
-        killer.start()
-
-    def done(self) -> None:
-        if self._timer:
-            self._timer.cancel()
 
 
 def warm_imports() -> None:
@@ -122,7 +83,7 @@ def run_task(spec: dict, pool: kernels.KernelPool | None = None, control: TaskCo
         record.update(status=control.reason or "failed",
                       error={"type": e.__class__.__name__, "message": str(e).strip() or repr(e)})
     finally:
-        control.done()
+        control.ended()
         if km is not None and pool is not None:
             pool.release(km)
         elif km is not None:
@@ -152,15 +113,18 @@ def _execute(spec: dict, km, workdir: str, record: dict, control: TaskControl) -
         try:
             papermill.execute_notebook(
                 nb, output, parameters=spec["parameters"], km=km, kernel_name=spec["kernel"],
-                progress_bar=False, log_output=False, stdout_file=log, stderr_file=log,
-                request_save_on_cell_execute=False)
+                engine_name=register_engine(), control=control, progress_bar=False, log_output=False,
+                stdout_file=log, stderr_file=log, request_save_on_cell_execute=False)
         except PapermillExecutionError as e:
+            control.ended()  # from here on nothing interrupts the kernel: the snapshot runs in peace
             _record_failure(e, spec, km, output, workdir, record, control)
             return
         except Exception as e:  # noqa: BLE001 - the kernel died, or nbclient gave up
+            control.ended()
             exit_code = kernels.kernel_exit(km)
             record.update(status=control.reason or "failed", error=_kernel_death(e, exit_code, control))
             return
+    control.ended()
     result_path = os.path.join(workdir, "result.json")
     result = _read_json(result_path) or {}
     if os.path.exists(result_path):
@@ -172,12 +136,13 @@ def _execute(spec: dict, km, workdir: str, record: dict, control: TaskControl) -
 def _record_failure(e, spec: dict, km, output: str, workdir: str, record: dict, control: TaskControl) -> None:
     executed = _read_json(output) or {}
     where = stepbook.failing_cell(executed) or {}
+    started = where.get("role") in ("step", "finish")  # else it stopped before the step's first cell
     record["status"] = control.reason or "failed"
     message = e.evalue
     if control.reason == "timed_out":
         message = f"timed out after {control.timeout:g} s (timeout: tag); stopped in the middle of the step"
     elif control.reason == "cancelled":
-        message = "cancelled"
+        message = "cancelled" if started else "cancelled before the step's first cell ran"
     missing = re.fullmatch(r"name '(\w+)' is not defined", message or "")
     ref = spec["kernel_spec"]["inputs"].get(missing.group(1), {}) if missing else {}
     if "missing" in ref:
@@ -186,8 +151,11 @@ def _record_failure(e, spec: dict, km, output: str, workdir: str, record: dict, 
         "type": e.ename, "message": message, "cell": where.get("cell"), "source_cell": where.get("source_cell"),
         "role": where.get("role"), "traceback": _ANSI.sub("", "\n".join(e.traceback or [])),
     }
-    if kernels.kernel_exit(km) is None and where.get("role") != "begin":
-        _run_in_kernel(km, "_jf.snapshot()", timeout=300)
+    if kernels.kernel_exit(km) is None:
+        # Before the step started, the snapshot still holds what the step was given: its parameters and inputs.
+        given = {} if started else {"spec": dict(spec["kernel_spec"], workdir=workdir),
+                                    "parameters": spec["parameters"]}
+        _run_in_kernel(km, f"import jupyter_flow.inkernel as _jf\n_jf.snapshot(**{given!r})", timeout=300)
     failure = _read_json(os.path.join(workdir, "failure.json"))
     if failure is not None:
         record["failure"] = {"variables": sorted(failure["variables"]), "unpicklable": failure["unpicklable"]}

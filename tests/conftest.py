@@ -93,3 +93,30 @@ def one_line_error(proc) -> str:
 def run_dirs(store: str) -> list[Path]:
     return sorted(Path(store).glob("flows/*/runs/*"))
 
+
+
+def wait_for(predicate, timeout: float = 120, what: str = "a state"):
+    """Poll `predicate` until it returns something true (a state, not a duration); the timeout only
+    turns a hang into a failure."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def busy_cores():
+    """One CPU-bound process per core for the length of the test, as on a shared, loaded machine."""
+    import sys
+
+    procs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(os.cpu_count() or 2)]
+    yield
+    for proc in procs:
+        proc.kill()
+        proc.wait()

@@ -1,11 +1,10 @@
 """Reading runs back: cache, namespaces, metrics, the runs table, logs, artifacts, gc, concurrent runs."""
 import json
 import subprocess
-import threading
 from pathlib import Path
 
 import pytest
-from conftest import SCENARIOS, cli
+from conftest import SCENARIOS, cli, wait_for
 
 import jupyter_flow
 from jupyter_flow import client
@@ -129,20 +128,10 @@ def test_background_run_and_cancel_in_process(store):
     from jupyter_flow import runtime
 
     events = []
-    handle = runtime.start_run(SCENARIOS / "slow.ipynb", store=store, on_event=events.append)
-    seen = threading.Event()
-
-    def wait_running():
-        import time
-
-        for _ in range(300):
-            if any(e.get("step") == "sleepy" and e["status"] == "running" for e in events):
-                seen.set()
-                return
-            time.sleep(0.1)
-
-    wait_running()
-    assert seen.is_set()
+    handle = runtime.start_run(SCENARIOS / "slow.ipynb", parameters={"sleep_s": 600}, store=store,
+                               on_event=events.append)
+    wait_for(lambda: any(e.get("step") == "sleepy" and e["status"] == "running" for e in events),
+             what="a running event for sleepy")
     handle.cancel()
-    assert handle.wait(60) == "cancelled"
+    assert handle.wait(240) == "cancelled"
     assert client.get_run(store, handle.run_id)["status"] == "cancelled"

@@ -8,7 +8,7 @@ import time
 import nbformat
 import pytest
 from conftest import SCENARIOS as NOTEBOOKS
-from conftest import cli, one_line_error
+from conftest import cli, one_line_error, wait_for
 from support.services import dask_cluster, free_port
 
 import jupyter_flow
@@ -113,50 +113,42 @@ def test_failed_step_leaves_its_snapshot(scheduler, tmp_path):
 
 @pytest.mark.slow
 def test_timeout_is_enforced_on_the_worker(scheduler, tmp_path):
-    t0 = time.monotonic()
     run = jupyter_flow.run(NOTEBOOKS / "timeout.ipynb", store=tmp_path / "store", executor="dask",
                            scheduler=scheduler)
     assert run.status == "failed"
     assert run["slow"].status == "timed_out"
-    assert time.monotonic() - t0 < 25
+    assert run["slow"].duration < 30  # stopped before its 30 s sleep would have ended
+    assert "x" in run["slow"].task.record["failure"]["variables"]
 
 
-def wait_until_running(store, run_id: str, step: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for path in store.glob(f"flows/*/runs/{run_id}/{step}/0/task.json"):
-            record = json.loads(path.read_text())
-            if record["status"] == "running" and record["kernel_pid"]:
-                time.sleep(1)  # let the step's cell start
-                return
-        time.sleep(0.2)
-    raise TimeoutError(f"step {step} of {run_id} did not start")
+def wait_until_running(store, run_id: str, step: str) -> None:
+    """Until the step's own code runs on the worker (it prints `sleepy: started` into its live log)."""
+    wait_for(lambda: any("sleepy: started" in p.read_text()
+                         for p in store.glob(f"flows/*/runs/{run_id}/{step}/0/log.txt")), what=f"step {step} to run")
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("how", ["cancel marker", "runner stops"])
 def test_cancel_stops_the_kernel_on_the_worker(scheduler, tmp_path, how):
     store = tmp_path / "store"
-    handle = runtime.start_run(NOTEBOOKS / "slow.ipynb", store=store, executor="dask", scheduler=scheduler)
+    handle = runtime.start_run(NOTEBOOKS / "slow.ipynb", parameters={"sleep_s": 600}, store=store, executor="dask",
+                               scheduler=scheduler)
     wait_until_running(store, handle.run_id, "sleepy")
-    t0 = time.monotonic()
     if how == "cancel marker":  # `jupyter flow cancel` from another process writes the marker
         result = cli("cancel", handle.run_id, "--store", store)
         assert result.returncode == 0, result.stderr
     else:  # Ctrl-C in the CLI, or the server's cancel button: the runner stops its task controls
         handle.cancel()
-    assert handle.wait(60) == "cancelled"
-    assert time.monotonic() - t0 < 30
+    assert handle.wait(240) == "cancelled"
     run = jupyter_flow.Run(handle.run_id, store=store)
     assert run.status == "cancelled"
     sleepy = run["sleepy"].task.record
     assert sleepy["status"] == "cancelled", sleepy
-    deadline = time.monotonic() + 30  # the worker writes its own final record a moment later
-    while json.loads(next(store.glob(f"flows/slow/runs/{run.id}/sleepy/0/task.json")).read_text())["status"] \
-            == "running" and time.monotonic() < deadline:
-        time.sleep(0.5)
-    assert json.loads(next(store.glob(f"flows/slow/runs/{run.id}/sleepy/0/task.json")).read_text())["status"] \
-        == "cancelled"
+    record = next(store.glob(f"flows/slow/runs/{run.id}/sleepy/0/task.json"))
+    final = wait_for(lambda: (lambda r: r if r["status"] != "running" else None)(json.loads(record.read_text())),
+                     what="the worker's own final record")  # written a moment after the runner's
+    assert final["status"] == "cancelled"
+    assert {"x", "sleep_s"} <= set(final["failure"]["variables"])  # interrupted on the worker, then snapshot
 
 
 @pytest.mark.slow

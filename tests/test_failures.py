@@ -122,11 +122,10 @@ def test_retry_keeps_every_attempt(run_flow, tmp_path, store):
 
 
 def test_timeout_interrupts_and_snapshots(run_flow):
-    started = time.monotonic()
     run = run_flow("timeout.ipynb", expect="failed")
-    assert time.monotonic() - started < 25
     slow = run["slow"].task
     assert slow.status == "timed_out" and "timed out after 2" in slow.error["message"]
+    assert slow.duration < 30  # stopped before its 30 s sleep would have ended
     assert "x" in slow.record["failure"]["variables"]
 
 
@@ -188,25 +187,3 @@ def _pid_alive(pid):
     except ProcessLookupError:
         return False
     return True
-
-
-def test_cancel_from_another_terminal(store):
-    proc = subprocess.Popen(["jupyter", "flow", "run", SCENARIOS / "slow.ipynb", "--quiet"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    task = _running_task(store, "sleepy")
-    cli("cancel", task["run_id"], check=0)
-    out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 1
-    run = jupyter_flow.Run(task["run_id"])
-    assert run.status == "cancelled" and run["sleepy"].status == "cancelled"
-    assert "x" in run["sleepy"].task.record["failure"]["variables"]  # interrupted, so it left a snapshot
-
-
-def test_ctrl_c_cancels_the_run(store):
-    proc = subprocess.Popen(["jupyter", "flow", "run", SCENARIOS / "slow.ipynb"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    task = _running_task(store, "sleepy")
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 1 and "cancelled" in err
-    assert client.get_run(store, task["run_id"])["status"] == "cancelled"
