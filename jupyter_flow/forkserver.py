@@ -7,11 +7,20 @@ reaps its children and reports their exit status, so the runner can tell a kerne
 signal. When the runner goes away the zygote's stdin closes and it exits; its kernels see their
 parent gone and exit too (ipykernel's parent poller).
 
+Imports are paid once per run, not once per step: a spawn request names the modules that the
+notebook's `imports` and `functions` cells import (`modules_to_preload`), and the zygote imports those
+it has not imported yet before it forks. Each step still runs those cells (for their side effects and
+names); the imports in them then cost nothing. Only installed modules are preloaded: never one the
+notebook's folder could shadow. After a fork the child reseeds numpy's global random state, as a fresh
+process would have its own (Python reseeds `random` itself). `JUPYTER_FLOW_PRELOAD=0` turns it off.
+
 Used for kernelspecs that run this same Python with ipykernel_launcher; anything else (another
 environment, another language) starts the ordinary way.
 """
 from __future__ import annotations
 
+import ast
+import importlib
 import json
 import os
 import subprocess
@@ -27,6 +36,24 @@ def can_fork(cmd: list[str]) -> bool:
     """Whether `cmd` (a kernelspec's argv) is this interpreter running ipykernel."""
     return (os.name == "posix" and len(cmd) > 2 and os.path.realpath(cmd[0]) == os.path.realpath(sys.executable)
             and cmd[1:3] == ["-m", "ipykernel_launcher"])
+
+
+def modules_to_preload(sources) -> list[str]:
+    """The absolute modules imported by these cells (their code is parsed, never run)."""
+    if os.environ.get("JUPYTER_FLOW_PRELOAD", "1") == "0":
+        return []
+    names: list[str] = []
+    for source in sources:
+        try:
+            tree = ast.parse(source)
+        except SyntaxError:  # magics: IPython syntax is not Python; the kernel imports these itself
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                names += [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                names.append(node.module)
+    return list(dict.fromkeys(names))
 
 
 def server() -> "ForkServer":
@@ -55,8 +82,8 @@ class ForkServer:
             raise RuntimeError("the kernel fork server exited")
         return json.loads(line)
 
-    def spawn(self, argv: list[str], cwd: str | None, env: dict | None) -> "ForkedProcess":
-        reply = self.request(op="spawn", argv=argv, cwd=cwd, env=env or dict(os.environ))
+    def spawn(self, argv: list[str], cwd: str | None, env: dict | None, preload=()) -> "ForkedProcess":
+        reply = self.request(op="spawn", argv=argv, cwd=cwd, env=env or dict(os.environ), preload=list(preload))
         return ForkedProcess(self, reply["pid"])
 
 
@@ -102,12 +129,17 @@ def _zygote() -> None:
     import ipykernel.ipkernel  # noqa: F401 - the point of this process: import once, fork many
     import ipykernel.kernelapp  # noqa: F401
 
+    import jupyter_flow.inkernel  # noqa: F401 - what every step's set-up cell imports
+
+    if sys.path and sys.path[0] in ("", os.getcwd()):
+        del sys.path[0]  # the runner's folder (from -m); ipykernel adds the kernel's own ('') as usual
     statuses: dict[int, int] = {}
     children: set[int] = set()
     for line in sys.stdin:
         message = json.loads(line)
         _reap(children, statuses)
         if message["op"] == "spawn":
+            _preload(message.get("preload") or [], message.get("cwd") or os.getcwd(), message["env"])
             pid = os.fork()
             if pid == 0:
                 _become_kernel(message)
@@ -131,11 +163,29 @@ def _reap(children: set[int], statuses: dict[int, int]) -> None:
             statuses[pid] = os.waitstatus_to_exitcode(status)
 
 
+def _preload(modules: list[str], cwd: str, env: dict) -> None:
+    """Import the installed modules among `modules` that are not imported yet; errors are the step's
+    to meet when it runs its own import."""
+    # matplotlib picks its backend when imported: the one ipykernel would give the kernel
+    os.environ.setdefault("MPLBACKEND", env.get("MPLBACKEND") or "module://matplotlib_inline.backend_inline")
+    for name in modules:
+        top = name.partition(".")[0]
+        if name in sys.modules or os.path.exists(os.path.join(cwd, top + ".py")) \
+                or os.path.isdir(os.path.join(cwd, top)):
+            continue  # imported already, or the notebook's folder has a module of that name
+        try:
+            importlib.import_module(name)
+        except BaseException:  # noqa: BLE001 - ImportError, SystemExit, anything a module's top level raises
+            pass
+
+
 def _become_kernel(message: dict) -> None:
     try:
         os.setsid()  # its own process group: interrupts go to it alone
         if message.get("cwd"):
             os.chdir(message["cwd"])
+        if "numpy.random" in sys.modules:  # a fresh process would have drawn its own seed
+            sys.modules["numpy.random"].seed()
         os.environ.clear()
         os.environ.update(message["env"])
         devnull = os.open(os.devnull, os.O_RDWR)

@@ -40,7 +40,8 @@ def warmup_code(store_url: str) -> str:
     return f"import jupyter_flow.inkernel as _jf; _jf.warm({store_url!r})"
 
 
-def start_kernel(kernel_name: str, cwd: str, startup_timeout: float = 60, warmup: str | None = None):
+def start_kernel(kernel_name: str, cwd: str, startup_timeout: float = 60, warmup: str | None = None,
+                 preload=()):
     """A started, ready KernelManager. What the step prints reaches the task log through papermill;
     the kernel process's own stdout/stderr (startup chatter) is discarded."""
     from jupyter_client import KernelManager
@@ -49,6 +50,7 @@ def start_kernel(kernel_name: str, cwd: str, startup_timeout: float = 60, warmup
     # IPC sockets, not TCP ports: kernels started at the same moment cannot race for a port.
     manager = _ForkingKernelManager() if FORK else KernelManager
     km = manager(kernel_name=kernel_name, transport="ipc", ip=os.path.join(_socket_dir(), uuid.uuid4().hex[:12]))
+    km.preload = list(preload)  # modules a forked kernel gets imported already (see forkserver)
     env = dict(os.environ, PYDEVD_DISABLE_FILE_VALIDATION="1")
     with open(os.devnull, "w") as devnull:
         # No history database: a step's kernel lives for one task (saves its sqlite set-up).
@@ -82,7 +84,7 @@ def _ForkingKernelManager():
             if not forkserver.can_fork(kernel_cmd):
                 return await super()._async_launch_kernel(kernel_cmd, **kw)
             provisioner = self.provisioner
-            provisioner.process = forkserver.server().spawn(kernel_cmd, kw.get("cwd"), kw.get("env"))
+            provisioner.process = forkserver.server().spawn(kernel_cmd, kw.get("cwd"), kw.get("env"), self.preload)
             provisioner.pid = provisioner.pgid = provisioner.process.pid
             provisioner.cwd = kw.get("cwd")
             self._reconcile_connection_info(provisioner.connection_info)
@@ -167,6 +169,7 @@ def kernel_exit(km) -> int | None:
 class KernelPool:
     def __init__(self, warmup: str | None = None):
         self.warmup = warmup  # code each kernel runs once ready (see warmup_code)
+        self.preload: list[str] = []  # modules imported once for all kernels (see forkserver)
         self._lock = threading.Condition()
         self._ready: dict[tuple, list] = defaultdict(list)
         self._booting: dict[tuple, int] = defaultdict(int)
@@ -193,9 +196,9 @@ class KernelPool:
     def _boot_one(self, key) -> None:
         try:
             try:
-                km = start_kernel(*key, warmup=self.warmup)
+                km = start_kernel(*key, warmup=self.warmup, preload=self.preload)
             except RuntimeError:  # a kernel that died while booting (rare, under load): one more try
-                km = start_kernel(*key, warmup=self.warmup)
+                km = start_kernel(*key, warmup=self.warmup, preload=self.preload)
         except Exception as e:  # noqa: BLE001 - reported to whoever acquires
             with self._lock:
                 self._booting[key] -= 1

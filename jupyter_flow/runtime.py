@@ -22,6 +22,7 @@ from . import analysis, stepbook
 from ._version import __version__
 from .dag import Flow, build_flow
 from .errors import FlowError, NotFound
+from .forkserver import modules_to_preload
 from .kernels import warmup_code
 from .store import Store, open_store
 from .task import TaskControl, now, task_key
@@ -92,9 +93,14 @@ class Runner:
         self.local = None  # a local executor for `executor:local` steps of a remote run
         self._last_beat = 0.0
         self.record = self._new_record()
-        for ex in (executor, getattr(executor, "local", None)):
-            if getattr(ex, "pool", None) is not None:
-                ex.pool.warmup = warmup_code(store.url)
+        self.preload = modules_to_preload(c.source for c in flow.shared)
+        self._prepare_pool(executor)
+
+    def _prepare_pool(self, executor) -> None:
+        """Kernels of this run import the store's driver while they boot, and the notebook's imports once."""
+        if getattr(executor, "pool", None) is not None:
+            executor.pool.warmup = warmup_code(self.store.url)
+            executor.pool.preload = self.preload
 
     # -- the run record --------------------------------------------------------------------------
     def _new_record(self) -> dict:
@@ -319,7 +325,7 @@ class Runner:
         return {
             "store": self.store.url, "flow": self.flow.name, "run_id": self.run_id, "step": task.step,
             "index": task.index, "attempt": task.attempt, "attempts": task.attempts, "kernel": kernel,
-            "cwd": self.cwd, "timeout": step.options.get("timeout"), "limit": step.options.get("limit", {}),
+            "cwd": self.cwd, "preload": self.preload, "timeout": step.options.get("timeout"), "limit": step.options.get("limit", {}),
             "parameters": self.parameters,
             "input_meta": meta, "cache_key": cache_key, "executor": self._executor_for(step).name,
             "foreach": ({**step.foreach, "index": task.index} if step.foreach else None),
@@ -337,7 +343,7 @@ class Runner:
                 from .executors.local import LocalExecutor
 
                 self.local = LocalExecutor()
-                self.local.pool.warmup = warmup_code(self.store.url)
+                self._prepare_pool(self.local)
             return self.local
         return self.executor
 

@@ -240,6 +240,7 @@ def run_on_worker(spec: dict) -> dict:
     """Run one task in this Dask worker; returns its record (also written to the store)."""
     pool = worker_pool()
     pool.warmup = warmup_code(spec["store"])  # spare kernels import the store's driver while they boot
+    pool.preload = spec.get("preload", [])  # and the notebook's imports, once per worker
     task = _this_task()
     if not os.path.isdir(spec["cwd"]):  # the notebook's folder is not mounted here: run where we can
         spec = dict(spec, cwd=task[0].local_directory if task else tempfile.gettempdir())
