@@ -4,11 +4,10 @@ import json
 import os
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
-from conftest import SCENARIOS, cli
+from conftest import SCENARIOS, cli, wait_for
 
 import jupyter_flow
 from jupyter_flow import client
@@ -135,23 +134,13 @@ def test_catch_lets_independent_steps_run_and_explains_missing_names(run_flow):
     assert "'risky_result' is missing: step 'risky' failed" in run["dependent"].error["message"]
 
 
-def _wait_for(predicate, timeout=60, interval=0.2):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError("timed out waiting")
-
-
 def _running_task(store, step):
     def find():
         for path in Path(store).glob(f"flows/*/runs/*/{step}/0/task.json"):
             record = json.loads(path.read_text())
             if record["status"] == "running" and record.get("kernel_pid"):
                 return record
-    return _wait_for(find)
+    return wait_for(find)
 
 
 def test_kill_9_of_a_task_is_recorded_and_resume_completes(store):
@@ -178,7 +167,7 @@ def test_a_dead_runner_shows_as_crashed(store):
     assert runs[0]["id"] == task["run_id"] and runs[0]["status"] == "crashed"
     shown = json.loads(cli("show", task["run_id"], "--format", "json", check=0).stdout)
     assert {t["step"]: t["status"] for t in shown["tasks"]}["sleepy"] == "crashed"
-    _wait_for(lambda: not _pid_alive(task["kernel_pid"]), timeout=30)  # its kernel followed it
+    wait_for(lambda: not _pid_alive(task["kernel_pid"]), what="its kernel to exit")  # it followed the runner
 
 
 def _pid_alive(pid):
