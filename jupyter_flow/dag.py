@@ -124,8 +124,8 @@ class Flow:
 def build_flow(path: str | Path) -> Flow:
     """Read the notebook at `path` and infer its DAG. Raises FlowError naming the cell at fault."""
     nb = notebook.read(path)
-    if not nb.python:  # papermill's way: one step, the notebook as it is (no analysis of other languages)
-        main = Step("main", nb.steps["main"].cells, [], {})
+    if not nb.python:  # papermill's way: one step, the notebook as it is, never cached (we cannot see its reads)
+        main = Step("main", nb.steps["main"].cells, [], {"cache": False})
         return Flow(name=nb.name, path=Path(path).resolve(), kernel=nb.kernel, notebook=nb, parameters={},
                     steps={"main": main}, shared=[], warnings=nb.warnings)
     parameters = _parameters(nb.parameters)

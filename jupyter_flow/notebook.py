@@ -104,7 +104,7 @@ class Notebook:
 
     @property
     def python(self) -> bool:
-        return self.language in PYTHON_LANGUAGES
+        return self.language.lower() in PYTHON_LANGUAGES
 
 
 def read(path: str | Path) -> Notebook:
@@ -351,7 +351,7 @@ def _steps_defaults(raw: dict, warnings: list[str]) -> dict:
 def _language(raw: dict) -> str:
     meta = raw.get("metadata", {})
     language = (meta.get("kernelspec") or {}).get("language") or (meta.get("language_info") or {}).get("name")
-    return str(language or "python").lower()
+    return str(language or "python")
 
 
 def _kernel_name(raw: dict) -> str:
