@@ -26,4 +26,4 @@ def failure_line(error: dict | None) -> str:
         line = message or kind
     else:
         line = f"{kind}: {message}" if kind and message else message or kind or "failed"
-    return f"{line}, in {error['where']}" if error.get("where") else line
+    return f"{line.rstrip('.')}, in {error['where']}" if error.get("where") else line

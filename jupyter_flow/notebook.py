@@ -196,6 +196,8 @@ def parse(raw: dict, path: Path) -> Notebook:
             if not nb.tagged_steps and any(k == "prev" for _, k, _ in options):
                 raise FlowError(f"{cell.label()}: prev: needs steps; tag cells step:NAME first")
             _add_options(nb.steps[current[5:]], cell, options, nb.warnings)
+        elif kind is None:
+            _ignore_options(cell, tags, "a cell that continues the shared cells", nb.warnings)
     for block in nb.steps.values():
         block.cells = sorted(block.cells, key=lambda c: c.index)
         for resource, amount in defaults.items():
