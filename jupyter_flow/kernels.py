@@ -31,6 +31,8 @@ def check_kernelspecs(flow) -> None:
     installed = manager.find_kernel_specs()
     if importlib.util.find_spec("ipykernel") is not None:
         installed.setdefault("python3", "")
+    if "python3" in installed:
+        installed.setdefault("python", installed["python3"])  # jupyter_client's KernelManager reads it so
     tagged = {s.options["kernel"]: s.name for s in flow.steps.values() if "kernel" in s.options}
     for name in sorted(flow.kernels()):
         if name in installed:
