@@ -51,10 +51,6 @@ RUNS = {
     "ploomber/testing-another.ipynb": ["x"],
     "ploomber/testing-final.ipynb": ["x"],
 }
-DIFFERENT = {  # known differences from top to bottom, fixed elsewhere (the test passes once they are)
-    "kale/titanic-ml-dataset/titanic_dataset_ml.ipynb": "test_df is changed in place through an alias (`for dataset "
-    "in [train_df, test_df]`), which the data flow misses: issue 8 part 2",
-}
 NOT_RUN = {  # kept, parse, but not run here (docs/corpus.md says why)
     "papermill/keyboard_interrupt.ipynb", "papermill/notimplemented_translator.ipynb", "papermill/test_logging.ipynb",
 } | {n for n in NOTEBOOKS if n.startswith("parse-only/")}
@@ -78,9 +74,7 @@ def test_a_notebook_whose_kernel_is_missing_says_so(store):
     assert "the notebook's kernel 'r' (its metadata, language R) is not installed" in one_line_error(proc)
 
 
-@pytest.mark.parametrize("notebook, compare", [
-    pytest.param(n, c, marks=[pytest.mark.xfail(reason=DIFFERENT[n], strict=False)] if n in DIFFERENT else [])
-    for n, c in RUNS.items()])
+@pytest.mark.parametrize("notebook, compare", list(RUNS.items()))
 def test_runnable_notebooks_give_the_values_of_top_to_bottom(notebook, compare, tmp_path, run_flow, top_to_bottom):
     folder = tmp_path / "nb"
     shutil.copytree((CORPUS / notebook).parent, folder)  # its data beside it; what it writes stays here
