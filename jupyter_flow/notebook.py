@@ -156,7 +156,9 @@ def parse(raw: dict, path: Path) -> Notebook:
         current = "step:main"
     for cell, tags in parsed:
         kind, m = _block(cell, tags, nb.warnings)
-        if kind in ("skip", "parameters", "metrics", "shared") and not (kind == "shared" and not nb.tagged_steps):
+        if kind == "shared" and not nb.tagged_steps:
+            kind = None  # one step: the notebook's own order is kept
+        if kind in ("skip", "parameters", "metrics", "shared"):
             _ignore_options(cell, tags, f"a {_block_tag(tags)} cell", nb.warnings)
         if kind == "skip":
             nb.skipped.append(cell)
@@ -168,9 +170,7 @@ def parse(raw: dict, path: Path) -> Notebook:
         if kind == "metrics":
             nb.metrics.append(cell)
             continue
-        if kind == "shared" and not nb.tagged_steps:
-            nb.steps["main"].cells.append(cell)  # one step: the notebook's own order is kept
-        elif kind == "shared":
+        if kind == "shared":
             nb.shared.append(cell)
             current = "shared"
         elif kind == "step":
@@ -210,14 +210,13 @@ def _block(cell: Cell, tags: list, warnings: list[str]) -> tuple[str | None, re.
     pipeline-metrics win over a step name; `step:`/`block:` with no name is no block (untagged)."""
     special = {tag: (kind, m) for tag, kind, m in tags if kind in BLOCK_KINDS and kind != "step"}
     names = {m["name"]: (tag, m) for tag, kind, m in tags if kind == "step" and m["name"]}
-    places = list(special) + ([] if special else [tag for tag, _ in names.values()])
     if len(special) > 1 or len(names) > 1:
         both = list(special) + [tag for tag, _ in names.values()]
         raise FlowError(f"{cell.label()} has tags {both[0]!r} and {both[1]!r} that put it in two places; "
                         "keep one of them")
     if special and names:
         warnings.append(f"{cell.label()}: tag {next(iter(names.values()))[0]!r} is ignored because the cell is "
-                        f"tagged {places[0]!r} (as in Kale); remove one of them")
+                        f"tagged {next(iter(special))!r} (as in Kale); remove one of them")
     if special:
         return next(iter(special.values()))
     if names:
