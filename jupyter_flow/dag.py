@@ -124,11 +124,15 @@ class Flow:
 def build_flow(path: str | Path) -> Flow:
     """Read the notebook at `path` and infer its DAG. Raises FlowError naming the cell at fault."""
     nb = notebook.read(path)
+    if not nb.python:  # papermill's way: one step, the notebook as it is, never cached (we cannot see its reads)
+        main = Step("main", nb.steps["main"].cells, [], {"cache": False})
+        return Flow(name=nb.name, path=Path(path).resolve(), kernel=nb.kernel, notebook=nb, parameters={},
+                    steps={"main": main}, shared=[], warnings=nb.warnings)
     parameters = _parameters(nb.parameters)
     shared_usage = _analyze(nb.shared, "shared cells")
     bound = set(shared_usage.writes)
     steps: dict[str, Step] = {}
-    warnings: list[str] = []
+    warnings = list(nb.warnings)
     for block in nb.steps.values():
         step = Step(block.name, block.cells, list(block.prev), dict(block.options))
         item = {step.foreach["item"]} if step.foreach else set()
@@ -142,7 +146,7 @@ def build_flow(path: str | Path) -> Flow:
     for step in steps.values():
         _infer_inputs(step, steps, parameters, warnings)
         step.params += [n for n in shared_params if n not in step.params]
-    _assign_metrics(nb, steps, warnings)
+    _assign_metrics(nb, steps, parameters, warnings)
     order = _topological(nb, steps)
     return Flow(name=nb.name, path=Path(path).resolve(), kernel=nb.kernel, notebook=nb, parameters=parameters,
                 steps={n: steps[n] for n in order}, shared=nb.shared, warnings=warnings)
@@ -229,7 +233,9 @@ def _inferred_prev(step: Step, steps: dict[str, Step]) -> list[str]:
             for n in step.reads if any(n in steps[s].writes for s in names[:position])]
 
 
-def _assign_metrics(nb: notebook.Notebook, steps: dict[str, Step], warnings: list[str]) -> None:
+def _assign_metrics(nb: notebook.Notebook, steps: dict[str, Step], parameters: dict, warnings: list[str]) -> None:
+    """Each name a pipeline-metrics cell prints is recorded by the last step that writes it; a
+    parameter nobody rebinds by the last step (every step has the parameters)."""
     for cell in nb.metrics:
         for stmt in analysis.parse(cell.source).body:
             call = stmt.value if isinstance(stmt, ast.Expr) else None
@@ -239,6 +245,7 @@ def _assign_metrics(nb: notebook.Notebook, steps: dict[str, Step], warnings: lis
                                 "a metrics cell only names variables, e.g. print(accuracy)")
             for arg in call.args:
                 writer = next((s for s in reversed(list(steps)) if arg.id in steps[s].writes), None)
+                writer = writer or (list(steps)[-1] if arg.id in parameters and steps else None)
                 if writer:
                     steps[writer].metrics.append(arg.id)
                 else:

@@ -15,9 +15,12 @@ import uuid
 from collections import defaultdict
 
 from .errors import FlowError
+from .notebook import PYTHON_LANGUAGES
 
 
-def check_kernelspecs(names: set[str], where: dict[str, str] | None = None) -> None:
+def check_kernelspecs(flow) -> None:
+    """Every kernel the flow's steps need is installed: the notebook's own (its metadata) and those
+    of `kernel:` tags. The error says which one is missing and where it was asked for."""
     import importlib.util
 
     from jupyter_client.kernelspec import KernelSpecManager
@@ -28,11 +31,19 @@ def check_kernelspecs(names: set[str], where: dict[str, str] | None = None) -> N
     installed = manager.find_kernel_specs()
     if importlib.util.find_spec("ipykernel") is not None:
         installed.setdefault("python3", "")
-    for name in sorted(names):
-        if name not in installed:
-            at = f" ({where[name]})" if where and name in where else ""
-            raise FlowError(f"no kernel named {name!r}{at}; installed kernels: {', '.join(sorted(installed))}. "
-                            "Install it (python -m ipykernel install --user --name NAME) or fix the kernel: tag")
+    if "python3" in installed:
+        installed.setdefault("python", installed["python3"])  # jupyter_client's KernelManager reads it so
+    tagged = {s.options["kernel"]: s.name for s in flow.steps.values() if "kernel" in s.options}
+    for name in sorted(flow.kernels()):
+        if name in installed:
+            continue
+        have = f"installed kernels: {', '.join(sorted(installed))}"
+        if name in tagged:
+            raise FlowError(f"no kernel named {name!r} (kernel:{name} on step {tagged[name]!r}); {have}. Install it "
+                            "(python -m ipykernel install --user --name NAME) or fix the kernel: tag")
+        language = "" if flow.notebook.python else f", language {flow.notebook.language}"
+        raise FlowError(f"the notebook's kernel {name!r} (its metadata{language}) is not installed; {have}. "
+                        "Install that kernel, or pick an installed one in Jupyter (Kernel > Change Kernel) and save")
 
 
 def warmup_code(store_url: str) -> str:
@@ -52,14 +63,15 @@ def start_kernel(kernel_name: str, cwd: str, startup_timeout: float = 60, warmup
     km = manager(kernel_name=kernel_name, transport="ipc", ip=os.path.join(_socket_dir(), uuid.uuid4().hex[:12]))
     km.preload = list(preload)  # modules a forked kernel gets imported already (see forkserver)
     env = dict(os.environ, PYDEVD_DISABLE_FILE_VALIDATION="1")
+    python = km.kernel_spec.language.lower() in PYTHON_LANGUAGES  # ours: set-up code and options are Python's
     with open(os.devnull, "w") as devnull:
         # No history database: a step's kernel lives for one task (saves its sqlite set-up).
         km.start_kernel(cwd=cwd, env=env, stdout=devnull, stderr=devnull,
-                        extra_arguments=["--HistoryManager.enabled=False"])
+                        extra_arguments=["--HistoryManager.enabled=False"] if python else [])
     kc = AsyncKernelClient(**km.get_connection_info(session=True), connection_file=km.connection_file, parent=km)
     kc.start_channels()
     try:
-        asyncio.run(_ready(kc, startup_timeout, warmup))
+        asyncio.run(_ready(kc, startup_timeout, warmup if python else None))
     except RuntimeError:
         kc.stop_channels()
         kill_kernel(km)

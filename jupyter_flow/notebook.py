@@ -1,7 +1,9 @@
 """Read a notebook and turn its cell tags into blocks: steps, shared cells, parameters, metrics.
 
 Plain `json` is enough here (and much faster to import than nbformat). Every error names the
-cell at fault as users see it: its 1-based position and first line.
+cell at fault as users see it: its 1-based position and first line. The grammar is Kubeflow Kale's
+(kale/processors/nbprocessor.py), tag for tag, plus our own step options; whatever Kale accepts
+but jupyter_flow does not use is a warning naming the cell, never dropped silently.
 """
 from __future__ import annotations
 
@@ -15,10 +17,13 @@ from .errors import FlowError
 
 NAME = r"[a-z_][a-z0-9_]*"
 IDENT = r"[A-Za-z_][A-Za-z0-9_]*"
+_K8S_SEGMENT = r"[a-zA-Z0-9]+(?:[a-zA-Z0-9-_.]*[a-zA-Z0-9])?"
+K8S_KEY = rf"{_K8S_SEGMENT}(?:/{_K8S_SEGMENT})?"
 
 # The tag grammar: every tag we own matches exactly one of these anchored patterns.
 TAG_RULES: list[tuple[str, re.Pattern]] = [
-    ("step", re.compile(rf"^(?:step|block):(?P<name>{NAME})$")),
+    # Kale: `step:`/`block:` with no name is an untagged cell (it continues the block above).
+    ("step", re.compile(rf"^(?:step|block):(?P<name>{NAME})?$")),
     ("prev", re.compile(rf"^prev:(?P<name>{NAME})$")),
     ("shared", re.compile(r"^(?P<kind>imports|functions)$")),
     ("parameters", re.compile(r"^(?:parameters|pipeline-parameters|injected-parameters)$")),
@@ -29,7 +34,10 @@ TAG_RULES: list[tuple[str, re.Pattern]] = [
     ("timeout", re.compile(r"^timeout:(?P<value>\d+(?:\.\d+)?)$")),
     ("catch", re.compile(r"^catch$")),
     ("kernel", re.compile(r"^kernel:(?P<value>[A-Za-z0-9_.\-]+)$")),
-    ("limit", re.compile(r"^limit:(?P<resource>cpu|memory|gpu):(?P<value>\d+(?:\.\d+)?(?:[KMGT]i?)?)$")),
+    # Kale's form: a Kubernetes resource name and quantity (limit:nvidia.com/gpu:1, limit:cpu:500m).
+    ("limit", re.compile(r"^limit:(?P<resource>[_a-z\-./]+):(?P<value>[_a-zA-Z0-9.]+)$")),
+    # Kale's pod annotations and labels: accepted, not used here (a warning says so).
+    ("pod", re.compile(rf"^(?P<what>annotation|label):(?P<key>{K8S_KEY}):(?P<value>.*)$")),
     ("cache", re.compile(r"^cache:disabled$")),
     ("executor", re.compile(r"^executor:local$")),
 ]
@@ -41,12 +49,19 @@ _PREFIX_HINTS = {
     "retry": "retry:N with N a whole number, e.g. retry:2",
     "timeout": "timeout:SECONDS, e.g. timeout:600",
     "kernel": "kernel:NAME naming an installed kernelspec (see `jupyter kernelspec list`)",
-    "limit": "limit:cpu:N, limit:memory:4Gi or limit:gpu:1",
+    "limit": "limit:RESOURCE:AMOUNT, e.g. limit:cpu:2, limit:cpu:500m, limit:memory:4Gi, limit:nvidia.com/gpu:1",
+    "annotation": "annotation:KEY:VALUE with a Kubernetes key, e.g. annotation:team:ml",
+    "label": "label:KEY:VALUE with a Kubernetes key, e.g. label:access-ml-pipeline:true",
     "cache": "cache:disabled",
     "executor": "executor:local",
 }
 _WORDS = ["imports", "functions", "parameters", "pipeline-parameters", "pipeline-metrics", "skip", "catch"]
 BLOCK_KINDS = ("step", "shared", "parameters", "metrics", "skip")
+GPUS = ("gpu", "nvidia.com/gpu", "amd.com/gpu")  # Kale's vendor resource names are our gpu count
+_QUANTITY = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(?:e(\d+))?(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?")
+_UNITS = {None: 1, "m": 1e-3, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15, "E": 1e18,
+          **{f"{p}i": 1024 ** (i + 1) for i, p in enumerate("KMGTPE")}}
+PYTHON_LANGUAGES = ("python", "python3", "ipython", "ipython3")
 
 
 @dataclass
@@ -84,6 +99,12 @@ class Notebook:
     metrics: list[Cell]
     skipped: list[Cell]
     tagged_steps: bool  # False when the notebook has no step tags (it runs as one step)
+    language: str = "python"  # the kernel's language, from the notebook's metadata
+    warnings: list[str] = field(default_factory=list)  # what was accepted but not used, cell by cell
+
+    @property
+    def python(self) -> bool:
+        return self.language.lower() in PYTHON_LANGUAGES
 
 
 def read(path: str | Path) -> Notebook:
@@ -116,68 +137,113 @@ def flow_name(raw: dict, path: Path) -> str:
 
 def parse(raw: dict, path: Path) -> Notebook:
     cells = _code_cells(raw, path)
-    tagged_steps = any(_classify(c, t)[0] == "step" for c in cells for t in c.tags)
-    steps: dict[str, StepBlock] = {}
-    shared: list[Cell] = []
-    metrics: list[Cell] = []
-    skipped: list[Cell] = []
-    parameters: Cell | None = None
+    parsed = [(cell, [(t, *_classify(cell, t)) for t in cell.tags]) for cell in cells]
+    named = [(cell, tag) for cell, tags in parsed for tag, kind, m in tags if kind == "step" and m["name"]]
+    nb = Notebook(path=path, name=flow_name(raw, path), kernel=_kernel_name(raw), raw=raw, steps={}, shared=[],
+                  parameters=None, metrics=[], skipped=[], tagged_steps=bool(named), language=_language(raw))
+    if not nb.python:
+        if named:
+            cell, tag = named[0]
+            raise FlowError(f"{cell.label()}: tag {tag!r} needs a Python kernel, but this notebook's kernel "
+                            f"{nb.kernel!r} runs {nb.language}; remove its step tags to run it as one step, as "
+                            "papermill does")
+        nb.steps["main"] = StepBlock("main", cells)  # papermill's way: the notebook as it is, in one kernel
+        return nb
+    defaults = _steps_defaults(raw, nb.warnings)
     current: str | None = None  # "shared", "step:NAME" or None: where untagged cells go
-    if not tagged_steps:
-        steps["main"] = StepBlock("main")
+    if not nb.tagged_steps:
+        nb.steps["main"] = StepBlock("main")
         current = "step:main"
-    for cell in cells:
-        parsed = [(t, *_classify(cell, t)) for t in cell.tags]
-        kinds = [(tag, kind, m) for tag, kind, m in parsed if kind in BLOCK_KINDS]
-        if len(kinds) > 1:
-            raise FlowError(f"{cell.label()} has tags {kinds[0][0]!r} and {kinds[1][0]!r} that put it in two "
-                            "places; keep one of them")
-        kind, match = (kinds[0][1], kinds[0][2]) if kinds else (None, None)
+    for cell, tags in parsed:
+        kind, m = _block(cell, tags, nb.warnings)
+        if kind == "shared" and not nb.tagged_steps:
+            kind = None  # one step: the notebook's own order is kept
+        if kind in ("skip", "parameters", "metrics", "shared"):
+            _ignore_options(cell, tags, f"a {_block_tag(tags)} cell", nb.warnings)
         if kind == "skip":
-            skipped.append(cell)
+            nb.skipped.append(cell)
             continue
         if kind == "parameters":
-            if parameters is not None and "injected-parameters" not in cell.tags:
-                raise FlowError(f"{cell.label()} is a second parameters cell ({parameters.label()} is the "
-                                "first); merge them into one cell tagged 'parameters'")
-            if parameters is None:
-                parameters = cell
-            else:
-                parameters = Cell(parameters.index, parameters.id,
-                                  parameters.source + "\n" + cell.source, parameters.tags)
+            _add_parameters(nb, cell)
+            current = current or "shared"  # Kale: cells after it join the parameters, which every step has
             continue
         if kind == "metrics":
-            metrics.append(cell)
+            nb.metrics.append(cell)
             continue
-        if kind == "shared" and not tagged_steps:
-            steps["main"].cells.append(cell)  # one step: the notebook's own order is kept
-        elif kind == "shared":
-            shared.append(cell)
+        if kind == "shared":
+            nb.shared.append(cell)
             current = "shared"
         elif kind == "step":
-            name = match["name"]
-            steps.setdefault(name, StepBlock(name)).cells.append(cell)
-            current = f"step:{name}"
+            nb.steps.setdefault(m["name"], StepBlock(m["name"])).cells.append(cell)
+            current = f"step:{m['name']}"
         elif current == "shared":
-            shared.append(cell)
+            nb.shared.append(cell)
         elif current is None:
-            raise FlowError(f"{cell.label()} belongs to no step: tag it step:NAME, imports, functions or skip "
-                            "(untagged cells join the step or shared block above them)")
+            nb.skipped.append(cell)
+            nb.warnings.append(f"{cell.label()} comes before the first step and has no tag, so it does not run "
+                               "(Kale ignores it too); tag it imports, step:NAME or skip")
+            _ignore_options(cell, tags, "a cell that does not run", nb.warnings)
+            continue
         else:
-            steps[current[5:]].cells.append(cell)
-        options = [(tag, k, m) for tag, k, m in parsed if k not in BLOCK_KINDS and k is not None]
-        if options:
-            if current is None or not current.startswith("step:"):
-                raise FlowError(f"{cell.label()}: tag {options[0][0]!r} applies to a step, but this cell is not in "
-                                "one; put it on the cell tagged step:NAME")
-            if not tagged_steps and any(k == "prev" for _, k, _ in options):
+            nb.steps[current[5:]].cells.append(cell)
+        if current.startswith("step:"):
+            options = [(tag, k, m) for tag, k, m in tags if k not in BLOCK_KINDS and k is not None]
+            if kind != "step" and nb.tagged_steps:
+                _ignore_options(cell, [o for o in options if o[1] == "prev"],
+                                "a cell that continues a step (Kale reads prev: only where a step starts)",
+                                nb.warnings)
+                options = [o for o in options if o[1] != "prev"]
+            if not nb.tagged_steps and any(k == "prev" for _, k, _ in options):
                 raise FlowError(f"{cell.label()}: prev: needs steps; tag cells step:NAME first")
-            _add_options(steps[current[5:]], cell, options)
-    for block in steps.values():
+            _add_options(nb.steps[current[5:]], cell, options, nb.warnings)
+        elif kind is None:
+            _ignore_options(cell, tags, "a cell that continues the shared cells", nb.warnings)
+    for block in nb.steps.values():
         block.cells = sorted(block.cells, key=lambda c: c.index)
-    return Notebook(path=path, name=flow_name(raw, path), kernel=_kernel_name(raw), raw=raw, steps=steps,
-                    shared=shared, parameters=parameters, metrics=metrics, skipped=skipped,
-                    tagged_steps=tagged_steps)
+        for resource, amount in defaults.items():
+            block.options.setdefault("limit", {}).setdefault(resource, amount)
+    return nb
+
+
+def _block(cell: Cell, tags: list, warnings: list[str]) -> tuple[str | None, re.Match | None]:
+    """Which block a cell's tags put it in. Kale: skip, imports, functions, pipeline-parameters and
+    pipeline-metrics win over a step name; `step:`/`block:` with no name is no block (untagged)."""
+    special = {tag: (kind, m) for tag, kind, m in tags if kind in BLOCK_KINDS and kind != "step"}
+    names = {m["name"]: (tag, m) for tag, kind, m in tags if kind == "step" and m["name"]}
+    if len(special) > 1 or len(names) > 1:
+        both = list(special) + [tag for tag, _ in names.values()]
+        raise FlowError(f"{cell.label()} has tags {both[0]!r} and {both[1]!r} that put it in two places; "
+                        "keep one of them")
+    if special and names:
+        warnings.append(f"{cell.label()}: tag {next(iter(names.values()))[0]!r} is ignored because the cell is "
+                        f"tagged {next(iter(special))!r} (as in Kale); remove one of them")
+    if special:
+        return next(iter(special.values()))
+    if names:
+        return "step", next(iter(names.values()))[1]
+    return None, None
+
+
+def _block_tag(tags: list) -> str:
+    return next(tag for tag, kind, _ in tags if kind in BLOCK_KINDS and kind != "step")
+
+
+def _ignore_options(cell: Cell, tags: list, what: str, warnings: list[str]) -> None:
+    for tag, kind, _ in tags:
+        if kind not in BLOCK_KINDS and kind is not None:
+            warnings.append(f"{cell.label()}: tag {tag!r} is ignored on {what}; move it to the cell tagged "
+                            "step:NAME")
+
+
+def _add_parameters(nb: Notebook, cell: Cell) -> None:
+    if nb.parameters is not None and "injected-parameters" not in cell.tags:
+        raise FlowError(f"{cell.label()} is a second parameters cell ({nb.parameters.label()} is the first); "
+                        "merge them into one cell tagged 'parameters'")
+    if nb.parameters is None:
+        nb.parameters = cell
+    else:
+        nb.parameters = Cell(nb.parameters.index, nb.parameters.id, nb.parameters.source + "\n" + cell.source,
+                             nb.parameters.tags)
 
 
 def _code_cells(raw: dict, path: Path) -> list[Cell]:
@@ -220,14 +286,16 @@ def _classify(cell: Cell, tag: str) -> tuple[str | None, re.Match | None]:
     return None, None
 
 
-def _add_options(block: StepBlock, cell: Cell, options: list) -> None:
+def _add_options(block: StepBlock, cell: Cell, options: list, warnings: list[str]) -> None:
     for tag, kind, m in options:
         if kind == "prev":
             if m["name"] not in block.prev:
                 block.prev.append(m["name"])
             continue
-        if kind == "limit":
-            block.options.setdefault("limit", {})[m["resource"]] = m["value"]
+        if kind in ("limit", "pod"):
+            limit = _resource(tag, kind, m, cell.label(), warnings)
+            if limit:
+                block.options.setdefault("limit", {}).update([limit])
             continue
         value = {
             "foreach": lambda: {"var": m["var"], "item": m["item"] or "item"},
@@ -243,6 +311,48 @@ def _add_options(block: StepBlock, cell: Cell, options: list) -> None:
                             f"{block.option_cells[kind].label()}; keep one {kind}: tag")
         block.options[kind] = value
         block.option_cells[kind] = cell
+
+
+def _resource(tag: str, kind: str, m: re.Match, where: str, warnings: list[str]) -> tuple[str, float] | None:
+    """(cpu|memory|gpu, amount) for a limit: tag with Kale's Kubernetes meaning: cpu in cores
+    (500m = 0.5), memory in bytes (2Gi, 512M), gpu a whole count under any vendor's name. Other
+    Kubernetes limits, annotations and labels are pod settings we do not use: a warning."""
+    resource = m["resource"] if kind == "limit" else None
+    if resource not in ("cpu", "memory", *GPUS):
+        warnings.append(f"{where}: tag {tag!r} is a Kubernetes pod setting that jupyter_flow does not use; "
+                        "it is ignored")
+        return None
+    q = _QUANTITY.fullmatch(m["value"])
+    amount = float(q[1]) * 10 ** int(q[2] or 0) * _UNITS[q[3]] if q else None
+    if resource in GPUS and (amount is None or amount != int(amount) or q[3]):
+        raise FlowError(f"{where}: {tag!r} is not a whole number of GPUs; write e.g. limit:{resource}:1")
+    if amount is None or (resource == "cpu" and q[3] not in (None, "m")):
+        example = "limit:cpu:2 or limit:cpu:500m (millicores)" if resource == "cpu" else "limit:memory:4Gi or 512M"
+        raise FlowError(f"{where}: {tag!r} is not a Kubernetes {resource} quantity; write e.g. {example}")
+    return ("gpu" if resource in GPUS else resource), (int(amount) if amount == int(amount) else amount)
+
+
+def _steps_defaults(raw: dict, warnings: list[str]) -> dict:
+    """Kale's notebook-wide step settings (metadata kubeflow_notebook.steps_defaults): limits for
+    every step (a step's own limit: tags win), pod labels and annotations (warned about, unused)."""
+    defaults = (raw.get("metadata", {}).get("kubeflow_notebook") or {}).get("steps_defaults") or []
+    where = "notebook metadata kubeflow_notebook.steps_defaults"
+    limits = {}
+    for tag in defaults if isinstance(defaults, list) else []:
+        kind, m = next(((k, p.match(str(tag))) for k, p in TAG_RULES if k in ("limit", "pod") and p.match(str(tag))),
+                       (None, None))
+        if m is None:
+            raise FlowError(f"{where}: {tag!r} is not a limit:, label: or annotation: setting; fix or remove it")
+        limit = _resource(str(tag), kind, m, where, warnings)
+        if limit:
+            limits[limit[0]] = limit[1]
+    return limits
+
+
+def _language(raw: dict) -> str:
+    meta = raw.get("metadata", {})
+    language = (meta.get("kernelspec") or {}).get("language") or (meta.get("language_info") or {}).get("name")
+    return str(language or "python")
 
 
 def _kernel_name(raw: dict) -> str:

@@ -49,6 +49,9 @@ def resolve(flow: Flow, given: dict | None = None, cli: list[tuple[str, str]] | 
     for name, raw in cli or []:
         overrides[name] = (raw, "-p")
     for name, (value, origin) in overrides.items():
+        if not flow.notebook.python:  # papermill's way: its translator writes any value in that language
+            values[name] = parse_cli_value(value) if origin == "-p" else value
+            continue
         if name not in flow.parameters:
             valid = ", ".join(flow.parameters) or "none (the notebook has no parameters cell)"
             raise FlowError(f"{origin} {name}: {flow.path.name} has no parameter {name!r}; its parameters: {valid}")

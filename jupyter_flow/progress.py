@@ -111,7 +111,8 @@ class Progress:
                            highlight=False)
         if run.get("error"):
             err = run["error"]
-            self.console.print(f"[red]step {err['step']}[{err['index']}] failed: {err['message']}[/]", highlight=False)
+            index = f"[{err['index']}]" if self.steps.get(err["step"], {}).get("total") != 1 else ""
+            self.console.print(f"[red]step {err['step']}{index} failed: {err['message']}[/]", highlight=False)
             self.console.print(f"  inspect: jupyter flow logs {run['id']} {err['step']}   |   debug in a notebook: "
                                f"jupyter_flow.load({run['id']!r}, {err['step']!r})   |   after fixing: "
                                f"jupyter flow resume {run['id']}", highlight=False)

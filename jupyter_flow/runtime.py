@@ -21,7 +21,7 @@ from pathlib import Path
 from . import analysis, stepbook
 from ._version import __version__
 from .dag import Flow, build_flow
-from .errors import FlowError, NotFound
+from .errors import FlowError, NotFound, failure_line
 from .forkserver import modules_to_preload
 from .kernels import warmup_code
 from .store import Store, open_store
@@ -399,7 +399,7 @@ class Runner:
         if status not in DONE and not step.options.get("catch") and not self.stopping:
             self.stopping = True
             self.record["error"] = {"step": task.step, "index": task.index,
-                                    "message": (record.get("error") or {}).get("message", status)}
+                                    "message": failure_line(record.get("error")) if record.get("error") else status}
         self.record["metrics"].update(record.get("metrics") or {})
         self.on_event({"type": "task", "run_id": self.run_id, "step": task.step, "index": task.index,
                        "status": status, "attempt": task.attempt, "duration": record.get("duration"),
@@ -481,8 +481,7 @@ def prepare(notebook_path, parameters=None, store=None, executor="local", schedu
     if from_step is not None:
         flow.step(from_step)
     values = resolve(flow, parameters, cli_params, param_files)
-    check_kernelspecs(flow.kernels(), {s.options["kernel"]: f"kernel:{s.options['kernel']} on step {s.name!r}"
-                                       for s in flow.steps.values() if "kernel" in s.options})
+    check_kernelspecs(flow)
     store = open_store(store)
     store.check_writable()
     runner_executor = make_executor(executor, max_workers=max_workers, scheduler=scheduler)

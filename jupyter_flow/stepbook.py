@@ -14,6 +14,8 @@ from .dag import Flow, Step
 
 def build(flow: Flow, step: Step, run_id: str, index: int) -> dict:
     """The step notebook as an nbformat v4 dict; `with_begin` fills in what the kernel receives."""
+    if not flow.notebook.python:
+        return _as_papermill_runs_it(flow, run_id)
     cells = []
     if flow.notebook.parameters is not None:
         cells.append(_cell(flow.notebook.parameters.source, "parameters", flow.notebook.parameters.index,
@@ -30,6 +32,18 @@ def build(flow: Flow, step: Step, run_id: str, index: int) -> dict:
     for i, cell in enumerate(cells):
         cell["id"] = f"jf-{i}"
     return {"nbformat": 4, "nbformat_minor": 5, "metadata": metadata, "cells": cells}
+
+
+def _as_papermill_runs_it(flow: Flow, run_id: str) -> dict:
+    """A notebook in another language: its own cells, unchanged (papermill injects parameters after
+    the cell tagged `parameters`), each marked with its place in the source notebook."""
+    nb = copy.deepcopy(flow.notebook.raw)
+    for i, cell in enumerate(nb["cells"]):
+        cell.setdefault("metadata", {})["jupyter_flow"] = {"role": "step", "source_cell": i}
+        cell["id"] = f"jf-{i}"
+    nb["metadata"]["jupyter_flow"] = {"flow": flow.name, "step": "main", "run_id": run_id, "index": 0,
+                                      "source": str(flow.path)}
+    return dict(nb, nbformat=4, nbformat_minor=5)
 
 
 def with_begin(nb: dict, kernel_spec: dict) -> dict:

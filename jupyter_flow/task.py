@@ -138,7 +138,7 @@ def _record_failure(e, spec: dict, km, output: str, workdir: str, record: dict, 
     where = stepbook.failing_cell(executed) or {}
     started = where.get("role") in ("step", "finish")  # else it stopped before the step's first cell
     record["status"] = control.reason or "failed"
-    message = e.evalue
+    ename, message = _exception(e, executed, where)
     if control.reason == "timed_out":
         message = f"timed out after {control.timeout:g} s (timeout: tag); stopped in the middle of the step"
     elif control.reason == "cancelled":
@@ -148,10 +148,11 @@ def _record_failure(e, spec: dict, km, output: str, workdir: str, record: dict, 
     if "missing" in ref:
         message = f"{missing.group(1)!r} is missing: {ref['missing']}"
     record["error"] = {
-        "type": e.ename, "message": message, "cell": where.get("cell"), "source_cell": where.get("source_cell"),
-        "role": where.get("role"), "traceback": _ANSI.sub("", "\n".join(e.traceback or [])),
+        "type": ename, "message": message, "cell": where.get("cell"), "source_cell": where.get("source_cell"),
+        "role": where.get("role"), "where": _where(executed, where),
+        "traceback": _ANSI.sub("", "\n".join(e.traceback or [])),
     }
-    if kernels.kernel_exit(km) is None:
+    if kernels.kernel_exit(km) is None and _has_role(executed, "begin"):  # a Python step notebook
         # Before the step started, the snapshot still holds what the step was given: its parameters and inputs.
         given = {} if started else {"spec": dict(spec["kernel_spec"], workdir=workdir),
                                     "parameters": spec["parameters"]}
@@ -160,6 +161,38 @@ def _record_failure(e, spec: dict, km, output: str, workdir: str, record: dict, 
     if failure is not None:
         record["failure"] = {"variables": sorted(failure["variables"]), "unpicklable": failure["unpicklable"]}
         record["metrics"] = failure.get("metrics", {})
+
+
+def _exception(e, executed: dict, where: dict) -> tuple[str, str]:
+    """(type, message) of the exception. IPython reports some errors (an unknown magic's
+    UsageError) only on stderr, and papermill then says "CellExecutionError" with no message."""
+    if e.evalue or e.ename != "CellExecutionError" or where.get("cell") is None:
+        return e.ename, e.evalue
+    outputs = executed["cells"][where["cell"]].get("outputs", [])
+    stderr = "".join("".join(o.get("text", "")) for o in outputs if o.get("name") == "stderr").strip()
+    last = stderr.splitlines()[-1] if stderr else ""
+    kind, colon, message = last.partition(": ")
+    return (kind, message) if colon and kind.isidentifier() else (e.ename, last or "the cell failed (no message)")
+
+
+def _where(executed: dict, where: dict) -> str | None:
+    """The failing cell as the user knows it: its place in their notebook and its first line."""
+    from .notebook import Cell
+
+    role = where.get("role")
+    if role == "begin":
+        return "the step's set-up (loading its inputs)"
+    if role == "finish":
+        return "the step's end (storing its outputs)"
+    if where.get("source_cell") is None:
+        return None
+    source = executed["cells"][where["cell"]].get("source", "")
+    label = Cell(where["source_cell"], "", "".join(source) if isinstance(source, list) else source, []).label()
+    return {"shared": f"shared {label}", "parameters": f"parameters {label}"}.get(role, label)
+
+
+def _has_role(nb: dict, role: str) -> bool:
+    return any(c.get("metadata", {}).get("jupyter_flow", {}).get("role") == role for c in nb.get("cells", []))
 
 
 def _kernel_death(e: Exception, exit_code: int | None, control: TaskControl) -> dict:

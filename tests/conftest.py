@@ -62,7 +62,8 @@ def cli(*args, env: dict | None = None, timeout: float = 300, check: int | None 
 
 @pytest.fixture
 def top_to_bottom(tmp_path):
-    """Run a notebook top to bottom with papermill in one kernel; return the final values of `names`."""
+    """Run a notebook top to bottom with papermill in one kernel; return the final values of `names`
+    (names, or expressions over them such as `df.shape`; those that fail to evaluate are left out)."""
 
     def execute(notebook, names, parameters=None) -> dict:
         import nbformat
@@ -71,8 +72,10 @@ def top_to_bottom(tmp_path):
         nb = nbformat.read(str(notebook), as_version=4)
         out = tmp_path / "values.pkl"
         nb.cells.append(nbformat.v4.new_code_cell(
-            "import pickle as _p\n"
-            f"_p.dump({{_n: globals()[_n] for _n in {list(names)!r} if _n in globals()}}, open({str(out)!r}, 'wb'))"))
+            "import pickle as _p\n_v = {}\n"
+            f"for _n in {list(names)!r}:\n"
+            "    try:\n        _v[_n] = eval(_n, globals())\n    except Exception:\n        pass\n"
+            f"_p.dump(_v, open({str(out)!r}, 'wb'))"))
         papermill.execute_notebook(nb, str(tmp_path / "top_to_bottom.ipynb"), parameters=parameters or {},
                                    progress_bar=False, cwd=str(Path(notebook).parent))
         with open(out, "rb") as f:

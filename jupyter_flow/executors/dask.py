@@ -18,7 +18,6 @@ interrupts the kernel, so the task still leaves its failure snapshot.
 from __future__ import annotations
 
 import os
-import re
 import tempfile
 import threading
 import time
@@ -32,8 +31,6 @@ from ..task import TaskControl, now, run_task, task_key, warm_imports
 CONNECT_TIMEOUT_ENV = "JUPYTER_FLOW_DASK_TIMEOUT"
 RESOURCES = {"cpu": "cpu", "memory": "memory", "gpu": "gpu"}
 POLL = 1.0
-_UNITS = {"": 1, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12,
-          "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40}
 
 
 class DaskExecutor:
@@ -174,7 +171,7 @@ def dask_resources(limit: dict, workers: list[dict], step: str = "step") -> dict
         name = RESOURCES.get(option)
         if name is None or name not in declared:
             continue
-        amount = parse_amount(value) if option == "memory" else float(value)
+        amount = float(value)  # the tag parser gave cores, bytes, or a GPU count
         largest = max(w.get(name, 0) for w in workers)
         if amount > largest:
             raise FlowError(f"step {step!r} needs {name}={value} (limit:{option}:{value}), but no Dask worker "
@@ -182,14 +179,6 @@ def dask_resources(limit: dict, workers: list[dict], step: str = "step") -> dict
                             f"`dask worker ... --resources \"{name}={amount:g}\"` or lower the limit")
         wanted[name] = amount
     return wanted
-
-
-def parse_amount(value) -> float:
-    """Bytes of a Kubernetes-style quantity: 4Gi, 512Mi, 2G, 1000."""
-    m = re.fullmatch(r"(\d+(?:\.\d+)?)([KMGT]i?)?", str(value).strip())
-    if not m:
-        raise FlowError(f"limit:memory:{value}: expected a number of bytes, e.g. 512Mi, 4Gi or 2G")
-    return float(m[1]) * _UNITS[m[2] or ""]
 
 
 def _ended(spec: dict, status: str, message: str, write: bool = True) -> dict:
