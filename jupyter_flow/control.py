@@ -1,16 +1,20 @@
 """Stopping a running task cleanly: interrupt the kernel, let the task take its failure snapshot,
 and only then kill the kernel.
 
-A kernel ignores an interrupt that arrives while no cell is executing (ipykernel ignores SIGINT when
-idle), so one interrupt is not enough: it is lost if it lands before the kernel is ready, between two
-cells, or in the instant between papermill asking for a cell and the kernel starting it. So:
+An interrupt is a SIGINT to the kernel, and where it lands matters. ipykernel ignores one that
+arrives while no cell executes (before the kernel is ready, between two cells), and one that lands
+in the kernel's own bookkeeping around a cell aborts the request without a reply, so the cell never
+ends for papermill. So:
 
 - papermill runs the step notebook through the `jupyter_flow` engine, which asks the control before
   every cell; a stopped task runs no further cell (the cell gets a KeyboardInterrupt error);
-- while a cell is executing, the control interrupts the kernel, and again (1 s, 2 s, 4 s later) for
-  as long as that same cell has not ended;
-- only if the cell still runs `grace` seconds after the first interrupt (code that swallows
-  KeyboardInterrupt, or a C call that never checks signals) is the kernel killed, without a snapshot.
+- a cell of the step itself is interrupted at once, and again 1, 2 and 4 s later while that same cell
+  still runs (the first interrupt may have been ignored);
+- the set-up cells (parameters, shared cells, loading inputs) are short: they are left to finish
+  (the next cell is then refused) and only interrupted if they still run `grace` seconds on;
+- a cell still running `grace` seconds after the first interrupt (code that swallows
+  KeyboardInterrupt, a C call that never checks signals, an aborted request) is given up on: the
+  task's `rescue` callback snapshots the kernel from outside if it still answers, then it is killed.
 
 Once the step's execution has ended (`ended()`), nothing more is sent to the kernel: the task takes
 the snapshot in peace and then releases the kernel.
@@ -22,6 +26,7 @@ import threading
 import time
 
 STOPPED_BEFORE_CELL = "stopped before this cell ran"
+STEP_ROLES = ("step", "finish")  # the cells of the user's step (see stepbook); the rest is set-up
 
 
 class TaskControl:
@@ -32,18 +37,20 @@ class TaskControl:
         self.grace = grace
         self.reason: str | None = None
         self.km = None
+        self.rescue = None  # called (kernel) when a cell will not stop: snapshot from outside
         self._lock = threading.Lock()
         self._cell: int | None = None  # the index of the cell executing now
+        self._role: str | None = None
         self._cell_ended = threading.Condition(self._lock)
         self._ended = False
         self._stopper: threading.Thread | None = None
         self._timer: threading.Timer | None = None
 
     # -- the task's side -------------------------------------------------------------------------
-    def attach(self, km) -> None:
+    def attach(self, km, rescue=None) -> None:
         """The task's kernel is ready and about to run the step notebook."""
         with self._lock:
-            self.km = km
+            self.km, self.rescue = km, rescue
             stopped = self.reason is not None
         if stopped:
             self._start_stopper()
@@ -52,12 +59,12 @@ class TaskControl:
             self._timer.daemon = True
             self._timer.start()
 
-    def cell_starting(self, index: int) -> bool:
+    def cell_starting(self, index: int, role: str | None) -> bool:
         """Called before each cell; False: the task is stopping, do not run it."""
         with self._lock:
             if self.reason is not None:
                 return False
-            self._cell = index
+            self._cell, self._role = index, role
             return True
 
     def cell_ended(self) -> None:
@@ -92,24 +99,32 @@ class TaskControl:
         self._stopper.start()
 
     def _interrupt_until_stopped(self) -> None:
-        deadline = time.monotonic() + self.grace
-        wait = 1.0
+        asked = time.monotonic()
+        first = None  # when the first interrupt went out
+        delay = 1.0
         with self._lock:
             while not self._ended and self._cell is not None:
-                cell = self._cell
-                try:
-                    self.km.interrupt_kernel()
-                except Exception:  # noqa: BLE001 - the kernel is gone already
-                    return
-                self._cell_ended.wait(min(wait, max(deadline - time.monotonic(), 0)))
-                wait *= 2
+                cell, now = self._cell, time.monotonic()
+                if self._role in STEP_ROLES or now - asked >= self.grace:
+                    if first is not None and now - first >= self.grace:
+                        break
+                    try:
+                        self.km.interrupt_kernel()
+                    except Exception:  # noqa: BLE001 - the kernel is gone already
+                        return
+                    first = first or now
+                    wait, delay = min(delay, first + self.grace - now), delay * 2
+                else:  # a set-up cell: let it finish, the next one is refused
+                    wait = asked + self.grace - now
+                self._cell_ended.wait(max(wait, 0.01))
                 if self._ended or self._cell != cell:
                     return  # that cell ended: cell_starting refuses the next one
-                if time.monotonic() >= deadline:
-                    break
             else:
                 return  # no cell is running: the next one will not start
-        _hard_kill(self.km)
+            km, rescue = self.km, self.rescue
+        if rescue is not None:
+            rescue(km)
+        _hard_kill(km)
 
 
 def _hard_kill(km) -> None:
@@ -154,7 +169,7 @@ def _watch_cells(nb_man, control: TaskControl) -> None:
 
     def cell_start(cell, cell_index=None, **kwargs):
         start(cell, cell_index, **kwargs)
-        if not control.cell_starting(cell_index):
+        if not control.cell_starting(cell_index, cell.get("metadata", {}).get("jupyter_flow", {}).get("role")):
             cell.outputs = [new_output("error", ename="KeyboardInterrupt", evalue=STOPPED_BEFORE_CELL, traceback=[])]
             raise CellExecutionError("", "KeyboardInterrupt", STOPPED_BEFORE_CELL)
 

@@ -77,7 +77,8 @@ def run_task(spec: dict, pool: kernels.KernelPool | None = None, control: TaskCo
         km = pool.acquire(spec["kernel"], spec["cwd"]) if pool else kernels.start_kernel(spec["kernel"], spec["cwd"])
         record["kernel_pid"] = kernels.kernel_pid(km)
         store.write_json(f"{key}/task.json", record)
-        control.attach(km)
+        python = _has_role(spec["stepbook"], "begin")  # a Python step notebook can be snapshot
+        control.attach(km, rescue=(lambda k: _snapshot(k, timeout=300, start_within=3)) if python else None)
         _execute(spec, km, workdir, record, control)
     except Exception as e:  # noqa: BLE001 - whatever broke, the task record says so
         record.update(status=control.reason or "failed",
@@ -123,6 +124,7 @@ def _execute(spec: dict, km, workdir: str, record: dict, control: TaskControl) -
             control.ended()
             exit_code = kernels.kernel_exit(km)
             record.update(status=control.reason or "failed", error=_kernel_death(e, exit_code, control))
+            _read_failure(workdir, record)  # a stuck cell's kernel was snapshot from outside before it was killed
             return
     control.ended()
     result_path = os.path.join(workdir, "result.json")
@@ -156,7 +158,16 @@ def _record_failure(e, spec: dict, km, output: str, workdir: str, record: dict, 
         # Before the step started, the snapshot still holds what the step was given: its parameters and inputs.
         given = {} if started else {"spec": dict(spec["kernel_spec"], workdir=workdir),
                                     "parameters": spec["parameters"]}
-        _run_in_kernel(km, f"import jupyter_flow.inkernel as _jf\n_jf.snapshot(**{given!r})", timeout=300)
+        _snapshot(km, timeout=300, **given)
+    _read_failure(workdir, record)
+
+
+def _snapshot(km, timeout: float, start_within: float | None = None, **given) -> None:
+    """Take the failure snapshot in the kernel (see inkernel.snapshot); it writes failure.json."""
+    _run_in_kernel(km, f"import jupyter_flow.inkernel as _jf\n_jf.snapshot(**{given!r})", timeout, start_within)
+
+
+def _read_failure(workdir: str, record: dict) -> None:
     failure = _read_json(os.path.join(workdir, "failure.json"))
     if failure is not None:
         record["failure"] = {"variables": sorted(failure["variables"]), "unpicklable": failure["unpicklable"]}
@@ -210,11 +221,23 @@ def _kernel_death(e: Exception, exit_code: int | None, control: TaskControl) -> 
             "exit_code": exit_code}
 
 
-def _run_in_kernel(km, code: str, timeout: float) -> None:
+def _run_in_kernel(km, code: str, timeout: float, start_within: float | None = None) -> None:
+    """Run `code` in the kernel through a client of our own. With start_within, give up unless the
+    kernel starts on it within that many seconds (a kernel still stuck in a cell never will)."""
+    import queue
+
     kc = kernels.blocking_client(km)
     try:
-        kc.execute_interactive(code, timeout=timeout, output_hook=lambda msg: None, stop_on_error=True)
-    except Exception:  # noqa: BLE001 - no snapshot is better than no failure record
+        msg_id = kc.execute(code, silent=True, store_history=False, stop_on_error=True)
+        deadline = time.monotonic() + (start_within or timeout)
+        state = None
+        while state != "idle":
+            if state == "busy" and start_within:
+                deadline, start_within = time.monotonic() + timeout, None  # it started: let it finish
+            msg = kc.get_iopub_msg(timeout=max(deadline - time.monotonic(), 0.01))
+            if msg["parent_header"].get("msg_id") == msg_id and msg["msg_type"] == "status":
+                state = msg["content"]["execution_state"]
+    except (queue.Empty, Exception):  # noqa: BLE001 - no snapshot is better than no failure record
         pass
     finally:
         kc.stop_channels()

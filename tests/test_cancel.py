@@ -134,3 +134,26 @@ def test_run_handle_cancel(store, busy_cores, moment):
     handle.cancel()
     assert handle.wait(240) == "cancelled"
     _assert_cancelled_with_snapshot(store, handle.run_id)
+
+
+def test_a_cell_that_swallows_interrupts_is_killed(store, tmp_path, busy_cores):
+    # Interrupted again and again, it never stops, and a kernel stuck in a cell cannot take a snapshot:
+    # after the grace period it is killed, so that the cancel still completes.
+    import nbformat
+    from nbformat.v4 import new_code_cell, new_notebook
+
+    nb = new_notebook(cells=[
+        new_code_cell("import time", metadata={"tags": ["imports"]}),
+        new_code_cell("x = 1", metadata={"tags": ["step:start"]}),
+        new_code_cell("stubborn = x + 1\nprint('sleepy: started', flush=True)\nwhile True:\n    try:\n"
+                      "        time.sleep(0.1)\n    except KeyboardInterrupt:\n        pass", metadata={"tags": ["step:sleepy"]}),
+    ], metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
+    path = tmp_path / "stubborn.ipynb"
+    nbformat.write(nb, path)
+    handle = runtime.start_run(path, store=store)
+    wait_for(lambda: MOMENTS["step running"](store) or handle.done, what="the step to run")
+    handle.cancel()
+    assert handle.wait(240) == "cancelled"
+    sleepy = jupyter_flow.Run(handle.run_id, store)["sleepy"].task.record
+    assert sleepy["status"] == "cancelled" and "killed" in sleepy["error"]["message"], sleepy
+    wait_for(lambda: _pid_gone(sleepy["kernel_pid"]), what="the stubborn kernel to be killed")
