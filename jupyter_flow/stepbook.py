@@ -41,7 +41,7 @@ def _as_papermill_runs_it(flow: Flow, run_id: str) -> dict:
     for i, cell in enumerate(nb["cells"]):
         cell.setdefault("metadata", {})["jupyter_flow"] = {"role": "step", "source_cell": i}
         cell["id"] = f"jf-{i}"
-    nb["metadata"]["jupyter_flow"] = {"flow": flow.name, "step": "main", "run_id": run_id, "index": 0,
+    nb.setdefault("metadata", {})["jupyter_flow"] = {"flow": flow.name, "step": "main", "run_id": run_id, "index": 0,
                                       "source": str(flow.path)}
     return dict(nb, nbformat=4, nbformat_minor=5)
 

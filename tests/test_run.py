@@ -55,6 +55,11 @@ def test_python_api_returns_values(run_flow, store):
     ("mutation.ipynb", ["xs", "total", "n"], None),
     ("no_steps.ipynb", ["y", "z"], {"x": 10}),
     ("undefined_name.ipynb", ["x", "y"], None),
+    ("kale_block_continues.ipynb", ["values", "total", "root"], None),
+    ("kale_limits.ipynb", ["x", "y", "z", "w"], None),
+    ("kale_untagged_first.ipynb", ["x", "y"], None),
+    ("kale_prev_on_shared.ipynb", ["values", "squares"], None),
+    ("kale_metrics_parameter.ipynb", ["values", "total"], None),
 ])
 def test_pipeline_equals_top_to_bottom(run_flow, top_to_bottom, notebook, names, params):
     run = run_flow(notebook, parameters=params)
