@@ -196,15 +196,18 @@ def _record_failure(e, spec: dict, km, output: str, workdir: str, record: dict, 
 
 
 def _exception(e, executed: dict, where: dict) -> tuple[str, str]:
-    """(type, message) of the exception. IPython reports some errors (an unknown magic's
-    UsageError) only on stderr, and papermill then says "CellExecutionError" with no message."""
-    if e.evalue or e.ename != "CellExecutionError" or where.get("cell") is None:
+    """(type, message) of the exception. Some errors come with no type: IPython reports an unknown
+    magic's UsageError only on stderr (papermill then says "CellExecutionError"), and other kernels
+    give only an exit status (bash); the cell's last line of output says what happened."""
+    if e.ename not in ("", "CellExecutionError") or where.get("cell") is None:
         return e.ename, e.evalue
-    outputs = executed["cells"][where["cell"]].get("outputs", [])
-    stderr = "".join("".join(o.get("text", "")) for o in outputs if o.get("name") == "stderr").strip()
-    last = stderr.splitlines()[-1] if stderr else ""
+    streams = [o for o in executed["cells"][where["cell"]].get("outputs", []) if o.get("output_type") == "stream"]
+    text = "".join("".join(o.get("text", "")) for o in ([o for o in streams if o.get("name") == "stderr"] or streams))
+    last = text.strip().splitlines()[-1] if text.strip() else ""
     kind, colon, message = last.partition(": ")
-    return (kind, message) if colon and kind.isidentifier() else (e.ename, last or "the cell failed (no message)")
+    if colon and kind.isidentifier():
+        return kind, message
+    return e.ename, last or e.evalue or "the cell failed (no message)"
 
 
 def _where(executed: dict, where: dict) -> str | None:
