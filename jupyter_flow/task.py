@@ -184,10 +184,10 @@ def _record_failure(e, spec: dict, km, output: str, workdir: str, record: dict, 
         message = f"{missing.group(1)!r} is missing: {ref['missing']}"
     record["error"] = {
         "type": ename, "message": message, "cell": where.get("cell"), "source_cell": where.get("source_cell"),
-        "role": where.get("role"), "where": _where(executed, where),
+        "role": where.get("role"), "where": where.get("where"),
         "traceback": _ANSI.sub("", "\n".join(e.traceback or [])),
     }
-    if kernels.kernel_exit(km) is None and where.get("role") != "begin" and _has_role(executed, "begin"):
+    if kernels.kernel_exit(km) is None and where.get("role") != "begin" and stepbook.sets_up_kernel(executed):
         _run_in_kernel(km, "_jf.snapshot()", timeout=300)
     failure = _read_json(os.path.join(workdir, "failure.json"))
     if failure is not None:
@@ -208,26 +208,6 @@ def _exception(e, executed: dict, where: dict) -> tuple[str, str]:
     if colon and kind.isidentifier():
         return kind, message
     return e.ename, last or e.evalue or "the cell failed (no message)"
-
-
-def _where(executed: dict, where: dict) -> str | None:
-    """The failing cell as the user knows it: its place in their notebook and its first line."""
-    from .notebook import Cell
-
-    role = where.get("role")
-    if role == "begin":
-        return "the step's set-up (loading its inputs)"
-    if role == "finish":
-        return "the step's end (storing its outputs)"
-    if where.get("source_cell") is None:
-        return None
-    source = executed["cells"][where["cell"]].get("source", "")
-    label = Cell(where["source_cell"], "", "".join(source) if isinstance(source, list) else source, []).label()
-    return {"shared": f"shared {label}", "parameters": f"parameters {label}"}.get(role, label)
-
-
-def _has_role(nb: dict, role: str) -> bool:
-    return any(c.get("metadata", {}).get("jupyter_flow", {}).get("role") == role for c in nb.get("cells", []))
 
 
 def _kernel_death(e: Exception, exit_code: int | None, control: TaskControl) -> dict:
