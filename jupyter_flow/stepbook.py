@@ -41,8 +41,8 @@ def _as_papermill_runs_it(flow: Flow, run_id: str) -> dict:
     for i, cell in enumerate(nb["cells"]):
         cell.setdefault("metadata", {})["jupyter_flow"] = {"role": "step", "source_cell": i}
         cell["id"] = f"jf-{i}"
-    nb["metadata"]["jupyter_flow"] = {"flow": flow.name, "step": "main", "run_id": run_id, "index": 0,
-                                      "source": str(flow.path)}
+    nb.setdefault("metadata", {})["jupyter_flow"] = {
+        "flow": flow.name, "step": "main", "run_id": run_id, "index": 0, "source": str(flow.path)}
     return dict(nb, nbformat=4, nbformat_minor=5)
 
 
@@ -65,10 +65,28 @@ def _cell(source: str, role: str, source_cell: int | None = None, tags=()) -> di
 
 
 def failing_cell(executed: dict) -> dict | None:
-    """Where the executed step notebook stopped: its cell index, role and source cell."""
+    """Where the executed step notebook stopped: its cell index, role and source cell, and `where`:
+    that cell as the user knows it (its place in their notebook and its first line)."""
     for i, cell in enumerate(executed.get("cells", [])):
         if cell.get("metadata", {}).get("papermill", {}).get("exception"):
-            info = dict(cell["metadata"].get("jupyter_flow", {}))
-            info["cell"] = i
+            info = dict(cell["metadata"].get("jupyter_flow", {}), cell=i)
+            info["where"] = _where(info, cell.get("source", ""))
             return info
     return None
+
+
+def _where(info: dict, source) -> str | None:
+    from .notebook import Cell
+
+    if info.get("role") in ("begin", "finish"):
+        return {"begin": "the step's set-up (loading its inputs)", "finish": "the step's end (storing its outputs)"}[
+            info["role"]]
+    if "source_cell" not in info:
+        return None
+    label = Cell(info["source_cell"], "", "".join(source) if isinstance(source, list) else source, []).label()
+    return f"{info['role']} {label}" if info.get("role") in ("shared", "parameters") else label
+
+
+def sets_up_kernel(nb: dict) -> bool:
+    """Whether the step notebook hands the kernel to `jupyter_flow.inkernel` (Python steps do)."""
+    return any(c.get("metadata", {}).get("jupyter_flow", {}).get("role") == "begin" for c in nb.get("cells", []))

@@ -77,7 +77,7 @@ def run_task(spec: dict, pool: kernels.KernelPool | None = None, control: TaskCo
         km = pool.acquire(spec["kernel"], spec["cwd"]) if pool else kernels.start_kernel(spec["kernel"], spec["cwd"])
         record["kernel_pid"] = kernels.kernel_pid(km)
         store.write_json(f"{key}/task.json", record)
-        python = _has_role(spec["stepbook"], "begin")  # a Python step notebook can be snapshot
+        python = stepbook.sets_up_kernel(spec["stepbook"])  # a Python step notebook can be snapshot
         control.attach(km, rescue=(lambda k: _snapshot(k, timeout=300, start_within=3)) if python else None)
         _execute(spec, km, workdir, record, control)
     except Exception as e:  # noqa: BLE001 - whatever broke, the task record says so
@@ -151,10 +151,10 @@ def _record_failure(e, spec: dict, km, output: str, workdir: str, record: dict, 
         message = f"{missing.group(1)!r} is missing: {ref['missing']}"
     record["error"] = {
         "type": ename, "message": message, "cell": where.get("cell"), "source_cell": where.get("source_cell"),
-        "role": where.get("role"), "where": _where(executed, where),
+        "role": where.get("role"), "where": where.get("where"),
         "traceback": _ANSI.sub("", "\n".join(e.traceback or [])),
     }
-    if kernels.kernel_exit(km) is None and _has_role(executed, "begin"):  # a Python step notebook
+    if kernels.kernel_exit(km) is None and stepbook.sets_up_kernel(executed):  # a Python step notebook
         # Before the step started, the snapshot still holds what the step was given: its parameters and inputs.
         given = {} if started else {"spec": dict(spec["kernel_spec"], workdir=workdir),
                                     "parameters": spec["parameters"]}
@@ -175,35 +175,18 @@ def _read_failure(workdir: str, record: dict) -> None:
 
 
 def _exception(e, executed: dict, where: dict) -> tuple[str, str]:
-    """(type, message) of the exception. IPython reports some errors (an unknown magic's
-    UsageError) only on stderr, and papermill then says "CellExecutionError" with no message."""
-    if e.evalue or e.ename != "CellExecutionError" or where.get("cell") is None:
+    """(type, message) of the exception. Some errors come with no type: IPython reports an unknown
+    magic's UsageError only on stderr (papermill then says "CellExecutionError"), and other kernels
+    give only an exit status (bash); the cell's last line of output says what happened."""
+    if e.ename not in ("", "CellExecutionError") or where.get("cell") is None:
         return e.ename, e.evalue
-    outputs = executed["cells"][where["cell"]].get("outputs", [])
-    stderr = "".join("".join(o.get("text", "")) for o in outputs if o.get("name") == "stderr").strip()
-    last = stderr.splitlines()[-1] if stderr else ""
+    streams = [o for o in executed["cells"][where["cell"]].get("outputs", []) if o.get("output_type") == "stream"]
+    text = "".join("".join(o.get("text", "")) for o in ([o for o in streams if o.get("name") == "stderr"] or streams))
+    last = text.strip().splitlines()[-1] if text.strip() else ""
     kind, colon, message = last.partition(": ")
-    return (kind, message) if colon and kind.isidentifier() else (e.ename, last or "the cell failed (no message)")
-
-
-def _where(executed: dict, where: dict) -> str | None:
-    """The failing cell as the user knows it: its place in their notebook and its first line."""
-    from .notebook import Cell
-
-    role = where.get("role")
-    if role == "begin":
-        return "the step's set-up (loading its inputs)"
-    if role == "finish":
-        return "the step's end (storing its outputs)"
-    if where.get("source_cell") is None:
-        return None
-    source = executed["cells"][where["cell"]].get("source", "")
-    label = Cell(where["source_cell"], "", "".join(source) if isinstance(source, list) else source, []).label()
-    return {"shared": f"shared {label}", "parameters": f"parameters {label}"}.get(role, label)
-
-
-def _has_role(nb: dict, role: str) -> bool:
-    return any(c.get("metadata", {}).get("jupyter_flow", {}).get("role") == role for c in nb.get("cells", []))
+    if colon and kind.isidentifier():
+        return kind, message
+    return e.ename, last or e.evalue or "the cell failed (no message)"
 
 
 def _kernel_death(e: Exception, exit_code: int | None, control: TaskControl) -> dict:

@@ -53,6 +53,12 @@ def test_a_bash_notebook_without_steps_runs_as_papermill_runs_it(bash_kernel, no
     assert (path.parent / "bash_out.txt").read_text() == "hello world\n"
 
 
+def test_a_failing_bash_notebook_says_what_failed_and_where(bash_kernel, run_flow):
+    run = run_flow("bash_fails.ipynb", expect="failed")
+    assert run.error["message"] == "bash: no_such_command_xyz: command not found, in cell 3 ('no_such_command_xyz')"
+    assert run["main"].task.record.get("failure") is None  # no Python snapshot code sent to a bash kernel
+
+
 def test_a_bash_notebook_with_step_tags_is_refused_in_one_line(bash_kernel, store):
     proc = cli("run", SCENARIOS / "bash_with_steps.ipynb", check=2)
     assert one_line_error(proc) == (

@@ -54,6 +54,11 @@ def test_python_api_returns_values(run_flow, store):
     ("mutation.ipynb", ["xs", "total", "n"], None),
     ("no_steps.ipynb", ["y", "z"], {"x": 10}),
     ("undefined_name.ipynb", ["x", "y"], None),
+    ("kale_block_continues.ipynb", ["values", "total", "root"], None),
+    ("kale_limits.ipynb", ["x", "y", "z", "w"], None),
+    ("kale_untagged_first.ipynb", ["x", "y"], None),
+    ("kale_prev_on_shared.ipynb", ["values", "squares"], None),
+    ("kale_metrics_parameter.ipynb", ["values", "total"], None),
 ])
 def test_pipeline_equals_top_to_bottom(run_flow, top_to_bottom, notebook, names, params):
     run = run_flow(notebook, parameters=params)
@@ -134,7 +139,8 @@ def test_unpicklable_value_nobody_reads_is_a_warning(run_flow):
     (["run", SCENARIOS / "cycle.ipynb"], ["cycle", "a -> b -> a"]),
     (["run", SCENARIOS / "unknown_prev.ipynb"], ["nonexistent"]),
     (["run", SCENARIOS / "bad_tag.ipynb"], ["step:Bad Name"]),
-    (["run", SCENARIOS / "empty_step_tag.ipynb"], ["step:"]),
+    (["run", SCENARIOS / "bash_with_steps.ipynb"], ["tag 'step:a' needs a Python kernel"]),
+    (["run", SCENARIOS / "r_without_irkernel.ipynb"], ["the notebook's kernel 'ir'", "not installed"]),
     (["run", SCENARIOS / "two_parameters.ipynb"], ["second parameters cell"]),
     (["run", SCENARIOS / "linear.ipynb", "-p", "nope", "1"], ["no parameter 'nope'", "start"]),
     (["run", SCENARIOS / "linear.ipynb", "-p", "start", "abc"], ["expected an int", "'abc'"]),
