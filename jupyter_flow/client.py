@@ -47,8 +47,8 @@ def _with_status(run: dict) -> dict:
 
 
 def list_runs(store: Store | str | None = None, flow: str | None = None, user: str | None = None,
-              status: str | None = None, limit: int | None = None) -> list[dict]:
-    """Run records, newest first."""
+              status: str | None = None, limit: int | None = None, batch: str | None = None) -> list[dict]:
+    """Run records, newest first (`batch`: only the runs of that batch)."""
     store = open_store(store)
     keys = store.glob(f"flows/{flow or '*'}/runs/*/run.json")
     keys.sort(key=lambda k: k.split("/")[3], reverse=True)
@@ -59,6 +59,8 @@ def list_runs(store: Store | str | None = None, flow: str | None = None, user: s
         except (NotFound, ValueError):
             continue  # a run being deleted, or a half-copied store: skip, never fail the listing
         if (user and run.get("user") != user) or (status and run["status"] != status):
+            continue
+        if batch and (run.get("batch") or {}).get("id") != batch:
             continue
         runs.append(run)
         if limit and len(runs) >= limit:
@@ -110,6 +112,22 @@ def read_task_file(store: Store | str | None, run_id: str, step: str, index: int
         return store.read_bytes(f"{key}/{name}").decode("utf-8", errors="replace")
     except NotFound:
         raise NotFound(f"step {step!r} of run {run['id']} has no {name} yet") from None
+
+
+def task_artifacts(store: Store | str | None, run_id: str, step: str, index: int = 0) -> dict:
+    """A task's stored values as metadata (never unpickled): `inputs`, `outputs`, and `failure` (the
+    snapshot taken when the step raised: `variables`, `unpicklable`, `modules`; None if it has none)."""
+    store = open_store(store)
+    run = find_run(store, run_id)
+    task = read_task(store, run, step, index)
+    failure = None
+    if task.get("failure"):
+        import json
+
+        snapshot = json.loads(read_task_file(store, run["id"], step, index, "failure.json"))
+        failure = {k: snapshot.get(k) or {} for k in ("variables", "unpicklable", "modules")}
+    return {"run_id": run["id"], "step": step, "index": index, "inputs": task.get("inputs") or {},
+            "outputs": task.get("outputs") or {}, "failure": failure}
 
 
 # -- objects --------------------------------------------------------------------------------------
@@ -266,13 +284,20 @@ class Flow:
 
 def runs_table(flow: str | None = None, store: Store | str | None = None, user: str | None = "namespace"):
     """A pandas DataFrame, one row per run: id, status, user, start, duration, parameters, metrics."""
+    who = _namespace_user() if user == "namespace" else user
+    return table_of(list_runs(store, flow, user=who))
+
+
+def table_of(runs: list[dict]):
+    """The runs table (pandas) of these run records, in their order."""
     import pandas as pd
 
-    who = _namespace_user() if user == "namespace" else user
     rows = []
-    for run in list_runs(store, flow, user=who):
+    for run in runs:
         row = {"id": run["id"], "flow": run["flow"], "status": run["status"], "user": run["user"],
                "start": pd.Timestamp(run["created"]), "duration": run.get("duration")}
+        if run.get("batch"):
+            row["batch"] = run["batch"]["id"]
         for name, value in run.get("parameters", {}).items():
             row[name] = value if not isinstance(value, (list, dict)) else repr(value)
         for name, value in run.get("metrics", {}).items():

@@ -156,10 +156,12 @@ def _execute(spec: dict, km, workdir: str, record: dict, control: TaskControl) -
                 request_save_on_cell_execute=False)
         except PapermillExecutionError as e:
             _record_failure(e, spec, km, output, workdir, record, control)
-            return
         except Exception as e:  # noqa: BLE001 - the kernel died, or nbclient gave up
             exit_code = kernels.kernel_exit(km)
             record.update(status=control.reason or "failed", error=_kernel_death(e, exit_code, control))
+        if record["error"]:  # the log ends with what went wrong, as the terminal would have shown it
+            error = record["error"]
+            log.write(f"\n{error.get('traceback') or error['type'] + ': ' + error['message']}\n")
             return
     result_path = os.path.join(workdir, "result.json")
     result = _read_json(result_path) or {}
