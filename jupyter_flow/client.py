@@ -146,7 +146,14 @@ class Artifact:
         return self.store.load_value(self.hash)
 
     def __repr__(self) -> str:
-        return f"Artifact({self.name!r}, type={self.type}, size={self.size}, preview={self.preview!r})"
+        from .views import summary
+
+        return f"Artifact({self.name!r}: {summary(self.meta)}, size={self.size}, preview={self.preview!r})"
+
+    def _repr_html_(self) -> str:
+        from .widgets import artifacts_html
+
+        return artifacts_html("artifact", {self.name: self.meta})
 
 
 class _Data:
@@ -187,7 +194,13 @@ class Task:
         return read_task_file(self.store, self.run_id, self.step, self.index, "log.txt")
 
     def __repr__(self) -> str:
-        return f"Task({self.step}/{self.index}, status={self.status})"
+        error = f", error={self.error['type']}: {self.error['message']!r}" if self.error else ""
+        return f"Task({self.step}[{self.index}], status={self.status}, duration={self.duration}{error})"
+
+    def _repr_html_(self) -> str:
+        from .widgets import task_html
+
+        return task_html(self.record)
 
 
 class Step:
@@ -196,7 +209,7 @@ class Step:
     def __init__(self, name: str, tasks: list[Task]):
         self.name, self.tasks = name, tasks
         one = len(tasks) == 1
-        self.status = tasks[0].status if one else _combined_status([t.status for t in tasks])
+        self.status = tasks[0].status if one else combined_status([t.status for t in tasks])
         if one:
             self.artifacts, self.data = tasks[0].artifacts, tasks[0].data
             self.error, self.attempt = tasks[0].error, tasks[0].attempt
@@ -228,7 +241,7 @@ class _ListArtifact:
         return [a.value if a is not None else None for a in self.artifacts]
 
 
-def _combined_status(statuses: list[str]) -> str:
+def combined_status(statuses: list[str]) -> str:
     for status in ("crashed", "failed", "timed_out", "cancelled", "running", "queued"):
         if status in statuses:
             return status
@@ -236,8 +249,9 @@ def _combined_status(statuses: list[str]) -> str:
 
 
 class Run:
-    def __init__(self, run_id: str, store: Store | str | None = None):
+    def __init__(self, run_id: str, store: Store | str | None = None, handle=None):
         self.store = open_store(store)
+        self._handle = handle  # set when this process runs it (`jupyter_flow.run(..., wait=False)`)
         self.record = get_run(self.store, run_id)
         r = self.record
         self.id, self.flow, self.status, self.user = r["id"], r["flow"], r["status"], r["user"]
@@ -255,10 +269,23 @@ class Run:
         return Step(step, tasks)
 
     def __repr__(self) -> str:
-        return f"Run({self.id!r}, flow={self.flow}, status={self.status})"
+        from .widgets import run_text
+
+        return run_text(self.record)
+
+    def _repr_html_(self) -> str:
+        from .widgets import run_html
+
+        return run_html(self.record)
 
     def refresh(self) -> "Run":
-        return Run(self.id, self.store)
+        return Run(self.id, self.store, self._handle)
+
+    def wait(self, timeout: float | None = None) -> "Run":
+        """Block until a run started by this process with `wait=False` ends; returns it re-read."""
+        if self._handle is not None:
+            self._handle.wait(timeout)
+        return self.refresh()
 
 
 class Flow:
@@ -280,6 +307,10 @@ class Flow:
 
     def __repr__(self) -> str:
         return f"Flow({self.name!r}, store={self.store.url!r})"
+
+    def _repr_html_(self) -> str:
+        table = table_of(list_runs(self.store, self.name, user=_namespace_user(), limit=20))
+        return f"<b>flow {self.name}</b> (store <code>{self.store.url}</code>), newest runs:" + table.to_html(index=False)
 
 
 def runs_table(flow: str | None = None, store: Store | str | None = None, user: str | None = "namespace"):

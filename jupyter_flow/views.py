@@ -65,7 +65,7 @@ def _status(status: str) -> str:
     return f"[{STYLE.get(status, '')}]{status}[/]"
 
 
-def _size(n) -> str:
+def size_text(n) -> str:
     if n is None:
         return ""
     for unit in ("B", "KB", "MB", "GB"):
@@ -147,7 +147,7 @@ def artifacts_table(artifacts: dict) -> None:
                                     for n, t in failure["unpicklable"].items()}))
     for kind, values in groups:
         for name, meta in values.items():
-            table.add_row(kind, name, summary(meta), _size(meta.get("size")), escape(meta.get("preview", "")))
+            table.add_row(kind, name, summary(meta), size_text(meta.get("size")), escape(meta.get("preview", "")))
     if table.row_count:
         console.print(table)
     else:
