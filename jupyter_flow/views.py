@@ -34,17 +34,18 @@ def elide(text: str, width: int) -> str:
     return cut(lines[0] + (" …" if len(lines) > 1 else ""), width)
 
 
-def elide_items(values: dict, width: int) -> str:
-    """`a=1, b='x'` within `width`: whole items only, then `… (+N more)`; nothing ever half-shown."""
-    items = [f"{k}={v!r}" for k, v in values.items()]
-    shown: list[str] = []
-    for i, item in enumerate(items):
-        rest = len(items) - i - 1
-        tail = f", … (+{rest} more)" if rest else ""
-        if len(", ".join(shown + [item]) + tail) > width and shown:
-            return ", ".join(shown) + f", … (+{len(items) - i} more)"
-        shown.append(item if len(item) <= width else elide(item, width))
-    return ", ".join(shown)
+def elide_items(values: dict, width: int, value_width: int = 40) -> str:
+    """`a=1, b='x'` within `width`: long values cut after a whole token and marked `…`, then as many
+    items as fit and `… (+N more)`. Whatever is shown is either exact or visibly marked as cut."""
+    items = [f"{k}={elide(repr(v), value_width)}" for k, v in values.items()]
+    if not items:
+        return ""
+    for kept in range(len(items), 0, -1):
+        shown = ", ".join(items[:kept]) + (f", … (+{len(items) - kept} more)" if kept < len(items) else "")
+        if len(shown) <= width:
+            return shown
+    (name, value), more = next(iter(values.items())), f", … (+{len(items) - 1} more)" if len(items) > 1 else ""
+    return f"{name}={elide(repr(value), max(width - len(more) - len(name) - 1, 1))}{more}"  # never cut a name
 
 
 def summary(meta: dict) -> str:
