@@ -68,14 +68,15 @@ class FlowService:
         out["path"] = api_path
         return out
 
-    def list_runs(self, flow=None, user=None, status=None, limit=None) -> list:
+    def list_runs(self, flow=None, user=None, status=None, limit=None, batch=None) -> list:
+        """Run records, newest first; each run of a batch carries `batch: {id, index}` (index: its parameter set)."""
         from jupyter_flow import client
 
         if flow is not None and (not FLOW_NAME.match(flow) or ".." in flow):
             raise FlowError(f"invalid flow name {flow!r}")
         if status is not None and status not in RUN_STATUSES:
             raise FlowError(f"unknown status {status!r}; one of {', '.join(RUN_STATUSES)}")
-        runs = client.list_runs(self.store, flow=flow, user=user, status=status, limit=limit)
+        runs = client.list_runs(self.store, flow=flow, user=user, status=status, limit=limit, batch=batch)
         return [self._with_path(r) for r in runs]
 
     def get_run(self, run_id: str) -> dict:
