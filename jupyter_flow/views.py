@@ -48,8 +48,9 @@ def elide_items(values: dict, width: int, value_width: int = 40) -> str:
     return f"{name}={elide(repr(value), max(width - len(more) - len(name) - 1, 1))}{more}"  # never cut a name
 
 
-def summary(meta: dict) -> str:
-    """What a stored value is: type, shape or length, dtype (`ndarray (569, 30) float64`)."""
+def summary(meta: dict, value_width: int = 0) -> str:
+    """What a stored value is: type, shape or length, dtype (`ndarray (569, 30) float64`), and its
+    preview when that is one line of at most `value_width` characters (`int 69`)."""
     if "missing" in meta:
         return f"missing: {meta['missing']}"
     parts = [meta.get("type") or "?"]
@@ -59,6 +60,9 @@ def summary(meta: dict) -> str:
         parts.append(f"len {meta['length']}")
     if meta.get("dtype"):
         parts.append(str(meta["dtype"]))
+    preview = meta.get("preview") or ""
+    if "shape" not in meta and "\n" not in preview and 0 < len(preview) <= value_width:
+        parts.append(preview)
     return " ".join(parts)
 
 
@@ -121,7 +125,7 @@ def run_detail(run: dict, store) -> None:
     for t in run["tasks"]:
         seen.add(t["step"])
         name = t["step"] if t.get("foreach") is None else f"{t['step']}[{t['index']}]"
-        outs = ", ".join(f"{n}: {summary(m)}" for n, m in t.get("outputs", {}).items())
+        outs = ", ".join(f"{n}: {summary(m, value_width=30)}" for n, m in t.get("outputs", {}).items())
         if t.get("error"):
             outs = f"[red]{escape(elide(t['error']['type'] + ': ' + t['error']['message'], 100))}[/]"
         notebook = t["notebook"].split(f"/runs/{run['id']}/", 1)[-1]  # relative to the run's folder
