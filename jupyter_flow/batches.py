@@ -89,8 +89,8 @@ class Batch:
         try:
             self.record = self.store.read_json(f"batches/{batch_id}.json")
         except NotFound:
-            raise NotFound(f"no batch {batch_id!r} in store {self.store.url}; `jupyter flow runs` shows batch ids "
-                           "(--format json)") from None
+            raise NotFound(f"no batch {batch_id!r} in store {self.store.url}; "
+                           "`jupyter flow runs` shows batch ids") from None
         self.id = batch_id
         latest = latest_runs(self.store, self.record)
         self.runs = [Run(r["id"], self.store) for r in latest if r is not None]
@@ -179,8 +179,6 @@ def resume_batch(batch_id: str, store=None, max_parallel_runs: int | None = None
 
 def _prepare_all(jobs, executor: str, max_workers, scheduler) -> list[tuple[int, runtime.Runner]]:
     """Validate every set (FlowError names the set) before any run exists; one executor for all."""
-    from .executors import make_executor
-
     shared = None
     runners = []
     demand: dict = {}

@@ -13,7 +13,26 @@ STYLE = {"queued": "dim", "running": "yellow", "retrying": "yellow", "succeeded"
 DONE = {"succeeded", "cached", "reused", "skipped"}
 
 
-class Progress:
+def track_task(row: dict, e: dict) -> None:
+    """Fold a task event into its step's row (`tasks`, `total`, `status`, `started`, `ended`)."""
+    now = time.monotonic()
+    row["tasks"][e["index"]] = e["status"]
+    row["started"] = row["started"] or now
+    statuses = list(row["tasks"].values())
+    failed = [s for s in statuses if s in ("failed", "timed_out", "cancelled")]
+    if failed:
+        row["status"] = failed[0]
+    elif row["total"] is not None and sum(s in DONE for s in statuses) == row["total"]:
+        row["status"] = statuses[0] if len(set(statuses)) == 1 else "succeeded"  # all cached: cached
+    else:
+        row["status"] = "running"
+    if row["status"] != "running":
+        row["ended"] = now
+
+
+class _Live:
+    """A rich Live table on a terminal, redrawn from `_table()` several times a second."""
+
     def __init__(self, quiet: bool = False):
         from .views import make_console
 
@@ -21,9 +40,25 @@ class Progress:
         self.quiet = quiet
         self.live = None
         self.lock = threading.Lock()
+
+    def __enter__(self):
+        if not self.quiet and self.console.is_terminal:
+            from rich.live import Live
+
+            self.live = Live(console=self.console, refresh_per_second=8, get_renderable=self._table)
+            self.live.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        if self.live is not None:
+            self.live.refresh()
+            self.live.__exit__(*exc)
+
+
+class Progress(_Live):
+    def __init__(self, quiet: bool = False):
+        super().__init__(quiet)
         self.steps: dict[str, dict] = {}
-        self.notes: list[str] = []
-        self.t0 = time.monotonic()
 
     def set_runner(self, runner) -> None:
         self.runner = runner
@@ -36,19 +71,6 @@ class Progress:
             self.console.print(f"[bold]{runner.flow.name}[/] run [bold]{runner.run_id}[/] "
                                f"({len(runner.flow.steps)} steps, store {runner.store.url})")
 
-    def __enter__(self):
-        if not self.quiet and self.console.is_terminal:
-            from rich.live import Live
-
-            self.live = Live(console=self.console, refresh_per_second=8, transient=False, get_renderable=self._table)
-            self.live.__enter__()
-        return self
-
-    def __exit__(self, *exc):
-        if self.live is not None:
-            self.live.refresh()
-            self.live.__exit__(*exc)
-
     def note(self, text: str) -> None:
         self.console.print(f"[yellow]{text}[/]")
 
@@ -60,21 +82,7 @@ class Progress:
         if e["type"] != "task":
             return
         with self.lock:
-            row = self.steps[e["step"]]
-            row["tasks"][e["index"]] = e["status"]
-            if row["started"] is None:
-                row["started"] = time.monotonic()
-            statuses = list(row["tasks"].values())
-            finished = sum(s in DONE for s in statuses)
-            if any(s in ("failed", "timed_out", "cancelled") for s in statuses):
-                row["status"] = next(s for s in statuses if s in ("failed", "timed_out", "cancelled"))
-            elif row["total"] is not None and finished == row["total"]:
-                row["status"] = "cached" if all(s == "cached" for s in statuses) else (
-                    "reused" if all(s == "reused" for s in statuses) else "succeeded")
-            else:
-                row["status"] = "running"
-            if row["status"] != "running":
-                row["ended"] = time.monotonic()
+            track_task(self.steps[e["step"]], e)
         if self.live is None and not self.quiet:
             error = (e.get("error") or {}).get("message")
             tail = f" ({e['duration']:.2f} s)" if e.get("duration") is not None else ""
@@ -119,16 +127,11 @@ class Progress:
         print(run["id"])  # stdout carries just the id, for scripts: RUN=$(jupyter flow run nb.ipynb)
 
 
-class BatchProgress:
+class BatchProgress(_Live):
     """One row per run of a batch: parameters, status, steps done, time (ticking while it runs)."""
 
     def __init__(self, quiet: bool = False):
-        from .views import make_console
-
-        self.console = make_console(stderr=True)
-        self.quiet = quiet
-        self.live = None
-        self.lock = threading.Lock()
+        super().__init__(quiet)
         self.rows: dict[int, dict] = {}
 
     def start(self, index: int, runner) -> None:
@@ -138,19 +141,6 @@ class BatchProgress:
         with self.lock:
             self.rows[index] = {"run": runner.run_id, "parameters": runner.parameters, "status": "queued",
                                 "steps": len(runner.flow.steps), "done": set(), "started": None, "ended": None}
-
-    def __enter__(self):
-        if not self.quiet and self.console.is_terminal:
-            from rich.live import Live
-
-            self.live = Live(console=self.console, refresh_per_second=4, get_renderable=self._table)
-            self.live.__enter__()
-        return self
-
-    def __exit__(self, *exc):
-        if self.live is not None:
-            self.live.refresh()
-            self.live.__exit__(*exc)
 
     def event(self, index: int, e: dict) -> None:
         with self.lock:

@@ -17,7 +17,7 @@ import re
 import threading
 import time
 
-from .progress import DONE
+from .progress import DONE, track_task
 
 COLORS = {"queued": "#888", "running": "#b58900", "retrying": "#b58900", "succeeded": "#2a9d3a", "cached": "#1f8ea3",
           "reused": "#1f8ea3", "skipped": "#888", "failed": "#d33", "timed_out": "#d33", "cancelled": "#a3a",
@@ -115,22 +115,10 @@ class LiveRun(View):
             self._render_header()
 
     def _task_event(self, row: dict, e: dict) -> None:
-        row["tasks"][e["index"]] = e["status"]
-        row["started"] = row["started"] or time.monotonic()
-        statuses = list(row["tasks"].values())
-        finished = sum(s in DONE for s in statuses)
-        bad = [s for s in statuses if s in ("failed", "timed_out", "cancelled")]
-        if bad:
-            row["status"] = bad[0]
-        elif row["total"] is not None and finished == row["total"]:
-            row["status"] = statuses[0] if len(set(statuses)) == 1 else "succeeded"
-        else:
-            row["status"] = "running"
-        if row["status"] != "running":
-            row["ended"] = time.monotonic()
+        track_task(row, e)
         row["state"].value = row["status"]
         row["label"].value = f'<code style="color:{COLORS.get(row["status"])}">{html.escape(e["step"])}</code>'
-        row["bar"].value = finished
+        row["bar"].value = sum(s in DONE for s in row["tasks"].values())
         self._render_time(row, time.monotonic())
 
     def _render_time(self, row: dict, now: float) -> None:
