@@ -86,6 +86,7 @@ class LiveRun(View):
                    "bar": w.IntProgress(min=0, max=1, value=0, description="", layout=w.Layout(width="160px",
                                         visibility="visible" if step.foreach else "hidden"))}
             self.steps[name] = row
+            self._show_status(name, row)
             rows.append(w.HBox([row["label"], row["state"], row["time"], row["bar"]]))
         self.cancel_button = w.Button(description="Cancel", button_style="danger", icon="stop")
         self.cancel_button.on_click(lambda _: self.cancel())
@@ -116,10 +117,18 @@ class LiveRun(View):
 
     def _task_event(self, row: dict, e: dict) -> None:
         track_task(row, e)
-        row["state"].value = row["status"]
-        row["label"].value = f'<code style="color:{COLORS.get(row["status"])}">{html.escape(e["step"])}</code>'
+        self._show_status(e["step"], row)
         row["bar"].value = sum(s in DONE for s in row["tasks"].values())
         self._render_time(row, time.monotonic())
+
+    @staticmethod
+    def _show_status(name: str, row: dict) -> None:
+        """The status label: its text, its color, and CSS classes a page (or a test) can find it by."""
+        status, label = row["status"], row["state"]
+        label.value = status
+        label.style.text_color = COLORS.get(status, "")
+        label._dom_classes = ("jp-flow-widget-status", f"jp-flow-widget-step-{name}", f"jp-flow-widget-is-{status}")
+        row["label"].value = f'<code style="color:{COLORS.get(status)}">{html.escape(name)}</code>'
 
     def _render_time(self, row: dict, now: float) -> None:
         if row["started"] is not None:
@@ -157,7 +166,7 @@ class LiveRun(View):
         self.t1 = self.t1 or time.monotonic()
         self._render_header()
         self.cancel_button.disabled = True
-        self.cancel_button.layout.visibility = "hidden"
+        self.cancel_button.layout.display = "none"
         if self._display is not None:
             self._display.update(self)  # the saved notebook keeps the final state as HTML
 
