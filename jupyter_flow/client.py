@@ -146,7 +146,7 @@ class Artifact:
         return self.store.load_value(self.hash)
 
     def __repr__(self) -> str:
-        from .views import summary
+        from .preview import summary
 
         return f"Artifact({self.name!r}: {summary(self.meta)}, size={self.size}, preview={self.preview!r})"
 

@@ -44,13 +44,42 @@ def describe(value) -> dict:
     return info
 
 
+BOUNDARIES = " \n,;)]}"
+
+
 def cut(text: str, width: int) -> str:
     """`text` in at most `width` characters, cut after a whole token and ended with `…`."""
     if len(text) <= width:
         return text
     head = text[:width - 1]
-    boundary = max(head.rfind(c) for c in " \n,;)]}")
+    if text[width - 1] in BOUNDARIES:  # the last token is whole
+        return head.rstrip() + "…"
+    boundary = max(head.rfind(c) for c in BOUNDARIES)
     return (head[:boundary + 1] if boundary > 0 else head).rstrip() + "…"
+
+
+def elide(text: str, width: int) -> str:
+    """`text` on one line, at most `width` characters, cut after a whole token and ended with `…`."""
+    lines = str(text).splitlines() or [""]
+    return cut(lines[0] + (" …" if len(lines) > 1 else ""), width)
+
+
+def summary(meta: dict, value_width: int = 0) -> str:
+    """What a stored value is: type, shape or length, dtype (`ndarray (569, 30) float64`), and its
+    preview when that is one line of at most `value_width` characters (`int 69`)."""
+    if "missing" in meta:
+        return f"missing: {meta['missing']}"
+    parts = [meta.get("type") or "?"]
+    if "shape" in meta:
+        parts.append("(" + ", ".join(map(str, meta["shape"])) + ("," if len(meta["shape"]) == 1 else "") + ")")
+    elif "length" in meta:
+        parts.append(f"len {meta['length']}")
+    if meta.get("dtype"):
+        parts.append(str(meta["dtype"]))
+    preview = meta.get("preview") or ""
+    if "shape" not in meta and "\n" not in preview and 0 < len(preview) <= value_width:
+        parts.append(preview)
+    return " ".join(parts)
 
 
 def _short_repr(value) -> str:

@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from .preview import cut
+from .preview import elide, summary
 from .progress import STYLE
 
 UNWRAPPED = 10_000
@@ -28,12 +28,6 @@ def make_console(stderr: bool = False) -> Console:
 console = make_console()
 
 
-def elide(text: str, width: int) -> str:
-    """`text` on one line, at most `width` characters, cut after a whole token and ended with `…`."""
-    lines = str(text).splitlines() or [""]
-    return cut(lines[0] + (" …" if len(lines) > 1 else ""), width)
-
-
 def elide_items(values: dict, width: int, value_width: int = 40) -> str:
     """`a=1, b='x'` within `width`: long values cut after a whole token and marked `…`, then as many
     items as fit and `… (+N more)`. Whatever is shown is either exact or visibly marked as cut."""
@@ -46,24 +40,6 @@ def elide_items(values: dict, width: int, value_width: int = 40) -> str:
             return shown
     (name, value), more = next(iter(values.items())), f", … (+{len(items) - 1} more)" if len(items) > 1 else ""
     return f"{name}={elide(repr(value), max(width - len(more) - len(name) - 1, 1))}{more}"  # never cut a name
-
-
-def summary(meta: dict, value_width: int = 0) -> str:
-    """What a stored value is: type, shape or length, dtype (`ndarray (569, 30) float64`), and its
-    preview when that is one line of at most `value_width` characters (`int 69`)."""
-    if "missing" in meta:
-        return f"missing: {meta['missing']}"
-    parts = [meta.get("type") or "?"]
-    if "shape" in meta:
-        parts.append("(" + ", ".join(map(str, meta["shape"])) + ("," if len(meta["shape"]) == 1 else "") + ")")
-    elif "length" in meta:
-        parts.append(f"len {meta['length']}")
-    if meta.get("dtype"):
-        parts.append(str(meta["dtype"]))
-    preview = meta.get("preview") or ""
-    if "shape" not in meta and "\n" not in preview and 0 < len(preview) <= value_width:
-        parts.append(preview)
-    return " ".join(parts)
 
 
 def _status(status: str) -> str:

@@ -190,7 +190,8 @@ class LiveRun(View):
 
 # -- a run from the store ---------------------------------------------------------------------------
 def artifacts_html(title: str, values: dict) -> str:
-    from .views import size_text, summary
+    from .preview import summary
+    from .views import size_text
 
     if not values:
         return ""

@@ -10,7 +10,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import cli
-from jupyter_flow.views import elide, elide_items
+from jupyter_flow.preview import elide
+from jupyter_flow.views import elide_items
 
 
 @given(st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=200), st.integers(5, 120))
