@@ -147,7 +147,7 @@ def run_batch(notebook, grid, parameters: dict | None = None, cli_params=None, s
     options = dict(store=store, scheduler=scheduler, max_workers=max_workers, no_cache=no_cache)
     runners = _prepare_all([(i, lambda ex, s=s: runtime.prepare(notebook, parameters=s, cli_params=cli_params,
                                                                  executor=ex, **options))
-                            for i, s in enumerate(sets)], executor, max_workers, scheduler)
+                            for i, s in enumerate(sets)], executor)
     flow = runners[0][1].flow
     record = {"id": batch_id, "flow": flow.name, "notebook": str(flow.path), "sets": [r.parameters for _, r in runners],
               "created": runtime.now(), "user": runtime.current_user()}
@@ -173,11 +173,10 @@ def resume_batch(batch_id: str, store=None, max_parallel_runs: int | None = None
                                                                             **options)))
     if not jobs:
         raise FlowError(f"every run of batch {batch_id} succeeded; nothing to resume")
-    return _execute(store, record, _prepare_all(jobs, executor, max_workers, scheduler), max_parallel_runs,
-                    on_event, on_start)
+    return _execute(store, record, _prepare_all(jobs, executor), max_parallel_runs, on_event, on_start)
 
 
-def _prepare_all(jobs, executor: str, max_workers, scheduler) -> list[tuple[int, runtime.Runner]]:
+def _prepare_all(jobs, executor: str) -> list[tuple[int, runtime.Runner]]:
     """Validate every set (FlowError names the set) before any run exists; one executor for all."""
     shared = None
     runners = []
@@ -236,8 +235,8 @@ def _execute(store: Store, record: dict, runners, max_parallel_runs, on_event, o
 
 
 def batch(notebook, grid, parameters: dict | None = None, **options) -> Batch:
-    """`jupyter_flow.batch`: run `notebook` once per parameter set: `grid` is {name: [values]} (their product) or a list of
-    {name: value} sets; `parameters` are fixed for every set. Returns the Batch (`.runs`, `.table`;
+    """`jupyter_flow.batch`: run `notebook` once per parameter set. `grid` is {name: [values]} (their
+    product) or a list of {name: value} sets; `parameters` are fixed for every set. Returns the Batch (`.runs`, `.table`;
     `runs, table = jupyter_flow.batch(...)` works too). Options as for `jupyter_flow.run`, plus
     `max_parallel_runs`."""
     return run_batch(notebook, grid, parameters, **options)

@@ -325,25 +325,23 @@ def compare(runs, store=None) -> View:
     from .client import Run
 
     runs = [r if isinstance(r, Run) else Run(r, store) for r in runs]
-    params = list(dict.fromkeys(p for r in runs for p in r.parameters))
     best = best_values(runs)
+    missing = object()
+    rows = [("parameter", n, [r.parameters.get(n, missing) for r in runs], missing)
+            for n in dict.fromkeys(p for r in runs for p in r.parameters)]
+    rows += [("metric", n, [(r.metrics or {}).get(n, missing) for r in runs], best[n]) for n in sorted(best)]
+
+    def cell(value, top) -> str:
+        shown = "" if value is missing else f"{value:.4g}" if isinstance(value, float) else html.escape(repr(value))
+        return f"<td style='font-weight:bold;background:#d4f7d4'>{shown}</td>" if value == top else f"<td>{shown}</td>"
+
     head = "".join(f"<th><code>{r.id}</code><br>{_badge(r.status)}</th>" for r in runs)
-    rows = []
-    for kind, names, get in (("parameter", params, lambda r, n: r.parameters.get(n, "")),
-                             ("metric", sorted(best), lambda r, n: (r.metrics or {}).get(n, ""))):
-        for name in names:
-            cells = []
-            for r in runs:
-                value = get(r, name)
-                style = " style='font-weight:bold;background:#d4f7d4'" if kind == "metric" and value == best[name] else ""
-                shown = f"{value:.4g}" if isinstance(value, float) else html.escape(repr(value) if value != "" else "")
-                cells.append(f"<td{style}>{shown}</td>")
-            rows.append(f"<tr><th style='text-align:left'>{kind} <code>{html.escape(name)}</code></th>{''.join(cells)}</tr>")
-    table = f"<table><tr><th></th>{head}</tr>{''.join(rows)}</table>"
-    text = "\n".join([" | ".join(["name"] + [r.id for r in runs])]
-                     + [" | ".join([n] + [repr(r.parameters.get(n, "")) for r in runs]) for n in params]
-                     + [" | ".join([n] + [f"{(r.metrics or {}).get(n, '')}" + ("*" if (r.metrics or {}).get(n) == best[n] else "")
-                                          for r in runs]) for n in sorted(best)])
+    body = "".join(f"<tr><th style='text-align:left'>{kind} <code>{html.escape(name)}</code></th>"
+                   + "".join(cell(v, top) for v in values) + "</tr>" for kind, name, values, top in rows)
+    table = f"<table><tr><th></th>{head}</tr>{body}</table>"
+    text = "\n".join(" | ".join(line) for line in [["name"] + [r.id for r in runs]] + [
+        [name] + ["" if v is missing else repr(v) + ("*" if v == top else "") for v in values]
+        for _, name, values, top in rows])
     view = StaticView(table, text)
     if widget_frontend():
         import ipywidgets as w
