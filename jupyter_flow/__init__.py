@@ -6,7 +6,8 @@ use.
 from ._version import __version__
 
 _LAZY = {
-    "run": "api", "resume": "api", "load": "kernel", "record": "inkernel",
+    "run": "api", "resume": "api", "load": "kernel", "record": "inkernel", "batch": "batches", "Batch": "batches",
+    "execute_notebook": "papermill_output", "show": "widgets", "compare": "widgets",
     "Run": "client", "Flow": "client", "Task": "client", "namespace": "client", "runs_table": "client",
     "FlowError": "errors",
 }

@@ -1,4 +1,7 @@
-"""The Python door: run or resume a notebook and get a `Run` back (blocking)."""
+"""The Python door: run or resume a notebook and get a `Run` back.
+
+In a notebook (a Jupyter kernel) the run shows as a live widget (see `widgets.LiveRun`) while it goes.
+"""
 from __future__ import annotations
 
 from . import runtime
@@ -6,11 +9,30 @@ from .client import Run
 
 
 def run(notebook, parameters: dict | None = None, store=None, executor: str = "local", scheduler: str | None = None,
-        max_workers: int | None = None, no_cache: bool = False, on_event=None) -> Run:
-    """Run a tagged notebook as a pipeline and return the finished `Run` (check `run.status`)."""
-    handle = runtime.start_run(notebook, background=False, parameters=parameters, store=store, executor=executor,
-                               scheduler=scheduler, max_workers=max_workers, no_cache=no_cache, on_event=on_event)
+        max_workers: int | None = None, no_cache: bool = False, on_event=None, wait: bool = True,
+        view: bool | None = None) -> Run:
+    """Run a tagged notebook as a pipeline and return the finished `Run` (check `run.status`).
+
+    wait=False returns the `Run` at once (`run.wait()` blocks until it ends). view: show the live
+    widget (default: when called in a Jupyter kernel)."""
+    from .widgets import LiveRun, widget_frontend
+
+    runner = runtime.prepare(notebook, parameters=parameters, store=store, executor=executor, scheduler=scheduler,
+                             max_workers=max_workers, no_cache=no_cache, on_event=on_event)
+    live = LiveRun(runner) if (widget_frontend() if view is None else view) else None
+    if live is not None:
+        runner.on_event = _both(live.event, on_event)
+    handle = runtime.launch(runner, background=True)
+    if live is not None:
+        live.start(handle)
+    if not wait:
+        return Run(handle.run_id, handle.store, handle=handle)
+    handle.join()  # Ctrl-C, or the notebook's Interrupt button, cancels the run cleanly (RunHandle.join)
     return Run(handle.run_id, handle.store)
+
+
+def _both(first, second):
+    return first if second is None else lambda event: (first(event), second(event))
 
 
 def resume(run_id: str, parameters: dict | None = None, from_step: str | None = None, store=None,

@@ -16,6 +16,8 @@ Examples:
   jupyter flow runs                                      your recent runs
   jupyter flow show RUN_ID                               one run: tasks, durations, artifacts
   jupyter flow resume RUN_ID                             rerun what failed, reuse what finished
+  jupyter flow run in.ipynb out.ipynb -p a 1             papermill drop-in: also write one executed notebook
+  jupyter flow batch nb.ipynb -f grid.yaml               one run per parameter set, several at once
 Store: --store URL, else $JUPYTER_FLOW_STORE, else a folder in your Jupyter data dir.
 """
 
@@ -53,7 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="run a notebook as a pipeline",
                        description="Run every step of NOTEBOOK as its own papermill execution, independent steps "
                        "at the same time. Exit code: 0 succeeded, 1 failed or cancelled, 2 invalid input.")
-    p.add_argument("notebook", help="the .ipynb file")
+    p.add_argument("notebook", help="the .ipynb file (a path or any fsspec URL: s3://, gs://, http://...)")
+    p.add_argument("output", nargs="?", help="also write the executed notebook here, in papermill's format "
+                   "(a path or any fsspec URL); written when the run fails too")
     p.add_argument("-f", "--parameters-file", action="append", default=[], metavar="FILE",
                    help="YAML file of parameter values (like papermill -f); repeatable")
     _add_execution(p)
@@ -67,6 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--flow", help="only runs of this flow (the notebook's name)")
     p.add_argument("--status", help="only runs with this status (running, succeeded, failed, cancelled, crashed)")
     p.add_argument("--user", help="only runs of this user")
+    p.add_argument("--batch", metavar="BATCH_ID", help="only the runs of this batch (of every user)")
     p.add_argument("--all-users", action="store_true", help="runs of every user")
     p.add_argument("--limit", type=int, default=20, help="at most this many (default 20; 0 for all)")
     _add_format(p, ("table", "json"))
@@ -95,6 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--from", dest="from_step", metavar="STEP", help="also rerun STEP and everything after it")
     p.add_argument("--notebook", help="the notebook's path, if it moved since the run")
     _add_execution(p)
+
+    _add_batch(sub)
 
     p = sub.add_parser("cancel", help="stop a running run (from any terminal that sees the store)")
     p.add_argument("run_id")
@@ -141,16 +148,20 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
-def _execute(args, runner) -> int:
+def _interruptible() -> None:
+    """Ctrl-C and `kill PID` cancel the run cleanly (KeyboardInterrupt in the waiting thread), even
+    when this process was started with SIGINT ignored (as `cmd &` in a script and some CI harnesses do)."""
     import signal
 
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+
+
+def _execute(args, runner) -> int:
     from .progress import Progress
     from .runtime import launch
 
-    # Ctrl-C and `kill PID` cancel the run cleanly, even when this process was started with SIGINT
-    # ignored (as `cmd &` in a script and some CI harnesses do).
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    _interruptible()
     progress = Progress(quiet=args.quiet)
     progress.set_runner(runner)
     runner.on_event = progress.event
@@ -162,11 +173,19 @@ def _execute(args, runner) -> int:
 
 
 def cmd_run(args) -> int:
-    from . import runtime
+    from . import papermill_output, runtime
 
-    return _execute(args, runtime.prepare(
-        args.notebook, cli_params=args.parameter, param_files=args.parameters_file, store=args.store,
-        executor=args.executor, scheduler=args.scheduler, max_workers=args.max_workers, no_cache=args.no_cache))
+    if args.output:
+        papermill_output.check_output(args.output)
+    with papermill_output.local_notebook(args.notebook) as path:
+        runner = runtime.prepare(
+            path, cli_params=args.parameter, param_files=args.parameters_file, store=args.store,
+            executor=args.executor, scheduler=args.scheduler, max_workers=args.max_workers, no_cache=args.no_cache)
+        code = _execute(args, runner)
+    if args.output:
+        papermill_output.write(runner.store, runner.run_id, args.output, args.notebook)
+        print(f"output notebook: {args.output}", file=sys.stderr)
+    return code
 
 
 def cmd_resume(args) -> int:
@@ -196,8 +215,9 @@ def cmd_runs(args) -> int:
     from . import client
     from .runtime import current_user
 
-    user = None if args.all_users else (args.user or current_user())
-    runs = client.list_runs(args.store, flow=args.flow, user=user, status=args.status, limit=args.limit or None)
+    user = None if args.all_users or args.batch else (args.user or current_user())
+    runs = client.list_runs(args.store, flow=args.flow, user=user, status=args.status, limit=args.limit or None,
+                            batch=args.batch)
     if args.format == "json":
         print(json.dumps(runs, indent=1, default=str))
         return 0
@@ -229,16 +249,14 @@ def cmd_logs(args) -> int:
 
 def cmd_artifacts(args) -> int:
     from . import client
-    from .runtime import find_run
 
-    store = client.open_store(args.store)
-    task = client.read_task(store, find_run(store, args.run_id), args.step, args.index)
+    artifacts = client.task_artifacts(args.store, args.run_id, args.step, args.index)
     if args.format == "json":
-        print(json.dumps(task.get("outputs", {}), indent=1))
+        print(json.dumps(artifacts, indent=1))
         return 0
     from .views import artifacts_table
 
-    artifacts_table(task)
+    artifacts_table(artifacts)
     return 0
 
 
@@ -263,7 +281,54 @@ def cmd_gc(args) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "resume": cmd_resume, "dag": cmd_dag, "runs": cmd_runs, "show": cmd_show,
+def _add_batch(sub) -> None:
+    p = sub.add_parser("batch", help="run a notebook once per parameter set (papermill-style batch)",
+                       description="Run NOTEBOOK once per parameter set of -f FILE, several runs at once, each a "
+                       "tracked run tagged with the batch id. One run's failure does not stop the others. Exit "
+                       "code: 0 every run succeeded, 1 some did not, 2 invalid input (nothing was run).")
+    p.add_argument("notebook", nargs="?", help="the .ipynb file")
+    p.add_argument("-f", "--file", dest="grid_file", metavar="FILE",
+                   help="YAML: a grid {lr: [0.1, 0.01], depth: [3, 5]} (every combination) or a list of sets "
+                   "[{lr: 0.1, depth: 3}, ...]")
+    p.add_argument("--max-parallel-runs", type=int, metavar="N", help="runs at once (default: number of cores); "
+                   "they share one executor and its warm kernels")
+    p.add_argument("--resume", metavar="BATCH_ID", help="rerun the runs of BATCH_ID that did not succeed, reusing "
+                   "their finished steps")
+    _add_execution(p)
+
+
+def cmd_batch(args) -> int:
+    from . import batches
+    from .errors import FlowError
+    from .params import parse_cli_value
+    from .progress import BatchProgress
+    from .views import runs_table
+
+    _interruptible()
+    progress = BatchProgress(quiet=args.quiet)
+    options = dict(store=args.store, max_parallel_runs=args.max_parallel_runs, executor=args.executor,
+                   scheduler=args.scheduler, max_workers=args.max_workers, on_event=progress.event,
+                   on_start=progress.start)
+    if args.resume:
+        if args.notebook or args.grid_file:
+            raise FlowError("--resume BATCH_ID reruns the batch's own notebook and sets; drop NOTEBOOK and -f")
+        with progress:
+            result = batches.resume_batch(args.resume, parameters={n: parse_cli_value(v) for n, v in args.parameter},
+                                          **options)
+    else:
+        if not args.notebook or not args.grid_file:
+            raise FlowError("give a notebook and its parameter sets: jupyter flow batch NOTEBOOK -f GRID.yaml "
+                            "(or --resume BATCH_ID)")
+        grid = batches.load_grid(args.grid_file)
+        with progress:
+            result = batches.run_batch(args.notebook, grid, cli_params=args.parameter, no_cache=args.no_cache,
+                                       where=f"-f {args.grid_file}", **options)
+    runs_table([r.record for r in result.runs], all_users=True)
+    progress.summary(result)
+    return 0 if result.succeeded else 1
+
+
+COMMANDS = {"run": cmd_run, "batch": cmd_batch, "resume": cmd_resume, "dag": cmd_dag, "runs": cmd_runs, "show": cmd_show,
             "logs": cmd_logs, "artifacts": cmd_artifacts, "cancel": cmd_cancel, "gc": cmd_gc}
 
 if __name__ == "__main__":

@@ -47,8 +47,8 @@ def _with_status(run: dict) -> dict:
 
 
 def list_runs(store: Store | str | None = None, flow: str | None = None, user: str | None = None,
-              status: str | None = None, limit: int | None = None) -> list[dict]:
-    """Run records, newest first."""
+              status: str | None = None, limit: int | None = None, batch: str | None = None) -> list[dict]:
+    """Run records, newest first (`batch`: only the runs of that batch)."""
     store = open_store(store)
     keys = store.glob(f"flows/{flow or '*'}/runs/*/run.json")
     keys.sort(key=lambda k: k.split("/")[3], reverse=True)
@@ -59,6 +59,8 @@ def list_runs(store: Store | str | None = None, flow: str | None = None, user: s
         except (NotFound, ValueError):
             continue  # a run being deleted, or a half-copied store: skip, never fail the listing
         if (user and run.get("user") != user) or (status and run["status"] != status):
+            continue
+        if batch and (run.get("batch") or {}).get("id") != batch:
             continue
         runs.append(run)
         if limit and len(runs) >= limit:
@@ -112,6 +114,22 @@ def read_task_file(store: Store | str | None, run_id: str, step: str, index: int
         raise NotFound(f"step {step!r} of run {run['id']} has no {name} yet") from None
 
 
+def task_artifacts(store: Store | str | None, run_id: str, step: str, index: int = 0) -> dict:
+    """A task's stored values as metadata (never unpickled): `inputs`, `outputs`, and `failure` (the
+    snapshot taken when the step raised: `variables`, `unpicklable`, `modules`; None if it has none)."""
+    store = open_store(store)
+    run = find_run(store, run_id)
+    task = read_task(store, run, step, index)
+    failure = None
+    if task.get("failure"):
+        import json
+
+        snapshot = json.loads(read_task_file(store, run["id"], step, index, "failure.json"))
+        failure = {k: snapshot.get(k) or {} for k in ("variables", "unpicklable", "modules")}
+    return {"run_id": run["id"], "step": step, "index": index, "inputs": task.get("inputs") or {},
+            "outputs": task.get("outputs") or {}, "failure": failure}
+
+
 # -- objects --------------------------------------------------------------------------------------
 class Artifact:
     def __init__(self, store: Store, name: str, meta: dict):
@@ -128,7 +146,14 @@ class Artifact:
         return self.store.load_value(self.hash)
 
     def __repr__(self) -> str:
-        return f"Artifact({self.name!r}, type={self.type}, size={self.size}, preview={self.preview!r})"
+        from .preview import summary
+
+        return f"Artifact({self.name!r}: {summary(self.meta)}, size={self.size}, preview={self.preview!r})"
+
+    def _repr_html_(self) -> str:
+        from .widgets import artifacts_html
+
+        return artifacts_html("artifact", {self.name: self.meta})
 
 
 class _Data:
@@ -169,7 +194,13 @@ class Task:
         return read_task_file(self.store, self.run_id, self.step, self.index, "log.txt")
 
     def __repr__(self) -> str:
-        return f"Task({self.step}/{self.index}, status={self.status})"
+        error = f", error={self.error['type']}: {self.error['message']!r}" if self.error else ""
+        return f"Task({self.step}[{self.index}], status={self.status}, duration={self.duration}{error})"
+
+    def _repr_html_(self) -> str:
+        from .widgets import task_html
+
+        return task_html(self.record)
 
 
 class Step:
@@ -178,7 +209,7 @@ class Step:
     def __init__(self, name: str, tasks: list[Task]):
         self.name, self.tasks = name, tasks
         one = len(tasks) == 1
-        self.status = tasks[0].status if one else _combined_status([t.status for t in tasks])
+        self.status = tasks[0].status if one else combined_status([t.status for t in tasks])
         if one:
             self.artifacts, self.data = tasks[0].artifacts, tasks[0].data
             self.error, self.attempt = tasks[0].error, tasks[0].attempt
@@ -210,7 +241,7 @@ class _ListArtifact:
         return [a.value if a is not None else None for a in self.artifacts]
 
 
-def _combined_status(statuses: list[str]) -> str:
+def combined_status(statuses: list[str]) -> str:
     for status in ("crashed", "failed", "timed_out", "cancelled", "running", "queued"):
         if status in statuses:
             return status
@@ -218,8 +249,9 @@ def _combined_status(statuses: list[str]) -> str:
 
 
 class Run:
-    def __init__(self, run_id: str, store: Store | str | None = None):
+    def __init__(self, run_id: str, store: Store | str | None = None, handle=None):
         self.store = open_store(store)
+        self._handle = handle  # set when this process runs it (`jupyter_flow.run(..., wait=False)`)
         self.record = get_run(self.store, run_id)
         r = self.record
         self.id, self.flow, self.status, self.user = r["id"], r["flow"], r["status"], r["user"]
@@ -237,10 +269,23 @@ class Run:
         return Step(step, tasks)
 
     def __repr__(self) -> str:
-        return f"Run({self.id!r}, flow={self.flow}, status={self.status})"
+        from .widgets import run_text
+
+        return run_text(self.record)
+
+    def _repr_html_(self) -> str:
+        from .widgets import run_html
+
+        return run_html(self.record)
 
     def refresh(self) -> "Run":
-        return Run(self.id, self.store)
+        return Run(self.id, self.store, self._handle)
+
+    def wait(self, timeout: float | None = None) -> "Run":
+        """Block until a run started by this process with `wait=False` ends; returns it re-read."""
+        if self._handle is not None:
+            self._handle.wait(timeout)
+        return self.refresh()
 
 
 class Flow:
@@ -263,16 +308,27 @@ class Flow:
     def __repr__(self) -> str:
         return f"Flow({self.name!r}, store={self.store.url!r})"
 
+    def _repr_html_(self) -> str:
+        table = table_of(list_runs(self.store, self.name, user=_namespace_user(), limit=20))
+        return f"<b>flow {self.name}</b> (store <code>{self.store.url}</code>), newest runs:" + table.to_html(index=False)
+
 
 def runs_table(flow: str | None = None, store: Store | str | None = None, user: str | None = "namespace"):
     """A pandas DataFrame, one row per run: id, status, user, start, duration, parameters, metrics."""
+    who = _namespace_user() if user == "namespace" else user
+    return table_of(list_runs(store, flow, user=who))
+
+
+def table_of(runs: list[dict]):
+    """The runs table (pandas) of these run records, in their order."""
     import pandas as pd
 
-    who = _namespace_user() if user == "namespace" else user
     rows = []
-    for run in list_runs(store, flow, user=who):
+    for run in runs:
         row = {"id": run["id"], "flow": run["flow"], "status": run["status"], "user": run["user"],
                "start": pd.Timestamp(run["created"]), "duration": run.get("duration")}
+        if run.get("batch"):
+            row["batch"] = run["batch"]["id"]
         for name, value in run.get("parameters", {}).items():
             row[name] = value if not isinstance(value, (list, dict)) else repr(value)
         for name, value in run.get("metrics", {}).items():

@@ -11,6 +11,7 @@ import sys
 
 from .client import read_task
 from .errors import FlowError, NotFound
+from .preview import elide, summary
 from .runtime import find_run, run_key
 from .store import open_store
 from .task import task_key
@@ -82,8 +83,7 @@ def _caller_namespace() -> dict:
 def _print_table(run, step, index, state, refs, modules, unpicklable) -> None:
     label = {"failure": "failure snapshot", "inputs": "inputs", "outputs": "outputs"}[state]
     print(f"Loaded {label} of {step}[{index}] from run {run['id']} ({run['flow']}, {run['user']}):")
-    rows = [(n, m.get("type", ""), (m.get("preview") or m.get("missing", "")).splitlines()[0][:60])
-            for n, m in refs.items()]
+    rows = [(n, summary(m), elide(m.get("preview") or m.get("missing", ""), 60)) for n, m in refs.items()]
     rows += [(alias, "module", module) for alias, module in modules.items()]
     width = max([len(r[0]) for r in rows] + [4])
     twidth = max([len(r[1]) for r in rows] + [4])

@@ -1,6 +1,7 @@
 """The terminal's live view of a run (rich): one row per step with status, tasks done and time.
 
-On a terminal it redraws in place; otherwise (CI, a log file) it prints one line per change.
+On a terminal it redraws in place (times tick while steps run); otherwise (CI, a log file) it
+prints one line per change. `BatchProgress` is the same for the runs of a batch, one row per run.
 """
 from __future__ import annotations
 
@@ -12,17 +13,52 @@ STYLE = {"queued": "dim", "running": "yellow", "retrying": "yellow", "succeeded"
 DONE = {"succeeded", "cached", "reused", "skipped"}
 
 
-class Progress:
-    def __init__(self, quiet: bool = False):
-        from rich.console import Console
+def track_task(row: dict, e: dict) -> None:
+    """Fold a task event into its step's row (`tasks`, `total`, `status`, `started`, `ended`)."""
+    now = time.monotonic()
+    row["tasks"][e["index"]] = e["status"]
+    row["started"] = row["started"] or now
+    statuses = list(row["tasks"].values())
+    failed = [s for s in statuses if s in ("failed", "timed_out", "cancelled")]
+    if failed:
+        row["status"] = failed[0]
+    elif row["total"] is not None and sum(s in DONE for s in statuses) == row["total"]:
+        row["status"] = statuses[0] if len(set(statuses)) == 1 else "succeeded"  # all cached: cached
+    else:
+        row["status"] = "running"
+    if row["status"] != "running":
+        row["ended"] = now
 
-        self.console = Console(stderr=True)
+
+class _Live:
+    """A rich Live table on a terminal, redrawn from `_table()` several times a second."""
+
+    def __init__(self, quiet: bool = False):
+        from .views import make_console
+
+        self.console = make_console(stderr=True)
         self.quiet = quiet
         self.live = None
         self.lock = threading.Lock()
+
+    def __enter__(self):
+        if not self.quiet and self.console.is_terminal:
+            from rich.live import Live
+
+            self.live = Live(console=self.console, refresh_per_second=8, get_renderable=self._table)
+            self.live.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        if self.live is not None:
+            self.live.refresh()
+            self.live.__exit__(*exc)
+
+
+class Progress(_Live):
+    def __init__(self, quiet: bool = False):
+        super().__init__(quiet)
         self.steps: dict[str, dict] = {}
-        self.notes: list[str] = []
-        self.t0 = time.monotonic()
 
     def set_runner(self, runner) -> None:
         self.runner = runner
@@ -34,19 +70,6 @@ class Progress:
         if not self.quiet:
             self.console.print(f"[bold]{runner.flow.name}[/] run [bold]{runner.run_id}[/] "
                                f"({len(runner.flow.steps)} steps, store {runner.store.url})")
-
-    def __enter__(self):
-        if not self.quiet and self.console.is_terminal:
-            from rich.live import Live
-
-            self.live = Live(self._table(), console=self.console, refresh_per_second=8, transient=False)
-            self.live.__enter__()
-        return self
-
-    def __exit__(self, *exc):
-        if self.live is not None:
-            self.live.update(self._table())
-            self.live.__exit__(*exc)
 
     def interrupted(self, count: int, patience: int) -> None:
         """A Ctrl-C while the run goes on: say what happens now, and how to stop waiting."""
@@ -62,24 +85,8 @@ class Progress:
         if e["type"] != "task":
             return
         with self.lock:
-            row = self.steps[e["step"]]
-            row["tasks"][e["index"]] = e["status"]
-            if row["started"] is None:
-                row["started"] = time.monotonic()
-            statuses = list(row["tasks"].values())
-            finished = sum(s in DONE for s in statuses)
-            if any(s in ("failed", "timed_out", "cancelled") for s in statuses):
-                row["status"] = next(s for s in statuses if s in ("failed", "timed_out", "cancelled"))
-            elif row["total"] is not None and finished == row["total"]:
-                row["status"] = "cached" if all(s == "cached" for s in statuses) else (
-                    "reused" if all(s == "reused" for s in statuses) else "succeeded")
-            else:
-                row["status"] = "running"
-            if row["status"] != "running":
-                row["ended"] = time.monotonic()
-        if self.live is not None:
-            self.live.update(self._table())
-        elif not self.quiet:
+            track_task(self.steps[e["step"]], e)
+        if self.live is None and not self.quiet:
             error = (e.get("error") or {}).get("message")
             tail = f" ({e['duration']:.2f} s)" if e.get("duration") is not None else ""
             index = f"[{e['index']}]" if self.steps[e["step"]]["total"] != 1 else ""
@@ -122,3 +129,71 @@ class Progress:
         folder = f"{handle.store.url}/flows/{run['flow']}/runs/{run['id']}"
         self.console.print(f"executed step notebooks: {folder}/<step>/<index>/output.ipynb", highlight=False)
         print(run["id"])  # stdout carries just the id, for scripts: RUN=$(jupyter flow run nb.ipynb)
+
+
+class BatchProgress(_Live):
+    """One row per run of a batch: parameters, status, steps done, time (ticking while it runs)."""
+
+    def __init__(self, quiet: bool = False):
+        super().__init__(quiet)
+        self.rows: dict[int, dict] = {}
+
+    def start(self, index: int, runner) -> None:
+        if not self.rows and not self.quiet:
+            self.console.print(f"[bold]{runner.flow.name}[/] batch [bold]{runner.record['batch']['id']}[/] "
+                               f"(store {runner.store.url})", highlight=False)
+        with self.lock:
+            self.rows[index] = {"run": runner.run_id, "parameters": runner.parameters, "status": "queued",
+                                "steps": len(runner.flow.steps), "done": set(), "started": None, "ended": None}
+
+    def event(self, index: int, e: dict) -> None:
+        with self.lock:
+            row = self.rows[index]
+            if e["type"] == "run":
+                row["status"] = e["status"]
+                if e["status"] == "running":
+                    row["started"] = time.monotonic()
+                else:
+                    row["ended"] = time.monotonic()
+            elif e["type"] == "task" and e["status"] in DONE:
+                row["done"].add(e["step"])
+            else:
+                return
+        if self.live is None and not self.quiet and e["type"] == "run":
+            from .views import elide_items
+
+            took = f" in {row['ended'] - row['started']:.1f}s" if row["ended"] and row["started"] else ""
+            self.console.print(f"  run {row['run']} ({elide_items(row['parameters'], 200)}): "
+                               f"[{STYLE.get(e['status'], '')}]{e['status']}[/]{took}", highlight=False)
+
+    def _table(self):
+        from rich.table import Table
+
+        from .views import elide_items
+
+        table = Table(box=None, pad_edge=False, header_style="bold")
+        for column in ("#", "run", "parameters", "status", "steps", "time"):
+            table.add_column(column, no_wrap=True)
+        now = time.monotonic()
+        with self.lock:
+            for index, row in sorted(self.rows.items()):
+                took = "" if row["started"] is None else f"{(row['ended'] or now) - row['started']:.1f}s"
+                status = row["status"]
+                table.add_row(str(index + 1), row["run"], elide_items(row["parameters"], 60),
+                              f"[{STYLE.get(status, '')}]{status}[/]", f"{len(row['done'])}/{row['steps']}", took)
+        return table
+
+    def summary(self, batch) -> None:
+        counts: dict[str, int] = {}
+        for run in batch.runs:
+            counts[run.status] = counts.get(run.status, 0) + 1
+        text = ", ".join(f"[{STYLE.get(s, '')}]{n} {s}[/]" for s, n in counts.items())
+        self.console.print(f"batch [bold]{batch.id}[/]: {len(batch.record['sets'])} parameter sets, {text}",
+                           highlight=False)
+        for run in batch.runs:
+            if run.error:
+                self.console.print(f"  [red]run {run.id} failed at step {run.error['step']}: {run.error['message']}[/]",
+                                   highlight=False)
+        if not batch.succeeded:
+            self.console.print(f"  after fixing: jupyter flow batch --resume {batch.id}   |   its runs: "
+                               f"jupyter flow runs --batch {batch.id}", highlight=False)

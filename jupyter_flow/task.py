@@ -119,12 +119,14 @@ def _execute(spec: dict, km, workdir: str, record: dict, control: TaskControl) -
         except PapermillExecutionError as e:
             control.ended()  # from here on nothing interrupts the kernel: the snapshot runs in peace
             _record_failure(e, spec, km, output, workdir, record, control)
-            return
         except Exception as e:  # noqa: BLE001 - the kernel died, or nbclient gave up
             control.ended()
             exit_code = kernels.kernel_exit(km)
             record.update(status=control.reason or "failed", error=_kernel_death(e, exit_code, control))
             _read_failure(workdir, record)  # a stuck cell's kernel was snapshot from outside before it was killed
+        if record["error"]:  # the log ends with what went wrong, as the terminal would have shown it
+            error = record["error"]
+            log.write(f"\n{error.get('traceback') or error['type'] + ': ' + error['message']}\n")
             return
     control.ended()
     result_path = os.path.join(workdir, "result.json")

@@ -93,7 +93,7 @@ def test_record_works_outside_a_run():
 def test_logs_and_artifacts_commands(run_flow):
     run = run_flow("explicit_prev.ipynb")
     shown = cli("artifacts", run.id, "load", "--format", "json", check=0)
-    assert json.loads(shown.stdout)["values"]["preview"] == "[0, 1, 2]"
+    assert json.loads(shown.stdout)["outputs"]["values"]["preview"] == "[0, 1, 2]"
     assert "values" in cli("artifacts", run.id, "load", check=0).stdout
     proc = cli("logs", run.id, "nope")
     assert proc.returncode == 2 and "no step 'nope'" in proc.stderr

@@ -6,7 +6,9 @@ from ..errors import FlowError
 NAMES = ("local", "dask")
 
 
-def make_executor(name: str, max_workers: int | None = None, scheduler: str | None = None):
+def make_executor(name, max_workers: int | None = None, scheduler: str | None = None):
+    if not isinstance(name, str):
+        return name  # an executor object already (a batch shares one between its runs)
     if name == "local":
         from .local import LocalExecutor
 

@@ -100,6 +100,7 @@ class RunsHandler(FlowHandler):
             user=arg("user", None) or None,
             status=arg("status", None) or None,
             limit=self.query_int("limit"),
+            batch=arg("batch", None) or None,
         )
         self.reply({"runs": runs})
 

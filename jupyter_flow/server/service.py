@@ -68,26 +68,21 @@ class FlowService:
         out["path"] = api_path
         return out
 
-    def list_runs(self, flow=None, user=None, status=None, limit=None) -> list:
+    def list_runs(self, flow=None, user=None, status=None, limit=None, batch=None) -> list:
+        """Run records, newest first; each run of a batch carries `batch: {id, index}` (index: its parameter set)."""
         from jupyter_flow import client
 
         if flow is not None and (not FLOW_NAME.match(flow) or ".." in flow):
             raise FlowError(f"invalid flow name {flow!r}")
         if status is not None and status not in RUN_STATUSES:
             raise FlowError(f"unknown status {status!r}; one of {', '.join(RUN_STATUSES)}")
-        runs = client.list_runs(self.store, flow=flow, user=user, status=status, limit=limit)
+        runs = client.list_runs(self.store, flow=flow, user=user, status=status, limit=limit, batch=batch)
         return [self._with_path(r) for r in runs]
 
     def get_run(self, run_id: str) -> dict:
         from jupyter_flow import client
 
         return self._with_path(client.get_run(self.store, run_id))
-
-    def _task(self, run_id: str, step: str, index: int) -> dict:
-        from jupyter_flow import client
-        from jupyter_flow.runtime import find_run
-
-        return client.read_task(self.store, find_run(self.store, run_id), step, index)
 
     def task_file(self, run_id: str, step: str, index: int, what: str):
         from jupyter_flow import client
@@ -98,25 +93,10 @@ class FlowService:
         return {"run_id": run_id, "step": step, "index": index, "text": text}
 
     def task_artifacts(self, run_id: str, step: str, index: int) -> dict:
-        """Names, types, sizes and previews recorded when the values were saved."""
-        task = self._task(run_id, step, index)
-        return {
-            "run_id": run_id,
-            "step": step,
-            "index": index,
-            "inputs": task.get("inputs") or {},
-            "outputs": task.get("outputs") or {},
-            "failure": self._failure_snapshot(run_id, step, index, task),
-        }
-
-    def _failure_snapshot(self, run_id, step, index, task):
-        """The variables saved when the step raised: their metadata and previews, not their values."""
-        if not task.get("failure"):
-            return None
+        """Names, types, sizes and previews recorded when the values were saved, and the failure snapshot."""
         from jupyter_flow import client
 
-        snapshot = json.loads(client.read_task_file(self.store, run_id, step, index, "failure.json"))
-        return {k: snapshot.get(k) or {} for k in ("variables", "unpicklable", "modules")}
+        return client.task_artifacts(self.store, run_id, step, index)
 
     # -- actions -------------------------------------------------------------------------------
     def start(self, api_path: str, parameters=None, executor=None, scheduler=None) -> dict:
