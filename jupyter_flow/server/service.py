@@ -17,8 +17,9 @@ TASK_FILES = {"log": "log.txt", "notebook": "output.ipynb"}
 
 
 class FlowService:
-    def __init__(self, config, root_dir: str, allow_hidden: bool = False):
+    def __init__(self, config, root_dir: str, allow_hidden: bool = False, on_event=None):
         self.config = config
+        self.on_event = on_event  # the runtime's reports on runs started here (push.RunEvents.notify)
         self.root_dir = os.path.abspath(root_dir)
         self.allow_hidden = allow_hidden
         self._store = None
@@ -45,6 +46,7 @@ class FlowService:
             "executor": executor or self.config.executor,
             "scheduler": scheduler or self.config.scheduler,
             "max_workers": self.config.max_workers,
+            "on_event": self.on_event,
         }
 
     # -- reads ---------------------------------------------------------------------------------
