@@ -65,3 +65,16 @@ async def test_a_running_tasks_log_arrives_while_it_runs(api, jp_fetch, root):
 async def test_streams_of_unknown_runs_are_404(api):
     code, reply, _ = await api("runs/nope-123/events")
     assert code == 404 and "nope-123" in reply["message"]
+
+
+async def test_the_dag_of_unsaved_content(api, root):
+    nb = json.loads((root / "linear.ipynb").read_text())
+    nb["cells"][-1]["metadata"]["tags"] = ["step:z"]  # rename the last step, unsaved
+    code, dag, _ = await api("dag/live", "POST", {"path": "linear.ipynb", "content": nb})
+    assert code == 200 and [s["name"] for s in dag["steps"]] == ["a", "b", "c", "d", "z"]
+    assert json.loads((root / "linear.ipynb").read_text())["cells"][-1]["metadata"]["tags"] == ["step:e"]
+    code, reply, _ = await api("dag/live", "POST", {"path": "linear.ipynb", "content": {"cells": 3}})
+    assert code == 400 and "'cells' list" in reply["message"]
+    nb["cells"][1]["metadata"]["tags"] = ["stpe:x"]
+    code, reply, _ = await api("dag/live", "POST", {"path": "linear.ipynb", "content": nb})
+    assert code == 400 and "stpe:x" in reply["message"]
