@@ -1,7 +1,8 @@
-import { Button } from '@jupyterlab/ui-components';
+import { Button, HTMLSelect } from '@jupyterlab/ui-components';
 import * as React from 'react';
 
 import { IParameter, IRunOptions } from './api';
+import { formatValue } from './status';
 
 type Values = Record<string, string | boolean>;
 
@@ -15,7 +16,7 @@ function initialValues(parameters: Record<string, IParameter>): Values {
           ? String(p.value ?? '')
           : p.type === 'expression'
             ? p.source ?? ''
-            : JSON.stringify(p.value);
+            : formatValue(p.value, p.type);
   }
   return values;
 }
@@ -84,7 +85,9 @@ export function RunForm(props: IRunFormProps): JSX.Element {
     <form className="jp-flow-runform" onSubmit={submit}>
       {Object.entries(props.parameters).map(([name, p]) => (
         <label key={name} className="jp-flow-param">
-          <span title={p.type}>{name}</span>
+          <span className="jp-flow-paramname" title={`${name} (${p.type})`}>
+            {name}
+          </span>
           {p.type === 'bool' ? (
             <input
               type="checkbox"
@@ -104,18 +107,18 @@ export function RunForm(props: IRunFormProps): JSX.Element {
         </label>
       ))}
       <label className="jp-flow-param">
-        <span>executor</span>
-        <select className="jp-mod-styled" value={executor} onChange={e => setExecutor(e.target.value)}>
-          {props.executors.map(x => (
-            <option key={x} value={x}>
-              {x}
-            </option>
-          ))}
-        </select>
+        <span className="jp-flow-paramname">executor</span>
+        <HTMLSelect
+          className="jp-flow-executor"
+          value={executor}
+          onChange={e => setExecutor(e.target.value)}
+          options={props.executors}
+          aria-label="executor"
+        />
       </label>
       {executor === 'dask' && (
         <label className="jp-flow-param">
-          <span>scheduler</span>
+          <span className="jp-flow-paramname">scheduler</span>
           <input
             className="jp-mod-styled"
             placeholder="tcp://host:8786"
