@@ -216,7 +216,7 @@ export function paintSteps(panel: NotebookPanel, dag: IDag): void {
     }
     cell.node.dataset.jpFlowStep = label;
     gutter.dataset.color = step ? String(color) : label;
-    gutter.textContent = label;
+    gutter.textContent = badgeText(cell.model) ? '' : label; // a tagged cell's badge says it already
     gutter.title = step ? `runs in step ${step}` : label === 'skip' ? 'not run (skip)' : 'runs at the start of every step';
   });
 }
