@@ -43,7 +43,7 @@ def lab(tmp_path_factory):
     base = tmp_path_factory.mktemp("lab")
     root, store, runtime = base / "root", base / "store", base / "runtime"
     root.mkdir()
-    for name in ("quickstart.ipynb", "debug_failure.ipynb"):
+    for name in ("quickstart.ipynb", "debug_failure.ipynb", "sweep.ipynb"):
         shutil.copy(ROOT / "notebooks" / name, root / name)
     # no "get notified about news?" toast over the screenshots
     notification = base / "settings" / "@jupyterlab" / "apputils-extension" / "notification.jupyterlab-settings"
@@ -56,7 +56,7 @@ def lab(tmp_path_factory):
     proc = subprocess.Popen(
         [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
          "--port-retries=0", f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}",
-         "--allow-root", "--LabApp.news_url=None",
+         "--allow-root", "--LabApp.news_url=None", "--LabApp.expose_app_in_browser=True",
          "--LabApp.check_for_updates_class=jupyterlab.handlers.announcements.NeverCheckForUpdate",
          f"--LabApp.workspaces_dir={base / 'workspaces'}", f"--LabApp.user_settings_dir={base / 'settings'}",
          "--ServerApp.allow_unauthenticated_access=False", "--JupyterFlow.poll_interval_ms=300"],
