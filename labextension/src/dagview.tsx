@@ -46,11 +46,11 @@ interface ILayout {
 
 function layout(dag: IDag): ILayout {
   const g = new dagre.graphlib.Graph();
-  g.setGraph({ rankdir: 'TB', nodesep: 20, ranksep: 30 });
+  g.setGraph({ rankdir: 'TB', nodesep: 14, edgesep: 6, ranksep: 26 });
   g.setDefaultEdgeLabel(() => ({}));
   for (const step of dag.steps) {
     const reserve = step.foreach ? ' 000/000' : ''; // room for "n/N" of a foreach step
-    g.setNode(step.name, { width: 40 + textWidth(step.name + reserve), height: NODE_HEIGHT });
+    g.setNode(step.name, { width: 36 + textWidth(step.name + reserve), height: NODE_HEIGHT });
   }
   for (const step of dag.steps) {
     for (const upstream of Object.keys(step.edges ?? {})) {
@@ -229,10 +229,10 @@ export function DagView(props: IDagViewProps): JSX.Element {
               >
                 <title>{`${n.name}: ${status === 'none' ? 'not run' : status}`}</title>
                 <rect width={n.width} height={NODE_HEIGHT} rx={6} />
-                <text className="jp-flow-glyph" x={15} y={NODE_HEIGHT / 2} dominantBaseline="central" textAnchor="middle">
+                <text className="jp-flow-glyph" x={13} y={NODE_HEIGHT / 2} dominantBaseline="central" textAnchor="middle">
                   {GLYPHS[status] ?? '○'}
                 </text>
-                <text className="jp-flow-label" x={28} y={NODE_HEIGHT / 2} dominantBaseline="central" fontSize={FONT}>
+                <text className="jp-flow-label" x={25} y={NODE_HEIGHT / 2} dominantBaseline="central" fontSize={FONT}>
                   {n.name + count}
                 </text>
               </g>

@@ -197,9 +197,9 @@ export function RunDetail(props: IRunDetailProps): JSX.Element {
         <StatusChip status={run.status} />
         <span className="jp-flow-runid">{run.id}</span>
         {props.onOpenPage && (
-          <Button minimal className="jp-flow-openrun" title="Open this run in the main area" onClick={props.onOpenPage}>
-            Open run page
-          </Button>
+          <button className="jp-flow-openrun jp-flow-linkbutton" title="Open this run's page in the main area" onClick={props.onOpenPage}>
+            ↗ page
+          </button>
         )}
         {run.status === 'running' && (
           <Button minimal className="jp-flow-cancel" onClick={() => props.actions.cancel(run)}>
