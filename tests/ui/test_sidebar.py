@@ -338,12 +338,12 @@ def test_a_dag_you_can_read(lab, page):
     assert all(inside(n["label"], n["rect"]) for n in view["nodes"]), view
     assert all(inside(n["rect"], view["svg"]) for n in view["nodes"]) and all(inside(e, view["svg"]) for e in view["edges"])
     # status is a glyph as well as a colour; a legend says which is which
-    assert page.locator(f"{SIDEBAR} .jp-flow-node[data-step='train'] .jp-flow-glyph").inner_text() == "✓"
+    assert page.locator(f"{SIDEBAR} .jp-flow-node[data-step='train'] .jp-flow-glyph").text_content() == "✓"
     assert "succeeded" in page.locator(f"{SIDEBAR} .jp-flow-legend").inner_text()
     shot(page, "7-sweep-dag-narrow")
 
     # a wider sidebar draws a bigger graph
-    handle = page.locator(".lm-SplitPanel-handle").first
+    handle = page.locator("#jp-main-split-panel > .lm-SplitPanel-handle:not(.lm-mod-hidden)").first
     box = handle.bounding_box()
     page.mouse.move(box["x"] + 2, box["y"] + 300)
     page.mouse.down()
@@ -362,7 +362,6 @@ def test_a_dag_you_can_read(lab, page):
                            arg=f"{fit:.3f}")
     # keyboard: Tab reaches a node, Enter chooses it (and the notebook scrolls to its first cell)
     page.locator(f"{SIDEBAR} .jp-flow-fit").focus()
-    page.keyboard.press("Tab")
     page.keyboard.press("Tab")
     focused = page.evaluate("() => document.activeElement.dataset.step")
     assert focused == "prepare", focused
