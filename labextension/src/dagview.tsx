@@ -7,7 +7,7 @@ import { IStepState } from './status';
 const FONT = 12; // label size in graph units; the view never scales it below MIN_LABEL_PX
 const MIN_LABEL_PX = 11;
 const MIN_SCALE = MIN_LABEL_PX / FONT;
-const MAX_FIT = 1.6;
+const MAX_FIT = 1.25;
 const NODE_HEIGHT = 32;
 const PAD = 8;
 const MAX_HEIGHT = 480;

@@ -9,14 +9,9 @@ type Values = Record<string, string | boolean>;
 function initialValues(parameters: Record<string, IParameter>): Values {
   const values: Values = {};
   for (const [name, p] of Object.entries(parameters)) {
+    // numbers and literals as the notebook writes them ("1.0", "[0.1, 1.0]"), not as JSON.stringify does
     values[name] =
-      p.type === 'bool'
-        ? Boolean(p.value)
-        : p.type === 'str'
-          ? String(p.value ?? '')
-          : p.type === 'expression'
-            ? p.source ?? ''
-            : formatValue(p.value, p.type);
+      p.type === 'bool' ? Boolean(p.value) : p.type === 'str' ? String(p.value ?? '') : p.source ?? formatValue(p.value, p.type);
   }
   return values;
 }
