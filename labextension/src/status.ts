@@ -73,10 +73,13 @@ export function useElapsed(since?: string | null): number | null {
   return since ? Math.max(0, (now - new Date(since).getTime()) / 1000) : null;
 }
 
-/** A parameter value as Python would write it (a float keeps its ".0"). */
+/** A parameter value as Python would write it: True, None, a float keeps its ".0". */
 export function formatValue(value: unknown, type?: string): string {
   if (type === 'float' && typeof value === 'number' && Number.isInteger(value)) {
     return value.toFixed(1);
+  }
+  if (typeof value === 'boolean' || value === null) {
+    return value === null ? 'None' : value ? 'True' : 'False';
   }
   return typeof value === 'string' ? value : JSON.stringify(value);
 }

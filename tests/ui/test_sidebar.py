@@ -171,6 +171,7 @@ def test_debug_a_failed_step(lab, page):
     page.locator(f"{SIDEBAR} .jp-flow-load").click()
     message = page.locator(f"{SIDEBAR} .jp-flow-failure .jp-flow-message")
     message.filter(has_text="Loaded into kernel").wait_for(timeout=60_000)
+    loaded = message.inner_text()
     shot(page, "4-debug-loaded")
 
     # "Insert failing cell" adds a cell the pipeline skips: the DAG does not change on save
@@ -198,12 +199,17 @@ def test_debug_a_failed_step(lab, page):
     assert viewer.locator(".jp-InputPrompt", has_text="[").count() >= 2
     assert viewer.locator(".cm-content").count() >= 2
     assert "_jf." not in viewer.inner_text()
-    assert viewer.locator(".cm-content[contenteditable='true']").count() == 0
+    assert viewer.locator(".cm-editor").count() >= 2 and viewer.locator(".cm-editor:not(.jp-mod-readOnly)").count() == 0
+    code = viewer.locator(".cm-content").last
+    before = code.inner_text()
+    code.click()
+    page.keyboard.type("typed")
+    assert code.inner_text() == before
     page.screenshot(path=str(SHOTS / "5-executed-notebook-lab.png"))
 
     artifacts = lab.api(f"jupyter-flow/api/runs/{run_id}/tasks/{step}/0/artifacts")
     names = sorted(artifacts["failure"]["variables"])
-    assert names and all(n in message.inner_text() for n in names)
+    assert names and all(n in loaded for n in names)
     client = kernel_client(lab, "debug_failure.ipynb")
     try:
         reply = client.execute_interactive(
