@@ -7,6 +7,8 @@ import { flowIcon } from './icons';
 
 /** Cells jupyter_flow adds to a step notebook (load inputs, save outputs): not the user's code. */
 const GENERATED = ['begin', 'finish'];
+/** papermill's "An Exception was encountered" banners: the error is shown in the failing cell. */
+const PAPERMILL_BANNER = 'papermill-error-cell-tag';
 
 /** nbformat allows a cell's source as one string or a list of lines. */
 export function sourceOf(cell: any): string {
@@ -26,6 +28,7 @@ export function notebookViewer(
 ): MainAreaWidget {
   const cells = (notebook.cells ?? [])
     .filter((c: any) => !GENERATED.includes(c.metadata?.jupyter_flow?.role))
+    .filter((c: any) => !(c.metadata?.tags ?? []).includes(PAPERMILL_BANNER))
     .map((c: any) => ({ ...c, metadata: { ...c.metadata, editable: false, deletable: false } }));
   const model = new NotebookModel();
   model.fromJSON({ ...notebook, cells });

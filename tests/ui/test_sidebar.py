@@ -198,7 +198,7 @@ def test_debug_a_failed_step(lab, page):
     # rendered as a notebook (prompts, highlighted code), without the generated cells
     assert viewer.locator(".jp-InputPrompt", has_text="[").count() >= 2
     assert viewer.locator(".cm-content").count() >= 2
-    assert "_jf." not in viewer.inner_text()
+    assert "_jf." not in viewer.inner_text() and "An Exception was encountered" not in viewer.inner_text()
     assert viewer.locator(".cm-editor").count() >= 2 and viewer.locator(".cm-editor:not(.jp-mod-readOnly)").count() == 0
     code = viewer.locator(".cm-content").last
     before = code.inner_text()
