@@ -18,29 +18,35 @@ export interface ITaskActions {
   revealStep: (step: string) => void;
 }
 
-function ValueTable(props: { title: string; values: Record<string, IValueInfo> }): JSX.Element | null {
-  const entries = Object.entries(props.values ?? {});
-  if (!entries.length) {
-    return null;
-  }
-  return (
+/** A captioned table of name -> cells (nothing when empty). */
+export function NameTable(props: { title: string; rows: [string, React.ReactNode[]][] }): JSX.Element | null {
+  return props.rows.length ? (
     <table className="jp-flow-values">
       <caption>{props.title}</caption>
       <tbody>
-        {entries.map(([name, v]) => (
+        {props.rows.map(([name, cells]) => (
           <tr key={name}>
             <th>{name}</th>
-            <td className="jp-flow-dim">{v.type}</td>
-            <td>
-              <div className="jp-flow-preview">
-                {typeof v.preview === 'string' ? v.preview : JSON.stringify(v.preview)}
-              </div>
-            </td>
+            {cells.map((cell, i) => (
+              <td key={i}>{cell}</td>
+            ))}
           </tr>
         ))}
       </tbody>
     </table>
-  );
+  ) : null;
+}
+
+/** Saved values: type and preview (computed when saved; nothing is unpickled). */
+function ValueTable(props: { title: string; values: Record<string, IValueInfo> }): JSX.Element | null {
+  const rows = Object.entries(props.values ?? {}).map(([name, v]): [string, React.ReactNode[]] => [
+    name,
+    [
+      <span className="jp-flow-dim">{v.type}</span>,
+      <div className="jp-flow-preview">{typeof v.preview === 'string' ? v.preview : JSON.stringify(v.preview)}</div>
+    ]
+  ]);
+  return <NameTable title={props.title} rows={rows} />;
 }
 
 /** The code of the cell that raised, as it ran (from the executed step notebook). */

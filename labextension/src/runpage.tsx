@@ -7,8 +7,8 @@ import { FlowApi, IDag, IRun } from './api';
 import { DagView } from './dagview';
 import { RunFollower } from './follow';
 import { flowIcon } from './icons';
-import { ITaskActions, RunDetail } from './rundetail';
-import { formatNumber, stepStates } from './status';
+import { ITaskActions, NameTable, RunDetail } from './rundetail';
+import { formatNumber, formatValue, stepStates } from './status';
 
 /** A run's DAG as recorded with it, when its notebook is no longer readable. */
 function recordedDag(run: IRun & { steps?: { name: string; prev: string[] }[] }): IDag {
@@ -63,20 +63,11 @@ class RunPageModel extends VDomModel {
 }
 
 function Table(props: { title: string; values: Record<string, unknown> }): JSX.Element | null {
-  const entries = Object.entries(props.values ?? {});
-  return entries.length ? (
-    <table className="jp-flow-values">
-      <caption>{props.title}</caption>
-      <tbody>
-        {entries.map(([k, v]) => (
-          <tr key={k}>
-            <th>{k}</th>
-            <td>{typeof v === 'number' ? formatNumber(v) : JSON.stringify(v)}</td>
-          </tr>
-        ))}
-      </tbody>
-    </table>
-  ) : null;
+  const rows = Object.entries(props.values ?? {}).map(([k, v]): [string, React.ReactNode[]] => [
+    k,
+    [typeof v === 'number' ? formatNumber(v) : formatValue(v)]
+  ]);
+  return <NameTable title={props.title} rows={rows} />;
 }
 
 /** One run in full, in the main area (like jupyter-scheduler's job page): DAG, parameters,
