@@ -85,6 +85,13 @@ def test_run_quickstart_from_the_sidebar(lab, page):
     assert page.locator(f"{SIDEBAR} input[name='test_size']").input_value() == "0.25"
     page.locator(f"{SIDEBAR} .jp-HTMLSelect select").select_option("local")
     shot(page, "1-quickstart-dag")
+    # too wide for the default sidebar: drawn at the smallest readable size; a wider sidebar draws it bigger
+    view = node_boxes(page)
+    assert all(n["font"] >= 11 for n in view["nodes"]), view
+    widen_sidebar(page)
+    page.wait_for_function("k => Number(document.querySelector('#jupyter-flow-sidebar .jp-flow-dag').dataset.scale) > k",
+                           arg=view["scale"], timeout=10_000)
+    shot(page, "1-quickstart-dag-wide")
 
     page.evaluate(WATCH_NODES)
     responses = []
@@ -330,6 +337,15 @@ def node_boxes(page):
     }""")
 
 
+def widen_sidebar(page, by=300):
+    handle = page.locator("#jp-main-split-panel > .lm-SplitPanel-handle:not(.lm-mod-hidden)").first
+    box = handle.bounding_box()
+    page.mouse.move(box["x"] + 2, box["y"] + 300)
+    page.mouse.down()
+    page.mouse.move(box["x"] + by, box["y"] + 300, steps=5)
+    page.mouse.up()
+
+
 def inside(inner, outer, slack=1):
     return (inner[0] >= outer[0] - slack and inner[1] >= outer[1] - slack
             and inner[2] <= outer[2] + slack and inner[3] <= outer[3] + slack)
@@ -349,16 +365,6 @@ def test_a_dag_you_can_read(lab, page):
     assert "succeeded" in page.locator(f"{SIDEBAR} .jp-flow-legend").inner_text()
     shot(page, "7-sweep-dag-narrow")
 
-    # a wider sidebar draws a bigger graph
-    handle = page.locator("#jp-main-split-panel > .lm-SplitPanel-handle:not(.lm-mod-hidden)").first
-    box = handle.bounding_box()
-    page.mouse.move(box["x"] + 2, box["y"] + 300)
-    page.mouse.down()
-    page.mouse.move(box["x"] + 300, box["y"] + 300, steps=5)
-    page.mouse.up()
-    page.wait_for_function("k => Number(document.querySelector('#jupyter-flow-sidebar .jp-flow-dag').dataset.scale) > k",
-                           arg=view["scale"], timeout=10_000)
-    shot(page, "7-sweep-dag-wide")
     # zoom in, zoom out, fit
     scale = lambda: float(page.locator(f"{SIDEBAR} .jp-flow-dag").get_attribute("data-scale"))  # noqa: E731
     fit = scale()
