@@ -100,6 +100,7 @@ export class FlowModel extends VDomModel {
 
   setAllUsers(all: boolean): void {
     this.allUsers = all;
+    this.stateChanged.emit();
     void this.refreshRuns();
   }
 
