@@ -239,6 +239,7 @@ export function RunDetail(props: IRunDetailProps): JSX.Element {
                 <tr
                   className={`jp-flow-taskrow${open ? ' jp-mod-selected' : ''}`}
                   data-step={task.step}
+                  data-index={task.index}
                   data-status={task.status}
                   tabIndex={0}
                   aria-expanded={open}
