@@ -111,7 +111,9 @@ class LogStreamHandler(StreamHandler):
     async def get(self, run_id, step, index):
         index = int(index)
         sent = {"chars": 0}
-        await self.call(self.service.get_run, run_id)  # 404 at once for a run that does not exist
+        run = await self.call(self.service.get_run, run_id)  # 404 at once for a run that does not exist
+        if step not in [s["name"] for s in run["steps"]]:
+            raise tornado.web.HTTPError(404, f"run {run_id} has no step {step!r}")
 
         def poll():
             store = self.service.store

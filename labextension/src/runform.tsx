@@ -46,6 +46,7 @@ export interface IRunFormProps {
   parameters: Record<string, IParameter>;
   executors: string[];
   defaultExecutor: string;
+  defaultScheduler?: string | null;
   busy: boolean;
   onRun: (options: IRunOptions) => void;
 }
@@ -116,7 +117,7 @@ export function RunForm(props: IRunFormProps): JSX.Element {
           <span className="jp-flow-paramname">scheduler</span>
           <input
             className="jp-mod-styled"
-            placeholder="tcp://host:8786"
+            placeholder={props.defaultScheduler ?? 'tcp://host:8786'}
             value={scheduler}
             onChange={e => setScheduler(e.target.value)}
           />

@@ -75,6 +75,7 @@ export class FlowSidebar extends VDomRenderer<FlowModel> {
               parameters={m.dag.parameters}
               executors={m.info.executors}
               defaultExecutor={m.info.executor}
+              defaultScheduler={m.info.scheduler}
               busy={m.busy}
               onRun={options => this._actions.run(options)}
             />

@@ -62,9 +62,13 @@ async def test_a_running_tasks_log_arrives_while_it_runs(api, jp_fetch, root):
     assert logs[-1]["status"] == "succeeded" and events[-1][0] == "end"
 
 
-async def test_streams_of_unknown_runs_are_404(api):
+async def test_streams_of_unknown_runs_or_steps_are_404(api, wait_run):
     code, reply, _ = await api("runs/nope-123/events")
     assert code == 404 and "nope-123" in reply["message"]
+    _, started, _ = await api("runs", "POST", {"path": "linear.ipynb"})
+    await wait_run(started["id"])
+    code, reply, _ = await api(f"runs/{started['id']}/tasks/zzz/0/log/live")
+    assert code == 404 and "no step 'zzz'" in reply["message"]
 
 
 async def test_the_dag_of_unsaved_content(api, root):
