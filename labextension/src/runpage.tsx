@@ -62,11 +62,12 @@ class RunPageModel extends VDomModel {
   }
 }
 
-function Table(props: { title: string; values: Record<string, unknown> }): JSX.Element | null {
-  const rows = Object.entries(props.values ?? {}).map(([k, v]): [string, React.ReactNode[]] => [
-    k,
-    [typeof v === 'number' ? formatNumber(v) : formatValue(v)]
-  ]);
+function Table(props: {
+  title: string;
+  values: Record<string, unknown>;
+  format: (name: string, value: unknown) => string;
+}): JSX.Element | null {
+  const rows = Object.entries(props.values ?? {}).map(([k, v]): [string, React.ReactNode[]] => [k, [props.format(k, v)]]);
   return <NameTable title={props.title} rows={rows} />;
 }
 
@@ -97,8 +98,8 @@ class RunPage extends VDomRenderer<RunPageModel> {
             {m.dag && (
               <DagView dag={m.dag} states={stepStates(run.tasks)} selected={m.selectedStep} onSelect={s => m.select(s)} />
             )}
-            <Table title="parameters" values={run.parameters} />
-            <Table title="metrics" values={run.metrics ?? {}} />
+            <Table title="parameters" values={run.parameters} format={(k, v) => formatValue(v, m.dag?.parameters[k]?.type)} />
+            <Table title="metrics" values={run.metrics ?? {}} format={(_, v) => formatNumber(v)} />
           </div>
           <RunDetail
             run={run}
