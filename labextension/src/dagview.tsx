@@ -78,6 +78,18 @@ function layout(dag: IDag): ILayout {
   return { nodes, edges, box: { x, y, width: Math.max(...xs) + PAD - x, height: Math.max(...ys) + PAD - y } };
 }
 
+/** A smooth path through dagre's edge points: straight ends, rounded bends. */
+function curve(points: { x: number; y: number }[]): string {
+  const [first, ...rest] = points;
+  let d = `M${first.x},${first.y}`;
+  for (let i = 0; i < rest.length - 1; i++) {
+    const mid = { x: (rest[i].x + rest[i + 1].x) / 2, y: (rest[i].y + rest[i + 1].y) / 2 };
+    d += ` Q${rest[i].x},${rest[i].y} ${mid.x},${mid.y}`;
+  }
+  const last = rest[rest.length - 1] ?? first;
+  return `${d} L${last.x},${last.y}`;
+}
+
 interface IView {
   k: number;
   x: number;
@@ -193,15 +205,15 @@ export function DagView(props: IDagViewProps): JSX.Element {
         </defs>
         <g transform={`translate(${view.x},${view.y}) scale(${view.k})`}>
           {graph.edges.map(e => (
-            <polyline
+            <path
               key={`${e.from}->${e.to}`}
               className="jp-flow-edge"
               data-edge={`${e.from}->${e.to}`}
-              points={e.points.map(p => `${p.x},${p.y}`).join(' ')}
+              d={curve(e.points)}
               markerEnd="url(#jp-flow-arrow)"
             >
               <title>{e.names.length ? e.names.join(', ') : 'runs after'}</title>
-            </polyline>
+            </path>
           ))}
           {graph.nodes.map(n => {
             const state = props.states.get(n.name);
