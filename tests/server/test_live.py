@@ -1,5 +1,4 @@
 """Server-sent events: a run pushed as it changes, a running task's log as it grows."""
-import asyncio
 import json
 
 import nbformat

@@ -52,7 +52,7 @@ def test_a_colleagues_failed_remote_run(lab, remote, page):
     result = cli("run", lab.root / "debug_failure.ipynb", "--store", remote["store"], "--executor", "dask",
                  "--scheduler", remote["scheduler"], env={"JUPYTERHUB_USER": "colleague"})
     assert result.returncode != 0, result.stdout + result.stderr
-    theirs = lab.api(f"jupyter-flow/api/runs?user=colleague")["runs"][0]
+    theirs = lab.api("jupyter-flow/api/runs?user=colleague")["runs"][0]
     assert theirs["status"] == "failed" and theirs["executor"] == "dask"
 
     open_notebook(page, lab, "debug_failure.ipynb")

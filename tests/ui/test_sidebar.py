@@ -374,8 +374,7 @@ def test_a_dag_you_can_read(lab, page):
     shot(page, "7-sweep-dag-narrow")
 
     # zoom in, zoom out, fit
-    scale = lambda: float(page.locator(f"{SIDEBAR} .jp-flow-dag").get_attribute("data-scale"))  # noqa: E731
-    fit = scale()
+    fit = float(page.locator(f"{SIDEBAR} .jp-flow-dag").get_attribute("data-scale"))
     page.locator(f"{SIDEBAR} .jp-flow-zoomin").click()
     page.wait_for_function("k => Number(document.querySelector('#jupyter-flow-sidebar .jp-flow-dag').dataset.scale) > k", arg=fit)
     page.locator(f"{SIDEBAR} .jp-flow-fit").click()
