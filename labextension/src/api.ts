@@ -108,9 +108,17 @@ export class ApiError extends Error {
   }
 }
 
+/** One server stream of a run, shared by everything that shows that run. */
+interface ISharedRun {
+  listeners: Set<(run: IRun) => void>;
+  last: IRun | null;
+  close: () => void;
+}
+
 /** Client of /jupyter-flow/api/. Live state arrives as server-sent events (`stream`), never by polling. */
 export class FlowApi {
   private _settings = ServerConnection.makeSettings();
+  private _runs = new Map<string, ISharedRun>();
 
   private url(endpoint: string): string {
     return URLExt.join(this._settings.baseUrl, 'jupyter-flow/api', endpoint);
@@ -157,9 +165,37 @@ export class FlowApi {
     return this.post('dag/live', { path, content });
   }
 
-  /** `run` events: the run with its tasks each time it changes, until it ends. */
+  /**
+   * `run` events: the run with its tasks each time it changes, until it ends. Every listener of a
+   * run shares one stream (a browser opens few connections per server), and a new one gets the
+   * latest state at once.
+   */
   runEvents(id: string, on: (run: IRun) => void): () => void {
-    return this.stream(`runs/${encodeURIComponent(id)}/events`, (_, run) => on(run), ['run']);
+    let entry = this._runs.get(id);
+    if (!entry) {
+      const shared: ISharedRun = { listeners: new Set(), last: null, close: () => undefined };
+      shared.close = this.stream(
+        `runs/${encodeURIComponent(id)}/events`,
+        (_, run) => {
+          shared.last = run;
+          shared.listeners.forEach(listener => listener(run));
+        },
+        ['run']
+      );
+      this._runs.set(id, (entry = shared));
+    }
+    const shared = entry;
+    shared.listeners.add(on);
+    if (shared.last) {
+      on(shared.last);
+    }
+    return () => {
+      shared.listeners.delete(on);
+      if (!shared.listeners.size) {
+        shared.close();
+        this._runs.delete(id);
+      }
+    };
   }
 
   /** `log` events: what the task printed since the last one, while it runs and when it ended. */

@@ -130,6 +130,8 @@ def test_run_quickstart_from_the_sidebar(lab, page):
     runpage.locator(".jp-flow-taskrow[data-step='evaluate']").click()
     runpage.locator(".jp-flow-log", has_text="accuracy").wait_for(timeout=20_000)
     page.screenshot(path=str(SHOTS / "2-run-page-lab.png"))
+    # the sidebar, the notification's watcher and the run page share one stream of the run
+    assert len([r for r in responses if r[0].endswith(f"/runs/{run_id}/events")]) == 1, responses
 
     for theme in ("JupyterLab Dark", "JupyterLab Light"):
         set_theme(page, theme)
