@@ -121,9 +121,10 @@ class Flow:
         return "\n".join(lines)
 
 
-def build_flow(path: str | Path) -> Flow:
-    """Read the notebook at `path` and infer its DAG. Raises FlowError naming the cell at fault."""
-    nb = notebook.read(path)
+def build_flow(path: str | Path, raw: dict | None = None) -> Flow:
+    """Read the notebook at `path` (or take its content as `raw`, e.g. unsaved edits) and infer its DAG.
+    Raises FlowError naming the cell at fault."""
+    nb = notebook.read(path) if raw is None else notebook.parse(raw, Path(path))
     if not nb.python:  # papermill's way: one step, the notebook as it is, never cached (we cannot see its reads)
         main = Step("main", nb.steps["main"].cells, [], {"cache": False})
         return Flow(name=nb.name, path=Path(path).resolve(), kernel=nb.kernel, notebook=nb, parameters={},

@@ -24,5 +24,5 @@ class JupyterFlow(Configurable):
         None, allow_none=True, config=True, help="Parallel tasks per run (default: cores)."
     )
     poll_interval_ms = Integer(
-        400, config=True, help="How often the sidebar polls a live run, in milliseconds."
+        400, config=True, help="How often a live stream re-reads the store for runs this server did not start, in milliseconds."
     )

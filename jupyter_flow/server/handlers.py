@@ -167,14 +167,17 @@ ROUTES = [
 
 
 def setup_handlers(serverapp) -> None:
+    from . import live
+
     web_app = serverapp.web_app
     config = JupyterFlow(config=serverapp.config, parent=serverapp)
     cm = serverapp.contents_manager
+    events = web_app.settings["jupyter_flow_events"] = live.RunEvents()
     web_app.settings["jupyter_flow"] = FlowService(
-        config, serverapp.root_dir, allow_hidden=getattr(cm, "allow_hidden", False)
+        config, serverapp.root_dir, allow_hidden=getattr(cm, "allow_hidden", False), on_event=events.notify
     )
     base = url_path_join(web_app.settings["base_url"], API_PREFIX)
     web_app.add_handlers(
-        ".*$", [(url_path_join(base, pattern) + "/?$", handler) for pattern, handler in ROUTES]
+        ".*$", [(url_path_join(base, pattern) + "/?$", handler) for pattern, handler in live.ROUTES + ROUTES]
     )
     serverapp.log.info("jupyter_flow: REST API at %s (store: %s)", base, config.store or "default")

@@ -17,8 +17,9 @@ TASK_FILES = {"log": "log.txt", "notebook": "output.ipynb"}
 
 
 class FlowService:
-    def __init__(self, config, root_dir: str, allow_hidden: bool = False):
+    def __init__(self, config, root_dir: str, allow_hidden: bool = False, on_event=None):
         self.config = config
+        self.on_event = on_event  # the runtime's reports on runs started here (live.RunEvents.notify)
         self.root_dir = os.path.abspath(root_dir)
         self.allow_hidden = allow_hidden
         self._store = None
@@ -45,6 +46,7 @@ class FlowService:
             "executor": executor or self.config.executor,
             "scheduler": scheduler or self.config.scheduler,
             "max_workers": self.config.max_workers,
+            "on_event": self.on_event,
         }
 
     # -- reads ---------------------------------------------------------------------------------
@@ -61,10 +63,13 @@ class FlowService:
             "poll_interval_ms": self.config.poll_interval_ms,
         }
 
-    def dag(self, api_path: str) -> dict:
+    def dag(self, api_path: str, content: dict | None = None) -> dict:
+        """The DAG of the notebook saved at `api_path`, or of `content` (its unsaved state) if given."""
         from jupyter_flow.dag import build_flow
 
-        out = build_flow(self.notebook(api_path)).to_json()
+        if content is not None and not isinstance(content.get("cells"), list):
+            raise FlowError("'content' must be a notebook (a JSON object with a 'cells' list)")
+        out = build_flow(self.notebook(api_path), content).to_json()
         out["path"] = api_path
         return out
 

@@ -85,13 +85,12 @@ export interface IServerInfo {
   executor: string;
   scheduler?: string | null;
   executors: string[];
-  poll_interval_ms: number;
 }
 
 export interface IArtifacts {
   inputs: Record<string, IValueInfo>;
   outputs: Record<string, IValueInfo>;
-  failure: Record<string, unknown> | null;
+  failure: { variables: Record<string, IValueInfo>; unpicklable: Record<string, unknown> } | null;
 }
 
 export interface IRunOptions {
@@ -109,36 +108,44 @@ export class ApiError extends Error {
   }
 }
 
-/** Client of /jupyter-flow/api/. GETs revalidate with ETags, so polling costs a 304 when idle. */
+/** One server stream of a run, shared by everything that shows that run. */
+interface ISharedRun {
+  listeners: Set<(run: IRun) => void>;
+  last: IRun | null;
+  close: () => void;
+}
+
+/** Client of /jupyter-flow/api/. Live state arrives as server-sent events (`stream`), never by polling. */
 export class FlowApi {
   private _settings = ServerConnection.makeSettings();
-  private _etags = new Map<string, { etag: string; data: unknown }>();
+  private _runs = new Map<string, ISharedRun>();
+
+  private url(endpoint: string): string {
+    return URLExt.join(this._settings.baseUrl, 'jupyter-flow/api', endpoint);
+  }
 
   async request<T>(endpoint: string, init: RequestInit = {}): Promise<T> {
-    const url = URLExt.join(this._settings.baseUrl, 'jupyter-flow/api', endpoint);
-    const cached = this._etags.get(url);
-    const headers = new Headers(init.headers);
-    if (cached && !init.method) {
-      headers.set('If-None-Match', cached.etag);
-    }
-    const response = await ServerConnection.makeRequest(
-      url,
-      { ...init, headers },
-      this._settings
-    );
-    if (response.status === 304 && cached) {
-      return cached.data as T;
-    }
+    const response = await ServerConnection.makeRequest(this.url(endpoint), init, this._settings);
     const text = await response.text();
     const data = text ? JSON.parse(text) : null;
     if (!response.ok) {
       throw new ApiError(data?.message ?? response.statusText, response.status);
     }
-    const etag = response.headers.get('Etag');
-    if (etag && !init.method) {
-      this._etags.set(url, { etag, data });
-    }
     return data as T;
+  }
+
+  /**
+   * Listen to a server-sent-event stream: `on(name, data)` for each event, until the server says
+   * `end` or the returned function is called. The browser reconnects by itself after a network error.
+   */
+  stream(endpoint: string, on: (event: string, data: any) => void, names: string[]): () => void {
+    const token = this._settings.token;
+    const source = new EventSource(this.url(endpoint) + (token ? `?token=${encodeURIComponent(token)}` : ''));
+    for (const name of names) {
+      source.addEventListener(name, e => on(name, JSON.parse((e as MessageEvent).data)));
+    }
+    source.addEventListener('end', () => source.close());
+    return () => source.close();
   }
 
   private post<T>(endpoint: string, body: unknown): Promise<T> {
@@ -151,6 +158,49 @@ export class FlowApi {
 
   dag(path: string): Promise<IDag> {
     return this.request(`dag?path=${encodeURIComponent(path)}`);
+  }
+
+  /** The DAG of a notebook's unsaved content. */
+  liveDag(path: string, content: unknown): Promise<IDag> {
+    return this.post('dag/live', { path, content });
+  }
+
+  /**
+   * `run` events: the run with its tasks each time it changes, until it ends. Every listener of a
+   * run shares one stream (a browser opens few connections per server), and a new one gets the
+   * latest state at once.
+   */
+  runEvents(id: string, on: (run: IRun) => void): () => void {
+    let entry = this._runs.get(id);
+    if (!entry) {
+      const shared: ISharedRun = { listeners: new Set(), last: null, close: () => undefined };
+      shared.close = this.stream(
+        `runs/${encodeURIComponent(id)}/events`,
+        (_, run) => {
+          shared.last = run;
+          shared.listeners.forEach(listener => listener(run));
+        },
+        ['run']
+      );
+      this._runs.set(id, (entry = shared));
+    }
+    const shared = entry;
+    shared.listeners.add(on);
+    if (shared.last) {
+      on(shared.last);
+    }
+    return () => {
+      shared.listeners.delete(on);
+      if (!shared.listeners.size) {
+        shared.close();
+        this._runs.delete(id);
+      }
+    };
+  }
+
+  /** `log` events: what the task printed since the last one, while it runs and when it ended. */
+  logEvents(task: ITask, on: (text: string) => void): () => void {
+    return this.stream(`${this.taskUrl(task, 'log')}/live`, (_, data) => on(data.text), ['log']);
   }
 
   async runs(query: { flow?: string; user?: string; limit?: number }): Promise<IRun[]> {
@@ -177,10 +227,6 @@ export class FlowApi {
 
   private taskUrl(task: ITask, what: string): string {
     return `runs/${encodeURIComponent(task.run_id)}/tasks/${task.step}/${task.index}/${what}`;
-  }
-
-  async log(task: ITask): Promise<string> {
-    return (await this.request<{ text: string }>(this.taskUrl(task, 'log'))).text;
   }
 
   artifacts(task: ITask): Promise<IArtifacts> {

@@ -45,9 +45,15 @@ export async function loadIntoKernel(panel: NotebookPanel, task: ITask, store: s
   return text.slice(1, -1).split(',').filter(Boolean);
 }
 
-/** Put the failing cell's source (as it ran) below the active cell, ready to edit and re-run. */
+/**
+ * Put the failing cell's source (as it ran) below the active cell, ready to edit and re-run. It is
+ * tagged `skip`: a scratch cell for debugging, which the pipeline leaves out (untagged, it would
+ * silently join the step above it) until the user tags it otherwise.
+ */
 export function insertFailingCell(panel: NotebookPanel, source: string): void {
   const notebook = panel.content;
   NotebookActions.insertBelow(notebook);
-  notebook.activeCell?.model.sharedModel.setSource(source);
+  const cell = notebook.activeCell?.model;
+  cell?.sharedModel.setSource(source);
+  cell?.setMetadata('tags', ['skip']);
 }

@@ -1,11 +1,13 @@
 import { VDomModel } from '@jupyterlab/ui-components';
+import { ISignal, Signal } from '@lumino/signaling';
 
 import { ApiError, FlowApi, IDag, IRun, IRunOptions, IServerInfo } from './api';
+import { RunFollower } from './follow';
 import { VERSION } from './version';
 
 /**
- * What the sidebar shows for the active notebook: its DAG, its runs, the selected run (polled
- * while it is running, revalidated with ETags) and the last message for the user.
+ * What the sidebar shows for the active notebook: its DAG (of the saved file, or of the unsaved
+ * edits), its runs, the selected run (pushed by the server while it runs) and the last message.
  */
 export class FlowModel extends VDomModel {
   readonly api = new FlowApi();
@@ -13,13 +15,23 @@ export class FlowModel extends VDomModel {
   path: string | null = null;
   dag: IDag | null = null;
   runs: IRun[] = [];
-  run: IRun | null = null;
   allUsers = false;
   selectedStep: string | null = null;
   busy = false;
   message = '';
-  private _timer: number | null = null;
-  private _follow = 0;
+  private _run = new RunFollower(this.api);
+  private _finished = new Signal<this, IRun>(this);
+
+  constructor() {
+    super();
+    this._run.changed.connect(() => this.stateChanged.emit());
+    this._run.ended.connect(() => void this.refreshRuns());
+  }
+
+  /** A run started or resumed from this browser ended. */
+  get finished(): ISignal<this, IRun> {
+    return this._finished;
+  }
 
   async connect(): Promise<void> {
     try {
@@ -88,6 +100,7 @@ export class FlowModel extends VDomModel {
 
   setAllUsers(all: boolean): void {
     this.allUsers = all;
+    this.stateChanged.emit();
     void this.refreshRuns();
   }
 
@@ -96,52 +109,16 @@ export class FlowModel extends VDomModel {
     this.stateChanged.emit();
   }
 
-  /** Show a run and keep it fresh until it ends. */
+  /** Show a run, kept fresh by the server's pushed events until it ends. */
   select(id: string | null): void {
-    this._follow += 1;
-    if (this._timer !== null) {
-      window.clearTimeout(this._timer);
-      this._timer = null;
-    }
-    if (!id) {
-      this.run = null;
-      this.stateChanged.emit();
-      return;
-    }
     if (this.run?.id !== id) {
-      this.run = null;
       this.selectedStep = null;
     }
-    void this.poll(id, this._follow);
+    this._run.follow(id);
   }
 
-  private async poll(id: string, follow: number): Promise<void> {
-    let run: IRun;
-    try {
-      run = await this.api.run(id);
-    } catch (e) {
-      this.fail(e);
-      if (follow === this._follow && this.run?.status === 'running') {
-        this._timer = window.setTimeout(() => void this.poll(id, follow), 2000); // keep following
-      }
-      return;
-    }
-    if (follow !== this._follow) {
-      return; // another run was selected meanwhile
-    }
-    const changed = run !== this.run;
-    const ended = this.run?.status === 'running' && run.status !== 'running';
-    this.run = run;
-    if (changed) {
-      this.stateChanged.emit();
-    }
-    if (ended) {
-      void this.refreshRuns();
-    }
-    if (run.status === 'running') {
-      const delay = this.info?.poll_interval_ms ?? 400;
-      this._timer = window.setTimeout(() => void this.poll(id, follow), delay);
-    }
+  get run(): IRun | null {
+    return this._run.run;
   }
 
   async start(options: IRunOptions): Promise<void> {
@@ -161,12 +138,18 @@ export class FlowModel extends VDomModel {
     return this.launch(() => this.api.resume(run.id, options));
   }
 
-  /** Start or resume a run, then show it and follow it live. */
+  /** Start or resume a run, then show it and follow it live; tell `finished` when it ends. */
   private async launch(request: () => Promise<{ id: string }>): Promise<void> {
     try {
       const { id } = await request();
       await this.refreshRuns();
       this.select(id);
+      const watch = new RunFollower(this.api);
+      watch.ended.connect((_, run) => {
+        this._finished.emit(run);
+        watch.dispose();
+      });
+      watch.follow(id);
     } catch (e) {
       this.fail(e);
     }
@@ -185,8 +168,26 @@ export class FlowModel extends VDomModel {
     return this.runs.find(r => r.status === 'failed' || r.status === 'crashed');
   }
 
+  /** Show the DAG of the notebook's unsaved content (the saved file's stays on a parse error). */
+  async edited(content: unknown): Promise<void> {
+    const path = this.path;
+    if (!path) {
+      return;
+    }
+    try {
+      const dag = await this.api.liveDag(path, content);
+      if (path === this.path) {
+        this.dag = dag;
+        this.message = '';
+      }
+    } catch (e) {
+      this.message = (e as Error).message;
+    }
+    this.stateChanged.emit();
+  }
+
   dispose(): void {
-    this.select(null);
+    this._run.dispose();
     super.dispose();
   }
 }

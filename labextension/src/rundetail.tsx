@@ -1,42 +1,52 @@
 import { Button } from '@jupyterlab/ui-components';
 import * as React from 'react';
 
-import { FINAL, FlowApi, IArtifacts, IRun, ITask, IValueInfo } from './api';
+import { FINAL, FlowApi, IArtifacts, IRun, IRunOptions, ITask, IValueInfo } from './api';
 import { StatusChip } from './runlist';
-import { formatDuration, formatNumber, formatTime } from './status';
+import { formatDuration, formatNumber, formatTime, useElapsed } from './status';
 import { sourceOf } from './viewer';
 
+/** What the views can ask of the application (the notebook, its kernel, the main area). */
 export interface ITaskActions {
   load: (task: ITask) => Promise<string[]>;
   insert: (source: string) => void;
   openNotebook: (task: ITask) => void;
   resume: (run: IRun) => void;
   cancel: (run: IRun) => void;
+  run: (options: IRunOptions) => void;
+  openRun: (id: string) => void;
+  revealStep: (step: string) => void;
 }
 
-function ValueTable(props: { title: string; values: Record<string, IValueInfo> }): JSX.Element | null {
-  const entries = Object.entries(props.values ?? {});
-  if (!entries.length) {
-    return null;
-  }
-  return (
+/** A captioned table of name -> cells (nothing when empty). */
+export function NameTable(props: { title: string; rows: [string, React.ReactNode[]][] }): JSX.Element | null {
+  return props.rows.length ? (
     <table className="jp-flow-values">
       <caption>{props.title}</caption>
       <tbody>
-        {entries.map(([name, v]) => (
+        {props.rows.map(([name, cells]) => (
           <tr key={name}>
             <th>{name}</th>
-            <td className="jp-flow-dim">{v.type}</td>
-            <td>
-              <div className="jp-flow-preview">
-                {typeof v.preview === 'string' ? v.preview : JSON.stringify(v.preview)}
-              </div>
-            </td>
+            {cells.map((cell, i) => (
+              <td key={i}>{cell}</td>
+            ))}
           </tr>
         ))}
       </tbody>
     </table>
-  );
+  ) : null;
+}
+
+/** Saved values: type and preview (computed when saved; nothing is unpickled). */
+function ValueTable(props: { title: string; values: Record<string, IValueInfo> }): JSX.Element | null {
+  const rows = Object.entries(props.values ?? {}).map(([name, v]): [string, React.ReactNode[]] => [
+    name,
+    [
+      <span className="jp-flow-dim">{v.type}</span>,
+      <div className="jp-flow-preview">{typeof v.preview === 'string' ? v.preview : JSON.stringify(v.preview)}</div>
+    ]
+  ]);
+  return <NameTable title={props.title} rows={rows} />;
 }
 
 /** The code of the cell that raised, as it ran (from the executed step notebook). */
@@ -56,8 +66,16 @@ function useFailingSource(api: FlowApi, task: ITask): string {
 }
 
 /** Actions worth having when the task failed: load its state, insert its cell, resume the run. */
-function FailureBox(props: { task: ITask; run: IRun; api: FlowApi; actions: ITaskActions }): JSX.Element {
+function FailureBox(props: {
+  task: ITask;
+  run: IRun;
+  api: FlowApi;
+  actions: ITaskActions;
+  artifacts: IArtifacts | null;
+}): JSX.Element {
   const { task, run, actions } = props;
+  const traceback = task.error?.traceback;
+  const snapshot = props.artifacts?.failure;
   const source = useFailingSource(props.api, task);
   const [message, setMessage] = React.useState('');
   const load = async () => {
@@ -83,6 +101,21 @@ function FailureBox(props: { task: ITask; run: IRun; api: FlowApi; actions: ITas
         {task.error?.type}: {task.error?.message}
       </div>
       {source && <pre className="jp-flow-cell">{source}</pre>}
+      {traceback && (
+        <details className="jp-flow-traceback" open>
+          <summary>Traceback</summary>
+          <pre>{Array.isArray(traceback) ? traceback.join('\n') : traceback}</pre>
+        </details>
+      )}
+      {snapshot && (
+        <ValueTable
+          title={`variables at the failure (${Object.keys(snapshot.variables).length}; "Load into kernel" sets them)`}
+          values={snapshot.variables}
+        />
+      )}
+      {snapshot && Object.keys(snapshot.unpicklable ?? {}).length > 0 && (
+        <div className="jp-flow-dim">not saved (cannot be pickled): {Object.keys(snapshot.unpicklable).join(', ')}</div>
+      )}
       <div className="jp-flow-actions">
         <Button className="jp-flow-load jp-flow-primary" onClick={load}>
           Load into kernel
@@ -99,15 +132,25 @@ function FailureBox(props: { task: ITask; run: IRun; api: FlowApi; actions: ITas
   );
 }
 
-function TaskDetail(props: { task: ITask; run: IRun; api: FlowApi; actions: ITaskActions }): JSX.Element {
-  const { task, api } = props;
+/** A task's log: streamed while the task runs, the whole file once it has ended. */
+function useLog(api: FlowApi, task: ITask): string {
   const [log, setLog] = React.useState('');
-  const [artifacts, setArtifacts] = React.useState<IArtifacts | null>(null);
+  const started = task.status !== 'queued';
   React.useEffect(() => {
-    if (task.status === 'queued') {
+    setLog('');
+    if (!started) {
       return;
     }
-    api.log(task).then(setLog, () => setLog(''));
+    return api.logEvents(task, text => setLog(old => old + text));
+  }, [task.run_id, task.step, task.index, task.attempt, started]);
+  return log;
+}
+
+function TaskDetail(props: { task: ITask; run: IRun; api: FlowApi; actions: ITaskActions }): JSX.Element {
+  const { task, api } = props;
+  const log = useLog(api, task);
+  const [artifacts, setArtifacts] = React.useState<IArtifacts | null>(null);
+  React.useEffect(() => {
     if (FINAL.has(task.status)) {
       api.artifacts(task).then(setArtifacts, () => setArtifacts(null));
     }
@@ -115,7 +158,7 @@ function TaskDetail(props: { task: ITask; run: IRun; api: FlowApi; actions: ITas
   const failed = task.status === 'failed' || task.status === 'timed_out';
   return (
     <div className="jp-flow-taskdetail">
-      {failed && <FailureBox task={task} run={props.run} api={api} actions={props.actions} />}
+      {failed && <FailureBox task={task} run={props.run} api={api} actions={props.actions} artifacts={artifacts} />}
       <div className="jp-flow-dim">
         {formatTime(task.started)} · attempt {task.attempt} {task.host ? `· ${task.host}` : ''}
       </div>
@@ -126,9 +169,19 @@ function TaskDetail(props: { task: ITask; run: IRun; api: FlowApi; actions: ITas
       )}
       {artifacts && <ValueTable title="inputs" values={artifacts.inputs} />}
       {artifacts && <ValueTable title="outputs" values={artifacts.outputs} />}
-      {log && <pre className="jp-flow-log">{log}</pre>}
+      {task.status !== 'queued' && (
+        <pre className="jp-flow-log" data-status={task.status}>
+          {log || (task.status === 'running' ? '(nothing printed yet)' : '(no output)')}
+        </pre>
+      )}
     </div>
   );
+}
+
+/** A task's duration, or the time since it started while it runs. */
+function Duration(props: { task: ITask }): JSX.Element {
+  const elapsed = useElapsed(props.task.status === 'running' ? props.task.started : null);
+  return <>{formatDuration(props.task.status === 'running' ? elapsed : props.task.duration)}</>;
 }
 
 export interface IRunDetailProps {
@@ -137,6 +190,7 @@ export interface IRunDetailProps {
   selectedStep: string | null;
   onSelectStep: (step: string | null) => void;
   actions: ITaskActions;
+  onOpenPage?: () => void;
 }
 
 /** One run: its status, parameters, and every task with duration, attempts, log and artifacts. */
@@ -148,6 +202,11 @@ export function RunDetail(props: IRunDetailProps): JSX.Element {
       <div className="jp-flow-runhead">
         <StatusChip status={run.status} />
         <span className="jp-flow-runid">{run.id}</span>
+        {props.onOpenPage && (
+          <button className="jp-flow-openrun jp-flow-linkbutton" title="Open this run's page in the main area" onClick={props.onOpenPage}>
+            ↗ page
+          </button>
+        )}
         {run.status === 'running' && (
           <Button minimal className="jp-flow-cancel" onClick={() => props.actions.cancel(run)}>
             Cancel
@@ -180,14 +239,20 @@ export function RunDetail(props: IRunDetailProps): JSX.Element {
                 <tr
                   className={`jp-flow-taskrow${open ? ' jp-mod-selected' : ''}`}
                   data-step={task.step}
+                  data-index={task.index}
                   data-status={task.status}
+                  tabIndex={0}
+                  aria-expanded={open}
                   onClick={() => props.onSelectStep(open ? null : task.step)}
+                  onKeyDown={e => e.key === 'Enter' && props.onSelectStep(open ? null : task.step)}
                 >
                   <td>{task.index ? key : task.step}</td>
                   <td>
                     <StatusChip status={task.status} />
                   </td>
-                  <td className="jp-flow-dim jp-flow-nowrap">{formatDuration(task.duration)}</td>
+                  <td className="jp-flow-dim jp-flow-nowrap jp-flow-duration">
+                    <Duration task={task} />
+                  </td>
                   <td className="jp-flow-dim">{task.attempt > 1 ? `×${task.attempt}` : ''}</td>
                 </tr>
                 {open && (

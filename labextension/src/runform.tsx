@@ -1,21 +1,17 @@
-import { Button } from '@jupyterlab/ui-components';
+import { Button, HTMLSelect } from '@jupyterlab/ui-components';
 import * as React from 'react';
 
 import { IParameter, IRunOptions } from './api';
+import { formatValue } from './status';
 
 type Values = Record<string, string | boolean>;
 
 function initialValues(parameters: Record<string, IParameter>): Values {
   const values: Values = {};
   for (const [name, p] of Object.entries(parameters)) {
+    // numbers and literals as the notebook writes them ("1.0", "[0.1, 1.0]"), not as JSON.stringify does
     values[name] =
-      p.type === 'bool'
-        ? Boolean(p.value)
-        : p.type === 'str'
-          ? String(p.value ?? '')
-          : p.type === 'expression'
-            ? p.source ?? ''
-            : JSON.stringify(p.value);
+      p.type === 'bool' ? Boolean(p.value) : p.type === 'str' ? String(p.value ?? '') : p.source ?? formatValue(p.value, p.type);
   }
   return values;
 }
@@ -50,6 +46,7 @@ export interface IRunFormProps {
   parameters: Record<string, IParameter>;
   executors: string[];
   defaultExecutor: string;
+  defaultScheduler?: string | null;
   busy: boolean;
   onRun: (options: IRunOptions) => void;
 }
@@ -84,7 +81,9 @@ export function RunForm(props: IRunFormProps): JSX.Element {
     <form className="jp-flow-runform" onSubmit={submit}>
       {Object.entries(props.parameters).map(([name, p]) => (
         <label key={name} className="jp-flow-param">
-          <span title={p.type}>{name}</span>
+          <span className="jp-flow-paramname" title={`${name} (${p.type})`}>
+            {name}
+          </span>
           {p.type === 'bool' ? (
             <input
               type="checkbox"
@@ -104,21 +103,21 @@ export function RunForm(props: IRunFormProps): JSX.Element {
         </label>
       ))}
       <label className="jp-flow-param">
-        <span>executor</span>
-        <select className="jp-mod-styled" value={executor} onChange={e => setExecutor(e.target.value)}>
-          {props.executors.map(x => (
-            <option key={x} value={x}>
-              {x}
-            </option>
-          ))}
-        </select>
+        <span className="jp-flow-paramname">executor</span>
+        <HTMLSelect
+          className="jp-flow-executor"
+          value={executor}
+          onChange={e => setExecutor(e.target.value)}
+          options={props.executors}
+          aria-label="executor"
+        />
       </label>
       {executor === 'dask' && (
         <label className="jp-flow-param">
-          <span>scheduler</span>
+          <span className="jp-flow-paramname">scheduler</span>
           <input
             className="jp-mod-styled"
-            placeholder="tcp://host:8786"
+            placeholder={props.defaultScheduler ?? 'tcp://host:8786'}
             value={scheduler}
             onChange={e => setScheduler(e.target.value)}
           />

@@ -40,6 +40,12 @@ export class FlowSidebar extends VDomRenderer<FlowModel> {
     const run = m.run;
     const states = stepStates(run?.tasks);
     const total = m.dag?.steps.length ?? 0;
+    const select = (step: string | null) => {
+      m.selectStep(step);
+      if (step) {
+        this._actions.revealStep(step);
+      }
+    };
     const done = [...states.values()].filter(s => DONE_OK.has(s.status) && s.done === s.total).length;
     return (
       <div className="jp-flow-body">
@@ -60,7 +66,7 @@ export class FlowSidebar extends VDomRenderer<FlowModel> {
         ))}
         {m.dag && (
           <div className="jp-flow-dagbox">
-            <DagView dag={m.dag} states={states} selected={m.selectedStep} onSelect={s => m.selectStep(s)} />
+            <DagView dag={m.dag} states={states} selected={m.selectedStep} onSelect={select} />
           </div>
         )}
         {m.dag && m.info && (
@@ -69,8 +75,9 @@ export class FlowSidebar extends VDomRenderer<FlowModel> {
               parameters={m.dag.parameters}
               executors={m.info.executors}
               defaultExecutor={m.info.executor}
+              defaultScheduler={m.info.scheduler}
               busy={m.busy}
-              onRun={options => void m.start(options)}
+              onRun={options => this._actions.run(options)}
             />
           </Section>
         )}
@@ -80,8 +87,9 @@ export class FlowSidebar extends VDomRenderer<FlowModel> {
               run={run}
               api={m.api}
               selectedStep={m.selectedStep}
-              onSelectStep={s => m.selectStep(s)}
+              onSelectStep={select}
               actions={this._actions}
+              onOpenPage={() => this._actions.openRun(run.id)}
             />
           </Section>
         )}
@@ -89,6 +97,8 @@ export class FlowSidebar extends VDomRenderer<FlowModel> {
           <Section title="History" open={false}>
             <RunList
               runs={m.runs}
+              parameters={m.dag.parameters}
+              onOpen={id => this._actions.openRun(id)}
               allUsers={m.allUsers}
               selected={run?.id ?? null}
               onAllUsers={all => m.setAllUsers(all)}

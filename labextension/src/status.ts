@@ -1,3 +1,5 @@
+import * as React from 'react';
+
 import { DONE_OK, ITask } from './api';
 
 /** One step's state in a run: foreach steps have several tasks, summed up here. */
@@ -56,4 +58,28 @@ export function formatTime(iso?: string | null): string {
 
 export function formatNumber(value: unknown): string {
   return typeof value === 'number' && !Number.isInteger(value) ? value.toPrecision(4) : String(value);
+}
+
+/** Seconds since `since` (an ISO time), ticking every second; null when `since` is null. */
+export function useElapsed(since?: string | null): number | null {
+  const [now, setNow] = React.useState(Date.now());
+  React.useEffect(() => {
+    if (!since) {
+      return;
+    }
+    const timer = window.setInterval(() => setNow(Date.now()), 1000);
+    return () => window.clearInterval(timer);
+  }, [since]);
+  return since ? Math.max(0, (now - new Date(since).getTime()) / 1000) : null;
+}
+
+/** A parameter value as Python would write it: True, None, a float keeps its ".0". */
+export function formatValue(value: unknown, type?: string): string {
+  if (type === 'float' && typeof value === 'number' && Number.isInteger(value)) {
+    return value.toFixed(1);
+  }
+  if (typeof value === 'boolean' || value === null) {
+    return value === null ? 'None' : value ? 'True' : 'False';
+  }
+  return typeof value === 'string' ? value : JSON.stringify(value);
 }

@@ -3,6 +3,8 @@ import { Cell, ICellModel } from '@jupyterlab/cells';
 import { INotebookTracker, NotebookPanel } from '@jupyterlab/notebook';
 import { Widget } from '@lumino/widgets';
 
+import { IDag } from './api';
+
 const STEP_NAME = /^[a-z_][a-z0-9_]*$/;
 const STEP_TAG = /^(?:step|block):(.+)$/;
 const PREV_TAG = /^prev:(.+)$/;
@@ -170,4 +172,62 @@ export function trackBadges(tracker: INotebookTracker): void {
       panel.content.model?.cells.changed.connect(() => requestAnimationFrame(() => refresh(panel)));
     });
   });
+}
+
+/** Call `edited(panel)` a moment after the user stops changing a notebook (cells, tags or code). */
+export function trackSteps(tracker: INotebookTracker, edited: (panel: NotebookPanel) => void): void {
+  tracker.widgetAdded.connect((_, panel) => {
+    let timer = 0;
+    void panel.context.ready.then(() =>
+      panel.context.model.contentChanged.connect(() => {
+        window.clearTimeout(timer);
+        timer = window.setTimeout(() => panel.context.model.dirty && edited(panel), 400);
+      })
+    );
+  });
+}
+
+const STEP_COLORS = 8; // --jp-flow-step-0 ... -7 in the stylesheet
+
+/**
+ * Mark every code cell with the step it runs in, tagged or not (a coloured gutter and its name),
+ * or as shared / skipped, from the DAG the server inferred.
+ */
+export function paintSteps(panel: NotebookPanel, dag: IDag): void {
+  const owner = new Map<number, [string, number]>();
+  dag.steps.forEach((step, i) => step.cells?.forEach(c => owner.set(c, [step.name, i % STEP_COLORS])));
+  panel.content.widgets.forEach((cell, index) => {
+    let gutter = cell.node.querySelector(':scope > .jp-flow-gutter') as HTMLElement | null;
+    const tags = tagsOf(cell.model);
+    const [step, color] = owner.get(index) ?? [];
+    const label =
+      cell.model.type !== 'code'
+        ? ''
+        : step ?? (tags.includes('skip') ? 'skip' : cell.model.sharedModel.source.trim() ? 'shared' : '');
+    if (!label) {
+      gutter?.remove();
+      delete cell.node.dataset.jpFlowStep;
+      return;
+    }
+    if (!gutter) {
+      gutter = document.createElement('div');
+      gutter.className = 'jp-flow-gutter';
+      cell.node.appendChild(gutter);
+    }
+    cell.node.dataset.jpFlowStep = label;
+    gutter.dataset.color = step ? String(color) : label;
+    gutter.textContent = badgeText(cell.model) ? '' : label; // a tagged cell's badge says it already
+    gutter.title = step ? `runs in step ${step}` : label === 'skip' ? 'not run (skip)' : 'runs at the start of every step';
+  });
+}
+
+/** Scroll to a step's first cell, make it active, and highlight all its cells. */
+export async function revealStep(panel: NotebookPanel, cells: number[]): Promise<void> {
+  const notebook = panel.content;
+  notebook.widgets.forEach((cell, i) => cell.toggleClass('jp-flow-highlight', cells.includes(i)));
+  const first = notebook.widgets[cells[0]];
+  if (first) {
+    notebook.activeCellIndex = cells[0];
+    await notebook.scrollToCell(first, 'start');
+  }
 }

@@ -1,9 +1,14 @@
 import { MainAreaWidget } from '@jupyterlab/apputils';
-import { OutputArea, OutputAreaModel } from '@jupyterlab/outputarea';
-import { IRenderMimeRegistry, MimeModel } from '@jupyterlab/rendermime';
-import { Panel, Widget } from '@lumino/widgets';
+import { IEditorServices } from '@jupyterlab/codeeditor';
+import { NotebookModel, StaticNotebook } from '@jupyterlab/notebook';
+import { IRenderMimeRegistry } from '@jupyterlab/rendermime';
 
 import { flowIcon } from './icons';
+
+/** Cells jupyter_flow adds to a step notebook (load inputs, save outputs): not the user's code. */
+const GENERATED = ['begin', 'finish'];
+/** papermill's "An Exception was encountered" banners: the error is shown in the failing cell. */
+const PAPERMILL_BANNER = 'papermill-error-cell-tag';
 
 /** nbformat allows a cell's source as one string or a list of lines. */
 export function sourceOf(cell: any): string {
@@ -11,55 +16,37 @@ export function sourceOf(cell: any): string {
   return Array.isArray(source) ? source.join('') : source;
 }
 
-function sourceWidget(cell: any): Widget {
-  const widget = new Widget();
-  widget.addClass('jp-flow-viewer-source');
-  const tags: string[] = cell.metadata?.tags ?? [];
-  if (tags.length) {
-    const badge = document.createElement('div');
-    badge.className = 'jp-flow-dim';
-    badge.textContent = tags.join(' ');
-    widget.node.appendChild(badge);
-  }
-  const pre = document.createElement('pre');
-  pre.textContent = sourceOf(cell);
-  widget.node.appendChild(pre);
-  return widget;
-}
-
-function markdownWidget(cell: any, rendermime: IRenderMimeRegistry): Widget {
-  const source = sourceOf(cell);
-  const renderer = rendermime.createRenderer('text/markdown');
-  void renderer.renderModel(new MimeModel({ data: { 'text/markdown': source }, trusted: false }));
-  return renderer;
-}
-
-/** One executed step notebook, rendered read-only (outputs untrusted) in a main-area tab. */
+/**
+ * One executed step notebook in a main-area tab, rendered as JupyterLab renders notebooks
+ * (prompts, highlighted code, outputs untrusted), read-only, without the generated cells.
+ */
 export function notebookViewer(
   title: string,
   notebook: any,
-  rendermime: IRenderMimeRegistry
+  rendermime: IRenderMimeRegistry,
+  editorServices: IEditorServices
 ): MainAreaWidget {
-  const content = new Panel();
+  const cells = (notebook.cells ?? [])
+    .filter((c: any) => !GENERATED.includes(c.metadata?.jupyter_flow?.role))
+    .filter((c: any) => !(c.metadata?.tags ?? []).includes(PAPERMILL_BANNER))
+    .map((c: any) => ({ ...c, metadata: { ...c.metadata, editable: false, deletable: false } }));
+  const model = new NotebookModel();
+  model.fromJSON({ ...notebook, cells });
+  const content = new StaticNotebook({
+    rendermime,
+    mimeTypeService: editorServices.mimeTypeService,
+    contentFactory: new StaticNotebook.ContentFactory({
+      editorFactory: editorServices.factoryService.newInlineEditor
+    }),
+    notebookConfig: { ...StaticNotebook.defaultNotebookConfig, windowingMode: 'none' }
+  });
+  content.model = model;
   content.addClass('jp-flow-viewer');
-  for (const cell of notebook.cells ?? []) {
-    const box = new Panel();
-    box.addClass('jp-flow-viewer-cell');
-    if (cell.cell_type === 'markdown') {
-      box.addWidget(markdownWidget(cell, rendermime));
-      content.addWidget(box);
-      continue;
-    }
-    box.addWidget(sourceWidget(cell));
-    if (cell.cell_type === 'code' && cell.outputs?.length) {
-      const model = new OutputAreaModel({ values: cell.outputs, trusted: false });
-      box.addWidget(new OutputArea({ model, rendermime }));
-    }
-    content.addWidget(box);
-  }
+  content.widgets.forEach(cell => (cell.readOnly = true));
   const widget = new MainAreaWidget({ content });
   widget.title.label = title;
   widget.title.icon = flowIcon;
   widget.title.closable = true;
+  widget.disposed.connect(() => model.dispose());
   return widget;
 }

@@ -34,16 +34,18 @@ class Lab:
         return f"{self.url}lab/tree/{notebook}?reset&token={self.token}"  # reset: only this notebook open
 
 
-@pytest.fixture(scope="module")
-def lab(tmp_path_factory):
+def need_chromium():
     if not Path(CHROMIUM).exists():
         if os.environ.get("CI"):  # CI installs chromium: a missing browser there is a failure, not a skip
             pytest.fail(f"no chromium at {CHROMIUM}; .ci/run installs Debian's chromium")
         pytest.skip(f"no chromium at {CHROMIUM} (apt-get install chromium)")
-    base = tmp_path_factory.mktemp("lab")
+
+
+def start_lab(base: Path, options=()):
+    """`jupyter lab` in `base` (root/, store/, runtime/), with extra command-line `options`; a generator."""
     root, store, runtime = base / "root", base / "store", base / "runtime"
     root.mkdir()
-    for name in ("quickstart.ipynb", "debug_failure.ipynb"):
+    for name in ("quickstart.ipynb", "debug_failure.ipynb", "sweep.ipynb"):
         shutil.copy(ROOT / "notebooks" / name, root / name)
     # no "get notified about news?" toast over the screenshots
     notification = base / "settings" / "@jupyterlab" / "apputils-extension" / "notification.jupyterlab-settings"
@@ -56,10 +58,10 @@ def lab(tmp_path_factory):
     proc = subprocess.Popen(
         [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
          "--port-retries=0", f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}",
-         "--allow-root", "--LabApp.news_url=None",
+         "--allow-root", "--LabApp.news_url=None", "--LabApp.expose_app_in_browser=True",
          "--LabApp.check_for_updates_class=jupyterlab.handlers.announcements.NeverCheckForUpdate",
          f"--LabApp.workspaces_dir={base / 'workspaces'}", f"--LabApp.user_settings_dir={base / 'settings'}",
-         "--ServerApp.allow_unauthenticated_access=False", "--JupyterFlow.poll_interval_ms=300"],
+         "--ServerApp.allow_unauthenticated_access=False", "--JupyterFlow.poll_interval_ms=300", *options],
         cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}/"
@@ -81,6 +83,12 @@ def lab(tmp_path_factory):
     except subprocess.TimeoutExpired:
         proc.kill()
     log.close()
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    need_chromium()
+    yield from start_lab(tmp_path_factory.mktemp("lab"))
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,152 @@
+"""What the sidebar shows live: a run pushed as it changes and a task's log as it grows (server-sent
+events), and the DAG of a notebook as it is edited, before it is saved.
+
+The runtime reports every task start and end (`on_event`) for runs this server started; each report
+wakes the streams that watch that run, which re-read it from the store and send it if it changed.
+Runs started elsewhere (the CLI, a colleague, a Dask cluster) have no reports here: their streams
+re-read the store every `JupyterFlow.poll_interval_ms` instead.
+"""
+import asyncio
+import json
+
+import tornado.web
+from jupyter_server.auth.decorator import authorized
+from tornado.iostream import StreamClosedError
+
+from jupyter_flow import client
+from jupyter_flow.errors import NotFound
+
+from .handlers import RUN_ID, STEP, FlowHandler
+
+FINAL = ("succeeded", "failed", "cancelled", "crashed", "timed_out", "cached", "reused", "skipped")
+
+
+class RunEvents:
+    """Wakes the streams of a run when the runtime reports on it (called from the runner's thread)."""
+
+    def __init__(self):
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._waiters: dict[str, set[asyncio.Event]] = {}
+
+    def subscribe(self, run_id: str) -> asyncio.Event:
+        self._loop = asyncio.get_running_loop()
+        wake = asyncio.Event()
+        self._waiters.setdefault(run_id, set()).add(wake)
+        return wake
+
+    def unsubscribe(self, run_id: str, wake: asyncio.Event) -> None:
+        waiters = self._waiters.get(run_id, set())
+        waiters.discard(wake)
+        if not waiters:
+            self._waiters.pop(run_id, None)
+
+    def notify(self, event: dict) -> None:
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._wake, event.get("run_id"))
+
+    def _wake(self, run_id) -> None:
+        for wake in self._waiters.get(run_id, ()):
+            wake.set()
+
+
+class StreamHandler(FlowHandler):
+    """One server-sent-event stream of a run."""
+
+    @property
+    def events(self) -> RunEvents:
+        return self.settings["jupyter_flow_events"]
+
+    async def stream(self, run_id: str, poll):
+        """Call `poll()` (in a thread) now, then after each report on the run or each poll interval,
+        sending what it returns, until it returns done=True or the browser goes away."""
+        self.set_header("Content-Type", "text/event-stream")
+        self.set_header("Cache-Control", "no-cache")
+        self.set_header("X-Accel-Buffering", "no")
+        wake = self.events.subscribe(run_id)
+        interval = self.service.config.poll_interval_ms / 1000
+        try:
+            while True:
+                events, done = await self.call(poll)
+                for name, data in events:
+                    self.write(f"event: {name}\ndata: {json.dumps(data, default=str)}\n\n")
+                if events or done:
+                    await self.flush()
+                if done:
+                    break
+                try:
+                    await asyncio.wait_for(wake.wait(), timeout=interval)
+                except asyncio.TimeoutError:
+                    pass
+                wake.clear()
+        except StreamClosedError:
+            return
+        finally:
+            self.events.unsubscribe(run_id, wake)
+        self.write("event: end\ndata: {}\n\n")
+        self.finish()
+
+
+class RunStreamHandler(StreamHandler):
+    """`run` events: the run with its tasks, each time it changes, until it ends."""
+
+    @tornado.web.authenticated
+    @authorized
+    async def get(self, run_id):
+        last = {"text": None}
+
+        def poll():
+            run = self.service.get_run(run_id)
+            text = json.dumps(run, default=str, sort_keys=True)
+            changed, last["text"] = text != last["text"], text
+            return ([("run", run)] if changed else []), run["status"] != "running"
+
+        await self.stream(run_id, poll)
+
+
+class LogStreamHandler(StreamHandler):
+    """`log` events: what a task printed since the last event, while it runs and once it ended."""
+
+    @tornado.web.authenticated
+    @authorized
+    async def get(self, run_id, step, index):
+        index = int(index)
+        sent = {"chars": 0}
+        run = await self.call(self.service.get_run, run_id)  # 404 at once for a run that does not exist
+        if step not in [s["name"] for s in run["steps"]]:
+            raise tornado.web.HTTPError(404, f"run {run_id} has no step {step!r}")
+
+        def poll():
+            store = self.service.store
+            run = client.get_run(store, run_id)
+            try:
+                status = client.read_task(store, run, step, index)["status"]
+            except NotFound:
+                status = "queued"  # not started yet
+            try:
+                text = client.read_task_file(store, run_id, step, index, "log.txt")
+            except NotFound:
+                text = ""
+            new, sent["chars"] = text[sent["chars"]:], len(text)
+            done = status in FINAL or run["status"] != "running"
+            return ([("log", {"text": new, "status": status})] if new or done else []), done
+
+        await self.stream(run_id, poll)
+
+
+class LiveDagHandler(FlowHandler):
+    """POST {path, content}: the DAG of the notebook's unsaved content (nothing is written)."""
+
+    @tornado.web.authenticated
+    @authorized
+    async def post(self):
+        data = self.body()
+        path = self.field(data, "path", str, required=True)
+        content = self.field(data, "content", dict, required=True)
+        self.reply(await self.call(self.service.dag, path, content))
+
+
+ROUTES = [
+    (r"dag/live", LiveDagHandler),
+    (rf"runs/{RUN_ID}/events", RunStreamHandler),
+    (rf"runs/{RUN_ID}/tasks/{STEP}/(?P<index>\d+)/log/live", LogStreamHandler),
+]

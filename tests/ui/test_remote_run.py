@@ -1,0 +1,89 @@
+"""A colleague's run that failed on a Dask cluster with an S3 store, debugged and resumed from the sidebar.
+
+Real services: `moto_server` (S3 API) and a Dask scheduler with two workers, all on loopback; the
+colleague's run is started by the CLI as another user (JUPYTERHUB_USER).
+"""
+import os
+import uuid
+
+import pytest
+from support.services import dask_cluster, moto_s3, s3_env
+
+from .conftest import need_chromium, start_lab
+from .test_sidebar import NODES, SIDEBAR, kernel_client, open_notebook, shot
+
+pytestmark = [pytest.mark.ui, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def remote(tmp_path_factory):
+    """An S3 bucket and a Dask cluster; their environment is set in this process (so in the lab, its
+    kernels and the workers)."""
+    import boto3
+    import s3fs
+
+    need_chromium()
+    base = tmp_path_factory.mktemp("remote")
+    with moto_s3(base / "moto") as endpoint:
+        env = s3_env(endpoint)
+        saved = {k: os.environ.get(k) for k in env}
+        os.environ.update(env)
+        s3fs.S3FileSystem.clear_instance_cache()
+        boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket="flows")
+        try:
+            with dask_cluster(base / "cluster", workers=2, nthreads=2) as address:
+                yield {"store": f"s3://flows/{uuid.uuid4().hex[:8]}", "scheduler": address}
+        finally:
+            for k, v in saved.items():
+                os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
+            s3fs.S3FileSystem.clear_instance_cache()
+
+
+@pytest.fixture(scope="module")
+def lab(remote, tmp_path_factory):
+    yield from start_lab(tmp_path_factory.mktemp("lab"), [
+        f"--JupyterFlow.store={remote['store']}", "--JupyterFlow.executor=dask",
+        f"--JupyterFlow.scheduler={remote['scheduler']}"])
+
+
+def test_a_colleagues_failed_remote_run(lab, remote, page):
+    from conftest import cli
+
+    result = cli("run", lab.root / "debug_failure.ipynb", "--store", remote["store"], "--executor", "dask",
+                 "--scheduler", remote["scheduler"], env={"JUPYTERHUB_USER": "colleague"})
+    assert result.returncode != 0, result.stdout + result.stderr
+    theirs = lab.api("jupyter-flow/api/runs?user=colleague")["runs"][0]
+    assert theirs["status"] == "failed" and theirs["executor"] == "dask"
+
+    open_notebook(page, lab, "debug_failure.ipynb")
+    page.locator(f"{SIDEBAR} summary", has_text="History").click()
+    page.locator(f"{SIDEBAR} .jp-flow-allusers input").check()
+    row = page.locator(f"{SIDEBAR} .jp-flow-runitem[data-run='{theirs['id']}']")
+    row.filter(has_text="colleague").wait_for(timeout=20_000)
+    row.click()
+    page.locator(f"{SIDEBAR} .jp-flow-rundetail[data-run='{theirs['id']}'][data-status='failed']").wait_for(timeout=20_000)
+    page.locator(f"{NODES}[data-status='failed']").first.click()
+    box = page.locator(f"{SIDEBAR} .jp-flow-failure")
+    box.locator(".jp-flow-values", has_text="variables at the failure").wait_for(timeout=20_000)
+    shot(page, "9-colleague-failed-remote")
+
+    # Load into kernel: the colleague's variables, read from S3, in this notebook's kernel
+    box.locator(".jp-flow-load").click()
+    box.locator(".jp-flow-message", has_text="Loaded into kernel").wait_for(timeout=120_000)
+    client = kernel_client(lab, "debug_failure.ipynb")
+    try:
+        reply = client.execute_interactive("", user_expressions={"v": "(line_no, row['celsius'])"}, timeout=60)
+        assert reply["content"]["user_expressions"]["v"]["data"]["text/plain"] == "(5, 'n/a')"
+    finally:
+        client.stop_channels()
+
+    # Resume: a new run on the cluster that reuses the colleague's finished step
+    box.locator(".jp-flow-resume").click()
+    page.wait_for_function(
+        "old => { const d = document.querySelector('#jupyter-flow-sidebar .jp-flow-rundetail');"
+        " return d && d.dataset.run !== old && d.dataset.status === 'failed'; }", arg=theirs["id"], timeout=240_000)
+    resumed = lab.api(f"jupyter-flow/api/runs/{page.locator(f'{SIDEBAR} .jp-flow-rundetail').get_attribute('data-run')}")
+    assert resumed["origin_run"] == theirs["id"] and resumed["executor"] == "dask" and resumed["user"] != "colleague"
+    tasks = {t["step"]: t for t in resumed["tasks"]}
+    assert tasks["load"]["status"] in ("reused", "cached") and tasks["clean"]["status"] == "failed"
+    shot(page, "9-colleague-resumed")
