@@ -21,6 +21,10 @@ class UnpicklableValue(Exception):
     """A value a later step needs cannot be pickled."""
 
 
+class ChangedInPlace(Exception):
+    """The step changed an input in place, unseen by the analysis, and a later step reads the old value."""
+
+
 def record(name: str, value):
     """Record a scalar metric on the current task and run. Outside a run it only remembers it."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
@@ -70,6 +74,7 @@ def finish() -> None:
     spec = _state["spec"]
     ns = _namespace()
     store = _store()
+    _check_unchanged(spec, ns, store)
     outputs, warnings = {}, []
     for name in spec["writes"]:
         if name not in ns:
@@ -96,6 +101,23 @@ def finish() -> None:
             except TypeError as e:
                 warnings.append(str(e))
     _write_result("result.json", {"outputs": outputs, "warnings": warnings, "metrics": _state["metrics"]})
+
+
+def _check_unchanged(spec: dict, ns: dict, store) -> None:
+    """Re-hash the inputs this step may have changed in place (a call the analysis cannot see into)
+    that later steps read too: top to bottom they would see the change, so never go on without it."""
+    from .store.blobs import hash_value
+
+    for name, readers in spec.get("verify", {}).items():
+        ref = spec["inputs"].get(name, {})
+        current = hash_value(ns[name]) if "hash" in ref and name in ns else None
+        if current in (None, ref.get("hash")) or current == hash_value(store.load_value(ref["hash"])):
+            continue  # unchanged (the last test: the same value, pickled to other bytes)
+        raise ChangedInPlace(
+            f"step {spec['step']!r} changed {name!r} in place, and step {', '.join(map(repr, readers))} reads "
+            f"{name!r} after it: top to bottom it would see the change. Fix: assign it in step {spec['step']!r} "
+            f"({name} = {name} after the call that changes it) so later steps take it from there, or pass a copy "
+            f"to that call")
 
 
 def snapshot() -> None:
