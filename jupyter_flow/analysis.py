@@ -63,6 +63,14 @@ _DOLLAR = re.compile(r"(?<!\$)\$([A-Za-z_]\w*)")
 
 
 @dataclass
+class Function:
+    """What calling a function defined in the notebook does to the globals: it reads them as they
+    are at the call (the kernel that calls it gives it its own globals), and may change some."""
+    reads: list[str]
+    changes: list[str]
+
+
+@dataclass
 class Usage:
     reads: list[str] = field(default_factory=list)  # read before written, in order
     writes: list[str] = field(default_factory=list)
@@ -71,7 +79,7 @@ class Usage:
     optional: set[str] = field(default_factory=set)  # read only as `$name`: IPython leaves it if undefined
     builtins: list[str] = field(default_factory=list)  # builtin names read (they count if a step redefines one)
     modules: dict[str, str] = field(default_factory=dict)  # name bound by an import -> module path
-    functions: dict[str, list[str]] = field(default_factory=dict)  # function defined -> globals it changes
+    functions: dict[str, Function] = field(default_factory=dict)  # functions defined here
     rng: list[tuple[str, str]] = field(default_factory=list)  # ("seed" | "draw", stream), in code order
     aliases: dict[str, set[str]] = field(default_factory=dict)  # name -> names it may share an object with
 
@@ -119,11 +127,11 @@ def normalized(source: str) -> str:
 
 
 def analyze(sources: list[str], bound: set[str] | None = None, modules: dict[str, str] | None = None,
-            functions: dict[str, list[str]] | None = None) -> Usage:
+            functions: dict[str, Function] | None = None) -> Usage:
     """Reads and writes of code cells run in order.
 
     `bound` holds names already defined; `modules` the names bound by an import (their functions
-    are not methods of a value of ours); `functions` the globals each earlier notebook function changes.
+    are not methods of a value of ours); `functions` the functions earlier cells defined.
     """
     usage = Usage(modules=dict(modules or {}))
     walker = _Walker(usage, set(bound or ()), dict(functions or {}))
@@ -197,7 +205,7 @@ def _expansions(text: str) -> list[ast.expr]:
 
 
 class _Walker:
-    def __init__(self, usage: Usage, bound: set[str], functions: dict[str, list[str]]):
+    def __init__(self, usage: Usage, bound: set[str], functions: dict[str, Function]):
         self.u, self.bound, self.functions = usage, bound, functions
 
     # -- statements ---------------------------------------------------------------------------
@@ -207,7 +215,7 @@ class _Walker:
             for name in _free_names(stmt):
                 self.u.read(name, self.bound)
             if not isinstance(stmt, ast.ClassDef):
-                self.functions[stmt.name] = self.u.functions[stmt.name] = self._changes(stmt)
+                self.functions[stmt.name] = self.u.functions[stmt.name] = self._function(stmt)
             self.bind(stmt.name)
         elif isinstance(stmt, (ast.Import, ast.ImportFrom)):
             for alias in stmt.names:
@@ -300,7 +308,9 @@ class _Walker:
         inplace = any(k.arg == "inplace" and isinstance(k.value, ast.Constant) and k.value.value is True
                       for k in node.keywords)
         if isinstance(func, ast.Name) and func.id in self.functions:  # a function of this notebook
-            for name in self.functions[func.id]:
+            for name in self.functions[func.id].reads:
+                self.u.read(name, self.bound)
+            for name in self.functions[func.id].changes:
                 self.change(name, definite=True)
             for name in passed:
                 self.change(name, definite=True)
@@ -356,8 +366,8 @@ class _Walker:
         self.u.write(name, self.bound)
         self.u.modules.pop(name, None)
 
-    def _changes(self, func: ast.FunctionDef | ast.AsyncFunctionDef) -> list[str]:
-        """The globals a function may change when called (it changes its arguments too)."""
+    def _function(self, func: ast.FunctionDef | ast.AsyncFunctionDef) -> Function:
+        """The globals a function reads and may change when called (it may change its arguments too)."""
         args = func.args
         params = {a.arg for a in args.posonlyargs + args.args + args.kwonlyargs + [args.vararg, args.kwarg] if a}
         declared = {n for node in ast.walk(func) if isinstance(node, ast.Global) for n in node.names}
@@ -366,7 +376,8 @@ class _Walker:
             inner.statement(stmt)
         local = params | {n.id for node in func.body for n in ast.walk(node)
                           if isinstance(n, ast.Name) and not isinstance(n.ctx, ast.Load)}
-        return [n for n in inner.u.writes + inner.u.maybe if n not in local or n in declared]
+        return Function(reads=[n for n in inner.u.reads if n not in declared],
+                        changes=[n for n in inner.u.writes + inner.u.maybe if n not in local or n in declared])
 
 
 _COMPOUND = (ast.If, ast.While, ast.Try, ast.Match) + ((ast.TryStar,) if hasattr(ast, "TryStar") else ())

@@ -248,14 +248,13 @@ def _evaluated_parameters(steps: dict[str, Step], parameters: dict[str, Paramete
 
 def _verify_lists(steps: dict[str, Step]) -> None:
     """For each input a step may change in place unseen, the later steps (notebook order) that read
-    the same value: top to bottom they would see the change, so the task checks it did not happen."""
+    the same value: top to bottom they would see the change (`inkernel.finish` checks)."""
     order = list(steps)
     for step in steps.values():
         for name in step.maybe:
             source = step.inputs.get(name)
-            later = [s for s in order[order.index(step.name) + 1:] if source and steps[s].inputs.get(name) == source]
-            if later:
-                step.verify[name] = later
+            if source:
+                step.verify[name] = [s for s in order[order.index(step.name) + 1:] if steps[s].inputs.get(name) == source]
 
 
 def _nearest_writer(step: Step, steps: dict[str, Step], name: str) -> str | None:

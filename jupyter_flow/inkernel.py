@@ -63,10 +63,21 @@ def begin(spec: dict) -> None:
             print(f"jupyter_flow: {name!r} is missing: {ref['missing']}", file=sys.stderr)
             continue
         ns[name] = ([store.load_value(h) for h in ref["hashes"]] if "hashes" in ref
-                    else store.load_value(ref["hash"]))
+                    else _with_globals(store.load_value(ref["hash"]), ns))
     fe = spec.get("foreach")
     if fe:
         ns[fe["item"]] = list(ns[fe["var"]])[fe["index"]]
+
+
+def _with_globals(value, ns: dict):
+    """A function another step defined, made to use this kernel's globals, as it does top to bottom
+    (unpickled, it would keep copies of the globals it saw where it was defined)."""
+    if not (isinstance(value, types.FunctionType) and value.__module__ == "__main__" and value.__globals__ is not ns):
+        return value
+    func = types.FunctionType(value.__code__, ns, value.__name__, value.__defaults__, value.__closure__)
+    func.__kwdefaults__, func.__qualname__ = value.__kwdefaults__, value.__qualname__
+    func.__dict__.update(value.__dict__)
+    return func
 
 
 def finish() -> None:
@@ -74,9 +85,10 @@ def finish() -> None:
     spec = _state["spec"]
     ns = _namespace()
     store = _store()
-    _check_unchanged(spec, ns, store)
-    outputs, warnings = {}, []
-    for name in spec["writes"]:
+    changed = _changed_inputs(spec, ns, store)
+    outputs = {}
+    warnings = [f"{name!r} was changed in place by a call; stored as an output of this step" for name in changed]
+    for name in spec["writes"] + changed:
         if name not in ns:
             continue
         value = ns[name]
@@ -103,21 +115,27 @@ def finish() -> None:
     _write_result("result.json", {"outputs": outputs, "warnings": warnings, "metrics": _state["metrics"]})
 
 
-def _check_unchanged(spec: dict, ns: dict, store) -> None:
-    """Re-hash the inputs this step may have changed in place (a call the analysis cannot see into)
-    that later steps read too: top to bottom they would see the change, so never go on without it."""
+def _changed_inputs(spec: dict, ns: dict, store) -> list[str]:
+    """The inputs this step changed in place through calls the analysis cannot see into.
+
+    Each is re-hashed: if a later step reads the same value, top to bottom it would see the change,
+    so the step fails naming the variable; otherwise the changed value is stored as an output."""
     from .store.blobs import hash_value
 
+    changed = []
     for name, readers in spec.get("verify", {}).items():
         ref = spec["inputs"].get(name, {})
         current = hash_value(ns[name]) if "hash" in ref and name in ns else None
         if current in (None, ref.get("hash")) or current == hash_value(store.load_value(ref["hash"])):
             continue  # unchanged (the last test: the same value, pickled to other bytes)
-        raise ChangedInPlace(
-            f"step {spec['step']!r} changed {name!r} in place, and step {', '.join(map(repr, readers))} reads "
-            f"{name!r} after it: top to bottom it would see the change. Fix: assign it in step {spec['step']!r} "
-            f"({name} = {name} after the call that changes it) so later steps take it from there, or pass a copy "
-            f"to that call")
+        if readers:
+            raise ChangedInPlace(
+                f"step {spec['step']!r} changed {name!r} in place, and step {', '.join(map(repr, readers))} reads "
+                f"{name!r} after it: top to bottom it would see the change. Fix: assign it in step "
+                f"{spec['step']!r} ({name} = {name} after the call that changes it) so later steps take it from "
+                "there, or pass a copy to that call")
+        changed.append(name)
+    return changed
 
 
 def snapshot() -> None:

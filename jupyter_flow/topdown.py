@@ -59,17 +59,14 @@ def shared_objects(steps: dict, usages: dict[str, analysis.Usage]) -> list[str]:
     warnings = []
     order = list(usages)
     for name in order:
-        usage = usages[name]
-        for alias, targets in usage.aliases.items():
+        for alias, targets in usages[name].aliases.items():
             for target in sorted(targets):
-                if alias not in usage.writes or target not in usage.writes:
-                    continue
-                later = order[order.index(name) + 1:]
-                for changer in later:
-                    changed = {alias, target} & set(usages[changer].changed)
-                    for one in sorted(changed):
-                        other = target if one == alias else alias
-                        readers = [s for s in later if steps[s].inputs.get(other) == name]
+                pair = {alias, target}
+                for changer in order[order.index(name) + 1:]:
+                    upto = order[:order.index(changer) + 1]
+                    for one in sorted(pair & set(usages[changer].changed)):
+                        other = (pair - {one}).pop()
+                        readers = [s for s in order[order.index(changer):] if steps[s].inputs.get(other) in upto]
                         if readers:
                             warnings.append(
                                 f"step {name!r} leaves {alias!r} and {target!r} as one object, and step "

@@ -64,6 +64,7 @@ def test_python_api_returns_values(run_flow, store):
     ("before_parameters.ipynb", ["path"], None),
     ("del_name.ipynb", ["z", "r", "keep"], None),
     ("ipython_syntax.ipynb", ["t", "hi", "u"], None),
+    ("function_globals.ipynb", ["r"], None),
 ])
 def test_pipeline_equals_top_to_bottom(run_flow, top_to_bottom, notebook, names, params):
     run = run_flow(notebook, parameters=params)
