@@ -12,7 +12,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 import jupyter_flow
@@ -124,14 +124,18 @@ def test_pipeline_gives_the_values_of_top_to_bottom(steps, tmp_path_factory):
         flow = build_flow(path)
     except FlowError as e:
         assert "continues step" in str(e), e  # refused before anything runs
+        event("refused")
         return
     if flow.warnings:
+        event("warned")
         return  # warned before anything runs
     expected = top_to_bottom(path)
     run = jupyter_flow.run(path, store=str(folder / "store"), max_workers=2)
     if run.status == "failed":
         errors = [t.error["message"] for t in run.tasks if t.error]
         assert any("in place" in e for e in errors), errors  # an unseen change, named
+        event("stopped: changed in place")
         return
+    event("same values as top to bottom")
     assert run.status == "succeeded"
     assert pipeline_values(run, flow) == expected, "\n---\n".join(steps)
