@@ -2,9 +2,10 @@
 top to bottom in one kernel, or it is refused or warned about before it starts (or, for a change in
 place that no analysis can see, it stops with an error naming the step and the variable).
 
-Steps read, write, change in place (methods, aliases, loops, notebook functions, module functions),
-delete and rebind three shared list names; they define functions that read or change globals and
-call them in later steps; they draw from a seeded global random generator.
+Steps read, write, change in place (methods, aliases, loops, notebook functions, module functions,
+calls the analysis cannot see into), delete and rebind three shared list names; they define
+functions that read or change globals and call them in later steps, redefine a builtin, use names
+in shell lines, draw from a seeded global random generator, and continue earlier steps.
 """
 import json
 import pickle
@@ -26,8 +27,9 @@ IMPORTS = "import bisect\nimport heapq\nimport random\nrandom.seed(0)"
 
 
 @st.composite
-def notebooks(draw) -> list[str]:
-    """The sources of the step cells, in order; every name used is defined at that point top to bottom."""
+def notebooks(draw) -> list[tuple[str, str]]:
+    """(step tag, source) of the step cells, in order; a step may continue an earlier one
+    (`step:s0`, `step:s1`, `step:s0`); every name used is defined at that point top to bottom."""
     defined: list[str] = []
     functions: list[tuple[str, str]] = []  # (function, the global it uses)
     steps = []
@@ -61,6 +63,8 @@ def notebooks(draw) -> list[str]:
                 "define_reader": f"def f{s}{j}():\n    return sum({n})",
                 "define_changer": f"def f{s}{j}():\n    {n}.append({k})",
                 "draw": f"{r} = random.random()",
+                "shell": f"_o = !echo {{sum({n})}} ${n}\n{r} = int(_o[0].split()[0])",
+                "redefine_builtin": f"def sum(l):\n    return {k}",
             }
             if live:
                 f, _ = draw(st.sampled_from(live))
@@ -73,12 +77,14 @@ def notebooks(draw) -> list[str]:
                 defined.remove(n)
             elif kind.startswith("define_"):
                 functions.append((f"f{s}{j}", n))
-        steps.append("\n".join(lines))
+        names = [f"s{i}" for i in range(len(steps) - 1)]  # an earlier step, not the one just above
+        tag = draw(st.sampled_from(names)) if names and draw(st.integers(0, 4)) == 0 else f"s{len(steps)}"
+        steps.append((tag, "\n".join(lines)))
     return steps
 
 
 def write(folder: Path, steps: list[str]) -> Path:
-    cells = [("imports", IMPORTS)] + [(f"step:s{i}", source) for i, source in enumerate(steps)]
+    cells = [("imports", IMPORTS)] + [(f"step:{tag}", source) for tag, source in steps]
     raw = {"nbformat": 4, "nbformat_minor": 5,
            "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
            "cells": [{"cell_type": "code", "id": f"c{i}", "metadata": {"tags": [tag]}, "source": source,
@@ -138,4 +144,4 @@ def test_pipeline_gives_the_values_of_top_to_bottom(steps, tmp_path_factory):
         return
     event("same values as top to bottom")
     assert run.status == "succeeded"
-    assert pipeline_values(run, flow) == expected, "\n---\n".join(steps)
+    assert pipeline_values(run, flow) == expected, "\n---\n".join(f"[{tag}]\n{source}" for tag, source in steps)
