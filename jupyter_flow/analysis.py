@@ -211,7 +211,7 @@ class _Walker:
     # -- statements ---------------------------------------------------------------------------
     def statement(self, stmt: ast.stmt) -> None:
         if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-            self.expression_parts(stmt.decorator_list + _def_defaults(stmt))
+            self.simple(stmt, parts=stmt.decorator_list + _def_defaults(stmt))
             for name in _free_names(stmt):
                 self.u.read(name, self.bound)
             if not isinstance(stmt, ast.ClassDef):
@@ -292,10 +292,6 @@ class _Walker:
         for node in nodes:
             if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
                 self.bind(node.id)
-
-    def expression_parts(self, nodes: list) -> None:
-        for node in nodes:
-            self.simple(node)
 
     # -- what a call may change ----------------------------------------------------------------
     def call(self, node: ast.Call, dropped: bool) -> None:

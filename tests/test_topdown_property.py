@@ -8,6 +8,7 @@ functions that read or change globals and call them in later steps, redefine a b
 in shell lines, draw from a seeded global random generator, and continue earlier steps.
 """
 import json
+import os
 import pickle
 import tempfile
 from pathlib import Path
@@ -102,11 +103,16 @@ def top_to_bottom(path: Path) -> dict:
     out = path.parent / "values.pkl"
     nb.cells.append(nbformat.v4.new_code_cell(
         "import pickle as _p\n"
-        f"_p.dump({{_n: _v for _n, _v in globals().items() if _n[:1] in 'xyzr' and isinstance(_v, (list, int, float))"
-        f" or _v is None and _n[:1] == 'r'}}, open({str(out)!r}, 'wb'))"))
+        f"_p.dump({{_n: _v for _n, _v in globals().items() if isinstance(_v, (list, int, float, type(None)))}}, "
+        f"open({str(out)!r}, 'wb'))"))
     papermill.execute_notebook(nb, str(path.parent / "out.ipynb"), progress_bar=False, cwd=str(path.parent))
     with open(out, "rb") as f:
-        return pickle.load(f)
+        return compared(pickle.load(f))
+
+
+def compared(values: dict) -> dict:
+    """The generated names (x, y, z, r..) that hold plain values."""
+    return {n: v for n, v in values.items() if n[:1] in "xyzr" and isinstance(v, (list, int, float, type(None)))}
 
 
 def pipeline_values(run, flow) -> dict:
@@ -117,11 +123,13 @@ def pipeline_values(run, flow) -> dict:
         for name in step.writes:
             values.pop(name, None)
         values.update({n: a.value for n, a in artifacts.items()})
-    return {n: v for n, v in values.items()
-            if n[:1] in "xyzr" and isinstance(v, (list, int, float)) or v is None and n[:1] == "r"}
+    return compared(values)
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck), derandomize=False)
+EXAMPLES = int(os.environ.get("TOPDOWN_EXAMPLES", "25"))  # each runs a pipeline and papermill: ~4 s here
+
+
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
 @given(steps=notebooks())
 def test_pipeline_gives_the_values_of_top_to_bottom(steps, tmp_path_factory):
     folder = Path(tempfile.mkdtemp(dir=tmp_path_factory.getbasetemp()))
