@@ -58,6 +58,13 @@ def test_ipython_syntax_parses_and_expansions_are_reads():
     assert u.reads == ["x", "z", "f", "a"] and u.writes == ["y", "cap", "a"]  # f(a) may change a
 
 
+def test_a_notebook_function_reads_and_changes_globals_where_it_is_called():
+    defined = usage("def g():\n    return y * 10\n\ndef h():\n    deck.append(1)")
+    u = analyze(["r = g()\nh()"], functions=defined.functions)
+    assert u.reads == ["g", "y", "h", "deck"]
+    assert u.writes == ["r", "deck"]
+
+
 def test_builtins_are_reads_only_when_redefined():
     assert usage("r = sum(3, 4)").builtins == ["sum"]
     flow = build_flow(SCENARIOS / "redefined_builtin.ipynb")

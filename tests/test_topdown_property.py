@@ -129,6 +129,7 @@ def pipeline_values(run, flow) -> dict:
 EXAMPLES = int(os.environ.get("TOPDOWN_EXAMPLES", "25"))  # each runs a pipeline and papermill: ~4 s here
 
 
+@pytest.mark.timeout(120 + 15 * EXAMPLES)
 @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
 @given(steps=notebooks())
 def test_pipeline_gives_the_values_of_top_to_bottom(steps, tmp_path_factory):
