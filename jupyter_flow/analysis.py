@@ -68,6 +68,7 @@ class Function:
     are at the call (the kernel that calls it gives it its own globals), and may change some."""
     reads: list[str]
     changes: list[str]
+    maybe: list[str]  # globals it passes to calls that may change them
 
 
 @dataclass
@@ -308,6 +309,8 @@ class _Walker:
                 self.u.read(name, self.bound)
             for name in self.functions[func.id].changes:
                 self.change(name, definite=True)
+            for name in self.functions[func.id].maybe:
+                self.change(name, definite=False)
             for name in passed:
                 self.change(name, definite=True)
             return
@@ -372,8 +375,10 @@ class _Walker:
             inner.statement(stmt)
         local = params | {n.id for node in func.body for n in ast.walk(node)
                           if isinstance(n, ast.Name) and not isinstance(n.ctx, ast.Load)}
+        outside = [n for n in inner.u.writes + inner.u.maybe if n not in local or n in declared]
         return Function(reads=[n for n in inner.u.reads if n not in declared],
-                        changes=[n for n in inner.u.writes + inner.u.maybe if n not in local or n in declared])
+                        changes=[n for n in outside if n in inner.u.writes],
+                        maybe=[n for n in outside if n in inner.u.maybe])
 
 
 _COMPOUND = (ast.If, ast.While, ast.Try, ast.Match) + ((ast.TryStar,) if hasattr(ast, "TryStar") else ())
