@@ -40,11 +40,14 @@ save savez savez_compressed savetxt dump dumps to_csv to_json to_parquet to_pick
 plot scatter hist bar barh show savefig imshow title xlabel ylabel legend figure subplots
 histplot barplot boxplot lineplot scatterplot countplot heatmap pairplot displot
 """.split())
-# Methods that change their receiver even when their result is used (`last = xs.pop()`).
+# Methods that change their receiver even when their result is used (`last = xs.pop()`), random
+# generators' draws included (`x = rng.normal()` advances `rng`).
 MUTATING_METHODS = frozenset("""
 append extend insert remove pop popitem clear sort reverse update setdefault add discard
 difference_update intersection_update symmetric_difference_update fill resize put itemset
 fit partial_fit fit_transform set_params
+random integers normal uniform choice permutation shuffle standard_normal randint randn rand gauss
+binomial poisson exponential beta gamma lognormal multinomial bytes getrandbits
 """.split())
 # Global random number generators: module -> its functions that do not draw from the global state.
 RNG_STREAMS = {

@@ -35,6 +35,7 @@ def test_reads_and_writes_follow_python_scoping():
     ("import random\nrandom.shuffle(deck)", "deck"),          # passed to a module function
     ("def grow():\n    deck.append(1)\ngrow()", "deck"),       # a notebook function changing a global
     ("del x", "x"),
+    ("v = rng.normal()", "rng"),                              # a draw advances a generator
 ])
 def test_what_may_change_a_value_counts_as_reading_and_writing_it(code, changed):
     u = usage(code)
