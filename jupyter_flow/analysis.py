@@ -72,6 +72,19 @@ class Function:
     reads: list[str]
     changes: list[str]
     maybe: list[str]  # globals it passes to calls that may change them
+    params: dict[str, bool | None]  # parameter -> changed in place (True), maybe (False), neither (None)
+    positional: list[str]  # parameters an argument at each position binds
+    varargs: tuple[str | None, str | None] = (None, None)  # its *args and **kwargs names
+
+    def effect(self, position: int | None, keyword: str | None) -> bool | None:
+        """What a call does to the value passed at `position` (or as `keyword`)."""
+        if keyword is None and position is not None and position < len(self.positional):
+            param = self.positional[position]
+        elif keyword is not None and keyword in self.params and keyword not in self.varargs:
+            param = keyword
+        else:
+            param = self.varargs[0] if keyword is None and position is not None else self.varargs[1]
+        return self.params.get(param, True) if param else True
 
 
 @dataclass
@@ -314,8 +327,12 @@ class _Walker:
                 self.change(name, definite=True)
             for name in self.functions[func.id].maybe:
                 self.change(name, definite=False)
-            for name in passed:
-                self.change(name, definite=True)
+            function = self.functions[func.id]
+            for position, arg in enumerate(node.args):
+                effect = function.effect(None if isinstance(arg, ast.Starred) else position, None)
+                self.pass_to(arg, effect)
+            for keyword in node.keywords:
+                self.pass_to(keyword.value, function.effect(None, keyword.arg))
             return
         if last in PURE_CALLS and not inplace:
             return
@@ -327,6 +344,11 @@ class _Walker:
             definite = dropped
         for name in passed:
             self.change(name, definite)
+
+    def pass_to(self, arg: ast.AST, effect: bool | None) -> None:
+        for name in _refs(arg):
+            if effect is not None:
+                self.change(name, definite=effect)
 
     def path(self, func) -> str | None:
         """`numpy.random.rand` for `np.random.rand` (names resolved through imports)."""
@@ -379,9 +401,12 @@ class _Walker:
         local = params | {n.id for node in func.body for n in ast.walk(node)
                           if isinstance(n, ast.Name) and not isinstance(n.ctx, ast.Load)}
         outside = [n for n in inner.u.writes + inner.u.maybe if n not in local or n in declared]
+        effects = {p: True if p in inner.u.changed else False if p in inner.u.maybe else None for p in params}
         return Function(reads=[n for n in inner.u.reads if n not in declared],
                         changes=[n for n in outside if n in inner.u.writes],
-                        maybe=[n for n in outside if n in inner.u.maybe])
+                        maybe=[n for n in outside if n in inner.u.maybe], params=effects,
+                        positional=[a.arg for a in args.posonlyargs + args.args],
+                        varargs=(args.vararg and args.vararg.arg, args.kwarg and args.kwarg.arg))
 
 
 _COMPOUND = (ast.If, ast.While, ast.Try, ast.Match) + ((ast.TryStar,) if hasattr(ast, "TryStar") else ())

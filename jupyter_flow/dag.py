@@ -154,7 +154,7 @@ def build_flow(path: str | Path) -> Flow:
         _infer_inputs(step, steps, parameters, set(shared_usage.writes), optional.get(step.name, set()), warnings)
         step.params += [n for n in shared_params if n not in step.params]
     _verify_lists(steps)
-    warnings += topdown.random_state(shared_usage, usages) + topdown.shared_objects(steps, usages)
+    warnings += topdown.random_state(shared_usage, usages) + topdown.shared_objects(usages)
     _assign_metrics(nb, steps, warnings)
     order = _topological(nb, steps)
     return Flow(name=nb.name, path=Path(path).resolve(), kernel=nb.kernel, notebook=nb, parameters=parameters,

@@ -7,7 +7,7 @@ warned about before anything runs, naming the step.
   used it, when something seeded it: warned (top to bottom it continues the earlier step's
   sequence; in a fresh kernel it starts again from the seed).
 - Two names a step leaves pointing at one object (`y = x`) when a later step changes one of them in
-  place and another reads the other: warned (each step receives its own copy of each value).
+  place: warned (top to bottom the other changes too; in a pipeline each value is its own copy).
 """
 from __future__ import annotations
 
@@ -55,22 +55,18 @@ def random_state(shared: analysis.Usage, usages: dict[str, analysis.Usage]) -> l
     return warnings
 
 
-def shared_objects(steps: dict, usages: dict[str, analysis.Usage]) -> list[str]:
+def shared_objects(usages: dict[str, analysis.Usage]) -> list[str]:
     warnings = []
     order = list(usages)
     for name in order:
         for alias, targets in usages[name].aliases.items():
             for target in sorted(targets):
-                pair = {alias, target}
                 for changer in order[order.index(name) + 1:]:
-                    upto = order[:order.index(changer) + 1]
-                    for one in sorted(pair & set(usages[changer].changed)):
-                        other = (pair - {one}).pop()
-                        readers = [s for s in order[order.index(changer):] if steps[s].inputs.get(other) in upto]
-                        if readers:
-                            warnings.append(
-                                f"step {name!r} leaves {alias!r} and {target!r} as one object, and step "
-                                f"{changer!r} changes {one!r} in place: top to bottom {other!r} changes with it, "
-                                f"but step {readers[0]!r} gets its own copy of {other!r}. Make a copy in step "
-                                f"{name!r} (e.g. {alias} = copy.deepcopy({target})) or read {one!r} instead")
+                    for one in sorted({alias, target} & set(usages[changer].changed)):
+                        other = target if one == alias else alias
+                        warnings.append(
+                            f"step {name!r} leaves {alias!r} and {target!r} as one object, and step {changer!r} "
+                            f"changes {one!r} in place: top to bottom {other!r} changes with it, but in the "
+                            f"pipeline {other!r} stays as step {name!r} left it. Make a copy in step {name!r} "
+                            f"(e.g. {alias} = copy.deepcopy({target})) or use {one!r} instead of {other!r}")
     return warnings

@@ -66,6 +66,14 @@ def test_a_notebook_function_reads_and_changes_globals_where_it_is_called():
     assert u.writes == ["r", "deck"]
 
 
+def test_a_notebook_function_changes_only_the_arguments_it_changes():
+    defined = usage("def f(a, b, *rest, k=None, **kw):\n    a.append(1)\n    rest[0].sort()\n    m = g(b)\n"
+                    "    return k")
+    u = analyze(["r = f(x, y, z, k=w, other=v)"], functions=defined.functions)
+    assert u.writes == ["x", "z", "r"]  # a (x) and *rest (z) are changed; k and **kw are only read
+    assert u.maybe == ["y"]  # passed on to g, whose result is used: checked at run time
+
+
 def test_builtins_are_reads_only_when_redefined():
     assert usage("r = sum(3, 4)").builtins == ["sum"]
     flow = build_flow(SCENARIOS / "redefined_builtin.ipynb")
