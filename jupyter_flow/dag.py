@@ -254,7 +254,8 @@ def _verify_lists(steps: dict[str, Step]) -> None:
         for name in step.maybe:
             source = step.inputs.get(name)
             if source:
-                step.verify[name] = [s for s in order[order.index(step.name) + 1:] if steps[s].inputs.get(name) == source]
+                later = order[order.index(step.name) + 1:]
+                step.verify[name] = [s for s in later if steps[s].inputs.get(name) == source]
 
 
 def _nearest_writer(step: Step, steps: dict[str, Step], name: str) -> str | None:

@@ -273,7 +273,8 @@ class Runner:
         payload = {
             "version": __version__, "kernel": step.options.get("kernel", self.flow.kernel),
             "code": [analysis.normalized(c.source) for c in self.flow.shared + step.cells],
-            "inputs": refs, "params": {p: self.parameters.get(p, {"default": self.flow.parameters[p].source}) for p in step.params},
+            "inputs": refs,
+            "params": {p: self.parameters.get(p, {"default": self.flow.parameters[p].source}) for p in step.params},
             "foreach": index if step.foreach else None,
         }
         h = new_hash()

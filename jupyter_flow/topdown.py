@@ -47,9 +47,9 @@ def random_state(shared: analysis.Usage, usages: dict[str, analysis.Usage]) -> l
             if events[0] == "draw" and last and seeded:
                 warnings.append(
                     f"step {name!r} draws from the global random state ({stream}) after step {last!r} used it: "
-                    f"top to bottom it continues the sequence where step {last!r} left it, but each step starts again from the "
-                    f"seed. Seed it at the start of step {name!r} ({stream}.seed(...)) for values of its own, "
-                    "or pass a generator (random.Random(seed), numpy.random.default_rng(seed)) between steps")
+                    f"top to bottom it continues the sequence where step {last!r} left it, but each step starts "
+                    f"again from the seed. Seed it at the start of step {name!r} ({stream}.seed(...)) for values of "
+                    "its own, or pass a generator (random.Random(seed), numpy.random.default_rng(seed)) between steps")
             seeded = seeded or "seed" in events
             last = name
     return warnings

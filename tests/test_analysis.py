@@ -98,8 +98,8 @@ def test_global_random_state_is_a_warning_naming_the_step():
     ({"imports": "import numpy as np\nnp.random.seed(0)", "a": "x = np.random.rand()", "b": "y = np.random.rand()"},
      True),
     ({"a": "import random\nrandom.seed(0)\nx = random.random()", "b": "y = random.random()"}, True),
-    ({"imports": "import random\nrandom.seed(0)", "a": "x = random.random()", "b": "random.seed(1)\ny = random.random()"},
-     False),  # b seeds its own
+    ({"imports": "import random\nrandom.seed(0)", "a": "x = random.random()",
+      "b": "random.seed(1)\ny = random.random()"}, False),  # b seeds its own
     ({"imports": "import random", "a": "x = random.random()", "b": "y = random.random()"}, False),  # never seeded
     ({"imports": "import random\nrandom.seed(0)", "a": "x = 1", "b": "y = random.random()"}, False),  # the first
     ({"imports": "import numpy as np", "a": "rng = np.random.default_rng(0)\nx = rng.random()",
@@ -153,7 +153,7 @@ def test_quickstart_keeps_its_parallel_branches_and_verifies_the_shared_input():
 
 def test_foreach_over_an_expression_parameter_evaluates_it_in_a_step():
     flow = build_flow(SCENARIOS / "foreach_expression.ipynb")
-    assert list(flow.steps)[0] == "parameters"
+    assert next(iter(flow.steps)) == "parameters"
     assert flow.steps["parameters"].writes == ["items", "alphas"]
     assert flow.steps["square"].inputs == {"items": "parameters"}
 
