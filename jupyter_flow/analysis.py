@@ -1,10 +1,20 @@
-"""Which names a piece of notebook code reads before writing, and which names it writes.
+"""Which names a piece of notebook code reads, which it writes, and which it may change in place.
 
-Static, from the `ast` module: IPython syntax (magics, `!cmd`) is translated to Python first.
-An assignment to a name's items or attributes (`df["a"] = 1`), an augmented assignment, and a
-method call whose result is dropped (`xs.append(4)`, `model.fit(X, y)`) count as a read and a
-write of that name, since they change the object in place. A call whose result is used
-(`m = X.mean()`) does not: parallel branches may call methods on a shared input.
+Cells go through IPython's input transformers first, as in the kernel, so magics and shell lines
+parse. `{expr}` and `$name` in a shell line or a magic's arguments are reads; the code given to
+`%time`, `%timeit`, `%prun`, `%%time`, `%%capture` ... is analysed as code.
+
+A name is *written* when the code assigns, augments, deletes or rebinds it, stores into its items
+or attributes, calls a method on it whose result is dropped (`xs.append(4)`, `model.fit(X, y)`) or
+a method known to change it (`xs.pop()`, `inplace=True`), passes it to a function whose result is
+dropped (`random.shuffle(deck)`) or to any function defined in the notebook, or does any of this
+through an alias (`d = df`, `for d in [df]`). Calling a notebook function also writes the globals
+that function changes. `del x` reads and writes `x`.
+
+A name is *maybe changed* (`Usage.maybe`) when it goes into a call whose result is used
+(`Xs = scaler.transform(X)`) or into a nested scope (lambda, comprehension). Such uses rarely change
+a value, so parallel branches may make them; the runtime re-hashes these inputs when the step ends
+and stops the run if one changed under a later reader (see `inkernel.finish`).
 """
 from __future__ import annotations
 
@@ -15,33 +25,106 @@ from dataclasses import dataclass, field
 
 BUILTINS = frozenset(dir(builtins)) | {"__file__", "__name__", "get_ipython", "display", "In", "Out"}
 
-_MAGIC_LINE = re.compile(r"^(\s*)(%%?|!)")
-# Magics whose argument is Python code of this cell: analyse that code, not the magic call.
-_CODE_LINE_MAGIC = re.compile(r"^(\s*)%(?:time|timeit|prun)\s+(?:-\S+\s+)*", re.M)
-_CODE_CELL_MAGIC = re.compile(r"^\s*%%(?:time|timeit|prun|capture)\b[^\n]*\n?")
+# Calls (functions or methods, by their last name) that change neither their receiver nor arguments.
+PURE_CALLS = frozenset("""
+print len repr str int float bool complex abs round min max sum sorted reversed list tuple set frozenset
+dict isinstance issubclass type id hash range enumerate zip any all format hasattr getattr callable
+divmod pow ord chr bin hex oct ascii vars dir display
+copy deepcopy mean median std var sum prod cumsum min max argmin argmax any all count index get keys
+values items startswith endswith join split rsplit strip lstrip rstrip lower upper title replace
+encode decode find rfind isdigit isalpha head tail describe info nunique unique value_counts isna
+notna isnull notnull astype reshape ravel flatten tolist to_numpy to_list to_dict to_frame dot
+transpose round predict predict_proba predict_log_proba decision_function score transform
+get_params get_support groupby agg aggregate merge concat query corr cov shape sample
+save savez savez_compressed savetxt dump dumps to_csv to_json to_parquet to_pickle write_text
+plot scatter hist bar barh show savefig imshow title xlabel ylabel legend figure subplots
+histplot barplot boxplot lineplot scatterplot countplot heatmap pairplot displot
+""".split())
+# Methods that change their receiver even when their result is used (`last = xs.pop()`), random
+# generators' draws included (`x = rng.normal()` advances `rng`).
+MUTATING_METHODS = frozenset("""
+append extend insert remove pop popitem clear sort reverse update setdefault add discard
+difference_update intersection_update symmetric_difference_update fill resize put itemset
+fit partial_fit fit_transform set_params
+random integers normal uniform choice permutation shuffle standard_normal randint randn rand gauss
+binomial poisson exponential beta gamma lognormal multinomial bytes getrandbits
+""".split())
+# Global random number generators: module -> its functions that do not draw from the global state.
+RNG_STREAMS = {
+    "random": {"Random", "SystemRandom", "getstate"},
+    "numpy.random": {"default_rng", "RandomState", "Generator", "SeedSequence", "BitGenerator", "PCG64",
+                     "MT19937", "Philox", "SFC64", "get_state"},
+}
+RNG_SEEDS = {"seed", "setstate", "set_state"}
+
+_IPYTHON_SYNTAX = re.compile(r"[!%?]")
+_CODE_LINE_MAGICS = {"time", "timeit", "prun"}
+_CODE_CELL_MAGICS = {"time", "timeit", "prun", "capture"}
+_MAGIC_OPTIONS = re.compile(r"^(?:\s*-(?:[nrpslTD]\s*\S+|[A-Za-z]))*\s*")
+_BRACES = re.compile(r"(?<!\{)\{([^{}]+)\}(?!\})")
+_DOLLAR = re.compile(r"(?<!\$)\$([A-Za-z_]\w*)")
+
+
+@dataclass
+class Function:
+    """What calling a function defined in the notebook does to the globals: it reads them as they
+    are at the call (the kernel that calls it gives it its own globals), and may change some."""
+    reads: list[str]
+    changes: list[str]
+    maybe: list[str]  # globals it passes to calls that may change them
+    params: dict[str, bool | None]  # parameter -> changed in place (True), maybe (False), neither (None)
+    positional: list[str]  # parameters an argument at each position binds
+    varargs: tuple[str | None, str | None] = (None, None)  # its *args and **kwargs names
+
+    def effect(self, position: int | None, keyword: str | None) -> bool | None:
+        """What a call does to the value passed at `position` (or as `keyword`)."""
+        if keyword is None and position is not None and position < len(self.positional):
+            param = self.positional[position]
+        elif keyword is not None and keyword in self.params and keyword not in self.varargs:
+            param = keyword
+        else:
+            param = self.varargs[0] if keyword is None and position is not None else self.varargs[1]
+        return self.params.get(param, True) if param else True
 
 
 @dataclass
 class Usage:
-    reads: list[str] = field(default_factory=list)
+    reads: list[str] = field(default_factory=list)  # read before written, in order
     writes: list[str] = field(default_factory=list)
-    modules: set[str] = field(default_factory=set)  # names bound by import: never "mutated"
+    changed: list[str] = field(default_factory=list)  # written by a change in place (not rebound)
+    maybe: list[str] = field(default_factory=list)  # read, and passed where it may be changed
+    optional: set[str] = field(default_factory=set)  # read only as `$name`: IPython leaves it if undefined
+    builtins: list[str] = field(default_factory=list)  # builtin names read (they count if a step redefines one)
+    modules: dict[str, str] = field(default_factory=dict)  # name bound by an import -> module path
+    functions: dict[str, Function] = field(default_factory=dict)  # functions defined here
+    rng: list[tuple[str, str]] = field(default_factory=list)  # ("seed" | "draw", stream), in code order
+    aliases: dict[str, set[str]] = field(default_factory=dict)  # name -> names it may share an object with
 
-    def read(self, name: str, bound: set[str]) -> None:
-        if name not in bound and name not in BUILTINS and name not in self.reads:
-            self.reads.append(name)
+    def read(self, name: str, bound: set[str], optional: bool = False) -> None:
+        if not optional:
+            self.optional.discard(name)
+        if name in bound or name in self.reads:
+            return
+        if name in BUILTINS:
+            if name not in self.builtins:
+                self.builtins.append(name)
+            return
+        if optional:
+            self.optional.add(name)
+        self.reads.append(name)
 
     def write(self, name: str, bound: set[str]) -> None:
         bound.add(name)
         if name not in self.writes:
             self.writes.append(name)
+        if name in self.maybe:
+            self.maybe.remove(name)
 
 
 def to_python(source: str) -> str:
-    """Cell source with IPython syntax turned into plain Python (only when there is any)."""
-    if not any(_MAGIC_LINE.match(line) for line in source.splitlines()) and "?" not in source:
+    """Cell source with IPython syntax turned into plain Python, as the kernel does."""
+    if not _IPYTHON_SYNTAX.search(source):
         return source
-    source = _CODE_LINE_MAGIC.sub(r"\1", _CODE_CELL_MAGIC.sub("", source, count=1))
     from IPython.core.inputtransformer2 import TransformerManager
 
     return TransformerManager().transform_cell(source)
@@ -60,96 +143,303 @@ def normalized(source: str) -> str:
         return source
 
 
-def analyze(sources: list[str], bound: set[str] | None = None, modules: set[str] | None = None) -> Usage:
+def analyze(sources: list[str], bound: set[str] | None = None, modules: dict[str, str] | None = None,
+            functions: dict[str, Function] | None = None) -> Usage:
     """Reads and writes of code cells run in order.
 
-    `bound` holds names already defined (parameters, shared cells); `modules` the names of those
-    bound by an import, whose method calls (`np.save(...)`) change nothing of ours.
+    `bound` holds names already defined; `modules` the names bound by an import (their functions
+    are not methods of a value of ours); `functions` the functions earlier cells defined.
     """
-    usage = Usage(modules=set(modules or ()))
-    bound = set(bound or ())
+    usage = Usage(modules=dict(modules or {}))
+    walker = _Walker(usage, set(bound or ()), dict(functions or {}))
     for source in sources:
-        for stmt in parse(source).body:
-            _statement(stmt, usage, bound)
+        for stmt in _Magics().visit(parse(source)).body:
+            walker.statement(stmt)
     return usage
 
 
-def _statement(stmt: ast.stmt, usage: Usage, bound: set[str]) -> None:
-    if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-        for node in stmt.decorator_list + _def_defaults(stmt):
-            _expression(node, usage, bound)
-        usage.write(stmt.name, bound)
-        for name in _free_names(stmt):
-            usage.read(name, bound)
-        return
-    if isinstance(stmt, (ast.Import, ast.ImportFrom)):
-        for alias in stmt.names:
-            if alias.name != "*":
+class _Magics(ast.NodeTransformer):
+    """Replace IPython's magic and shell calls by the Python they run or the names they expand."""
+
+    def visit_Expr(self, node: ast.Expr):
+        call = node.value
+        name, args = _ipython_call(call)
+        code = None
+        if name == "run_line_magic" and _const(args, 0) in _CODE_LINE_MAGICS:
+            code = _try_parse(_MAGIC_OPTIONS.sub("", _const(args, 1) or "", count=1))
+        elif name == "run_cell_magic" and _const(args, 0) in _CODE_CELL_MAGICS:
+            code = _try_parse(_const(args, 2) or "")
+            target = (_const(args, 1) or "").split()
+            if code is not None and _const(args, 0) == "capture" and target and target[-1].isidentifier():
+                code.body.append(ast.Assign(targets=[ast.Name(target[-1], ast.Store())], value=ast.Constant(None)))
+        if code is None:
+            return self.generic_visit(node)
+        return [self.visit(stmt) for stmt in code.body]
+
+    def visit_Call(self, node: ast.Call):
+        name, args = _ipython_call(node)
+        if name == "run_line_magic" and _const(args, 0) in _CODE_LINE_MAGICS:
+            expr = _try_parse(_MAGIC_OPTIONS.sub("", _const(args, 1) or "", count=1), "eval")
+            if expr is not None:
+                return self.visit(expr.body)
+        text = {"system": 0, "getoutput": 0, "run_line_magic": 1, "run_cell_magic": 1}.get(name)
+        if text is None:
+            return self.generic_visit(node)
+        return ast.Tuple(elts=_expansions(_const(args, text) or ""), ctx=ast.Load())
+
+
+def _ipython_call(node) -> tuple[str | None, list]:
+    """`("system", args)` for `get_ipython().system(...)`, else (None, [])."""
+    if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+            and isinstance(node.func.value, ast.Call) and getattr(node.func.value.func, "id", None) == "get_ipython"):
+        return node.func.attr, node.args
+    return None, []
+
+
+def _const(args: list, i: int):
+    return args[i].value if len(args) > i and isinstance(args[i], ast.Constant) else None
+
+
+def _try_parse(code: str, mode: str = "exec"):
+    try:
+        return ast.parse(to_python(code) if mode == "exec" else code.strip(), mode=mode)
+    except SyntaxError:
+        return None
+
+
+def _expansions(text: str) -> list[ast.expr]:
+    """What IPython expands in a shell line or magic: `{expr}` (an expression) and `$name`."""
+    found: list[ast.expr] = []
+    for match in _BRACES.finditer(text):
+        expr = _try_parse(match.group(1), "eval")
+        if expr is not None:
+            found.append(expr.body)
+    for match in _DOLLAR.finditer(text):
+        name = ast.Name(match.group(1), ast.Load())
+        name.optional = True  # IPython leaves `$name` as it is when nothing defines it
+        found.append(name)
+    return found
+
+
+class _Walker:
+    def __init__(self, usage: Usage, bound: set[str], functions: dict[str, Function]):
+        self.u, self.bound, self.functions = usage, bound, functions
+
+    # -- statements ---------------------------------------------------------------------------
+    def statement(self, stmt: ast.stmt) -> None:
+        if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            self.simple(stmt, parts=stmt.decorator_list + _def_defaults(stmt))
+            for name in _free_names(stmt):
+                self.u.read(name, self.bound)
+            if not isinstance(stmt, ast.ClassDef):
+                self.functions[stmt.name] = self.u.functions[stmt.name] = self._function(stmt)
+            self.bind(stmt.name)
+        elif isinstance(stmt, (ast.Import, ast.ImportFrom)):
+            for alias in stmt.names:
+                if alias.name == "*":
+                    continue
                 name = (alias.asname or alias.name).split(".")[0]
-                usage.modules.add(name)
-                usage.write(name, bound)
-        return
-    if isinstance(stmt, ast.Global):
-        return
-    if isinstance(stmt, _COMPOUND):
-        # Header expressions first, then the nested statements in order.
-        for name, value in ast.iter_fields(stmt):
-            if name in ("body", "orelse", "finalbody", "handlers", "cases"):
-                continue
-            for node in value if isinstance(value, list) else [value]:
-                if isinstance(node, ast.AST):
-                    _statement_part(node, usage, bound)
-        for name in ("body", "handlers", "cases", "orelse", "finalbody"):
+                self.bind(name)
+                self.u.modules[name] = (f"{stmt.module}.{alias.name}" if isinstance(stmt, ast.ImportFrom)
+                                        else alias.name if alias.asname else name)
+        elif isinstance(stmt, (ast.Global, ast.Nonlocal, ast.Pass, ast.Break, ast.Continue)):
+            pass
+        elif isinstance(stmt, ast.Delete):
+            self.simple(stmt)
+            for target in stmt.targets:
+                for name in _names(target, ast.Del):
+                    self.u.read(name, self.bound)
+                    self.u.write(name, self.bound)
+                    self.u.aliases.pop(name, None)
+        elif isinstance(stmt, (ast.For, ast.AsyncFor)):
+            self.simple(stmt, parts=[stmt.iter, stmt.target], value=stmt.iter, targets=[stmt.target])
+            self.body(stmt, "body", "orelse")
+        elif isinstance(stmt, (ast.With, ast.AsyncWith)):
+            for item in stmt.items:
+                parts = [item.context_expr] + ([item.optional_vars] if item.optional_vars else [])
+                self.simple(stmt, parts=parts, value=item.context_expr, targets=parts[1:])
+            self.body(stmt, "body")
+        elif isinstance(stmt, _COMPOUND):
+            headers = [v for k, v in ast.iter_fields(stmt) if k not in _BODIES]
+            self.simple(stmt, parts=[n for v in headers for n in (v if isinstance(v, list) else [v])
+                                     if isinstance(n, ast.AST)])
+            self.body(stmt, *_BODIES)
+        else:
+            value = getattr(stmt, "value", None)
+            targets = stmt.targets if isinstance(stmt, ast.Assign) else (
+                [stmt.target] if isinstance(stmt, ast.AnnAssign) else [])
+            self.simple(stmt, value=value, targets=targets)
+
+    def body(self, stmt: ast.stmt, *names: str) -> None:
+        for name in names:
             for child in getattr(stmt, name, None) or []:
                 if isinstance(child, (ast.ExceptHandler, ast.match_case)):
+                    if getattr(child, "name", None):
+                        self.bind(child.name)
                     for inner in child.body:
-                        _statement(inner, usage, bound)
+                        self.statement(inner)
                 else:
-                    _statement(child, usage, bound)
-        return
-    _statement_part(stmt, usage, bound)
+                    self.statement(child)
+
+    def simple(self, stmt: ast.AST, parts: list | None = None, value=None, targets=()) -> None:
+        """A statement without a body (or a compound statement's header): reads, then changes, then binds."""
+        nodes = [n for part in (parts if parts is not None else [stmt]) for n in _walk_scope(part)]
+        for node in nodes:
+            if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load):
+                self.u.read(node.id, self.bound, getattr(node, "optional", False))
+            elif isinstance(node, _SCOPES):
+                for name in _free_names(node):
+                    self.u.read(name, self.bound)
+                    self.change(name, definite=False)
+        dropped = stmt.value if isinstance(stmt, ast.Expr) else None
+        for node in nodes:
+            if isinstance(node, ast.Call):
+                self.call(node, dropped=node is dropped)
+            elif isinstance(node, (ast.Attribute, ast.Subscript)) and not isinstance(node.ctx, ast.Load):
+                self.change(_root_name(node), definite=True)
+            elif isinstance(node, ast.AugAssign):
+                self.change(_root_name(node.target), definite=True)
+        shared = _refs(value) if value is not None else set()
+        shared |= {a for name in shared for a in self.u.aliases.get(name, ())}
+        for target in targets:
+            for name in _names(target, ast.Store):
+                self.u.aliases.pop(name, None)
+                if shared - {name}:
+                    self.u.aliases[name] = shared - {name}
+        for node in nodes:
+            if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+                self.bind(node.id)
+
+    # -- what a call may change ----------------------------------------------------------------
+    def call(self, node: ast.Call, dropped: bool) -> None:
+        path = self.path(node.func)
+        self.random_state(path)
+        last = path.rsplit(".", 1)[-1] if path else None
+        func = node.func
+        args = [a for a in node.args] + [k.value for k in node.keywords]
+        passed = {n for a in args for n in _refs(a)}
+        inplace = any(k.arg == "inplace" and isinstance(k.value, ast.Constant) and k.value.value is True
+                      for k in node.keywords)
+        if isinstance(func, ast.Name) and func.id in self.functions:  # a function of this notebook
+            for name in self.functions[func.id].reads:
+                self.u.read(name, self.bound)
+            for name in self.functions[func.id].changes:
+                self.change(name, definite=True)
+            for name in self.functions[func.id].maybe:
+                self.change(name, definite=False)
+            function = self.functions[func.id]
+            for position, arg in enumerate(node.args):
+                effect = function.effect(None if isinstance(arg, ast.Starred) else position, None)
+                self.pass_to(arg, effect)
+            for keyword in node.keywords:
+                self.pass_to(keyword.value, function.effect(None, keyword.arg))
+            return
+        if last in PURE_CALLS and not inplace:
+            return
+        receiver = _root_name(func.value) if isinstance(func, ast.Attribute) else None
+        if receiver and receiver not in self.u.modules:  # a method of a value
+            self.change(receiver, definite=dropped or inplace or func.attr in MUTATING_METHODS)
+            definite = False  # methods seldom change their arguments: verified at run time
+        else:  # a function (`random.shuffle(deck)`) or a class
+            definite = dropped
+        for name in passed:
+            self.change(name, definite)
+
+    def pass_to(self, arg: ast.AST, effect: bool | None) -> None:
+        for name in _refs(arg):
+            if effect is not None:
+                self.change(name, definite=effect)
+
+    def path(self, func) -> str | None:
+        """`numpy.random.rand` for `np.random.rand` (names resolved through imports)."""
+        parts = []
+        while isinstance(func, ast.Attribute):
+            parts.append(func.attr)
+            func = func.value
+        if not isinstance(func, ast.Name):
+            return None
+        base = self.u.modules.get(func.id, func.id)
+        return ".".join([base] + parts[::-1])
+
+    def random_state(self, path: str | None) -> None:
+        if not path or "." not in path:
+            return
+        stream, _, name = path.rpartition(".")
+        if stream in RNG_STREAMS:
+            if name in RNG_SEEDS:
+                self.u.rng.append(("seed", stream))
+            elif name not in RNG_STREAMS[stream] and not name[0].isupper():
+                self.u.rng.append(("draw", stream))
+
+    def change(self, name: str | None, definite: bool) -> None:
+        """`name` (and what it may alias) is changed in place: a write, or a maybe."""
+        if not name:
+            return
+        for target in {name} | self.u.aliases.get(name, set()):
+            if target in self.u.modules or target in BUILTINS:
+                continue
+            self.u.read(target, self.bound)
+            if definite:
+                self.u.write(target, self.bound)
+                if target not in self.u.changed:
+                    self.u.changed.append(target)
+            elif target not in self.u.writes and target not in self.u.maybe:
+                self.u.maybe.append(target)
+
+    def bind(self, name: str) -> None:
+        self.u.write(name, self.bound)
+        self.u.modules.pop(name, None)
+
+    def _function(self, func: ast.FunctionDef | ast.AsyncFunctionDef) -> Function:
+        """The globals a function reads and may change when called (it may change its arguments too)."""
+        args = func.args
+        params = {a.arg for a in args.posonlyargs + args.args + args.kwonlyargs + [args.vararg, args.kwarg] if a}
+        declared = {n for node in ast.walk(func) if isinstance(node, ast.Global) for n in node.names}
+        inner = _Walker(Usage(modules=dict(self.u.modules)), set(params), dict(self.functions))
+        for stmt in func.body:
+            inner.statement(stmt)
+        local = params | {n.id for node in func.body for n in ast.walk(node)
+                          if isinstance(n, ast.Name) and not isinstance(n.ctx, ast.Load)}
+        outside = [n for n in inner.u.writes + inner.u.maybe if n not in local or n in declared]
+        effects = {p: True if p in inner.u.changed else False if p in inner.u.maybe else None for p in params}
+        return Function(reads=[n for n in inner.u.reads if n not in declared],
+                        changes=[n for n in outside if n in inner.u.writes],
+                        maybe=[n for n in outside if n in inner.u.maybe], params=effects,
+                        positional=[a.arg for a in args.posonlyargs + args.args],
+                        varargs=(args.vararg and args.vararg.arg, args.kwarg and args.kwarg.arg))
 
 
-_COMPOUND = (ast.If, ast.For, ast.AsyncFor, ast.While, ast.With, ast.AsyncWith, ast.Try, ast.Match) + (
-    (ast.TryStar,) if hasattr(ast, "TryStar") else ())
+_COMPOUND = (ast.If, ast.While, ast.Try, ast.Match) + ((ast.TryStar,) if hasattr(ast, "TryStar") else ())
+_BODIES = ("body", "handlers", "cases", "orelse", "finalbody")
+_SCOPES = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda,
+           ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp)
 
 
-def _statement_part(stmt: ast.AST, usage: Usage, bound: set[str]) -> None:
-    # Everything loaded in the statement is read before anything it stores (x = x + 1).
-    stores: list[str] = []
-    mutated: list[str] = []
-    for node in _walk_scope(stmt):
-        if isinstance(node, ast.Name):
-            if isinstance(node.ctx, ast.Load):
-                usage.read(node.id, bound)
-            else:
-                stores.append(node.id)
-        elif isinstance(node, (ast.Attribute, ast.Subscript)) and not isinstance(node.ctx, ast.Load):
-            mutated.append(_root_name(node))
-        elif isinstance(node, ast.AugAssign) and isinstance(node.target, ast.Name):
-            usage.read(node.target.id, bound)
-    if isinstance(stmt, ast.Expr):
-        call = stmt.value.value if isinstance(stmt.value, ast.Await) else stmt.value
-        if isinstance(call, ast.Call) and isinstance(call.func, ast.Attribute):
-            mutated.append(_root_name(call.func.value))
-    for name in mutated:
-        if name and name not in usage.modules and name not in BUILTINS:
-            usage.read(name, bound)
-            usage.write(name, bound)
-    for name in stores:
-        usage.write(name, bound)
+def _names(target: ast.AST, ctx) -> list[str]:
+    return [n.id for n in ast.walk(target) if isinstance(n, ast.Name) and isinstance(n.ctx, ctx)]
+
+
+def _refs(node: ast.AST | None) -> set[str]:
+    """Names whose objects `node` may hand on as they are (not a new value computed from them)."""
+    if isinstance(node, ast.Name):
+        return {node.id}
+    if isinstance(node, (ast.Attribute, ast.Subscript, ast.Starred)):
+        return _refs(node.value)
+    if isinstance(node, (ast.List, ast.Tuple, ast.Set)):
+        return {n for e in node.elts for n in _refs(e)}
+    if isinstance(node, ast.Dict):
+        return {n for v in node.values for n in _refs(v)}
+    if isinstance(node, ast.IfExp):
+        return _refs(node.body) | _refs(node.orelse)
+    if isinstance(node, ast.NamedExpr):
+        return _refs(node.value)
+    return set()
 
 
 def _root_name(node: ast.AST) -> str | None:
-    while isinstance(node, (ast.Attribute, ast.Subscript)):
+    while isinstance(node, (ast.Attribute, ast.Subscript, ast.Starred)):
         node = node.value
     return node.id if isinstance(node, ast.Name) else None
-
-
-def _expression(node: ast.AST, usage: Usage, bound: set[str]) -> None:
-    for sub in _walk_scope(node):
-        if isinstance(sub, ast.Name) and isinstance(sub.ctx, ast.Load):
-            usage.read(sub.id, bound)
 
 
 def _def_defaults(stmt: ast.stmt) -> list[ast.AST]:
@@ -159,21 +449,14 @@ def _def_defaults(stmt: ast.stmt) -> list[ast.AST]:
     return list(args.defaults) + [d for d in args.kw_defaults if d is not None]
 
 
-_SCOPES = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda,
-           ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp)
-
-
 def _walk_scope(node: ast.AST):
-    """Nodes of this scope; nested scopes contribute only the globals they read."""
+    """Nodes of this scope in source order; a nested scope is yielded but not entered."""
     todo = [node]
     while todo:
         current = todo.pop()
-        if current is not node and isinstance(current, _SCOPES):
-            for name in _free_names(current):
-                yield ast.Name(id=name, ctx=ast.Load())
-            continue
         yield current
-        todo.extend(reversed(list(ast.iter_child_nodes(current))))
+        if current is node or not isinstance(current, _SCOPES):
+            todo.extend(reversed(list(ast.iter_child_nodes(current))))
 
 
 def _free_names(scope: ast.AST) -> list[str]:

@@ -10,7 +10,7 @@ import ast
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import analysis, notebook
+from . import analysis, notebook, topdown
 from .errors import FlowError
 from .notebook import Cell
 
@@ -38,6 +38,8 @@ class Step:
     params: list[str] = field(default_factory=list)  # parameter names the step reads
     prev: list[str] = field(default_factory=list)  # every direct upstream step
     metrics: list[str] = field(default_factory=list)  # names printed by a pipeline-metrics cell
+    maybe: list[str] = field(default_factory=list)  # names read and passed where they may change in place
+    verify: dict[str, list[str]] = field(default_factory=dict)  # input -> later steps that read it too
 
     @property
     def foreach(self) -> dict | None:
@@ -131,36 +133,47 @@ def build_flow(path: str | Path, raw: dict | None = None) -> Flow:
                     steps={"main": main}, shared=[], warnings=nb.warnings)
     parameters = _parameters(nb.parameters)
     shared_usage = _analyze(nb.shared, "shared cells")
-    bound = set(shared_usage.writes)
+    functions = dict(shared_usage.functions)
     steps: dict[str, Step] = {}
+    usages: dict[str, analysis.Usage] = {}
     warnings = list(nb.warnings)
     for block in nb.steps.values():
         step = Step(block.name, block.cells, list(block.prev), dict(block.options))
         item = {step.foreach["item"]} if step.foreach else set()
-        usage = _analyze(block.cells, f"step {block.name!r}", bound | item, shared_usage.modules)
-        step.reads, step.writes = usage.reads, [w for w in usage.writes if w not in item]
+        usage = _analyze(block.cells, f"step {block.name!r}", item, shared_usage.modules, functions)
+        functions.update(usage.functions)
+        step.reads = usage.reads + usage.builtins
+        step.writes = [w for w in usage.writes if w not in item]
+        step.maybe = usage.maybe
         if step.foreach and step.foreach["var"] not in step.reads:
             step.reads.insert(0, step.foreach["var"])
-        steps[block.name] = step
+        steps[block.name], usages[block.name] = step, usage
     _check_prev(nb, steps)
+    topdown.check_split_steps(nb, usages, shared_usage.modules)
+    evaluated = _evaluated_parameters(steps, parameters)
+    if evaluated:
+        steps = {evaluated.name: evaluated, **steps}
     shared_params = [n for n in shared_usage.reads if n in parameters]  # e.g. a helper function's globals
+    optional = {name: usage.optional for name, usage in usages.items()}
     for step in steps.values():
-        _infer_inputs(step, steps, parameters, warnings)
+        _infer_inputs(step, steps, parameters, set(shared_usage.writes), optional.get(step.name, set()), warnings)
         step.params += [n for n in shared_params if n not in step.params]
+    _verify_lists(steps)
+    warnings += topdown.random_state(shared_usage, usages) + topdown.shared_objects(usages)
     _assign_metrics(nb, steps, parameters, warnings)
     order = _topological(nb, steps)
     return Flow(name=nb.name, path=Path(path).resolve(), kernel=nb.kernel, notebook=nb, parameters=parameters,
                 steps={n: steps[n] for n in order}, shared=nb.shared, warnings=warnings)
 
 
-def _analyze(cells: list[Cell], where: str, bound=(), modules=()) -> analysis.Usage:
+def _analyze(cells: list[Cell], where: str, bound=(), modules=None, functions=None) -> analysis.Usage:
     for cell in cells:
         try:
             analysis.parse(cell.source)
         except SyntaxError as e:
             raise FlowError(f"{cell.label()} in {where}: SyntaxError on line {e.lineno}: {e.msg}; fix the cell") \
                 from None
-    return analysis.analyze([c.source for c in cells], set(bound), set(modules))
+    return analysis.analyze([c.source for c in cells], set(bound), modules, functions)
 
 
 def _parameters(cell: Cell | None) -> dict[str, Parameter]:
@@ -195,9 +208,14 @@ def _check_prev(nb: notebook.Notebook, steps: dict[str, Step]) -> None:
                 raise FlowError(f"{cell.label()}: prev:{up} names {what}; steps are: {', '.join(steps)}")
 
 
-def _infer_inputs(step: Step, steps: dict[str, Step], parameters: dict, warnings: list[str]) -> None:
+def _infer_inputs(step: Step, steps: dict[str, Step], parameters: dict, shared: set[str], optional: set[str],
+                  warnings: list[str]) -> None:
+    """Where each name the step reads comes from: an upstream step, a parameter, or the shared cells.
+    Names the shared cells define, builtins and `$name` in shell lines are inputs only when an
+    earlier step rebinds them (`math = 5`, `def sum(...)`)."""
     names = list(steps)
     position = names.index(step.name)
+    reads = []
     for name in step.reads:
         if step.explicit_prev:
             producer = _nearest_writer(step, steps, name)
@@ -209,9 +227,40 @@ def _infer_inputs(step: Step, steps: dict[str, Step], parameters: dict, warnings
             step.params.append(name)
         elif step.foreach and name == step.foreach["var"]:
             raise FlowError(f"step {step.name!r}: foreach:{name} but no earlier step or parameter defines {name!r}")
+        elif name in shared or name in analysis.BUILTINS or name in optional:
+            continue
         else:
             warnings.append(f"step {step.name!r} reads {name!r}, which no earlier step or parameter defines")
+        reads.append(name)
+    step.reads = reads
     step.prev = list(step.explicit_prev) or list(dict.fromkeys(step.inputs.values()))
+
+
+def _evaluated_parameters(steps: dict[str, Step], parameters: dict[str, Parameter]) -> Step | None:
+    """A step that runs the parameters cell in a kernel and stores the value of each parameter whose
+    default is an expression and that a foreach fans out over (`items = list(range(200))`)."""
+    names = [s.foreach["var"] for s in steps.values()
+             if s.foreach and getattr(parameters.get(s.foreach["var"]), "type", None) == "expression"]
+    if not names:
+        return None
+    name = next(n for n in ("parameters", "parameters_", "evaluate_parameters") if n not in steps)
+    evaluated = Step(name, [], [], {}, writes=list(dict.fromkeys(names)), params=list(dict.fromkeys(names)))
+    for step in steps.values():
+        if step.foreach and step.foreach["var"] in names:
+            step.inputs[step.foreach["var"]] = name
+    return evaluated
+
+
+def _verify_lists(steps: dict[str, Step]) -> None:
+    """For each input a step may change in place unseen, the later steps (notebook order) that read
+    the same value: top to bottom they would see the change (`inkernel.finish` checks)."""
+    order = list(steps)
+    for step in steps.values():
+        for name in step.maybe:
+            source = step.inputs.get(name)
+            if source:
+                later = order[order.index(step.name) + 1:]
+                step.verify[name] = [s for s in later if steps[s].inputs.get(name) == source]
 
 
 def _nearest_writer(step: Step, steps: dict[str, Step], name: str) -> str | None:

@@ -21,6 +21,10 @@ class UnpicklableValue(Exception):
     """A value a later step needs cannot be pickled."""
 
 
+class ChangedInPlace(Exception):
+    """The step changed an input in place, unseen by the analysis, and a later step reads the old value."""
+
+
 def record(name: str, value):
     """Record a scalar metric on the current task and run. Outside a run it only remembers it."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
@@ -68,7 +72,7 @@ def _give(spec: dict, ns: dict, only_missing: bool = False) -> None:
             continue
         try:
             ns[name] = ([store.load_value(h) for h in ref["hashes"]] if "hashes" in ref
-                        else store.load_value(ref["hash"]))
+                        else _with_globals(store.load_value(ref["hash"]), ns))
         except Exception:  # noqa: BLE001
             if not only_missing:
                 raise
@@ -77,13 +81,26 @@ def _give(spec: dict, ns: dict, only_missing: bool = False) -> None:
         ns[fe["item"]] = list(ns[fe["var"]])[fe["index"]]
 
 
+def _with_globals(value, ns: dict):
+    """A function another step defined, made to use this kernel's globals, as it does top to bottom
+    (unpickled, it would keep copies of the globals it saw where it was defined)."""
+    if not (isinstance(value, types.FunctionType) and value.__module__ == "__main__" and value.__globals__ is not ns):
+        return value
+    func = types.FunctionType(value.__code__, ns, value.__name__, value.__defaults__, value.__closure__)
+    func.__kwdefaults__, func.__qualname__ = value.__kwdefaults__, value.__qualname__
+    func.__dict__.update(value.__dict__)
+    return func
+
+
 def finish() -> None:
     """Store every value the step wrote; fail if a later step needs one that cannot be pickled."""
     spec = _state["spec"]
     ns = _namespace()
     store = _store()
-    outputs, warnings = {}, []
-    for name in spec["writes"]:
+    changed = _changed_inputs(spec, ns, store)
+    outputs = {}
+    warnings = [f"{name!r} was changed in place by a call; stored as an output of this step" for name in changed]
+    for name in spec["writes"] + changed:
         if name not in ns:
             continue
         value = ns[name]
@@ -108,6 +125,29 @@ def finish() -> None:
             except TypeError as e:
                 warnings.append(str(e))
     _write_result("result.json", {"outputs": outputs, "warnings": warnings, "metrics": _state["metrics"]})
+
+
+def _changed_inputs(spec: dict, ns: dict, store) -> list[str]:
+    """The inputs this step changed in place through calls the analysis cannot see into.
+
+    Each is re-hashed: if a later step reads the same value, top to bottom it would see the change,
+    so the step fails naming the variable; otherwise the changed value is stored as an output."""
+    from .store.blobs import hash_value
+
+    changed = []
+    for name, readers in spec.get("verify", {}).items():
+        ref = spec["inputs"].get(name, {})
+        current = hash_value(ns[name]) if "hash" in ref and name in ns else None
+        if current in (None, ref.get("hash")) or current == hash_value(store.load_value(ref["hash"])):
+            continue  # unchanged (the last test: the same value, pickled to other bytes)
+        if readers:
+            raise ChangedInPlace(
+                f"step {spec['step']!r} changed {name!r} in place, and step {', '.join(map(repr, readers))} reads "
+                f"{name!r} after it: top to bottom it would see the change. Fix: assign it in step "
+                f"{spec['step']!r} ({name} = {name} after the call that changes it) so later steps take it from "
+                "there, or pass a copy to that call")
+        changed.append(name)
+    return changed
 
 
 def snapshot(spec: dict | None = None, parameters: dict | None = None) -> None:

@@ -40,8 +40,10 @@ def load_file(path: str) -> dict:
 
 def resolve(flow: Flow, given: dict | None = None, cli: list[tuple[str, str]] | None = None,
             files: list[str] | None = None) -> dict:
-    """The run's parameter values: defaults, then files, then `given`, then -p pairs (last wins)."""
-    values = {n: p.value for n, p in flow.parameters.items()}
+    """The run's parameter values: defaults, then files, then `given`, then -p pairs (last wins).
+    A default that is an expression (`items = list(range(200))`) is left out unless overridden: the
+    parameters cell computes it in the kernel, as papermill does."""
+    values = {n: p.value for n, p in flow.parameters.items() if p.type != "expression"}
     overrides: dict = {}
     for path in files or []:
         overrides.update({k: (v, f"-f {Path(path).name}") for k, v in load_file(path).items()})

@@ -30,10 +30,10 @@ def describe(value) -> dict:
         info["nbytes"] = nbytes
     if isinstance(value, (list, tuple, dict, set, frozenset, str, bytes)):
         info["length"] = len(value)
-    elif shape is None and hasattr(value, "__len__"):
+    elif (shape is None or len(shape) == 1 or type(value).__module__ == "numpy") and hasattr(value, "__len__"):
         try:
             info["length"] = len(value)
-        except Exception:  # noqa: BLE001 - a broken __len__ only costs us the length
+        except Exception:  # noqa: BLE001 - a broken __len__ (or a 0-d array) only costs us the length
             pass
     try:
         info["preview"] = _short_repr(value)

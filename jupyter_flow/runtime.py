@@ -288,7 +288,8 @@ class Runner:
         payload = {
             "version": __version__, "kernel": step.options.get("kernel", self.flow.kernel),
             "code": [analysis.normalized(c.source) for c in self.flow.shared + step.cells],
-            "inputs": refs, "params": {p: self.parameters.get(p) for p in step.params},
+            "inputs": refs,
+            "params": {p: self.parameters.get(p, {"default": self.flow.parameters[p].source}) for p in step.params},
             "foreach": index if step.foreach else None,
         }
         h = new_hash()
@@ -333,6 +334,7 @@ class Runner:
             "kernel_spec": {
                 "store": self.store.url, "run_id": self.run_id, "step": task.step, "index": task.index,
                 "inputs": refs, "writes": step.writes, "needed": needed, "metrics": step.metrics,
+                "verify": step.verify,
                 "foreach": ({**step.foreach, "index": task.index} if step.foreach else None),
             },
         }

@@ -16,11 +16,10 @@ def build(flow: Flow, step: Step, run_id: str, index: int) -> dict:
     """The step notebook as an nbformat v4 dict; `with_begin` fills in what the kernel receives."""
     if not flow.notebook.python:
         return _as_papermill_runs_it(flow, run_id)
-    cells = []
-    if flow.notebook.parameters is not None:
-        cells.append(_cell(flow.notebook.parameters.source, "parameters", flow.notebook.parameters.index,
-                           tags=["parameters"]))
-    cells += [_cell(c.source, "shared", c.index) for c in flow.shared]
+    params = flow.notebook.parameters
+    setup = sorted(flow.shared + ([params] if params is not None else []), key=lambda c: c.index)
+    cells = [_cell(c.source, "parameters", c.index, tags=["parameters"]) if c is params
+             else _cell(c.source, "shared", c.index) for c in setup]  # in notebook order, as papermill runs them
     cells.append(_cell("", "begin"))
     cells += [_cell(c.source, "step", c.index) for c in step.cells]
     cells.append(_cell("_jf.finish()", "finish"))

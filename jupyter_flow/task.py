@@ -130,6 +130,9 @@ def _execute(spec: dict, km, workdir: str, record: dict, control: TaskControl) -
             return
     control.ended()
     result_path = os.path.join(workdir, "result.json")
+    if not os.path.exists(result_path) and stepbook.sets_up_kernel(spec["stepbook"]):
+        record.update(status="failed", error=_stopped_early(spec, _read_json(output) or {}))
+        return
     result = _read_json(result_path) or {}
     if os.path.exists(result_path):
         os.remove(result_path)  # its content lives on in task.json
@@ -189,6 +192,22 @@ def _exception(e, executed: dict, where: dict) -> tuple[str, str]:
     if colon and kind.isidentifier():
         return kind, message
     return e.ename, last or e.evalue or "the cell failed (no message)"
+
+
+def _stopped_early(spec: dict, executed: dict) -> dict:
+    """The step ended without reaching its last cell and without an error: `sys.exit(0)`, which
+    papermill takes as the end of the whole notebook. A pipeline cannot end the steps after it."""
+    for i, cell in enumerate(executed.get("cells", [])):
+        exits = [o for o in cell.get("outputs", []) if o.get("ename") == "SystemExit"]
+        if exits:
+            where = cell.get("metadata", {}).get("jupyter_flow", {})
+            code = exits[0].get("evalue") or "0"
+            return {"type": "SystemExit", "cell": i, "source_cell": where.get("source_cell"), "role": where.get("role"),
+                    "message": f"step {spec['step']!r} called sys.exit({code}) in cell "
+                               f"{(where.get('source_cell') or 0) + 1}: papermill ends the whole notebook there, "
+                               "which a pipeline cannot do for the steps after it. Raise an exception to fail the "
+                               "step, or put the rest of the step under an if"}
+    return {"type": "StoppedEarly", "message": f"step {spec['step']!r} stopped before its last cell ran"}
 
 
 def _kernel_death(e: Exception, exit_code: int | None, control: TaskControl) -> dict:

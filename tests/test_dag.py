@@ -4,23 +4,8 @@ import json
 import pytest
 from conftest import EXAMPLES, SCENARIOS, cli
 
-from jupyter_flow.analysis import analyze
 from jupyter_flow.dag import build_flow
 from jupyter_flow.errors import FlowError
-
-
-def test_reads_and_writes_follow_python_scoping():
-    usage = analyze(["import math\nx = math.sqrt(y)\nfor i in range(3):\n    t = i + w\n"
-                     "def f(a):\n    return a + g\nsq = [k * q for k in x]\n%time r = x\n"])
-    assert usage.reads == ["y", "w", "g", "q"]
-    assert usage.writes == ["math", "x", "i", "t", "f", "sq", "r"]
-
-
-def test_in_place_changes_count_as_writes_but_used_results_do_not():
-    usage = analyze(["xs.append(4)", "df['a'] = 1", "obj.attr = 2", "n += 1", "m = X.mean()", "np.save(z)"],
-                    modules={"np"})
-    assert usage.writes == ["xs", "df", "obj", "n", "m"]
-    assert "X" in usage.reads and "X" not in usage.writes
 
 
 def test_quickstart_has_two_parallel_feature_branches():

@@ -59,6 +59,16 @@ def test_python_api_returns_values(run_flow, store):
     ("kale_untagged_first.ipynb", ["x", "y"], None),
     ("kale_prev_on_shared.ipynb", ["values", "squares"], None),
     ("kale_metrics_parameter.ipynb", ["values", "total"], None),
+    ("alias_loop.ipynb", ["df", "keys"], None),
+    ("mutate_function.ipynb", ["deck", "n"], None),
+    ("module_function.ipynb", ["deck", "top"], None),
+    ("shell_vars.ipynb", ["line"], None),
+    ("redefined_builtin.ipynb", ["r"], None),
+    ("shared_rebound.ipynb", ["r"], None),
+    ("before_parameters.ipynb", ["path"], None),
+    ("del_name.ipynb", ["z", "r", "keep"], None),
+    ("ipython_syntax.ipynb", ["t", "hi", "u"], None),
+    ("function_globals.ipynb", ["r"], None),
 ])
 def test_pipeline_equals_top_to_bottom(run_flow, top_to_bottom, notebook, names, params):
     run = run_flow(notebook, parameters=params)
@@ -69,6 +79,29 @@ def test_pipeline_equals_top_to_bottom(run_flow, top_to_bottom, notebook, names,
             if name in task.artifacts:
                 got[name] = task.artifacts[name].value  # the last writer in step order wins, as top to bottom
     assert got == expected
+
+
+def test_foreach_over_arrays_and_expression_parameters(run_flow):
+    run = run_flow("foreach_array.ipynb")
+    assert run["combine"].data.total == 12 + 15
+    run = run_flow("foreach_expression.ipynb")
+    assert len(run["square"].tasks) == 5 and run["combine"].data.total == 30
+    assert run["combine"].data.halves == 1.25
+    run = run_flow("foreach_expression.ipynb", parameters={"items": [1, 2]})
+    assert run["combine"].data.total == 5
+
+
+def test_sys_exit_in_a_step_fails_the_run_naming_it(run_flow):
+    run = run_flow("sys_exit.ipynb", expect="failed")
+    error = run["b"].error
+    assert error["type"] == "SystemExit" and "sys.exit(0)" in error["message"] and "'b'" in error["message"]
+    assert "c" not in {t.step for t in run.tasks}  # papermill top to bottom never runs it either
+
+
+def test_an_unseen_change_in_place_stops_the_run_naming_step_and_variable(run_flow):
+    run = run_flow("changed_in_place.ipynb", expect="failed")
+    message = run["b"].error["message"]
+    assert "'b' changed 'xs' in place" in message and "'c'" in message and "xs = xs" in message
 
 
 def test_quickstart_equals_top_to_bottom(run_flow, top_to_bottom):

@@ -14,6 +14,20 @@ def new_hash():
     return xxhash.xxh3_128()
 
 
+def hash_value(value) -> str:
+    """The hash `Store.save_value` would give `value`, without writing it anywhere."""
+    import cloudpickle
+
+    writer = HashingWriter(_Discard())
+    cloudpickle.dump(value, writer, protocol=5)
+    return writer.hash.hexdigest()
+
+
+class _Discard:
+    def write(self, data) -> int:
+        return len(memoryview(data).cast("B"))
+
+
 class HashingWriter:
     def __init__(self, raw):
         self.raw = raw

@@ -1,0 +1,72 @@
+"""Where a pipeline could give other values than the notebook run top to bottom: refused or
+warned about before anything runs, naming the step.
+
+- A step split around another one (`step:a`, `step:b`, `step:a`) whose later cells use a name the
+  step in between also uses: refused (top to bottom, the step in between runs in the middle).
+- A step that draws from a global random generator (`random`, `numpy.random`) after an earlier step
+  used it, when something seeded it: warned (top to bottom it continues the earlier step's
+  sequence; in a fresh kernel it starts again from the seed).
+- Two names a step leaves pointing at one object (`y = x`) when a later step changes one of them in
+  place: warned (top to bottom the other changes too; in a pipeline each value is its own copy).
+"""
+from __future__ import annotations
+
+from . import analysis
+from .errors import FlowError
+
+
+def check_split_steps(nb, usages: dict[str, analysis.Usage], modules: dict[str, str]) -> None:
+    starts = {name: block.cells[0].index for name, block in nb.steps.items() if block.cells}
+    for name, block in nb.steps.items():
+        for other, start in starts.items():
+            late = [c for c in block.cells if c.index > start]
+            if other == name or not late or start < block.cells[0].index:
+                continue
+            rest = analysis.analyze([c.source for c in late], modules=modules)
+            them = usages[other]
+            clash = ((set(them.reads) | set(them.maybe)) & set(rest.writes)
+                     | set(them.writes) & (set(rest.reads) | set(rest.writes) | set(rest.maybe)))
+            if clash:
+                names = ", ".join(sorted(clash))
+                raise FlowError(
+                    f"{late[0].label()} continues step {name!r} after step {other!r} began "
+                    f"({nb.steps[other].cells[0].label()}), and both use {names}: top to bottom step {other!r} "
+                    f"runs in between. Tag {late[0].label()} with a step of its own (e.g. step:{name}_2), "
+                    f"or move it above step {other!r}")
+
+
+def random_state(shared: analysis.Usage, usages: dict[str, analysis.Usage]) -> list[str]:
+    warnings = []
+    for stream in analysis.RNG_STREAMS:
+        seeded = ("seed", stream) in shared.rng
+        last = None  # the last earlier step that used the stream
+        for name, usage in usages.items():
+            events = [kind for kind, s in usage.rng if s == stream]
+            if not events:
+                continue
+            if events[0] == "draw" and last and seeded:
+                warnings.append(
+                    f"step {name!r} draws from the global random state ({stream}) after step {last!r} used it: "
+                    f"top to bottom it continues the sequence where step {last!r} left it, but each step starts "
+                    f"again from the seed. Seed it at the start of step {name!r} ({stream}.seed(...)) for values of "
+                    "its own, or pass a generator (random.Random(seed), numpy.random.default_rng(seed)) between steps")
+            seeded = seeded or "seed" in events
+            last = name
+    return warnings
+
+
+def shared_objects(usages: dict[str, analysis.Usage]) -> list[str]:
+    warnings = []
+    order = list(usages)
+    for name in order:
+        for alias, targets in usages[name].aliases.items():
+            for target in sorted(targets):
+                for changer in order[order.index(name) + 1:]:
+                    for one in sorted({alias, target} & set(usages[changer].changed)):
+                        other = target if one == alias else alias
+                        warnings.append(
+                            f"step {name!r} leaves {alias!r} and {target!r} as one object, and step {changer!r} "
+                            f"changes {one!r} in place: top to bottom {other!r} changes with it, but in the "
+                            f"pipeline {other!r} stays as step {name!r} left it. Make a copy in step {name!r} "
+                            f"(e.g. {alias} = copy.deepcopy({target})) or use {one!r} instead of {other!r}")
+    return warnings

@@ -1,0 +1,178 @@
+"""Static analysis of steps (no kernels): what each step reads, writes and may change in place, and
+the refusals and warnings for what a pipeline cannot run as top to bottom does."""
+import json
+
+import pytest
+from conftest import EXAMPLES, SCENARIOS, cli, one_line_error, run_dirs
+
+from jupyter_flow.analysis import analyze
+from jupyter_flow.dag import build_flow
+from jupyter_flow.errors import FlowError
+
+
+def usage(*cells, **kw):
+    return analyze(list(cells), **kw)
+
+
+def test_reads_and_writes_follow_python_scoping():
+    u = usage("import math\nx = math.sqrt(y)\nfor i in range(3):\n    t = i + w\n"
+              "def f(a):\n    return a + g\nsq = [k * q for k in x]\n%time r = x\n")
+    assert u.reads == ["y", "w", "g", "q"]
+    assert u.writes == ["math", "x", "i", "t", "f", "sq", "r"]
+
+
+@pytest.mark.parametrize("code, changed", [
+    ("xs.append(4)", "xs"),                                   # a method whose result is dropped
+    ("last = xs.pop()", "xs"),                                # a known in-place method, result used
+    ("df['a'] = 1", "df"),                                    # item assignment
+    ("obj.attr = 2", "obj"),
+    ("n += 1", "n"),
+    ("df.dropna(inplace=True)", "df"),
+    ("for d in [df]:\n    d['y'] = 2", "df"),                # through a loop variable
+    ("d = df\nd['y'] = 2", "df"),                             # through an alias
+    ("rows = [df]\nrows[0]['y'] = 2", "df"),                  # through a container
+    ("def add(l):\n    l.append(99)\nadd(deck)", "deck"),     # passed to a notebook function
+    ("import random\nrandom.shuffle(deck)", "deck"),          # passed to a module function
+    ("def grow():\n    deck.append(1)\ngrow()", "deck"),       # a notebook function changing a global
+    ("del x", "x"),
+    ("v = rng.normal()", "rng"),                              # a draw advances a generator
+])
+def test_what_may_change_a_value_counts_as_reading_and_writing_it(code, changed):
+    u = usage(code)
+    assert changed in u.reads and changed in u.writes
+
+
+def test_calls_whose_result_is_used_are_verified_at_run_time_not_edges():
+    u = usage("m = X.mean()", "Xs = scaler.transform(X)", "model = make(Y)", "k = len(Z)", "np.save('f', W)",
+              modules={"np": "numpy"})
+    assert u.writes == ["m", "Xs", "model", "k"]
+    assert u.maybe == ["Y"]  # mean, transform, len and np.save change nothing; make(Y) might
+    assert {"X", "scaler", "Y", "Z", "W"} <= set(u.reads)
+
+
+def test_ipython_syntax_parses_and_expansions_are_reads():
+    u = usage("out = !echo hi\nt = %time n*2\n!echo {word} > f\n!echo $other $HOME\n%matplotlib inline")
+    assert u.writes == ["out", "t"]
+    assert u.reads == ["n", "word", "other", "HOME"]
+    assert u.optional == {"other", "HOME"}  # `$name` is left as it is when nothing defines it
+    u = usage("%%time\ny = x + 1\n", "%%capture cap\nprint(z)\n", "%timeit -n 3 f(a)")
+    assert u.reads == ["x", "z", "f", "a"] and u.writes == ["y", "cap", "a"]  # f(a) may change a
+
+
+def test_a_notebook_function_reads_and_changes_globals_where_it_is_called():
+    defined = usage("def g():\n    return y * 10\n\ndef h():\n    deck.append(1)")
+    u = analyze(["r = g()\nh()"], functions=defined.functions)
+    assert u.reads == ["g", "y", "h", "deck"]
+    assert u.writes == ["r", "deck"]
+
+
+def test_a_notebook_function_changes_only_the_arguments_it_changes():
+    defined = usage("def f(a, b, *rest, k=None, **kw):\n    a.append(1)\n    rest[0].sort()\n    m = g(b)\n"
+                    "    return k")
+    u = analyze(["r = f(x, y, z, k=w, other=v)"], functions=defined.functions)
+    assert u.writes == ["x", "z", "r"]  # a (x) and *rest (z) are changed; k and **kw are only read
+    assert u.maybe == ["y"]  # passed on to g, whose result is used: checked at run time
+
+
+def test_builtins_are_reads_only_when_redefined():
+    assert usage("r = sum(3, 4)").builtins == ["sum"]
+    flow = build_flow(SCENARIOS / "redefined_builtin.ipynb")
+    assert flow.steps["b"].inputs == {"sum": "a"}
+    assert build_flow(SCENARIOS / "linear.ipynb").warnings == []
+
+
+def test_a_shared_name_rebound_by_a_step_is_passed_on():
+    flow = build_flow(SCENARIOS / "shared_rebound.ipynb")
+    assert flow.steps["b"].inputs == {"math": "a"}
+    assert "math" not in flow.steps["a"].reads
+
+
+def test_global_random_state_is_a_warning_naming_the_step():
+    flow = build_flow(SCENARIOS / "random_state.ipynb")
+    assert len(flow.warnings) == 1 and "step 'b' draws from the global random state" in flow.warnings[0]
+    assert "random.seed" in flow.warnings[0]
+
+
+@pytest.mark.parametrize("cells, warned", [
+    ({"imports": "import random\nrandom.seed(0)", "a": "x = random.random()", "b": "y = random.random()"}, True),
+    ({"imports": "import numpy as np\nnp.random.seed(0)", "a": "x = np.random.rand()", "b": "y = np.random.rand()"},
+     True),
+    ({"a": "import random\nrandom.seed(0)\nx = random.random()", "b": "y = random.random()"}, True),
+    ({"imports": "import random\nrandom.seed(0)", "a": "x = random.random()",
+      "b": "random.seed(1)\ny = random.random()"}, False),  # b seeds its own
+    ({"imports": "import random", "a": "x = random.random()", "b": "y = random.random()"}, False),  # never seeded
+    ({"imports": "import random\nrandom.seed(0)", "a": "x = 1", "b": "y = random.random()"}, False),  # the first
+    ({"imports": "import numpy as np", "a": "rng = np.random.default_rng(0)\nx = rng.random()",
+      "b": "y = rng.random()"}, False),  # a generator passed on
+])
+def test_random_state_warnings(tmp_path, cells, warned):
+    flow = build_flow(write(tmp_path, cells))
+    assert any("global random state" in w for w in flow.warnings) == warned, flow.warnings
+
+
+def test_a_step_split_around_a_step_using_its_names_is_refused():
+    with pytest.raises(FlowError) as info:
+        build_flow(SCENARIOS / "split_step.ipynb")
+    message = str(info.value)
+    assert "continues step 'a' after step 'b'" in message and "x" in message and "step:a_2" in message
+
+
+def test_a_split_step_that_shares_no_name_with_the_step_between_is_fine(tmp_path):
+    path = write(tmp_path, [("step:a", "x = 1"), ("step:b", "y = 2"), ("step:a", "z = x + 1")])
+    assert build_flow(path).steps["a"].writes == ["x", "z"]
+
+
+def test_refusals_from_the_cli_are_one_line_exit_2_and_write_nothing(store):
+    proc = cli("run", SCENARIOS / "split_step.ipynb", check=2)
+    assert "continues step 'a'" in one_line_error(proc)
+    assert run_dirs(store) == []
+
+
+def test_random_state_warning_is_printed_before_the_run(store):
+    proc = cli("dag", SCENARIOS / "random_state.ipynb", check=0)
+    assert "warning: step 'b' draws from the global random state" in proc.stdout
+
+
+def test_aliases_left_between_steps_are_a_warning(tmp_path):
+    path = write(tmp_path, [("step:a", "x = [1]\ny = x"), ("step:b", "x.append(2)"), ("step:c", "n = len(y)")])
+    flow = build_flow(path)
+    assert any("leaves 'y' and 'x' as one object" in w and "'b'" in w for w in flow.warnings), flow.warnings
+
+
+def test_only_later_readers_of_a_maybe_changed_input_are_verified():
+    flow = build_flow(SCENARIOS / "changed_in_place.ipynb")
+    assert flow.steps["b"].verify == {"xs": ["c"]}
+    assert flow.steps["c"].verify == {}
+
+
+def test_quickstart_keeps_its_parallel_branches_and_verifies_the_shared_input():
+    flow = build_flow(EXAMPLES / "quickstart.ipynb")
+    assert flow.steps["select_features"].prev == ["load"]
+    assert "X_train" in flow.steps["scale_features"].verify
+
+
+def test_foreach_over_an_expression_parameter_evaluates_it_in_a_step():
+    flow = build_flow(SCENARIOS / "foreach_expression.ipynb")
+    assert next(iter(flow.steps)) == "parameters"
+    assert flow.steps["parameters"].writes == ["items", "alphas"]
+    assert flow.steps["square"].inputs == {"items": "parameters"}
+
+
+def test_the_parameters_cell_runs_where_it_is_among_shared_cells():
+    from jupyter_flow import stepbook
+
+    flow = build_flow(SCENARIOS / "before_parameters.ipynb")
+    cells = stepbook.build(flow, flow.steps["a"], "run", 0)["cells"]
+    assert [c["metadata"]["jupyter_flow"]["role"] for c in cells[:2]] == ["shared", "parameters"]
+
+
+def write(tmp_path, cells) -> str:
+    """A notebook from {tag: source} or [(tag, source)] (tags of steps: their name)."""
+    items = cells.items() if isinstance(cells, dict) else cells
+    raw = {"nbformat": 4, "nbformat_minor": 5, "metadata": {"kernelspec": {"name": "python3"}}, "cells": [
+        {"cell_type": "code", "metadata": {"tags": [tag if tag in ("imports", "functions") or ":" in tag
+                                                    else f"step:{tag}"]},
+         "source": source, "outputs": [], "execution_count": None} for tag, source in items]}
+    path = tmp_path / "nb.ipynb"
+    path.write_text(json.dumps(raw))
+    return path
