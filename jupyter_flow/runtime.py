@@ -331,6 +331,7 @@ class Runner:
             "input_meta": meta, "cache_key": cache_key, "executor": self._executor_for(step).name,
             "foreach": ({**step.foreach, "index": task.index} if step.foreach else None),
             "stepbook": stepbook.build(self.flow, step, self.run_id, task.index),
+            "ends_notebook": task.step == list(self.flow.notebook.steps)[-1],  # no step follows it in the notebook
             "kernel_spec": {
                 "store": self.store.url, "run_id": self.run_id, "step": task.step, "index": task.index,
                 "inputs": refs, "writes": step.writes, "needed": needed, "metrics": step.metrics,

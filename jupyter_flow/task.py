@@ -131,7 +131,11 @@ def _execute(spec: dict, km, workdir: str, record: dict, control: TaskControl) -
     control.ended()
     result_path = os.path.join(workdir, "result.json")
     if not os.path.exists(result_path) and stepbook.sets_up_kernel(spec["stepbook"]):
-        record.update(status="failed", error=_stopped_early(spec, _read_json(output) or {}))
+        error = _stopped_early(spec, _read_json(output) or {})
+        if error.pop("ended_notebook", False):  # papermill's own case: the notebook ends there, successfully
+            record.update(status="succeeded", warnings=[error["message"]])
+        else:
+            record.update(status="failed", error=error)
         return
     result = _read_json(result_path) or {}
     if os.path.exists(result_path):
@@ -196,17 +200,21 @@ def _exception(e, executed: dict, where: dict) -> tuple[str, str]:
 
 def _stopped_early(spec: dict, executed: dict) -> dict:
     """The step ended without reaching its last cell and without an error: `sys.exit(0)`, which
-    papermill takes as the end of the whole notebook. A pipeline cannot end the steps after it."""
+    papermill takes as the end of the whole notebook. That is fine in the notebook's last step
+    (`ended_notebook`); before other steps a pipeline cannot end them, so the step fails."""
     for i, cell in enumerate(executed.get("cells", [])):
         exits = [o for o in cell.get("outputs", []) if o.get("ename") == "SystemExit"]
         if exits:
             where = cell.get("metadata", {}).get("jupyter_flow", {})
             code = exits[0].get("evalue") or "0"
+            at = f"cell {(where.get('source_cell') or 0) + 1}"
+            if spec.get("ends_notebook") and code == "0":
+                return {"ended_notebook": True, "message": f"step {spec['step']!r} called sys.exit(0) in {at}: as "
+                        "papermill does, the notebook ends there; nothing it assigned was stored"}
             return {"type": "SystemExit", "cell": i, "source_cell": where.get("source_cell"), "role": where.get("role"),
-                    "message": f"step {spec['step']!r} called sys.exit({code}) in cell "
-                               f"{(where.get('source_cell') or 0) + 1}: papermill ends the whole notebook there, "
-                               "which a pipeline cannot do for the steps after it. Raise an exception to fail the "
-                               "step, or put the rest of the step under an if"}
+                    "message": f"step {spec['step']!r} called sys.exit({code}) in {at}: papermill ends the whole "
+                               "notebook there, which a pipeline cannot do for the steps after it. Raise an exception "
+                               "to fail the step, or put the rest of the step under an if"}
     return {"type": "StoppedEarly", "message": f"step {spec['step']!r} stopped before its last cell ran"}
 
 
