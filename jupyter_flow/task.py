@@ -23,7 +23,8 @@ import time
 from datetime import datetime, timezone
 
 from . import kernels, stepbook
-from .store import open_store
+from .store import open_store, records
+from .store.layout import task_key
 
 ATTEMPT_FILES = ("output.ipynb", "log.txt", "failure.json")
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -31,10 +32,6 @@ _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
-
-
-def task_key(flow: str, run_id: str, step: str, index: int) -> str:
-    return f"flows/{flow}/runs/{run_id}/{step}/{index}"
 
 
 class TaskControl:
@@ -97,7 +94,7 @@ def run_task(spec: dict, pool: kernels.KernelPool | None = None, control: TaskCo
     key = task_key(spec["flow"], spec["run_id"], spec["step"], spec["index"])
     workdir = store.local_dir(key) or tempfile.mkdtemp(prefix="jupyter-flow-task-")
     if spec["attempt"] > 1:
-        _archive_attempt(store, key, workdir, spec["attempt"] - 1)
+        _archive_attempt(store, key, spec["attempt"] - 1)
     for name in ("result.json", "failure.json"):
         if os.path.exists(os.path.join(workdir, name)):
             os.remove(os.path.join(workdir, name))
@@ -109,13 +106,13 @@ def run_task(spec: dict, pool: kernels.KernelPool | None = None, control: TaskCo
         "kernel": spec["kernel"], "kernel_pid": None, "origin": None, "cache_key": spec.get("cache_key"),
         "warnings": [], "metrics": {}, "notebook": f"{key}/output.ipynb", "foreach": spec.get("foreach"),
     }
-    store.write_json(f"{key}/task.json", record)
+    records.write_task(store, record)
     t0 = time.monotonic()
     km = None
     try:
         km = pool.acquire(spec["kernel"], spec["cwd"]) if pool else kernels.start_kernel(spec["kernel"], spec["cwd"])
         record["kernel_pid"] = kernels.kernel_pid(km)
-        store.write_json(f"{key}/task.json", record)
+        records.write_task(store, record)
         control.attach(km)
         _execute(spec, km, workdir, record, control)
     except Exception as e:  # noqa: BLE001 - whatever broke, the task record says so
@@ -129,12 +126,12 @@ def run_task(spec: dict, pool: kernels.KernelPool | None = None, control: TaskCo
             kernels.kill_kernel(km)
     record["ended"] = now()
     record["duration"] = round(time.monotonic() - t0, 3)
-    if not store.local:
-        for name in ATTEMPT_FILES:
-            if os.path.exists(os.path.join(workdir, name)):
-                store.put_file(os.path.join(workdir, name), f"{key}/{name}")
+    for name in ATTEMPT_FILES:  # nothing to copy when the store is local: they were written in place
+        if os.path.exists(os.path.join(workdir, name)):
+            store.put_file(os.path.join(workdir, name), f"{key}/{name}")
+    if store.local_dir(key) != workdir:
         shutil.rmtree(workdir, ignore_errors=True)
-    store.write_json(f"{key}/task.json", record)
+    records.write_task(store, record)
     return record
 
 
@@ -219,16 +216,11 @@ def _run_in_kernel(km, code: str, timeout: float) -> None:
         kc.stop_channels()
 
 
-def _archive_attempt(store, key: str, workdir: str, attempt: int) -> None:
+def _archive_attempt(store, key: str, attempt: int) -> None:
     """Keep the files of an earlier attempt beside the new one, numbered."""
     for name in ATTEMPT_FILES:
         stem, ext = os.path.splitext(name)
-        src, dst = f"{key}/{name}", f"{key}/{stem}.attempt-{attempt}{ext}"
-        if store.local:
-            if os.path.exists(os.path.join(workdir, name)):
-                os.replace(os.path.join(workdir, name), os.path.join(workdir, f"{stem}.attempt-{attempt}{ext}"))
-        elif store.exists(src):
-            store.fs.mv(store.path(src), store.path(dst))
+        store.move(f"{key}/{name}", f"{key}/{stem}.attempt-{attempt}{ext}")
 
 
 def _read_json(path: str):
