@@ -58,8 +58,8 @@ def begin(spec: dict) -> None:
         if "missing" in ref:
             print(f"jupyter_flow: {name!r} is missing: {ref['missing']}", file=sys.stderr)
             continue
-        ns[name] = ([store.load_value(h) for h in ref["hashes"]] if "hashes" in ref
-                    else store.load_value(ref["hash"]))
+        ns[name] = ([store.load_value(h, name) for h in ref["hashes"]] if "hashes" in ref
+                    else store.load_value(ref["hash"], name))
     fe = spec.get("foreach")
     if fe:
         ns[fe["item"]] = list(ns[fe["var"]])[fe["index"]]

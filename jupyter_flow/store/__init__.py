@@ -138,10 +138,13 @@ class Store:
             if os.path.exists(tmp):
                 os.remove(tmp)
 
+    def verify_blob(self, digest: str) -> None:
+        """NotFound if the blob is missing, CorruptBlob if its bytes do not match its hash."""
+        _close(self._verified(digest, None))
+
     def blob_ok(self, digest: str) -> bool:
-        """True if the blob exists and its bytes match its hash."""
         try:
-            self._verified(digest, None)
+            self.verify_blob(digest)
             return True
         except FlowError:
             return False
