@@ -14,7 +14,7 @@ import uuid
 from ..errors import CorruptBlob, FlowError, NotFound, StoreError
 from . import layout
 from .backends import backend_for
-from .blobs import HashingWriter, digest_of
+from .blobs import HashingWriter, digest_of_file
 
 ENV = "JUPYTER_FLOW_STORE"
 
@@ -140,7 +140,7 @@ class Store:
 
     def verify_blob(self, digest: str) -> None:
         """NotFound if the blob is missing, CorruptBlob if its bytes do not match its hash."""
-        _close(self._verified(digest, None))
+        self._verified(digest, None).close()
 
     def blob_ok(self, digest: str) -> bool:
         try:
@@ -150,20 +150,25 @@ class Store:
             return False
 
     def _verified(self, digest: str, name: str | None):
-        """The blob's bytes (an mmap for local files), once they match the hash."""
+        """The blob opened for reading, once its bytes match the hash."""
         what = f"blob {digest}" + (f" (value {name!r})" if name else "")
         try:
-            data = self.backend.map(layout.blob(digest))
+            f = self.backend.open(layout.blob(digest))
         except FileNotFoundError:
             raise NotFound(f"{what} is missing from store {self.url} (deleted by gc, or moved aside by fsck?); "
                            "re-run the step that produced it (jupyter flow resume RUN --from STEP)") from None
         except (OSError, ValueError) as e:
             raise StoreError(f"cannot read {what} from store {self.url}: {_short(e)}") from None
-        if digest_of(data) != digest:
-            _close(data)
+        try:
+            actual = digest_of_file(f)
+        except (OSError, ValueError) as e:
+            f.close()
+            raise StoreError(f"cannot read {what} from store {self.url}: {_short(e)}") from None
+        if actual != digest:
+            f.close()
             raise CorruptBlob(f"{what} is corrupt (its bytes do not match its hash); run `jupyter flow fsck`, "
                               "then re-run the step that produced it (jupyter flow resume RUN --from STEP)")
-        return data
+        return f
 
     def load_value(self, digest: str, name: str | None = None):
         """The value stored under `digest`. Its bytes are checked against the hash before anything
@@ -172,20 +177,13 @@ class Store:
 
         import cloudpickle  # noqa: F401 - registers what cloudpickled values need
 
-        data = self._verified(digest, name)
-        try:
-            return pickle.loads(data)
-        except Exception as e:  # noqa: BLE001 - the bytes are intact: the value needs something missing here
-            what = f"blob {digest}" + (f" (value {name!r})" if name else "")
-            raise StoreError(f"cannot load {what}: {e.__class__.__name__}: {_short(e)}; install what it needs "
-                             "in this environment") from None
-        finally:
-            _close(data)
-
-
-def _close(data) -> None:
-    if hasattr(data, "close"):
-        data.close()
+        with self._verified(digest, name) as f:
+            try:
+                return pickle.load(f)
+            except Exception as e:  # noqa: BLE001 - the bytes are intact: the value needs something missing here
+                what = f"blob {digest}" + (f" (value {name!r})" if name else "")
+                raise StoreError(f"cannot load {what}: {e.__class__.__name__}: {_short(e)}; install what it "
+                                 "needs in this environment") from None
 
 
 def _short(e: Exception) -> str:

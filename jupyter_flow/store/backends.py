@@ -8,7 +8,6 @@ or the new file, never half of one); object stores PUT whole objects, which is a
 from __future__ import annotations
 
 import glob as globmod
-import mmap
 import os
 import time
 import uuid
@@ -48,12 +47,9 @@ class LocalBackend:
         with open(self.path(key), "rb") as f:
             return f.read()
 
-    def map(self, key: str):
-        """The bytes of `key` without reading them into memory (an mmap), or b"" for an empty file."""
-        with open(self.path(key), "rb") as f:
-            if os.fstat(f.fileno()).st_size == 0:
-                return b""
-            return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    def open(self, key: str):
+        """A binary file object to read `key` from."""
+        return open(self.path(key), "rb")
 
     def exists(self, key: str) -> bool:
         return os.path.exists(self.path(key))
@@ -135,7 +131,10 @@ class FsspecBackend:
     def read(self, key: str) -> bytes:
         return self.fs.cat_file(self.path(key))
 
-    map = read
+    def open(self, key: str):
+        import io
+
+        return io.BytesIO(self.read(key))
 
     def exists(self, key: str) -> bool:
         return self.fs.exists(self.path(key))

@@ -6,6 +6,10 @@ arrays, bytes) go to the file without an intermediate copy.
 """
 from __future__ import annotations
 
+import io
+import mmap
+import os
+
 import xxhash
 
 
@@ -13,11 +17,22 @@ def new_hash():
     return xxhash.xxh3_128()
 
 
-def digest_of(data) -> str:
-    """The content hash of a bytes-like object (bytes, mmap)."""
+def digest_of_file(f) -> str:
+    """The content hash of a whole binary file object, which is left at its start. A real file is
+    hashed through an mmap (no copy: 500 MB in under 0.1 s once cached), anything else in chunks."""
     h = new_hash()
-    with memoryview(data) as view:
-        h.update(view)
+    try:
+        fd = f.fileno()
+    except (AttributeError, OSError, io.UnsupportedOperation):
+        fd = None
+    if fd is not None:
+        if os.fstat(fd).st_size:
+            with mmap.mmap(fd, 0, access=mmap.ACCESS_READ) as view:
+                h.update(view)
+    else:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            h.update(chunk)
+    f.seek(0)
     return h.hexdigest()
 
 
