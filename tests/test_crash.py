@@ -24,8 +24,12 @@ FINAL = {"succeeded", "failed", "crashed"}
 FIGURES: dict = {"runs": 0, "killed": 0, "resumed": 0, "corrupt": 0, "lost": 0, "gc_deleted_blobs": 0}
 
 
-def start_run(store: str) -> subprocess.Popen:
-    return subprocess.Popen(["jupyter", "flow", "run", str(SCENARIOS / "crash.ipynb"), "--quiet", "--store", store],
+STEPS = ["make", "measure", "pause", "tail"]
+
+
+def start_run(store: str, size: int) -> subprocess.Popen:
+    return subprocess.Popen(["jupyter", "flow", "run", str(SCENARIOS / "crash.ipynb"), "-p", "size", str(size),
+                             "--quiet", "--store", store],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
 
 
@@ -52,10 +56,11 @@ def wait_for(predicate, timeout: float = 120) -> bool:
     return False
 
 
-def running_kernel(store) -> int | None:
+def running_kernel(store, step: str) -> int | None:
+    """The kernel pid of `step` while it runs in the current run."""
     for run in records.list_runs(store, status="running"):
         for task in records.list_tasks(store, run):
-            if task.status == "running" and task.kernel_pid:
+            if task.step == step and task.status == "running" and task.kernel_pid:
                 return task.kernel_pid
     return None
 
@@ -81,11 +86,13 @@ def crash_store(tmp_path_factory):
 
 @settings(max_examples=int(os.environ.get("CRASH_EXAMPLES", "50")), deadline=None, database=None,
           suppress_health_check=list(HealthCheck))
-@given(target=st.sampled_from(["runner", "kernel", "blob"]), delay=st.floats(0.3, 4), gc_delay=st.floats(0, 3))
-def test_kills_at_random_points_lose_nothing(crash_store, target, delay, gc_delay):
+@given(target=st.sampled_from(["runner", "kernel", "blob"]), step=st.sampled_from(STEPS), delay=st.floats(0, 0.5),
+       gc_delay=st.floats(0, 3), size=st.sampled_from([10_000_000, 20_000_000, 40_000_000]))
+def test_kills_at_random_points_lose_nothing(crash_store, target, step, delay, gc_delay, size):
+    """Kill `target` `delay` s after `step` starts (or, for "blob", while a blob is being written)."""
     store = open_store(crash_store)
     age_blobs(crash_store)
-    proc = start_run(crash_store)
+    proc = start_run(crash_store, size)
     FIGURES["runs"] += 1
     gc_report = {}
     gc = threading.Timer(gc_delay, lambda: gc_report.update(collect(store, keep=2)))
@@ -94,10 +101,10 @@ def test_kills_at_random_points_lose_nothing(crash_store, target, delay, gc_dela
         if target == "blob":
             wait_for(lambda: writing_blob(crash_store) or proc.poll() is not None)
         else:
+            wait_for(lambda: running_kernel(store, step) is not None or proc.poll() is not None)
             time.sleep(delay)
         if target == "kernel":
-            wait_for(lambda: running_kernel(store) is not None or proc.poll() is not None)
-            pid = running_kernel(store)
+            pid = running_kernel(store, step)
             if pid:
                 try:
                     os.kill(pid, signal.SIGKILL)
@@ -137,4 +144,4 @@ def test_kills_at_random_points_lose_nothing(crash_store, target, delay, gc_dela
     done = records.list_runs(store, limit=1)[0]
     assert done.status == "succeeded"
     tail = records.read_task(store, done, "tail")
-    assert store.load_value(tail.outputs["tail"]["hash"]) == (bytes(range(246, 256)), 40_000_001)
+    assert store.load_value(tail.outputs["tail"]["hash"]) == (bytes(range(246, 256)), done.parameters["size"] // 256 * 256 + 1)
