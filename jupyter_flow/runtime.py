@@ -225,7 +225,8 @@ class Runner:
         @functools.cache  # one pass per call: a ladder DAG would otherwise revisit ancestors exponentially
         def doomed(n: str) -> bool:
             step = self.flow.steps[n]
-            return any(self._step_state(u) == "blocked" or doomed(u) for u in set(step.prev) | set(step.inputs.values()))
+            upstream = set(step.prev) | set(step.inputs.values())
+            return any(self._step_state(u) == "blocked" or doomed(u) for u in upstream)
 
         return doomed(name)
 
@@ -340,7 +341,7 @@ class Runner:
                 continue
             if old.get("cache_key") != cache_key or old.get("status") not in DONE:
                 continue
-            if not all(self.store.blob_ok(h) for h in records.TaskRecord.from_dict(old).blob_refs()):
+            if not all(self.store.blob_ok(o["hash"]) for o in old.get("outputs", {}).values()):
                 continue  # a value is gone or corrupt: run the task again, which rewrites it
             origin = old.get("origin") or {"run_id": old["run_id"], "flow": old["flow"], "step": old["step"],
                                            "index": old["index"], "key": key}

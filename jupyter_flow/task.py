@@ -84,6 +84,15 @@ def warm_imports() -> None:
     nbformat.validate(nbformat.v4.new_notebook())
 
 
+def new_record(spec: dict, **fields) -> dict:
+    """The record (task.json) of the task `spec` describes, with `fields` set: the one place its shape is built."""
+    return records.TaskRecord(
+        run_id=spec["run_id"], flow=spec["flow"], step=spec["step"], index=spec["index"], attempt=spec["attempt"],
+        attempts=spec.get("attempts", []), inputs=spec.get("input_meta", {}), executor=spec.get("executor", "local"),
+        kernel=spec["kernel"], cache_key=spec.get("cache_key"), foreach=spec.get("foreach"),
+    ).to_dict() | fields
+
+
 def run_task(spec: dict, pool: kernels.KernelPool | None = None, control: TaskControl | None = None) -> dict:
     """Execute the task described by `spec`; returns its final record (also written as task.json)."""
     from ._imports import fast_notebook_imports
@@ -98,14 +107,8 @@ def run_task(spec: dict, pool: kernels.KernelPool | None = None, control: TaskCo
     for name in ("result.json", "failure.json"):
         if os.path.exists(os.path.join(workdir, name)):
             os.remove(os.path.join(workdir, name))
-    record = {
-        "run_id": spec["run_id"], "flow": spec["flow"], "step": spec["step"], "index": spec["index"],
-        "status": "running", "attempt": spec["attempt"], "attempts": spec.get("attempts", []),
-        "started": now(), "ended": None, "duration": None, "inputs": spec["input_meta"], "outputs": {},
-        "error": None, "host": socket.gethostname(), "executor": spec.get("executor", "local"),
-        "kernel": spec["kernel"], "kernel_pid": None, "origin": None, "cache_key": spec.get("cache_key"),
-        "warnings": [], "metrics": {}, "notebook": f"{key}/output.ipynb", "foreach": spec.get("foreach"),
-    }
+    record = new_record(spec, status="running", started=now(), host=socket.gethostname(),
+                        notebook=f"{key}/output.ipynb")
     records.write_task(store, record)
     t0 = time.monotonic()
     km = None

@@ -144,4 +144,5 @@ def test_kills_at_random_points_lose_nothing(crash_store, target, step, delay, g
     done = records.list_runs(store, limit=1)[0]
     assert done.status == "succeeded"
     tail = records.read_task(store, done, "tail")
-    assert store.load_value(tail.outputs["tail"]["hash"]) == (bytes(range(246, 256)), done.parameters["size"] // 256 * 256 + 1)
+    expected = (bytes(range(246, 256)), done.parameters["size"] // 256 * 256 + 1)
+    assert store.load_value(tail.outputs["tail"]["hash"]) == expected

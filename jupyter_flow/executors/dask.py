@@ -28,7 +28,7 @@ from ..errors import FlowError
 from ..kernels import KernelPool, warmup_code
 from ..store import open_store, records
 from ..store.layout import run_file, task_json
-from ..task import TaskControl, now, run_task, warm_imports
+from ..task import TaskControl, new_record, now, run_task, warm_imports
 
 CONNECT_TIMEOUT_ENV = "JUPYTER_FLOW_DASK_TIMEOUT"
 RESOURCES = {"cpu": "cpu", "memory": "memory", "gpu": "gpu"}
@@ -196,12 +196,8 @@ def parse_amount(value) -> float:
 
 def _ended(spec: dict, status: str, message: str, write: bool = True) -> dict:
     """The record of a task that ended without running on a worker, written as its task.json."""
-    record = {"run_id": spec["run_id"], "flow": spec["flow"], "step": spec["step"], "index": spec["index"],
-              "status": status, "attempt": spec["attempt"], "attempts": spec.get("attempts", []),
-              "started": None, "ended": now(), "duration": None, "inputs": spec.get("input_meta", {}),
-              "outputs": {}, "error": {"type": "FlowError" if status == "failed" else status, "message": message},
-              "host": None, "executor": "dask", "kernel": spec["kernel"], "kernel_pid": None, "metrics": {},
-              "warnings": [], "origin": None, "cache_key": spec.get("cache_key"), "foreach": spec.get("foreach")}
+    record = new_record(spec, status=status, ended=now(), executor="dask",
+                        error={"type": "FlowError" if status == "failed" else status, "message": message})
     if write:
         try:
             _write_record(spec, record)

@@ -50,7 +50,8 @@ def test_a_tampered_blob_is_refused_before_it_is_unpickled(any_store, tmp_path):
 
 
 @settings(max_examples=200, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(value=st.one_of(st.binary(max_size=300), st.lists(st.integers()), st.text(), st.dictionaries(st.text(), st.floats())),
+@given(value=st.one_of(st.binary(max_size=300), st.lists(st.integers()), st.text(),
+                       st.dictionaries(st.text(), st.floats())),
        flip=st.integers(0, 10_000), bit=st.integers(0, 7))
 def test_every_bit_flip_is_reported_naming_the_blob_and_the_value(tmp_path, value, flip, bit):
     store = open_store(str(tmp_path / "flips"))
