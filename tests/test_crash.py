@@ -21,7 +21,8 @@ from jupyter_flow.store import layout, open_store, records
 
 pytestmark = pytest.mark.slow
 FINAL = {"succeeded", "failed", "crashed"}
-FIGURES: dict = {"runs": 0, "killed": 0, "resumed": 0, "corrupt": 0, "lost": 0, "gc_deleted_blobs": 0}
+FIGURES: dict = {"runs": 0, "killed": 0, "interrupted": 0, "resumed": 0, "corrupt": 0, "lost": 0,
+                 "gc_deleted_blobs": 0}
 
 
 STEPS = ["make", "measure", "pause", "tail"]
@@ -65,9 +66,9 @@ def running_kernel(store, step: str) -> int | None:
     return None
 
 
-def writing_blob(store_dir: str) -> bool:
+def temp_blobs(store_dir: str) -> set:
     tmp = Path(store_dir, "blobs", "tmp")
-    return tmp.exists() and any(tmp.iterdir())
+    return set(tmp.iterdir()) if tmp.exists() else set()
 
 
 def age_blobs(store_dir: str) -> None:
@@ -92,6 +93,7 @@ def test_kills_at_random_points_lose_nothing(crash_store, target, step, delay, g
     """Kill `target` `delay` s after `step` starts (or, for "blob", while a blob is being written)."""
     store = open_store(crash_store)
     age_blobs(crash_store)
+    leftovers = temp_blobs(crash_store)  # partial files of earlier kills (gc removes them after an hour)
     proc = start_run(crash_store, size)
     FIGURES["runs"] += 1
     gc_report = {}
@@ -99,7 +101,7 @@ def test_kills_at_random_points_lose_nothing(crash_store, target, step, delay, g
     gc.start()
     try:
         if target == "blob":
-            wait_for(lambda: writing_blob(crash_store) or proc.poll() is not None)
+            wait_for(lambda: temp_blobs(crash_store) - leftovers or proc.poll() is not None)
         else:
             wait_for(lambda: running_kernel(store, step) is not None or proc.poll() is not None)
             time.sleep(delay)
@@ -137,6 +139,7 @@ def test_kills_at_random_points_lose_nothing(crash_store, target, step, delay, g
         return  # killed before the run was recorded: nothing to resume, and nothing was left behind
     latest = records.list_runs(store, limit=1)[0]
     if latest.status != "succeeded":
+        FIGURES["interrupted"] += 1
         resumed = subprocess.run(["jupyter", "flow", "resume", latest.id, "--quiet", "--store", crash_store],
                                  capture_output=True, text=True, timeout=300)
         assert resumed.returncode == 0, resumed.stderr
