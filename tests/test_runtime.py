@@ -25,21 +25,31 @@ def ladder(path, n=30):
     return build_flow(path)
 
 
-def test_a_failed_first_step_of_a_ladder_dooms_the_rest_in_few_visits(tmp_path):
-    """Item 13: one scheduling pass visits each step a bounded number of times."""
+def counting_runner(tmp_path):
     executor = CountingExecutor()
     runner = Runner(ladder(tmp_path / "ladder.ipynb"), {}, open_store(str(tmp_path / "store")), executor)
-    runner.tasks["s0"] = [Task("s0", 0, status="failed")]
-    visits = 0
+    runner.visits = 0
     state = runner._step_state
 
     def counted(name):
-        nonlocal visits
-        visits += 1
-        assert visits < 20_000, "the doomed check revisits ancestors exponentially"
+        runner.visits += 1
+        assert runner.visits < 20_000, "the doomed check revisits ancestors exponentially"
         return state(name)
 
     runner._step_state = counted
+    return runner, executor
+
+
+def test_one_scheduling_pass_of_a_ladder_visits_each_step_a_few_times(tmp_path):
+    """Item 13: nothing failed, so every step's ancestors are all explored (fib(30) visits unmemoised)."""
+    runner, executor = counting_runner(tmp_path)
+    runner._update_demand()
+    assert executor.demand["python3"] == 30
+    assert runner.visits < 30 * 30 * 2
+
+
+def test_a_failed_first_step_of_a_ladder_dooms_the_rest(tmp_path):
+    runner, executor = counting_runner(tmp_path)
+    runner.tasks["s0"] = [Task("s0", 0, status="failed")]
     runner._update_demand()
     assert executor.demand["python3"] == 0  # every later step is doomed: no kernel is booted for it
-    assert visits < 30 * 30 * 2
