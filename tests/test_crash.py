@@ -19,7 +19,7 @@ from jupyter_flow.cleanup import collect
 from jupyter_flow.fsck import check
 from jupyter_flow.store import layout, open_store, records
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(3600)]
 FINAL = {"succeeded", "failed", "crashed"}
 FIGURES: dict = {"runs": 0, "killed": 0, "interrupted": 0, "resumed": 0, "corrupt": 0, "lost": 0,
                  "gc_deleted_blobs": 0}
