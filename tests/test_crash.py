@@ -53,7 +53,7 @@ def wait_for(predicate, timeout: float = 120) -> bool:
     while time.monotonic() < deadline:
         if predicate():
             return True
-        time.sleep(0.02)
+        time.sleep(0.005)
     return False
 
 
@@ -87,7 +87,7 @@ def crash_store(tmp_path_factory):
 
 @settings(max_examples=int(os.environ.get("CRASH_EXAMPLES", "50")), deadline=None, database=None,
           suppress_health_check=list(HealthCheck))
-@given(target=st.sampled_from(["runner", "kernel", "blob"]), step=st.sampled_from(STEPS), delay=st.floats(0, 0.5),
+@given(target=st.sampled_from(["runner", "kernel", "blob"]), step=st.sampled_from(STEPS), delay=st.floats(0, 0.9),
        gc_delay=st.floats(0, 3), size=st.sampled_from([10_000_000, 20_000_000, 40_000_000]))
 def test_kills_at_random_points_lose_nothing(crash_store, target, step, delay, gc_delay, size):
     """Kill `target` `delay` s after `step` starts (or, for "blob", while a blob is being written)."""
