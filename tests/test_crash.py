@@ -30,7 +30,7 @@ STEPS = ["make", "measure", "pause", "tail"]
 
 def start_run(store: str, size: int) -> subprocess.Popen:
     return subprocess.Popen(["jupyter", "flow", "run", str(SCENARIOS / "crash.ipynb"), "-p", "size", str(size),
-                             "--quiet", "--store", store],
+                             "--no-cache", "--quiet", "--store", store],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
 
 
@@ -96,6 +96,7 @@ def test_kills_at_random_points_lose_nothing(crash_store, target, step, delay, g
     leftovers = temp_blobs(crash_store)  # partial files of earlier kills (gc removes them after an hour)
     proc = start_run(crash_store, size)
     FIGURES["runs"] += 1
+    FIGURES[target] = FIGURES.get(target, 0) + 1
     gc_report = {}
     gc = threading.Timer(gc_delay, lambda: gc_report.update(collect(store, keep=2)))
     gc.start()
