@@ -44,10 +44,6 @@ class Store:
     def __repr__(self) -> str:
         return f"Store({self.url!r})"
 
-    def _fail(self, what: str, key: str, e: Exception):
-        if isinstance(e, FileNotFoundError):
-            return NotFound(f"{key} is not in store {self.url}")
-        return StoreError(f"cannot {what} {key} in store {self.url}: {_short(e)}")
 
     # -- checks ----------------------------------------------------------------------------
     def check_writable(self) -> None:
@@ -65,7 +61,7 @@ class Store:
         try:
             self.backend.write(key, data)
         except OSError as e:
-            raise self._fail("write", key, e) from None
+            raise StoreError(f"cannot write {key} to store {self.url}: {_short(e)}") from None
 
     def write_json(self, key: str, obj) -> None:
         self.write_bytes(key, json.dumps(obj, indent=1, default=str).encode())
@@ -73,8 +69,10 @@ class Store:
     def read_bytes(self, key: str) -> bytes:
         try:
             return self.backend.read(key)
+        except FileNotFoundError:
+            raise NotFound(f"{key} is not in store {self.url}") from None
         except OSError as e:
-            raise self._fail("read", key, e) from None
+            raise StoreError(f"cannot read {key} from store {self.url}: {_short(e)}") from None
 
     def read_json(self, key: str):
         """The JSON at `key`; NotFound if absent, StoreError (naming the key) if unreadable."""
