@@ -132,7 +132,11 @@ def to_python(source: str) -> str:
 
 def parse(source: str) -> ast.Module:
     """Parse cell source (IPython syntax allowed). Raises SyntaxError."""
-    return ast.parse(to_python(source))
+    try:
+        return ast.parse(to_python(source))
+    except (RecursionError, MemoryError):
+        raise SyntaxError("an expression is nested too deeply for Python's parser; split it into several "
+                          "statements", ("<cell>", 1, 1, "")) from None
 
 
 def normalized(source: str) -> str:

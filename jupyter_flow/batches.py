@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 
 from . import runtime
 from .errors import FlowError, NotFound
-from .store import Store, open_store
+from .store import Store, layout, open_store, records
 
 
 def expand(spec, fixed: dict | None = None, where: str = "grid") -> list[dict]:
@@ -87,7 +87,7 @@ class Batch:
 
         self.store = open_store(store)
         try:
-            self.record = self.store.read_json(f"batches/{batch_id}.json")
+            self.record = self.store.read_json(layout.batch_json(batch_id))
         except NotFound:
             raise NotFound(f"no batch {batch_id!r} in store {self.store.url}; "
                            "`jupyter flow runs` shows batch ids") from None
@@ -150,8 +150,8 @@ def run_batch(notebook, grid, parameters: dict | None = None, cli_params=None, s
                             for i, s in enumerate(sets)], executor)
     flow = runners[0][1].flow
     record = {"id": batch_id, "flow": flow.name, "notebook": str(flow.path), "sets": [r.parameters for _, r in runners],
-              "created": runtime.now(), "user": runtime.current_user()}
-    store.write_json(f"batches/{batch_id}.json", record)
+              "created": runtime.now(), "user": records.current_user()}
+    store.write_json(layout.batch_json(batch_id), record)
     return _execute(store, record, runners, max_parallel_runs, on_event, on_start)
 
 

@@ -18,8 +18,28 @@ Examples:
   jupyter flow resume RUN_ID                             rerun what failed, reuse what finished
   jupyter flow run in.ipynb out.ipynb -p a 1             papermill drop-in: also write one executed notebook
   jupyter flow batch nb.ipynb -f grid.yaml               one run per parameter set, several at once
+  jupyter flow fsck                                      check stored values and records
 Store: --store URL, else $JUPYTER_FLOW_STORE, else a folder in your Jupyter data dir.
 """
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        """Bad options: one line and exit code 2, like every other bad input."""
+        self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
+
+
+def _count(minimum: int):
+    def parse(raw: str) -> int:
+        try:
+            value = int(raw)
+        except ValueError:
+            value = None
+        if value is None or value < minimum:
+            raise argparse.ArgumentTypeError(f"{raw!r} is not a whole number >= {minimum}")
+        return value
+
+    return parse
 
 
 def _add_store(p):
@@ -31,7 +51,7 @@ def _add_execution(p):
     p.add_argument("-p", "--parameter", nargs=2, action="append", metavar=("NAME", "VALUE"), default=[],
                    help="set a parameter of the parameters cell (value parsed like papermill: int, float, "
                    "True/False/None, else string); repeatable")
-    p.add_argument("--max-workers", type=int, metavar="N", help="tasks run at once (default: number of cores)")
+    p.add_argument("--max-workers", type=_count(1), metavar="N", help="tasks run at once (default: number of cores)")
     p.add_argument("--executor", choices=["local", "dask"], default="local",
                    help="local processes (default) or a Dask cluster (with --scheduler)")
     p.add_argument("--scheduler", metavar="ADDRESS", help="Dask scheduler address, e.g. tcp://10.0.0.5:8786")
@@ -45,7 +65,7 @@ def _add_format(p, choices=("text", "json")):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="jupyter flow", description="Run a tagged Jupyter notebook as a parallel, "
+    parser = _Parser(prog="jupyter flow", description="Run a tagged Jupyter notebook as a parallel, "
                                      "tracked, resumable pipeline.", epilog=EPILOG,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--debug", action="store_true", help="show Python tracebacks on errors")
@@ -73,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--user", help="only runs of this user")
     p.add_argument("--batch", metavar="BATCH_ID", help="only the runs of this batch (of every user)")
     p.add_argument("--all-users", action="store_true", help="runs of every user")
-    p.add_argument("--limit", type=int, default=20, help="at most this many (default 20; 0 for all)")
+    p.add_argument("--limit", type=_count(0), default=20, help="at most this many (default 20; 0 for all)")
     _add_format(p, ("table", "json"))
     _add_store(p)
 
@@ -87,7 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=what)
         p.add_argument("run_id")
         p.add_argument("step")
-        p.add_argument("--index", type=int, default=0, help="foreach task index (default 0)")
+        p.add_argument("--index", type=_count(0), default=0, help="foreach task index (default 0)")
         if name == "artifacts":
             _add_format(p)
         _add_store(p)
@@ -99,6 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_id")
     p.add_argument("--from", dest="from_step", metavar="STEP", help="also rerun STEP and everything after it")
     p.add_argument("--notebook", help="the notebook's path, if it moved since the run")
+    p.add_argument("-f", "--parameters-file", action="append", default=[], metavar="FILE",
+                   help="YAML file of parameter values (like papermill -f); repeatable")
     _add_execution(p)
 
     _add_batch(sub)
@@ -108,9 +130,17 @@ def build_parser() -> argparse.ArgumentParser:
     _add_store(p)
 
     p = sub.add_parser("gc", help="delete old runs and the stored values no kept run uses")
-    p.add_argument("--keep", type=int, required=True, metavar="N", help="keep the N newest runs of each flow")
+    p.add_argument("--keep", type=_count(0), required=True, metavar="N", help="keep the N newest runs of each flow")
     p.add_argument("--flow", help="only this flow")
     p.add_argument("--dry-run", action="store_true", help="say what would be deleted, delete nothing")
+    _add_store(p)
+
+    p = sub.add_parser("fsck", help="check every stored value and record; move corrupt values aside",
+                       description="Check every blob against its hash and every run and task record for "
+                       "readability; move corrupt blobs to quarantine/ (the next run that produces the value "
+                       "stores it again), list damaged records, remove temporary files of writes that died. "
+                       "Exit code: 0 all good, 1 problems found.")
+    p.add_argument("--dry-run", action="store_true", help="report only; move and remove nothing")
     _add_store(p)
     return parser
 
@@ -190,11 +220,10 @@ def cmd_run(args) -> int:
 
 def cmd_resume(args) -> int:
     from . import runtime
-    from .params import parse_cli_value
 
     return _execute(args, runtime.prepare_resume(
         args.run_id, store=args.store, from_step=args.from_step, notebook_path=args.notebook,
-        parameters={n: parse_cli_value(v) for n, v in args.parameter} or None, executor=args.executor,
+        cli_params=args.parameter, param_files=args.parameters_file, executor=args.executor,
         scheduler=args.scheduler, max_workers=args.max_workers, no_cache=args.no_cache))
 
 
@@ -213,7 +242,7 @@ def cmd_dag(args) -> int:
 
 def cmd_runs(args) -> int:
     from . import client
-    from .runtime import current_user
+    from .store.records import current_user
 
     user = None if args.all_users or args.batch else (args.user or current_user())
     runs = client.list_runs(args.store, flow=args.flow, user=user, status=args.status, limit=args.limit or None,
@@ -276,8 +305,11 @@ def cmd_gc(args) -> int:
 
     report = collect(args.store, keep=args.keep, flow=args.flow, dry_run=args.dry_run)
     verb = "would delete" if args.dry_run else "deleted"
-    print(f"{verb} {len(report['runs'])} runs and {len(report['blobs'])} blobs "
-          f"({report['bytes'] / 1e6:.1f} MB); kept {report['kept']} runs")
+    print(f"{verb} {len(report['runs'])} runs, {len(report['blobs'])} blobs ({report['bytes'] / 1e6:.1f} MB) "
+          f"and {len(report['temps'])} stale temporary files; kept {report['kept']} runs")
+    if report["unknown"]:
+        print(f"kept every unreferenced blob: {len(report['unknown'])} records of kept runs cannot be read (first: "
+              f"{report['unknown'][0]}); `jupyter flow fsck` lists them", file=sys.stderr)
     return 0
 
 
@@ -328,8 +360,25 @@ def cmd_batch(args) -> int:
     return 0 if result.succeeded else 1
 
 
+def cmd_fsck(args) -> int:
+    from .fsck import check
+
+    report = check(args.store, dry_run=args.dry_run)
+    moved = "corrupt (dry run: left in place)" if args.dry_run else "corrupt, moved to quarantine/"
+    print(f"checked {report['blobs']} blobs: {len(report['corrupt'])} {moved}")
+    for digest in report["corrupt"]:
+        print(f"  corrupt blob {digest}")
+    print(f"{len(report['damaged'])} damaged records")
+    for d in report["damaged"]:
+        print(f"  run {d['run']} ({d['flow']}) {d['record']}: {d['problem']}")
+    verb = "would remove" if args.dry_run else "removed"
+    print(f"{verb} {len(report['temps'])} stale temporary files")
+    return 1 if report["corrupt"] or report["damaged"] else 0
+
+
 COMMANDS = {"run": cmd_run, "batch": cmd_batch, "resume": cmd_resume, "dag": cmd_dag, "runs": cmd_runs, "show": cmd_show,
-            "logs": cmd_logs, "artifacts": cmd_artifacts, "cancel": cmd_cancel, "gc": cmd_gc}
+            "logs": cmd_logs, "artifacts": cmd_artifacts, "cancel": cmd_cancel, "gc": cmd_gc,
+            "fsck": cmd_fsck}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -5,14 +5,10 @@ Readers only read the store. A run whose runner died is reported as `crashed`: i
 """
 from __future__ import annotations
 
-import os
-import socket
-from datetime import datetime, timezone
-
 from .errors import NotFound
-from .runtime import current_user, find_run, run_key
 from .store import Store, open_store
-from .task import task_key
+from .store import records
+from .store.records import current_user
 
 _namespace = {"user": "current"}
 
@@ -26,107 +22,45 @@ def _namespace_user() -> str | None:
     return current_user() if _namespace["user"] == "current" else _namespace["user"]
 
 
-def effective_status(run: dict) -> str:
-    if run.get("status") != "running":
-        return run.get("status", "unknown")
-    if run.get("host") == socket.gethostname() and run.get("pid"):
-        try:
-            os.kill(run["pid"], 0)
-        except ProcessLookupError:
-            return "crashed"
-        except PermissionError:
-            pass
-    beat = datetime.fromisoformat(run["heartbeat"])
-    stale = max(3 * float(run.get("heartbeat_interval", 5)), 30)
-    return "crashed" if (datetime.now(timezone.utc) - beat).total_seconds() > stale else "running"
-
-
-def _with_status(run: dict) -> dict:
-    status = effective_status(run)
-    return dict(run, status=status) if status != run.get("status") else run
-
-
 def list_runs(store: Store | str | None = None, flow: str | None = None, user: str | None = None,
               status: str | None = None, limit: int | None = None, batch: str | None = None) -> list[dict]:
-    """Run records, newest first (`batch`: only the runs of that batch)."""
-    store = open_store(store)
-    keys = store.glob(f"flows/{flow or '*'}/runs/*/run.json")
-    keys.sort(key=lambda k: k.split("/")[3], reverse=True)
-    runs = []
-    for key in keys:
-        try:
-            run = _with_status(store.read_json(key))
-        except (NotFound, ValueError):
-            continue  # a run being deleted, or a half-copied store: skip, never fail the listing
-        if (user and run.get("user") != user) or (status and run["status"] != status):
-            continue
-        if batch and (run.get("batch") or {}).get("id") != batch:
-            continue
-        runs.append(run)
-        if limit and len(runs) >= limit:
-            break
-    return runs
-
-
-def list_tasks(store: Store, run: dict) -> list[dict]:
-    tasks = []
-    for step in run["steps"]:
-        for key in store.glob(f"{run_key(run['flow'], run['id'])}/{step['name']}/*/task.json"):
-            try:
-                tasks.append(store.read_json(key))
-            except (NotFound, ValueError):
-                continue
-    tasks.sort(key=lambda t: ([s["name"] for s in run["steps"]].index(t["step"]), t["index"]))
-    if run["status"] == "crashed":
-        for t in tasks:
-            if t["status"] == "running":
-                t["status"] = "crashed"
-    return tasks
+    """Run records, newest first (damaged ones included, with status `damaged`; `batch`: only its runs)."""
+    return [r.to_dict() for r in records.list_runs(open_store(store), flow, user, status, limit, batch)]
 
 
 def get_run(store: Store | str | None, run_id: str) -> dict:
     """A run record with its tasks (`tasks`, ordered by step then index)."""
     store = open_store(store)
-    run = _with_status(find_run(store, run_id))
-    return dict(run, tasks=list_tasks(store, run))
+    run = records.find_run(store, run_id)
+    return dict(run.to_dict(), tasks=[t.to_dict() for t in records.list_tasks(store, run)])
 
 
-def read_task(store: Store, run: dict, step: str, index: int = 0) -> dict:
-    if step not in [s["name"] for s in run["steps"]]:
-        raise NotFound(f"run {run['id']} has no step {step!r}; its steps: "
-                       f"{', '.join(s['name'] for s in run['steps'])}")
-    try:
-        return store.read_json(f"{task_key(run['flow'], run['id'], step, index)}/task.json")
-    except NotFound:
-        raise NotFound(f"step {step!r} of run {run['id']} has no task {index} (it has not run)") from None
+def read_task(store: Store | str | None, run_id: str, step: str, index: int = 0) -> dict:
+    store = open_store(store)
+    return records.read_task(store, records.find_run(store, run_id), step, index).to_dict()
 
 
 def read_task_file(store: Store | str | None, run_id: str, step: str, index: int, name: str) -> str:
     store = open_store(store)
-    run = find_run(store, run_id)
-    task = read_task(store, run, step, index)
-    key = task_key(run["flow"], run["id"], step, index)
-    if task.get("origin"):
-        key = task["origin"]["key"]  # a cached or reused task: its files are the origin's, not copied
+    task = records.read_task(store, records.find_run(store, run_id), step, index)
     try:
-        return store.read_bytes(f"{key}/{name}").decode("utf-8", errors="replace")
+        return store.read_bytes(f"{task.files_key}/{name}").decode("utf-8", errors="replace")
     except NotFound:
-        raise NotFound(f"step {step!r} of run {run['id']} has no {name} yet") from None
+        raise NotFound(f"step {step!r} of run {run_id} has no {name} yet") from None
 
 
 def task_artifacts(store: Store | str | None, run_id: str, step: str, index: int = 0) -> dict:
     """A task's stored values as metadata (never unpickled): `inputs`, `outputs`, and `failure` (the
     snapshot taken when the step raised: `variables`, `unpicklable`, `modules`; None if it has none)."""
     store = open_store(store)
-    run = find_run(store, run_id)
-    task = read_task(store, run, step, index)
+    task = read_task(store, run_id, step, index)
     failure = None
     if task.get("failure"):
         import json
 
-        snapshot = json.loads(read_task_file(store, run["id"], step, index, "failure.json"))
+        snapshot = json.loads(read_task_file(store, task["run_id"], step, index, "failure.json"))
         failure = {k: snapshot.get(k) or {} for k in ("variables", "unpicklable", "modules")}
-    return {"run_id": run["id"], "step": step, "index": index, "inputs": task.get("inputs") or {},
+    return {"run_id": task["run_id"], "step": step, "index": index, "inputs": task.get("inputs") or {},
             "outputs": task.get("outputs") or {}, "failure": failure}
 
 
@@ -142,8 +76,8 @@ class Artifact:
         if "missing" in self.meta:
             raise NotFound(f"{self.name!r} is missing: {self.meta['missing']}")
         if "hashes" in self.meta:
-            return [self.store.load_value(h) for h in self.meta["hashes"]]
-        return self.store.load_value(self.hash)
+            return [self.store.load_value(h, self.name) for h in self.meta["hashes"]]
+        return self.store.load_value(self.hash, self.name)
 
     def __repr__(self) -> str:
         from .preview import summary
@@ -209,7 +143,7 @@ class Step:
     def __init__(self, name: str, tasks: list[Task]):
         self.name, self.tasks = name, tasks
         one = len(tasks) == 1
-        self.status = tasks[0].status if one else combined_status([t.status for t in tasks])
+        self.status = tasks[0].status if one else records.combine(t.status for t in tasks).value
         if one:
             self.artifacts, self.data = tasks[0].artifacts, tasks[0].data
             self.error, self.attempt = tasks[0].error, tasks[0].attempt
@@ -239,13 +173,6 @@ class _ListArtifact:
     @property
     def value(self):
         return [a.value if a is not None else None for a in self.artifacts]
-
-
-def combined_status(statuses: list[str]) -> str:
-    for status in ("crashed", "failed", "timed_out", "cancelled", "running", "queued"):
-        if status in statuses:
-            return status
-    return "succeeded" if statuses else "queued"
 
 
 class Run:

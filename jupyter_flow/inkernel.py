@@ -71,8 +71,8 @@ def _give(spec: dict, ns: dict, only_missing: bool = False) -> None:
         if only_missing and name in ns:
             continue
         try:
-            ns[name] = ([store.load_value(h) for h in ref["hashes"]] if "hashes" in ref
-                        else _with_globals(store.load_value(ref["hash"]), ns))
+            ns[name] = ([store.load_value(h, name) for h in ref["hashes"]] if "hashes" in ref
+                        else _with_globals(store.load_value(ref["hash"], name), ns))
         except Exception:  # noqa: BLE001
             if not only_missing:
                 raise

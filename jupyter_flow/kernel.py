@@ -9,12 +9,9 @@ import importlib
 import shlex
 import sys
 
-from .client import read_task
 from .errors import FlowError, NotFound
 from .preview import elide, summary
-from .runtime import find_run, run_key
-from .store import open_store
-from .task import task_key
+from .store import layout, open_store, records
 
 STATES = ("failure", "inputs", "outputs")
 
@@ -28,9 +25,9 @@ def load(run_id: str, step: str, store=None, into: dict | None = None, state: st
     cells=True also inserts the step's source as the next cell (in JupyterLab), or prints it.
     """
     store = open_store(store)
-    run = find_run(store, run_id)
-    task = read_task(store, run, step, index)
-    state = state or ("failure" if task.get("failure") else "outputs" if task.get("outputs") else "inputs")
+    run = records.find_run(store, run_id)
+    task = records.read_task(store, run, step, index)
+    state = state or ("failure" if task.failure else "outputs" if task.outputs else "inputs")
     if state not in STATES:
         raise FlowError(f"state={state!r}: choose one of {', '.join(STATES)}")
     refs, modules, unpicklable = _refs(store, run, task, state)
@@ -39,8 +36,8 @@ def load(run_id: str, step: str, store=None, into: dict | None = None, state: st
     for name, meta in refs.items():
         if "missing" in meta:
             continue
-        values[name] = ([store.load_value(h) for h in meta["hashes"]] if "hashes" in meta
-                        else store.load_value(meta["hash"]))
+        values[name] = ([store.load_value(h, name) for h in meta["hashes"]] if "hashes" in meta
+                        else store.load_value(meta["hash"], name))
     for alias, module in modules.items():
         try:
             values[alias] = importlib.import_module(module)
@@ -56,14 +53,14 @@ def load(run_id: str, step: str, store=None, into: dict | None = None, state: st
 
 def _refs(store, run, task, state):
     if state == "inputs":
-        return task.get("inputs", {}), {}, {}
+        return task.inputs, {}, {}
     if state == "outputs":
-        return task.get("outputs", {}), {}, {}
+        return task.outputs, {}, {}
     try:
-        failure = store.read_json(f"{task_key(run['flow'], run['id'], task['step'], task['index'])}/failure.json")
+        failure = records.read_failure(store, task)
     except NotFound:
-        raise NotFound(f"step {task['step']!r} of run {run['id']} has no failure snapshot (status "
-                       f"{task['status']}); use state='inputs' or state='outputs'") from None
+        raise NotFound(f"step {task.step!r} of run {run.id} has no failure snapshot (status "
+                       f"{task.status}); use state='inputs' or state='outputs'") from None
     return failure["variables"], failure.get("modules", {}), dict(failure.get("unpicklable", {}))
 
 
@@ -82,7 +79,7 @@ def _caller_namespace() -> dict:
 
 def _print_table(run, step, index, state, refs, modules, unpicklable) -> None:
     label = {"failure": "failure snapshot", "inputs": "inputs", "outputs": "outputs"}[state]
-    print(f"Loaded {label} of {step}[{index}] from run {run['id']} ({run['flow']}, {run['user']}):")
+    print(f"Loaded {label} of {step}[{index}] from run {run.id} ({run.flow}, {run.user}):")
     rows = [(n, summary(m), elide(m.get("preview") or m.get("missing", ""), 60)) for n, m in refs.items()]
     rows += [(alias, "module", module) for alias, module in modules.items()]
     width = max([len(r[0]) for r in rows] + [4])
@@ -93,15 +90,15 @@ def _print_table(run, step, index, state, refs, modules, unpicklable) -> None:
         print(f"  {name:<{width}}  {kind:<{twidth}}  (not loaded: could not be pickled)")
 
 
-def step_source(store, run: dict, step: str) -> str:
+def step_source(store, run, step: str) -> str:
     """The step's cells as they were when the run was made (from the run's copy of the notebook)."""
     import json
 
     from .notebook import parse
     from pathlib import Path
 
-    raw = json.loads(store.read_bytes(f"{run_key(run['flow'], run['id'])}/notebook.ipynb"))
-    nb = parse(raw, Path(run["notebook"]))
+    raw = json.loads(store.read_bytes(layout.run_file(run.flow, run.id, "notebook.ipynb")))
+    nb = parse(raw, Path(run.notebook))
     return "\n\n".join(c.source for c in nb.steps[step].cells)
 
 

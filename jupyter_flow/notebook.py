@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import FlowError
+from .store.layout import check_flow_name
 
 NAME = r"[a-z_][a-z0-9_]*"
 IDENT = r"[A-Za-z_][A-Za-z0-9_]*"
@@ -123,16 +124,33 @@ def read(path: str | Path) -> Notebook:
             "restore it from version control or re-save it in Jupyter") from None
     if not isinstance(raw, dict) or not isinstance(raw.get("cells"), list):
         raise FlowError(f"{path} is not a Jupyter notebook (no 'cells' list); is it an .ipynb file?")
+    _check_shape(raw, path)
     if raw.get("nbformat", 4) < 4:
         raise FlowError(f"{path} is an nbformat v{raw.get('nbformat')} notebook; open and save it in "
                         "Jupyter to upgrade it to v4")
     return parse(raw, path)
 
 
+def _check_shape(raw: dict, path: Path) -> None:
+    """The parts of the notebook format we read have the types nbformat's schema gives them."""
+    fix = "fix it in a text editor or re-save the notebook in Jupyter"
+    if not isinstance(raw.get("nbformat", 4), int) or isinstance(raw.get("nbformat"), bool):
+        raise FlowError(f"{path}: 'nbformat' must be a whole number (4), not {raw['nbformat']!r}; {fix}")
+    meta = raw.get("metadata", {})
+    if not isinstance(meta, dict):
+        raise FlowError(f"{path}: the notebook's 'metadata' must be a JSON object, not {type(meta).__name__}; {fix}")
+    for name in ("jupyter_flow", "kernelspec"):
+        if meta.get(name) is not None and not isinstance(meta[name], dict):
+            raise FlowError(f"{path}: metadata.{name} must be a JSON object, not {type(meta[name]).__name__}; {fix}")
+    for i, cell in enumerate(raw["cells"]):
+        if isinstance(cell, dict) and not isinstance(cell.get("metadata", {}), dict):
+            raise FlowError(f"{path}: cell {i + 1} has 'metadata' that is not a JSON object; {fix}")
+
+
 def flow_name(raw: dict, path: Path) -> str:
-    meta = raw.get("metadata", {}).get("jupyter_flow", {})
+    meta = raw.get("metadata", {}).get("jupyter_flow") or {}
     name = meta.get("flow") or meta.get("name") or path.stem
-    return re.sub(r"[^A-Za-z0-9_.-]", "_", str(name)) or "flow"
+    return check_flow_name(re.sub(r"[^A-Za-z0-9_.-]", "_", str(name)) or "flow")
 
 
 def parse(raw: dict, path: Path) -> Notebook:

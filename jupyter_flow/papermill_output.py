@@ -61,12 +61,11 @@ def merge(store, run_id: str):
     import nbformat
 
     from .client import get_run, read_task_file
-    from .runtime import run_key
-    from .store import open_store
+    from .store import layout, open_store
 
     store = open_store(store)
     run = get_run(store, run_id)
-    nb = nbformat.reads(store.read_bytes(f"{run_key(run['flow'], run['id'])}/notebook.ipynb").decode(), as_version=4)
+    nb = nbformat.reads(store.read_bytes(layout.run_file(run["flow"], run["id"], "notebook.ipynb")).decode(), as_version=4)
     nb = nbformat.v4.upgrade(nb, from_version=4, from_minor=nb.nbformat_minor)  # cell ids, as papermill adds
     executed: dict[int, list] = {}  # source cell index -> executed copies (several for a foreach step)
     injected, notebook_meta = None, None

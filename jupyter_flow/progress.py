@@ -8,9 +8,11 @@ from __future__ import annotations
 import threading
 import time
 
+from .store.records import DONE
+
 STYLE = {"queued": "dim", "running": "yellow", "retrying": "yellow", "succeeded": "green", "cached": "cyan",
-         "reused": "cyan", "skipped": "dim", "failed": "red", "timed_out": "red", "cancelled": "magenta"}
-DONE = {"succeeded", "cached", "reused", "skipped"}
+         "reused": "cyan", "skipped": "dim", "failed": "red", "timed_out": "red", "cancelled": "magenta",
+         "crashed": "red", "damaged": "bold red"}
 
 
 def track_task(row: dict, e: dict) -> None:

@@ -6,7 +6,7 @@ runtime reads only task records (hashes and previews), never a value.
 """
 from __future__ import annotations
 
-import getpass
+import functools
 import json
 import os
 import queue
@@ -21,14 +21,14 @@ from pathlib import Path
 from . import analysis, stepbook
 from ._version import __version__
 from .dag import Flow, build_flow
-from .errors import FlowError, NotFound, failure_line
+from .errors import FlowError, failure_line
 from .forkserver import modules_to_preload
 from .kernels import warmup_code
-from .store import Store, open_store
-from .task import TaskControl, now, task_key
+from .store import Store, layout, open_store, records
+from .store.layout import run_key, task_key
+from .store.records import DONE, TERMINAL, current_user, find_run
+from .task import TaskControl, now
 
-DONE = {"succeeded", "cached", "reused", "skipped"}
-TERMINAL = DONE | {"failed", "timed_out", "cancelled"}
 HEARTBEAT_ENV = "JUPYTER_FLOW_HEARTBEAT"
 
 
@@ -36,31 +36,12 @@ def heartbeat_interval() -> float:
     return float(os.environ.get(HEARTBEAT_ENV, "5"))
 
 
-def current_user() -> str:
-    return os.environ.get("JUPYTERHUB_USER") or getpass.getuser()
-
-
-def run_key(flow: str, run_id: str) -> str:
-    return f"flows/{flow}/runs/{run_id}"
-
-
-def find_run(store: Store, run_id: str) -> dict:
-    """The run.json of `run_id` (a unique prefix is enough)."""
-    matches = store.glob(f"flows/*/runs/{run_id}*/run.json")
-    if not matches:
-        raise NotFound(f"no run {run_id!r} in store {store.url}; `jupyter flow runs` lists them")
-    exact = [m for m in matches if m.split("/")[3] == run_id]
-    if len(matches) > 1 and not exact:
-        raise FlowError(f"run id {run_id!r} is ambiguous ({len(matches)} runs start with it); give more of it")
-    return store.read_json((exact or matches)[0])
-
-
 def request_cancel(store: Store | str | None, run_id: str) -> dict:
     """Ask the process running `run_id` to stop it (works from any process that sees the store)."""
     store = open_store(store)
     run = find_run(store, run_id)
-    if run["status"] == "running":
-        store.write_json(f"{run_key(run['flow'], run['id'])}/cancel", {"requested": now(), "by": current_user()})
+    if run.status == "running":
+        store.write_json(layout.run_file(run.flow, run.id, "cancel"), {"requested": now(), "by": current_user()})
     return run
 
 
@@ -119,7 +100,7 @@ class Runner:
     def _save_record(self) -> None:
         self.record["heartbeat"] = now()
         self._last_beat = time.monotonic()
-        self.store.write_json(f"{self.key}/run.json", self.record)
+        records.write_run(self.store, self.record)
 
     # -- main loop -------------------------------------------------------------------------------
     def begin(self) -> None:
@@ -256,8 +237,13 @@ class Runner:
             self.executor.set_demand(kernel, self.cwd, count)
 
     def _doomed(self, name: str) -> bool:
-        step = self.flow.steps[name]
-        return any(self._step_state(u) == "blocked" or self._doomed(u) for u in set(step.prev) | set(step.inputs.values()))
+        @functools.cache  # one pass per call: a ladder DAG would otherwise revisit ancestors exponentially
+        def doomed(n: str) -> bool:
+            step = self.flow.steps[n]
+            upstream = set(step.prev) | set(step.inputs.values())
+            return any(self._step_state(u) == "blocked" or doomed(u) for u in upstream)
+
+        return doomed(name)
 
     # -- starting a task -------------------------------------------------------------------------
     def _inputs(self, name: str) -> tuple[dict, dict]:
@@ -360,25 +346,25 @@ class Runner:
             candidates.append(("reused", task_key(self.flow.name, self.origin["id"], task.step, task.index)))
         if not self.no_cache and step.options.get("cache", True):
             try:
-                hit = self.store.read_json(f"cache/{cache_key}.json")
+                hit = self.store.read_json(layout.cache_entry(cache_key))
                 candidates.append(("cached", task_key(hit["flow"], hit["run_id"], hit["step"], hit["index"])))
-            except (NotFound, ValueError, KeyError):
+            except (FlowError, KeyError, TypeError):
                 pass
         for status, key in candidates:
             try:
                 old = self.store.read_json(f"{key}/task.json")
-            except (NotFound, ValueError):
+            except FlowError:
                 continue
             if old.get("cache_key") != cache_key or old.get("status") not in DONE:
                 continue
-            if not all(self.store.has_blob(o["hash"]) for o in old.get("outputs", {}).values()):
-                continue
+            if not all(self.store.blob_ok(o["hash"]) for o in old.get("outputs", {}).values()):
+                continue  # a value is gone or corrupt: run the task again, which rewrites it
             origin = old.get("origin") or {"run_id": old["run_id"], "flow": old["flow"], "step": old["step"],
                                            "index": old["index"], "key": key}
             record = dict(old, run_id=self.run_id, flow=self.flow.name, step=task.step, index=task.index,
                           status=status, origin=origin, started=now(), ended=now(), duration=0.0, attempt=0,
                           attempts=[], cache_key=cache_key, notebook=f"{origin['key']}/output.ipynb")
-            self.store.write_json(f"{task_key(self.flow.name, self.run_id, task.step, task.index)}/task.json", record)
+            records.write_task(self.store, record)
             return record
         return None
 
@@ -397,7 +383,7 @@ class Runner:
             return
         task.status = status
         if status == "succeeded" and record.get("cache_key"):
-            self.store.write_json(f"cache/{record['cache_key']}.json", {
+            self.store.write_json(layout.cache_entry(record["cache_key"]), {
                 "flow": self.flow.name, "run_id": self.run_id, "step": task.step, "index": task.index})
         if status not in DONE and not step.options.get("catch") and not self.stopping:
             self.stopping = True
@@ -498,28 +484,30 @@ def start_run(notebook_path, *, background: bool = True, **options) -> RunHandle
 
 
 def prepare_resume(run_id: str, store=None, parameters=None, from_step=None, notebook_path=None,
-                   **options) -> Runner:
+                   param_files=None, **options) -> Runner:
     """A run of the origin's notebook (as it is now) that reuses the origin's finished tasks whose
     code and inputs are unchanged; the failed task and everything downstream run again."""
     store = open_store(store)
     origin = find_run(store, run_id)
-    if origin["status"] == "running" and _alive(origin):
-        raise FlowError(f"run {origin['id']} is still running; wait for it or `jupyter flow cancel {origin['id']}`")
-    path = notebook_path or origin["notebook"]
+    if origin.status == "damaged":
+        raise FlowError(f"run {origin.id} cannot be resumed: {origin.damaged}; `jupyter flow fsck` lists damaged "
+                        "runs; start a new one with `jupyter flow run`")
+    if origin.status == "running":
+        raise FlowError(f"run {origin.id} is still running; wait for it or `jupyter flow cancel {origin.id}`")
+    path = notebook_path or origin.notebook
     if not Path(path).exists():
-        raise FlowError(f"the notebook of run {origin['id']} is gone ({path}); pass its new path with --notebook")
-    given = dict(origin["parameters"], **(parameters or {}))
-    return prepare(path, parameters=given, store=store, origin=origin, from_step=from_step, **options)
+        raise FlowError(f"the notebook of run {origin.id} is gone ({path}); pass its new path with --notebook")
+    from .params import load_file
+
+    given = dict(origin.parameters)  # then -f files, then `parameters`, then -p pairs (as for a run)
+    for path_ in param_files or []:
+        given.update(load_file(path_))
+    given.update(parameters or {})
+    return prepare(path, parameters=given, store=store, origin=origin.to_dict(), from_step=from_step, **options)
 
 
 def resume_run(run_id: str, *, background: bool = True, **options) -> RunHandle:
     return launch(prepare_resume(run_id, **options), background)
-
-
-def _alive(run: dict) -> bool:
-    from .client import effective_status
-
-    return effective_status(run) == "running"
 
 
 def launch(runner: Runner, background: bool = True) -> RunHandle:

@@ -23,7 +23,8 @@ from datetime import datetime, timezone
 
 from . import kernels, stepbook
 from .control import TaskControl, register_engine
-from .store import open_store
+from .store import open_store, records
+from .store.layout import task_key
 
 ATTEMPT_FILES = ("output.ipynb", "log.txt", "failure.json")
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -33,8 +34,6 @@ def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
-def task_key(flow: str, run_id: str, step: str, index: int) -> str:
-    return f"flows/{flow}/runs/{run_id}/{step}/{index}"
 
 
 def warm_imports() -> None:
@@ -48,6 +47,15 @@ def warm_imports() -> None:
     nbformat.validate(nbformat.v4.new_notebook())
 
 
+def new_record(spec: dict, **fields) -> dict:
+    """The record (task.json) of the task `spec` describes, with `fields` set: the one place its shape is built."""
+    return records.TaskRecord(
+        run_id=spec["run_id"], flow=spec["flow"], step=spec["step"], index=spec["index"], attempt=spec["attempt"],
+        attempts=spec.get("attempts", []), inputs=spec.get("input_meta", {}), executor=spec.get("executor", "local"),
+        kernel=spec["kernel"], cache_key=spec.get("cache_key"), foreach=spec.get("foreach"),
+    ).to_dict() | fields
+
+
 def run_task(spec: dict, pool: kernels.KernelPool | None = None, control: TaskControl | None = None) -> dict:
     """Execute the task described by `spec`; returns its final record (also written as task.json)."""
     from ._imports import fast_notebook_imports
@@ -58,25 +66,19 @@ def run_task(spec: dict, pool: kernels.KernelPool | None = None, control: TaskCo
     key = task_key(spec["flow"], spec["run_id"], spec["step"], spec["index"])
     workdir = store.local_dir(key) or tempfile.mkdtemp(prefix="jupyter-flow-task-")
     if spec["attempt"] > 1:
-        _archive_attempt(store, key, workdir, spec["attempt"] - 1)
+        _archive_attempt(store, key, spec["attempt"] - 1)
     for name in ("result.json", "failure.json"):
         if os.path.exists(os.path.join(workdir, name)):
             os.remove(os.path.join(workdir, name))
-    record = {
-        "run_id": spec["run_id"], "flow": spec["flow"], "step": spec["step"], "index": spec["index"],
-        "status": "running", "attempt": spec["attempt"], "attempts": spec.get("attempts", []),
-        "started": now(), "ended": None, "duration": None, "inputs": spec["input_meta"], "outputs": {},
-        "error": None, "host": socket.gethostname(), "executor": spec.get("executor", "local"),
-        "kernel": spec["kernel"], "kernel_pid": None, "origin": None, "cache_key": spec.get("cache_key"),
-        "warnings": [], "metrics": {}, "notebook": f"{key}/output.ipynb", "foreach": spec.get("foreach"),
-    }
-    store.write_json(f"{key}/task.json", record)
+    record = new_record(spec, status="running", started=now(), host=socket.gethostname(),
+                        notebook=f"{key}/output.ipynb")
+    records.write_task(store, record)
     t0 = time.monotonic()
     km = None
     try:
         km = pool.acquire(spec["kernel"], spec["cwd"]) if pool else kernels.start_kernel(spec["kernel"], spec["cwd"])
         record["kernel_pid"] = kernels.kernel_pid(km)
-        store.write_json(f"{key}/task.json", record)
+        records.write_task(store, record)
         python = stepbook.sets_up_kernel(spec["stepbook"])  # a Python step notebook can be snapshot
         control.attach(km, rescue=(lambda k: _snapshot(k, timeout=300, start_within=3)) if python else None)
         _execute(spec, km, workdir, record, control)
@@ -91,12 +93,12 @@ def run_task(spec: dict, pool: kernels.KernelPool | None = None, control: TaskCo
             kernels.kill_kernel(km)
     record["ended"] = now()
     record["duration"] = round(time.monotonic() - t0, 3)
-    if not store.local:
-        for name in ATTEMPT_FILES:
-            if os.path.exists(os.path.join(workdir, name)):
-                store.put_file(os.path.join(workdir, name), f"{key}/{name}")
+    for name in ATTEMPT_FILES:  # nothing to copy when the store is local: they were written in place
+        if os.path.exists(os.path.join(workdir, name)):
+            store.put_file(os.path.join(workdir, name), f"{key}/{name}")
+    if store.local_dir(key) != workdir:
         shutil.rmtree(workdir, ignore_errors=True)
-    store.write_json(f"{key}/task.json", record)
+    records.write_task(store, record)
     return record
 
 
@@ -255,16 +257,11 @@ def _run_in_kernel(km, code: str, timeout: float, start_within: float | None = N
         kc.stop_channels()
 
 
-def _archive_attempt(store, key: str, workdir: str, attempt: int) -> None:
+def _archive_attempt(store, key: str, attempt: int) -> None:
     """Keep the files of an earlier attempt beside the new one, numbered."""
     for name in ATTEMPT_FILES:
         stem, ext = os.path.splitext(name)
-        src, dst = f"{key}/{name}", f"{key}/{stem}.attempt-{attempt}{ext}"
-        if store.local:
-            if os.path.exists(os.path.join(workdir, name)):
-                os.replace(os.path.join(workdir, name), os.path.join(workdir, f"{stem}.attempt-{attempt}{ext}"))
-        elif store.exists(src):
-            store.fs.mv(store.path(src), store.path(dst))
+        store.move(f"{key}/{name}", f"{key}/{stem}.attempt-{attempt}{ext}")
 
 
 def _read_json(path: str):

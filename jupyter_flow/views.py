@@ -69,7 +69,7 @@ def runs_table(runs: list[dict], all_users: bool = False) -> None:
     for column in columns + (["batch"] if batched else []):
         table.add_column(column, no_wrap=column not in ("parameters", "metrics"), overflow="fold")
     for r in runs:
-        row = [r["id"], r["flow"], _status(r["status"]), r["user"], r["created"][:19].replace("T", " "),
+        row = [r["id"], r["flow"], _status(r["status"]), r["user"] or "", _when(r["created"]),
                f"{r['duration']:.1f}s" if r.get("duration") is not None else "",
                escape(elide_items(r.get("parameters", {}), 120)), _metrics(r.get("metrics"))]
         if batched:
@@ -78,10 +78,18 @@ def runs_table(runs: list[dict], all_users: bool = False) -> None:
     console.print(table)
 
 
+def _when(stamp: str | None) -> str:
+    return stamp[:19].replace("T", " ") if stamp else ""
+
+
 def run_detail(run: dict, store) -> None:
-    console.print(f"[bold]run {run['id']}[/]  flow {run['flow']}  {_status(run['status'])}  user {run['user']}"
-                  f"@{run['host']}  started {run['created'][:19].replace('T', ' ')}"
-                  + (f"  took {run['duration']:.2f}s" if run.get("duration") is not None else ""), highlight=False)
+    if run.get("damaged"):
+        console.print(f"[bold]run {run['id']}[/]  flow {run['flow']}  {_status(run['status'])}: its record cannot "
+                      f"be read ({run['damaged']}); its stored values are kept. Tasks found:", highlight=False)
+    else:
+        console.print(f"[bold]run {run['id']}[/]  flow {run['flow']}  {_status(run['status'])}  user {run['user']}"
+                      f"@{run['host']}  started {_when(run['created'])}"
+                      + (f"  took {run['duration']:.2f}s" if run.get("duration") is not None else ""), highlight=False)
     if run.get("origin_run"):
         console.print(f"resumed from run {run['origin_run']}")
     if run.get("batch"):
@@ -91,7 +99,7 @@ def run_detail(run: dict, store) -> None:
                       highlight=False, markup=False)
     if run.get("metrics"):
         console.print("metrics: " + _metrics(run["metrics"]), highlight=False)
-    if run.get("error"):
+    if run.get("error") and not run.get("damaged"):
         e = run["error"]
         console.print(f"[red]failed at step {e['step']}[{e['index']}]: {escape(e['message'])}[/]", highlight=False)
     table = Table(box=None, header_style="bold")
@@ -104,7 +112,7 @@ def run_detail(run: dict, store) -> None:
         outs = ", ".join(f"{n}: {summary(m, value_width=30)}" for n, m in t.get("outputs", {}).items())
         if t.get("error"):
             outs = f"[red]{escape(elide(t['error']['type'] + ': ' + t['error']['message'], 100))}[/]"
-        notebook = t["notebook"].split(f"/runs/{run['id']}/", 1)[-1]  # relative to the run's folder
+        notebook = (t.get("notebook") or "").split(f"/runs/{run['id']}/", 1)[-1]  # relative to the run's folder
         table.add_row(name, _status(t["status"]), f"{t['duration']:.2f}s" if t.get("duration") is not None else "",
                       str(t.get("attempt", "")), escape(outs) if not t.get("error") else outs, notebook)
     for step in run["steps"]:

@@ -232,10 +232,10 @@ def run_html(record: dict, tasks: bool = False) -> str:
     by_step: dict[str, list] = {}
     for t in record.get("tasks", []):
         by_step.setdefault(t["step"], []).append(t["status"])
-    from .client import combined_status
+    from .store.records import combine
 
     steps = "".join(f"<tr><td><code>{html.escape(s['name'])}</code></td>"
-                    f"<td>{_badge(combined_status(by_step[s['name']]) if s['name'] in by_step else 'not run')}</td>"
+                    f"<td>{_badge(combine(by_step[s['name']]).value if s['name'] in by_step else 'not run')}</td>"
                     f"<td>{html.escape(', '.join(s.get('prev') or []))}</td><td>{len(by_step.get(s['name'], []))}</td></tr>"
                     for s in record["steps"])
     table = f"<table><tr><th>step</th><th>status</th><th>after</th><th>tasks</th></tr>{steps}</table>"

@@ -25,8 +25,9 @@ from concurrent.futures import Future
 
 from ..errors import FlowError
 from ..kernels import KernelPool, warmup_code
-from ..store import open_store
-from ..task import TaskControl, now, run_task, task_key, warm_imports
+from ..store import open_store, records
+from ..store.layout import run_file, task_json
+from ..task import TaskControl, new_record, now, run_task, warm_imports
 
 CONNECT_TIMEOUT_ENV = "JUPYTER_FLOW_DASK_TIMEOUT"
 RESOURCES = {"cpu": "cpu", "memory": "memory", "gpu": "gpu"}
@@ -150,8 +151,9 @@ class DaskExecutor:
         if url not in self._checked_stores:
             store = open_store(url)
             problem = None
-            if store.local:
-                seen = self.client.run(os.path.isdir, store.root)
+            folder = store.local_dir("")
+            if folder:
+                seen = self.client.run(os.path.isdir, folder)
                 blind = sorted(addr for addr, ok in seen.items() if not ok)
                 if blind:
                     problem = (f"store {store.url} is a folder that Dask worker {blind[0]} cannot see; use a "
@@ -183,12 +185,8 @@ def dask_resources(limit: dict, workers: list[dict], step: str = "step") -> dict
 
 def _ended(spec: dict, status: str, message: str, write: bool = True) -> dict:
     """The record of a task that ended without running on a worker, written as its task.json."""
-    record = {"run_id": spec["run_id"], "flow": spec["flow"], "step": spec["step"], "index": spec["index"],
-              "status": status, "attempt": spec["attempt"], "attempts": spec.get("attempts", []),
-              "started": None, "ended": now(), "duration": None, "inputs": spec.get("input_meta", {}),
-              "outputs": {}, "error": {"type": "FlowError" if status == "failed" else status, "message": message},
-              "host": None, "executor": "dask", "kernel": spec["kernel"], "kernel_pid": None, "metrics": {},
-              "warnings": [], "origin": None, "cache_key": spec.get("cache_key"), "foreach": spec.get("foreach")}
+    record = new_record(spec, status=status, ended=now(), executor="dask",
+                        error={"type": "FlowError" if status == "failed" else status, "message": message})
     if write:
         try:
             _write_record(spec, record)
@@ -198,11 +196,11 @@ def _ended(spec: dict, status: str, message: str, write: bool = True) -> dict:
 
 
 def _record_key(spec: dict) -> str:
-    return f"{task_key(spec['flow'], spec['run_id'], spec['step'], spec['index'])}/task.json"
+    return task_json(spec["flow"], spec["run_id"], spec["step"], spec["index"])
 
 
 def _write_record(spec: dict, record: dict) -> None:
-    open_store(spec["store"]).write_json(_record_key(spec), record)
+    records.write_task(open_store(spec["store"]), record)
 
 
 # -- the worker's side: module level, so workers import it by name ------------------------------------
@@ -264,9 +262,8 @@ class _SparePool:
 
 
 def _watch_cancel(spec: dict, control: TaskControl, stop: threading.Event, task) -> None:
-    from ..runtime import run_key
     store = open_store(spec["store"])
-    marker = f"{run_key(spec['flow'], spec['run_id'])}/cancel"
+    marker = run_file(spec["flow"], spec["run_id"], "cancel")
     while not stop.wait(POLL):
         try:
             if _released(task) or store.exists(marker):

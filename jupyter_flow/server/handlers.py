@@ -47,9 +47,16 @@ class FlowHandler(APIHandler):
         self.finish(json.dumps(data, default=str))
 
     def body(self) -> dict:
-        data = self.get_json_body() or {}
+        """The JSON object the request carries ({} for an empty body); 400 for anything else."""
+        raw = self.request.body.strip()
+        if not raw:
+            return {}
+        try:
+            data = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError, RecursionError):
+            raise tornado.web.HTTPError(400, "request body must be UTF-8 encoded JSON") from None
         if not isinstance(data, dict):
-            raise tornado.web.HTTPError(400, "request body must be a JSON object")
+            raise tornado.web.HTTPError(400, f"request body must be a JSON object, not {json.dumps(data)[:40]}")
         return data
 
     def field(self, data: dict, name: str, kind, required: bool = False):

@@ -119,7 +119,7 @@ class LogStreamHandler(StreamHandler):
             store = self.service.store
             run = client.get_run(store, run_id)
             try:
-                status = client.read_task(store, run, step, index)["status"]
+                status = client.read_task(store, run_id, step, index)["status"]
             except NotFound:
                 status = "queued"  # not started yet
             try:

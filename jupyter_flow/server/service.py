@@ -2,17 +2,14 @@
 
 Reads go through `client` (JSON the store already holds, previews included); nothing is unpickled.
 """
-import getpass
 import json
 import os
-import re
 
 from jupyter_flow.errors import FlowError
+from jupyter_flow.store.records import current_user
 
 from .paths import resolve_notebook, to_api
 
-RUN_STATUSES = ("running", "succeeded", "failed", "cancelled", "crashed")
-FLOW_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 TASK_FILES = {"log": "log.txt", "notebook": "output.ipynb"}
 
 
@@ -55,7 +52,7 @@ class FlowService:
 
         return {
             "version": __version__,
-            "user": getpass.getuser(),
+            "user": current_user(),
             "store": self.store.url,
             "executor": self.config.executor,
             "scheduler": self.config.scheduler,
@@ -77,10 +74,6 @@ class FlowService:
         """Run records, newest first; each run of a batch carries `batch: {id, index}` (index: its parameter set)."""
         from jupyter_flow import client
 
-        if flow is not None and (not FLOW_NAME.match(flow) or ".." in flow):
-            raise FlowError(f"invalid flow name {flow!r}")
-        if status is not None and status not in RUN_STATUSES:
-            raise FlowError(f"unknown status {status!r}; one of {', '.join(RUN_STATUSES)}")
         runs = client.list_runs(self.store, flow=flow, user=user, status=status, limit=limit, batch=batch)
         return [self._with_path(r) for r in runs]
 
@@ -89,9 +82,26 @@ class FlowService:
 
         return self._with_path(client.get_run(self.store, run_id))
 
+    def _task(self, run_id: str, step: str, index: int) -> dict:
+        from jupyter_flow import client
+
+        return client.read_task(self.store, run_id, step, index)
+
+    def _run_notebook(self, run_id: str) -> str:
+        """The notebook of a run, if it lies inside the server root (the same rule as starting a run)."""
+        from jupyter_flow.store import records
+
+        run = records.find_run(self.store, run_id)
+        api_path = to_api(run.notebook or "", self.root_dir)
+        if api_path is None:
+            raise FlowError(f"run {run.id} was made from a notebook outside the server root; use the CLI for it")
+        return self.notebook(api_path)
+
     def task_file(self, run_id: str, step: str, index: int, what: str):
         from jupyter_flow import client
 
+        if what == "notebook":
+            self._run_notebook(run_id)
         text = client.read_task_file(self.store, run_id, step, index, TASK_FILES[what])
         if what == "notebook":
             return json.loads(text)
@@ -116,7 +126,8 @@ class FlowService:
         from jupyter_flow import runtime
 
         handle = runtime.resume_run(
-            run_id, parameters=parameters, **self._run_options(executor, scheduler)
+            run_id, parameters=parameters, notebook_path=self._run_notebook(run_id),
+            **self._run_options(executor, scheduler)
         )
         return {"id": handle.run_id, "origin_run": run_id, "status": "running"}
 

@@ -1,11 +1,8 @@
-"""The store: one fsspec URL holding content-addressed blobs and run/task records as JSON.
+"""The store: one URL holding content-addressed blobs and run/task records as JSON.
 
-Layout (readable without jupyter_flow):
-  blobs/<h[:2]>/<h>                                  pickled values, named by the hash of their bytes
-  flows/<flow>/runs/<run>/run.json                   the run record
-  flows/<flow>/runs/<run>/<step>/<index>/task.json   a task record; output.ipynb, log.txt beside it
-  cache/<key>.json                                   cross-run cache index -> the task that made it
-Writes are atomic: a temporary name then a rename (local), or one whole PUT (object stores).
+`Store` is the backend (chosen by the URL's scheme, see backends.py) plus blobs: values pickled
+with cloudpickle, named by the xxh3 hash of their bytes, and checked against that hash BEFORE
+they are unpickled. The key layout lives in layout.py; run and task records in records.py.
 """
 from __future__ import annotations
 
@@ -14,8 +11,10 @@ import os
 import tempfile
 import uuid
 
-from ..errors import NotFound, StoreError
-from .blobs import HashingReader, HashingWriter
+from ..errors import CorruptBlob, FlowError, NotFound, StoreError
+from . import layout
+from .backends import backend_for
+from .blobs import HashingWriter, digest_of_file
 
 ENV = "JUPYTER_FLOW_STORE"
 
@@ -35,60 +34,32 @@ def open_store(url: str | os.PathLike | None = None) -> "Store":
 
 class Store:
     def __init__(self, url: str):
-        self.url = url
-        self.local = "://" not in url or url.startswith(("file://", "local://"))
-        if self.local:  # plain files: fsspec (0.3 s to import) is loaded only if a listing needs it
-            self.root = os.path.abspath(url.split("://", 1)[-1])
-            self.url = self.root
-            self._fs = None
-            return
-        import fsspec
-
         try:
-            self._fs, self.root = _url_to_fs(fsspec, url)
+            self.backend = backend_for(url)
         except (ImportError, ValueError) as e:
             raise StoreError(f"cannot open store {url!r}: {e}; install the fsspec driver for it "
                              "(pip install s3fs / gcsfs) or check the URL") from None
-        self.root = self.root.rstrip("/")
-
-    @property
-    def fs(self):
-        if self._fs is None:
-            from fsspec.implementations.local import LocalFileSystem
-
-            self._fs = LocalFileSystem()
-        return self._fs
+        self.url = self.backend.url
 
     def __repr__(self) -> str:
         return f"Store({self.url!r})"
 
-    def path(self, key: str) -> str:
-        return f"{self.root}/{key}"
 
     # -- checks ----------------------------------------------------------------------------
     def check_writable(self) -> None:
         """Fail early, with a fix, when runs could not be recorded here."""
         probe = f".probe-{uuid.uuid4().hex}"
         try:
-            self.fs.makedirs(self.root, exist_ok=True)
-            self.fs.pipe_file(self.path(probe), b"ok")
-            self.fs.rm_file(self.path(probe))
+            self.backend.write(probe, b"ok")
+            self.backend.delete(probe)
         except Exception as e:  # noqa: BLE001 - any driver error means the same to the user
             raise StoreError(f"store {self.url} is not writable ({e.__class__.__name__}: {_short(e)}); "
                              f"pass a writable --store URL or set {ENV}") from None
 
-    # -- records -----------------------------------------------------------------------------
+    # -- keys ------------------------------------------------------------------------------
     def write_bytes(self, key: str, data: bytes) -> None:
-        target = self.path(key)
         try:
-            if self.local:
-                os.makedirs(os.path.dirname(target), exist_ok=True)
-                tmp = f"{target}.{uuid.uuid4().hex[:8]}.tmp"
-                with open(tmp, "wb") as f:
-                    f.write(data)
-                os.replace(tmp, target)
-            else:
-                self.fs.pipe_file(target, data)
+            self.backend.write(key, data)
         except OSError as e:
             raise StoreError(f"cannot write {key} to store {self.url}: {_short(e)}") from None
 
@@ -97,113 +68,120 @@ class Store:
 
     def read_bytes(self, key: str) -> bytes:
         try:
-            if self.local:
-                with open(self.path(key), "rb") as f:
-                    return f.read()
-            return self.fs.cat_file(self.path(key))
+            return self.backend.read(key)
         except FileNotFoundError:
             raise NotFound(f"{key} is not in store {self.url}") from None
         except OSError as e:
             raise StoreError(f"cannot read {key} from store {self.url}: {_short(e)}") from None
 
     def read_json(self, key: str):
-        return json.loads(self.read_bytes(key))
+        """The JSON at `key`; NotFound if absent, StoreError (naming the key) if unreadable."""
+        data = self.read_bytes(key)
+        try:
+            return json.loads(data)
+        except (ValueError, RecursionError) as e:
+            raise StoreError(f"{key} in store {self.url} is damaged (not valid JSON: {_short(e)})") from None
 
     def exists(self, key: str) -> bool:
-        return os.path.exists(self.path(key)) if self.local else self.fs.exists(self.path(key))
+        return self.backend.exists(key)
 
     def glob(self, pattern: str) -> list[str]:
         """Keys matching `pattern` (relative to the store root)."""
         try:
-            found = self.fs.glob(self.path(pattern))
-        except FileNotFoundError:
-            return []
+            return self.backend.glob(pattern)
         except OSError as e:
             raise StoreError(f"cannot list store {self.url}: {_short(e)}") from None
-        root = self.fs._strip_protocol(self.root) if not self.local else self.root
-        return sorted(p[len(root) + 1:] for p in found)
+
+    def info(self, key: str) -> tuple[int, float]:
+        """(size, mtime) of `key`."""
+        return self.backend.info(key)
 
     def put_file(self, local_path: str, key: str) -> None:
-        if self.local and os.path.abspath(local_path) == self.path(key):
-            return
-        if self.local:
-            os.makedirs(os.path.dirname(self.path(key)), exist_ok=True)
-        self.fs.put_file(local_path, self.path(key))
+        self.backend.put_file(local_path, key)
+
+    def move(self, src: str, dst: str) -> None:
+        self.backend.move(src, dst)
 
     def delete(self, key: str) -> None:
-        try:
-            self.fs.rm(self.path(key), recursive=True)
-        except FileNotFoundError:
-            pass
+        self.backend.delete(key)
 
     def local_dir(self, key: str) -> str | None:
         """A local folder for `key` to be written in place, or None for object stores."""
-        if not self.local:
-            return None
-        os.makedirs(self.path(key), exist_ok=True)
-        return self.path(key)
+        return self.backend.local_dir(key)
+
+    def stale_temp_files(self, age: float) -> list[str]:
+        return self.backend.stale_temp_files(age)
 
     # -- blobs -------------------------------------------------------------------------------
-    @staticmethod
-    def blob_key(digest: str) -> str:
-        return f"blobs/{digest[:2]}/{digest}"
+    blob_key = staticmethod(layout.blob)
 
     def has_blob(self, digest: str) -> bool:
-        return self.exists(self.blob_key(digest))
+        return self.exists(layout.blob(digest))
 
     def save_value(self, value) -> tuple[str, int]:
-        """Pickle `value` into the store; returns (content hash, size in bytes)."""
+        """Pickle `value` into the store; returns (content hash, size in bytes).
+
+        The blob is always (re)written, even when one of that name exists: that heals a corrupt
+        blob, and refreshes the date `gc` uses to spare blobs a running run has just produced."""
         import cloudpickle
 
-        tmp_dir = self.path("blobs/tmp") if self.local else None
-        if tmp_dir:
-            os.makedirs(tmp_dir, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=tmp_dir, prefix="blob-")
+        fd, tmp = tempfile.mkstemp(dir=self.backend.temp_dir(), prefix="blob-")
         try:
             with os.fdopen(fd, "wb") as f:
                 writer = HashingWriter(f)
                 cloudpickle.dump(value, writer, protocol=5)
-            digest = writer.hash.hexdigest()
-            key = self.blob_key(digest)
-            if self.local:
-                os.makedirs(os.path.dirname(self.path(key)), exist_ok=True)
-                if os.path.exists(self.path(key)):
-                    os.remove(tmp)
-                else:
-                    os.replace(tmp, self.path(key))
-            elif not self.fs.exists(self.path(key)):
-                self.fs.put_file(tmp, self.path(key))
-            return digest, writer.size
+            self.put_file(tmp, layout.blob(writer.hash.hexdigest()))
+            return writer.hash.hexdigest(), writer.size
         finally:
             if os.path.exists(tmp):
                 os.remove(tmp)
 
-    def load_value(self, digest: str):
-        """The value stored under `digest`, its bytes checked against the hash."""
-        import cloudpickle
+    def verify_blob(self, digest: str) -> None:
+        """NotFound if the blob is missing, CorruptBlob if its bytes do not match its hash."""
+        self._verified(digest, None).close()
 
+    def blob_ok(self, digest: str) -> bool:
         try:
-            path = self.path(self.blob_key(digest))
-            f = open(path, "rb") if self.local else self.fs.open(path, "rb")
+            self.verify_blob(digest)
+            return True
+        except FlowError:
+            return False
+
+    def _verified(self, digest: str, name: str | None):
+        """The blob opened for reading, once its bytes match the hash."""
+        what = f"blob {digest}" + (f" (value {name!r})" if name else "")
+        try:
+            f = self.backend.open(layout.blob(digest))
         except FileNotFoundError:
-            raise NotFound(f"blob {digest} is missing from store {self.url} (deleted by gc?); re-run the step "
-                           "that produced it") from None
-        with f:
-            reader = HashingReader(f, digest)
-            value = cloudpickle.load(reader)
-            reader.verify()
-        return value
+            raise NotFound(f"{what} is missing from store {self.url} (deleted by gc, or moved aside by fsck?); "
+                           "re-run the step that produced it (jupyter flow resume RUN --from STEP)") from None
+        except (OSError, ValueError) as e:
+            raise StoreError(f"cannot read {what} from store {self.url}: {_short(e)}") from None
+        try:
+            actual = digest_of_file(f)
+        except (OSError, ValueError) as e:
+            f.close()
+            raise StoreError(f"cannot read {what} from store {self.url}: {_short(e)}") from None
+        if actual != digest:
+            f.close()
+            raise CorruptBlob(f"{what} is corrupt (its bytes do not match its hash); run `jupyter flow fsck`, "
+                              "then re-run the step that produced it (jupyter flow resume RUN --from STEP)")
+        return f
 
+    def load_value(self, digest: str, name: str | None = None):
+        """The value stored under `digest`. Its bytes are checked against the hash before anything
+        is unpickled, so a tampered or damaged blob never runs code."""
+        import pickle
 
-def _url_to_fs(fsspec, url: str):
-    """Object stores without their listings cache: runs, task records and cancel markers are written
-    by other processes (workers, other users), and a cached listing would hide them from this one."""
-    if fsspec.utils.get_protocol(url) in ("file", "local"):
-        return fsspec.core.url_to_fs(url)
-    try:
-        return fsspec.core.url_to_fs(url, use_listings_cache=False)
-    except TypeError:  # a driver that takes no such option
-        return fsspec.core.url_to_fs(url)
+        import cloudpickle  # noqa: F401 - registers what cloudpickled values need
+
+        with self._verified(digest, name) as f:
+            try:
+                return pickle.load(f)
+            except Exception as e:  # noqa: BLE001 - the bytes are intact: the value needs something missing here
+                what = f"blob {digest}" + (f" (value {name!r})" if name else "")
+                raise StoreError(f"cannot load {what}: {e.__class__.__name__}: {_short(e)}; install what it "
+                                 "needs in this environment") from None
 
 
 def _short(e: Exception) -> str:

@@ -1,13 +1,16 @@
-"""Streams that hash what passes through them, so a blob is hashed while it is written or read.
+"""Hashing for blobs: values are hashed while they are written, and their bytes are hashed again
+(xxh3, several GB/s) before anything unpickles them.
 
 Values are pickled with cloudpickle protocol 5 straight into the file: large buffers (numpy
-arrays, bytes) go to the file without an intermediate copy, and come back with `readinto`.
+arrays, bytes) go to the file without an intermediate copy.
 """
 from __future__ import annotations
 
-import xxhash
+import io
+import mmap
+import os
 
-from ..errors import CorruptBlob
+import xxhash
 
 
 def new_hash():
@@ -28,6 +31,25 @@ class _Discard:
         return len(memoryview(data).cast("B"))
 
 
+def digest_of_file(f) -> str:
+    """The content hash of a whole binary file object, which is left at its start. A real file is
+    hashed through an mmap (no copy: 500 MB in under 0.1 s once cached), anything else in chunks."""
+    h = new_hash()
+    try:
+        fd = f.fileno()
+    except (AttributeError, OSError, io.UnsupportedOperation):
+        fd = None
+    if fd is not None:
+        if os.fstat(fd).st_size:
+            with mmap.mmap(fd, 0, access=mmap.ACCESS_READ) as view:
+                h.update(view)
+    else:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            h.update(chunk)
+    f.seek(0)
+    return h.hexdigest()
+
+
 class HashingWriter:
     def __init__(self, raw):
         self.raw = raw
@@ -39,33 +61,3 @@ class HashingWriter:
         n = self.raw.write(data)
         self.size += len(memoryview(data).cast("B"))
         return n
-
-
-class HashingReader:
-    """A file reader for `pickle.load` that checks the content hash once the value is read."""
-
-    def __init__(self, raw, expected: str):
-        self.raw = raw
-        self.expected = expected
-        self.hash = new_hash()
-
-    def read(self, n: int = -1) -> bytes:
-        data = self.raw.read(n)
-        self.hash.update(data)
-        return data
-
-    def readinto(self, buffer) -> int:
-        n = self.raw.readinto(buffer)
-        self.hash.update(memoryview(buffer)[:n])
-        return n
-
-    def readline(self) -> bytes:
-        data = self.raw.readline()
-        self.hash.update(data)
-        return data
-
-    def verify(self) -> None:
-        self.read()  # anything left over counts too
-        if self.hash.hexdigest() != self.expected:
-            raise CorruptBlob(f"blob {self.expected} is corrupt (its bytes do not match its hash); "
-                              "re-run the step that produced it (jupyter flow resume --from STEP)")

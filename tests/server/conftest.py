@@ -45,7 +45,7 @@ def api(jp_fetch, root):
         params = {**dict(urllib.parse.parse_qsl(query)), **(params or {})}
         kwargs = {"method": method, "params": params, "headers": headers}
         if body is not None or method == "POST":
-            kwargs["body"] = body if isinstance(body, str) else json.dumps(body or {})
+            kwargs["body"] = body if isinstance(body, (str, bytes)) else json.dumps(body or {})
         try:
             response = await jp_fetch(*API.split("/"), *route.split("/"), **kwargs)
         except HTTPClientError as e:

@@ -1,0 +1,112 @@
+"""Every key of the store is built here, and parsed here by pattern (never by position).
+
+  blobs/<h[:2]>/<h>                                  pickled values, named by the hash of their bytes
+  blobs/tmp/blob-*                                   blob writes in progress (local stores)
+  quarantine/<h>                                     blobs `fsck` found corrupt, moved aside
+  flows/<flow>/runs/<run>/run.json                   the run record; notebook.ipynb, cancel beside it
+  flows/<flow>/runs/<run>/<step>/<index>/task.json   a task record; output.ipynb, log.txt, failure.json
+  cache/<key>.json                                   cross-run cache index -> the task that made it
+"""
+from __future__ import annotations
+
+import re
+
+from ..errors import FlowError
+
+FLOW_NAME = re.compile(r"^(?!\.\.?$)[A-Za-z0-9_.-]+$")
+STEP_NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
+RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
+DIGEST = re.compile(r"^[0-9a-f]{32}$")
+BLOB_TMP = "blobs/tmp"
+QUARANTINE = "quarantine"
+
+_RUN_JSON = re.compile(r"^flows/(?P<flow>[^/]+)/runs/(?P<run_id>[^/]+)/run\.json$")
+_TASK_JSON = re.compile(r"^flows/(?P<flow>[^/]+)/runs/(?P<run_id>[^/]+)/(?P<step>[^/]+)/(?P<index>\d+)/task\.json$")
+_BLOB = re.compile(r"^blobs/[0-9a-f]{2}/(?P<digest>[0-9a-f]+)$")
+
+
+def check_flow_name(name: str) -> str:
+    if not FLOW_NAME.match(name):
+        raise FlowError(f"flow name {name!r} is not allowed; use letters, digits, '_', '-' and '.' "
+                        "(not '.' or '..' alone), in the notebook's metadata.jupyter_flow.flow")
+    return name
+
+
+def check_run_id(run_id: str) -> str:
+    if not isinstance(run_id, str) or not RUN_ID.match(run_id):
+        raise FlowError(f"{run_id!r} is not a run id (letters, digits, '-', '_', '.', ':'); "
+                        "`jupyter flow runs` lists them")
+    return run_id
+
+
+def run_key(flow: str, run_id: str) -> str:
+    return f"flows/{flow}/runs/{run_id}"
+
+
+def run_json(flow: str, run_id: str) -> str:
+    return f"{run_key(flow, run_id)}/run.json"
+
+
+def run_file(flow: str, run_id: str, name: str) -> str:
+    return f"{run_key(flow, run_id)}/{name}"
+
+
+def task_key(flow: str, run_id: str, step: str, index: int) -> str:
+    return f"{run_key(flow, run_id)}/{step}/{index}"
+
+
+def task_json(flow: str, run_id: str, step: str, index: int) -> str:
+    return f"{task_key(flow, run_id, step, index)}/task.json"
+
+
+def cache_entry(cache_key: str) -> str:
+    return f"cache/{cache_key}.json"
+
+
+def batch_json(batch_id: str) -> str:
+    """A batch of runs (see batches.py): its notebook and parameter sets."""
+    return f"batches/{check_run_id(batch_id)}.json"
+
+
+def blob(digest: str) -> str:
+    return f"blobs/{digest[:2]}/{digest}"
+
+
+def quarantined(digest: str) -> str:
+    return f"{QUARANTINE}/{digest}"
+
+
+# -- patterns for listings, and their parsers --------------------------------------------------
+def run_jsons(flow: str | None = None, run_id_prefix: str | None = None) -> str:
+    return f"flows/{flow or '*'}/runs/{run_id_prefix + '*' if run_id_prefix else '*'}/run.json"
+
+
+def task_jsons(flow: str, run_id: str) -> str:
+    return f"{run_key(flow, run_id)}/*/*/task.json"
+
+
+ALL_TASK_JSONS = "flows/*/runs/*/*/*/task.json"
+ALL_BLOBS = "blobs/??/*"
+ALL_CACHE = "cache/*.json"
+
+
+def parse_run_json(key: str) -> tuple[str, str]:
+    """(flow, run_id) of a run.json key."""
+    m = _RUN_JSON.match(key)
+    if not m:
+        raise ValueError(f"{key} is not a run record key")
+    return m["flow"], m["run_id"]
+
+
+def parse_task_json(key: str) -> tuple[str, str, str, int]:
+    """(flow, run_id, step, index) of a task.json key."""
+    m = _TASK_JSON.match(key)
+    if not m:
+        raise ValueError(f"{key} is not a task record key")
+    return m["flow"], m["run_id"], m["step"], int(m["index"])
+
+
+def parse_blob(key: str) -> str | None:
+    """The digest of a blob key, None for anything else under blobs/ (temporary files)."""
+    m = _BLOB.match(key)
+    return m["digest"] if m else None

@@ -1,0 +1,117 @@
+"""gc never deletes what a kept, running or damaged run may need (fast: synthetic stores, real files)."""
+import os
+import time
+from datetime import datetime, timezone
+
+import pytest
+
+from jupyter_flow.cleanup import collect
+from jupyter_flow.errors import FlowError
+from jupyter_flow.store import layout, open_store, records
+from jupyter_flow.store.records import RunRecord, Status, TaskRecord
+
+HOUR = 3600
+
+
+@pytest.fixture
+def store(tmp_path):
+    return open_store(str(tmp_path / "store"))
+
+
+def age(store, key, seconds=2 * HOUR):
+    path = os.path.join(store.url, *key.split("/"))
+    os.utime(path, (time.time() - seconds, time.time() - seconds))
+
+
+def old_blob(store, value):
+    digest, _ = store.save_value(value)
+    age(store, layout.blob(digest))
+    return digest
+
+
+def add_run(store, run_id, status="succeeded", outputs=(), origin=None, task_status="succeeded"):
+    now = datetime.now(timezone.utc).isoformat()
+    records.write_run(store, RunRecord(id=run_id, flow="f", status=Status(status), created=now, heartbeat=now,
+                                       host="elsewhere", steps=[{"name": "a"}]))
+    records.write_task(store, TaskRecord(run_id=run_id, flow="f", step="a", status=Status(task_status), origin=origin,
+                                         outputs={f"v{i}": {"hash": h} for i, h in enumerate(outputs)}))
+
+
+def blobs(store):
+    return {layout.parse_blob(k) for k in store.glob(layout.ALL_BLOBS)}
+
+
+def test_unreferenced_old_blobs_and_old_runs_go(store):
+    kept, gone = old_blob(store, "kept"), old_blob(store, "gone")
+    add_run(store, "20250101T000000-000001", outputs=[gone])
+    add_run(store, "20250102T000000-000002", outputs=[kept])
+    report = collect(store, keep=1)
+    assert report["runs"] == ["20250101T000000-000001"] and blobs(store) == {kept}
+
+
+def test_a_blob_a_running_run_just_produced_again_survives(store):
+    """Item 1: the value existed (an hour old); a running step saves it again before its task.json."""
+    digest = old_blob(store, "value")
+    store.save_value("value")  # the step of a running run produces the same value
+    add_run(store, "20250101T000000-000001", status="running")  # its task.json does not list it yet
+    collect(store, keep=0)
+    assert digest in blobs(store)
+    assert store.load_value(digest) == "value"
+
+
+def test_a_damaged_run_is_kept_with_its_blobs(store):
+    """Item 4: a truncated run.json; its task records still name its blobs."""
+    digest = old_blob(store, "mine")
+    add_run(store, "20250101T000000-000001", outputs=[digest])
+    add_run(store, "20250102T000000-000002")
+    key = layout.run_json("f", "20250101T000000-000001")
+    store.write_bytes(key, store.read_bytes(key)[:10])
+    report = collect(store, keep=0)
+    assert "20250101T000000-000001" not in report["runs"] and digest in blobs(store)
+
+
+def test_no_blob_is_collected_while_a_kept_task_record_is_unreadable(store):
+    digest = old_blob(store, "whose?")
+    add_run(store, "20250101T000000-000001", outputs=[digest])
+    store.write_bytes(layout.task_json("f", "20250101T000000-000001", "a", 0), b"{")
+    report = collect(store, keep=5)
+    assert report["unknown"] and digest in blobs(store)
+
+
+def test_a_run_kept_as_a_resume_origin_keeps_its_failure_snapshot(store):
+    """Item 5: the origin run failed (snapshot blob); a newer resume reused one of its tasks."""
+    snap = old_blob(store, {"x": 1})
+    add_run(store, "20250101T000000-000001", status="failed", task_status="failed")
+    store.write_json(layout.task_key("f", "20250101T000000-000001", "a", 0) + "/failure.json",
+                     {"variables": {"x": {"hash": snap}}, "unpicklable": {}, "modules": {}})
+    origin = {"run_id": "20250101T000000-000001", "flow": "f", "step": "a", "index": 0,
+              "key": layout.task_key("f", "20250101T000000-000001", "a", 0)}
+    add_run(store, "20250102T000000-000002", origin=origin, task_status="reused")
+    report = collect(store, keep=1)
+    assert report["runs"] == [] and snap in blobs(store)
+
+
+def test_stale_temporary_files_go_and_live_ones_stay(store):
+    """Item 8: a killed blob write left a partial file in blobs/tmp."""
+    store.save_value(0)
+    tmp = os.path.join(store.url, "blobs", "tmp")
+    for name in ("blob-dead", "blob-live"):
+        with open(os.path.join(tmp, name), "wb") as f:
+            f.write(b"partial")
+    age(store, "blobs/tmp/blob-dead")
+    report = collect(store, keep=10)
+    assert report["temps"] == ["blobs/tmp/blob-dead"] and os.listdir(tmp) == ["blob-live"]
+
+
+def test_dry_run_deletes_nothing(store):
+    digest = old_blob(store, "x")
+    collect(store, keep=0, dry_run=True)
+    assert digest in blobs(store)
+
+
+def test_negative_keep_is_refused(store):
+    """Item 7."""
+    add_run(store, "20250101T000000-000001")
+    with pytest.raises(FlowError, match="--keep"):
+        collect(store, keep=-1)
+    assert records.list_runs(store)
