@@ -118,7 +118,9 @@ def busy_cores():
     """One CPU-bound process per core for the length of the test, as on a shared, loaded machine."""
     import sys
 
-    procs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(os.cpu_count() or 2)]
+    # each spins until the test ends, or until pytest itself dies (its parent changes): never an orphan
+    spin = f"import os\nwhile os.getppid() == {os.getpid()}: pass"
+    procs = [subprocess.Popen([sys.executable, "-c", spin]) for _ in range(os.cpu_count() or 2)]
     yield
     for proc in procs:
         proc.kill()
