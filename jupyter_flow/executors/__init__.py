@@ -1,20 +1,50 @@
-"""Executors take a task spec and return a future of its final record. Looked up by name."""
+"""Executors take a task spec and return a future of its final record (see `base.Executor`).
+
+They are found by name: the two built in, then the entry-point group `jupyter_flow.executors`, which
+any installed package may add to. A class is imported only when a run asks for it, and entry points
+are read only for a name that is not built in (or to list them), so the CLI stays quick.
+"""
 from __future__ import annotations
+
+import functools
+from importlib import import_module
 
 from ..errors import FlowError
 
-NAMES = ("local", "dask")
+GROUP = "jupyter_flow.executors"
+BUILTIN = {"local": "jupyter_flow.executors.local:LocalExecutor",
+           "dask": "jupyter_flow.executors.dask:DaskExecutor"}
 
 
-def make_executor(name, max_workers: int | None = None, scheduler: str | None = None):
+@functools.cache
+def registered() -> dict[str, str]:
+    """name -> "module:Class" of every executor: the built-in ones, then the installed packages'."""
+    from importlib.metadata import entry_points
+
+    found = dict(BUILTIN)
+    for ep in entry_points(group=GROUP):
+        found.setdefault(ep.name, ep.value)  # a package cannot replace a built-in executor
+    return found
+
+
+def names() -> list[str]:
+    return list(registered())
+
+
+def make_executor(name, max_workers: int | None = None, scheduler: str | None = None, **options):
+    """The executor registered as `name`, built with the options every executor takes."""
     if not isinstance(name, str):
         return name  # an executor object already (a batch shares one between its runs)
-    if name == "local":
-        from .local import LocalExecutor
-
-        return LocalExecutor(max_workers)
-    if name == "dask":
-        from .dask import DaskExecutor
-
-        return DaskExecutor(scheduler)
-    raise FlowError(f"unknown executor {name!r}; choose one of: {', '.join(NAMES)}")
+    target = BUILTIN.get(name) or registered().get(name)
+    if target is None:
+        raise FlowError(f"unknown executor {name!r}; choose one of: {', '.join(names())} "
+                        f"(packages add more through the entry-point group {GROUP!r})")
+    module, _, attr = target.partition(":")
+    try:
+        cls = functools.reduce(getattr, attr.split("."), import_module(module))
+    except Exception as e:  # noqa: BLE001 - a broken plug-in is the user's one-line error
+        raise FlowError(f"executor {name!r} ({target}) cannot be loaded: {e.__class__.__name__}: {e}; "
+                        "reinstall the package that provides it") from None
+    executor = cls(max_workers=max_workers, scheduler=scheduler, **options)
+    executor.name = name
+    return executor

@@ -28,16 +28,17 @@ from ..kernels import KernelPool, warmup_code
 from ..store import open_store, records
 from ..store.layout import run_file, task_json
 from ..task import TaskControl, new_record, now, run_task, warm_imports
+from .base import Executor
 
 CONNECT_TIMEOUT_ENV = "JUPYTER_FLOW_DASK_TIMEOUT"
 RESOURCES = {"cpu": "cpu", "memory": "memory", "gpu": "gpu"}
 POLL = 1.0
 
 
-class DaskExecutor:
+class DaskExecutor(Executor):
     name = "dask"
 
-    def __init__(self, scheduler: str | None, timeout: float | None = None):
+    def __init__(self, scheduler: str | None = None, timeout: float | None = None, **options):
         try:
             import dask
             from distributed import Client
@@ -61,6 +62,10 @@ class DaskExecutor:
         self._closed = threading.Event()
         self._monitor = threading.Thread(target=self._watch_controls, name="jupyter-flow-dask", daemon=True)
         self._monitor.start()
+
+    @property
+    def host(self) -> str:
+        return self.address
 
     def submit(self, spec: dict, control: TaskControl) -> Future:
         result: Future = Future()

@@ -8,14 +8,15 @@ import threading
 from collections import Counter
 from concurrent.futures import Future, ThreadPoolExecutor
 
-from ..kernels import KernelPool
+from ..kernels import KernelPool, warmup_code
 from ..task import TaskControl, run_task, warm_imports
+from .base import Executor
 
 
-class LocalExecutor:
+class LocalExecutor(Executor):
     name = "local"
 
-    def __init__(self, max_workers: int | None = None):
+    def __init__(self, max_workers: int | None = None, **options):
         self.max_workers = max_workers or os.cpu_count() or 2
         self.threads = ThreadPoolExecutor(self.max_workers, thread_name_prefix="jupyter-flow-task")
         self.pool = KernelPool()
@@ -23,10 +24,13 @@ class LocalExecutor:
         self.lock = threading.Lock()
         threading.Thread(target=warm_imports, daemon=True, name="jupyter-flow-imports").start()
 
-    def set_demand(self, kernel: str, cwd: str, waiting: int) -> None:
-        """`waiting` tasks of this kernel are not submitted yet; with the backlog, keep that many
-        kernels warm, up to twice max_workers (a kernel starts slower than a short step runs)."""
-        self.pool.set_demand(kernel, cwd, min(waiting + self.backlog[kernel], 2 * self.max_workers))
+    def want_kernels(self, kernel: str, cwd: str, count: int, *, store=None, preload=()) -> None:
+        """With the backlog, keep `count` kernels warm, up to twice max_workers (a kernel starts
+        slower than a short step runs); they import the store's driver and `preload` while booting."""
+        if store:
+            self.pool.warmup = warmup_code(store)
+        self.pool.preload = list(preload)
+        self.pool.set_demand(kernel, cwd, min(count + self.backlog[kernel], 2 * self.max_workers))
 
     def submit(self, spec: dict, control: TaskControl) -> Future:
         with self.lock:
