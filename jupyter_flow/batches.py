@@ -61,17 +61,15 @@ class SharedExecutor:
 
     def __init__(self, base, demand: dict, lock: threading.Lock):
         self.base, self._demand, self._lock = base, demand, lock
-        if hasattr(base, "set_demand"):
-            self.set_demand = self._set_demand
 
     def __getattr__(self, name):
         return getattr(self.base, name)
 
-    def _set_demand(self, kernel: str, cwd: str, waiting: int) -> None:
+    def want_kernels(self, kernel: str, cwd: str, count: int, **hints) -> None:
         with self._lock:
-            self._demand[(id(self), kernel, cwd)] = waiting
+            self._demand[(id(self), kernel, cwd)] = count
             total = sum(n for (_, k, c), n in self._demand.items() if (k, c) == (kernel, cwd))
-        self.base.set_demand(kernel, cwd, total)
+        self.base.want_kernels(kernel, cwd, total, **hints)
 
     def close(self) -> None:
         with self._lock:

@@ -1,0 +1,279 @@
+"""The scheduling loop of one run: start ready tasks, retry, time out, cancel, heartbeat, and the
+progress events for the CLI, the server and the widgets. It reads only task records (hashes and
+previews), never a value; which tasks are ready is `Readiness`'s, what a task gets is `Specs`'s."""
+from __future__ import annotations
+
+import os
+import queue
+import secrets
+import socket
+import time
+from datetime import datetime, timezone
+
+from .._version import __version__
+from ..dag import Flow
+from ..errors import FlowError, failure_line
+from ..forkserver import modules_to_preload
+from ..store import Store, records
+from ..store.layout import run_key
+from ..store.records import DONE, current_user
+from ..task import TaskControl, now
+from . import reuse
+from .readiness import Readiness, Task
+from .spec import Specs
+
+HEARTBEAT_ENV = "JUPYTER_FLOW_HEARTBEAT"
+
+
+def heartbeat_interval() -> float:
+    return float(os.environ.get(HEARTBEAT_ENV, "5"))
+
+
+class Runner:
+    def __init__(self, flow: Flow, parameters: dict, store: Store, executor, run_id: str | None = None,
+                 no_cache: bool = False, on_event=None, origin: dict | None = None, from_step: str | None = None):
+        self.flow, self.parameters, self.store, self.executor = flow, parameters, store, executor
+        self.run_id = run_id or f"{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{secrets.token_hex(3)}"
+        self.key = run_key(flow.name, self.run_id)
+        self.no_cache = no_cache
+        self.on_event = on_event or (lambda event: None)
+        self.origin = origin
+        self.rerun = set(flow.downstream(from_step)) if from_step else set()
+        self.cwd = str(flow.path.parent)
+        self.readiness = Readiness(flow)
+        self.tasks = self.readiness.tasks
+        self.done_q: queue.Queue = queue.Queue()
+        self.cancel_reason: str | None = None
+        self.stopping = False
+        self.local = None  # a local executor for `executor:local` steps of a remote run
+        self._last_beat = 0.0
+        self._wanted: dict[tuple, int] = {}  # (executor, kernel) -> the count last hinted
+        self.record = self._new_record()
+        self.preload = modules_to_preload(c.source for c in flow.shared)
+        self.specs = Specs(flow, store.url, self.run_id, parameters, self.cwd, self.preload)
+
+    # -- the run record --------------------------------------------------------------------------
+    def _new_record(self) -> dict:
+        return {
+            "id": self.run_id, "flow": self.flow.name, "status": "running", "user": current_user(),
+            "host": socket.gethostname(), "pid": os.getpid(), "notebook": str(self.flow.path),
+            "notebook_hash": None, "parameters": self.parameters, "created": now(), "ended": None,
+            "duration": None, "heartbeat": now(), "heartbeat_interval": heartbeat_interval(), "metrics": {},
+            "origin_run": self.origin["id"] if self.origin else None, "executor": self.executor.name,
+            "version": __version__, "error": None, "warnings": self.flow.warnings,
+            "steps": [{"name": s.name, "prev": s.prev, "foreach": s.foreach,
+                       "options": {k: v for k, v in s.options.items() if k != "foreach"}}
+                      for s in self.flow.steps.values()],
+        }
+
+    def _save_record(self) -> None:
+        self.record["heartbeat"] = now()
+        self._last_beat = time.monotonic()
+        records.write_run(self.store, self.record)
+
+    def _beat_due(self) -> bool:
+        return time.monotonic() - self._last_beat > self.record["heartbeat_interval"]
+
+    # -- main loop -------------------------------------------------------------------------------
+    def begin(self) -> None:
+        """Record the run (its notebook copy, then run.json): from here on, readers see it."""
+        from ..store.blobs import new_hash
+
+        if self.record["notebook_hash"]:
+            return
+        raw = self.flow.path.read_bytes()
+        h = new_hash()
+        h.update(raw)
+        self.record["notebook_hash"] = h.hexdigest()
+        self.store.write_bytes(f"{self.key}/notebook.ipynb", raw)
+        self._save_record()
+
+    def run(self) -> str:
+        """The scheduling loop. It runs in a thread of its own (see `launch`): a Ctrl-C reaches the
+        thread that waits for the run, which calls `cancel`; it never interrupts the loop halfway."""
+        self.begin()
+        self.on_event({"type": "run", "run_id": self.run_id, "status": "running", "flow": self.flow.name})
+        running: set[int] = set()
+        try:
+            while True:
+                self._check_cancel()
+                if self.cancel_reason:
+                    self._stop_running()
+                self._update_demand()  # kernels start booting before tasks ask for them
+                self._start_ready(running)
+                self._update_demand()
+                if not running:
+                    break
+                try:
+                    item = self.done_q.get(timeout=0.5)
+                except queue.Empty:
+                    item = None
+                if item is not None:  # None: a timeout, or woken up by cancel()
+                    task, record = item
+                    running.discard(id(task))
+                    self._finished(task, record, running)
+                if self._beat_due():
+                    self._save_record()
+        finally:
+            self._close_executors()
+        return self._finalize()
+
+    def _start_ready(self, running: set[int]) -> None:
+        """Start every ready task; a cached one ends at once and may make more ready."""
+        ready = self.readiness
+        while not self.stopping and (ready.ready or ready.queued):
+            if ready.ready:
+                self._make_tasks(ready.ready.popleft())
+            else:
+                self._start(ready.next_task(), running)
+
+    def cancel(self, reason: str = "cancelled") -> None:
+        """Stop the run, from any thread: nothing new starts, and the loop interrupts the running tasks
+        (each takes its failure snapshot before its kernel is killed)."""
+        self.cancel_reason = self.cancel_reason or reason
+        self.stopping = True
+        self.done_q.put(None)
+
+    def _stop_running(self) -> None:
+        for tasks in self.tasks.values():
+            for task in tasks or []:
+                if task.status == "running" and task.control:
+                    task.control.stop(self.cancel_reason)
+
+    def _check_cancel(self) -> None:
+        if not self.cancel_reason and self.store.exists(f"{self.key}/cancel"):
+            self.cancel("cancelled")
+
+    def _close_executors(self) -> None:
+        for executor in (self.executor, self.local):
+            if executor is not None:
+                executor.close()
+
+    # -- readiness -------------------------------------------------------------------------------
+    def _make_tasks(self, name: str) -> None:
+        step = self.flow.steps[name]
+        try:
+            count = self._fan_out(name) if step.foreach else 1
+        except FlowError as e:
+            self.record["error"] = {"step": name, "index": 0, "message": str(e)}
+            self.stopping = True
+            self.readiness.add_tasks(name, [Task(name, 0, status="failed",
+                                                 record={"error": {"type": "ForeachError", "message": str(e)}})])
+            return
+        self.readiness.add_tasks(name, [Task(name, i) for i in range(count)])
+        if step.foreach:
+            self.on_event({"type": "foreach", "run_id": self.run_id, "step": name, "count": count})
+
+    def _fan_out(self, name: str) -> int:
+        var = self.flow.steps[name].foreach["var"]
+        producer = self.flow.steps[name].inputs.get(var)
+        if producer is None:
+            value = self.parameters.get(var)
+            if not isinstance(value, (list, tuple)):
+                raise FlowError(f"step {name!r}: foreach:{var} needs a list, but parameter {var} is {value!r}")
+            return len(value)
+        tasks = self.tasks[producer]
+        if self.flow.steps[producer].foreach:
+            return len(tasks)
+        out = tasks[0].record.get("outputs", {}).get(var, {})
+        if "length" not in out:
+            raise FlowError(f"step {name!r}: foreach:{var} needs a list, but step {producer!r} made "
+                            f"{var} a {out.get('type', 'missing value')}")
+        return out["length"]
+
+    def _update_demand(self) -> None:
+        """Hint the executor how many kernels of each kind its tasks will want (only when it changes)."""
+        for kernel, count in self.readiness.waiting().items():
+            count = 0 if self.stopping else count
+            if self._wanted.get(kernel) != count:
+                self._wanted[kernel] = count
+                self.executor.want_kernels(kernel, self.cwd, count, store=self.store.url, preload=self.preload)
+
+    # -- starting a task -------------------------------------------------------------------------
+    def _start(self, task: Task, running: set[int]) -> None:
+        step = self.flow.steps[task.step]
+        refs, meta = self.specs.inputs(task.step, self.tasks)
+        key = reuse.cache_key(self.flow, self.parameters, task.step, task.index, refs)
+        reused = None if task.step in self.rerun else reuse.reuse(
+            self.store, self.flow, self.run_id, task.step, task.index, key, self.origin,
+            not self.no_cache and step.options.get("cache", True))
+        if reused:
+            self._finished(task, reused, running)
+            return
+        task.attempt += 1
+        task.status = "running"
+        task.control = TaskControl(step.options.get("timeout"))
+        executor = self._executor_for(step)
+        spec = self.specs.build(task, refs, meta, key, executor.name)
+        self.on_event({"type": "task", "run_id": self.run_id, "step": task.step, "index": task.index,
+                       "status": "running", "attempt": task.attempt})
+        future = executor.submit(spec, task.control)
+        running.add(id(task))
+        future.add_done_callback(lambda f, t=task: self.done_q.put((t, _result(f, t))))
+
+    def task_spec(self, task: Task, refs: dict, meta: dict, cache_key: str | None) -> dict:
+        """Everything an executor needs to run `task` (plain data: JSON- and pickle-able)."""
+        return self.specs.build(task, refs, meta, cache_key, self._executor_for(self.flow.steps[task.step]).name)
+
+    def _executor_for(self, step):
+        if step.options.get("executor") == "local" and self.executor.name != "local":
+            if self.local is None:
+                from ..executors.local import LocalExecutor
+
+                self.local = LocalExecutor()
+                self.local.want_kernels(self.readiness.kernel[step.name], self.cwd, 0, store=self.store.url,
+                                        preload=self.preload)  # its kernels boot as the main executor's would
+            return self.local
+        return self.executor
+
+    # -- a task ended ----------------------------------------------------------------------------
+    def _finished(self, task: Task, record: dict, running: set[int]) -> None:
+        step = self.flow.steps[task.step]
+        task.record = record
+        status = record["status"]
+        if status in ("failed", "timed_out") and not self.stopping and task.attempt <= step.options.get("retry", 0):
+            task.attempts = task.attempts + [{k: record.get(k) for k in ("attempt", "status", "error", "started",
+                                                                         "ended", "duration")}]
+            self.on_event({"type": "task", "run_id": self.run_id, "step": task.step, "index": task.index,
+                           "status": "retrying", "attempt": task.attempt, "error": record.get("error")})
+            task.status = "queued"
+            self._start(task, running)
+            return
+        task.status = status
+        self.readiness.task_ended(task)
+        if status == "succeeded" and record.get("cache_key"):
+            reuse.remember(self.store, self.flow.name, self.run_id, task.step, task.index, record["cache_key"])
+        changed = bool(record.get("metrics"))  # run.json changes only for metrics and the first error
+        if status not in DONE and not step.options.get("catch") and not self.stopping:
+            self.stopping = True
+            self.record["error"] = {"step": task.step, "index": task.index,
+                                    "message": failure_line(record.get("error")) if record.get("error") else status}
+            changed = True
+        self.record["metrics"].update(record.get("metrics") or {})
+        self.on_event({"type": "task", "run_id": self.run_id, "step": task.step, "index": task.index,
+                       "status": status, "attempt": task.attempt, "duration": record.get("duration"),
+                       "error": record.get("error"), "origin": record.get("origin")})
+        if changed:
+            self._save_record()
+
+    def _finalize(self) -> str:
+        if self.cancel_reason:
+            status = "cancelled"
+        elif self.record["error"]:
+            status = "failed"
+        else:
+            status = "succeeded" if self.readiness.all_done() else "failed"
+        self.record.update(status=status, ended=now())
+        start = datetime.fromisoformat(self.record["created"])
+        self.record["duration"] = round((datetime.now(timezone.utc) - start).total_seconds(), 3)
+        self._save_record()
+        self.on_event({"type": "run", "run_id": self.run_id, "status": status, "error": self.record["error"]})
+        return status
+
+
+def _result(future, task: Task) -> dict:
+    try:
+        return future.result()
+    except BaseException as e:  # noqa: BLE001 - an executor failure is a task failure
+        return {**task.record, "status": "failed", "run_id": None,
+                "error": {"type": e.__class__.__name__, "message": f"the executor failed to run the task: {e}"}}
