@@ -29,6 +29,16 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
 
 
+class _ExecutorHelp(str):
+    """--executor's help lists the registered executors, read only when help is shown."""
+
+    def __mod__(self, params):
+        from .executors import names
+
+        return (f"where tasks run: {', '.join(names())} (default: local; dask needs --scheduler; "
+                "packages add executors through the entry-point group jupyter_flow.executors)")
+
+
 def _count(minimum: int):
     def parse(raw: str) -> int:
         try:
@@ -52,8 +62,7 @@ def _add_execution(p):
                    help="set a parameter of the parameters cell (value parsed like papermill: int, float, "
                    "True/False/None, else string); repeatable")
     p.add_argument("--max-workers", type=_count(1), metavar="N", help="tasks run at once (default: number of cores)")
-    p.add_argument("--executor", choices=["local", "dask"], default="local",
-                   help="local processes (default) or a Dask cluster (with --scheduler)")
+    p.add_argument("--executor", metavar="NAME", default="local", help=_ExecutorHelp("where tasks run"))
     p.add_argument("--scheduler", metavar="ADDRESS", help="Dask scheduler address, e.g. tcp://10.0.0.5:8786")
     p.add_argument("--no-cache", action="store_true", help="run every step even if an identical earlier task exists")
     p.add_argument("--quiet", action="store_true", help="no progress view; print only the outcome")

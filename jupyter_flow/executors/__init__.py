@@ -31,20 +31,24 @@ def names() -> list[str]:
     return list(registered())
 
 
-def make_executor(name, max_workers: int | None = None, scheduler: str | None = None, **options):
-    """The executor registered as `name`, built with the options every executor takes."""
-    if not isinstance(name, str):
-        return name  # an executor object already (a batch shares one between its runs)
+def executor_class(name: str) -> type:
+    """The class registered as `name`, imported now; FlowError (listing the names) if there is none."""
     target = BUILTIN.get(name) or registered().get(name)
     if target is None:
         raise FlowError(f"unknown executor {name!r}; choose one of: {', '.join(names())} "
                         f"(packages add more through the entry-point group {GROUP!r})")
     module, _, attr = target.partition(":")
     try:
-        cls = functools.reduce(getattr, attr.split("."), import_module(module))
+        return functools.reduce(getattr, attr.split("."), import_module(module))
     except Exception as e:  # noqa: BLE001 - a broken plug-in is the user's one-line error
         raise FlowError(f"executor {name!r} ({target}) cannot be loaded: {e.__class__.__name__}: {e}; "
                         "reinstall the package that provides it") from None
-    executor = cls(max_workers=max_workers, scheduler=scheduler, **options)
+
+
+def make_executor(name, max_workers: int | None = None, scheduler: str | None = None, **options):
+    """The executor registered as `name`, built with the options every executor takes."""
+    if not isinstance(name, str):
+        return name  # an executor object already (a batch shares one between its runs)
+    executor = executor_class(name)(max_workers=max_workers, scheduler=scheduler, **options)
     executor.name = name
     return executor

@@ -52,7 +52,7 @@ def prepare(notebook_path, parameters=None, store=None, executor="local", schedu
             no_cache=False, on_event=None, cli_params=None, param_files=None, origin=None, from_step=None,
             executor_options=None) -> Runner:
     """Validate everything a run needs and return its Runner; raises FlowError and writes nothing."""
-    from ..executors import make_executor
+    from ..executors import executor_class, make_executor
     from ..kernels import check_kernelspecs
     from ..params import resolve
 
@@ -62,6 +62,8 @@ def prepare(notebook_path, parameters=None, store=None, executor="local", schedu
         flow.step(from_step)
     values = resolve(flow, parameters, cli_params, param_files)
     check_kernelspecs(flow)
+    if isinstance(executor, str):
+        executor_class(executor)  # an unknown name fails before anything is touched
     store = open_store(store)
     store.check_writable()
     runner_executor = make_executor(executor, max_workers=max_workers, scheduler=scheduler, **(executor_options or {}))

@@ -15,7 +15,7 @@ class JupyterFlow(Configurable):
         help="Store URL (local path, s3://, gs://). Default: $JUPYTER_FLOW_STORE, then the CLI's default.",
     )
     executor = Unicode(
-        "local", config=True, help="Default executor for runs started from the sidebar: 'local' or 'dask'."
+        "local", config=True, help="Default executor for runs started from the sidebar: a registered name ('local', 'dask', ...)."
     )
     scheduler = Unicode(
         None, allow_none=True, config=True, help="Dask scheduler address for the dask executor."

@@ -6,6 +6,7 @@ import json
 import os
 
 from jupyter_flow.errors import FlowError
+from jupyter_flow.executors import names as executor_names
 from jupyter_flow.store.records import current_user
 
 from .paths import resolve_notebook, to_api
@@ -56,7 +57,7 @@ class FlowService:
             "store": self.store.url,
             "executor": self.config.executor,
             "scheduler": self.config.scheduler,
-            "executors": ["local", "dask"],
+            "executors": executor_names(),
             "poll_interval_ms": self.config.poll_interval_ms,
         }
 

@@ -29,6 +29,7 @@ async def test_version(api):
     assert info["version"] == __version__
     assert info["store"] and info["executor"] == "local" and info["user"]
     assert info["poll_interval_ms"] == 250
+    assert info["executors"][:2] == ["local", "dask"]  # the sidebar's Run form offers these (registered names)
 
 
 @pytest.mark.parametrize("method,route", ROUTES)
