@@ -7,6 +7,8 @@ ancestor that writes it (Kale semantics). Only the names a step reads cross an e
 from __future__ import annotations
 
 import ast
+import bisect
+import heapq
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -155,8 +157,10 @@ def build_flow(path: str | Path, raw: dict | None = None) -> Flow:
         steps = {evaluated.name: evaluated, **steps}
     shared_params = [n for n in shared_usage.reads if n in parameters]  # e.g. a helper function's globals
     optional = {name: usage.optional for name, usage in usages.items()}
+    writers = _Writers(steps)
     for step in steps.values():
-        _infer_inputs(step, steps, parameters, set(shared_usage.writes), optional.get(step.name, set()), warnings)
+        _infer_inputs(step, steps, writers, parameters, set(shared_usage.writes), optional.get(step.name, set()),
+                      warnings)
         step.params += [n for n in shared_params if n not in step.params]
     _verify_lists(steps)
     warnings += topdown.random_state(shared_usage, usages) + topdown.shared_objects(usages)
@@ -208,19 +212,34 @@ def _check_prev(nb: notebook.Notebook, steps: dict[str, Step]) -> None:
                 raise FlowError(f"{cell.label()}: prev:{up} names {what}; steps are: {', '.join(steps)}")
 
 
-def _infer_inputs(step: Step, steps: dict[str, Step], parameters: dict, shared: set[str], optional: set[str],
-                  warnings: list[str]) -> None:
+class _Writers:
+    """The last step before a given one, in notebook order, that may write a name (a bisect, not a scan)."""
+
+    def __init__(self, steps: dict[str, Step]):
+        self.names = list(steps)
+        self.position = {name: i for i, name in enumerate(self.names)}
+        self.by_name: dict[str, list[int]] = {}
+        for i, name in enumerate(self.names):
+            for var in steps[name].writes:
+                self.by_name.setdefault(var, []).append(i)
+
+    def before(self, step: str, var: str) -> str | None:
+        found = self.by_name.get(var, [])
+        i = bisect.bisect_left(found, self.position[step])
+        return self.names[found[i - 1]] if i else None
+
+
+def _infer_inputs(step: Step, steps: dict[str, Step], writers: _Writers, parameters: dict, shared: set[str],
+                  optional: set[str], warnings: list[str]) -> None:
     """Where each name the step reads comes from: an upstream step, a parameter, or the shared cells.
     Names the shared cells define, builtins and `$name` in shell lines are inputs only when an
     earlier step rebinds them (`math = 5`, `def sum(...)`)."""
-    names = list(steps)
-    position = names.index(step.name)
     reads = []
     for name in step.reads:
         if step.explicit_prev:
             producer = _nearest_writer(step, steps, name)
         else:
-            producer = next((s for s in reversed(names[:position]) if name in steps[s].writes), None)
+            producer = writers.before(step.name, name)
         if producer:
             step.inputs[name] = producer
         elif name in parameters:
@@ -303,15 +322,26 @@ def _assign_metrics(nb: notebook.Notebook, steps: dict[str, Step], parameters: d
 
 
 def _topological(nb: notebook.Notebook, steps: dict[str, Step]) -> list[str]:
+    """Steps in dependency order, ties broken by notebook order (Kahn's algorithm with a heap)."""
     upstream = {s.name: set(s.prev) | set(s.inputs.values()) for s in steps.values()}
-    order: list[str] = []
-    remaining = list(steps)
-    while remaining:
-        ready = [s for s in remaining if upstream[s] <= set(order)]
-        if not ready:
-            raise FlowError(_cycle_message(nb, steps, upstream, remaining))
-        order.append(ready[0])
-        remaining.remove(ready[0])
+    position = {name: i for i, name in enumerate(steps)}
+    downstream: dict[str, list[str]] = {name: [] for name in steps}
+    for name, ups in upstream.items():
+        for u in ups:
+            downstream[u].append(name)
+    missing = {name: len(ups) for name, ups in upstream.items()}
+    ready = [position[name] for name, count in missing.items() if not count]
+    heapq.heapify(ready)
+    names, order = list(steps), []
+    while ready:
+        name = names[heapq.heappop(ready)]
+        order.append(name)
+        for d in downstream[name]:
+            missing[d] -= 1
+            if not missing[d]:
+                heapq.heappush(ready, position[d])
+    if len(order) < len(steps):
+        raise FlowError(_cycle_message(nb, steps, upstream, [s for s in steps if missing[s]]))
     return order
 
 

@@ -11,17 +11,20 @@ warned about before anything runs, naming the step.
 """
 from __future__ import annotations
 
+import bisect
+
 from . import analysis
 from .errors import FlowError
 
 
 def check_split_steps(nb, usages: dict[str, analysis.Usage], modules: dict[str, str]) -> None:
-    starts = {name: block.cells[0].index for name, block in nb.steps.items() if block.cells}
+    starts = sorted((block.cells[0].index, name) for name, block in nb.steps.items() if block.cells)
     for name, block in nb.steps.items():
-        for other, start in starts.items():
-            late = [c for c in block.cells if c.index > start]
-            if other == name or not late or start < block.cells[0].index:
-                continue
+        if not block.cells:
+            continue
+        first, last = block.cells[0].index, max(c.index for c in block.cells)
+        for start, other in starts[bisect.bisect_right(starts, (first, "\uffff")):bisect.bisect_left(starts, (last, ""))]:
+            late = [c for c in block.cells if c.index > start]  # steps that begin inside this one's span only
             rest = analysis.analyze([c.source for c in late], modules=modules)
             them = usages[other]
             clash = ((set(them.reads) | set(them.maybe)) & set(rest.writes)
