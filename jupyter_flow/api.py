@@ -10,15 +10,16 @@ from .client import Run
 
 def run(notebook, parameters: dict | None = None, store=None, executor: str = "local", scheduler: str | None = None,
         max_workers: int | None = None, no_cache: bool = False, on_event=None, wait: bool = True,
-        view: bool | None = None) -> Run:
+        view: bool | None = None, executor_options: dict | None = None) -> Run:
     """Run a tagged notebook as a pipeline and return the finished `Run` (check `run.status`).
 
     wait=False returns the `Run` at once (`run.wait()` blocks until it ends). view: show the live
-    widget (default: when called in a Jupyter kernel)."""
+    widget (default: when called in a Jupyter kernel). executor_options: passed to the executor."""
     from .widgets import LiveRun, widget_frontend
 
     runner = runtime.prepare(notebook, parameters=parameters, store=store, executor=executor, scheduler=scheduler,
-                             max_workers=max_workers, no_cache=no_cache, on_event=on_event)
+                             max_workers=max_workers, no_cache=no_cache, on_event=on_event,
+                             executor_options=executor_options)
     live = LiveRun(runner) if (widget_frontend() if view is None else view) else None
     if live is not None:
         runner.on_event = _both(live.event, on_event)
