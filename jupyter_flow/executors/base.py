@@ -50,7 +50,7 @@ class Executor:
         """Hint (optional to honour): `count` tasks of kernel `kernel` in `cwd` are waiting but not
         submitted yet, so an executor with a warm pool may start kernels ahead of need. `store` is the
         store URL the tasks will read (kernels may import its driver while they boot) and `preload`
-        the modules the notebook imports. Called whenever the count changes; 0 means none."""
+        the modules the notebook imports. Called again each time tasks start or end; 0 means none."""
 
     def close(self) -> None:
         """Wait for the submitted tasks, then release everything the executor holds."""

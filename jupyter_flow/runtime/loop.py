@@ -47,7 +47,6 @@ class Runner:
         self.stopping = False
         self.local = None  # a local executor for `executor:local` steps of a remote run
         self._last_beat = 0.0
-        self._wanted: dict[tuple, int] = {}  # (executor, kernel) -> the count last hinted
         self.record = self._new_record()
         self.preload = modules_to_preload(c.source for c in flow.shared)
         self.specs = Specs(flow, store.url, self.run_id, parameters, self.cwd, self.preload)
@@ -182,12 +181,10 @@ class Runner:
         return out["length"]
 
     def _update_demand(self) -> None:
-        """Hint the executor how many kernels of each kind its tasks will want (only when it changes)."""
+        """Hint the executor how many kernels of each kind its tasks will want (a few calls per loop)."""
         for kernel, count in self.readiness.waiting().items():
-            count = 0 if self.stopping else count
-            if self._wanted.get(kernel) != count:
-                self._wanted[kernel] = count
-                self.executor.want_kernels(kernel, self.cwd, count, store=self.store.url, preload=self.preload)
+            self.executor.want_kernels(kernel, self.cwd, 0 if self.stopping else count, store=self.store.url,
+                                       preload=self.preload)
 
     # -- starting a task -------------------------------------------------------------------------
     def _start(self, task: Task, running: set[int]) -> None:
