@@ -150,3 +150,21 @@ def test_any_nesting_of_arrays_round_trips_and_hashes_the_same(tmp_path, monkeyp
     digest, _ = store.save_value(value)
     assert hash_value(value) == digest
     assert same(store.load_value(digest), pickle.loads(pickle.dumps(value, protocol=5)))  # as in band
+
+
+@pytest.mark.slow
+def test_a_step_changing_a_large_input_in_place_leaves_the_producers_value_intact(run_flow, tmp_path):
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    for tags, source in [(["imports"], "import numpy as np"),
+                         (["step:make"], "arr = np.arange(2**18, dtype=float)"),
+                         (["step:change"], "arr[:] = -1.0\nchanged = float(arr.sum())"),
+                         (["step:check"], "seen = float(arr.sum())")]:
+        nb.cells.append(nbformat.v4.new_code_cell(source, metadata={"tags": tags}))
+    path = tmp_path / "inplace.ipynb"
+    nbformat.write(nb, path)
+    result = run_flow(path)
+    n = 2**18
+    assert result["change"].data.changed == -n and result["check"].data.seen == -n  # as top to bottom
+    assert np.array_equal(result["make"].data.arr, np.arange(n, dtype=float))  # its blob is untouched
