@@ -16,9 +16,7 @@ import statistics
 import sys
 
 from common import Bench, arg_parser, environment_line, finish_args, markdown_table, ratio
-
-RAW_SAVE = "import numpy as np, sys; np.save(sys.argv[1], np.random.default_rng(int(sys.argv[2])).random({n}))"
-RAW_LOAD = "import numpy as np, sys; float(np.load(sys.argv[1]).sum())"
+from overhead import RAW_LOAD, RAW_SAVE
 
 
 def commands(bench: Bench, tool: str, mb: int, seed: int) -> list[list[str]]:
