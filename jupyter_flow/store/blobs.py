@@ -11,10 +11,10 @@ A value without such buffers is a plain pickle (ending in the STOP opcode `.`, n
 way the blob is one file, written once through `HashingWriter` (hashed with xxh3 while it is
 written: no second pass), so content addressing, atomic rename, gc and fsck see one key per value.
 
-Reading: `read_buffer` gives the blob's bytes as one writable buffer, a copy-on-write mmap for a
-local file (mmap.ACCESS_COPY: nothing is read until touched, and a reader that changes a loaded
-array changes its private pages, never the file), else a bytearray streamed from the object store.
-The buffer is hashed and compared BEFORE `loads` unpickles it; `loads` then hands numpy views into
+Reading: `read_buffer` gives the blob's bytes as one writable buffer: a copy-on-write mmap of a
+local file of 1 MiB or more (mmap.ACCESS_COPY: nothing is read until touched, and a reader that
+changes a loaded array changes its private pages, never the file), else a bytearray (small files,
+object stores). The buffer is hashed and compared BEFORE `loads` unpickles it; `loads` then hands numpy views into
 that buffer (`pickle.loads(..., buffers=...)`), so a 500 MB array loads without a copy.
 """
 from __future__ import annotations
@@ -87,16 +87,17 @@ class _Discard:
         return len(memoryview(data).cast("B"))
 
 
+MAP_MIN = 1 << 20  # smaller files are read: a mapping holds a file descriptor while values use it
+
+
 def read_buffer(f):
     """The whole binary file object `f` as one writable buffer: a copy-on-write mmap of a real file
-    (no read, no copy), else a bytearray read in one go (object stores)."""
+    of MAP_MIN bytes or more (no read, no copy), else a bytearray read in one go."""
     try:
         fd = f.fileno()
     except (AttributeError, OSError, io.UnsupportedOperation):
         fd = None
-    if fd is not None:
-        if not os.fstat(fd).st_size:
-            return bytearray()
+    if fd is not None and os.fstat(fd).st_size >= MAP_MIN:
         return mmap.mmap(fd, 0, access=mmap.ACCESS_COPY)
     return bytearray(f.read())
 
