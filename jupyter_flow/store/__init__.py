@@ -2,7 +2,8 @@
 
 `Store` is the backend (chosen by the URL's scheme, see backends.py) plus blobs: values pickled
 with cloudpickle (large buffers out of band, see blobs.py), named by the xxh3 hash of their bytes,
-and checked against that hash BEFORE they are unpickled. The key layout lives in layout.py; run and task records in records.py.
+and checked against that hash BEFORE they are unpickled. The key layout lives in layout.py; run
+and task records in records.py.
 """
 from __future__ import annotations
 

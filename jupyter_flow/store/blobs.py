@@ -7,15 +7,16 @@ each aligned to 64 bytes, followed by a footer indexing them:
 
     pickle stream | pad | buffer 0 | pad | buffer 1 ... | index (uint64s) | index length | MAGIC
 
-A value without such buffers is a plain pickle (ending in the STOP opcode `.`, never in MAGIC). Either
-way the blob is one file, written once through `HashingWriter` (hashed with xxh3 while it is
+A value without such buffers is a plain pickle (ending in the STOP opcode `.`, never in MAGIC).
+Either way the blob is one file, written once through `HashingWriter` (hashed with xxh3 while it is
 written: no second pass), so content addressing, atomic rename, gc and fsck see one key per value.
 
 Reading: `read_buffer` gives the blob's bytes as one writable buffer: a copy-on-write mmap of a
 local file of 1 MiB or more (mmap.ACCESS_COPY: nothing is read until touched, and a reader that
 changes a loaded array changes its private pages, never the file), else a bytearray (small files,
-object stores). The buffer is hashed and compared BEFORE `loads` unpickles it; `loads` then hands numpy views into
-that buffer (`pickle.loads(..., buffers=...)`), so a 500 MB array loads without a copy.
+object stores). The buffer is hashed and compared BEFORE `loads` unpickles it; `loads` then hands
+numpy views into that buffer (`pickle.loads(..., buffers=...)`), so a 500 MB array loads without a
+copy.
 """
 from __future__ import annotations
 
