@@ -101,6 +101,26 @@ def test_same_value_is_stored_once(s3, s3_store):
     assert s.load_value(first) == value
 
 
+def test_large_arrays_round_trip_through_s3_and_a_corrupt_one_is_refused(s3, s3_store):
+    import numpy as np
+    import pandas as pd
+
+    from jupyter_flow.errors import CorruptBlob
+
+    s = open_store(s3_store)
+    value = {"a": np.random.default_rng(0).random(2**18), "frame": pd.DataFrame({"x": np.arange(2**17)})}
+    digest, size = s.save_value(value)
+    loaded = s.load_value(digest)
+    assert np.array_equal(loaded["a"], value["a"]) and loaded["frame"].equals(value["frame"])
+    loaded["a"][:] = 0  # a writable copy: the stored object is unchanged
+    assert s.blob_ok(digest) and np.array_equal(s.load_value(digest)["a"], value["a"])
+    data = bytearray(s.read_bytes(s.blob_key(digest)))
+    data[size // 2] ^= 1
+    s.write_bytes(s.blob_key(digest), bytes(data))
+    with pytest.raises(CorruptBlob, match="'big'"):
+        s.load_value(digest, "big")
+
+
 def test_unreachable_endpoint_is_one_line(s3):
     dead = {**s3, "AWS_ENDPOINT_URL": f"http://127.0.0.1:{free_port()}",
             "AWS_MAX_ATTEMPTS": "1"}  # the SDK's default retries take ~30 s to give up

@@ -1,8 +1,9 @@
 """The store: one URL holding content-addressed blobs and run/task records as JSON.
 
 `Store` is the backend (chosen by the URL's scheme, see backends.py) plus blobs: values pickled
-with cloudpickle, named by the xxh3 hash of their bytes, and checked against that hash BEFORE
-they are unpickled. The key layout lives in layout.py; run and task records in records.py.
+with cloudpickle (large buffers out of band, see blobs.py), named by the xxh3 hash of their bytes,
+and checked against that hash BEFORE they are unpickled. The key layout lives in layout.py; run
+and task records in records.py.
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import uuid
 from ..errors import CorruptBlob, FlowError, NotFound, StoreError
 from . import layout
 from .backends import backend_for
-from .blobs import HashingWriter, digest_of_file
+from . import blobs
 
 ENV = "JUPYTER_FLOW_STORE"
 
@@ -123,13 +124,11 @@ class Store:
 
         The blob is always (re)written, even when one of that name exists: that heals a corrupt
         blob, and refreshes the date `gc` uses to spare blobs a running run has just produced."""
-        import cloudpickle
-
         fd, tmp = tempfile.mkstemp(dir=self.backend.temp_dir(), prefix="blob-")
         try:
             with os.fdopen(fd, "wb") as f:
-                writer = HashingWriter(f)
-                cloudpickle.dump(value, writer, protocol=5)
+                writer = blobs.HashingWriter(f)
+                blobs.dump(value, writer)
             self.put_file(tmp, layout.blob(writer.hash.hexdigest()))
             return writer.hash.hexdigest(), writer.size
         finally:
@@ -138,7 +137,7 @@ class Store:
 
     def verify_blob(self, digest: str) -> None:
         """NotFound if the blob is missing, CorruptBlob if its bytes do not match its hash."""
-        self._verified(digest, None).close()
+        self._verified(digest, None)
 
     def blob_ok(self, digest: str) -> bool:
         try:
@@ -148,40 +147,35 @@ class Store:
             return False
 
     def _verified(self, digest: str, name: str | None):
-        """The blob opened for reading, once its bytes match the hash."""
+        """The blob's bytes (see blobs.read_buffer), once they match the hash."""
         what = f"blob {digest}" + (f" (value {name!r})" if name else "")
         try:
-            f = self.backend.open(layout.blob(digest))
+            with self.backend.open(layout.blob(digest)) as f:
+                buf = blobs.read_buffer(f)
+            actual = blobs.digest_of(buf)
         except FileNotFoundError:
             raise NotFound(f"{what} is missing from store {self.url} (deleted by gc, or moved aside by fsck?); "
                            "re-run the step that produced it (jupyter flow resume RUN --from STEP)") from None
         except (OSError, ValueError) as e:
             raise StoreError(f"cannot read {what} from store {self.url}: {_short(e)}") from None
-        try:
-            actual = digest_of_file(f)
-        except (OSError, ValueError) as e:
-            f.close()
-            raise StoreError(f"cannot read {what} from store {self.url}: {_short(e)}") from None
         if actual != digest:
-            f.close()
             raise CorruptBlob(f"{what} is corrupt (its bytes do not match its hash); run `jupyter flow fsck`, "
                               "then re-run the step that produced it (jupyter flow resume RUN --from STEP)")
-        return f
+        return buf
 
     def load_value(self, digest: str, name: str | None = None):
         """The value stored under `digest`. Its bytes are checked against the hash before anything
-        is unpickled, so a tampered or damaged blob never runs code."""
-        import pickle
-
+        is unpickled, so a tampered or damaged blob never runs code. Large arrays come back as
+        writable copy-on-write views of the blob file: changing them never changes the store."""
         import cloudpickle  # noqa: F401 - registers what cloudpickled values need
 
-        with self._verified(digest, name) as f:
-            try:
-                return pickle.load(f)
-            except Exception as e:  # noqa: BLE001 - the bytes are intact: the value needs something missing here
-                what = f"blob {digest}" + (f" (value {name!r})" if name else "")
-                raise StoreError(f"cannot load {what}: {e.__class__.__name__}: {_short(e)}; install what it "
-                                 "needs in this environment") from None
+        buf = self._verified(digest, name)
+        try:
+            return blobs.loads(buf)
+        except Exception as e:  # noqa: BLE001 - the bytes are intact: the value needs something missing here
+            what = f"blob {digest}" + (f" (value {name!r})" if name else "")
+            raise StoreError(f"cannot load {what}: {e.__class__.__name__}: {_short(e)}; install what it "
+                             "needs in this environment") from None
 
 
 def _short(e: Exception) -> str:
