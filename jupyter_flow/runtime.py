@@ -76,6 +76,7 @@ class Runner:
         self.record = self._new_record()
         self.preload = modules_to_preload(c.source for c in flow.shared)
         self._prepare_pool(executor)
+        self.envs = None  # `pip:` environments built here, started by `run` (on Dask, workers build them)
 
     def _prepare_pool(self, executor) -> None:
         """Kernels of this run import the store's driver while they boot, and the notebook's imports once."""
@@ -121,6 +122,7 @@ class Runner:
         thread that waits for the run, which calls `cancel`; it never interrupts the loop halfway."""
         self.begin()
         self.on_event({"type": "run", "run_id": self.run_id, "status": "running", "flow": self.flow.name})
+        self._build_envs()
         running: set[int] = set()
         try:
             while True:
@@ -135,7 +137,7 @@ class Runner:
                     if all(t.status == "running" for t in ready):
                         break
                 self._update_demand()
-                if not running:
+                if not running and (self.stopping or not self._building()):
                     break
                 try:
                     item = self.done_q.get(timeout=0.5)
@@ -168,6 +170,23 @@ class Runner:
     def _check_cancel(self) -> None:
         if not self.cancel_reason and self.store.exists(f"{self.key}/cancel"):
             self.cancel("cancelled")
+
+    def _build_envs(self) -> None:
+        """Start building the environments of `pip:` steps that run here, while upstream steps run."""
+        from .envs import Builder
+
+        here = [s.options["pip"] for s in self.flow.steps.values() if "pip" in s.options
+                and (self.executor.name == "local" or s.options.get("executor") == "local")]
+        if here:
+            self.envs = Builder(here, on_ready=lambda: self.done_q.put(None))
+
+    def _env_ready(self, step) -> bool:
+        return self.envs is None or "pip" not in step.options or self.envs.ready(step.options["pip"])
+
+    def _building(self) -> bool:
+        """A ready task waits for its environment: the loop must not end."""
+        return any(t.status == "queued" and not self._env_ready(self.flow.steps[name])
+                   for name, tasks in self.tasks.items() for t in tasks or [])
 
     def _close_executors(self) -> None:
         for executor in (self.executor, self.local):
@@ -202,7 +221,8 @@ class Runner:
                 self.tasks[name] = [Task(name, i) for i in range(count)]
                 if step.foreach:
                     self.on_event({"type": "foreach", "run_id": self.run_id, "step": name, "count": count})
-            ready += [t for t in self.tasks[name] if t.status == "queued"]
+            if self._env_ready(step):
+                ready += [t for t in self.tasks[name] if t.status == "queued"]
         return ready
 
     def _fan_out(self, name: str) -> int:
@@ -230,7 +250,7 @@ class Runner:
             kernel = step.options.get("kernel", self.flow.kernel)
             tasks = self.tasks[name]
             count = 1 if tasks is None else sum(t.status == "queued" for t in tasks)
-            if self.stopping or self._doomed(name):
+            if self.stopping or self._doomed(name) or "pip" in step.options:  # pip: its own kernel
                 count = 0
             waiting[kernel] = waiting.get(kernel, 0) + count
         for kernel, count in waiting.items():
@@ -278,6 +298,8 @@ class Runner:
             "params": {p: self.parameters.get(p, {"default": self.flow.parameters[p].source}) for p in step.params},
             "foreach": index if step.foreach else None,
         }
+        if "pip" in step.options:  # its requirements, and the versions they resolved to when built here
+            payload["pip"] = [step.options["pip"], self.envs and self.envs.packages(step.options["pip"])]
         h = new_hash()
         h.update(json.dumps(payload, sort_keys=True, default=repr).encode())
         return h.hexdigest()
@@ -313,14 +335,14 @@ class Runner:
             "store": self.store.url, "flow": self.flow.name, "run_id": self.run_id, "step": task.step,
             "index": task.index, "attempt": task.attempt, "attempts": task.attempts, "kernel": kernel,
             "cwd": self.cwd, "preload": self.preload, "timeout": step.options.get("timeout"), "limit": step.options.get("limit", {}),
-            "parameters": self.parameters,
+            "parameters": self.parameters, "pip": step.options.get("pip"),
             "input_meta": meta, "cache_key": cache_key, "executor": self._executor_for(step).name,
             "foreach": ({**step.foreach, "index": task.index} if step.foreach else None),
             "stepbook": stepbook.build(self.flow, step, self.run_id, task.index),
             "ends_notebook": task.step == list(self.flow.notebook.steps)[-1],  # no step follows it in the notebook
             "kernel_spec": {
                 "store": self.store.url, "run_id": self.run_id, "step": task.step, "index": task.index,
-                "inputs": refs, "writes": step.writes, "needed": needed, "metrics": step.metrics,
+                "inputs": refs, "producers": step.inputs, "writes": step.writes, "needed": needed, "metrics": step.metrics,
                 "verify": step.verify,
                 "foreach": ({**step.foreach, "index": task.index} if step.foreach else None),
             },
