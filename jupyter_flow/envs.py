@@ -50,21 +50,18 @@ def requirement(spec: str) -> str:
         raise ValueError(str(e).splitlines()[0]) from None
 
 
-def python_version(python: str = sys.executable) -> str:
-    if python == sys.executable:
-        return f"{platform.python_implementation()} {platform.python_version()}"
-    out = subprocess.run([python, "-c", "import platform; print(platform.python_implementation(), "
-                          "platform.python_version())"], capture_output=True, text=True, check=True)
-    return out.stdout.strip()
+def python_version() -> str:
+    """The Python every environment is built on: the one running jupyter_flow (values pickle across)."""
+    return f"{platform.python_implementation()} {platform.python_version()}"
 
 
 def kernel_requirements() -> list[str]:
     return [f"{name}=={metadata.version(name)}" for name in KERNEL_PACKAGES]
 
 
-def env_key(requirements: list[str], python: str = sys.executable) -> str:
+def env_key(requirements: list[str]) -> str:
     """The cache key of an environment: its requirement set, what kernels need, the Python version."""
-    payload = [sorted(requirements), kernel_requirements(), python_version(python), platform.machine()]
+    payload = [sorted(requirements), kernel_requirements(), python_version(), platform.machine()]
     return hashlib.sha256(json.dumps(payload).encode()).hexdigest()[:16]
 
 
@@ -80,21 +77,35 @@ class Env:
     def python(self) -> str:
         return os.path.join(self.path, "bin", "python")
 
+    def kernel_environ(self) -> dict:
+        """Environment variables for a kernel in this environment: it is the active virtualenv (IPython
+        would add another one's packages), `!pip` and `python` are its own, and it finds this
+        jupyter_flow, and nothing else of the runner's environment, on PYTHONPATH."""
+        package = os.path.dirname(os.path.abspath(__file__))
+        shim = os.path.join(cache_dir(), ".path", hashlib.sha256(package.encode()).hexdigest()[:16])
+        if not os.path.islink(os.path.join(shim, "jupyter_flow")):
+            os.makedirs(shim, exist_ok=True)
+            tmp = os.path.join(shim, f".link-{uuid.uuid4().hex[:8]}")
+            os.symlink(package, tmp)
+            os.replace(tmp, os.path.join(shim, "jupyter_flow"))
+        bin_dir = os.path.dirname(self.python)
+        return {"PYTHONPATH": shim, "VIRTUAL_ENV": self.path, "PATH": bin_dir + os.pathsep + os.environ.get("PATH", "")}
+
     def describe(self) -> dict:
         """What a task records (task.json `env`)."""
         return {"key": self.key, "requirements": self.requirements, "python": self.python_version,
                 "packages": self.packages}
 
 
-def ensure(requirements: list[str], python: str = sys.executable) -> Env:
+def ensure(requirements: list[str]) -> Env:
     """The environment for `requirements`: from the cache, else built now (FlowError if uv fails)."""
-    key = env_key(requirements, python)
+    key = env_key(requirements)
     path = os.path.join(cache_dir(), key)
     env = _load(path)
     if env is None:
         os.makedirs(cache_dir(), exist_ok=True)
         with _locked(os.path.join(cache_dir(), f".{key}.lock")):
-            env = _load(path) or _build(key, path, requirements, python)
+            env = _load(path) or _build(key, path, requirements)
     _touch(path)
     return env
 
@@ -108,7 +119,10 @@ def _load(path: str) -> Env | None:
 
 
 def _touch(path: str) -> None:
-    with open(os.path.join(path, USED), "w"):
+    try:
+        with open(os.path.join(path, USED), "w"):
+            pass
+    except OSError:  # removed meanwhile (`jupyter flow envs rm`): the next task builds it again
         pass
 
 
@@ -122,7 +136,7 @@ def _locked(lock_path: str):
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def _build(key: str, path: str, requirements: list[str], python: str) -> Env:
+def _build(key: str, path: str, requirements: list[str]) -> Env:
     import uv
 
     for stale in os.listdir(cache_dir()):  # what builds that crashed left (we hold the lock)
@@ -134,12 +148,12 @@ def _build(key: str, path: str, requirements: list[str], python: str) -> Env:
     uv_bin = uv.find_uv_bin()
     what = " ".join(f"pip:{r}" for r in requirements)
     try:
-        _uv(uv_bin, ["venv", "--quiet", "--relocatable", "--python", python, tmp], what)
+        _uv(uv_bin, ["venv", "--quiet", "--relocatable", "--python", sys.executable, tmp], what)
         env_python = os.path.join(tmp, "bin", "python")
         _uv(uv_bin, ["pip", "install", "--quiet", "--python", env_python, *kernel_requirements(), *requirements], what)
         frozen = _uv(uv_bin, ["pip", "freeze", "--python", env_python], what)
         packages = dict(line.split("==", 1) for line in frozen.splitlines() if "==" in line)
-        env = Env(key=key, path=path, requirements=sorted(requirements), python_version=python_version(python),
+        env = Env(key=key, path=path, requirements=sorted(requirements), python_version=python_version(),
                   packages=packages)
         with open(os.path.join(tmp, META), "w") as f:
             json.dump({k: v for k, v in vars(env).items() if k != "path"}, f, indent=1)
@@ -156,19 +170,6 @@ def _uv(uv_bin: str, args: list[str], what: str) -> str:
         reason = " ".join(lines[:3])[:400] or f"exit code {done.returncode}"
         raise FlowError(f"cannot build the environment for {what}: uv {args[0]} {args[1]} failed: {reason}")
     return done.stdout
-
-
-def kernel_environ() -> dict:
-    """Environment variables for a kernel in a step environment: it finds this jupyter_flow, and
-    nothing else of the runner's environment."""
-    package = os.path.dirname(os.path.abspath(__file__))
-    shim = os.path.join(cache_dir(), ".path", hashlib.sha256(package.encode()).hexdigest()[:16])
-    if not os.path.islink(os.path.join(shim, "jupyter_flow")):
-        os.makedirs(shim, exist_ok=True)
-        tmp = os.path.join(shim, f".link-{uuid.uuid4().hex[:8]}")
-        os.symlink(package, tmp)
-        os.replace(tmp, os.path.join(shim, "jupyter_flow"))
-    return {"PYTHONPATH": shim}
 
 
 # -- built ahead: the runner starts every environment a run needs when the run starts -----------------
