@@ -111,7 +111,7 @@ def _own_env_kernel(spec: dict, record: dict, store):
     record["env"] = env.describe()  # the resolved package versions
     records.write_task(store, record)
     return kernels.start_kernel(spec["kernel"], spec["cwd"], warmup=kernels.warmup_code(spec["store"]),
-                                python=env.python, env=envs.kernel_environ())
+                                python=env.python, env=env.kernel_environ())
 
 
 def _execute(spec: dict, km, workdir: str, record: dict, control: TaskControl) -> None:
