@@ -88,6 +88,23 @@ def test_each_step_sees_its_own_versions_and_envs_are_reused(env_cache, run_flow
 
 
 @pytest.mark.slow
+def test_the_env_is_built_while_upstream_steps_run(env_cache, tmp_path, run_flow):
+    import nbformat
+
+    envs.remove([], everything=True)
+    nb = nbformat.read(SCENARIOS / "pip_envs.ipynb", 4)
+    wait = ("import glob, os, time\ndeadline = time.monotonic() + 240\n"  # until the env of `after` exists
+            "while not glob.glob(os.path.join(os.environ['JUPYTER_FLOW_ENVS'], '*', 'jupyter-flow-env.json')):\n"
+            "    assert time.monotonic() < deadline, 'the environment of the next step was not built meanwhile'\n"
+            "    time.sleep(0.1)\nx = 1")
+    nb.cells[1:] = [nbformat.v4.new_code_cell(wait, metadata={"tags": ["step:before"]}),
+                    nbformat.v4.new_code_cell("import toolz\ny = x", metadata={"tags": ["step:after", "pip:toolz"]})]
+    nbformat.write(nb, tmp_path / "ahead.ipynb")
+    run = run_flow(tmp_path / "ahead.ipynb")
+    assert value(run, "after", "y") == 1
+
+
+@pytest.mark.slow
 def test_a_value_missing_its_package_names_value_steps_and_package(env_cache, run_flow):
     run = run_flow("pip_missing_module.ipynb", expect="failed")
     error = next(t for t in run.tasks if t.step == "use").error
