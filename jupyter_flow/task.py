@@ -76,8 +76,8 @@ def run_task(spec: dict, pool: kernels.KernelPool | None = None, control: TaskCo
     t0 = time.monotonic()
     km = None
     try:
-        km = _own_env_kernel(spec, record, store) if spec.get("pip") else None
-        km = km or (pool.acquire(spec["kernel"], spec["cwd"]) if pool else kernels.start_kernel(spec["kernel"], spec["cwd"]))
+        km = (_own_env_kernel(spec, record, store) if spec.get("pip")
+              else pool.acquire(spec["kernel"], spec["cwd"]) if pool else kernels.start_kernel(spec["kernel"], spec["cwd"]))
         record["kernel_pid"] = kernels.kernel_pid(km)
         records.write_task(store, record)
         python = stepbook.sets_up_kernel(spec["stepbook"])  # a Python step notebook can be snapshot
