@@ -34,6 +34,11 @@ def record(run, step: str) -> dict:
     return next(t for t in run.tasks if t.step == step).record
 
 
+def built_envs() -> dict:
+    """Each cached environment's folder identity: a rebuild renames a new folder into place."""
+    return {e["key"]: os.stat(e["path"]).st_ino for e in envs.list_envs()}
+
+
 def value(run, step: str, name: str):
     return next(t for t in run.tasks if t.step == step).artifacts[name].value
 
@@ -66,28 +71,6 @@ def test_pip_and_kernel_on_one_step_is_an_error(notebook_copy):
 
 # -- runs ----------------------------------------------------------------------------------------------
 @pytest.mark.slow
-def test_each_step_sees_its_own_versions_and_envs_are_reused(env_cache, run_flow):
-    first = run_flow("pip_envs.ipynb")
-    assert value(first, "old", "old_version") == "1.16.0"
-    assert value(first, "new", "new_version") == "1.17.0"
-    assert value(first, "plain", "plain_prefix") == sys.prefix  # the untagged step: the runner's environment
-    old, new = record(first, "old")["env"], record(first, "new")["env"]
-    assert old["packages"]["six"] == "1.16.0" and new["packages"]["six"] == "1.17.0"
-    assert old["requirements"] == ["six==1.16.0"] and "ipykernel" in old["packages"]
-    assert "env" not in record(first, "plain")
-    built = {e["key"]: os.stat(e["path"]).st_ino for e in envs.list_envs()}
-    assert set(built) == {old["key"], new["key"]}
-
-    again = run_flow("pip_envs.ipynb", no_cache=True)  # every step runs again, in the same environments
-    assert value(again, "old", "old_version") == "1.16.0"
-    assert {e["key"]: os.stat(e["path"]).st_ino for e in envs.list_envs()} == built  # nothing rebuilt
-    assert record(again, "old")["env"]["key"] == old["key"]
-
-    cached = run_flow("pip_envs.ipynb")  # the resolved versions are part of the cache key: it still matches
-    assert {t.step: t.status for t in cached.tasks} == {"old": "cached", "new": "cached", "plain": "cached"}
-
-
-@pytest.mark.slow
 def test_the_env_is_built_while_upstream_steps_run(env_cache, tmp_path, run_flow):
     import nbformat
 
@@ -98,15 +81,38 @@ def test_the_env_is_built_while_upstream_steps_run(env_cache, tmp_path, run_flow
             "    assert time.monotonic() < deadline, 'the environment of the next step was not built meanwhile'\n"
             "    time.sleep(0.1)\nx = 1")
     nb.cells[1:] = [nbformat.v4.new_code_cell(wait, metadata={"tags": ["step:before"]}),
-                    nbformat.v4.new_code_cell("import toolz\ny = x", metadata={"tags": ["step:after", "pip:toolz"]})]
+                    nbformat.v4.new_code_cell("import toolz\ny = x", metadata={"tags": ["step:after", "pip:toolz==1.0.0"]})]
     nbformat.write(nb, tmp_path / "ahead.ipynb")
     run = run_flow(tmp_path / "ahead.ipynb")
     assert value(run, "after", "y") == 1
 
 
 @pytest.mark.slow
+def test_each_step_sees_its_own_versions_and_envs_are_reused(env_cache, run_flow):
+    first = run_flow("pip_envs.ipynb")
+    assert value(first, "old", "old_version") == "1.16.0"
+    assert value(first, "new", "new_version") == "1.17.0"
+    assert value(first, "plain", "plain_prefix") == sys.prefix  # the untagged step: the runner's environment
+    old, new = record(first, "old")["env"], record(first, "new")["env"]
+    assert old["packages"]["six"] == "1.16.0" and new["packages"]["six"] == "1.17.0"
+    assert old["requirements"] == ["six==1.16.0"] and "ipykernel" in old["packages"]
+    assert "env" not in record(first, "plain")
+    built = built_envs()
+    assert {old["key"], new["key"]} <= set(built)
+
+    cached = run_flow("pip_envs.ipynb")  # the resolved versions are part of the cache key: it still matches
+    assert {t.step: t.status for t in cached.tasks} == {"old": "cached", "new": "cached", "plain": "cached"}
+    assert built_envs() == built  # nothing rebuilt
+
+
+@pytest.mark.slow
 def test_a_value_missing_its_package_names_value_steps_and_package(env_cache, run_flow):
+    for requirements in (["toolz==1.0.0"], ["six==1.16.0"]):  # cached already when the tests above ran
+        envs.ensure(requirements)
+    built = built_envs()
     run = run_flow("pip_missing_module.ipynb", expect="failed")
+    assert built_envs() == built  # an earlier run's environments are reused, not rebuilt
+    assert record(run, "use")["env"]["key"] in built
     error = next(t for t in run.tasks if t.step == "use").error
     assert error["type"] == "ValueNotLoadable"
     message = error["message"]
@@ -131,11 +137,11 @@ def test_a_package_that_does_not_exist_fails_the_step_with_uvs_reason(env_cache,
 
 # -- the cache -----------------------------------------------------------------------------------------
 @pytest.mark.slow
-def test_a_build_killed_midway_is_never_used(env_cache):
+def test_a_build_killed_midway_is_never_used_and_concurrent_builds_share_one(env_cache):
     requirements = ["six==1.16.0", "toolz==1.0.0"]
     key = envs.env_key(requirements)
-    code = f"from jupyter_flow import envs; envs.ensure({requirements!r})"
-    proc = subprocess.Popen([sys.executable, "-c", code], start_new_session=True)
+    code = f"from jupyter_flow import envs; print(envs.ensure({requirements!r}).path)"
+    proc = subprocess.Popen([sys.executable, "-c", code], start_new_session=True, stdout=subprocess.DEVNULL)
     try:
         wait_for(lambda: any(n.startswith(f".build-{key}-") for n in os.listdir(env_cache)) or proc.poll() is not None,
                  what="the build to start")
@@ -144,19 +150,13 @@ def test_a_build_killed_midway_is_never_used(env_cache):
         proc.wait()
     if not os.path.exists(os.path.join(env_cache, key)):  # killed in time (else it finished: nothing to see)
         assert key not in {e["key"] for e in envs.list_envs()}
-    env = envs.ensure(requirements)
-    assert env.packages["toolz"] == "1.0.0"
-    assert not [n for n in os.listdir(env_cache) if n.startswith(f".build-{key}-")]
-
-
-@pytest.mark.slow
-def test_two_processes_asking_for_one_env_at_once_share_one_build(env_cache):
-    requirements = ["six==1.17.0", "toolz==1.0.0"]
-    code = f"from jupyter_flow import envs; print(envs.ensure({requirements!r}).path)"
+    # Two processes at once: one builds, the other waits for it (without the lock, one rename would fail).
     procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True) for _ in range(2)]
-    paths = {proc.communicate()[0].strip() for proc in procs}  # without the lock, one rename would fail
+    paths = {proc.communicate()[0].strip() for proc in procs}
     assert [proc.returncode for proc in procs] == [0, 0]
-    assert paths == {os.path.join(env_cache, envs.env_key(requirements))}
+    assert paths == {os.path.join(env_cache, key)}
+    assert envs.ensure(requirements).packages["toolz"] == "1.0.0"
+    assert not [n for n in os.listdir(env_cache) if n.startswith(f".build-{key}-")]
 
 
 @pytest.mark.slow
