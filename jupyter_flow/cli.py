@@ -19,6 +19,7 @@ Examples:
   jupyter flow run in.ipynb out.ipynb -p a 1             papermill drop-in: also write one executed notebook
   jupyter flow batch nb.ipynb -f grid.yaml               one run per parameter set, several at once
   jupyter flow fsck                                      check stored values and records
+  jupyter flow envs                                      cached environments of pip:SPEC steps
 Store: --store URL, else $JUPYTER_FLOW_STORE, else a folder in your Jupyter data dir.
 """
 
@@ -151,6 +152,20 @@ def build_parser() -> argparse.ArgumentParser:
                        "Exit code: 0 all good, 1 problems found.")
     p.add_argument("--dry-run", action="store_true", help="report only; move and remove nothing")
     _add_store(p)
+
+    p = sub.add_parser("envs", help="list or remove the cached Python environments of pip: steps",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       description="A step tagged pip:SPEC (e.g. pip:six==1.16.0) runs in a Python environment of\n"
+                       "its own, built with uv and cached by requirement set and Python version; later runs\n"
+                       "reuse it. Cache folder: $JUPYTER_FLOW_ENVS, else ~/.cache/jupyter-flow/envs.",
+                       epilog="Examples:\n  jupyter flow envs                 list: key, requirements, python, "
+                       "size, last used\n  jupyter flow envs rm 3f2a         remove one (a unique key prefix)\n"
+                       "  jupyter flow envs rm --all        remove every cached environment\n"
+                       "A removed environment is built again by the next run that needs it.")
+    p.add_argument("action", nargs="?", choices=["list", "rm"], default="list", help="list (default) or rm")
+    p.add_argument("keys", nargs="*", metavar="KEY", help="with rm: the environments to remove (key prefixes)")
+    p.add_argument("--all", action="store_true", help="with rm: remove every cached environment")
+    _add_format(p)
     return parser
 
 
@@ -385,9 +400,35 @@ def cmd_fsck(args) -> int:
     return 1 if report["corrupt"] or report["damaged"] else 0
 
 
+def cmd_envs(args) -> int:
+    from . import envs
+    from .errors import FlowError
+
+    if args.action == "list":
+        if args.keys or args.all:
+            raise FlowError("KEY and --all go with rm: jupyter flow envs rm KEY... (or rm --all)")
+        found = envs.list_envs()
+        if args.format == "json":
+            print(json.dumps(found, indent=1))
+            return 0
+        if not found:
+            print(f"no cached environments in {envs.cache_dir()}")
+        for e in found:
+            print(f"{e['key'][:12]}  {' '.join(e['requirements']):40}  {e['python']:16}  {e['size'] / 1e6:7.1f} MB  "
+                  f"used {envs.age(e['last_used'])}")
+        return 0
+    if bool(args.keys) == args.all:
+        raise FlowError("say which environments to remove: jupyter flow envs rm KEY... (see `jupyter flow envs`), "
+                        "or jupyter flow envs rm --all")
+    removed = envs.remove(args.keys, everything=args.all)
+    print(f"removed {len(removed)} environment{'s' if len(removed) != 1 else ''}" +
+          (f": {', '.join(k[:12] for k in removed)}" if removed else ""))
+    return 0
+
+
 COMMANDS = {"run": cmd_run, "batch": cmd_batch, "resume": cmd_resume, "dag": cmd_dag, "runs": cmd_runs, "show": cmd_show,
             "logs": cmd_logs, "artifacts": cmd_artifacts, "cancel": cmd_cancel, "gc": cmd_gc,
-            "fsck": cmd_fsck}
+            "fsck": cmd_fsck, "envs": cmd_envs}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -12,6 +12,7 @@ import os
 import sys
 import types
 
+from .errors import FlowError
 from .preview import describe, type_name
 
 _state: dict = {"spec": None, "metrics": {}}
@@ -19,6 +20,21 @@ _state: dict = {"spec": None, "metrics": {}}
 
 class UnpicklableValue(Exception):
     """A value a later step needs cannot be pickled."""
+
+
+class ValueNotLoadable(Exception):
+    """An input cannot be loaded here: made in another environment (a missing module, another pickle)."""
+
+
+def _not_loadable(name: str, spec: dict, e: Exception) -> str:
+    producer = spec.get("producers", {}).get(name, "?")
+    where = f"{name!r} from step {producer!r} cannot be loaded in step {spec['step']!r}"
+    if isinstance(e, ModuleNotFoundError) and e.name:
+        package = e.name.split(".")[0]
+        return (f"{where}: it needs the package that provides module {package!r}, which is not installed in this "
+                f"step's environment; add a pip:{package} tag to step {spec['step']!r} (or pass plain data)")
+    return (f"{where} ({e.__class__.__name__}: {e}); the two steps likely have different versions of the "
+            f"package that defines it: pin the same version in both (pip: tags), or pass plain data")
 
 
 class ChangedInPlace(Exception):
@@ -73,9 +89,13 @@ def _give(spec: dict, ns: dict, only_missing: bool = False) -> None:
         try:
             ns[name] = ([store.load_value(h, name) for h in ref["hashes"]] if "hashes" in ref
                         else _with_globals(store.load_value(ref["hash"], name), ns))
-        except Exception:  # noqa: BLE001
-            if not only_missing:
+        except Exception as e:  # noqa: BLE001
+            if only_missing:
+                continue
+            cause = e.__cause__ or e  # the store says which exception unpickling raised
+            if isinstance(cause, FlowError):  # the store's own problem (a corrupt or missing blob) says itself
                 raise
+            raise ValueNotLoadable(_not_loadable(name, spec, cause)) from None
     fe = spec.get("foreach")
     if fe and (not only_missing or (fe["var"] in ns and fe["item"] not in ns)):
         ns[fe["item"]] = list(ns[fe["var"]])[fe["index"]]

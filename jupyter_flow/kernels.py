@@ -52,17 +52,21 @@ def warmup_code(store_url: str) -> str:
 
 
 def start_kernel(kernel_name: str, cwd: str, startup_timeout: float = 60, warmup: str | None = None,
-                 preload=()):
+                 preload=(), python: str | None = None, env: dict | None = None):
     """A started, ready KernelManager. What the step prints reaches the task log through papermill;
-    the kernel process's own stdout/stderr (startup chatter) is discarded."""
+    the kernel process's own stdout/stderr (startup chatter) is discarded. With `python`, the kernel
+    is that interpreter running ipykernel (a step's own environment, see envs), with `env` added."""
     from jupyter_client import KernelManager
     from jupyter_client.asynchronous import AsyncKernelClient
 
     # IPC sockets, not TCP ports: kernels started at the same moment cannot race for a port.
-    manager = _ForkingKernelManager() if FORK else KernelManager
-    km = manager(kernel_name=kernel_name, transport="ipc", ip=os.path.join(_socket_dir(), uuid.uuid4().hex[:12]))
+    where = dict(transport="ipc", ip=os.path.join(_socket_dir(), uuid.uuid4().hex[:12]))
+    if python:
+        km = KernelManager(kernel_name=kernel_name, kernel_spec_manager=_PythonKernelSpecs(python=python), **where)
+    else:
+        km = (_ForkingKernelManager() if FORK else KernelManager)(kernel_name=kernel_name, **where)
     km.preload = list(preload)  # modules a forked kernel gets imported already (see forkserver)
-    env = dict(os.environ, PYDEVD_DISABLE_FILE_VALIDATION="1")
+    env = dict(os.environ, PYDEVD_DISABLE_FILE_VALIDATION="1", **(env or {}))
     python = km.kernel_spec.language.lower() in PYTHON_LANGUAGES  # ours: set-up code and options are Python's
     with open(os.devnull, "w") as devnull:
         # No history database: a step's kernel lives for one task (saves its sqlite set-up).
@@ -79,6 +83,18 @@ def start_kernel(kernel_name: str, cwd: str, startup_timeout: float = 60, warmup
     warm = WarmClient(kc)
     km.client = lambda **kwargs: warm  # nbclient asks for a client: it gets this ready one
     return km
+
+
+def _PythonKernelSpecs(python: str):
+    """A kernelspec manager whose every kernel is `python -m ipykernel_launcher`."""
+    from jupyter_client.kernelspec import KernelSpec, KernelSpecManager
+
+    class PythonKernelSpecs(KernelSpecManager):
+        def get_kernel_spec(self, kernel_name):
+            return KernelSpec(argv=[python, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+                              display_name=f"Python ({python})", language="python")
+
+    return PythonKernelSpecs()
 
 
 FORK = os.environ.get("JUPYTER_FLOW_FORK", "1") != "0"  # JUPYTER_FLOW_FORK=0: start kernels the usual way

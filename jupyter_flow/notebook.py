@@ -41,6 +41,7 @@ TAG_RULES: list[tuple[str, re.Pattern]] = [
     ("pod", re.compile(rf"^(?P<what>annotation|label):(?P<key>{K8S_KEY}):(?P<value>.*)$")),
     ("cache", re.compile(r"^cache:disabled$")),
     ("executor", re.compile(r"^executor:local$")),
+    ("pip", re.compile(r"^pip:(?P<value>.+)$")),  # a requirement (checked by packaging) for the step's own env
 ]
 _PREFIX_HINTS = {
     "step": f"step:NAME where NAME matches {NAME} (lower case, digits, _), e.g. step:train",
@@ -55,6 +56,7 @@ _PREFIX_HINTS = {
     "label": "label:KEY:VALUE with a Kubernetes key, e.g. label:access-ml-pipeline:true",
     "cache": "cache:disabled",
     "executor": "executor:local",
+    "pip": "pip:REQUIREMENT, e.g. pip:six==1.16.0 or pip:scikit-learn>=1.5",
 }
 _WORDS = ["imports", "functions", "parameters", "pipeline-parameters", "pipeline-metrics", "skip", "catch"]
 BLOCK_KINDS = ("step", "shared", "parameters", "metrics", "skip")
@@ -218,6 +220,9 @@ def parse(raw: dict, path: Path) -> Notebook:
             _ignore_options(cell, tags, "a cell that continues the shared cells", nb.warnings)
     for block in nb.steps.values():
         block.cells = sorted(block.cells, key=lambda c: c.index)
+        if "pip" in block.options and "kernel" in block.options:
+            raise FlowError(f"{block.option_cells['pip'].label()}: step {block.name!r} has both pip: and kernel: "
+                            "tags; a pip: step runs in an environment of its own on the runner's Python; keep one")
         for resource, amount in defaults.items():
             block.options.setdefault("limit", {}).setdefault(resource, amount)
     return nb
@@ -310,6 +315,9 @@ def _add_options(block: StepBlock, cell: Cell, options: list, warnings: list[str
             if m["name"] not in block.prev:
                 block.prev.append(m["name"])
             continue
+        if kind == "pip":
+            _add_requirement(block, cell, tag, m["value"])
+            continue
         if kind in ("limit", "pod"):
             limit = _resource(tag, kind, m, cell.label(), warnings)
             if limit:
@@ -329,6 +337,19 @@ def _add_options(block: StepBlock, cell: Cell, options: list, warnings: list[str
                             f"{block.option_cells[kind].label()}; keep one {kind}: tag")
         block.options[kind] = value
         block.option_cells[kind] = cell
+
+
+def _add_requirement(block: StepBlock, cell: Cell, tag: str, spec: str) -> None:
+    """A `pip:` tag: one more package of the step's own environment (see envs)."""
+    from .envs import requirement
+
+    try:
+        normalized = requirement(spec)
+    except ValueError as e:
+        raise FlowError(f"{cell.label()}: tag {tag!r} is not a pip requirement ({e}); write "
+                        f"{_PREFIX_HINTS['pip']}") from None
+    block.options["pip"] = sorted({*block.options.get("pip", []), normalized})
+    block.option_cells.setdefault("pip", cell)
 
 
 def _resource(tag: str, kind: str, m: re.Match, where: str, warnings: list[str]) -> tuple[str, float] | None:

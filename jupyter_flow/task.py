@@ -76,7 +76,8 @@ def run_task(spec: dict, pool: kernels.KernelPool | None = None, control: TaskCo
     t0 = time.monotonic()
     km = None
     try:
-        km = pool.acquire(spec["kernel"], spec["cwd"]) if pool else kernels.start_kernel(spec["kernel"], spec["cwd"])
+        km = (_own_env_kernel(spec, record, store) if spec.get("pip")
+              else pool.acquire(spec["kernel"], spec["cwd"]) if pool else kernels.start_kernel(spec["kernel"], spec["cwd"]))
         record["kernel_pid"] = kernels.kernel_pid(km)
         records.write_task(store, record)
         python = stepbook.sets_up_kernel(spec["stepbook"])  # a Python step notebook can be snapshot
@@ -87,7 +88,7 @@ def run_task(spec: dict, pool: kernels.KernelPool | None = None, control: TaskCo
                       error={"type": e.__class__.__name__, "message": str(e).strip() or repr(e)})
     finally:
         control.ended()
-        if km is not None and pool is not None:
+        if km is not None and pool is not None and not spec.get("pip"):
             pool.release(km)
         elif km is not None:
             kernels.kill_kernel(km)
@@ -100,6 +101,17 @@ def run_task(spec: dict, pool: kernels.KernelPool | None = None, control: TaskCo
         shutil.rmtree(workdir, ignore_errors=True)
     records.write_task(store, record)
     return record
+
+
+def _own_env_kernel(spec: dict, record: dict, store):
+    """A kernel in the step's own environment (`pip:` tags), built here if no one built it yet."""
+    from . import envs
+
+    env = envs.ensure(spec["pip"])
+    record["env"] = env.describe()  # the resolved package versions
+    records.write_task(store, record)
+    return kernels.start_kernel(spec["kernel"], spec["cwd"], warmup=kernels.warmup_code(spec["store"]),
+                                python=env.python, env=env.kernel_environ())
 
 
 def _execute(spec: dict, km, workdir: str, record: dict, control: TaskControl) -> None:

@@ -50,6 +50,8 @@ class Runner:
         self.record = self._new_record()
         self.preload = modules_to_preload(c.source for c in flow.shared)
         self.specs = Specs(flow, store.url, self.run_id, parameters, self.cwd, self.preload)
+        self.envs = None  # `pip:` environments built here, started by `run` (on Dask, workers build them)
+        self.env_wait: list[Task] = []  # ready tasks whose environment is still being built
 
     # -- the run record --------------------------------------------------------------------------
     def _new_record(self) -> dict:
@@ -92,6 +94,7 @@ class Runner:
         thread that waits for the run, which calls `cancel`; it never interrupts the loop halfway."""
         self.begin()
         self.on_event({"type": "run", "run_id": self.run_id, "status": "running", "flow": self.flow.name})
+        self._build_envs()
         running: set[int] = set()
         try:
             while True:
@@ -101,7 +104,7 @@ class Runner:
                 self._update_demand()  # kernels start booting before tasks ask for them
                 self._start_ready(running)
                 self._update_demand()
-                if not running:
+                if not running and (self.stopping or not self.env_wait):
                     break
                 try:
                     item = self.done_q.get(timeout=0.5)
@@ -120,11 +123,38 @@ class Runner:
     def _start_ready(self, running: set[int]) -> None:
         """Start every ready task; a cached one ends at once and may make more ready."""
         ready = self.readiness
+        built = [t for t in self.env_wait if self._env_ready(t.step)]
+        for task in built:
+            self.env_wait.remove(task)
+            ready.enqueue(task)
         while not self.stopping and (ready.ready or ready.queued):
             if ready.ready:
                 self._make_tasks(ready.ready.popleft())
             else:
-                self._start(ready.next_task(), running)
+                task = ready.next_task()
+                if self._env_ready(task.step):
+                    self._start(task, running)
+                else:
+                    self.env_wait.append(task)  # the builder wakes the loop when its environment is there
+
+    # -- per-step environments (`pip:` tags) -----------------------------------------------------
+    def _build_envs(self) -> None:
+        """Start building the environments of `pip:` steps that run here, while upstream steps run."""
+        here = [s.options["pip"] for s in self.flow.steps.values() if "pip" in s.options
+                and (self.executor.name == "local" or s.options.get("executor") == "local")]
+        if here:
+            from ..envs import Builder
+
+            self.envs = Builder(here, on_ready=lambda: self.done_q.put(None))
+
+    def _env_ready(self, name: str) -> bool:
+        pip = self.flow.steps[name].options.get("pip")
+        return self.envs is None or pip is None or self.envs.ready(pip)
+
+    def _packages(self, name: str) -> list | None:
+        """For the cache key: a `pip:` step's requirements and the versions they resolved to here."""
+        pip = self.flow.steps[name].options.get("pip")
+        return pip and [pip, self.envs and self.envs.packages(pip)]
 
     def cancel(self, reason: str = "cancelled") -> None:
         """Stop the run, from any thread: nothing new starts, and the loop interrupts the running tasks
@@ -183,6 +213,8 @@ class Runner:
     def _update_demand(self) -> None:
         """Hint the executor how many kernels of each kind its tasks will want (a few calls per loop)."""
         for kernel, count in self.readiness.waiting().items():
+            if kernel is None:  # `pip:` steps start their own kernel in their environment
+                continue
             self.executor.want_kernels(kernel, self.cwd, 0 if self.stopping else count, store=self.store.url,
                                        preload=self.preload)
 
@@ -190,7 +222,7 @@ class Runner:
     def _start(self, task: Task, running: set[int]) -> None:
         step = self.flow.steps[task.step]
         refs, meta = self.specs.inputs(task.step, self.tasks)
-        key = reuse.cache_key(self.flow, self.parameters, task.step, task.index, refs)
+        key = reuse.cache_key(self.flow, self.parameters, task.step, task.index, refs, self._packages(task.step))
         reused = None if task.step in self.rerun else reuse.reuse(
             self.store, self.flow, self.run_id, task.step, task.index, key, self.origin,
             not self.no_cache and step.options.get("cache", True))
@@ -218,8 +250,9 @@ class Runner:
                 from ..executors.local import LocalExecutor
 
                 self.local = LocalExecutor()
-                self.local.want_kernels(self.readiness.kernel[step.name], self.cwd, 0, store=self.store.url,
-                                        preload=self.preload)  # its kernels boot as the main executor's would
+                if self.readiness.kernel[step.name] is not None:  # its kernels boot as the main executor's would
+                    self.local.want_kernels(self.readiness.kernel[step.name], self.cwd, 0, store=self.store.url,
+                                            preload=self.preload)
             return self.local
         return self.executor
 

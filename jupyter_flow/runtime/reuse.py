@@ -14,7 +14,8 @@ from ..store.records import DONE
 from ..task import now
 
 
-def cache_key(flow: Flow, parameters: dict, name: str, index: int, refs: dict) -> str:
+def cache_key(flow: Flow, parameters: dict, name: str, index: int, refs: dict, packages: list | None = None) -> str:
+    """`packages`: a `pip:` step's requirements and resolved versions (other steps' keys leave it out)."""
     from ..store.blobs import new_hash
 
     step = flow.steps[name]
@@ -25,6 +26,8 @@ def cache_key(flow: Flow, parameters: dict, name: str, index: int, refs: dict) -
         "params": {p: parameters.get(p, {"default": flow.parameters[p].source}) for p in step.params},
         "foreach": index if step.foreach else None,
     }
+    if packages:
+        payload["pip"] = packages
     h = new_hash()
     h.update(json.dumps(payload, sort_keys=True, default=repr).encode())
     return h.hexdigest()

@@ -48,13 +48,13 @@ class Specs:
             "index": task.index, "attempt": task.attempt, "attempts": task.attempts,
             "kernel": step.options.get("kernel", self.flow.kernel), "cwd": self.cwd, "preload": self.preload,
             "timeout": step.options.get("timeout"), "limit": step.options.get("limit", {}),
-            "parameters": self.parameters, "input_meta": meta, "cache_key": cache_key, "executor": executor,
+            "parameters": self.parameters, "pip": step.options.get("pip"), "input_meta": meta, "cache_key": cache_key, "executor": executor,
             "foreach": foreach,
             "stepbook": stepbook.build(self.flow, step, self.run_id, task.index),
             "ends_notebook": task.step == self.last_step,  # no step follows it in the notebook
             "kernel_spec": {
                 "store": self.store_url, "run_id": self.run_id, "step": task.step, "index": task.index,
-                "inputs": refs, "writes": step.writes, "needed": self.needed[task.step], "metrics": step.metrics,
+                "inputs": refs, "producers": step.inputs, "writes": step.writes, "needed": self.needed[task.step], "metrics": step.metrics,
                 "verify": step.verify, "foreach": foreach,
             },
         }

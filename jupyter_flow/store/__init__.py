@@ -175,7 +175,7 @@ class Store:
         except Exception as e:  # noqa: BLE001 - the bytes are intact: the value needs something missing here
             what = f"blob {digest}" + (f" (value {name!r})" if name else "")
             raise StoreError(f"cannot load {what}: {e.__class__.__name__}: {_short(e)}; install what it "
-                             "needs in this environment") from None
+                             "needs in this environment") from e  # the cause names the missing module
 
 
 def _short(e: Exception) -> str:
