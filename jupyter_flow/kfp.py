@@ -78,14 +78,20 @@ def _kfp():
 
 
 def check_store_url(url: str | None, allow_local: bool = False) -> str:
-    """The store URL a cluster's pods write to: an object store (s3://, gs://, ...), never a local path."""
-    from .store import open_store
+    """The store URL a cluster's pods write to: an object store (s3://, gs://, ...), never a local path.
+    Only the URL is checked: compiling needs no credentials nor the store's fsspec driver."""
+    import os
 
-    store = open_store(url)
-    if store.local_dir("") is not None and not allow_local:
-        raise FlowError(f"store {store.url} is a local folder, which the pods of a Kubeflow cluster cannot see; "
+    from .store import ENV, default_url, open_store
+
+    url = str(url or os.environ.get(ENV) or default_url())
+    remote = re.match(r"^[a-z][a-z0-9+.-]*://", url) and not url.startswith(("file://", "local://", "memory://"))
+    if remote:
+        return url
+    if not allow_local:
+        raise FlowError(f"store {url} is a local folder, which the pods of a Kubeflow cluster cannot see; "
                         "pass --store s3://bucket/prefix (or gs://, or MinIO through s3:// and AWS_ENDPOINT_URL)")
-    return store.url
+    return open_store(url).url
 
 
 def pipeline_parameters(flow) -> dict[str, tuple[type, object]]:
@@ -174,6 +180,8 @@ def export(notebook, output: str, store: str | None = None, image: str = DEFAULT
     """Compile `notebook` into a KFP pipeline YAML at `output`; returns the store URL it writes to."""
     if not str(output).endswith((".yaml", ".yml", ".json")):
         raise FlowError(f"-o {output}: the pipeline file must end in .yaml (or .json)")
+    if not Path(output).resolve().parent.is_dir():
+        raise FlowError(f"-o {output}: folder {Path(output).resolve().parent} does not exist; create it first")
     url = check_store_url(store, allow_local_store)
     func = pipeline(notebook, store=url, image=image, allow_local_store=True)
     from kfp import compiler
