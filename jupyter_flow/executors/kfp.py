@@ -7,6 +7,9 @@ kernel, `resume`) work on it. The run id in the store is the KFP run id.
 """
 from __future__ import annotations
 
+import contextlib
+import io
+import warnings
 from concurrent.futures import Future
 
 from ..errors import FlowError
@@ -44,16 +47,33 @@ class KfpExecutor:
             from kfp import Client
         except ImportError:
             raise FlowError(KFP_MISSING) from None
+        self._check_reachable()
         try:
-            client = Client(host=self.host)
-            result = client.create_run_from_pipeline_func(
-                func, arguments=given, run_name=f"{flow.name} (jupyter_flow)", experiment_name=self.experiment,
-                enable_caching=False)
+            with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):  # kfp prints links itself
+                warnings.simplefilter("ignore", FutureWarning)
+                result = Client(host=self.host).create_run_from_pipeline_func(
+                    func, arguments=given, run_name=f"{flow.name} (jupyter_flow)", experiment_name=self.experiment,
+                    enable_caching=False)
         except Exception as e:  # noqa: BLE001 - the API said no, or was not there
             reason = (str(e).strip().splitlines() or [e.__class__.__name__])[0][:200]
             raise FlowError(f"Kubeflow Pipelines at {self.host} did not take the run ({reason}); check --kfp-host "
                             "and that the API answers at HOST/apis/v2beta1/healthz") from None
         return {"run_id": result.run_id, "url": f"{self.host}/#/runs/details/{result.run_id}", "store": url}
+
+    def _check_reachable(self) -> None:
+        """Fail at once when nothing answers at the host (kfp.Client would retry its health check for 25 s).
+        Any HTTP answer will do: a cluster behind a login may refuse us here and accept kfp's credentials."""
+        import urllib.error
+        import urllib.request
+
+        try:
+            urllib.request.urlopen(f"{self.host}/apis/v2beta1/healthz", timeout=10).close()
+        except urllib.error.HTTPError:
+            pass
+        except (OSError, ValueError) as e:
+            reason = getattr(e, "reason", None) or e
+            raise FlowError(f"nothing answers at --kfp-host {self.host} ({reason}); give the Kubeflow Pipelines "
+                            "API's address, e.g. http://localhost:8080") from None
 
     def submit(self, spec: dict, control=None) -> Future:
         """One task on its own is not something Kubeflow runs: whole runs go through `submit_run`."""
