@@ -22,6 +22,7 @@ import re
 import sys
 import tempfile
 import zlib
+from datetime import datetime, timezone
 from pathlib import Path
 
 from .errors import FlowError
@@ -37,16 +38,15 @@ KFP_MISSING = "Kubeflow Pipelines needs the kfp SDK: pip install 'jupyter-flow[k
 
 
 # -- the components: one Python function each, shared by the cluster and kfp's local runner ------------
-def jf_begin(store: str, run_id: str, notebook: str, path: str, parameters: dict):
-    """Record the run: its notebook copy and run.json (status running)."""
-    from jupyter_flow.kfp import main
+def jf_begin(store: str, job_id: str, notebook: str, path: str, parameters: dict) -> str:
+    """Record the run (its notebook copy and run.json, status running); returns its run id."""
+    from jupyter_flow.kfp import begin
 
-    main(["begin", "--store", store, "--run-id", run_id, "--path", path, "--notebook", notebook,
-          "--parameters-json", __import__("json").dumps(parameters)])
+    return begin(store, job_id, path, notebook, parameters)
 
 
 def jf_fanout(store: str, run_id: str, step: str) -> list:
-    """The indices of a foreach step's tasks (its list's length is known once its producer ran)."""
+    """The tasks of a foreach step, [{run_id, index}, ...] (its list's length is known once its producer ran)."""
     from jupyter_flow.kfp import fan_out
 
     return fan_out(store, run_id, step)
@@ -54,17 +54,16 @@ def jf_fanout(store: str, run_id: str, step: str) -> list:
 
 def jf_step(store: str, run_id: str, step: str, index: int):
     """Run one task of the run; fails (so KFP retries or stops downstream) when the task fails."""
-    from jupyter_flow.kfp import main
+    from jupyter_flow.kfp import run_step
 
-    main(["step", "--store", store, "--run-id", run_id, "--step", step, "--index", str(index)])
+    run_step(store, run_id, step, index, fail=True)
 
 
-def jf_finish(store: str, run_id: str, status: PipelineTaskFinalStatus):
+def jf_finish(store: str, flow: str, job_id: str, status: PipelineTaskFinalStatus):
     """Mark the run's final status (the exit handler: it runs whether the steps succeeded or not)."""
-    from jupyter_flow.kfp import main
+    from jupyter_flow.kfp import finish
 
-    main(["finish", "--store", store, "--run-id", run_id, "--kfp-state", status.state,
-          "--kfp-error", status.error_message or ""])
+    finish(store, flow, job_id, status.state, status.error_message or "")
 
 
 # -- compiling -------------------------------------------------------------------------------------------
@@ -122,16 +121,17 @@ def pipeline(notebook, store: str | None = None, image: str = DEFAULT_IMAGE, all
 
     def body(*args):
         values = dict(zip(params, args))
-        final = component["finish"](store=store_url, run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER)
+        job = dsl.PIPELINE_JOB_ID_PLACEHOLDER
+        final = component["finish"](store=store_url, flow=flow.name, job_id=job)
         _configure(final, "finish")
         with dsl.ExitHandler(final, name="jupyter-flow"):
-            begin = component["begin"](store=store_url, run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
-                                       notebook=encoded, path=str(flow.path), parameters=values)
+            begin = component["begin"](store=store_url, job_id=job, notebook=encoded, path=str(flow.path),
+                                       parameters=values)
             _configure(begin, "begin")
             tasks = {}
             for name, step in flow.steps.items():
-                upstream = [tasks[u] for u in sorted(set(step.prev) | set(step.inputs.values()))] or [begin]
-                tasks[name] = _step_task(dsl, component, store_url, name, step, upstream)
+                upstream = [tasks[u] for u in sorted(set(step.prev) | set(step.inputs.values()))]
+                tasks[name] = _step_task(dsl, component, store_url, begin.output, name, step, upstream or [begin])
         return None
 
     body.__name__ = re.sub(r"[^a-z0-9]+", "_", flow.name.lower()).strip("_") or "flow"
@@ -153,13 +153,13 @@ def _configure(task, name: str) -> None:
     task.set_caching_options(False)  # our own cache decides what is reused
 
 
-def _step_task(dsl, component: dict, store: str, name: str, step, upstream: list):
-    run_id = dsl.PIPELINE_JOB_ID_PLACEHOLDER
+def _step_task(dsl, component: dict, store: str, run_id, name: str, step, upstream: list):
     if step.foreach:
         fan = component["fanout"](store=store, run_id=run_id, step=name).after(*upstream)
         _configure(fan, f"{name}-items")
-        with dsl.ParallelFor(fan.output) as index:
-            task = component["step"](store=store, run_id=run_id, step=name, index=index)
+        # Each item carries the run id: inside a loop, kfp's local runner misreads outputs of tasks outside it.
+        with dsl.ParallelFor(fan.output) as item:
+            task = component["step"](store=store, run_id=item.run_id, step=name, index=item.index)
     else:
         task = component["step"](store=store, run_id=run_id, step=name, index=0).after(*upstream)
     _configure(task, name)
@@ -197,7 +197,7 @@ class _Names:
     pool = None
 
 
-def _runner(store_url: str, run_id: str, workdir: str, record: dict | None = None):
+def _runner(store_url: str, run_id: str, workdir: str):
     """A Runner over the run as the store has it: its notebook copy, parameters and task records."""
     from .dag import build_flow
     from .runtime import Runner, Task
@@ -205,7 +205,7 @@ def _runner(store_url: str, run_id: str, workdir: str, record: dict | None = Non
     from .store.layout import run_key
 
     store = open_store(store_url)
-    run = record or records.find_run(store, run_id).to_dict()
+    run = records.find_run(store, run_id).to_dict()
     path = Path(workdir) / Path(run["notebook"]).name
     path.write_bytes(store.read_bytes(f"{run_key(run['flow'], run_id)}/notebook.ipynb"))
     runner = Runner(build_flow(path), run["parameters"], store, _Names(), run_id=run_id)
@@ -221,27 +221,29 @@ def _runner(store_url: str, run_id: str, workdir: str, record: dict | None = Non
     return runner
 
 
-def begin(store_url: str, run_id: str, path: str, notebook: str, parameters: dict) -> None:
-    """Record the run (its notebook copy and run.json); `notebook` is the notebook as `pipeline` encodes it."""
+def begin(store_url: str, job_id: str, path: str, notebook: str, parameters: dict) -> str:
+    """Record the run (its notebook copy and run.json); `notebook` is the notebook as `pipeline` encodes it.
+    The run id starts with the time, as every run id does (listings show the newest first), and ends
+    with the KFP job id (`finish` finds the run by it)."""
     from .dag import build_flow
     from .params import resolve
     from .runtime import Runner
-    from .store import open_store
+    from .store import open_store, records
 
     with tempfile.TemporaryDirectory(prefix="jupyter-flow-kfp-") as workdir:
         copy = Path(workdir) / Path(path).name
         copy.write_bytes(zlib.decompress(base64.b64decode(notebook)))
         flow = build_flow(copy)
         values = resolve(flow, {n: _from_kfp(flow.parameters[n], v) for n, v in parameters.items()})
+        run_id = f"{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-kfp-{job_id}"
         runner = Runner(flow, values, open_store(store_url), _Names(), run_id=run_id)
         # No process of ours lives as long as the run, so there is no pid or heartbeat to watch: the
         # exit handler (finish) marks the end, whatever happens to the steps.
-        runner.record.update(notebook=path, pid=None, heartbeat_interval=None)
+        runner.record.update(notebook=path, pid=None, heartbeat_interval=None, kfp_job_id=job_id)
         runner.begin()
         runner.record["heartbeat"] = None
-        from .store import records
-
         records.write_run(runner.store, runner.record)
+    return run_id
 
 
 def _from_kfp(param, value):
@@ -259,7 +261,7 @@ def _from_kfp(param, value):
 
 def fan_out(store_url: str, run_id: str, step: str) -> list:
     with tempfile.TemporaryDirectory(prefix="jupyter-flow-kfp-") as workdir:
-        return list(range(_runner(store_url, run_id, workdir)._fan_out(step)))
+        return [{"run_id": run_id, "index": i} for i in range(_runner(store_url, run_id, workdir)._fan_out(step))]
 
 
 def run_step(store_url: str, run_id: str, step: str, index: int, fail: bool = False) -> dict:
@@ -299,15 +301,18 @@ def run_step(store_url: str, run_id: str, step: str, index: int, fail: bool = Fa
     return record
 
 
-def finish(store_url: str, run_id: str, kfp_state: str, kfp_error: str = "") -> str:
-    """Mark the run ended: succeeded when KFP says so, else failed with the first failed task's error."""
-    from datetime import datetime, timezone
-
+def finish(store_url: str, flow: str, job_id: str, kfp_state: str, kfp_error: str = "") -> str | None:
+    """Mark the run of KFP job `job_id` ended: succeeded when KFP says so, else failed with the first
+    failed task's error. None when `begin` recorded no run (it failed: KFP shows why)."""
     from .errors import failure_line
-    from .store import records
+    from .store import layout, open_store, records
     from .store.records import DONE
     from .task import now
 
+    found = open_store(store_url).glob(layout.run_json(flow, f"*-kfp-{job_id}"))
+    if not found:
+        return None
+    run_id = layout.parse_run_json(found[0])[1]
     with tempfile.TemporaryDirectory(prefix="jupyter-flow-kfp-") as workdir:
         runner = _runner(store_url, run_id, workdir)
     record = runner.record
@@ -332,34 +337,28 @@ def finish(store_url: str, run_id: str, kfp_state: str, kfp_error: str = "") -> 
 # -- `python -m jupyter_flow.kfp ...`: the entry of every component ------------------------------------------
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m jupyter_flow.kfp",
-                                     description="The steps of a jupyter_flow pipeline on Kubeflow Pipelines.")
+                                     description="The components of a jupyter_flow pipeline on Kubeflow Pipelines.")
     sub = parser.add_subparsers(dest="command", required=True)
-    for name in ("begin", "fanout", "step", "finish"):
+    commands = {"begin": ("job_id", "path", "notebook", "parameters"), "fanout": ("run_id", "step"),
+                "step": ("run_id", "step", "index"), "finish": ("flow", "job_id", "kfp_state", "kfp_error")}
+    for name, options in commands.items():
         p = sub.add_parser(name)
-        p.add_argument("--store", required=True)
-        p.add_argument("--run-id", required=True)
-        if name == "begin":
-            p.add_argument("--path", required=True)
-            p.add_argument("--notebook", required=True, help="the notebook, zlib-compressed and base64-encoded")
-            p.add_argument("--parameters-json", default="{}")
-        if name in ("fanout", "step"):
-            p.add_argument("--step", required=True)
-        if name == "step":
-            p.add_argument("--index", type=int, default=0)
-        if name == "finish":
-            p.add_argument("--kfp-state", required=True)
-            p.add_argument("--kfp-error", default="")
-    args = parser.parse_args(argv)
-    if args.command == "begin":
-        begin(args.store, args.run_id, args.path, args.notebook, json.loads(args.parameters_json))
-    elif args.command == "fanout":
-        print(json.dumps(fan_out(args.store, args.run_id, args.step)))
-    elif args.command == "finish":
-        print(finish(args.store, args.run_id, args.kfp_state, args.kfp_error))
+        for option in ("store", *options):
+            p.add_argument(f"--{option.replace('_', '-')}", required=option not in ("index", "kfp_error"),
+                           type=int if option == "index" else json.loads if option == "parameters" else str,
+                           default=0 if option == "index" else "")
+    args = vars(parser.parse_args(argv))
+    command = args.pop("command")
+    args["store_url"] = args.pop("store")
+    if command == "begin":
+        print(begin(**args))
+    elif command == "fanout":
+        print(json.dumps(fan_out(**args)))
+    elif command == "finish":
+        print(finish(**args))
     else:
-        run_step(args.store, args.run_id, args.step, args.index, fail=True)
+        run_step(**args, fail=True)
     return 0
-
 
 
 if __name__ == "__main__":

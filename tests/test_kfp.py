@@ -50,9 +50,9 @@ def test_export_compiles_steps_parameters_foreach_limits_and_retries(tmp_path):
     stores = {t["inputs"]["parameters"]["store"]["runtimeValue"]["constant"] for t in tasks.values()
               if "store" in t.get("inputs", {}).get("parameters", {})}
     assert stores == {"s3://bucket/flows"}
-    assert tasks["combine"]["after"] == ["measure", "sum_doubled", "sum_lengths"]
+    assert tasks["combine"]["after"] == ["begin", "measure", "sum_doubled", "sum_lengths"]  # begin: the run id
     assert tasks["make_words"]["after"] == tasks["double-items"]["after"] == ["begin"]  # parallel branches
-    assert tasks["measure-items"]["after"] == ["make_words"]
+    assert tasks["measure-items"]["after"] == ["begin", "make_words"]
 
     out = tmp_path / "limits.yaml"
     cli("export", SCENARIOS / "kale_limits.ipynb", "--to", "kfp", "-o", out, "--store", "gs://bucket/flows", check=0)
@@ -136,6 +136,7 @@ def test_failed_kubeflow_run_is_recorded_loads_into_a_kernel_and_resumes_locally
     resumed = cli("resume", run["id"], "--quiet", check=0)
     newest = client.list_runs(store, limit=1)[0]
     assert newest["origin_run"] == run["id"] and newest["status"] == "succeeded", resumed.stdout
+    assert run["id"].endswith(f"-kfp-{run['kfp_job_id']}") and run["id"] < newest["id"]  # listed in time order
     tasks = {t["step"]: t["status"] for t in client.get_run(store, newest["id"])["tasks"]}
     assert tasks == {"first": "reused", "second": "succeeded", "third": "succeeded"}
 
