@@ -204,3 +204,20 @@ def test_executor_kfp_bad_input(kfp_api):
     proc = cli("run", notebook, "--kfp-host", host, check=2)
     assert "are for --executor kfp" in one_line_error(proc)
     assert not [r for r in requests if r[0] == "POST"]
+
+
+@pytest.mark.slow
+def test_kfp_retry_reruns_the_task_as_its_next_attempt(store, local_kfp, tmp_path):
+    from jupyter_flow import client
+    from jupyter_flow.kfp import pipeline
+
+    counter = tmp_path / "counter.txt"
+    pipeline(SCENARIOS / "retry.ipynb", store=store, allow_local_store=True)(counter_path=str(counter))
+
+    [run_dir] = run_dirs(store)
+    run = client.Run(run_dir.name, store)
+    assert run.status == "succeeded" and counter.read_text() == "2"
+    flaky = run["flaky"].task
+    assert flaky.attempt == 2 and [a["status"] for a in flaky.record["attempts"]] == ["failed"]
+    assert (run_dir / "flaky" / "0" / "output.attempt-1.ipynb").exists()
+    assert run["after"].data.done == 11
