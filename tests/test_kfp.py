@@ -34,6 +34,8 @@ def tasks_of(spec: dict) -> dict:
 
 
 def test_export_compiles_steps_parameters_foreach_limits_and_retries(tmp_path):
+    from jupyter_flow.kfp import export
+
     out = tmp_path / "foreach.yaml"
     cli("export", SCENARIOS / "foreach.ipynb", "--to", "kfp", "-o", out, "--store", "s3://bucket/flows",
         "--image", "registry.example/flow:1", check=0)
@@ -55,7 +57,7 @@ def test_export_compiles_steps_parameters_foreach_limits_and_retries(tmp_path):
     assert tasks["measure-items"]["after"] == ["begin", "make_words"]
 
     out = tmp_path / "limits.yaml"
-    cli("export", SCENARIOS / "kale_limits.ipynb", "--to", "kfp", "-o", out, "--store", "gs://bucket/flows", check=0)
+    export(SCENARIOS / "kale_limits.ipynb", out, store="gs://bucket/flows")
     resources = [e["container"].get("resources", {}) for e in compiled(out)["deploymentSpec"]["executors"].values()]
     assert {"resourceCpuLimit": "0.5", "resourceCpuRequest": "0.5", "resourceMemoryLimit": str(2 ** 31),
             "resourceMemoryRequest": str(2 ** 31), "cpuLimit": 0.5, "cpuRequest": 0.5,
@@ -63,7 +65,7 @@ def test_export_compiles_steps_parameters_foreach_limits_and_retries(tmp_path):
     assert any(r.get("accelerator", {}).get("resourceType") == "nvidia.com/gpu" for r in resources)
 
     out = tmp_path / "retry.yaml"
-    cli("export", SCENARIOS / "retry.ipynb", "--to", "kfp", "-o", out, "--store", "s3://b/p", check=0)
+    export(SCENARIOS / "retry.ipynb", out, store="s3://b/p")
     assert [t["retryPolicy"]["maxRetryCount"] for t in tasks_of(compiled(out)).values() if "retryPolicy" in t] == [2]
 
 
@@ -89,23 +91,25 @@ def local_kfp(tmp_path):
 
 
 @pytest.mark.slow
-def test_local_runner_runs_parallel_branches_and_foreach_into_our_store(store, local_kfp):
+def test_local_runner_runs_branches_foreach_and_retries_into_our_store(store, local_kfp, tmp_path):
     from jupyter_flow import client
     from jupyter_flow.kfp import pipeline
 
-    func = pipeline(SCENARIOS / "foreach.ipynb", store=store, allow_local_store=True)
-    func(numbers=[5, 6])
+    counter = tmp_path / "counter.txt"
+    pipeline(SCENARIOS / "kfp_branches.ipynb", store=store, allow_local_store=True)(
+        items=[3, 4, 5], counter_path=str(counter))
 
     [run_dir] = run_dirs(store)
     run = client.Run(run_dir.name, store)
     assert run.status == "succeeded", client.get_run(store, run.id)
-    assert run.parameters == {"numbers": [5, 6]}
-    assert [t.index for t in run["double"].tasks] == [0, 1]
-    assert run["double"].data.doubled == [10, 12]
-    assert run["measure"].data.length == [1, 2, 3, 4]
-    assert run["combine"].data.result == 22 + 10
-    executed = run["combine"].task.notebook
-    assert any("result = total_doubled + total_length" in "".join(c["source"]) for c in executed["cells"])
+    assert run.parameters == {"items": [3, 4, 5], "counter_path": str(counter)}
+    assert run["scale"].data.scaled == [30, 40, 50]
+    assert run["total"].data.total == 120 + 11
+    flaky = run["flaky"].task  # KFP's retry is the task's next attempt, the first one kept beside it
+    assert flaky.attempt == 2 and [a["status"] for a in flaky.record["attempts"]] == ["failed"]
+    assert (run_dir / "flaky" / "0" / "output.attempt-1.ipynb").exists() and counter.read_text() == "2"
+    executed = run["total"].task.notebook
+    assert any("total = sum(scaled) + offset" in "".join(c["source"]) for c in executed["cells"])
     listed = cli("runs", "--format", "json", check=0)
     assert [(r["id"], r["status"]) for r in json.loads(listed.stdout)] == [(run.id, "succeeded")]
 
@@ -205,19 +209,3 @@ def test_executor_kfp_bad_input(kfp_api):
     assert "are for --executor kfp" in one_line_error(proc)
     assert not [r for r in requests if r[0] == "POST"]
 
-
-@pytest.mark.slow
-def test_kfp_retry_reruns_the_task_as_its_next_attempt(store, local_kfp, tmp_path):
-    from jupyter_flow import client
-    from jupyter_flow.kfp import pipeline
-
-    counter = tmp_path / "counter.txt"
-    pipeline(SCENARIOS / "retry.ipynb", store=store, allow_local_store=True)(counter_path=str(counter))
-
-    [run_dir] = run_dirs(store)
-    run = client.Run(run_dir.name, store)
-    assert run.status == "succeeded" and counter.read_text() == "2"
-    flaky = run["flaky"].task
-    assert flaky.attempt == 2 and [a["status"] for a in flaky.record["attempts"]] == ["failed"]
-    assert (run_dir / "flaky" / "0" / "output.attempt-1.ipynb").exists()
-    assert run["after"].data.done == 11
