@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import SimpleNamespace
 
 import pytest
 import yaml
@@ -12,6 +13,16 @@ import yaml
 from conftest import SCENARIOS, cli, one_line_error, run_dirs
 
 kfp = pytest.importorskip("kfp")
+
+
+def main_error(capsys, *args) -> str:
+    """The one-line error of `jupyter flow ARGS` (exit code 2), run in this process: bad input is
+    refused before kfp is asked anything, so no subprocess is needed to see it."""
+    from jupyter_flow.cli import main
+
+    capsys.readouterr()
+    assert main([str(a) for a in args]) == 2
+    return one_line_error(SimpleNamespace(stderr=capsys.readouterr().err))
 
 
 def compiled(path) -> dict:
@@ -75,10 +86,10 @@ def test_export_compiles_steps_parameters_foreach_limits_and_retries(tmp_path):
     ("foreach.ipynb", "nowhere/p.yaml", "s3://b/p", "does not exist"),
     ("cycle.ipynb", "p.yaml", "s3://b/p", "cycle among steps"),
 ])
-def test_export_bad_input_is_one_line_and_writes_nothing(tmp_path, notebook, output, store, message):
-    proc = cli("export", SCENARIOS / notebook, "--to", "kfp", "-o", tmp_path / output,
-               "--store", store.format(tmp=tmp_path), check=2)
-    assert message in one_line_error(proc)
+def test_export_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys, notebook, output, store, message):
+    error = main_error(capsys, "export", SCENARIOS / notebook, "--to", "kfp", "-o", tmp_path / output,
+                       "--store", store.format(tmp=tmp_path))
+    assert message in error
     assert list(tmp_path.iterdir()) == []
 
 
@@ -198,14 +209,15 @@ def test_executor_kfp_sends_the_compiled_pipeline_and_parameters_to_the_api(kfp_
     assert not (tmp_path / "store").exists()
 
 
-def test_executor_kfp_bad_input(kfp_api):
+def test_executor_kfp_bad_input(kfp_api, capsys, store):
     host, requests = kfp_api
     notebook = SCENARIOS / "foreach.ipynb"
-    assert "needs --kfp-host" in one_line_error(cli("run", notebook, "--executor", "kfp", "--store", "s3://b/p", check=2))
-    assert "local folder" in one_line_error(cli("run", notebook, "--executor", "kfp", "--kfp-host", host, check=2))
-    proc = cli("run", notebook, "--executor", "kfp", "--kfp-host", "http://127.0.0.1:9", "--store", "s3://b/p", check=2)
-    assert "nothing answers at --kfp-host" in one_line_error(proc)
-    proc = cli("run", notebook, "--kfp-host", host, check=2)
-    assert "are for --executor kfp" in one_line_error(proc)
-    assert not [r for r in requests if r[0] == "POST"]
+    assert "needs --kfp-host" in main_error(capsys, "run", notebook, "--executor", "kfp", "--store", "s3://b/p")
+    assert "local folder" in main_error(capsys, "run", notebook, "--executor", "kfp", "--kfp-host", host)
+    assert "nothing answers at --kfp-host" in main_error(
+        capsys, "run", notebook, "--executor", "kfp", "--kfp-host", "http://127.0.0.1:9", "--store", "s3://b/p")
+    assert "are for --executor kfp" in main_error(capsys, "run", notebook, "--kfp-host", host)
+    assert "has no parameter 'nope'" in main_error(
+        capsys, "run", notebook, "--executor", "kfp", "--kfp-host", host, "--store", "s3://b/p", "-p", "nope", "1")
+    assert not [r for r in requests if r[0] == "POST"] and not run_dirs(store)
 
