@@ -1,18 +1,19 @@
 """Kubeflow Pipelines: compile a flow into a KFP v2 pipeline whose components run our tasks.
 
-The pipeline has one component per step (a ParallelFor over the step's items for a foreach), plus
-`begin` (records the run in the store: the notebook copy and run.json) and, as the pipeline's exit
-handler, `finish` (marks the run's status). The run id is KFP's own job id, so `jupyter flow show
-<kfp run id>` finds it. Every component is the same small Python function calling `main()` here
-with names and ids as arguments: it rebuilds the task spec from the store (the run's notebook copy,
-its parameters and the upstream task records) and runs `task.run_task`, so a task on Kubeflow
-writes the same records, executed notebooks and values as a local one. No user code is pasted into
-generated code: the notebook travels as a JSON argument of `begin`.
+The pipeline has one component per step (for a foreach, a ParallelFor over the tasks a `fanout`
+component lists once the step's list is known), plus `begin`, which records the run in the store
+(the notebook copy and run.json) and hands its run id to every step, and `finish`, the pipeline's
+exit handler, which marks the run succeeded or failed whatever happened. A step's component
+rebuilds the task spec from the store (the run's notebook copy, its parameters and the upstream
+task records) through the runtime's Runner and runs `task.run_task`, so a task on Kubeflow writes
+the same records, executed notebooks and values as a local one, and reuses the same cache.
 
-kfp's SubprocessRunner (local runs) only runs lightweight Python components, so the components are
-lightweight ones (`install_kfp_package=False`: the image must have `jupyter-flow[kfp]` installed);
-on a cluster they run in `--image`. `python -m jupyter_flow.kfp begin|fanout|step|finish ...` is the
-same entry from a shell.
+Components receive names and ids as arguments; no user code is pasted into generated code: the
+notebook travels as data (compressed, base64) in an argument of `begin`. kfp's SubprocessRunner
+(local runs) only runs lightweight Python components, so every component is one: a small function
+of this module (`install_kfp_package=False`: the image must have `jupyter-flow[kfp]` installed),
+the same on the cluster, in `--image`, and locally. `python -m jupyter_flow.kfp
+begin|fanout|step|finish ...` calls the same functions from a shell.
 """
 import argparse
 import base64
