@@ -109,6 +109,10 @@ def pipeline(notebook, store: str | None = None, image: str = DEFAULT_IMAGE, all
 
     dsl = _kfp()
     flow = build_flow(notebook)
+    local = [n for n, s in flow.steps.items() if s.options.get("executor") == "local"]
+    if local:
+        raise FlowError(f"step {local[0]!r} is tagged executor:local, which a Kubeflow run cannot honour (no step "
+                        "runs on this machine); remove the tag, or run the notebook here with `jupyter flow run`")
     store_url = check_store_url(store, allow_local_store)
     nb = nbformat.read(str(flow.path), as_version=4)
     for cell in nb.cells:  # outputs are no part of the flow; keep the pipeline small

@@ -93,6 +93,16 @@ def test_export_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys, noteb
     assert list(tmp_path.iterdir()) == []
 
 
+def test_export_refuses_a_step_kubeflow_cannot_place(notebook_copy, capsys, tmp_path):
+    path = notebook_copy("kfp_branches.ipynb")
+    nb = json.loads(path.read_text())
+    next(c for c in nb["cells"] if "step:base" in c["metadata"].get("tags", []))["metadata"]["tags"].append(
+        "executor:local")
+    path.write_text(json.dumps(nb))
+    error = main_error(capsys, "export", path, "--to", "kfp", "-o", tmp_path / "p.yaml", "--store", "s3://b/p")
+    assert "step 'base' is tagged executor:local" in error and not (tmp_path / "p.yaml").exists()
+
+
 @pytest.fixture
 def local_kfp(tmp_path):
     import kfp.local
