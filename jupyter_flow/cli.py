@@ -48,14 +48,14 @@ def _add_store(p):
                    "(default: $JUPYTER_FLOW_STORE, else ~/.local/share/jupyter/flow)")
 
 
-def _add_execution(p):
+def _add_execution(p, executors=("local", "dask")):
     p.add_argument("-p", "--parameter", nargs=2, action="append", metavar=("NAME", "VALUE"), default=[],
                    help="set a parameter of the parameters cell (value parsed like papermill: int, float, "
                    "True/False/None, else string); repeatable")
     p.add_argument("--max-workers", type=_count(1), metavar="N", help="tasks run at once (default: number of cores)")
-    p.add_argument("--executor", choices=["local", "dask", "kfp"], default="local",
-                   help="local processes (default), a Dask cluster (with --scheduler), or Kubeflow Pipelines "
-                   "(`run` only, with --kfp-host)")
+    p.add_argument("--executor", choices=executors, default="local",
+                   help="local processes (default), a Dask cluster (with --scheduler)"
+                   + (", or Kubeflow Pipelines (with --kfp-host)" if "kfp" in executors else ""))
     p.add_argument("--scheduler", metavar="ADDRESS", help="Dask scheduler address, e.g. tcp://10.0.0.5:8786")
     p.add_argument("--no-cache", action="store_true", help="run every step even if an identical earlier task exists")
     p.add_argument("--quiet", action="store_true", help="no progress view; print only the outcome")
@@ -82,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "(a path or any fsspec URL); written when the run fails too")
     p.add_argument("-f", "--parameters-file", action="append", default=[], metavar="FILE",
                    help="YAML file of parameter values (like papermill -f); repeatable")
-    _add_execution(p)
+    _add_execution(p, ("local", "dask", "kfp"))
     _add_kfp(p)
 
     p = sub.add_parser("dag", help="print the steps of a notebook and the edges between them",
