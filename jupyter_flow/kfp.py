@@ -35,6 +35,7 @@ except ImportError:
 
 DEFAULT_IMAGE = "python:3.11"
 PARAMETER_TYPES = {"int": int, "float": float, "str": str, "bool": bool, "list": list, "dict": dict}
+CANCEL_POLL = 1.0  # seconds between a task's looks at the run's cancel marker
 KFP_MISSING = "Kubeflow Pipelines needs the kfp SDK: pip install 'jupyter-flow[kfp]'"
 
 
@@ -277,8 +278,6 @@ def run_step(store_url: str, run_id: str, step: str, index: int, fail: bool = Fa
     from .runtime import Task
     from .store import layout
     from .store.records import DONE
-    from .task import run_task
-
     with tempfile.TemporaryDirectory(prefix="jupyter-flow-kfp-") as workdir:
         runner = _runner(store_url, run_id, workdir)
         runner.flow.step(step)
@@ -296,7 +295,7 @@ def run_step(store_url: str, run_id: str, step: str, index: int, fail: bool = Fa
             record = runner._reuse(task, cache_key)
         if not record:
             task.attempt += 1
-            record = run_task(runner.task_spec(task, refs, meta, cache_key))
+            record = _run_cancellable(runner, runner.task_spec(task, refs, meta, cache_key))
         if record["status"] == "succeeded" and cache_key:
             runner.store.write_json(layout.cache_entry(cache_key), {
                 "flow": runner.flow.name, "run_id": run_id, "step": step, "index": index})
@@ -304,6 +303,30 @@ def run_step(store_url: str, run_id: str, step: str, index: int, fail: bool = Fa
         error = failure_line(record["error"]) if record.get("error") else ""
         raise SystemExit(f"step {step!r}[{index}] {record['status']}: {error}")
     return record
+
+
+def _run_cancellable(runner, spec: dict) -> dict:
+    """run_task, stopped (its failure snapshot taken) when `jupyter flow cancel` marks the run: no
+    process of ours oversees a Kubeflow run, so each task watches the marker itself."""
+    import threading
+
+    from .task import TaskControl, run_task
+
+    control = TaskControl(spec.get("timeout"))
+    done = threading.Event()
+    marker = f"{runner.key}/cancel"
+
+    def watch():
+        while not runner.store.exists(marker):
+            if done.wait(CANCEL_POLL):
+                return
+        control.stop("cancelled")
+
+    threading.Thread(target=watch, daemon=True, name="jupyter-flow-kfp-cancel").start()
+    try:
+        return run_task(spec, control=control)
+    finally:
+        done.set()
 
 
 def finish(store_url: str, flow: str, job_id: str, kfp_state: str, kfp_error: str = "") -> str | None:
@@ -327,6 +350,8 @@ def finish(store_url: str, flow: str, job_id: str, kfp_state: str, kfp_error: st
     failed = [t for t in tasks if t.status not in DONE and not runner.flow.steps[t.step].options.get("catch")]
     done = all(runner._step_state(s) == "done" for s in runner.flow.steps)
     status = "succeeded" if kfp_state == "SUCCEEDED" and done and not failed else "failed"
+    if runner.store.exists(f"{runner.key}/cancel"):
+        status = "cancelled"
     if status == "failed" and not record.get("error"):
         first = failed[0] if failed else None
         record["error"] = ({"step": first.step, "index": first.index, "message": failure_line(first.record["error"])

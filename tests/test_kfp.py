@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import pytest
 import yaml
 
-from conftest import SCENARIOS, cli, one_line_error, run_dirs
+from conftest import SCENARIOS, cli, one_line_error, run_dirs, wait_for
 
 kfp = pytest.importorskip("kfp")
 
@@ -164,6 +164,30 @@ def test_failed_kubeflow_run_is_recorded_loads_into_a_kernel_and_resumes_locally
     assert run["id"].endswith(f"-kfp-{run['kfp_job_id']}") and run["id"] < newest["id"]  # listed in time order
     tasks = {t["step"]: t["status"] for t in client.get_run(store, newest["id"])["tasks"]}
     assert tasks == {"first": "reused", "second": "succeeded", "third": "succeeded"}
+
+
+@pytest.mark.slow
+def test_jupyter_flow_cancel_stops_a_kubeflow_run(store, local_kfp):
+    from jupyter_flow import client
+    from jupyter_flow.kfp import pipeline
+
+    func = pipeline(SCENARIOS / "slow.ipynb", store=store, allow_local_store=True)
+    runner = threading.Thread(target=func, kwargs={"sleep_s": 600}, daemon=True)
+    runner.start()
+
+    def sleeping():
+        runs = run_dirs(store)
+        log = runs[0] / "sleepy" / "0" / "log.txt" if runs else None
+        return runs[0].name if log and log.exists() and "sleepy: started" in log.read_text() else None
+
+    run_id = wait_for(sleeping, timeout=300, what="step sleepy to start")
+    cli("cancel", run_id, check=0)
+    runner.join(timeout=300)
+    assert not runner.is_alive()
+    run = client.get_run(store, run_id)
+    assert run["status"] == "cancelled"
+    assert {t["step"]: t["status"] for t in run["tasks"]} == {"start": "succeeded", "sleepy": "cancelled"}
+    assert "x" in client.task_artifacts(store, run_id, "sleepy")["failure"]["variables"]  # its snapshot
 
 
 class _FakeKfpApi(BaseHTTPRequestHandler):
