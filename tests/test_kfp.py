@@ -70,9 +70,8 @@ def test_export_compiles_steps_parameters_foreach_limits_and_retries(tmp_path):
     out = tmp_path / "limits.yaml"
     export(SCENARIOS / "kale_limits.ipynb", out, store="gs://bucket/flows")
     resources = [e["container"].get("resources", {}) for e in compiled(out)["deploymentSpec"]["executors"].values()]
-    assert {"resourceCpuLimit": "0.5", "resourceCpuRequest": "0.5", "resourceMemoryLimit": str(2 ** 31),
-            "resourceMemoryRequest": str(2 ** 31), "cpuLimit": 0.5, "cpuRequest": 0.5,
-            "memoryLimit": 2 ** 31 / 1e9, "memoryRequest": 2 ** 31 / 1e9} in resources
+    assert {"cpuLimit": 0.5, "cpuRequest": 0.5, "memoryLimit": 2 ** 31 / 1e9, "memoryRequest": 2 ** 31 / 1e9} in [
+        {k: r.get(k) for k in ("cpuLimit", "cpuRequest", "memoryLimit", "memoryRequest")} for r in resources]
     assert any(r.get("accelerator", {}).get("resourceType") == "nvidia.com/gpu" for r in resources)
 
     out = tmp_path / "retry.yaml"
