@@ -428,8 +428,8 @@ def _submit_kfp(args) -> int:
                         "OUTPUT and read the executed notebooks with `jupyter flow show RUN_ID`")
     run = KfpExecutor(args.kfp_host, args.image or DEFAULT_IMAGE).submit_run(
         args.notebook, args.store, cli_params=args.parameter, param_files=args.parameters_file)
-    print(f"submitted to Kubeflow Pipelines: run {run['run_id']} ({run['url']}); its steps write to {run['store']}: "
-          f"`jupyter flow show {run['run_id']} --store {run['store']}` once it started")
+    print(f"submitted to Kubeflow Pipelines: run {run['run_id']} ({run['url']}); once it starts, `jupyter flow runs "
+          f"--flow {run['flow']} --store {run['store']}` lists it, with an id ending in -kfp-{run['run_id']}")
     return 0
 
 

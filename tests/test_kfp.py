@@ -231,7 +231,8 @@ def test_executor_kfp_sends_the_compiled_pipeline_and_parameters_to_the_api(kfp_
     host, requests = kfp_api
     proc = cli("run", SCENARIOS / "foreach.ipynb", "--executor", "kfp", "--kfp-host", host, "--store",
                "s3://bucket/flows", "--image", "registry.example/flow:1", "-p", "numbers", "[4, 5]", check=0)
-    assert "run 4f1c-run" in proc.stdout and "s3://bucket/flows" in proc.stdout
+    assert "run 4f1c-run" in proc.stdout and "--flow foreach --store s3://bucket/flows" in proc.stdout
+    assert "-kfp-4f1c-run" in proc.stdout
     [(_, path, body)] = [r for r in requests if r[0] == "POST"]
     assert path == "/apis/v2beta1/runs"
     assert body["experiment_id"] == "exp-1"

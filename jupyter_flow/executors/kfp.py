@@ -3,7 +3,7 @@
 Kubeflow schedules a whole pipeline, not one task at a time: `submit_run` compiles the flow (see
 jupyter_flow.kfp) and creates one KFP run through the KFP API. Its pods write the run, task records,
 values and executed notebooks into the store, so the usual readers (`runs`, `show`, load into a
-kernel, `resume`) work on it. The run id in the store is the KFP run id.
+kernel, `resume`) work on it. Its id in the store is the start time, `-kfp-` and the KFP run id.
 """
 from __future__ import annotations
 
@@ -27,7 +27,8 @@ class KfpExecutor:
 
     def submit_run(self, notebook, store: str | None, parameters: dict | None = None,
                    cli_params: list | None = None, param_files: list | None = None) -> dict:
-        """Compile `notebook` and create a run of it on the cluster; returns {run_id, url, store}."""
+        """Compile `notebook` and create a run of it on the cluster; returns {run_id, url, store, flow}
+        (run_id: KFP's; the run's id in the store ends with `-kfp-<run_id>`)."""
         from ..kfp import check_store_url, pipeline, pipeline_parameters
         from ..params import resolve
 
@@ -58,7 +59,8 @@ class KfpExecutor:
             reason = (str(e).strip().splitlines() or [e.__class__.__name__])[0][:200]
             raise FlowError(f"Kubeflow Pipelines at {self.host} did not take the run ({reason}); check --kfp-host "
                             "and that the API answers at HOST/apis/v2beta1/healthz") from None
-        return {"run_id": result.run_id, "url": f"{self.host}/#/runs/details/{result.run_id}", "store": url}
+        return {"run_id": result.run_id, "url": f"{self.host}/#/runs/details/{result.run_id}", "store": url,
+                "flow": flow.name}
 
     def _check_reachable(self) -> None:
         """Fail at once when nothing answers at the host (kfp.Client would retry its health check for 25 s).
