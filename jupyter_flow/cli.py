@@ -20,6 +20,7 @@ Examples:
   jupyter flow batch nb.ipynb -f grid.yaml               one run per parameter set, several at once
   jupyter flow fsck                                      check stored values and records
   jupyter flow envs                                      cached environments of pip:SPEC steps
+  jupyter flow export nb.ipynb --to kfp -o p.yaml --store s3://b/flow   a Kubeflow pipeline of the notebook
 Store: --store URL, else $JUPYTER_FLOW_STORE, else a folder in your Jupyter data dir.
 """
 
@@ -91,6 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-f", "--parameters-file", action="append", default=[], metavar="FILE",
                    help="YAML file of parameter values (like papermill -f); repeatable")
     _add_execution(p)
+    _add_kfp(p)
 
     p = sub.add_parser("dag", help="print the steps of a notebook and the edges between them",
                        description="Print the DAG inferred from the notebook's tags and data flow.")
@@ -134,6 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_execution(p)
 
     _add_batch(sub)
+    _add_export(sub)
 
     p = sub.add_parser("cancel", help="stop a running run (from any terminal that sees the store)")
     p.add_argument("run_id")
@@ -229,6 +232,12 @@ def _execute(args, runner) -> int:
 def cmd_run(args) -> int:
     from . import papermill_output, runtime
 
+    if args.executor == "kfp":
+        return _submit_kfp(args)
+    if args.kfp_host or args.image:
+        from .errors import FlowError
+
+        raise FlowError("--kfp-host and --image are for --executor kfp; add it, or drop them")
     if args.output:
         papermill_output.check_output(args.output)
     with papermill_output.local_notebook(args.notebook) as path:
@@ -423,12 +432,58 @@ def cmd_envs(args) -> int:
     removed = envs.remove(args.keys, everything=args.all)
     print(f"removed {len(removed)} environment{'s' if len(removed) != 1 else ''}" +
           (f": {', '.join(k[:12] for k in removed)}" if removed else ""))
+
+
+# -- Kubeflow Pipelines ------------------------------------------------------------------------------
+def _add_kfp(p) -> None:
+    p.add_argument("--kfp-host", metavar="URL", help="with --executor kfp: the Kubeflow Pipelines API, e.g. "
+                   "http://localhost:8080")
+    p.add_argument("--image", help="with --executor kfp: the container image of every step; it must have "
+                   "jupyter-flow[kfp] installed (default python:3.11)")
+
+
+def _add_export(sub) -> None:
+    p = sub.add_parser("export", help="compile a notebook into a pipeline for another scheduler (Kubeflow)",
+                       description="Compile NOTEBOOK's steps into a Kubeflow Pipelines (v2) pipeline file: each step "
+                       "a component running the task in --image against the shared --store; parameters from the "
+                       "parameters cell; foreach as ParallelFor; limit: as resources; retry: as retries.")
+    p.add_argument("notebook")
+    p.add_argument("--to", choices=["kfp"], required=True, help="the target (kfp: Kubeflow Pipelines v2)")
+    p.add_argument("-o", "--output", required=True, metavar="FILE", help="the pipeline file to write (.yaml)")
+    p.add_argument("--image", help="the container image of every step; it must have jupyter-flow[kfp] installed "
+                   "(default python:3.11)")
+    p.add_argument("--allow-local-store", action="store_true", help="accept a local folder as --store (only for "
+                   "kfp's local runner on this machine: a cluster cannot see it)")
+    _add_store(p)
+
+
+def cmd_export(args) -> int:
+    from .kfp import DEFAULT_IMAGE, export
+
+    store = export(args.notebook, args.output, store=args.store, image=args.image or DEFAULT_IMAGE,
+                   allow_local_store=args.allow_local_store)
+    print(f"wrote {args.output}: a Kubeflow pipeline whose steps write to {store}; upload it in the Kubeflow UI "
+          "or run it with `kfp run create`")
+    return 0
+
+
+def _submit_kfp(args) -> int:
+    from .errors import FlowError
+    from .executors.kfp import DEFAULT_IMAGE, KfpExecutor
+
+    if args.output:
+        raise FlowError("--executor kfp cannot write an output notebook (the run happens on the cluster); drop "
+                        "OUTPUT and read the executed notebooks with `jupyter flow show RUN_ID`")
+    run = KfpExecutor(args.kfp_host, args.image or DEFAULT_IMAGE).submit_run(
+        args.notebook, args.store, cli_params=args.parameter, param_files=args.parameters_file)
+    print(f"submitted to Kubeflow Pipelines: run {run['run_id']} ({run['url']}); once it starts, `jupyter flow runs "
+          f"--flow {run['flow']} --store {run['store']}` lists it, with an id ending in -kfp-{run['run_id']}")
     return 0
 
 
 COMMANDS = {"run": cmd_run, "batch": cmd_batch, "resume": cmd_resume, "dag": cmd_dag, "runs": cmd_runs, "show": cmd_show,
             "logs": cmd_logs, "artifacts": cmd_artifacts, "cancel": cmd_cancel, "gc": cmd_gc,
-            "fsck": cmd_fsck, "envs": cmd_envs}
+            "fsck": cmd_fsck, "envs": cmd_envs, "export": cmd_export}
 
 if __name__ == "__main__":
     sys.exit(main())
