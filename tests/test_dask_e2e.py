@@ -12,7 +12,7 @@ from pathlib import Path
 import nbformat
 import pytest
 from conftest import wait_for
-from support.services import can_hide_folders, dask_cluster
+from support.services import can_hide_folders, dask_cluster, moto_s3, s3_env
 
 import jupyter_flow
 from jupyter_flow import runtime
@@ -21,8 +21,8 @@ pytestmark = pytest.mark.slow
 
 
 class Cluster:
-    def __init__(self, address: str, folder: Path, private: Path | None):
-        self.address, self.folder, self.private = address, folder, private
+    def __init__(self, address: str, folder: Path, private: Path | None, s3: str):
+        self.address, self.folder, self.private, self.s3 = address, folder, private, s3
         from distributed import Client
 
         self.client = Client(address, timeout=30, set_as_default=False)
@@ -47,8 +47,9 @@ def cluster(tmp_path_factory):
     private = base / "runner-only"  # what only the runner's machine has
     private.mkdir()
     hide = (private,) if can_hide_folders() else ()
-    with dask_cluster(base / "cluster", workers=2, nthreads=2, resources=["GPU=1", None], hide=hide) as address:
-        c = Cluster(address, base / "cluster", private if hide else None)
+    with moto_s3(base / "moto") as s3, dask_cluster(base / "cluster", workers=2, nthreads=2, resources=["GPU=1", None],
+                                                    hide=hide, env=s3_env(s3)) as address:
+        c = Cluster(address, base / "cluster", private if hide else None, s3)
         yield c
         c.client.close()
 
@@ -60,6 +61,16 @@ def notebook(path: Path, cells: list[tuple[list[str], str]]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     nbformat.write(nb, path)
     return path
+
+
+def squares(folder: Path, n: int) -> Path:
+    """An n-task foreach of trivial steps between a `start` and a `join` step."""
+    return notebook(folder / "squares.ipynb", [
+        (["parameters"], f"n = {n}"),
+        (["step:start"], "items = list(range(n))"),
+        (["step:work", "foreach:items"], "y = item * item"),
+        (["step:join"], "total = sum(y)"),
+    ])
 
 
 def test_hybrid_run_reads_a_runner_only_file_locally(cluster, tmp_path):
@@ -102,6 +113,23 @@ def test_gpu_step_runs_only_on_the_gpu_worker(cluster, tmp_path):
     gpu = cluster.gpu_worker()
     assert {t.record["worker"] for t in run["train"].tasks} == {gpu}
     assert all(t.record["worker"] in cluster.workers() for t in run["cpu"].tasks)
+
+
+def test_foreach_on_an_s3_store(cluster, tmp_path, monkeypatch):
+    """MinIO-style settings: AWS_ENDPOINT_URL and keys in the runner's and the workers' environment."""
+    import boto3
+    import s3fs
+
+    for name, value in s3_env(cluster.s3).items():
+        monkeypatch.setenv(name, value)
+    s3fs.S3FileSystem.clear_instance_cache()
+    boto3.client("s3", endpoint_url=cluster.s3).create_bucket(Bucket="flows")
+    run = jupyter_flow.run(squares(tmp_path, 6), store="s3://flows/team", executor="dask", scheduler=cluster.address)
+    assert run.status == "succeeded", run.error
+    assert run["join"].data.total == 55
+    assert {t.record["worker"] for t in run.tasks} <= set(cluster.workers())
+    assert not list(tmp_path.rglob("task.json"))  # everything went to the bucket
+    s3fs.S3FileSystem.clear_instance_cache()
 
 
 def sleeps_once(path: Path, retry: bool) -> Path:
@@ -153,12 +181,7 @@ def test_killed_worker_fails_the_run_and_resume_completes_it(cluster, tmp_path):
 
 
 def test_200_task_foreach_keeps_no_thread_per_task(cluster, tmp_path):
-    path = notebook(tmp_path / "wide.ipynb", [
-        (["parameters"], "n = 200"),
-        (["step:start"], "items = list(range(n))"),
-        (["step:work", "foreach:items"], "y = item * item"),
-        (["step:join"], "total = sum(y)"),
-    ])
+    path = squares(tmp_path, 200)
     before = threading.active_count()
     counts = []  # the runner's threads each time a task changes state (its loop calls on_event)
     run = jupyter_flow.run(path, store=tmp_path / "store", executor="dask", scheduler=cluster.address,
