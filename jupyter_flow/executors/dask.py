@@ -258,15 +258,15 @@ def run_on_worker(spec: dict) -> dict:
 
 
 def _lost_attempt(spec: dict) -> dict | None:
-    """The failed record of this attempt if another worker started it already: Dask hands a task whose
+    """The failed record of this attempt if a worker started it already: Dask hands a task whose
     worker died to another worker, but a step may not run twice behind the runner's back (its `retry:`
     decides). That worker's kernel died with it, so there is no failure snapshot."""
     try:
         old = open_store(spec["store"]).read_json(_record_key(spec))
     except (FlowError, ValueError):
         return None
-    if old.get("attempt") != spec["attempt"] or old.get("worker") in (None, spec["worker"]):
-        return None
+    if old.get("attempt") != spec["attempt"] or not old.get("worker"):
+        return None  # no worker started this attempt yet (a worker restarted at the same address counts too)
     return _ended(spec, "failed", worker_lost(old["worker"]), kind="WorkerLost", worker=old["worker"],
                   host=old.get("host"), started=old.get("started"))
 
