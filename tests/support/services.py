@@ -81,7 +81,7 @@ def dask_cluster(tmp: Path, workers: int = 2, nthreads: int = 2, resources: str 
                 mounts = "".join(f"mount -t tmpfs none {shlex.quote(str(h))} && " for h in hide)
                 args = ["unshare", "--map-root-user", "--mount", "sh", "-c", mounts + 'exec "$@"', "sh", *args]
             procs.insert(0, _start(args, tmp / f"worker{i}.log", cwd=folder, env=env))
-        _wait_for_workers(address, workers)
+        _wait_for_workers(address, len(per_worker))
         yield address
     finally:
         _stop(procs)
