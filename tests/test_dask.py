@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 
 import nbformat
 import pytest
@@ -175,5 +174,6 @@ def test_resources_only_for_names_the_cluster_declares():
     assert dask_resources(limit, [{}, {}]) == {}
     assert dask_resources(limit, [{"memory": 8 * 2**30}, {}]) == {"memory": 4 * 2**30}
     assert dask_resources(limit, [{"cpu": 4, "gpu": 1}]) == {"cpu": 2.0, "gpu": 1.0}
+    assert dask_resources(limit, [{"GPU": 1}, {}]) == {"GPU": 1.0}  # `dask worker --resources GPU=1`
     with pytest.raises(FlowError, match="gpu=1.*largest: 0"):
         dask_resources({"gpu": 1}, [{"gpu": 0}])

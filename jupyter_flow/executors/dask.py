@@ -11,6 +11,11 @@ bytes, gpu -> "gpu"), but only for the resource names that some worker of the cl
 (`dask worker --resources "cpu=4,memory=16e9,gpu=1"`). A cluster that declares none runs every task
 anywhere; a limit no worker can satisfy fails the task with a message instead of hanging.
 
+A worker lost mid-task (kill -9, out of memory, a node gone) fails that attempt as `WorkerLost`. Dask
+hands such a task to another worker; there it finds the task.json of the same attempt written by
+the dead worker and returns that failure instead of running the step a second time, so `retry:`
+alone decides whether the step runs again (as a new attempt), and resume completes a failed run.
+
 Cancel: the worker watches the run's `cancel` marker in the store (every second while its task
 runs) and whether the scheduler has released its task (the runner cancelled the Dask future); either
 interrupts the kernel, so the task still leaves its failure snapshot.
@@ -111,6 +116,8 @@ class DaskExecutor(Executor):
             # waits for the worker's record: not on Dask's single callback thread
             threading.Thread(target=lambda: result.set_result(self._record_after_cancel(spec, control)),
                              name="jupyter-flow-cancelled", daemon=True).start()
+        elif _killed_worker(future.exception()):  # the scheduler gave up after workers died running it
+            result.set_result(_ended(spec, "failed", worker_lost(None), kind="WorkerLost"))
         else:
             result.set_exception(future.exception())
 
@@ -170,13 +177,15 @@ class DaskExecutor(Executor):
 def dask_resources(limit: dict, workers: list[dict], step: str = "step") -> dict:
     """Dask `resources=` for a step's `limit:` options, given the resources each worker declares.
 
-    Only resource names that at least one worker declares are passed (elsewhere they could never be
-    met and the task would wait forever); a demand larger than any worker offers is a FlowError."""
-    declared = {name for w in workers for name in w}
+    A limit matches a declared resource name whatever its case (`limit:gpu:1` asks for `GPU` if the
+    workers say `--resources GPU=1`). Only names that at least one worker declares are passed
+    (elsewhere they could never be met and the task would wait forever); a demand larger than any
+    worker offers is a FlowError."""
+    declared = {name.lower(): name for w in workers for name in w}
     wanted = {}
     for option, value in limit.items():
-        name = RESOURCES.get(option)
-        if name is None or name not in declared:
+        name = declared.get(RESOURCES.get(option, ""))
+        if name is None:
             continue
         amount = float(value)  # the tag parser gave cores, bytes, or a GPU count
         largest = max(w.get(name, 0) for w in workers)
@@ -188,10 +197,11 @@ def dask_resources(limit: dict, workers: list[dict], step: str = "step") -> dict
     return wanted
 
 
-def _ended(spec: dict, status: str, message: str, write: bool = True) -> dict:
+def _ended(spec: dict, status: str, message: str, write: bool = True, kind: str | None = None, **fields) -> dict:
     """The record of a task that ended without running on a worker, written as its task.json."""
-    record = new_record(spec, status=status, ended=now(), executor="dask",
-                        error={"type": "FlowError" if status == "failed" else status, "message": message})
+    kind = kind or ("FlowError" if status == "failed" else status)
+    record = new_record(spec, status=status, ended=now(), executor="dask", error={"type": kind, "message": message})
+    record.update(fields)
     if write:
         try:
             _write_record(spec, record)
@@ -230,10 +240,15 @@ def worker_pool() -> KernelPool:
 
 def run_on_worker(spec: dict) -> dict:
     """Run one task in this Dask worker; returns its record (also written to the store)."""
+    task = _this_task()
+    if task:
+        spec = dict(spec, worker=task[0].address)
+        lost = _lost_attempt(spec)
+        if lost:
+            return lost
     pool = worker_pool()
     pool.warmup = warmup_code(spec["store"])  # spare kernels import the store's driver while they boot
     pool.preload = spec.get("preload", [])  # and the notebook's imports, once per worker
-    task = _this_task()
     if not os.path.isdir(spec["cwd"]):  # the notebook's folder is not mounted here: run where we can
         spec = dict(spec, cwd=task[0].local_directory if task else tempfile.gettempdir())
     control = TaskControl(spec.get("timeout"))
@@ -242,24 +257,47 @@ def run_on_worker(spec: dict) -> dict:
                                name="jupyter-flow-cancel", daemon=True)
     watcher.start()
     try:
-        record = run_task(spec, _SparePool(pool), control)
+        return run_task(spec, _SparePool(pool, task[0].state.nthreads if task else 1), control)
     finally:
         stop.set()
-    if task:
-        record["worker"] = task[0].address
-        _write_record(spec, record)
-    return record
+
+
+def _lost_attempt(spec: dict) -> dict | None:
+    """The failed record of this attempt if a worker started it already: Dask hands a task whose
+    worker died to another worker, but a step may not run twice behind the runner's back (its `retry:`
+    decides). That worker's kernel died with it, so there is no failure snapshot."""
+    try:
+        old = open_store(spec["store"]).read_json(_record_key(spec))
+    except (FlowError, ValueError):
+        return None
+    if old.get("attempt") != spec["attempt"] or not old.get("worker"):
+        return None  # no worker started this attempt yet (a worker restarted at the same address counts too)
+    return _ended(spec, "failed", worker_lost(old["worker"]), kind="WorkerLost", worker=old["worker"],
+                  host=old.get("host"), started=old.get("started"))
+
+
+def worker_lost(worker: str | None) -> str:
+    who = f"the Dask worker {worker}" if worker else "every Dask worker that tried it"
+    return (f"{who} died running this task (killed, out of memory, or its machine went away); tag the step "
+            "retry:N to run it again on another worker, or `jupyter flow resume` the run")
+
+
+def _killed_worker(error) -> bool:
+    from distributed.scheduler import KilledWorker
+
+    return isinstance(error, KilledWorker)
 
 
 class _SparePool:
-    """Hands out kernels from the worker's pool and starts the next one as soon as one is taken."""
+    """Hands out kernels from the worker's pool and, as soon as one is taken, keeps one spare per
+    worker thread starting (each thread's next task finds its kernel ready)."""
 
-    def __init__(self, pool: KernelPool):
-        self.pool = pool
+    def __init__(self, pool: KernelPool, spares: int):
+        self.pool, self.spares = pool, spares
 
     def acquire(self, kernel_name: str, cwd: str):
         km = self.pool.acquire(kernel_name, cwd)
-        self.pool.set_demand(kernel_name, cwd, 1)
+        self.pool.set_demand(kernel_name, cwd, self.spares)
         return km
 
     def release(self, km) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -33,9 +34,10 @@ def wait_for_port(port: int, proc: subprocess.Popen, timeout: float = 60) -> Non
     raise TimeoutError(f"{proc.args[0]} did not listen on port {port} within {timeout} s")
 
 
-def _start(args: list[str], log: Path, env: dict | None = None) -> subprocess.Popen:
+def _start(args: list[str], log: Path, cwd: Path | None = None, env: dict | None = None) -> subprocess.Popen:
     out = open(log, "wb")
-    return subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    return subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, cwd=cwd, start_new_session=True,
+                            env={**os.environ, **env} if env else None)
 
 
 def _stop(procs: list[subprocess.Popen], timeout: float = 20) -> None:
@@ -51,28 +53,46 @@ def _stop(procs: list[subprocess.Popen], timeout: float = 20) -> None:
 
 
 @contextlib.contextmanager
-def dask_cluster(tmp: Path, workers: int = 2, nthreads: int = 2, resources: str | None = None):
-    """A real Dask cluster on 127.0.0.1: one scheduler and `workers` worker processes. Yields its address."""
+def dask_cluster(tmp: Path, workers: int = 2, nthreads: int = 2, resources: str | list | None = None,
+                 hide: tuple = (), env: dict | None = None):
+    """A real Dask cluster on 127.0.0.1: one scheduler and `workers` worker processes. Yields its address.
+
+    Worker i runs in its own folder tmp/wI (its cwd and --local-directory). `resources` is one
+    `--resources` value for all workers or a list with one per worker (None: none). `hide` lists
+    folders the workers must not see, as on another machine: they run in a mount namespace of their
+    own with an empty tmpfs over each (`unshare`, unprivileged user namespaces). `env` is added to
+    the workers' environment (e.g. `s3_env(endpoint)`)."""
     tmp.mkdir(parents=True, exist_ok=True)
     port = free_port()
     address = f"tcp://127.0.0.1:{port}"
-    env = None
     scheduler = _start([sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1",
-                        "--port", str(port), "--no-dashboard", "--no-show"], tmp / "scheduler.log", env)
+                        "--port", str(port), "--no-dashboard", "--no-show"], tmp / "scheduler.log")
     procs = [scheduler]
+    per_worker = resources if isinstance(resources, list) else [resources] * workers
     try:
         wait_for_port(port, scheduler)
-        for i in range(workers):
+        for i, res in enumerate(per_worker):
+            folder = tmp / f"w{i}"
+            folder.mkdir(exist_ok=True)
             args = [sys.executable, "-m", "distributed.cli.dask_worker", address, "--host", "127.0.0.1",
                     "--nworkers", "1", "--nthreads", str(nthreads), "--no-dashboard", "--name", f"w{i}",
-                    "--local-directory", str(tmp / f"w{i}")]
-            if resources:
-                args += ["--resources", resources]
-            procs.insert(0, _start(args, tmp / f"worker{i}.log", env))
-        _wait_for_workers(address, workers)
+                    "--local-directory", str(folder)] + (["--resources", res] if res else [])
+            if hide:
+                mounts = "".join(f"mount -t tmpfs none {shlex.quote(str(h))} && " for h in hide)
+                args = ["unshare", "--map-root-user", "--mount", "sh", "-c", mounts + 'exec "$@"', "sh", *args]
+            procs.insert(0, _start(args, tmp / f"worker{i}.log", cwd=folder, env=env))
+        _wait_for_workers(address, len(per_worker))
         yield address
     finally:
         _stop(procs)
+
+
+def can_hide_folders() -> bool:
+    """Whether `dask_cluster(hide=...)` works here (unprivileged user and mount namespaces)."""
+    try:
+        return subprocess.run(["unshare", "--map-root-user", "--mount", "true"], capture_output=True).returncode == 0
+    except OSError:
+        return False
 
 
 def _wait_for_workers(address: str, n: int, timeout: float = 90) -> None:
