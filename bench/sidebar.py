@@ -144,8 +144,8 @@ def latencies(sidebar: Sidebar) -> dict:
 class PeakRSS:
     """Samples a process's RSS and its descendants' every few ms in a thread; peaks in bytes."""
 
-    def __init__(self, pid: int, interval: float = 0.02):
-        self.proc, self.interval = psutil.Process(pid), interval
+    def __init__(self, pid: int, interval: float = 0.02, leave_out: str | None = None):
+        self.proc, self.interval, self.leave_out = psutil.Process(pid), interval, leave_out
         self.own = self.children = self.total = self.most_children = 0
         self.cpu0 = self.cpu = sum(self.proc.cpu_times()[:2])  # user + system seconds of the process itself
         self._stop = threading.Event()
@@ -154,10 +154,13 @@ class PeakRSS:
         own = self.proc.memory_info().rss
         self.cpu = sum(self.proc.cpu_times()[:2])
         kids = 0
-        children = self.proc.children(recursive=True)
-        for child in children:
+        children = []
+        for child in self.proc.children(recursive=True):
             try:
+                if self.leave_out and any(self.leave_out in arg for arg in child.cmdline()):
+                    continue
                 kids += child.memory_info().rss
+                children.append(child)
             except psutil.Error:
                 pass  # ended between the listing and the reading
         self.own, self.children = max(self.own, own), max(self.children, kids)
@@ -191,7 +194,7 @@ def server_pid(lab) -> int:
 def foreach_from_sidebar(sidebar: Sidebar, n: int) -> dict:
     pid = server_pid(sidebar.lab)
     before = psutil.Process(pid).memory_info().rss
-    with PeakRSS(pid) as peak:
+    with PeakRSS(pid, leave_out=str(sidebar.lab.runtime)) as peak:  # not the kernels of open notebooks
         run_id = sidebar.run({"n": n})
     flow = sidebar.seen()
     run = sidebar.lab.api(f"jupyter-flow/api/runs/{run_id}")
