@@ -191,17 +191,31 @@ def server_pid(lab) -> int:
     return json.loads(info.read_text())["pid"]
 
 
+def browser_cpu() -> dict:
+    """CPU seconds so far of each chromium process under this one (Playwright starts them)."""
+    out = {}
+    for p in psutil.Process().children(recursive=True):
+        try:
+            if "chrom" in p.name():
+                out[p.pid] = sum(p.cpu_times()[:2])
+        except psutil.Error:
+            pass
+    return out
+
+
 def foreach_from_sidebar(sidebar: Sidebar, n: int) -> dict:
     pid = server_pid(sidebar.lab)
     before = psutil.Process(pid).memory_info().rss
+    browser = browser_cpu()
     with PeakRSS(pid, leave_out=str(sidebar.lab.runtime)) as peak:  # not the kernels of open notebooks
         run_id = sidebar.run({"n": n})
+    browser = sum(t - browser.get(p, 0) for p, t in browser_cpu().items())
     flow = sidebar.seen()
     run = sidebar.lab.api(f"jupyter-flow/api/runs/{run_id}")
     shown = flow["seen"].get(f"row {run_id} join/0:succeeded")
     return {"run": run_id, "status": run["status"], "tasks": len(run["tasks"]), "before": before,
             "server": peak.own, "children": peak.children, "total": peak.total, "processes": peak.most_children,
-            "cpu": peak.cpu - peak.cpu0, "seconds": (ms(run["ended"]) - flow["click"]) / 1000,
+            "cpu": peak.cpu - peak.cpu0, "browser_cpu": browser, "seconds": (ms(run["ended"]) - flow["click"]) / 1000,
             "end_lag": None if shown is None else shown - max(ms(t["ended"]) for t in run["tasks"])}
 
 
@@ -299,6 +313,7 @@ def main():
             ["all together, at the peak", served["total"] * mb, cli["total"] * mb],
             ["most processes under it at once", served["processes"], cli["processes"]],
             ["CPU seconds of the server (sidebar) / of `jupyter flow run` (CLI) during the run", served["cpu"], cli["cpu"]],
+            ["CPU seconds of the browser (chromium) during the run", served["browser_cpu"], None],
             ["run's wall time (s)", served["seconds"], cli["seconds"]],
             ["last task's end → browser shows it (ms)", served["end_lag"], None],
         ]))
