@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import os
-import statistics
 import subprocess
 import sys
 import threading
@@ -31,6 +30,7 @@ import time
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
+from statistics import median
 
 import nbformat
 import psutil
@@ -41,8 +41,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
 sys.path.insert(0, str(HERE))
 
-from common import NOTEBOOKS, arg_parser, finish_args, markdown_table  # noqa: E402
-from ui.conftest import CHROMIUM, CHROMIUM_ARGS, start_lab  # noqa: E402
+from common import NOTEBOOKS, arg_parser, finish_args, markdown_table
+from ui.conftest import CHROMIUM, CHROMIUM_ARGS, start_lab
 
 SIDEBAR = "#jupyter-flow-sidebar"
 
@@ -255,10 +255,6 @@ def lab_and_browser(base: Path):
         next(labs, None)  # stops the server
 
 
-def median(values) -> float:
-    return statistics.median(values)
-
-
 def main():
     import tempfile
 
@@ -267,6 +263,8 @@ def main():
     p.add_argument("--sleep", type=float, default=0.3, help="seconds each step of the chain sleeps")
     p.add_argument("--foreach", type=int, default=200, help="tasks of the foreach run for the memory figures")
     args = finish_args(p.parse_args())
+    if not Path(CHROMIUM).exists():
+        p.exit(2, f"error: no chromium at {CHROMIUM}; install it (apt-get install chromium) or set JUPYTER_FLOW_CHROMIUM\n")
     if args.quick:
         args.foreach = min(args.foreach, 40)
     base = Path(tempfile.mkdtemp(prefix="jf-bench-sidebar-", dir=args.tmp))
