@@ -5,6 +5,11 @@ The runtime reports every task start and end (`on_event`) for runs this server s
 wakes the streams that watch that run, which re-read it from the store and send it if it changed.
 Runs started elsewhere (the CLI, a colleague, a Dask cluster) have no reports here: their streams
 re-read the store every `JupyterFlow.poll_interval_ms` instead.
+
+A report can come before the store shows it: the runtime reports a task running when it hands the
+task to its executor, and the task's process writes `running` into task.json a moment later. So a
+report that changed nothing yet is followed by quick re-reads (10 ms, doubling) until the change
+lands or a poll interval has passed, rather than by a whole poll interval of showing the old state.
 """
 import asyncio
 import json
@@ -18,6 +23,7 @@ from jupyter_flow.errors import NotFound
 
 from .handlers import RUN_ID, STEP, FlowHandler
 
+RETRY = 0.01  # seconds before re-reading after a report the store did not show yet (doubles)
 FINAL = ("succeeded", "failed", "cancelled", "crashed", "timed_out", "cached", "reused", "skipped")
 
 
@@ -64,6 +70,7 @@ class StreamHandler(FlowHandler):
         self.set_header("X-Accel-Buffering", "no")
         wake = self.events.subscribe(run_id)
         interval = self.service.config.poll_interval_ms / 1000
+        retry = None  # after a report the store did not show yet: seconds to the next quick re-read
         try:
             while True:
                 events, done = await self.call(poll)
@@ -73,10 +80,13 @@ class StreamHandler(FlowHandler):
                     await self.flush()
                 if done:
                     break
+                if events:
+                    retry = None
                 try:
-                    await asyncio.wait_for(wake.wait(), timeout=interval)
+                    await asyncio.wait_for(wake.wait(), timeout=retry or interval)
+                    retry = RETRY  # a report: re-read now, and soon again if it shows nothing new
                 except asyncio.TimeoutError:
-                    pass
+                    retry = retry * 2 if retry and retry * 2 < interval else None
                 wake.clear()
         except StreamClosedError:
             return

@@ -142,8 +142,8 @@ export class FlowModel extends VDomModel {
   private async launch(request: () => Promise<{ id: string }>): Promise<void> {
     try {
       const { id } = await request();
-      await this.refreshRuns();
-      this.select(id);
+      this.select(id); // its stream opens now; the history catches up beside it
+      void this.refreshRuns();
       const watch = new RunFollower(this.api);
       watch.ended.connect((_, run) => {
         this._finished.emit(run);

@@ -50,6 +50,21 @@ async def test_run_stream_pushes_every_change_and_ends_with_the_run(api, jp_fetc
     assert len(set(seen_done)) >= 4, seen_done
 
 
+async def test_a_run_started_here_shows_its_step_running_without_polling(api, jp_fetch, root, jp_serverapp):
+    # the runtime reports a task running before its process writes that into the store: the stream
+    # re-reads soon after the report, instead of showing the step queued until it ends
+    config = jp_serverapp.web_app.settings["jupyter_flow"].config
+    config.poll_interval_ms, interval = 600_000, config.poll_interval_ms  # only reports wake the stream
+    try:
+        write_printer(root / "printer.ipynb", lines=3, every=1)
+        _, started, _ = await api("runs", "POST", {"path": "printer.ipynb"})
+        events = await stream(jp_fetch, "runs", started["id"], "events")
+    finally:
+        config.poll_interval_ms = interval
+    talk = [t["status"] for name, run in events if name == "run" for t in run["tasks"] if t["step"] == "talk"]
+    assert "running" in talk and talk[-1] == "succeeded", talk
+
+
 async def test_a_running_tasks_log_arrives_while_it_runs(api, jp_fetch, root):
     write_printer(root / "printer.ipynb")
     _, started, _ = await api("runs", "POST", {"path": "printer.ipynb"})
