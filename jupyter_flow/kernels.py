@@ -11,6 +11,7 @@ import functools
 import os
 import tempfile
 import threading
+import time
 import uuid
 from collections import defaultdict
 
@@ -53,15 +54,15 @@ def warmup_code(store_url: str) -> str:
 
 def start_kernel(kernel_name: str, cwd: str, startup_timeout: float = 60, warmup: str | None = None,
                  preload=()):
-    """A started, ready KernelManager. What the step prints reaches the task log through papermill;
-    the kernel process's own stdout/stderr (startup chatter) is discarded."""
+    """A started, ready KernelManager; `km.ready_client` is its connected asynchronous client, which
+    the papermill engine (control.py) hands to nbclient. What the step prints reaches the task log
+    through papermill; the kernel process's own stdout/stderr (startup chatter) is discarded."""
     from jupyter_client import KernelManager
     from jupyter_client.asynchronous import AsyncKernelClient
 
     # IPC sockets, not TCP ports: kernels started at the same moment cannot race for a port.
-    manager = _ForkingKernelManager() if FORK else KernelManager
-    km = manager(kernel_name=kernel_name, transport="ipc", ip=os.path.join(_socket_dir(), uuid.uuid4().hex[:12]))
-    km.preload = list(preload)  # modules a forked kernel gets imported already (see forkserver)
+    km = KernelManager(kernel_name=kernel_name, transport="ipc", ip=os.path.join(_socket_dir(), uuid.uuid4().hex[:12]),
+                       kernel_spec_manager=_kernel_specs(tuple(preload)))
     env = dict(os.environ, PYDEVD_DISABLE_FILE_VALIDATION="1")
     python = km.kernel_spec.language.lower() in PYTHON_LANGUAGES  # ours: set-up code and options are Python's
     with open(os.devnull, "w") as devnull:
@@ -69,43 +70,100 @@ def start_kernel(kernel_name: str, cwd: str, startup_timeout: float = 60, warmup
         km.start_kernel(cwd=cwd, env=env, stdout=devnull, stderr=devnull,
                         extra_arguments=["--HistoryManager.enabled=False"] if python else [])
     kc = AsyncKernelClient(**km.get_connection_info(session=True), connection_file=km.connection_file, parent=km)
+    kc.allow_stdin = False  # as nbclient sets it on the clients it makes
     kc.start_channels()
+    km.ready_client = kc
     try:
         asyncio.run(_ready(kc, startup_timeout, warmup if python else None))
     except RuntimeError:
-        kc.stop_channels()
         kill_kernel(km)
         raise
-    warm = WarmClient(kc)
-    km.client = lambda **kwargs: warm  # nbclient asks for a client: it gets this ready one
     return km
 
 
 FORK = os.environ.get("JUPYTER_FLOW_FORK", "1") != "0"  # JUPYTER_FLOW_FORK=0: start kernels the usual way
+PROVISIONER = "jupyter-flow-fork"  # entry point in jupyter_client.kernel_provisioners (pyproject.toml)
 
 
-@functools.lru_cache(maxsize=1)
-def _ForkingKernelManager():
-    """A KernelManager class whose python kernels are forked from a zygote (see forkserver)."""
-    from jupyter_client import KernelManager
+def _kernel_specs(preload: tuple):
+    """A KernelSpecManager whose specs of this Python's ipykernel name our fork provisioner, with the
+    modules to preload as its config: the supported way to pick a provisioner for a kernel."""
+    from jupyter_client.kernelspec import KernelSpecManager
+    from jupyter_client.provisioning import KernelProvisionerFactory
 
     from . import forkserver
 
-    class ForkingKernelManager(KernelManager):
-        async def _async_launch_kernel(self, kernel_cmd, **kw):
-            if not forkserver.can_fork(kernel_cmd):
-                return await super()._async_launch_kernel(kernel_cmd, **kw)
-            provisioner = self.provisioner
-            provisioner.process = forkserver.server().spawn(kernel_cmd, kw.get("cwd"), kw.get("env"), self.preload)
-            provisioner.pid = provisioner.pgid = provisioner.process.pid
-            provisioner.cwd = kw.get("cwd")
-            self._reconcile_connection_info(provisioner.connection_info)
+    factory = KernelProvisionerFactory.instance()
+    if PROVISIONER not in factory.provisioners:  # an install made before the entry point was declared
+        from importlib.metadata import EntryPoint
 
-    return ForkingKernelManager
+        factory.provisioners[PROVISIONER] = EntryPoint(PROVISIONER, "jupyter_flow.kernels:ForkProvisioner",
+                                                       KernelProvisionerFactory.GROUP_NAME)
+
+    class FlowKernelSpecs(KernelSpecManager):
+        def get_kernel_spec(self, kernel_name):
+            spec = super().get_kernel_spec(kernel_name)
+            if FORK and forkserver.can_fork(spec.argv) and "kernel_provisioner" not in spec.metadata:
+                spec.metadata["kernel_provisioner"] = {"provisioner_name": PROVISIONER,
+                                                       "config": {"preload": list(preload)}}
+            return spec
+
+    return FlowKernelSpecs()
+
+
+def __getattr__(name):
+    if name == "ForkProvisioner":  # built on first use: jupyter_client is imported only then
+        return _fork_provisioner()
+    raise AttributeError(name)
+
+
+@functools.lru_cache(maxsize=1)
+def _fork_provisioner():
+    from jupyter_client.provisioning import LocalProvisioner
+    from traitlets import List, Unicode
+
+    from . import forkserver
+
+    class ForkProvisioner(LocalProvisioner):
+        """Launches python kernels by forking the run's zygote (see forkserver), which has imported
+        the kernel stack and `preload` already; any other command is launched as LocalProvisioner does."""
+
+        preload = List(Unicode(), config=True, help="modules the zygote imports before it forks")
+
+        async def launch_kernel(self, cmd, **kwargs):
+            if not forkserver.can_fork(cmd):
+                return await super().launch_kernel(cmd, **kwargs)
+            self.process = forkserver.server().spawn(cmd, kwargs.get("cwd"), kwargs.get("env"), self.preload)
+            self.pid = self.pgid = self.process.pid  # the child calls setsid(): its own group
+            self.cwd = kwargs.get("cwd")
+            return self.connection_info
+
+    ForkProvisioner.__module__ = __name__
+    return ForkProvisioner
 
 
 async def _ready(kc, timeout: float, warmup: str | None) -> None:
-    await kc.wait_for_ready(timeout=timeout)
+    """Wait until the kernel answers on shell and publishes on IOPub (as jupyter_client's
+    wait_for_ready does, without its 0.2 s of IOPub flushing: nbclient ignores others' messages)."""
+    from queue import Empty
+
+    deadline = time.monotonic() + timeout
+    while True:
+        kc.kernel_info()
+        try:
+            reply = await kc.shell_channel.get_msg(timeout=1)
+        except Empty:
+            reply = None
+        if reply is not None and reply["msg_type"] == "kernel_info_reply":
+            try:
+                await kc.iopub_channel.get_msg(timeout=0.2)  # its welcome, or the status of our request
+                break
+            except Empty:
+                pass
+        if not await kc.is_alive():
+            raise RuntimeError("Kernel died before replying to kernel_info")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"Kernel didn't respond in {timeout:g} seconds")
     if warmup:
         await kc.execute_interactive(warmup, silent=True, store_history=False, timeout=timeout,
                                      output_hook=lambda msg: None)
@@ -113,35 +171,9 @@ async def _ready(kc, timeout: float, warmup: str | None) -> None:
 
 def blocking_client(km):
     """A separate synchronous client, for running a line of code in the kernel outside nbclient."""
-    from jupyter_client import KernelManager
-
-    kc = KernelManager.client(km)
+    kc = km.client()
     kc.start_channels()
     return kc
-
-
-class WarmClient:
-    """An asynchronous kernel client that is already connected and has seen the kernel ready.
-
-    nbclient would start channels and wait for the kernel again, which costs 0.2 s of IOPub
-    flushing per task; handing it this client skips that. (It must be asynchronous: with a
-    blocking client nbclient cannot notice a kernel killed in the middle of a cell.)
-    """
-
-    def __init__(self, kc):
-        object.__setattr__(self, "_kc", kc)
-
-    def start_channels(self, *args, **kwargs):
-        return None
-
-    async def wait_for_ready(self, *args, **kwargs):
-        return None
-
-    def __getattr__(self, name):
-        return getattr(self._kc, name)
-
-    def __setattr__(self, name, value):
-        setattr(self._kc, name, value)
 
 
 _SOCKETS: list[str] = []
@@ -154,8 +186,10 @@ def _socket_dir() -> str:
 
 
 def kill_kernel(km) -> None:
+    client = getattr(km, "ready_client", None)
     try:
-        km.client().stop_channels()
+        if client is not None:
+            client.stop_channels()
     except Exception:  # noqa: BLE001 - closing sockets of a dead kernel may fail
         pass
     try:
