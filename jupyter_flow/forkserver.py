@@ -20,6 +20,7 @@ environment, another language) starts the ordinary way.
 from __future__ import annotations
 
 import ast
+import gc
 import importlib
 import json
 import os
@@ -54,6 +55,16 @@ def modules_to_preload(sources) -> list[str]:
             elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
                 names.append(node.module)
     return list(dict.fromkeys(names))
+
+
+FORK = os.environ.get("JUPYTER_FLOW_FORK", "1") != "0"  # JUPYTER_FLOW_FORK=0: start kernels the usual way
+
+
+def prestart() -> None:
+    """Start the zygote now, so its imports overlap the runner's own start-up (the first kernel a run
+    needs comes from it)."""
+    if FORK and os.name == "posix":
+        server()
 
 
 def server() -> "ForkServer":
@@ -129,7 +140,9 @@ def _zygote() -> None:
     import ipykernel.ipkernel  # noqa: F401 - the point of this process: import once, fork many
     import ipykernel.kernelapp  # noqa: F401
 
-    import jupyter_flow.inkernel  # noqa: F401 - what every step's set-up cell imports
+    import cloudpickle  # noqa: F401 - what every step's set-up cell imports, and the kernels' warm-up
+    import jupyter_flow.inkernel  # noqa: F401
+    import jupyter_flow.store  # noqa: F401
 
     if sys.path and sys.path[0] in ("", os.getcwd()):
         del sys.path[0]  # the runner's folder (from -m); ipykernel adds the kernel's own ('') as usual
@@ -140,6 +153,7 @@ def _zygote() -> None:
         _reap(children, statuses)
         if message["op"] == "spawn":
             _preload(message.get("preload") or [], message.get("cwd") or os.getcwd(), message["env"])
+            gc.freeze()  # the child's collections skip what the zygote made: no copy-on-write of it all
             pid = os.fork()
             if pid == 0:
                 _become_kernel(message)

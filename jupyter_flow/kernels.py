@@ -81,7 +81,6 @@ def start_kernel(kernel_name: str, cwd: str, startup_timeout: float = 60, warmup
     return km
 
 
-FORK = os.environ.get("JUPYTER_FLOW_FORK", "1") != "0"  # JUPYTER_FLOW_FORK=0: start kernels the usual way
 PROVISIONER = "jupyter-flow-fork"  # entry point in jupyter_client.kernel_provisioners (pyproject.toml)
 
 
@@ -103,7 +102,7 @@ def _kernel_specs(preload: tuple):
     class FlowKernelSpecs(KernelSpecManager):
         def get_kernel_spec(self, kernel_name):
             spec = super().get_kernel_spec(kernel_name)
-            if FORK and forkserver.can_fork(spec.argv) and "kernel_provisioner" not in spec.metadata:
+            if forkserver.FORK and "kernel_provisioner" not in spec.metadata:  # it forks what it can (see can_fork)
                 spec.metadata["kernel_provisioner"] = {"provisioner_name": PROVISIONER,
                                                        "config": {"preload": list(preload)}}
             return spec

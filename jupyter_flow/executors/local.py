@@ -8,6 +8,7 @@ import threading
 from collections import Counter
 from concurrent.futures import Future, ThreadPoolExecutor
 
+from .. import forkserver
 from ..kernels import KernelPool
 from ..task import TaskControl, run_task, warm_imports
 
@@ -21,6 +22,7 @@ class LocalExecutor:
         self.pool = KernelPool()
         self.backlog: Counter = Counter()  # kernel -> tasks submitted that no thread has picked up yet
         self.lock = threading.Lock()
+        forkserver.prestart()  # the first kernel's zygote imports while this process imports papermill
         threading.Thread(target=warm_imports, daemon=True, name="jupyter-flow-imports").start()
 
     def set_demand(self, kernel: str, cwd: str, waiting: int) -> None:

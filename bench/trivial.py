@@ -1,0 +1,84 @@
+"""Trivial pipelines, where only start-up and kernel supply count: jupyter_flow vs Metaflow and papermill.
+
+    python bench/trivial.py              # medians of 5 after a warm-up, each pair interleaved
+    python bench/trivial.py --quick      # smoke run
+
+  linear5   `jupyter flow run linear5.ipynb` vs `python linear5.py run` (Metaflow), 5 trivial steps in a chain
+  trivial1  `jupyter flow run trivial1.ipynb` vs `papermill trivial1.ipynb out.ipynb`, one trivial cell
+
+Each repetition runs ours, then the peer, one right after the other, so a loaded machine slows
+both alike. Then "where the time goes" splits our median run from its records: the command's
+start-up before the run was recorded, each step's task time (the first one includes waiting for the
+first kernel), and the rest (scheduling, records, exit).
+"""
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+from datetime import datetime
+
+from common import Bench, arg_parser, environment_line, finish_args, latest_jf_run_id, markdown_table, ratio
+
+PAIRS = {
+    "linear5": ("5-step linear trivial pipeline", "metaflow", "Metaflow `python linear5.py run`"),
+    "trivial1": ("1-step trivial notebook", "papermill", "papermill CLI"),
+}
+
+
+def peer_command(bench: Bench, key: str):
+    return bench.mf_run("linear5.py") if key == "linear5" else bench.papermill("trivial1.ipynb")
+
+
+def breakdown(bench: Bench, run_id: str, flow: str, wall: float) -> list[tuple[str, float]]:
+    """(part, seconds) of one of our runs, from its run.json and task.json records."""
+    root = bench.jf_store / "flows" / flow / "runs" / run_id
+    run = json.loads((root / "run.json").read_text())
+    tasks = sorted((json.loads(p.read_text()) for p in root.glob("*/*/task.json")), key=lambda t: t["started"])
+    parts = [("command start-up until the run is recorded", wall - run["duration"])]
+    parts += [(f"step {t['step']} (task)", t["duration"]) for t in tasks]
+    parts.append(("scheduling, records, exit", run["duration"] - sum(t["duration"] for t in tasks)))
+    return parts
+
+
+def measure(bench: Bench, key: str) -> tuple[list[float], list[float], list[list[tuple[str, float]]]]:
+    ours, peer, parts = [], [], []
+    peer_tool = PAIRS[key][1]
+    for i in range(-bench.args.warmup, bench.args.repeat):
+        t = bench.run(bench.jf_run(f"{key}.ipynb"))
+        run_id = latest_jf_run_id(bench.jf_store)
+        p = bench.run(peer_command(bench, key)) if peer_tool in bench.tools else None
+        if i >= 0:
+            ours.append(t)
+            peer.append(p)
+            parts.append(breakdown(bench, run_id, key, t))
+    return ours, peer, parts
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = arg_parser(__doc__.split("\n")[0])
+    p.add_argument("--only", action="append", choices=list(PAIRS), help="run only these (repeatable)")
+    args = finish_args(p.parse_args(argv))
+    rows, details = [], []
+    with Bench(args) as bench:
+        print(f"temp dir {bench.root}", file=sys.stderr)
+        for key, (label, peer_tool, peer_name) in PAIRS.items():
+            if args.only and key not in args.only:
+                continue
+            print(label, file=sys.stderr)
+            ours, peer, parts = measure(bench, key)
+            jf = bench.median("jupyter_flow", times=ours)
+            other = bench.median(peer_tool, times=peer) if None not in peer else None
+            rows.append([label, jf, peer_name, other, ratio(jf, other)])
+            median_run = parts[sorted(range(len(ours)), key=ours.__getitem__)[len(ours) // 2]]
+            details.append(markdown_table(f"Where the time goes: {label} (our median run)", ["part", "seconds"],
+                                          [[name, round(s, 2)] for name, s in median_run]))
+        print(markdown_table("Trivial pipelines (median seconds, whole commands)",
+                             ["work", "jupyter_flow", "peer", "peer's time", "ratio"], rows))
+        for table in details:
+            print("\n" + table)
+        print(f"\n{environment_line(bench)}; {datetime.now():%Y-%m-%d}")
+
+
+if __name__ == "__main__":
+    main()
