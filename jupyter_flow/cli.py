@@ -203,6 +203,7 @@ def _execute(args, runner) -> int:
 
 
 def cmd_run(args) -> int:
+    _prestart_kernels(args)
     from . import papermill_output, runtime
 
     if args.output:
@@ -219,12 +220,21 @@ def cmd_run(args) -> int:
 
 
 def cmd_resume(args) -> int:
+    _prestart_kernels(args)
     from . import runtime
 
     return _execute(args, runtime.prepare_resume(
         args.run_id, store=args.store, from_step=args.from_step, notebook_path=args.notebook,
         cli_params=args.parameter, param_files=args.parameters_file, executor=args.executor,
         scheduler=args.scheduler, max_workers=args.max_workers, no_cache=args.no_cache))
+
+
+def _prestart_kernels(args) -> None:
+    """The first thing a local run does: start the kernels' zygote, whose imports then overlap ours."""
+    if args.executor == "local":
+        from .forkserver import prestart
+
+        prestart()
 
 
 def cmd_dag(args) -> int:
