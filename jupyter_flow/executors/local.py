@@ -27,8 +27,9 @@ class LocalExecutor:
 
     def set_demand(self, kernel: str, cwd: str, waiting: int) -> None:
         """`waiting` tasks of this kernel are not submitted yet; with the backlog, keep that many
-        kernels warm, up to twice max_workers (a kernel starts slower than a short step runs)."""
-        self.pool.set_demand(kernel, cwd, min(waiting + self.backlog[kernel], 2 * self.max_workers))
+        kernels warm, up to four times max_workers: a short step runs in tens of milliseconds, and a
+        chain of them needs its next kernel ready each time (a forked one costs little)."""
+        self.pool.set_demand(kernel, cwd, min(waiting + self.backlog[kernel], 4 * self.max_workers))
 
     def submit(self, spec: dict, control: TaskControl) -> Future:
         with self.lock:

@@ -1,0 +1,89 @@
+"""Where a step's kernel comes from: jupyter_flow's kernel provisioner forks python kernels from the
+run's zygote, a fresh one per step; any other kernel command, and every kernel under
+JUPYTER_FLOW_FORK=0, is started the usual way."""
+import json
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+from conftest import cli
+from nbformat.v4 import new_code_cell, new_notebook
+
+import jupyter_flow
+from jupyter_flow import kernels
+
+pytestmark = pytest.mark.slow
+
+PROCESS = "import os\n{step}_pid, {step}_parent = os.getpid(), os.getppid()\nmarker_{step} = 1\n"
+
+
+def _notebook(folder: Path, cells: list[tuple[list[str], str]]) -> Path:
+    nb = new_notebook(cells=[new_code_cell(source, metadata={"tags": tags}) for tags, source in cells],
+                      metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
+    path = folder / "flow.ipynb"
+    nbformat.write(nb, path)
+    return path
+
+
+def _processes(store: str, stdout: str, steps) -> tuple[dict, int]:
+    """(step -> (kernel pid, kernel's parent pid), the runner's pid) of the run the CLI printed."""
+    run = jupyter_flow.Run(stdout.strip(), store)
+    runner = json.loads(next(Path(store).glob(f"flows/*/runs/{run.id}/run.json")).read_text())["pid"]
+    return {s: (getattr(run[s].data, f"{s}_pid"), getattr(run[s].data, f"{s}_parent")) for s in steps}, runner
+
+
+def test_each_step_gets_a_fresh_kernel_forked_from_the_zygote(tmp_path, store):
+    path = _notebook(tmp_path, [(["step:a"], PROCESS.format(step="a")),
+                                (["step:b"], PROCESS.format(step="b") + "b_saw = sorted(k for k in globals() "
+                                                                        "if k.startswith('marker_') and k != 'marker_b')")])
+    result = cli("run", path, "--quiet", check=0)
+    procs, runner = _processes(store, result.stdout, "ab")
+    assert procs["a"][0] != procs["b"][0]  # a kernel per step, never reused
+    assert procs["a"][1] == procs["b"][1] != runner  # both forked by the same zygote, not started by the runner
+    assert jupyter_flow.Run(result.stdout.strip(), store)["b"].data.b_saw == []  # nothing left over from a
+
+
+def test_fork_can_be_switched_off(tmp_path, store):
+    path = _notebook(tmp_path, [(["step:a"], PROCESS.format(step="a"))])
+    result = cli("run", path, "--quiet", env={"JUPYTER_FLOW_FORK": "0"}, check=0)
+    procs, runner = _processes(store, result.stdout, "a")
+    assert procs["a"][1] == runner  # started by the runner itself, as jupyter_client does
+
+
+def test_a_kernel_of_another_command_starts_the_usual_way(tmp_path, store):
+    kernel_dir = tmp_path / "jupyter" / "kernels" / "other"
+    kernel_dir.mkdir(parents=True)
+    (kernel_dir / "kernel.json").write_text(json.dumps({
+        "argv": [sys.executable, "-X", "utf8", "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": "Python (other)", "language": "python"}))
+    path = _notebook(tmp_path, [(["step:a"], PROCESS.format(step="a")),
+                                (["step:b", "kernel:other"], PROCESS.format(step="b") + "import sys\nutf8 = sys.flags.utf8_mode")])
+    result = cli("run", path, "--quiet", env={"JUPYTER_PATH": str(tmp_path / "jupyter")}, check=0)
+    procs, runner = _processes(store, result.stdout, "ab")
+    assert procs["a"][1] != runner and procs["b"][1] == runner  # python3 forked; `other` launched as its spec says
+    assert jupyter_flow.Run(result.stdout.strip(), store)["b"].data.utf8 == 1
+
+
+def test_the_provisioner_is_registered_and_launches_the_kernel(tmp_path):
+    from jupyter_client.provisioning import KernelProvisionerFactory
+
+    from jupyter_flow import forkserver
+
+    outputs: list = []
+    km = kernels.start_kernel("python3", str(tmp_path))
+    try:
+        assert type(km.provisioner) is kernels.ForkProvisioner
+        assert KernelProvisionerFactory.instance().provisioners[kernels.PROVISIONER].load() is kernels.ForkProvisioner
+        kc = kernels.blocking_client(km)
+        try:
+            reply = kc.execute_interactive("import os; print(os.getppid())", timeout=60,
+                                           output_hook=lambda msg: outputs.append(msg))
+        finally:
+            kc.stop_channels()
+    finally:
+        kernels.kill_kernel(km)
+    assert reply["content"]["status"] == "ok"
+    printed = "".join(m["content"].get("text", "") for m in outputs if m["msg_type"] == "stream")
+    assert int(printed) == forkserver.server().proc.pid
+
