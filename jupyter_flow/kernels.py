@@ -137,6 +137,12 @@ def _fork_provisioner():
             self.cwd = kwargs.get("cwd")
             return self.connection_info
 
+        async def wait(self):
+            # LocalProvisioner polls every 0.1 s; a killed kernel is reaped within milliseconds
+            while isinstance(self.process, forkserver.ForkedProcess) and self.process.poll() is None:
+                await asyncio.sleep(0.005)
+            return await super().wait()
+
     ForkProvisioner.__module__ = __name__
     return ForkProvisioner
 
@@ -198,6 +204,13 @@ def kill_kernel(km) -> None:
     try:
         km.cleanup_resources()
     except Exception:  # noqa: BLE001
+        pass
+
+
+def _signal(km, signum: int) -> None:
+    try:
+        km.provisioner.process.send_signal(signum)
+    except Exception:  # noqa: BLE001 - it is gone already
         pass
 
 
@@ -286,6 +299,8 @@ class KernelPool:
             idle = [km for kms in self._ready.values() for km in kms]
             self._ready.clear()
             dying = list(self._dying)
+        for km in idle:  # all at once, then each one's clean-up: no kernel waits for another to die
+            _signal(km, 9)
         for km in idle:
             kill_kernel(km)
         for thread in dying:
