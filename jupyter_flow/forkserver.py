@@ -21,9 +21,12 @@ from __future__ import annotations
 
 import ast
 import gc
+import hashlib
 import importlib
 import json
 import os
+import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -70,32 +73,111 @@ def prestart() -> None:
 def server() -> "ForkServer":
     global _server
     with _server_lock:
-        if _server is None or _server.proc.poll() is not None:
+        if _server is None or not _server.alive():
             _server = ForkServer()
         return _server
 
 
 class ForkServer:
+    """The runner's end of its zygote: one started for this runner, or one the agent forked for it."""
+
     def __init__(self):
+        self.lock = threading.Lock()
+        self.proc = None
+        self.closed = False
+        agent = _connect_agent()
+        if agent is not None:
+            self.reader, self.writer = agent.makefile("r"), agent.makefile("w")
+            return
         # Its own session: a terminal's Ctrl-C (SIGINT to the foreground process group) must not kill
         # the zygote, whose death would take every kernel with it before they can be interrupted cleanly.
         self.proc = subprocess.Popen([sys.executable, "-m", "jupyter_flow.forkserver"], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, bufsize=1,
                                      start_new_session=True)
-        self.lock = threading.Lock()
+        self.reader, self.writer = self.proc.stdout, self.proc.stdin
+
+    def alive(self) -> bool:
+        return not self.closed and (self.proc is None or self.proc.poll() is None)
 
     def request(self, **message) -> dict:
         with self.lock:
-            self.proc.stdin.write(json.dumps(message) + "\n")
-            self.proc.stdin.flush()
-            line = self.proc.stdout.readline()
+            try:
+                self.writer.write(json.dumps(message) + "\n")
+                self.writer.flush()
+                line = self.reader.readline()
+            except OSError:
+                line = ""
         if not line:
+            self.closed = True
             raise RuntimeError("the kernel fork server exited")
         return json.loads(line)
 
     def spawn(self, argv: list[str], cwd: str | None, env: dict | None, preload=()) -> "ForkedProcess":
         reply = self.request(op="spawn", argv=argv, cwd=cwd, env=env or dict(os.environ), preload=list(preload))
         return ForkedProcess(self, reply["pid"])
+
+
+# -- the optional agent --------------------------------------------------------------------------
+def agent_address() -> str:
+    """The agent's socket for this Python, module path and jupyter_flow: a runner only uses an agent
+    whose kernels would import what its own would."""
+    from jupyter_core.paths import jupyter_runtime_dir
+
+    import jupyter_flow
+
+    key = json.dumps([sys.executable, sys.version, os.environ.get("PYTHONPATH", ""),
+                      os.path.dirname(jupyter_flow.__file__), jupyter_flow.__version__])
+    return os.path.join(jupyter_runtime_dir(), f"jupyter-flow-agent-{hashlib.sha1(key.encode()).hexdigest()[:12]}.sock")
+
+
+def _connect_agent():
+    if os.environ.get("JUPYTER_FLOW_AGENT", "1") == "0":
+        return None
+    address = agent_address()
+    if not os.path.exists(address):
+        return None
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.connect(address)
+    except OSError:  # an agent that is gone (its socket file left behind)
+        sock.close()
+        return None
+    return sock
+
+
+def run_agent(address: str | None = None) -> None:
+    """Keep a zygote warm between runs: each runner that connects gets a zygote forked for it alone
+    (its preloads and kernels are its own, and it exits when that runner does)."""
+    _import_kernel_stack()
+    address = address or agent_address()
+    os.makedirs(os.path.dirname(address), exist_ok=True)
+    if os.path.exists(address):
+        os.unlink(address)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(address)
+    listener.listen(16)
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # the runners' zygotes are reaped by the system
+    print(f"jupyter_flow agent: kernels for runs of {sys.executable} (socket {address}); Ctrl-C stops it",
+          file=sys.stderr, flush=True)
+    try:
+        while True:
+            conn, _ = listener.accept()
+            if os.fork() == 0:
+                listener.close()
+                signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # this zygote reaps its kernels itself
+                signal.signal(signal.SIGINT, signal.SIG_IGN)
+                os.setsid()
+                try:
+                    _serve(conn.makefile("r"), conn.makefile("w"))
+                finally:
+                    os._exit(0)
+            conn.close()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        listener.close()
+        if os.path.exists(address):
+            os.unlink(address)
 
 
 class ForkedProcess:
@@ -136,19 +218,23 @@ class ForkedProcess:
 
 
 # -- the zygote --------------------------------------------------------------------------------
-def _zygote() -> None:
+def _import_kernel_stack() -> None:
+    import cloudpickle  # noqa: F401 - what every step's set-up cell imports, and the kernels' warm-up
     import ipykernel.ipkernel  # noqa: F401 - the point of this process: import once, fork many
     import ipykernel.kernelapp  # noqa: F401
 
-    import cloudpickle  # noqa: F401 - what every step's set-up cell imports, and the kernels' warm-up
     import jupyter_flow.inkernel  # noqa: F401
     import jupyter_flow.store  # noqa: F401
 
     if sys.path and sys.path[0] in ("", os.getcwd()):
         del sys.path[0]  # the runner's folder (from -m); ipykernel adds the kernel's own ('') as usual
+
+
+def _serve(reader, writer) -> None:
+    """Fork a kernel per spawn request, report their exit statuses; until the runner hangs up."""
     statuses: dict[int, int] = {}
     children: set[int] = set()
-    for line in sys.stdin:
+    for line in reader:
         message = json.loads(line)
         _reap(children, statuses)
         if message["op"] == "spawn":
@@ -162,8 +248,8 @@ def _zygote() -> None:
         else:
             pid = message["pid"]
             reply = {"status": statuses.get(pid) if pid in children or pid in statuses else -9}
-        sys.stdout.write(json.dumps(reply) + "\n")
-        sys.stdout.flush()
+        writer.write(json.dumps(reply) + "\n")
+        writer.flush()
 
 
 def _reap(children: set[int], statuses: dict[int, int]) -> None:
@@ -218,4 +304,8 @@ def _become_kernel(message: dict) -> None:
 
 
 if __name__ == "__main__":
-    _zygote()
+    if sys.argv[1:] == ["agent"]:
+        run_agent()
+    else:
+        _import_kernel_stack()
+        _serve(sys.stdin, sys.stdout)
