@@ -142,6 +142,10 @@ def build_parser() -> argparse.ArgumentParser:
                        "Exit code: 0 all good, 1 problems found.")
     p.add_argument("--dry-run", action="store_true", help="report only; move and remove nothing")
     _add_store(p)
+
+    sub.add_parser("agent", help="keep python kernels warm between local runs (optional; Ctrl-C stops it)",
+                   description="Import the kernel stack once and serve every local run of this Python "
+                   "environment from it: each run's first kernel is ready sooner. Runs never need it.")
     return parser
 
 
@@ -386,9 +390,16 @@ def cmd_fsck(args) -> int:
     return 1 if report["corrupt"] or report["damaged"] else 0
 
 
+def cmd_agent(args) -> int:
+    from .forkserver import run_agent
+
+    run_agent()
+    return 0
+
+
 COMMANDS = {"run": cmd_run, "batch": cmd_batch, "resume": cmd_resume, "dag": cmd_dag, "runs": cmd_runs, "show": cmd_show,
             "logs": cmd_logs, "artifacts": cmd_artifacts, "cancel": cmd_cancel, "gc": cmd_gc,
-            "fsck": cmd_fsck}
+            "fsck": cmd_fsck, "agent": cmd_agent}
 
 if __name__ == "__main__":
     sys.exit(main())
