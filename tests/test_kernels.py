@@ -2,12 +2,14 @@
 run's zygote, a fresh one per step; any other kernel command, and every kernel under
 JUPYTER_FLOW_FORK=0, is started the usual way."""
 import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 
 import nbformat
 import pytest
-from conftest import cli
+from conftest import cli, wait_for
 from nbformat.v4 import new_code_cell, new_notebook
 
 import jupyter_flow
@@ -87,3 +89,23 @@ def test_the_provisioner_is_registered_and_launches_the_kernel(tmp_path):
     printed = "".join(m["content"].get("text", "") for m in outputs if m["msg_type"] == "stream")
     assert int(printed) == forkserver.server().proc.pid
 
+
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_the_agent_serves_runs_and_is_never_required(tmp_path, store):
+    env = {"JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime")}
+    zygote_parent = "\nstat = open(f'/proc/{os.getppid()}/stat').read()\nzp = int(stat.rsplit(')', 1)[1].split()[1])"
+    path = _notebook(tmp_path, [(["step:a"], PROCESS.format(step="a") + zygote_parent)])
+    agent = subprocess.Popen(["jupyter", "flow", "agent"], env={**os.environ, **env}, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: list((tmp_path / "runtime").glob("jupyter-flow-agent-*.sock")), what="the agent's socket")
+        result = cli("run", path, "--quiet", env=env, check=0)
+        assert jupyter_flow.Run(result.stdout.strip(), store)["a"].data.zp == agent.pid  # kernel < zygote < agent
+    finally:
+        agent.kill()  # kill -9: its socket file stays behind
+        agent.wait(60)
+    result = cli("run", path, "--quiet", "--no-cache", env=env, check=0)  # no agent: a zygote of its own
+    procs, runner = _processes(store, result.stdout, "a")
+    assert procs["a"][1] != runner
+    assert jupyter_flow.Run(result.stdout.strip(), store)["a"].data.zp == runner
