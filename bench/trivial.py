@@ -6,16 +6,18 @@
   linear5   `jupyter flow run linear5.ipynb` vs `python linear5.py run` (Metaflow), 5 trivial steps in a chain
   trivial1  `jupyter flow run trivial1.ipynb` vs `papermill trivial1.ipynb out.ipynb`, one trivial cell
 
-Each repetition runs ours, then the peer, one right after the other, so a loaded machine slows
-both alike. Then "where the time goes" splits our median run from its records: the command's
+Each repetition runs ours, ours again with `jupyter flow agent` running (leave out with
+--no-agent), then the peer, one right after the other, so a loaded machine slows them alike. Then "where the time goes" splits our median run from its records: the command's
 start-up before the run was recorded, each step's task time (the first one includes waiting for the
 first kernel), and the rest (scheduling, records, exit).
 """
 from __future__ import annotations
 
+import contextlib
 import json
-import statistics
+import subprocess
 import sys
+import time
 from datetime import datetime
 
 from common import Bench, arg_parser, environment_line, finish_args, latest_jf_run_id, markdown_table, ratio
@@ -41,35 +43,63 @@ def breakdown(bench: Bench, run_id: str, flow: str, wall: float) -> list[tuple[s
     return parts
 
 
-def measure(bench: Bench, key: str) -> tuple[list[float], list[float], list[list[tuple[str, float]]]]:
-    ours, peer, parts = [], [], []
+def measure(bench: Bench, key: str, agent: bool):
+    """(our times, with the agent, the peer's, breakdowns of ours), taking turns in each repetition."""
+    ours, with_agent, peer, parts = [], [], [], []
     peer_tool = PAIRS[key][1]
     for i in range(-bench.args.warmup, bench.args.repeat):
+        bench.env["JUPYTER_FLOW_AGENT"] = "0"
         t = bench.run(bench.jf_run(f"{key}.ipynb"))
         run_id = latest_jf_run_id(bench.jf_store)
+        bench.env["JUPYTER_FLOW_AGENT"] = "1"
+        a = bench.run(bench.jf_run(f"{key}.ipynb")) if agent else None
         p = bench.run(peer_command(bench, key)) if peer_tool in bench.tools else None
         if i >= 0:
             ours.append(t)
+            with_agent.append(a)
             peer.append(p)
             parts.append(breakdown(bench, run_id, key, t))
-    return ours, peer, parts
+    return ours, with_agent, peer, parts
+
+
+@contextlib.contextmanager
+def agent_running(bench: Bench, enabled: bool):
+    """`jupyter flow agent` for the bench's runs (its socket in the temp dir), if enabled."""
+    if not enabled:
+        yield
+        return
+    bench.env["JUPYTER_RUNTIME_DIR"] = str(bench.root / "runtime")
+    agent = subprocess.Popen(bench.jupyter_flow("agent"), env=bench.env, stderr=subprocess.DEVNULL)
+    try:
+        while not list((bench.root / "runtime").glob("*.sock")):
+            if agent.poll() is not None:
+                raise RuntimeError("jupyter flow agent exited")
+            time.sleep(0.05)
+        yield
+    finally:
+        agent.terminate()
+        agent.wait()
 
 
 def main(argv: list[str] | None = None) -> None:
     p = arg_parser(__doc__.split("\n")[0])
     p.add_argument("--only", action="append", choices=list(PAIRS), help="run only these (repeatable)")
+    p.add_argument("--no-agent", action="store_true", help="leave out the runs with `jupyter flow agent` running")
     args = finish_args(p.parse_args(argv))
     rows, details = [], []
-    with Bench(args) as bench:
+    with Bench(args) as bench, agent_running(bench, not args.no_agent):
         print(f"temp dir {bench.root}", file=sys.stderr)
         for key, (label, peer_tool, peer_name) in PAIRS.items():
             if args.only and key not in args.only:
                 continue
             print(label, file=sys.stderr)
-            ours, peer, parts = measure(bench, key)
+            ours, with_agent, peer, parts = measure(bench, key, not args.no_agent)
             jf = bench.median("jupyter_flow", times=ours)
             other = bench.median(peer_tool, times=peer) if None not in peer else None
             rows.append([label, jf, peer_name, other, ratio(jf, other)])
+            if not args.no_agent:
+                jfa = bench.median("jupyter_flow, agent running", times=with_agent)
+                rows.append([f"{label}, `jupyter flow agent` running", jfa, peer_name, other, ratio(jfa, other)])
             median_run = parts[sorted(range(len(ours)), key=ours.__getitem__)[len(ours) // 2]]
             details.append(markdown_table(f"Where the time goes: {label} (our median run)", ["part", "seconds"],
                                           [[name, round(s, 2)] for name, s in median_run]))

@@ -157,6 +157,8 @@ def run_agent(address: str | None = None) -> None:
     listener.bind(address)
     listener.listen(16)
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # the runners' zygotes are reaped by the system
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # even when started in the background
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     print(f"jupyter_flow agent: kernels for runs of {sys.executable} (socket {address}); Ctrl-C stops it",
           file=sys.stderr, flush=True)
     try:
@@ -165,14 +167,14 @@ def run_agent(address: str | None = None) -> None:
             if os.fork() == 0:
                 listener.close()
                 signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # this zygote reaps its kernels itself
-                signal.signal(signal.SIGINT, signal.SIG_IGN)
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)  # as in a fresh process
                 os.setsid()
                 try:
                     _serve(conn.makefile("r"), conn.makefile("w"))
                 finally:
                     os._exit(0)
             conn.close()
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # Ctrl-C or kill: stop, and remove the socket
         pass
     finally:
         listener.close()
@@ -220,10 +222,10 @@ class ForkedProcess:
 # -- the zygote --------------------------------------------------------------------------------
 def _import_kernel_stack() -> None:
     import cloudpickle  # noqa: F401 - what every step's set-up cell imports, and the kernels' warm-up
-    import ipykernel.ipkernel  # noqa: F401 - the point of this process: import once, fork many
+    import ipykernel.ipkernel  # the point of this process: import once, fork many
     import ipykernel.kernelapp  # noqa: F401
 
-    import jupyter_flow.inkernel  # noqa: F401
+    import jupyter_flow.inkernel
     import jupyter_flow.store  # noqa: F401
 
     if sys.path and sys.path[0] in ("", os.getcwd()):

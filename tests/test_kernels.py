@@ -7,10 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-import nbformat
 import pytest
-from conftest import cli, wait_for
-from nbformat.v4 import new_code_cell, new_notebook
+from conftest import cli, tagged_notebook, wait_for
 
 import jupyter_flow
 from jupyter_flow import kernels
@@ -18,14 +16,6 @@ from jupyter_flow import kernels
 pytestmark = pytest.mark.slow
 
 PROCESS = "import os\n{step}_pid, {step}_parent = os.getpid(), os.getppid()\nmarker_{step} = 1\n"
-
-
-def _notebook(folder: Path, cells: list[tuple[list[str], str]]) -> Path:
-    nb = new_notebook(cells=[new_code_cell(source, metadata={"tags": tags}) for tags, source in cells],
-                      metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
-    path = folder / "flow.ipynb"
-    nbformat.write(nb, path)
-    return path
 
 
 def _processes(store: str, stdout: str, steps) -> tuple[dict, int]:
@@ -36,7 +26,7 @@ def _processes(store: str, stdout: str, steps) -> tuple[dict, int]:
 
 
 def test_each_step_gets_a_fresh_kernel_forked_from_the_zygote(tmp_path, store):
-    path = _notebook(tmp_path, [(["step:a"], PROCESS.format(step="a")),
+    path = tagged_notebook(tmp_path, [(["step:a"], PROCESS.format(step="a")),
                                 (["step:b"], PROCESS.format(step="b") + "b_saw = sorted(k for k in globals() "
                                                                         "if k.startswith('marker_') and k != 'marker_b')")])
     result = cli("run", path, "--quiet", check=0)
@@ -47,7 +37,7 @@ def test_each_step_gets_a_fresh_kernel_forked_from_the_zygote(tmp_path, store):
 
 
 def test_fork_can_be_switched_off(tmp_path, store):
-    path = _notebook(tmp_path, [(["step:a"], PROCESS.format(step="a"))])
+    path = tagged_notebook(tmp_path, [(["step:a"], PROCESS.format(step="a"))])
     result = cli("run", path, "--quiet", env={"JUPYTER_FLOW_FORK": "0"}, check=0)
     procs, runner = _processes(store, result.stdout, "a")
     assert procs["a"][1] == runner  # started by the runner itself, as jupyter_client does
@@ -59,7 +49,7 @@ def test_a_kernel_of_another_command_starts_the_usual_way(tmp_path, store):
     (kernel_dir / "kernel.json").write_text(json.dumps({
         "argv": [sys.executable, "-X", "utf8", "-m", "ipykernel_launcher", "-f", "{connection_file}"],
         "display_name": "Python (other)", "language": "python"}))
-    path = _notebook(tmp_path, [(["step:a"], PROCESS.format(step="a")),
+    path = tagged_notebook(tmp_path, [(["step:a"], PROCESS.format(step="a")),
                                 (["step:b", "kernel:other"], PROCESS.format(step="b") + "import sys\nutf8 = sys.flags.utf8_mode")])
     result = cli("run", path, "--quiet", env={"JUPYTER_PATH": str(tmp_path / "jupyter")}, check=0)
     procs, runner = _processes(store, result.stdout, "ab")
@@ -96,7 +86,7 @@ def test_the_provisioner_is_registered_and_launches_the_kernel(tmp_path):
 def test_the_agent_serves_runs_and_is_never_required(tmp_path, store):
     env = {"JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime")}
     zygote_parent = "\nstat = open(f'/proc/{os.getppid()}/stat').read()\nzp = int(stat.rsplit(')', 1)[1].split()[1])"
-    path = _notebook(tmp_path, [(["step:a"], PROCESS.format(step="a") + zygote_parent)])
+    path = tagged_notebook(tmp_path, [(["step:a"], PROCESS.format(step="a") + zygote_parent)])
     agent = subprocess.Popen(["jupyter", "flow", "agent"], env={**os.environ, **env}, stderr=subprocess.DEVNULL)
     try:
         wait_for(lambda: list((tmp_path / "runtime").glob("jupyter-flow-agent-*.sock")), what="the agent's socket")
