@@ -20,7 +20,15 @@ import sys
 import time
 from datetime import datetime
 
-from common import Bench, arg_parser, environment_line, finish_args, latest_jf_run_id, markdown_table, ratio
+from common import (
+    Bench,
+    arg_parser,
+    environment_line,
+    finish_args,
+    latest_jf_run_id,
+    markdown_table,
+    ratio,
+)
 
 PAIRS = {
     "linear5": ("5-step linear trivial pipeline", "metaflow", "Metaflow `python linear5.py run`"),

@@ -85,12 +85,9 @@ PROVISIONER = "jupyter-flow-fork"  # entry point in jupyter_client.kernel_provis
 
 
 def _kernel_specs(preload: tuple):
-    """A KernelSpecManager whose specs of this Python's ipykernel name our fork provisioner, with the
-    modules to preload as its config: the supported way to pick a provisioner for a kernel."""
-    from jupyter_client.kernelspec import KernelSpecManager
+    """A KernelSpecManager whose kernelspecs name our fork provisioner, with the modules to preload
+    as its config: the supported way to pick a kernel's provisioner without editing its kernelspec."""
     from jupyter_client.provisioning import KernelProvisionerFactory
-
-    from . import forkserver
 
     factory = KernelProvisionerFactory.instance()
     if PROVISIONER not in factory.provisioners:  # an install made before the entry point was declared
@@ -98,16 +95,27 @@ def _kernel_specs(preload: tuple):
 
         factory.provisioners[PROVISIONER] = EntryPoint(PROVISIONER, "jupyter_flow.kernels:ForkProvisioner",
                                                        KernelProvisionerFactory.GROUP_NAME)
+    return _spec_manager_class()(preload=list(preload))
+
+
+@functools.lru_cache(maxsize=1)
+def _spec_manager_class():
+    from jupyter_client.kernelspec import KernelSpecManager
+    from traitlets import List, Unicode
+
+    from . import forkserver
 
     class FlowKernelSpecs(KernelSpecManager):
+        preload = List(Unicode())
+
         def get_kernel_spec(self, kernel_name):
             spec = super().get_kernel_spec(kernel_name)
-            if forkserver.FORK and "kernel_provisioner" not in spec.metadata:  # it forks what it can (see can_fork)
+            if forkserver.FORK and "kernel_provisioner" not in spec.metadata:  # it forks what it can (can_fork)
                 spec.metadata["kernel_provisioner"] = {"provisioner_name": PROVISIONER,
-                                                       "config": {"preload": list(preload)}}
+                                                       "config": {"preload": self.preload}}
             return spec
 
-    return FlowKernelSpecs()
+    return FlowKernelSpecs
 
 
 def __getattr__(name):
