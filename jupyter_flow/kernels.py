@@ -3,6 +3,13 @@
 Every task gets a fresh kernel (steps never share state through a kernel). The pool keeps up to
 `demand` kernels per (kernelspec, working directory) booting in the background while upstream steps
 run; `acquire` hands one over ready, and the caller kills it after the task.
+
+Kernels are launched through jupyter_client's supported hook: `ForkProvisioner`, a kernel
+provisioner (entry point `jupyter-flow-fork`) that forks python kernels from the zygote (see
+forkserver) and launches any other command as jupyter_client's LocalProvisioner does. Our
+KernelSpecManager names it for every kernelspec that names no provisioner of its own. Each kernel
+comes with a connected client that has seen it ready (`km.ready_client`); the papermill engine
+(control.py) hands it to nbclient.
 """
 from __future__ import annotations
 
