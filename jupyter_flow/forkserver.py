@@ -14,8 +14,14 @@ names); the imports in them then cost nothing. Only installed modules are preloa
 notebook's folder could shadow. After a fork the child reseeds numpy's global random state, as a fresh
 process would have its own (Python reseeds `random` itself). `JUPYTER_FLOW_PRELOAD=0` turns it off.
 
-Used for kernelspecs that run this same Python with ipykernel_launcher; anything else (another
-environment, another language) starts the ordinary way.
+Used, through the kernel provisioner in kernels.py, for kernelspecs that run this same Python with
+ipykernel_launcher; anything else (another environment, another language) starts the ordinary way.
+A local run starts its zygote first thing (`prestart`), so the zygote's imports overlap the runner's.
+
+The optional agent (`jupyter flow agent`) keeps the imported stack between runs: it listens on a Unix
+socket in Jupyter's runtime directory, named after this Python, PYTHONPATH and jupyter_flow, and forks
+a zygote for each runner that connects (its preloads and kernels are that run's alone; it exits when
+the runner hangs up). A runner that finds no agent there starts its own zygote, as without one.
 """
 from __future__ import annotations
 
