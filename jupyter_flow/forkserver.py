@@ -136,10 +136,10 @@ def agent_address() -> str:
     return os.path.join(jupyter_runtime_dir(), f"jupyter-flow-agent-{hashlib.sha1(key.encode()).hexdigest()[:12]}.sock")
 
 
-def _connect_agent():
-    if os.environ.get("JUPYTER_FLOW_AGENT", "1") == "0":
+def _connect_agent(address: str | None = None):
+    if os.environ.get("JUPYTER_FLOW_AGENT", "1") == "0" and address is None:
         return None
-    address = agent_address()
+    address = address or agent_address()
     if not os.path.exists(address):
         return None
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -154,11 +154,18 @@ def _connect_agent():
 def run_agent(address: str | None = None) -> None:
     """Keep a zygote warm between runs: each runner that connects gets a zygote forked for it alone
     (its preloads and kernels are its own, and it exits when that runner does)."""
-    _import_kernel_stack()
     address = address or agent_address()
+    running = _connect_agent(address)
+    if running is not None:
+        running.close()
+        from .errors import FlowError
+
+        raise FlowError(f"an agent for this environment is running already (socket {address}); stop it "
+                        "(Ctrl-C where it runs, or kill it) before starting another")
     os.makedirs(os.path.dirname(address), exist_ok=True)
     if os.path.exists(address):
-        os.unlink(address)
+        os.unlink(address)  # left behind by an agent that was killed
+    _import_kernel_stack()
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(address)
     listener.listen(16)

@@ -92,6 +92,8 @@ def test_the_agent_serves_runs_and_is_never_required(tmp_path, store):
         wait_for(lambda: list((tmp_path / "runtime").glob("jupyter-flow-agent-*.sock")), what="the agent's socket")
         result = cli("run", path, "--quiet", env=env, check=0)
         assert jupyter_flow.Run(result.stdout.strip(), store)["a"].data.zp == agent.pid  # kernel < zygote < agent
+        second = cli("agent", env=env, check=2)
+        assert second.stderr.startswith("error: an agent for this environment is running already")
     finally:
         agent.kill()  # kill -9: its socket file stays behind
         agent.wait(60)
