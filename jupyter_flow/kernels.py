@@ -200,8 +200,13 @@ _SOCKETS: list[str] = []
 
 
 def _socket_dir() -> str:
+    """This process's folder of kernel IPC sockets, removed when it exits."""
     if not _SOCKETS:
+        import atexit
+        import shutil
+
         _SOCKETS.append(tempfile.mkdtemp(prefix="jupyter-flow-kernels-"))
+        atexit.register(shutil.rmtree, _SOCKETS[0], ignore_errors=True)
     return _SOCKETS[0]
 
 
