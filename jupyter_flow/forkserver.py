@@ -281,6 +281,8 @@ def _reap(children: set[int], statuses: dict[int, int]) -> None:
 def _preload(modules: list[str], cwd: str, env: dict) -> None:
     """Import the installed modules among `modules` that are not imported yet; errors are the step's
     to meet when it runs its own import."""
+    os.environ.clear()  # modules read it as they import (thread counts...): the run's, even in an agent's zygote
+    os.environ.update(env)
     # matplotlib picks its backend when imported: the one ipykernel would give the kernel
     os.environ.setdefault("MPLBACKEND", env.get("MPLBACKEND") or "module://matplotlib_inline.backend_inline")
     for name in modules:
