@@ -7,9 +7,10 @@
   trivial1  `jupyter flow run trivial1.ipynb` vs `papermill trivial1.ipynb out.ipynb`, one trivial cell
 
 Each repetition runs ours, ours again with `jupyter flow agent` running (leave out with
---no-agent), then the peer, one right after the other, so a loaded machine slows them alike. Then "where the time goes" splits our median run from its records: the command's
-start-up before the run was recorded, each step's task time (the first one includes waiting for the
-first kernel), and the rest (scheduling, records, exit).
+--no-agent), then the peer, one right after the other, so a loaded machine slows them alike.
+Then "where the time goes" splits our median run from its records: what lies outside the run's
+recorded span (process start-up, imports and checks before it; exit after it), each step's task
+time (a task waits for its kernel if none is ready: the first one always does), and the rest.
 """
 from __future__ import annotations
 
@@ -45,9 +46,10 @@ def breakdown(bench: Bench, run_id: str, flow: str, wall: float) -> list[tuple[s
     root = bench.jf_store / "flows" / flow / "runs" / run_id
     run = json.loads((root / "run.json").read_text())
     tasks = sorted((json.loads(p.read_text()) for p in root.glob("*/*/task.json")), key=lambda t: t["started"])
-    parts = [("command start-up until the run is recorded", wall - run["duration"])]
+    parts = [("outside the run's recorded span: process start-up, imports, flow checks; exit", wall - run["duration"])]
     parts += [(f"step {t['step']} (task)", t["duration"]) for t in tasks]
-    parts.append(("scheduling, records, exit", run["duration"] - sum(t["duration"] for t in tasks)))
+    parts.append(("around the tasks: scheduling, records, closing the executor",
+                  run["duration"] - sum(t["duration"] for t in tasks)))
     return parts
 
 
