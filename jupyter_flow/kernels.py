@@ -22,6 +22,7 @@ import time
 import uuid
 from collections import defaultdict
 
+from . import forkserver
 from .errors import FlowError
 from .notebook import PYTHON_LANGUAGES
 
@@ -110,8 +111,6 @@ def _spec_manager_class():
     from jupyter_client.kernelspec import KernelSpecManager
     from traitlets import List, Unicode
 
-    from . import forkserver
-
     class FlowKernelSpecs(KernelSpecManager):
         preload = List(Unicode())
 
@@ -135,8 +134,6 @@ def __getattr__(name):
 def _fork_provisioner():
     from jupyter_client.provisioning import LocalProvisioner
     from traitlets import List, Unicode
-
-    from . import forkserver
 
     class ForkProvisioner(LocalProvisioner):
         """Launches python kernels by forking the run's zygote (see forkserver), which has imported
@@ -254,7 +251,9 @@ class KernelPool:
         self._demand: dict[tuple, int] = defaultdict(int)
         self._errors: dict[tuple, Exception] = {}
         self._closed = False
-        self._boot_slots = threading.BoundedSemaphore(os.cpu_count() or 2)
+        # boots at once: cores (a cold kernel is CPU-bound), four per core if forked (one costs ~0.1 s of
+        # CPU, and a chain of short steps needs its next kernels right after the first)
+        self._boot_slots = threading.BoundedSemaphore((4 if forkserver.FORK else 1) * (os.cpu_count() or 2))
         self._dying: list[threading.Thread] = []
 
     def set_demand(self, kernel_name: str, cwd: str, count: int) -> None:
@@ -268,7 +267,7 @@ class KernelPool:
             threading.Thread(target=self._boot, args=(key,), daemon=True, name="jupyter-flow-kernel").start()
 
     def _boot(self, key) -> None:
-        with self._boot_slots:  # boots at once <= cores: the first kernel is ready sooner
+        with self._boot_slots:
             self._boot_one(key)
 
     def _boot_one(self, key) -> None:

@@ -62,22 +62,21 @@ def test_the_provisioner_is_registered_and_launches_the_kernel(tmp_path):
 
     from jupyter_flow import forkserver
 
-    outputs: list = []
     km = kernels.start_kernel("python3", str(tmp_path))
     try:
         assert type(km.provisioner) is kernels.ForkProvisioner
         assert KernelProvisionerFactory.instance().provisioners[kernels.PROVISIONER].load() is kernels.ForkProvisioner
         kc = kernels.blocking_client(km)
-        try:
-            reply = kc.execute_interactive("import os; print(os.getppid())", timeout=60,
-                                           output_hook=lambda msg: outputs.append(msg))
+        try:  # the answer comes in the reply itself (a new client may miss the first IOPub messages)
+            kc.execute("import os", user_expressions={"parent": "os.getppid()"})
+            reply = kc.get_shell_msg(timeout=60)
         finally:
             kc.stop_channels()
     finally:
         kernels.kill_kernel(km)
     assert reply["content"]["status"] == "ok"
-    printed = "".join(m["content"].get("text", "") for m in outputs if m["msg_type"] == "stream")
-    assert int(printed) == forkserver.server().proc.pid
+    parent = reply["content"]["user_expressions"]["parent"]["data"]["text/plain"]
+    assert int(parent) == forkserver.server().proc.pid
 
 
 
