@@ -21,6 +21,7 @@ the snapshot in peace and then releases the kernel.
 """
 from __future__ import annotations
 
+import logging
 import signal
 import threading
 import time
@@ -140,7 +141,9 @@ ENGINE = "jupyter_flow"
 
 
 def register_engine() -> str:
-    """Register (once) papermill's nbclient engine with a stop check before every cell."""
+    """Register (once) papermill's nbclient engine, with a stop check before every cell and the
+    kernel's ready client handed to nbclient (it would otherwise connect and wait for the kernel again)."""
+    from papermill.clientwrap import PapermillNotebookClient
     from papermill.engines import NBClientEngine, papermill_engines
     from papermill.exceptions import PapermillException
 
@@ -152,10 +155,17 @@ def register_engine() -> str:
 
     class StoppableEngine(NBClientEngine):
         @classmethod
-        def execute_managed_notebook(cls, nb_man, kernel_name, control: TaskControl | None = None, **kwargs):
+        def execute_managed_notebook(cls, nb_man, kernel_name, control: TaskControl | None = None, km=None,
+                                     log_output=False, stdout_file=None, stderr_file=None, start_timeout=60,
+                                     execution_timeout=None, **kwargs):
             if control is not None:
                 _watch_cells(nb_man, control)
-            return super().execute_managed_notebook(nb_man, kernel_name, **kwargs)
+            client = PapermillNotebookClient(
+                nb_man, km=km, kernel_name=kernel_name, timeout=execution_timeout, startup_timeout=start_timeout,
+                log=logging.getLogger("papermill"), log_output=log_output, stdout_file=stdout_file,
+                stderr_file=stderr_file)
+            client.kc = getattr(km, "ready_client", None)  # None: nbclient makes its own
+            return client.execute()
 
     papermill_engines.register(ENGINE, StoppableEngine)
     return ENGINE

@@ -14,15 +14,25 @@ names); the imports in them then cost nothing. Only installed modules are preloa
 notebook's folder could shadow. After a fork the child reseeds numpy's global random state, as a fresh
 process would have its own (Python reseeds `random` itself). `JUPYTER_FLOW_PRELOAD=0` turns it off.
 
-Used for kernelspecs that run this same Python with ipykernel_launcher; anything else (another
-environment, another language) starts the ordinary way.
+Used, through the kernel provisioner in kernels.py, for kernelspecs that run this same Python with
+ipykernel_launcher; anything else (another environment, another language) starts the ordinary way.
+A local run starts its zygote first thing (`prestart`), so the zygote's imports overlap the runner's.
+
+The optional agent (`jupyter flow agent`) keeps the imported stack between runs: it listens on a Unix
+socket in Jupyter's runtime directory, named after this Python, PYTHONPATH and jupyter_flow, and forks
+a zygote for each runner that connects (its preloads and kernels are that run's alone; it exits when
+the runner hangs up). A runner that finds no agent there starts its own zygote, as without one.
 """
 from __future__ import annotations
 
 import ast
+import gc
+import hashlib
 import importlib
 import json
 import os
+import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -56,35 +66,133 @@ def modules_to_preload(sources) -> list[str]:
     return list(dict.fromkeys(names))
 
 
+FORK = os.environ.get("JUPYTER_FLOW_FORK", "1") != "0"  # JUPYTER_FLOW_FORK=0: start kernels the usual way
+
+
+def prestart() -> None:
+    """Start the zygote now, so its imports overlap the runner's own start-up (the first kernel a run
+    needs comes from it)."""
+    if FORK and os.name == "posix":
+        server()
+
+
 def server() -> "ForkServer":
     global _server
     with _server_lock:
-        if _server is None or _server.proc.poll() is not None:
+        if _server is None or not _server.alive():
             _server = ForkServer()
         return _server
 
 
 class ForkServer:
+    """The runner's end of its zygote: one started for this runner, or one the agent forked for it."""
+
     def __init__(self):
+        self.lock = threading.Lock()
+        self.proc = None
+        self.closed = False
+        agent = _connect_agent()
+        if agent is not None:
+            self.reader, self.writer = agent.makefile("r"), agent.makefile("w")
+            return
         # Its own session: a terminal's Ctrl-C (SIGINT to the foreground process group) must not kill
         # the zygote, whose death would take every kernel with it before they can be interrupted cleanly.
         self.proc = subprocess.Popen([sys.executable, "-m", "jupyter_flow.forkserver"], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, bufsize=1,
                                      start_new_session=True)
-        self.lock = threading.Lock()
+        self.reader, self.writer = self.proc.stdout, self.proc.stdin
+
+    def alive(self) -> bool:
+        return not self.closed and (self.proc is None or self.proc.poll() is None)
 
     def request(self, **message) -> dict:
         with self.lock:
-            self.proc.stdin.write(json.dumps(message) + "\n")
-            self.proc.stdin.flush()
-            line = self.proc.stdout.readline()
+            try:
+                self.writer.write(json.dumps(message) + "\n")
+                self.writer.flush()
+                line = self.reader.readline()
+            except OSError:
+                line = ""
         if not line:
+            self.closed = True
             raise RuntimeError("the kernel fork server exited")
         return json.loads(line)
 
     def spawn(self, argv: list[str], cwd: str | None, env: dict | None, preload=()) -> "ForkedProcess":
         reply = self.request(op="spawn", argv=argv, cwd=cwd, env=env or dict(os.environ), preload=list(preload))
         return ForkedProcess(self, reply["pid"])
+
+
+# -- the optional agent --------------------------------------------------------------------------
+def agent_address() -> str:
+    """The agent's socket for this Python, module path and jupyter_flow: a runner only uses an agent
+    whose kernels would import what its own would."""
+    from jupyter_core.paths import jupyter_runtime_dir
+
+    import jupyter_flow
+
+    key = json.dumps([sys.executable, sys.version, os.environ.get("PYTHONPATH", ""),
+                      os.path.dirname(jupyter_flow.__file__), jupyter_flow.__version__])
+    return os.path.join(jupyter_runtime_dir(), f"jupyter-flow-agent-{hashlib.sha1(key.encode()).hexdigest()[:12]}.sock")
+
+
+def _connect_agent(address: str | None = None):
+    if os.environ.get("JUPYTER_FLOW_AGENT", "1") == "0" and address is None:
+        return None
+    address = address or agent_address()
+    if not os.path.exists(address):
+        return None
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.connect(address)
+    except OSError:  # an agent that is gone (its socket file left behind)
+        sock.close()
+        return None
+    return sock
+
+
+def run_agent(address: str | None = None) -> None:
+    """Keep a zygote warm between runs: each runner that connects gets a zygote forked for it alone
+    (its preloads and kernels are its own, and it exits when that runner does)."""
+    address = address or agent_address()
+    running = _connect_agent(address)
+    if running is not None:
+        running.close()
+        from .errors import FlowError
+
+        raise FlowError(f"an agent for this environment is running already (socket {address}); stop it "
+                        "(Ctrl-C where it runs, or kill it) before starting another")
+    os.makedirs(os.path.dirname(address), exist_ok=True)
+    if os.path.exists(address):
+        os.unlink(address)  # left behind by an agent that was killed
+    _import_kernel_stack()
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(address)
+    listener.listen(16)
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # the runners' zygotes are reaped by the system
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # even when started in the background
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    print(f"jupyter_flow agent: kernels for runs of {sys.executable} (socket {address}); Ctrl-C stops it",
+          file=sys.stderr, flush=True)
+    try:
+        while True:
+            conn, _ = listener.accept()
+            if os.fork() == 0:
+                listener.close()
+                signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # this zygote reaps its kernels itself
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)  # as in a fresh process
+                os.setsid()
+                try:
+                    _serve(conn.makefile("r"), conn.makefile("w"))
+                finally:
+                    os._exit(0)
+            conn.close()
+    except KeyboardInterrupt:  # Ctrl-C or kill: stop, and remove the socket
+        pass
+    finally:
+        listener.close()
+        if os.path.exists(address):
+            os.unlink(address)
 
 
 class ForkedProcess:
@@ -125,21 +233,28 @@ class ForkedProcess:
 
 
 # -- the zygote --------------------------------------------------------------------------------
-def _zygote() -> None:
-    import ipykernel.ipkernel  # noqa: F401 - the point of this process: import once, fork many
+def _import_kernel_stack() -> None:
+    import cloudpickle  # noqa: F401 - what every step's set-up cell imports, and the kernels' warm-up
+    import ipykernel.ipkernel  # the point of this process: import once, fork many
     import ipykernel.kernelapp  # noqa: F401
 
-    import jupyter_flow.inkernel  # noqa: F401 - what every step's set-up cell imports
+    import jupyter_flow.inkernel
+    import jupyter_flow.store  # noqa: F401
 
     if sys.path and sys.path[0] in ("", os.getcwd()):
         del sys.path[0]  # the runner's folder (from -m); ipykernel adds the kernel's own ('') as usual
+
+
+def _serve(reader, writer) -> None:
+    """Fork a kernel per spawn request, report their exit statuses; until the runner hangs up."""
     statuses: dict[int, int] = {}
     children: set[int] = set()
-    for line in sys.stdin:
+    for line in reader:
         message = json.loads(line)
         _reap(children, statuses)
         if message["op"] == "spawn":
             _preload(message.get("preload") or [], message.get("cwd") or os.getcwd(), message["env"])
+            gc.freeze()  # the child's collections skip what the zygote made: no copy-on-write of it all
             pid = os.fork()
             if pid == 0:
                 _become_kernel(message)
@@ -148,8 +263,8 @@ def _zygote() -> None:
         else:
             pid = message["pid"]
             reply = {"status": statuses.get(pid) if pid in children or pid in statuses else -9}
-        sys.stdout.write(json.dumps(reply) + "\n")
-        sys.stdout.flush()
+        writer.write(json.dumps(reply) + "\n")
+        writer.flush()
 
 
 def _reap(children: set[int], statuses: dict[int, int]) -> None:
@@ -166,6 +281,8 @@ def _reap(children: set[int], statuses: dict[int, int]) -> None:
 def _preload(modules: list[str], cwd: str, env: dict) -> None:
     """Import the installed modules among `modules` that are not imported yet; errors are the step's
     to meet when it runs its own import."""
+    os.environ.clear()  # modules read it as they import (thread counts...): the run's, even in an agent's zygote
+    os.environ.update(env)
     # matplotlib picks its backend when imported: the one ipykernel would give the kernel
     os.environ.setdefault("MPLBACKEND", env.get("MPLBACKEND") or "module://matplotlib_inline.backend_inline")
     for name in modules:
@@ -204,4 +321,8 @@ def _become_kernel(message: dict) -> None:
 
 
 if __name__ == "__main__":
-    _zygote()
+    if sys.argv[1:] == ["agent"]:
+        run_agent()
+    else:
+        _import_kernel_stack()
+        _serve(sys.stdin, sys.stdout)

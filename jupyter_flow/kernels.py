@@ -3,6 +3,13 @@
 Every task gets a fresh kernel (steps never share state through a kernel). The pool keeps up to
 `demand` kernels per (kernelspec, working directory) booting in the background while upstream steps
 run; `acquire` hands one over ready, and the caller kills it after the task.
+
+Kernels are launched through jupyter_client's supported hook: `ForkProvisioner`, a kernel
+provisioner (entry point `jupyter-flow-fork`) that forks python kernels from the zygote (see
+forkserver) and launches any other command as jupyter_client's LocalProvisioner does. Our
+KernelSpecManager names it for every kernelspec that names no provisioner of its own. Each kernel
+comes with a connected client that has seen it ready (`km.ready_client`); the papermill engine
+(control.py) hands it to nbclient.
 """
 from __future__ import annotations
 
@@ -11,9 +18,11 @@ import functools
 import os
 import tempfile
 import threading
+import time
 import uuid
 from collections import defaultdict
 
+from . import forkserver
 from .errors import FlowError
 from .notebook import PYTHON_LANGUAGES
 
@@ -53,75 +62,131 @@ def warmup_code(store_url: str) -> str:
 
 def start_kernel(kernel_name: str, cwd: str, startup_timeout: float = 60, warmup: str | None = None,
                  preload=(), python: str | None = None, env: dict | None = None):
-    """A started, ready KernelManager. What the step prints reaches the task log through papermill;
-    the kernel process's own stdout/stderr (startup chatter) is discarded. With `python`, the kernel
-    is that interpreter running ipykernel (a step's own environment, see envs), with `env` added."""
+    """A started, ready KernelManager; `km.ready_client` is its connected asynchronous client, which
+    the papermill engine (control.py) hands to nbclient. What the step prints reaches the task log
+    through papermill; the kernel process's own stdout/stderr (startup chatter) is discarded. With
+    `python`, the kernel is that interpreter running ipykernel (a step's own environment, see envs),
+    started the usual way, with `env` added."""
     from jupyter_client import KernelManager
     from jupyter_client.asynchronous import AsyncKernelClient
 
     # IPC sockets, not TCP ports: kernels started at the same moment cannot race for a port.
-    where = dict(transport="ipc", ip=os.path.join(_socket_dir(), uuid.uuid4().hex[:12]))
-    if python:
-        km = KernelManager(kernel_name=kernel_name, kernel_spec_manager=_PythonKernelSpecs(python=python), **where)
-    else:
-        km = (_ForkingKernelManager() if FORK else KernelManager)(kernel_name=kernel_name, **where)
-    km.preload = list(preload)  # modules a forked kernel gets imported already (see forkserver)
+    km = KernelManager(kernel_name=kernel_name, transport="ipc", ip=os.path.join(_socket_dir(), uuid.uuid4().hex[:12]),
+                       kernel_spec_manager=_kernel_specs(tuple(preload), python))
     env = dict(os.environ, PYDEVD_DISABLE_FILE_VALIDATION="1", **(env or {}))
-    python = km.kernel_spec.language.lower() in PYTHON_LANGUAGES  # ours: set-up code and options are Python's
+    speaks_python = km.kernel_spec.language.lower() in PYTHON_LANGUAGES  # ours: set-up code and options are Python's
     with open(os.devnull, "w") as devnull:
         # No history database: a step's kernel lives for one task (saves its sqlite set-up).
         km.start_kernel(cwd=cwd, env=env, stdout=devnull, stderr=devnull,
-                        extra_arguments=["--HistoryManager.enabled=False"] if python else [])
+                        extra_arguments=["--HistoryManager.enabled=False"] if speaks_python else [])
     kc = AsyncKernelClient(**km.get_connection_info(session=True), connection_file=km.connection_file, parent=km)
+    kc.allow_stdin = False  # as nbclient sets it on the clients it makes
     kc.start_channels()
+    km.ready_client = kc
     try:
-        asyncio.run(_ready(kc, startup_timeout, warmup if python else None))
+        asyncio.run(_ready(kc, startup_timeout, warmup if speaks_python else None))
     except RuntimeError:
-        kc.stop_channels()
         kill_kernel(km)
         raise
-    warm = WarmClient(kc)
-    km.client = lambda **kwargs: warm  # nbclient asks for a client: it gets this ready one
     return km
 
 
-def _PythonKernelSpecs(python: str):
-    """A kernelspec manager whose every kernel is `python -m ipykernel_launcher`."""
-    from jupyter_client.kernelspec import KernelSpec, KernelSpecManager
-
-    class PythonKernelSpecs(KernelSpecManager):
-        def get_kernel_spec(self, kernel_name):
-            return KernelSpec(argv=[python, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-                              display_name=f"Python ({python})", language="python")
-
-    return PythonKernelSpecs()
+PROVISIONER = "jupyter-flow-fork"  # entry point in jupyter_client.kernel_provisioners (pyproject.toml)
 
 
-FORK = os.environ.get("JUPYTER_FLOW_FORK", "1") != "0"  # JUPYTER_FLOW_FORK=0: start kernels the usual way
+def _kernel_specs(preload: tuple, python: str | None = None):
+    """A KernelSpecManager whose kernelspecs name our fork provisioner, with the modules to preload
+    as its config: the supported way to pick a kernel's provisioner without editing its kernelspec."""
+    from jupyter_client.provisioning import KernelProvisionerFactory
+
+    factory = KernelProvisionerFactory.instance()
+    if PROVISIONER not in factory.provisioners:  # an install made before the entry point was declared
+        from importlib.metadata import EntryPoint
+
+        factory.provisioners[PROVISIONER] = EntryPoint(PROVISIONER, "jupyter_flow.kernels:ForkProvisioner",
+                                                       KernelProvisionerFactory.GROUP_NAME)
+    return _spec_manager_class()(preload=list(preload), python=python or "")
 
 
 @functools.lru_cache(maxsize=1)
-def _ForkingKernelManager():
-    """A KernelManager class whose python kernels are forked from a zygote (see forkserver)."""
-    from jupyter_client import KernelManager
+def _spec_manager_class():
+    from jupyter_client.kernelspec import KernelSpec, KernelSpecManager
+    from traitlets import List, Unicode
 
-    from . import forkserver
+    class FlowKernelSpecs(KernelSpecManager):
+        preload = List(Unicode())
+        python = Unicode("")  # a step's own environment (envs): its interpreter runs ipykernel, not forked
 
-    class ForkingKernelManager(KernelManager):
-        async def _async_launch_kernel(self, kernel_cmd, **kw):
-            if not forkserver.can_fork(kernel_cmd):
-                return await super()._async_launch_kernel(kernel_cmd, **kw)
-            provisioner = self.provisioner
-            provisioner.process = forkserver.server().spawn(kernel_cmd, kw.get("cwd"), kw.get("env"), self.preload)
-            provisioner.pid = provisioner.pgid = provisioner.process.pid
-            provisioner.cwd = kw.get("cwd")
-            self._reconcile_connection_info(provisioner.connection_info)
+        def get_kernel_spec(self, kernel_name):
+            if self.python:
+                return KernelSpec(argv=[self.python, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+                                  display_name=f"Python ({self.python})", language="python")
+            spec = super().get_kernel_spec(kernel_name)
+            if forkserver.FORK and "kernel_provisioner" not in spec.metadata:  # it forks what it can (can_fork)
+                spec.metadata["kernel_provisioner"] = {"provisioner_name": PROVISIONER,
+                                                       "config": {"preload": self.preload}}
+            return spec
 
-    return ForkingKernelManager
+    return FlowKernelSpecs
+
+
+def __getattr__(name):
+    if name == "ForkProvisioner":  # built on first use: jupyter_client is imported only then
+        return _fork_provisioner()
+    raise AttributeError(name)
+
+
+@functools.lru_cache(maxsize=1)
+def _fork_provisioner():
+    from jupyter_client.provisioning import LocalProvisioner
+    from traitlets import List, Unicode
+
+    class ForkProvisioner(LocalProvisioner):
+        """Launches python kernels by forking the run's zygote (see forkserver), which has imported
+        the kernel stack and `preload` already; any other command is launched as LocalProvisioner does."""
+
+        preload = List(Unicode(), config=True, help="modules the zygote imports before it forks")
+
+        async def launch_kernel(self, cmd, **kwargs):
+            if not forkserver.can_fork(cmd):
+                return await super().launch_kernel(cmd, **kwargs)
+            self.process = forkserver.server().spawn(cmd, kwargs.get("cwd"), kwargs.get("env"), self.preload)
+            self.pid = self.pgid = self.process.pid  # the child calls setsid(): its own group
+            self.cwd = kwargs.get("cwd")
+            return self.connection_info
+
+        async def wait(self):
+            # LocalProvisioner polls every 0.1 s; a killed kernel is reaped within milliseconds
+            while isinstance(self.process, forkserver.ForkedProcess) and self.process.poll() is None:
+                await asyncio.sleep(0.005)
+            return await super().wait()
+
+    ForkProvisioner.__module__ = __name__
+    return ForkProvisioner
 
 
 async def _ready(kc, timeout: float, warmup: str | None) -> None:
-    await kc.wait_for_ready(timeout=timeout)
+    """Wait until the kernel answers on shell and publishes on IOPub (as jupyter_client's
+    wait_for_ready does, without its 0.2 s of IOPub flushing: nbclient ignores others' messages)."""
+    from queue import Empty
+
+    deadline = time.monotonic() + timeout
+    while True:
+        kc.kernel_info()
+        try:
+            reply = await kc.shell_channel.get_msg(timeout=1)
+        except Empty:
+            reply = None
+        if reply is not None and reply["msg_type"] == "kernel_info_reply":
+            try:
+                await kc.iopub_channel.get_msg(timeout=0.2)  # its welcome, or the status of our request
+                break
+            except Empty:
+                pass
+        if not await kc.is_alive():
+            raise RuntimeError("Kernel died before replying to kernel_info")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"Kernel didn't respond in {timeout:g} seconds")
     if warmup:
         await kc.execute_interactive(warmup, silent=True, store_history=False, timeout=timeout,
                                      output_hook=lambda msg: None)
@@ -129,49 +194,30 @@ async def _ready(kc, timeout: float, warmup: str | None) -> None:
 
 def blocking_client(km):
     """A separate synchronous client, for running a line of code in the kernel outside nbclient."""
-    from jupyter_client import KernelManager
-
-    kc = KernelManager.client(km)
+    kc = km.client()
     kc.start_channels()
     return kc
-
-
-class WarmClient:
-    """An asynchronous kernel client that is already connected and has seen the kernel ready.
-
-    nbclient would start channels and wait for the kernel again, which costs 0.2 s of IOPub
-    flushing per task; handing it this client skips that. (It must be asynchronous: with a
-    blocking client nbclient cannot notice a kernel killed in the middle of a cell.)
-    """
-
-    def __init__(self, kc):
-        object.__setattr__(self, "_kc", kc)
-
-    def start_channels(self, *args, **kwargs):
-        return None
-
-    async def wait_for_ready(self, *args, **kwargs):
-        return None
-
-    def __getattr__(self, name):
-        return getattr(self._kc, name)
-
-    def __setattr__(self, name, value):
-        setattr(self._kc, name, value)
 
 
 _SOCKETS: list[str] = []
 
 
 def _socket_dir() -> str:
+    """This process's folder of kernel IPC sockets, removed when it exits."""
     if not _SOCKETS:
+        import atexit
+        import shutil
+
         _SOCKETS.append(tempfile.mkdtemp(prefix="jupyter-flow-kernels-"))
+        atexit.register(shutil.rmtree, _SOCKETS[0], ignore_errors=True)
     return _SOCKETS[0]
 
 
 def kill_kernel(km) -> None:
+    client = getattr(km, "ready_client", None)
     try:
-        km.client().stop_channels()
+        if client is not None:
+            client.stop_channels()
     except Exception:  # noqa: BLE001 - closing sockets of a dead kernel may fail
         pass
     try:
@@ -181,6 +227,13 @@ def kill_kernel(km) -> None:
     try:
         km.cleanup_resources()
     except Exception:  # noqa: BLE001
+        pass
+
+
+def _signal(km, signum: int) -> None:
+    try:
+        km.provisioner.process.send_signal(signum)
+    except Exception:  # noqa: BLE001 - it is gone already
         pass
 
 
@@ -204,7 +257,9 @@ class KernelPool:
         self._demand: dict[tuple, int] = defaultdict(int)
         self._errors: dict[tuple, Exception] = {}
         self._closed = False
-        self._boot_slots = threading.BoundedSemaphore(os.cpu_count() or 2)
+        # boots at once: cores (a cold kernel is CPU-bound), four per core if forked (one costs ~0.1 s of
+        # CPU, and a chain of short steps needs its next kernels right after the first)
+        self._boot_slots = threading.BoundedSemaphore((4 if forkserver.FORK else 1) * (os.cpu_count() or 2))
         self._dying: list[threading.Thread] = []
 
     def set_demand(self, kernel_name: str, cwd: str, count: int) -> None:
@@ -218,7 +273,7 @@ class KernelPool:
             threading.Thread(target=self._boot, args=(key,), daemon=True, name="jupyter-flow-kernel").start()
 
     def _boot(self, key) -> None:
-        with self._boot_slots:  # boots at once <= cores: the first kernel is ready sooner
+        with self._boot_slots:
             self._boot_one(key)
 
     def _boot_one(self, key) -> None:
@@ -269,6 +324,8 @@ class KernelPool:
             idle = [km for kms in self._ready.values() for km in kms]
             self._ready.clear()
             dying = list(self._dying)
+        for km in idle:  # all at once, then each one's clean-up: no kernel waits for another to die
+            _signal(km, 9)
         for km in idle:
             kill_kernel(km)
         for thread in dying:

@@ -125,3 +125,15 @@ def busy_cores():
     for proc in procs:
         proc.kill()
         proc.wait()
+
+
+def tagged_notebook(folder: Path, cells: list[tuple[list[str], str]]) -> Path:
+    """folder/flow.ipynb, a python3 notebook of code cells, each (tags, source)."""
+    import nbformat
+    from nbformat.v4 import new_code_cell, new_notebook
+
+    nb = new_notebook(cells=[new_code_cell(source, metadata={"tags": tags}) for tags, source in cells],
+                      metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
+    path = folder / "flow.ipynb"
+    nbformat.write(nb, path)
+    return path

@@ -3,25 +3,14 @@
 as in a fresh kernel."""
 import json
 import os
-from pathlib import Path
 
-import nbformat
 import pytest
-from conftest import cli
-from nbformat.v4 import new_code_cell, new_notebook
+from conftest import cli, tagged_notebook
 
 import jupyter_flow
 from jupyter_flow.forkserver import modules_to_preload
 
 pytestmark = pytest.mark.slow
-
-
-def _notebook(folder: Path, cells: list[tuple[list[str], str]]) -> Path:
-    nb = new_notebook(cells=[new_code_cell(source, metadata={"tags": tags}) for tags, source in cells],
-                      metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
-    path = folder / "flow.ipynb"
-    nbformat.write(nb, path)
-    return path
 
 
 def test_modules_to_preload_reads_import_statements_only():
@@ -35,7 +24,7 @@ def test_an_installed_module_is_imported_once_for_all_steps(tmp_path, store):
     lib.mkdir()
     log = tmp_path / "imports.log"
     (lib / "costly.py").write_text(f"import os\nopen({str(log)!r}, 'a').write(f'{{os.getpid()}}\\n')\nVALUE = 7\n")
-    path = _notebook(tmp_path, [(["imports"], "import costly"), (["step:a"], "a = costly.VALUE"),
+    path = tagged_notebook(tmp_path, [(["imports"], "import costly"), (["step:a"], "a = costly.VALUE"),
                                 (["step:b"], "b = a + costly.VALUE"), (["step:c"], "c = b + costly.VALUE")])
     env = {"PYTHONPATH": os.pathsep.join([str(lib), os.environ.get("PYTHONPATH", "")])}
     result = cli("run", path, "--quiet", env=env, check=0)
@@ -47,13 +36,13 @@ def test_an_installed_module_is_imported_once_for_all_steps(tmp_path, store):
 def test_a_module_in_the_notebook_folder_is_never_preloaded(tmp_path, run_flow):
     # `idna` is installed; the notebook's folder has its own idna.py, which is the one the notebook imports
     (tmp_path / "idna.py").write_text("VALUE = 'local'\n")
-    path = _notebook(tmp_path, [(["imports"], "import idna"), (["step:a"], "a = idna.VALUE"),
+    path = tagged_notebook(tmp_path, [(["imports"], "import idna"), (["step:a"], "a = idna.VALUE"),
                                 (["step:b"], "b = a + idna.VALUE")])
     assert run_flow(path)["b"].data.b == "locallocal"
 
 
 def test_plots_still_render_inline(tmp_path, run_flow):
-    path = _notebook(tmp_path, [(["imports"], "import matplotlib.pyplot as plt"),
+    path = tagged_notebook(tmp_path, [(["imports"], "import matplotlib.pyplot as plt"),
                                 (["step:a"], "plt.plot([1, 2, 3])\nplt.show()\nn = 3")])
     run = run_flow(path)
     outputs = [o for c in run["a"].notebook.cells for o in c.get("outputs", [])]
@@ -61,7 +50,7 @@ def test_plots_still_render_inline(tmp_path, run_flow):
 
 
 def test_forked_kernels_do_not_share_numpy_random_state(tmp_path, run_flow):
-    path = _notebook(tmp_path, [(["imports"], "import numpy as np"), (["parameters"], "seeds = [0, 1, 2, 3]"),
+    path = tagged_notebook(tmp_path, [(["imports"], "import numpy as np"), (["parameters"], "seeds = [0, 1, 2, 3]"),
                                 (["step:draw", "foreach:seeds"], "draw = float(np.random.rand())"),
                                 (["step:gather"], "draws = draw")])
     draws = run_flow(path)["gather"].data.draws
@@ -73,7 +62,7 @@ def test_preload_can_be_turned_off(tmp_path, store):
     lib.mkdir()
     log = tmp_path / "imports.log"
     (lib / "costly.py").write_text(f"import os\nopen({str(log)!r}, 'a').write(f'{{os.getpid()}}\\n')\n")
-    path = _notebook(tmp_path, [(["imports"], "import costly"), (["step:a"], "a = 1"), (["step:b"], "b = a + 1")])
+    path = tagged_notebook(tmp_path, [(["imports"], "import costly"), (["step:a"], "a = 1"), (["step:b"], "b = a + 1")])
     env = {"PYTHONPATH": os.pathsep.join([str(lib), os.environ.get("PYTHONPATH", "")]), "JUPYTER_FLOW_PRELOAD": "0"}
     cli("run", path, "--quiet", env=env, check=0)
     assert len(log.read_text().split()) == 2  # each step's kernel imported it itself

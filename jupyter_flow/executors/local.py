@@ -8,6 +8,7 @@ import threading
 from collections import Counter
 from concurrent.futures import Future, ThreadPoolExecutor
 
+from .. import forkserver
 from ..kernels import KernelPool, warmup_code
 from ..task import TaskControl, run_task, warm_imports
 from .base import Executor
@@ -22,15 +23,16 @@ class LocalExecutor(Executor):
         self.pool = KernelPool()
         self.backlog: Counter = Counter()  # kernel -> tasks submitted that no thread has picked up yet
         self.lock = threading.Lock()
+        forkserver.prestart()  # the first kernel's zygote imports while this process imports papermill
         threading.Thread(target=warm_imports, daemon=True, name="jupyter-flow-imports").start()
 
     def want_kernels(self, kernel: str, cwd: str, count: int, *, store=None, preload=()) -> None:
-        """With the backlog, keep `count` kernels warm, up to twice max_workers (a kernel starts
-        slower than a short step runs); they import the store's driver and `preload` while booting."""
+        """With the backlog, keep `count` kernels warm, up to four times max_workers (a short
+        step runs in tens of milliseconds, and a chain of them needs its next kernel ready each time); they import the store's driver and `preload` while booting."""
         if store:
             self.pool.warmup = warmup_code(store)
         self.pool.preload = list(preload)
-        self.pool.set_demand(kernel, cwd, min(count + self.backlog[kernel], 2 * self.max_workers))
+        self.pool.set_demand(kernel, cwd, min(count + self.backlog[kernel], 4 * self.max_workers))
 
     def submit(self, spec: dict, control: TaskControl) -> Future:
         with self.lock:

@@ -1,0 +1,124 @@
+"""Trivial pipelines, where only start-up and kernel supply count: jupyter_flow vs Metaflow and papermill.
+
+    python bench/trivial.py              # medians of 5 after a warm-up, each pair interleaved
+    python bench/trivial.py --quick      # smoke run
+
+  linear5   `jupyter flow run linear5.ipynb` vs `python linear5.py run` (Metaflow), 5 trivial steps in a chain
+  trivial1  `jupyter flow run trivial1.ipynb` vs `papermill trivial1.ipynb out.ipynb`, one trivial cell
+
+Each repetition runs ours, ours again with `jupyter flow agent` running (leave out with
+--no-agent), then the peer, one right after the other, so a loaded machine slows them alike.
+Then "where the time goes" splits our median run from its records: what lies outside the run's
+recorded span (process start-up, imports and checks before it; exit after it), each step's task
+time (a task waits for its kernel if none is ready: the first one always does), and the rest.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import subprocess
+import sys
+import time
+from datetime import datetime
+
+from common import (
+    Bench,
+    arg_parser,
+    environment_line,
+    finish_args,
+    latest_jf_run_id,
+    markdown_table,
+    ratio,
+)
+
+PAIRS = {
+    "linear5": ("5-step linear trivial pipeline", "metaflow", "Metaflow `python linear5.py run`"),
+    "trivial1": ("1-step trivial notebook", "papermill", "papermill CLI"),
+}
+
+
+def peer_command(bench: Bench, key: str):
+    return bench.mf_run("linear5.py") if key == "linear5" else bench.papermill("trivial1.ipynb")
+
+
+def breakdown(bench: Bench, run_id: str, flow: str, wall: float) -> list[tuple[str, float]]:
+    """(part, seconds) of one of our runs, from its run.json and task.json records."""
+    root = bench.jf_store / "flows" / flow / "runs" / run_id
+    run = json.loads((root / "run.json").read_text())
+    tasks = sorted((json.loads(p.read_text()) for p in root.glob("*/*/task.json")), key=lambda t: t["started"])
+    parts = [("outside the run's recorded span: process start-up, imports, flow checks; exit", wall - run["duration"])]
+    parts += [(f"step {t['step']} (task)", t["duration"]) for t in tasks]
+    parts.append(("around the tasks: scheduling, records, closing the executor",
+                  run["duration"] - sum(t["duration"] for t in tasks)))
+    return parts
+
+
+def measure(bench: Bench, key: str, agent: bool):
+    """(our times, with the agent, the peer's, breakdowns of ours), taking turns in each repetition."""
+    ours, with_agent, peer, parts = [], [], [], []
+    peer_tool = PAIRS[key][1]
+    for i in range(-bench.args.warmup, bench.args.repeat):
+        bench.env["JUPYTER_FLOW_AGENT"] = "0"
+        t = bench.run(bench.jf_run(f"{key}.ipynb"))
+        run_id = latest_jf_run_id(bench.jf_store)
+        bench.env["JUPYTER_FLOW_AGENT"] = "1"
+        a = bench.run(bench.jf_run(f"{key}.ipynb")) if agent else None
+        p = bench.run(peer_command(bench, key)) if peer_tool in bench.tools else None
+        if i >= 0:
+            ours.append(t)
+            with_agent.append(a)
+            peer.append(p)
+            parts.append(breakdown(bench, run_id, key, t))
+    return ours, with_agent, peer, parts
+
+
+@contextlib.contextmanager
+def agent_running(bench: Bench, enabled: bool):
+    """`jupyter flow agent` for the bench's runs (its socket in the temp dir), if enabled."""
+    if not enabled:
+        yield
+        return
+    bench.env["JUPYTER_RUNTIME_DIR"] = str(bench.root / "runtime")
+    agent = subprocess.Popen(bench.jupyter_flow("agent"), env=bench.env, stderr=subprocess.DEVNULL)
+    try:
+        while not list((bench.root / "runtime").glob("*.sock")):
+            if agent.poll() is not None:
+                raise RuntimeError("jupyter flow agent exited")
+            time.sleep(0.05)
+        yield
+    finally:
+        agent.terminate()
+        agent.wait()
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = arg_parser(__doc__.split("\n")[0])
+    p.add_argument("--only", action="append", choices=list(PAIRS), help="run only these (repeatable)")
+    p.add_argument("--no-agent", action="store_true", help="leave out the runs with `jupyter flow agent` running")
+    args = finish_args(p.parse_args(argv))
+    rows, details = [], []
+    with Bench(args) as bench, agent_running(bench, not args.no_agent):
+        print(f"temp dir {bench.root}", file=sys.stderr)
+        for key, (label, peer_tool, peer_name) in PAIRS.items():
+            if args.only and key not in args.only:
+                continue
+            print(label, file=sys.stderr)
+            ours, with_agent, peer, parts = measure(bench, key, not args.no_agent)
+            jf = bench.median("jupyter_flow", times=ours)
+            other = bench.median(peer_tool, times=peer) if None not in peer else None
+            rows.append([label, jf, peer_name, other, ratio(jf, other)])
+            if not args.no_agent:
+                jfa = bench.median("jupyter_flow, agent running", times=with_agent)
+                rows.append([f"{label}, `jupyter flow agent` running", jfa, peer_name, other, ratio(jfa, other)])
+            median_run = parts[sorted(range(len(ours)), key=ours.__getitem__)[len(ours) // 2]]
+            details.append(markdown_table(f"Where the time goes: {label} (our median run)", ["part", "seconds"],
+                                          [[name, round(s, 2)] for name, s in median_run]))
+        print(markdown_table("Trivial pipelines (median seconds, whole commands)",
+                             ["work", "jupyter_flow", "peer", "peer's time", "ratio"], rows))
+        for table in details:
+            print("\n" + table)
+        print(f"\n{environment_line(bench)}; {datetime.now():%Y-%m-%d}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,102 @@
+"""Where a step's kernel comes from: jupyter_flow's kernel provisioner forks python kernels from the
+run's zygote, a fresh one per step; any other kernel command, and every kernel under
+JUPYTER_FLOW_FORK=0, is started the usual way."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import cli, tagged_notebook, wait_for
+
+import jupyter_flow
+from jupyter_flow import kernels
+
+pytestmark = pytest.mark.slow
+
+PROCESS = "import os\n{step}_pid, {step}_parent = os.getpid(), os.getppid()\nmarker_{step} = 1\n"
+
+
+def _processes(store: str, stdout: str, steps) -> tuple[dict, int]:
+    """(step -> (kernel pid, kernel's parent pid), the runner's pid) of the run the CLI printed."""
+    run = jupyter_flow.Run(stdout.strip(), store)
+    runner = json.loads(next(Path(store).glob(f"flows/*/runs/{run.id}/run.json")).read_text())["pid"]
+    return {s: (getattr(run[s].data, f"{s}_pid"), getattr(run[s].data, f"{s}_parent")) for s in steps}, runner
+
+
+def test_each_step_gets_a_fresh_kernel_forked_from_the_zygote(tmp_path, store):
+    path = tagged_notebook(tmp_path, [(["step:a"], PROCESS.format(step="a")),
+                                (["step:b"], PROCESS.format(step="b") + "b_saw = sorted(k for k in globals() "
+                                                                        "if k.startswith('marker_') and k != 'marker_b')")])
+    result = cli("run", path, "--quiet", check=0)
+    procs, runner = _processes(store, result.stdout, "ab")
+    assert procs["a"][0] != procs["b"][0]  # a kernel per step, never reused
+    assert procs["a"][1] == procs["b"][1] != runner  # both forked by the same zygote, not started by the runner
+    assert jupyter_flow.Run(result.stdout.strip(), store)["b"].data.b_saw == []  # nothing left over from a
+
+
+def test_fork_can_be_switched_off(tmp_path, store):
+    path = tagged_notebook(tmp_path, [(["step:a"], PROCESS.format(step="a"))])
+    result = cli("run", path, "--quiet", env={"JUPYTER_FLOW_FORK": "0"}, check=0)
+    procs, runner = _processes(store, result.stdout, "a")
+    assert procs["a"][1] == runner  # started by the runner itself, as jupyter_client does
+
+
+def test_a_kernel_of_another_command_starts_the_usual_way(tmp_path, store):
+    kernel_dir = tmp_path / "jupyter" / "kernels" / "other"
+    kernel_dir.mkdir(parents=True)
+    (kernel_dir / "kernel.json").write_text(json.dumps({
+        "argv": [sys.executable, "-X", "utf8", "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": "Python (other)", "language": "python"}))
+    path = tagged_notebook(tmp_path, [(["step:a"], PROCESS.format(step="a")),
+                                (["step:b", "kernel:other"], PROCESS.format(step="b") + "import sys\nutf8 = sys.flags.utf8_mode")])
+    result = cli("run", path, "--quiet", env={"JUPYTER_PATH": str(tmp_path / "jupyter")}, check=0)
+    procs, runner = _processes(store, result.stdout, "ab")
+    assert procs["a"][1] != runner and procs["b"][1] == runner  # python3 forked; `other` launched as its spec says
+    assert jupyter_flow.Run(result.stdout.strip(), store)["b"].data.utf8 == 1
+
+
+def test_the_provisioner_is_registered_and_launches_the_kernel(tmp_path):
+    from jupyter_client.provisioning import KernelProvisionerFactory
+
+    from jupyter_flow import forkserver
+
+    km = kernels.start_kernel("python3", str(tmp_path))
+    try:
+        assert type(km.provisioner) is kernels.ForkProvisioner
+        assert KernelProvisionerFactory.instance().provisioners[kernels.PROVISIONER].load() is kernels.ForkProvisioner
+        kc = kernels.blocking_client(km)
+        try:  # the answer comes in the reply itself (a new client may miss the first IOPub messages)
+            kc.execute("import os", user_expressions={"parent": "os.getppid()"})
+            reply = kc.get_shell_msg(timeout=60)
+        finally:
+            kc.stop_channels()
+    finally:
+        kernels.kill_kernel(km)
+    assert reply["content"]["status"] == "ok"
+    parent = reply["content"]["user_expressions"]["parent"]["data"]["text/plain"]
+    assert int(parent) == forkserver.server().proc.pid
+
+
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_the_agent_serves_runs_and_is_never_required(tmp_path, store):
+    env = {"JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime")}
+    zygote_parent = "\nstat = open(f'/proc/{os.getppid()}/stat').read()\nzp = int(stat.rsplit(')', 1)[1].split()[1])"
+    path = tagged_notebook(tmp_path, [(["step:a"], PROCESS.format(step="a") + zygote_parent)])
+    agent = subprocess.Popen(["jupyter", "flow", "agent"], env={**os.environ, **env}, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: list((tmp_path / "runtime").glob("jupyter-flow-agent-*.sock")), what="the agent's socket")
+        result = cli("run", path, "--quiet", env=env, check=0)
+        assert jupyter_flow.Run(result.stdout.strip(), store)["a"].data.zp == agent.pid  # kernel < zygote < agent
+        second = cli("agent", env=env, check=2)
+        assert second.stderr.startswith("error: an agent for this environment is running already")
+    finally:
+        agent.kill()  # kill -9: its socket file stays behind
+        agent.wait(60)
+    result = cli("run", path, "--quiet", "--no-cache", env=env, check=0)  # no agent: a zygote of its own
+    procs, runner = _processes(store, result.stdout, "a")
+    assert procs["a"][1] != runner
+    assert jupyter_flow.Run(result.stdout.strip(), store)["a"].data.zp == runner
