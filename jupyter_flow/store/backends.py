@@ -100,7 +100,8 @@ class LocalBackend:
         """Keys of temporary files no write has touched for `age` seconds (a live write keeps its
         file's date fresh, so these belong to writers that died)."""
         cutoff = time.time() - age
-        found = self.glob("blobs/tmp/*") + [k for pattern in ("flows/*/runs/*/*", "flows/*/runs/*/*/*/*", "cache/*")
+        found = self.glob("blobs/tmp/*") + [k for pattern in ("flows/*/runs/*/*", "flows/*/runs/*/*/*/*", "flows/*/index/*",
+                                                                         "cache/*")
                                             for k in self.glob(pattern + TMP_SUFFIX)]
         stale = []
         for key in found:

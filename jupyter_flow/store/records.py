@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import getpass
+import json
 import os
 import socket
 from dataclasses import dataclass, field
@@ -218,18 +219,22 @@ def read_task_at(store, key: str) -> TaskRecord:
 def list_runs(store, flow: str | None = None, user: str | None = None, status: str | None = None,
               limit: int | None = None, batch: str | None = None) -> list[RunRecord]:
     """Run records with their effective status, newest first; damaged ones included. `batch`: only
-    the runs of that batch (see batches.py), whoever started them."""
+    the runs of that batch (see batches.py), whoever started them.
+
+    Which runs exist comes from listing their folders; a finished run's record comes from the index
+    (one file per flow and hour), any other run's from its run.json (see RunIndex)."""
     check_status(status)
     if flow is not None:
         layout.check_flow_name(flow)
-    keys = store.glob(layout.run_jsons(flow))
-    keys.sort(key=lambda k: layout.parse_run_json(k)[1], reverse=True)
+    found = [f for f in map(layout.parse_run_dir, store.glob(layout.run_dirs(flow))) if f]
+    found.sort(key=lambda f: f[1], reverse=True)
+    index = RunIndex(store)
     runs = []
-    for key in keys:
+    for run_flow, run_id in found:
         try:
-            run = read_run(store, key).with_effective_status()
+            run = index.get(run_flow, run_id).with_effective_status()
         except NotFound:
-            continue  # deleted meanwhile
+            continue  # deleted meanwhile, or a folder whose run.json is not written yet
         if (user and run.user != user and run.status != Status.DAMAGED) or (status and run.status != status):
             continue
         if batch and (run.extra.get("batch") or {}).get("id") != batch:
@@ -237,6 +242,116 @@ def list_runs(store, flow: str | None = None, user: str | None = None, status: s
         runs.append(run)
         if limit and len(runs) >= limit:
             break
+    index.save(found)
+    return runs
+
+
+# -- the run index: finished runs' records, so that a listing reads a few files, not one per run ----
+FINISHED = frozenset({Status.SUCCEEDED, Status.FAILED, Status.CANCELLED})
+
+
+class RunIndex:
+    """A cache of finished runs' records, one file per flow and hour of the run id (layout.index_bucket);
+    run.json stays the truth.
+
+    It can never hide or misreport a run: which runs exist is read from the run folders, not from the
+    index; only a record whose status is finished is taken from it (a finished run's run.json is
+    never written again, so its copy cannot go stale); any other run, and any run the index lacks,
+    is read from its run.json. Readers fill it: what a listing had to read from run.json, if
+    finished, is written back to its hour's file (whole-file writes: atomic on local disks and object
+    stores alike; two listings writing at once may drop each other's additions, which the next
+    listing adds again). A file that is damaged (its digest does not match) counts as empty;
+    `jupyter flow fsck` rebuilds them all from the run.json files.
+    """
+
+    def __init__(self, store):
+        self.store = store
+        self.buckets: dict[str, dict] = {}  # key -> {run_id: record dict}, as read
+        self.learned: dict[str, dict] = {}  # key -> {run_id: record dict} to add
+
+    def get(self, flow: str, run_id: str) -> RunRecord:
+        key = layout.index_bucket(flow, run_id)
+        if key not in self.buckets:
+            self.buckets[key] = _read_bucket(self.store, key)
+        cached = self.buckets[key].get(run_id)
+        if cached is not None:
+            return RunRecord.from_dict(cached)
+        run = read_run(self.store, layout.run_json(flow, run_id))
+        if run.status in FINISHED:
+            self.learned.setdefault(key, {})[run_id] = run.to_dict()
+        return run
+
+    def save(self, present) -> None:
+        """Write back the hours that learned records, without the runs no longer `present`
+        ((flow, run_id) pairs); best effort: a store this process cannot write to is read as before."""
+        if not self.learned:
+            return
+        present = {run_id for _, run_id in present}
+        for key, new in self.learned.items():
+            runs = {i: r for i, r in {**self.buckets[key], **new}.items() if i in present}
+            try:
+                _write_bucket(self.store, key, runs)
+            except StoreError:
+                return
+        self.learned = {}
+
+
+def _is_finished_record(run_id: str, record) -> bool:
+    return isinstance(record, dict) and record.get("id") == run_id and record.get("status") in FINISHED
+
+
+def _read_bucket(store, key: str) -> dict:
+    """{run_id: record dict} of an index file; empty if it is missing or damaged."""
+    from .blobs import new_hash
+
+    try:
+        digest, _, body = store.read_bytes(key).partition(b"\n")
+        h = new_hash()
+        h.update(body)
+        if h.hexdigest().encode() != digest:
+            return {}
+        runs = json.loads(body)
+    except (NotFound, StoreError, ValueError, RecursionError):
+        return {}
+    if not isinstance(runs, dict):
+        return {}
+    return {i: r for i, r in runs.items() if _is_finished_record(i, r)}
+
+
+def _write_bucket(store, key: str, runs: dict) -> None:
+    """The file: the hex digest of the body, a newline, then the body (JSON {run_id: record})."""
+    from .blobs import new_hash
+
+    body = json.dumps(runs, separators=(",", ":"), default=str).encode()
+    h = new_hash()
+    h.update(body)
+    store.write_bytes(key, h.hexdigest().encode() + b"\n" + body)
+
+
+def rebuild_index(store, write: bool = True) -> list[RunRecord]:
+    """Every run read from its run.json (the truth; damaged ones included), newest first, and (if
+    `write`) the index rewritten from them: for `jupyter flow fsck`."""
+    found = [f for f in map(layout.parse_run_dir, store.glob(layout.run_dirs())) if f]
+    found.sort(key=lambda f: f[1], reverse=True)
+    runs, buckets = [], {}
+    for flow, run_id in found:
+        try:
+            run = read_run(store, layout.run_json(flow, run_id))
+        except NotFound:
+            continue
+        runs.append(run.with_effective_status())
+        bucket = buckets.setdefault(layout.index_bucket(flow, run_id), {})
+        if run.status in FINISHED:
+            bucket[run_id] = run.to_dict()
+    if not write:
+        return runs
+    for key in store.glob(layout.ALL_INDEX):
+        buckets.setdefault(key, {})
+    for key, bucket in buckets.items():
+        if bucket:
+            _write_bucket(store, key, bucket)
+        else:
+            store.delete(key)
     return runs
 
 
