@@ -5,8 +5,8 @@
   quarantine/<h>                                     blobs `fsck` found corrupt, moved aside
   flows/<flow>/runs/<run>/run.json                   the run record; notebook.ipynb, cancel beside it
   flows/<flow>/runs/<run>/<step>/<index>/task.json   a task record; output.ipynb, log.txt, failure.json
-  flows/<flow>/index/<hour>.json                     finished runs' records, by the hour of their id: a
-                                                     cache of their run.json for listings (records.py)
+  flows/<flow>/index/<run>.json                      finished runs' records from <run> up to the next such
+                                                     file: a cache of their run.json for listings (records.py)
   cache/<key>.json                                   cross-run cache index -> the task that made it
 """
 from __future__ import annotations
@@ -25,7 +25,7 @@ QUARANTINE = "quarantine"
 _RUN_JSON = re.compile(r"^flows/(?P<flow>[^/]+)/runs/(?P<run_id>[^/]+)/run\.json$")
 _TASK_JSON = re.compile(r"^flows/(?P<flow>[^/]+)/runs/(?P<run_id>[^/]+)/(?P<step>[^/]+)/(?P<index>\d+)/task\.json$")
 _RUN_DIR = re.compile(r"^flows/(?P<flow>[^/]+)/runs/(?P<run_id>[^/]+)$")
-_HOUR = re.compile(r"^\d{8}T\d{2}")  # run ids start with their UTC time: 20260101T120000-...
+_INDEX_CHUNK = re.compile(r"^flows/(?P<flow>[^/]+)/index/(?P<run_id>[^/]+)\.json$")
 _BLOB = re.compile(r"^blobs/[0-9a-f]{2}/(?P<digest>[0-9a-f]+)$")
 
 
@@ -63,11 +63,8 @@ def task_json(flow: str, run_id: str, step: str, index: int) -> str:
     return f"{task_key(flow, run_id, step, index)}/task.json"
 
 
-def index_bucket(flow: str, run_id: str) -> str:
-    """The index file a finished run's record is cached in: one per flow and hour of the run id
-    (ids not made by jupyter_flow share one), so a newest-first listing reads one or two small files."""
-    m = _HOUR.match(run_id)
-    return f"flows/{flow}/index/{m[0] if m else 'other'}.json"
+def index_chunk(flow: str, first_run_id: str) -> str:
+    return f"flows/{flow}/index/{first_run_id}.json"
 
 
 def cache_entry(cache_key: str) -> str:
@@ -97,6 +94,10 @@ def run_dirs(flow: str | None = None) -> str:
     return f"flows/{flow or '*'}/runs/*"
 
 
+def index_chunks(flow: str | None = None) -> str:
+    return f"flows/{flow or '*'}/index/*.json"
+
+
 def task_jsons(flow: str, run_id: str) -> str:
     return f"{run_key(flow, run_id)}/*/*/task.json"
 
@@ -104,7 +105,7 @@ def task_jsons(flow: str, run_id: str) -> str:
 ALL_TASK_JSONS = "flows/*/runs/*/*/*/task.json"
 ALL_BLOBS = "blobs/??/*"
 ALL_CACHE = "cache/*.json"
-ALL_INDEX = "flows/*/index/*.json"
+
 
 
 def parse_run_json(key: str) -> tuple[str, str]:
@@ -119,6 +120,14 @@ def parse_run_dir(key: str) -> tuple[str, str] | None:
     """(flow, run_id) of a run folder key, None for anything else (a temporary file)."""
     m = _RUN_DIR.match(key)
     return (m["flow"], m["run_id"]) if m and RUN_ID.match(m["run_id"]) else None
+
+
+def parse_index_chunk(key: str) -> str:
+    """The first run id an index file covers."""
+    m = _INDEX_CHUNK.match(key)
+    if not m:
+        raise ValueError(f"{key} is not a run index key")
+    return m["run_id"]
 
 
 def parse_task_json(key: str) -> tuple[str, str, str, int]:

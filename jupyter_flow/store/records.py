@@ -7,6 +7,7 @@ may reference is ever collected.
 """
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import getpass
 import json
@@ -222,7 +223,7 @@ def list_runs(store, flow: str | None = None, user: str | None = None, status: s
     the runs of that batch (see batches.py), whoever started them.
 
     Which runs exist comes from listing their folders; a finished run's record comes from the index
-    (one file per flow and hour), any other run's from its run.json (see RunIndex)."""
+    (a few files per flow), any other run's from its run.json (see RunIndex)."""
     check_status(status)
     if flow is not None:
         layout.check_flow_name(flow)
@@ -251,48 +252,69 @@ FINISHED = frozenset({Status.SUCCEEDED, Status.FAILED, Status.CANCELLED})
 
 
 class RunIndex:
-    """A cache of finished runs' records, one file per flow and hour of the run id (layout.index_bucket);
-    run.json stays the truth.
+    """A cache of finished runs' records, per flow, in files of up to CHUNK runs each; run.json stays
+    the truth. A file is named by the first run id it covers (layout.index_chunk) and covers the ids
+    up to the next file's name, so a newest-first listing of 20 or 50 runs reads one or two files,
+    however many runs the flow has and however they are spread in time.
 
     It can never hide or misreport a run: which runs exist is read from the run folders, not from the
     index; only a record whose status is finished is taken from it (a finished run's run.json is
     never written again, so its copy cannot go stale); any other run, and any run the index lacks,
     is read from its run.json. Readers fill it: what a listing had to read from run.json, if
-    finished, is written back to its hour's file (whole-file writes: atomic on local disks and object
-    stores alike; two listings writing at once may drop each other's additions, which the next
-    listing adds again). A file that is damaged (its digest does not match) counts as empty;
-    `jupyter flow fsck` rebuilds them all from the run.json files.
+    finished, is written to the file covering it (whole-file writes: atomic on local disks and
+    object stores alike). Two listings writing at once may drop each other's additions, which the
+    next listing adds again. A file whose digest does not match counts as empty; `jupyter flow fsck`
+    rebuilds them all from the run.json files.
     """
+
+    CHUNK = 256
 
     def __init__(self, store):
         self.store = store
-        self.buckets: dict[str, dict] = {}  # key -> {run_id: record dict}, as read
-        self.learned: dict[str, dict] = {}  # key -> {run_id: record dict} to add
+        self.starts: dict[str, list[str]] = {}  # flow -> the names of its index files, sorted
+        self.chunks: dict[tuple[str, str], dict] = {}  # (flow, start) -> {run_id: record dict}, as read
+        self.learned: dict[str, dict] = {}  # flow -> {run_id: record dict} to add
+
+    def _start(self, flow: str, run_id: str) -> str | None:
+        """The name of the index file that covers `run_id`."""
+        if flow not in self.starts:
+            self.starts[flow] = sorted(layout.parse_index_chunk(k) for k in self.store.glob(layout.index_chunks(flow)))
+        i = bisect.bisect_right(self.starts[flow], run_id)
+        return self.starts[flow][i - 1] if i else None
+
+    def _chunk(self, flow: str, start: str | None) -> dict:
+        if start is None:
+            return {}
+        if (flow, start) not in self.chunks:
+            self.chunks[flow, start] = _read_chunk(self.store, layout.index_chunk(flow, start))
+        return self.chunks[flow, start]
 
     def get(self, flow: str, run_id: str) -> RunRecord:
-        key = layout.index_bucket(flow, run_id)
-        if key not in self.buckets:
-            self.buckets[key] = _read_bucket(self.store, key)
-        cached = self.buckets[key].get(run_id)
+        cached = self._chunk(flow, self._start(flow, run_id)).get(run_id)
         if cached is not None:
-            return RunRecord.from_dict(cached)
+            try:
+                return RunRecord.from_dict(cached)
+            except ValueError:
+                pass  # not a record: read run.json
         run = read_run(self.store, layout.run_json(flow, run_id))
         if run.status in FINISHED:
-            self.learned.setdefault(key, {})[run_id] = run.to_dict()
+            self.learned.setdefault(flow, {})[run_id] = run.to_dict()
         return run
 
     def save(self, present) -> None:
-        """Write back the hours that learned records, without the runs no longer `present`
-        ((flow, run_id) pairs); best effort: a store this process cannot write to is read as before."""
-        if not self.learned:
-            return
-        present = {run_id for _, run_id in present}
-        for key, new in self.learned.items():
-            runs = {i: r for i, r in {**self.buckets[key], **new}.items() if i in present}
-            try:
-                _write_bucket(self.store, key, runs)
-            except StoreError:
-                return
+        """Write what was learned to the files covering it, leaving out runs no longer `present`
+        ((flow, run_id) pairs). Best effort: a store this process cannot write to is read as before."""
+        present = {(f, i) for f, i in present}
+        for flow, new in self.learned.items():
+            groups: dict[str | None, dict] = {}
+            for run_id, rec in new.items():
+                groups.setdefault(self._start(flow, run_id), {})[run_id] = rec
+            for start, recs in groups.items():
+                runs = {i: r for i, r in {**self._chunk(flow, start), **recs}.items() if (flow, i) in present}
+                try:
+                    _write_chunks(self.store, flow, runs, start or min(recs), self.CHUNK)
+                except StoreError:
+                    return
         self.learned = {}
 
 
@@ -300,7 +322,7 @@ def _is_finished_record(run_id: str, record) -> bool:
     return isinstance(record, dict) and record.get("id") == run_id and record.get("status") in FINISHED
 
 
-def _read_bucket(store, key: str) -> dict:
+def _read_chunk(store, key: str) -> dict:
     """{run_id: record dict} of an index file; empty if it is missing or damaged."""
     from .blobs import new_hash
 
@@ -318,14 +340,22 @@ def _read_bucket(store, key: str) -> dict:
     return {i: r for i, r in runs.items() if _is_finished_record(i, r)}
 
 
-def _write_bucket(store, key: str, runs: dict) -> None:
-    """The file: the hex digest of the body, a newline, then the body (JSON {run_id: record})."""
+def _write_chunks(store, flow: str, runs: dict, start: str, size: int) -> list[str]:
+    """Write `runs` as index files of up to `size` runs, the first named `start`, the others by
+    their first run id (written first, so the ids they take over are never uncovered); their keys.
+    A file is the hex digest of its body, a newline, then the body (JSON {run_id: record})."""
     from .blobs import new_hash
 
-    body = json.dumps(runs, separators=(",", ":"), default=str).encode()
-    h = new_hash()
-    h.update(body)
-    store.write_bytes(key, h.hexdigest().encode() + b"\n" + body)
+    ids = sorted(runs)
+    pieces = [ids[i:i + size] for i in range(0, len(ids), size)] or [[]]
+    keys = []
+    for n, piece in reversed(list(enumerate(pieces))):
+        body = json.dumps({i: runs[i] for i in piece}, separators=(",", ":"), default=str).encode()
+        h = new_hash()
+        h.update(body)
+        keys.append(layout.index_chunk(flow, start if n == 0 else piece[0]))
+        store.write_bytes(keys[-1], h.hexdigest().encode() + b"\n" + body)
+    return keys
 
 
 def rebuild_index(store, write: bool = True) -> list[RunRecord]:
@@ -333,24 +363,20 @@ def rebuild_index(store, write: bool = True) -> list[RunRecord]:
     `write`) the index rewritten from them: for `jupyter flow fsck`."""
     found = [f for f in map(layout.parse_run_dir, store.glob(layout.run_dirs())) if f]
     found.sort(key=lambda f: f[1], reverse=True)
-    runs, buckets = [], {}
+    runs, finished = [], {}
     for flow, run_id in found:
         try:
             run = read_run(store, layout.run_json(flow, run_id))
         except NotFound:
             continue
         runs.append(run.with_effective_status())
-        bucket = buckets.setdefault(layout.index_bucket(flow, run_id), {})
         if run.status in FINISHED:
-            bucket[run_id] = run.to_dict()
-    if not write:
-        return runs
-    for key in store.glob(layout.ALL_INDEX):
-        buckets.setdefault(key, {})
-    for key, bucket in buckets.items():
-        if bucket:
-            _write_bucket(store, key, bucket)
-        else:
+            finished.setdefault(flow, {})[run_id] = run.to_dict()
+    if write:
+        old = set(store.glob(layout.index_chunks()))
+        for flow, flow_runs in finished.items():
+            old -= set(_write_chunks(store, flow, flow_runs, min(flow_runs), RunIndex.CHUNK))
+        for key in old:
             store.delete(key)
     return runs
 
