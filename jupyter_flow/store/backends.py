@@ -59,6 +59,12 @@ class LocalBackend:
         return sorted(p[prefix:].replace(os.sep, "/")
                       for p in globmod.glob(os.path.join(globmod.escape(self.root), pattern)))
 
+    def children(self, key: str) -> list[str]:
+        try:
+            return os.listdir(self.path(key))
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+
     def info(self, key: str) -> tuple[int, float]:
         """(size in bytes, modification time as a POSIX timestamp)."""
         st = os.stat(self.path(key))
@@ -147,6 +153,13 @@ class FsspecBackend:
             return []
         prefix = len(self.root) + 1
         return sorted(p[prefix:] for p in found if p.startswith(self.root + "/"))
+
+    def children(self, key: str) -> list[str]:
+        try:
+            found = self.fs.ls(self.path(key), detail=False)
+        except FileNotFoundError:
+            return []
+        return [p.rstrip("/").rsplit("/", 1)[-1] for p in found if p.rstrip("/") != self.path(key)]
 
     def info(self, key: str) -> tuple[int, float]:
         info = self.fs.info(self.path(key))

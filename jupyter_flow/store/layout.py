@@ -24,7 +24,6 @@ QUARANTINE = "quarantine"
 
 _RUN_JSON = re.compile(r"^flows/(?P<flow>[^/]+)/runs/(?P<run_id>[^/]+)/run\.json$")
 _TASK_JSON = re.compile(r"^flows/(?P<flow>[^/]+)/runs/(?P<run_id>[^/]+)/(?P<step>[^/]+)/(?P<index>\d+)/task\.json$")
-_RUN_DIR = re.compile(r"^flows/(?P<flow>[^/]+)/runs/(?P<run_id>[^/]+)$")
 _INDEX_CHUNK = re.compile(r"^flows/(?P<flow>[^/]+)/index/(?P<run_id>[^/]+)\.json$")
 _BLOB = re.compile(r"^blobs/[0-9a-f]{2}/(?P<digest>[0-9a-f]+)$")
 
@@ -89,9 +88,12 @@ def run_jsons(flow: str | None = None, run_id_prefix: str | None = None) -> str:
     return f"flows/{flow or '*'}/runs/{run_id_prefix + '*' if run_id_prefix else '*'}/run.json"
 
 
-def run_dirs(flow: str | None = None) -> str:
-    """Every run's folder (listing them reads no file, unlike run_jsons)."""
-    return f"flows/{flow or '*'}/runs/*"
+def runs_folder(flow: str) -> str:
+    """The folder of a flow's runs: one folder per run, named by its id."""
+    return f"flows/{flow}/runs"
+
+
+FLOWS_FOLDER = "flows"
 
 
 def index_chunks(flow: str | None = None) -> str:
@@ -114,12 +116,6 @@ def parse_run_json(key: str) -> tuple[str, str]:
     if not m:
         raise ValueError(f"{key} is not a run record key")
     return m["flow"], m["run_id"]
-
-
-def parse_run_dir(key: str) -> tuple[str, str] | None:
-    """(flow, run_id) of a run folder key, None for anything else (a temporary file)."""
-    m = _RUN_DIR.match(key)
-    return (m["flow"], m["run_id"]) if m and RUN_ID.match(m["run_id"]) else None
 
 
 def parse_index_chunk(key: str) -> str:

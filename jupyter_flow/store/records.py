@@ -227,8 +227,7 @@ def list_runs(store, flow: str | None = None, user: str | None = None, status: s
     check_status(status)
     if flow is not None:
         layout.check_flow_name(flow)
-    found = [f for f in map(layout.parse_run_dir, store.glob(layout.run_dirs(flow))) if f]
-    found.sort(key=lambda f: f[1], reverse=True)
+    found = _run_folders(store, flow)
     index = RunIndex(store)
     runs = []
     for run_flow, run_id in found:
@@ -245,6 +244,14 @@ def list_runs(store, flow: str | None = None, user: str | None = None, status: s
             break
     index.save(found)
     return runs
+
+
+def _run_folders(store, flow: str | None = None) -> list[tuple[str, str]]:
+    """(flow, run_id) of every run folder, newest first: which runs exist, from folder listings alone."""
+    flows = [flow] if flow else [f for f in store.children(layout.FLOWS_FOLDER) if layout.FLOW_NAME.match(f)]
+    found = [(f, i) for f in flows for i in store.children(layout.runs_folder(f)) if layout.RUN_ID.match(i)]
+    found.sort(key=lambda f: f[1], reverse=True)
+    return found
 
 
 # -- the run index: finished runs' records, so that a listing reads a few files, not one per run ----
@@ -361,10 +368,8 @@ def _write_chunks(store, flow: str, runs: dict, start: str, size: int) -> list[s
 def rebuild_index(store, write: bool = True) -> list[RunRecord]:
     """Every run read from its run.json (the truth; damaged ones included), newest first, and (if
     `write`) the index rewritten from them: for `jupyter flow fsck`."""
-    found = [f for f in map(layout.parse_run_dir, store.glob(layout.run_dirs())) if f]
-    found.sort(key=lambda f: f[1], reverse=True)
     runs, finished = [], {}
-    for flow, run_id in found:
+    for flow, run_id in _run_folders(store):
         try:
             run = read_run(store, layout.run_json(flow, run_id))
         except NotFound:
