@@ -127,14 +127,13 @@ class Runner:
                 self._check_cancel()
                 if self.cancel_reason:
                     self._stop_running()
-                self._update_demand()  # kernels start booting before tasks ask for them
                 while not self.stopping:  # a cached task ends at once and may make others ready
                     ready = self._ready()
                     for task in ready:
                         self._start(task, running)
                     if all(t.status == "running" for t in ready):
                         break
-                self._update_demand()
+                self._update_demand()  # after cache hits: kernels boot only for tasks that will run
                 if not running:
                     break
                 try:
