@@ -21,12 +21,16 @@ class LocalExecutor:
         self.pool = KernelPool()
         self.backlog: Counter = Counter()  # kernel -> tasks submitted that no thread has picked up yet
         self.lock = threading.Lock()
-        threading.Thread(target=warm_imports, daemon=True, name="jupyter-flow-imports").start()
+        self.warming = None  # papermill's imports, started with the first kernel (never for a run all cached)
 
     def set_demand(self, kernel: str, cwd: str, waiting: int) -> None:
         """`waiting` tasks of this kernel are not submitted yet; with the backlog, keep that many
         kernels warm, up to twice max_workers (a kernel starts slower than a short step runs)."""
-        self.pool.set_demand(kernel, cwd, min(waiting + self.backlog[kernel], 2 * self.max_workers))
+        count = min(waiting + self.backlog[kernel], 2 * self.max_workers)
+        if count and self.warming is None:
+            self.warming = threading.Thread(target=warm_imports, daemon=True, name="jupyter-flow-imports")
+            self.warming.start()
+        self.pool.set_demand(kernel, cwd, count)
 
     def submit(self, spec: dict, control: TaskControl) -> Future:
         with self.lock:
