@@ -6,7 +6,6 @@ run; `acquire` hands one over ready, and the caller kills it after the task.
 """
 from __future__ import annotations
 
-import asyncio
 import functools
 import os
 import tempfile
@@ -85,6 +84,8 @@ def start_kernel(kernel_name: str, cwd: str, startup_timeout: float = 60, warmup
     kc = AsyncKernelClient(**km.get_connection_info(session=True), connection_file=km.connection_file, parent=km)
     kc.start_channels()
     try:
+        import asyncio  # here, not at the top: a run served from the cache never starts a kernel
+
         asyncio.run(_ready(kc, startup_timeout, warmup if python else None))
     except RuntimeError:
         kc.stop_channels()
