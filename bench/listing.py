@@ -1,0 +1,157 @@
+"""Listing runs with 10,000 runs in the store: `jupyter flow runs --flow F` (the whole command, as a
+user types it) and the REST call the sidebar makes (GET /jupyter-flow/api/runs?flow=F&user=ME&limit=50
+on a running Jupyter server).
+
+The store is built fast by writing run records directly (90% of them in flow F, a tenth of those
+failed). With `--baseline DIR`, the same commands and requests also run against the jupyter_flow
+checkout in DIR (say, main before the run index), interleaved with ours so that both see the same
+machine load. The first listing of a store without an index reads every run and writes the index:
+it is reported on its own row.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def build_store(path: Path, count: int) -> None:
+    from jupyter_flow.store import open_store, records
+
+    store, user, start = open_store(str(path)), records.current_user(), datetime(2026, 1, 1, tzinfo=timezone.utc)
+    for i in range(count):
+        t = start + timedelta(seconds=37 * i)
+        records.write_run(store, {
+            "id": f"{t:%Y%m%dT%H%M%S}-{i:06x}", "flow": "F" if i % 10 else "G",
+            "status": "failed" if i % 13 == 0 else "succeeded", "user": user, "host": "bench", "pid": 1,
+            "notebook": "/bench/F.ipynb", "notebook_hash": "ab" * 16, "parameters": {"seed": i, "lr": 0.1},
+            "created": t.isoformat(), "ended": (t + timedelta(seconds=3)).isoformat(), "duration": 3.0,
+            "heartbeat": t.isoformat(), "metrics": {"accuracy": (i % 97) / 97}, "executor": "local",
+            "steps": [{"name": f"s{j}", "prev": [f"s{j - 1}"] if j else [], "foreach": None, "options": {}}
+                      for j in range(5)]})
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Side:
+    """One jupyter_flow checkout: its environment, its CLI command and its Jupyter server."""
+
+    def __init__(self, name: str, checkout: Path, store: Path, work: Path):
+        self.name, self.store = name, store
+        self.env = dict(os.environ, PYTHONPATH=str(checkout), JUPYTER_FLOW_STORE=str(store))
+        self.work = work / name
+        self.work.mkdir()
+        self.server = None
+
+    def cli(self) -> float:
+        start = time.perf_counter()
+        subprocess.run(["jupyter", "flow", "runs", "--flow", "F", "--store", str(self.store)], env=self.env,
+                       check=True, stdout=subprocess.DEVNULL)
+        return time.perf_counter() - start
+
+    def start_server(self) -> None:
+        port, self.token = free_port(), os.urandom(8).hex()
+        self.url = f"http://127.0.0.1:{port}/jupyter-flow/api/runs?flow=F&limit=50&user={_user()}"
+        self.log = open(self.work / "server.log", "w")
+        self.server = subprocess.Popen(
+            [sys.executable, "-m", "jupyter_server", "--no-browser", "--allow-root", f"--port={port}", "--ServerApp.port_retries=0",
+             f"--IdentityProvider.token={self.token}", f"--ServerApp.root_dir={self.work}"],
+            env=dict(self.env, JUPYTER_CONFIG_DIR=str(self.work / "config")), stdout=self.log, stderr=subprocess.STDOUT)
+        for _ in range(600):  # until it answers (each try waits for the answer; no fixed sleep decides)
+            try:
+                self.rest()
+                return
+            except OSError:
+                if self.server.poll() is not None:
+                    raise RuntimeError(f"the {self.name} server exited; see {self.work / 'server.log'}")
+                time.sleep(0.1)
+        raise RuntimeError(f"the {self.name} server did not answer; see {self.work / 'server.log'}")
+
+    def rest(self) -> float:
+        request = urllib.request.Request(self.url, headers={"Authorization": f"token {self.token}"})
+        start = time.perf_counter()
+        with urllib.request.urlopen(request, timeout=60) as response:
+            runs = json.loads(response.read())["runs"]
+        elapsed = time.perf_counter() - start
+        assert len(runs) == 50, len(runs)
+        return elapsed
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.terminate()
+            self.server.wait(30)
+            self.log.close()
+
+
+def _user() -> str:
+    from jupyter_flow.store.records import current_user
+
+    return current_user()
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--runs", type=int, default=10_000, help="runs in the store (default 10,000)")
+    p.add_argument("--repeat", type=int, default=5, help="timed listings of each kind; the median is reported")
+    p.add_argument("--baseline", metavar="DIR", help="also time the jupyter_flow checkout in DIR, interleaved")
+    p.add_argument("--tmp", help="parent of the temp dir")
+    p.add_argument("--keep", action="store_true", help="keep the temp dir")
+    args = p.parse_args()
+    sys.path.insert(0, str(ROOT))
+    root = Path(tempfile.mkdtemp(prefix="jf-bench-listing-", dir=args.tmp))
+    sides = []
+    try:
+        start = time.perf_counter()
+        build_store(root / "store", args.runs)
+        print(f"built {args.runs} runs in {time.perf_counter() - start:.1f} s", file=sys.stderr)
+        if args.baseline:
+            shutil.copytree(root / "store", root / "baseline-store")
+            sides.append(Side("baseline", Path(args.baseline).resolve(), root / "baseline-store", root))
+        sides.insert(0, Side("jupyter_flow", ROOT, root / "store", root))
+        first = {s.name: s.cli() for s in sides}  # ours writes its index here
+        for s in sides:
+            s.start_server()
+        times: dict[tuple, list] = {}
+        for _ in range(args.repeat):
+            for s in sides:
+                times.setdefault((s.name, "cli"), []).append(s.cli())
+                times.setdefault((s.name, "rest"), []).append(s.rest())
+        med = {k: statistics.median(v) for k, v in times.items()}
+        base = "baseline" if args.baseline else None
+        print(f"### Listing runs: {args.runs} runs in the store, median of {args.repeat}\n")
+        print("| listing | jupyter_flow | " + (f"baseline ({args.baseline}) | ratio |" if base else ""))
+        print("|---|---|" + ("---|---|" if base else ""))
+        rows = [("`jupyter flow runs --flow F` (first, no index yet)", first.get("jupyter_flow"), first.get(base)),
+                ("`jupyter flow runs --flow F`", med["jupyter_flow", "cli"], med.get((base, "cli"))),
+                ("REST `GET /jupyter-flow/api/runs?flow=F&user=ME&limit=50`", med["jupyter_flow", "rest"],
+                 med.get((base, "rest")))]
+        for label, ours, theirs in rows:
+            extra = f" {theirs:.3f} s | {ours / theirs:.2f}× |" if base else ""
+            print(f"| {label} | {ours:.3f} s |{extra}")
+    finally:
+        for s in sides:
+            s.stop()
+        if args.keep:
+            print(f"kept {root}", file=sys.stderr)
+        else:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
