@@ -2,6 +2,7 @@
 killed between writes, listings racing each other (a lost update is an older copy of an index file),
 index files truncated, corrupted, deleted or restored from long ago, runs deleted. Every listing is
 checked against what each run's run.json says."""
+import json
 import os
 import shutil
 import tempfile
@@ -199,3 +200,30 @@ def test_runners_and_listings_at_once(tmp_path):
     assert not errors, errors[0]
     shown = records.list_runs(store)
     assert len(shown) == 120 and all(r.to_dict() == RunRecord.from_dict(done[r.id]).to_dict() for r in shown)
+
+
+def write_mixed_runs(store, count: int = 40) -> None:
+    """Finished runs of two flows and users, one still running (elsewhere, beating), one damaged."""
+    for n in range(count):
+        records.write_run(store, record(n, "running" if n == count - 3 else FINISHED[n % 3], 0))
+    store.write_bytes(layout.run_json("f", run_id(count)), b'{"id": "torn')
+
+
+def test_runs_output_is_the_same_from_the_index_as_from_the_records(tmp_path):
+    """`jupyter flow runs`, table and JSON: the first listing reads every run.json and writes the
+    index, the next ones read the index; users see the same either way."""
+    from conftest import cli
+
+    store = open_store(str(tmp_path / "store"))
+    write_mixed_runs(store)
+    commands = [("runs", "--all-users", "--limit", "0", "--format", "json"), ("runs", "--flow", "f", "--all-users"),
+                ("runs", "--status", "failed", "--all-users", "--format", "json"), ("runs", "--user", "bob")]
+    for args in commands:
+        shutil.rmtree(tmp_path / "store" / "flows" / "f" / "index", ignore_errors=True)
+        shutil.rmtree(tmp_path / "store" / "flows" / "g" / "index", ignore_errors=True)
+        first = cli(*args, "--store", store.url, check=0).stdout
+        assert store.glob(layout.index_chunks()), "the first listing wrote the index"
+        assert cli(*args, "--store", store.url, check=0).stdout == first, args
+    shown = json.loads(cli("runs", "--all-users", "--limit", "0", "--format", "json", "--store", store.url).stdout)
+    truth = records.rebuild_index(store, write=False)  # every run.json read
+    assert [(r["id"], r["status"]) for r in shown] == [(r.id, str(r.status)) for r in truth]
