@@ -6,7 +6,9 @@ The store is built fast by writing run records directly (90% of them in flow F, 
 failed). With `--baseline DIR`, the same commands and requests also run against the jupyter_flow
 checkout in DIR (say, main before the run index), interleaved with ours so that both see the same
 machine load. The first listing of a store without an index reads every run and writes the index:
-it is reported on its own row.
+it is reported on its own row. Each figure comes as wall clock and as CPU time (of the command, or
+of the server for the REST call): on a loaded machine the wall clock mostly measures the wait for a
+core.
 """
 from __future__ import annotations
 
@@ -18,11 +20,12 @@ import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+
+from common import against_baseline, temp_dir, timed_command
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -59,16 +62,13 @@ class Side:
         self.work.mkdir()
         self.server = None
 
-    def cli(self) -> float:
-        start = time.perf_counter()
-        subprocess.run(["jupyter", "flow", "runs", "--flow", "F", "--store", str(self.store)], env=self.env,
-                       check=True, stdout=subprocess.DEVNULL)
-        return time.perf_counter() - start
+    def cli(self) -> tuple[float, float]:
+        return timed_command(["jupyter", "flow", "runs", "--flow", "F", "--store", str(self.store)], self.env)
 
     def start_server(self) -> None:
         port, self.token = free_port(), os.urandom(8).hex()
         self.url = f"http://127.0.0.1:{port}/jupyter-flow/api/runs?flow=F&limit=50&user={_user()}"
-        self.log = open(self.work / "server.log", "w")
+        self.log = open(self.work / "server.log", "w")  # noqa: SIM115 - closed by stop()
         self.server = subprocess.Popen(
             [sys.executable, "-m", "jupyter_server", "--no-browser", "--allow-root", f"--port={port}", "--ServerApp.port_retries=0",
              f"--IdentityProvider.token={self.token}", f"--ServerApp.root_dir={self.work}"],
@@ -83,14 +83,19 @@ class Side:
                 time.sleep(0.1)
         raise RuntimeError(f"the {self.name} server did not answer; see {self.work / 'server.log'}")
 
-    def rest(self) -> float:
+    def rest(self) -> tuple[float, float]:
+        """(wall seconds of the request, CPU seconds the server spent on it)."""
+        import psutil
+
         request = urllib.request.Request(self.url, headers={"Authorization": f"token {self.token}"})
+        cpu = psutil.Process(self.server.pid).cpu_times()
         start = time.perf_counter()
         with urllib.request.urlopen(request, timeout=60) as response:
             runs = json.loads(response.read())["runs"]
         elapsed = time.perf_counter() - start
+        after = psutil.Process(self.server.pid).cpu_times()
         assert len(runs) == 50, len(runs)
-        return elapsed
+        return elapsed, after.user - cpu.user + after.system - cpu.system
 
     def stop(self) -> None:
         if self.server is not None:
@@ -114,44 +119,36 @@ def main() -> None:
     p.add_argument("--keep", action="store_true", help="keep the temp dir")
     args = p.parse_args()
     sys.path.insert(0, str(ROOT))
-    root = Path(tempfile.mkdtemp(prefix="jf-bench-listing-", dir=args.tmp))
     sides = []
-    try:
-        start = time.perf_counter()
-        build_store(root / "store", args.runs)
-        print(f"built {args.runs} runs in {time.perf_counter() - start:.1f} s", file=sys.stderr)
-        if args.baseline:
-            shutil.copytree(root / "store", root / "baseline-store")
-            sides.append(Side("baseline", Path(args.baseline).resolve(), root / "baseline-store", root))
-        sides.insert(0, Side("jupyter_flow", ROOT, root / "store", root))
-        first = {s.name: s.cli() for s in sides}  # ours writes its index here
-        for s in sides:
-            s.start_server()
-        times: dict[tuple, list] = {}
-        for _ in range(args.repeat):
+    with temp_dir("jf-bench-listing-", args.tmp, args.keep) as root:
+        try:
+            start = time.perf_counter()
+            build_store(root / "store", args.runs)
+            print(f"built {args.runs} runs in {time.perf_counter() - start:.1f} s", file=sys.stderr)
+            if args.baseline:
+                shutil.copytree(root / "store", root / "baseline-store")
+                sides.append(Side("baseline", Path(args.baseline).resolve(), root / "baseline-store", root))
+            sides.insert(0, Side("jupyter_flow", ROOT, root / "store", root))
+            first = {s.name: s.cli() for s in sides}  # ours writes its index here
             for s in sides:
-                times.setdefault((s.name, "cli"), []).append(s.cli())
-                times.setdefault((s.name, "rest"), []).append(s.rest())
-        med = {k: statistics.median(v) for k, v in times.items()}
-        base = "baseline" if args.baseline else None
-        print(f"### Listing runs: {args.runs} runs in the store, median of {args.repeat}\n")
-        print("| listing | jupyter_flow | " + (f"baseline ({args.baseline}) | ratio |" if base else ""))
-        print("|---|---|" + ("---|---|" if base else ""))
-        rows = [("`jupyter flow runs --flow F` (first, no index yet)", first.get("jupyter_flow"), first.get(base)),
-                ("`jupyter flow runs --flow F`", med["jupyter_flow", "cli"], med.get((base, "cli"))),
-                ("REST `GET /jupyter-flow/api/runs?flow=F&user=ME&limit=50`", med["jupyter_flow", "rest"],
-                 med.get((base, "rest")))]
-        for label, ours, theirs in rows:
-            extra = f" {theirs:.3f} s | {ours / theirs:.2f}× |" if base else ""
-            print(f"| {label} | {ours:.3f} s |{extra}")
-    finally:
-        for s in sides:
-            s.stop()
-        if args.keep:
-            print(f"kept {root}", file=sys.stderr)
-        else:
-            shutil.rmtree(root, ignore_errors=True)
-
+                s.start_server()
+            times: dict[tuple, list] = {}
+            for _ in range(args.repeat):
+                for s in sides:
+                    times.setdefault((s.name, "cli"), []).append(s.cli())
+                    times.setdefault((s.name, "rest"), []).append(s.rest())
+        finally:
+            for s in sides:
+                s.stop()
+    base = "baseline" if args.baseline else None
+    for i, what in enumerate(("wall clock", "CPU time (user + system)")):
+        med = {k: statistics.median(t[i] for t in v) for k, v in times.items()}
+        print(against_baseline(f"Listing {args.runs} runs: {what}, median of {args.repeat} (seconds)", [
+            ("`jupyter flow runs --flow F` (first, no index yet)", first["jupyter_flow"][i],
+             first[base][i] if base else None),
+            ("`jupyter flow runs --flow F`", med["jupyter_flow", "cli"], med.get((base, "cli"))),
+            ("REST `GET /jupyter-flow/api/runs?flow=F&user=ME&limit=50`", med["jupyter_flow", "rest"],
+             med.get((base, "rest")))], args.baseline) + "\n")
 
 if __name__ == "__main__":
     main()

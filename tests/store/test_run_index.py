@@ -3,7 +3,6 @@ killed between writes, listings racing each other (a lost update is an older cop
 index files truncated, corrupted, deleted or restored from long ago, runs deleted. Every listing is
 checked against what each run's run.json says."""
 import json
-import os
 import shutil
 import tempfile
 import threading
