@@ -3,6 +3,7 @@ killed between writes, listings racing each other (a lost update is an older cop
 index files truncated, corrupted, deleted or restored from long ago, runs deleted. Every listing is
 checked against what each run's run.json says."""
 import json
+import os
 import shutil
 import tempfile
 import threading
@@ -226,3 +227,35 @@ def test_runs_output_is_the_same_from_the_index_as_from_the_records(tmp_path):
     shown = json.loads(cli("runs", "--all-users", "--limit", "0", "--format", "json", "--store", store.url).stdout)
     truth = records.rebuild_index(store, write=False)  # every run.json read
     assert [(r["id"], r["status"]) for r in shown] == [(r.id, str(r.status)) for r in truth]
+
+
+def test_a_listing_killed_while_it_writes_the_index_leaves_listings_right(tmp_path):
+    """kill -9 a process that keeps listing (and so writing the index) while runs end, at several
+    points; every listing after that still matches the run records, and fsck clears its temp files."""
+    import signal
+    import subprocess
+    import sys
+
+    from conftest import wait_for
+
+    from jupyter_flow import fsck
+
+    store = open_store(str(tmp_path))
+    lister = ("import sys; from jupyter_flow.store import open_store, records\n"
+              "s = open_store(sys.argv[1])\nwhile True: records.list_runs(s)\n")
+    n = 0
+    for _ in range(3):
+        records.write_run(store, record(n, FINISHED[n % 3], 0))
+        n += 1
+        proc = subprocess.Popen([sys.executable, "-c", lister, str(tmp_path)], env={**os.environ})
+        try:
+            wait_for(lambda: proc.poll() is not None or store.glob(layout.index_chunks()), what="an index file")
+            for _ in range(40):  # runs end while it lists
+                records.write_run(store, record(n, FINISHED[n % 3], 0))
+                n += 1
+        finally:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+        assert summary(records.list_runs(store)) == summary(records.rebuild_index(store, write=False))
+    fsck.check(store)
+    assert summary(records.list_runs(store)) == summary(records.rebuild_index(store, write=False))
