@@ -6,7 +6,7 @@ The store is built fast by writing run records directly (90% of them in flow F, 
 failed). With `--baseline DIR`, the same commands and requests also run against the jupyter_flow
 checkout in DIR (say, main before the run index), interleaved with ours so that both see the same
 machine load. The first listing of a store without an index reads every run and writes the index:
-it is reported on its own row. Each figure comes as wall clock and as CPU time (of the command, or
+it is reported on its own row; so is the listing alone, timed inside one process. Each figure comes as wall clock and as CPU time (of the command, or
 of the server for the REST call): on a loaded machine the wall clock mostly measures the wait for a
 core.
 """
@@ -64,6 +64,20 @@ class Side:
 
     def cli(self) -> tuple[float, float]:
         return timed_command(["jupyter", "flow", "runs", "--flow", "F", "--store", str(self.store)], self.env)
+
+    def in_process(self, repeat: int) -> tuple[float, float]:
+        """(wall, CPU) median seconds of the listing alone, `client.list_runs(flow, user, limit=20)`,
+        in a process that has imported this side's jupyter_flow: without the interpreter's start."""
+        code = ("import json, statistics, sys, time\nfrom jupyter_flow import client\n"
+                "from jupyter_flow.store.records import current_user\nwall, cpu = [], []\n"
+                f"for _ in range({repeat}):\n"
+                "    w, c = time.perf_counter(), time.process_time()\n"
+                "    client.list_runs(sys.argv[1], 'F', user=current_user(), limit=20)\n"
+                "    wall.append(time.perf_counter() - w); cpu.append(time.process_time() - c)\n"
+                "print(json.dumps([statistics.median(wall), statistics.median(cpu)]))\n")
+        out = subprocess.run([sys.executable, "-c", code, str(self.store)], env=self.env, check=True,
+                             capture_output=True, text=True).stdout
+        return tuple(json.loads(out))
 
     def start_server(self) -> None:
         port, self.token = free_port(), os.urandom(8).hex()
@@ -133,6 +147,8 @@ def main() -> None:
             for s in sides:
                 s.start_server()
             times: dict[tuple, list] = {}
+            for s in sides:
+                times[s.name, "in-process"] = [s.in_process(args.repeat)]
             for _ in range(args.repeat):
                 for s in sides:
                     times.setdefault((s.name, "cli"), []).append(s.cli())
@@ -148,7 +164,9 @@ def main() -> None:
              first[base][i] if base else None),
             ("`jupyter flow runs --flow F`", med["jupyter_flow", "cli"], med.get((base, "cli"))),
             ("REST `GET /jupyter-flow/api/runs?flow=F&user=ME&limit=50`", med["jupyter_flow", "rest"],
-             med.get((base, "rest")))], args.baseline) + "\n")
+             med.get((base, "rest"))),
+            ("the listing alone, in-process (`client.list_runs(flow=F, user=ME, limit=20)`)",
+             med["jupyter_flow", "in-process"], med.get((base, "in-process")))], args.baseline) + "\n")
 
 if __name__ == "__main__":
     main()
