@@ -14,7 +14,7 @@ import statistics
 import sys
 from pathlib import Path
 
-from common import against_baseline, temp_dir, timed_command
+from common import against_baseline, checkout_env, temp_dir, timed_command
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK = ROOT / "bench" / "notebooks" / "linear5.ipynb"
@@ -31,8 +31,7 @@ def main() -> None:
     with temp_dir("jf-bench-cache-", args.tmp, args.keep) as root:
         commands = {}
         for name, checkout in sides.items():
-            env = dict(os.environ, PYTHONPATH=str(checkout))
-            env.pop("JUPYTER_FLOW_STORE", None)
+            env = checkout_env(checkout, root)
             run = ["jupyter", "flow", "run", str(NOTEBOOK), "--store", str(root / name), "--max-workers", "2"]
             timed_command(run, env)  # fills the cache
             commands[name] = {"cached rerun `jupyter flow run linear5.ipynb`": (run, env),
@@ -40,6 +39,9 @@ def main() -> None:
                               "`jupyter-flow --version`": (["jupyter-flow", "--version"], env)}
         python = "`python -c pass` (the interpreter alone)"
         commands["python"] = {python: ([sys.executable, "-c", "pass"], dict(os.environ))}
+        for cmds in commands.values():  # warm-up: bytecode written, files cached
+            for cmd, env in cmds.values():
+                timed_command(cmd, env)
         times: dict[tuple, list] = {}
         for _ in range(args.repeat):
             for name, cmds in commands.items():

@@ -16,6 +16,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -25,7 +26,7 @@ import urllib.request
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from common import against_baseline, temp_dir, timed_command
+from common import against_baseline, checkout_env, temp_dir, timed_command
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -57,7 +58,7 @@ class Side:
 
     def __init__(self, name: str, checkout: Path, store: Path, work: Path):
         self.name, self.store = name, store
-        self.env = dict(os.environ, PYTHONPATH=str(checkout), JUPYTER_FLOW_STORE=str(store))
+        self.env = checkout_env(checkout, work, JUPYTER_FLOW_STORE=str(store))
         self.work = work / name
         self.work.mkdir()
         self.server = None
@@ -132,6 +133,7 @@ def main() -> None:
     p.add_argument("--tmp", help="parent of the temp dir")
     p.add_argument("--keep", action="store_true", help="keep the temp dir")
     args = p.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop the servers on `kill` too
     sys.path.insert(0, str(ROOT))
     sides = []
     with temp_dir("jf-bench-listing-", args.tmp, args.keep) as root:
@@ -143,6 +145,8 @@ def main() -> None:
                 shutil.copytree(root / "store", root / "baseline-store")
                 sides.append(Side("baseline", Path(args.baseline).resolve(), root / "baseline-store", root))
             sides.insert(0, Side("jupyter_flow", ROOT, root / "store", root))
+            for s in sides:  # warm-up: bytecode written
+                timed_command(["jupyter", "flow", "--version"], s.env)
             first = {s.name: s.cli() for s in sides}  # ours writes its index here
             for s in sides:
                 s.start_server()
