@@ -238,7 +238,7 @@ def timed_command(cmd: list[str], env: dict) -> tuple[float, float]:
 def checkout_env(checkout: Path, root: Path, **extra: str) -> dict:
     """The environment that runs the jupyter_flow checkout at `checkout`, with its bytecode cached
     under `root` (as an installed package has it), even where $PYTHONDONTWRITEBYTECODE is set."""
-    env = dict(os.environ, PYTHONPATH=str(checkout), PYTHONPYCACHEPREFIX=str(root / "pycache"), **extra)
+    env = dict(os.environ, PYTHONPATH=str(checkout), PYTHONPYCACHEPREFIX=str(root / "pycache"))
     env.pop("PYTHONDONTWRITEBYTECODE", None)
     env.pop("JUPYTER_FLOW_STORE", None)
-    return env
+    return {**env, **extra}
