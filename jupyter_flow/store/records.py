@@ -11,6 +11,7 @@ import bisect
 import dataclasses
 import functools
 import getpass
+import heapq
 import json
 import os
 import socket
@@ -235,10 +236,10 @@ def list_runs(store, flow: str | None = None, user: str | None = None, status: s
     check_status(status)
     if flow is not None:
         layout.check_flow_name(flow)
-    found = _run_folders(store, flow)
+    folders = _run_folders(store, flow)
     index = RunIndex(store)
     runs = []
-    for run_flow, run_id in found:
+    for run_flow, run_id in _newest_first(folders):
         try:
             run = index.get(run_flow, run_id).with_effective_status()
         except NotFound:
@@ -250,16 +251,24 @@ def list_runs(store, flow: str | None = None, user: str | None = None, status: s
         runs.append(run)
         if limit and len(runs) >= limit:
             break
-    index.save(found)
+    index.save(folders)
     return runs
 
 
-def _run_folders(store, flow: str | None = None) -> list[tuple[str, str]]:
-    """(flow, run_id) of every run folder, newest first: which runs exist, from folder listings alone."""
+def _run_folders(store, flow: str | None = None) -> dict[str, list[str]]:
+    """{flow: the names in its runs folder, newest first}: which runs exist, from folder listings alone."""
     flows = [flow] if flow else [f for f in store.children(layout.FLOWS_FOLDER) if layout.FLOW_NAME.match(f)]
-    found = [(f, i) for f in flows for i in store.children(layout.runs_folder(f)) if layout.RUN_ID.match(i)]
-    found.sort(key=lambda f: f[1], reverse=True)
-    return found
+    return {f: sorted(store.children(layout.runs_folder(f)), reverse=True) for f in flows}
+
+
+def _newest_first(folders: dict[str, list[str]]):
+    """(flow, run_id) of every run of `folders`, newest first across flows, checked as they are reached
+    (a listing of 20 looks at 20 names, not 10,000)."""
+    def runs_of(flow, names):
+        return ((run_id, flow) for run_id in names if layout.RUN_ID.match(run_id))
+
+    for run_id, flow in heapq.merge(*(runs_of(f, names) for f, names in folders.items()), reverse=True):
+        yield flow, run_id
 
 
 # -- the run index: finished runs' records, so that a listing reads a few files, not one per run ----
@@ -316,16 +325,16 @@ class RunIndex:
             self.learned.setdefault(flow, {})[run_id] = run.to_dict()
         return run
 
-    def save(self, present) -> None:
-        """Write what was learned to the files covering it, leaving out runs no longer `present`
-        ((flow, run_id) pairs). Best effort: a store this process cannot write to is read as before."""
-        present = {(f, i) for f, i in present}
+    def save(self, folders: dict[str, list[str]]) -> None:
+        """Write what was learned to the files covering it, leaving out runs whose folders are gone
+        (`folders`: see _run_folders). Best effort: a store this process cannot write to is read as before."""
         for flow, new in self.learned.items():
+            present = set(folders.get(flow, ()))
             groups: dict[str | None, dict] = {}
             for run_id, rec in new.items():
                 groups.setdefault(self._start(flow, run_id), {})[run_id] = rec
             for start, recs in groups.items():
-                runs = {i: r for i, r in {**self._chunk(flow, start), **recs}.items() if (flow, i) in present}
+                runs = {i: r for i, r in {**self._chunk(flow, start), **recs}.items() if i in present}
                 try:
                     _write_chunks(self.store, flow, runs, start or min(recs), self.CHUNK)
                 except StoreError:
@@ -377,7 +386,7 @@ def rebuild_index(store, write: bool = True) -> list[RunRecord]:
     """Every run read from its run.json (the truth; damaged ones included), newest first, and (if
     `write`) the index rewritten from them: for `jupyter flow fsck`."""
     runs, finished = [], {}
-    for flow, run_id in _run_folders(store):
+    for flow, run_id in _newest_first(_run_folders(store)):
         try:
             run = read_run(store, layout.run_json(flow, run_id))
         except NotFound:
