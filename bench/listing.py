@@ -63,8 +63,9 @@ class Side:
         self.work.mkdir()
         self.server = None
 
-    def cli(self) -> tuple[float, float]:
-        return timed_command(["jupyter", "flow", "runs", "--flow", "F", "--store", str(self.store)], self.env)
+    def cli(self, *options: str) -> tuple[float, float]:
+        return timed_command(["jupyter", "flow", "runs", "--flow", "F", *options, "--store", str(self.store)],
+                             self.env)
 
     def in_process(self, repeat: int) -> tuple[float, float]:
         """(wall, CPU) median seconds of the listing alone, `client.list_runs(flow, user, limit=20)`,
@@ -156,6 +157,7 @@ def main() -> None:
             for _ in range(args.repeat):
                 for s in sides:
                     times.setdefault((s.name, "cli"), []).append(s.cli())
+                    times.setdefault((s.name, "failed"), []).append(s.cli("--status", "failed"))
                     times.setdefault((s.name, "rest"), []).append(s.rest())
         finally:
             for s in sides:
@@ -167,6 +169,8 @@ def main() -> None:
             ("`jupyter flow runs --flow F` (first, no index yet)", first["jupyter_flow"][i],
              first[base][i] if base else None),
             ("`jupyter flow runs --flow F`", med["jupyter_flow", "cli"], med.get((base, "cli"))),
+            ("`jupyter flow runs --flow F --status failed` (1 run in 13)", med["jupyter_flow", "failed"],
+             med.get((base, "failed"))),
             ("REST `GET /jupyter-flow/api/runs?flow=F&user=ME&limit=50`", med["jupyter_flow", "rest"],
              med.get((base, "rest"))),
             ("the listing alone, in-process (`client.list_runs(flow=F, user=ME, limit=20)`)",
