@@ -81,23 +81,26 @@ class Side:
                              capture_output=True, text=True).stdout
         return tuple(json.loads(out))
 
-    def start_server(self) -> None:
-        port, self.token = free_port(), os.urandom(8).hex()
-        self.url = f"http://127.0.0.1:{port}/jupyter-flow/api/runs?flow=F&limit=50&user={_user()}"
+    def start_server(self, tries: int = 5) -> None:
+        """A Jupyter server on a free port; another one if that port was taken meanwhile."""
+        self.token, runtime = os.urandom(8).hex(), self.work / "runtime"
         self.log = open(self.work / "server.log", "w")  # noqa: SIM115 - closed by stop()
-        self.server = subprocess.Popen(
-            [sys.executable, "-m", "jupyter_server", "--no-browser", "--allow-root", f"--port={port}", "--ServerApp.port_retries=0",
-             f"--IdentityProvider.token={self.token}", f"--ServerApp.root_dir={self.work}"],
-            env=dict(self.env, JUPYTER_CONFIG_DIR=str(self.work / "config")), stdout=self.log, stderr=subprocess.STDOUT)
-        for _ in range(600):  # until it answers (each try waits for the answer; no fixed sleep decides)
-            try:
+        for _ in range(tries):
+            port = free_port()
+            self.url = f"http://127.0.0.1:{port}/jupyter-flow/api/runs?flow=F&limit=50&user={_user()}"
+            self.server = subprocess.Popen(
+                [sys.executable, "-m", "jupyter_server", "--no-browser", "--allow-root", f"--port={port}",
+                 "--ServerApp.port_retries=0", f"--IdentityProvider.token={self.token}",
+                 f"--ServerApp.root_dir={self.work}"],
+                env=dict(self.env, JUPYTER_CONFIG_DIR=str(self.work / "config"), JUPYTER_RUNTIME_DIR=str(runtime)),
+                stdout=self.log, stderr=subprocess.STDOUT)
+            # it writes jpserver-PID.json once it listens: wait for that state, or for it to exit
+            while self.server.poll() is None and not (runtime / f"jpserver-{self.server.pid}.json").exists():
+                time.sleep(0.1)
+            if self.server.poll() is None:
                 self.rest()
                 return
-            except OSError:
-                if self.server.poll() is not None:
-                    raise RuntimeError(f"the {self.name} server exited; see {self.work / 'server.log'}")
-                time.sleep(0.1)
-        raise RuntimeError(f"the {self.name} server did not answer; see {self.work / 'server.log'}")
+        raise RuntimeError(f"the {self.name} server did not start; see {self.work / 'server.log'}")
 
     def rest(self) -> tuple[float, float]:
         """(wall seconds of the request, CPU seconds the server spent on it)."""
