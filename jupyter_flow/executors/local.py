@@ -27,12 +27,22 @@ class LocalExecutor:
         """`waiting` tasks of this kernel are not submitted yet; with the backlog, keep that many
         kernels warm, up to twice max_workers (a kernel starts slower than a short step runs)."""
         count = min(waiting + self.backlog[kernel], 2 * self.max_workers)
-        if count and self.warming is None:
-            self.warming = threading.Thread(target=warm_imports, daemon=True, name="jupyter-flow-imports")
-            self.warming.start()
+        if count:
+            self._warm()
         self.pool.set_demand(kernel, cwd, count)
 
+    def _warm(self) -> None:
+        """Once, before the first kernel: import jupyter_client in this thread (threads that import it
+        at the same time can find it half-initialised), then papermill's imports in the background."""
+        with self.lock:  # the runs of a batch share this executor
+            if self.warming is None:
+                import jupyter_client  # noqa: F401
+
+                self.warming = threading.Thread(target=warm_imports, daemon=True, name="jupyter-flow-imports")
+                self.warming.start()
+
     def submit(self, spec: dict, control: TaskControl) -> Future:
+        self._warm()
         with self.lock:
             self.backlog[spec["kernel"]] += 1
         return self.threads.submit(self._run, spec, control)
