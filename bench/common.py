@@ -7,6 +7,7 @@ write to the same disk.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import statistics
@@ -199,3 +200,48 @@ def environment_line(bench: Bench) -> str:
     return (f"{platform.python_implementation()} {platform.python_version()}, {os.cpu_count()} cores, "
             f"{', '.join(versions)}; median of {a.repeat} run(s) after {a.warmup} warm-up, "
             f"--max-workers {a.max_workers}; seconds, wall clock of the whole command")
+
+
+def against_baseline(title: str, rows: list[tuple], baseline: str | None) -> str:
+    """A Markdown table of (label, ours, baseline's or None) seconds, with their ratio when a baseline
+    checkout was timed too (bench/listing.py, bench/cache_hit.py)."""
+    columns = ["", "jupyter_flow"] + ([f"baseline ({baseline})", "ratio"] if baseline else [])
+    return markdown_table(title, columns, [
+        [label, f"{ours:.3f}"] + ([f"{theirs:.3f}" if theirs is not None else None, ratio(ours, theirs)]
+                                  if baseline else [])
+        for label, ours, theirs in rows])
+
+
+@contextlib.contextmanager
+def temp_dir(prefix: str, parent: str | None, keep: bool):
+    """A temp dir for a benchmark's state, removed at the end unless `keep` (then it is printed)."""
+    root = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+    try:
+        yield root
+    finally:
+        if keep:
+            print(f"kept {root}", file=sys.stderr)
+        else:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+def timed_command(cmd: list[str], env: dict) -> tuple[float, float]:
+    """(wall seconds, CPU seconds: user + system) of a whole command. On a loaded machine the wall
+    clock mostly measures waiting for a core; the CPU time is what the command itself costs."""
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
+
+
+def checkout_env(checkout: Path, root: Path, **extra: str) -> dict:
+    """The environment that runs the jupyter_flow checkout at `checkout`, with its bytecode cached
+    under `root` (as an installed package has it), even where $PYTHONDONTWRITEBYTECODE is set."""
+    env = dict(os.environ, PYTHONPATH=str(checkout), PYTHONPYCACHEPREFIX=str(root / "pycache"))
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    env.pop("JUPYTER_FLOW_STORE", None)
+    return {**env, **extra}

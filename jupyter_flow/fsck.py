@@ -2,7 +2,8 @@
 
 Corrupt blobs are moved aside to `quarantine/` (so the next run that produces the value writes it
 again, and nothing loads the bad bytes), damaged run and task records are reported (`gc` never
-collects what they may reference), and temporary files of writes that died are removed.
+collects what they may reference), the run index is rebuilt from the run records, and temporary
+files of writes that died are removed.
 """
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ def check(store=None, dry_run: bool = False) -> dict:
         except NotFound:
             continue  # deleted by gc meanwhile
     damaged = []
-    for run in records.list_runs(store):
+    for run in records.rebuild_index(store, write=not dry_run):
         if run.status == Status.DAMAGED:
             damaged.append({"run": run.id, "flow": run.flow, "record": "run.json", "problem": run.damaged})
         for task in records.list_tasks(store, run):

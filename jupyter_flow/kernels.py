@@ -13,7 +13,6 @@ comes with a connected client that has seen it ready (`km.ready_client`); the pa
 """
 from __future__ import annotations
 
-import asyncio
 import functools
 import os
 import tempfile
@@ -32,12 +31,7 @@ def check_kernelspecs(flow) -> None:
     of `kernel:` tags. The error says which one is missing and where it was asked for."""
     import importlib.util
 
-    from jupyter_client.kernelspec import KernelSpecManager
-    from jupyter_core.paths import jupyter_path
-
-    # Explicit dirs and no native-kernel probe spare importing IPython (0.6 s); ipykernel gives python3.
-    manager = KernelSpecManager(ensure_native_kernel=False, kernel_dirs=jupyter_path("kernels"))
-    installed = manager.find_kernel_specs()
+    installed = installed_kernels()
     if importlib.util.find_spec("ipykernel") is not None:
         installed.setdefault("python3", "")
     if "python3" in installed:
@@ -53,6 +47,25 @@ def check_kernelspecs(flow) -> None:
         language = "" if flow.notebook.python else f", language {flow.notebook.language}"
         raise FlowError(f"the notebook's kernel {name!r} (its metadata{language}) is not installed; {have}. "
                         "Install that kernel, or pick an installed one in Jupyter (Kernel > Change Kernel) and save")
+
+
+def installed_kernels() -> dict[str, str]:
+    """{name: folder} of the installed kernelspecs, found as jupyter_client's KernelSpecManager finds
+    them (a folder with a kernel.json in the kernels dirs of jupyter_path, the first one of a name
+    wins) without importing jupyter_client (0.15 s, a third of a run served from the cache)."""
+    from jupyter_core.paths import jupyter_path
+
+    found: dict[str, str] = {}
+    for kernels_dir in jupyter_path("kernels"):
+        try:
+            names = sorted(os.listdir(kernels_dir))
+        except OSError:
+            continue
+        for name in names:
+            folder = os.path.join(kernels_dir, name)
+            if name.lower() not in found and os.path.isfile(os.path.join(folder, "kernel.json")):
+                found[name.lower()] = folder
+    return found
 
 
 def warmup_code(store_url: str) -> str:
@@ -84,6 +97,8 @@ def start_kernel(kernel_name: str, cwd: str, startup_timeout: float = 60, warmup
     kc.start_channels()
     km.ready_client = kc
     try:
+        import asyncio  # here, not at the top: a run served from the cache never starts a kernel
+
         asyncio.run(_ready(kc, startup_timeout, warmup if speaks_python else None))
     except RuntimeError:
         kill_kernel(km)

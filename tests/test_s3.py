@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import uuid
+from pathlib import Path
 
 import pytest
 from conftest import SCENARIOS as NOTEBOOKS
@@ -127,3 +129,27 @@ def test_unreachable_endpoint_is_one_line(s3):
     result = cli("run", NOTEBOOKS / "linear.ipynb", "--store", "s3://flows/nowhere", env=dead)
     assert result.returncode == 2
     assert "s3://flows/nowhere" in one_line_error(result)
+
+
+def test_listing_through_the_run_index_on_s3(s3, s3_store):
+    """On S3 the index is whole objects (no append): the first listing writes it, the next ones read
+    it and show the same; a run finished since is picked up; fsck rebuilds it."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent / "store"))
+    from test_run_index import record, write_mixed_runs
+
+    from jupyter_flow import fsck
+    from jupyter_flow.store import layout, records
+
+    store = open_store(s3_store)
+    write_mixed_runs(store, 12)
+    listing = ("runs", "--all-users", "--store", s3_store, "--format", "json")
+    first = cli(*listing, env=s3, check=0).stdout
+    assert len(json.loads(first)) == 13 and store.glob(layout.index_chunks()), "the first listing wrote the index"
+    assert cli(*listing, env=s3, check=0).stdout == first
+    records.write_run(store, record(12, "succeeded", 0))  # a run that ended since
+    listed = client.list_runs(s3_store, user="ann", limit=3)
+    assert [r["id"] for r in listed][:1] == [record(12, "succeeded", 0)["id"]]
+    for key in store.glob(layout.index_chunks()):
+        store.write_bytes(key, b"damaged")
+    assert not fsck.check(s3_store)["corrupt"]
+    assert [r.id for r in records.list_runs(store)] == [r.id for r in records.rebuild_index(store, write=False)]

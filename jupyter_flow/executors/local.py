@@ -24,17 +24,32 @@ class LocalExecutor(Executor):
         self.backlog: Counter = Counter()  # kernel -> tasks submitted that no thread has picked up yet
         self.lock = threading.Lock()
         forkserver.prestart()  # the first kernel's zygote imports while this process imports papermill
-        threading.Thread(target=warm_imports, daemon=True, name="jupyter-flow-imports").start()
+        self.warming = None  # papermill's imports, started with the first kernel (never for a run all cached)
 
     def want_kernels(self, kernel: str, cwd: str, count: int, *, store=None, preload=()) -> None:
-        """With the backlog, keep `count` kernels warm, up to four times max_workers (a short
-        step runs in tens of milliseconds, and a chain of them needs its next kernel ready each time); they import the store's driver and `preload` while booting."""
+        """With the backlog, keep `count` kernels warm, up to four times max_workers (a short step runs
+        in tens of milliseconds, and a chain of them needs its next kernel ready each time); they
+        import the store's driver and `preload` while booting."""
         if store:
             self.pool.warmup = warmup_code(store)
         self.pool.preload = list(preload)
-        self.pool.set_demand(kernel, cwd, min(count + self.backlog[kernel], 4 * self.max_workers))
+        count = min(count + self.backlog[kernel], 4 * self.max_workers)
+        if count:
+            self._warm()
+        self.pool.set_demand(kernel, cwd, count)
+
+    def _warm(self) -> None:
+        """Once, before the first kernel: import jupyter_client in this thread (threads that import it
+        at the same time can find it half-initialised), then papermill's imports in the background."""
+        with self.lock:  # the runs of a batch share this executor
+            if self.warming is None:
+                import jupyter_client  # noqa: F401
+
+                self.warming = threading.Thread(target=warm_imports, daemon=True, name="jupyter-flow-imports")
+                self.warming.start()
 
     def submit(self, spec: dict, control: TaskControl) -> Future:
+        self._warm()
         with self.lock:
             self.backlog[spec["kernel"]] += 1
         return self.threads.submit(self._run, spec, control)

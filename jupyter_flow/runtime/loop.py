@@ -101,9 +101,8 @@ class Runner:
                 self._check_cancel()
                 if self.cancel_reason:
                     self._stop_running()
-                self._update_demand()  # kernels start booting before tasks ask for them
                 self._start_ready(running)
-                self._update_demand()
+                self._update_demand()  # after cache lookups: kernels boot only for tasks that will run
                 if not running and (self.stopping or not self.env_wait):
                     break
                 try:

@@ -93,6 +93,13 @@ class Store:
         except OSError as e:
             raise StoreError(f"cannot list store {self.url}: {_short(e)}") from None
 
+    def children(self, key: str) -> list[str]:
+        """The names of what is directly inside the folder `key` (none if it does not exist)."""
+        try:
+            return self.backend.children(key)
+        except OSError as e:
+            raise StoreError(f"cannot list store {self.url}: {_short(e)}") from None
+
     def info(self, key: str) -> tuple[int, float]:
         """(size, mtime) of `key`."""
         return self.backend.info(key)

@@ -59,6 +59,12 @@ class LocalBackend:
         return sorted(p[prefix:].replace(os.sep, "/")
                       for p in globmod.glob(os.path.join(globmod.escape(self.root), pattern)))
 
+    def children(self, key: str) -> list[str]:
+        try:
+            return os.listdir(self.path(key))
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+
     def info(self, key: str) -> tuple[int, float]:
         """(size in bytes, modification time as a POSIX timestamp)."""
         st = os.stat(self.path(key))
@@ -100,7 +106,8 @@ class LocalBackend:
         """Keys of temporary files no write has touched for `age` seconds (a live write keeps its
         file's date fresh, so these belong to writers that died)."""
         cutoff = time.time() - age
-        found = self.glob("blobs/tmp/*") + [k for pattern in ("flows/*/runs/*/*", "flows/*/runs/*/*/*/*", "cache/*")
+        found = self.glob("blobs/tmp/*") + [k for pattern in ("flows/*/runs/*/*", "flows/*/runs/*/*/*/*", "flows/*/index/*",
+                                                                         "cache/*")
                                             for k in self.glob(pattern + TMP_SUFFIX)]
         stale = []
         for key in found:
@@ -146,6 +153,13 @@ class FsspecBackend:
             return []
         prefix = len(self.root) + 1
         return sorted(p[prefix:] for p in found if p.startswith(self.root + "/"))
+
+    def children(self, key: str) -> list[str]:
+        try:
+            found = self.fs.ls(self.path(key), detail=False)
+        except FileNotFoundError:
+            return []
+        return [p.rstrip("/").rsplit("/", 1)[-1] for p in found if p.rstrip("/") != self.path(key)]
 
     def info(self, key: str) -> tuple[int, float]:
         info = self.fs.info(self.path(key))

@@ -5,6 +5,8 @@
   quarantine/<h>                                     blobs `fsck` found corrupt, moved aside
   flows/<flow>/runs/<run>/run.json                   the run record; notebook.ipynb, cancel beside it
   flows/<flow>/runs/<run>/<step>/<index>/task.json   a task record; output.ipynb, log.txt, failure.json
+  flows/<flow>/index/<run>.json                      finished runs' records from <run> up to the next such
+                                                     file: a cache of their run.json for listings (records.py)
   cache/<key>.json                                   cross-run cache index -> the task that made it
 """
 from __future__ import annotations
@@ -22,6 +24,7 @@ QUARANTINE = "quarantine"
 
 _RUN_JSON = re.compile(r"^flows/(?P<flow>[^/]+)/runs/(?P<run_id>[^/]+)/run\.json$")
 _TASK_JSON = re.compile(r"^flows/(?P<flow>[^/]+)/runs/(?P<run_id>[^/]+)/(?P<step>[^/]+)/(?P<index>\d+)/task\.json$")
+_INDEX_CHUNK = re.compile(r"^flows/(?P<flow>[^/]+)/index/(?P<run_id>[^/]+)\.json$")
 _BLOB = re.compile(r"^blobs/[0-9a-f]{2}/(?P<digest>[0-9a-f]+)$")
 
 
@@ -59,6 +62,10 @@ def task_json(flow: str, run_id: str, step: str, index: int) -> str:
     return f"{task_key(flow, run_id, step, index)}/task.json"
 
 
+def index_chunk(flow: str, first_run_id: str) -> str:
+    return f"flows/{flow}/index/{first_run_id}.json"
+
+
 def cache_entry(cache_key: str) -> str:
     return f"cache/{cache_key}.json"
 
@@ -81,6 +88,18 @@ def run_jsons(flow: str | None = None, run_id_prefix: str | None = None) -> str:
     return f"flows/{flow or '*'}/runs/{run_id_prefix + '*' if run_id_prefix else '*'}/run.json"
 
 
+def runs_folder(flow: str) -> str:
+    """The folder of a flow's runs: one folder per run, named by its id."""
+    return f"flows/{flow}/runs"
+
+
+FLOWS_FOLDER = "flows"
+
+
+def index_chunks(flow: str | None = None) -> str:
+    return f"flows/{flow or '*'}/index/*.json"
+
+
 def task_jsons(flow: str, run_id: str) -> str:
     return f"{run_key(flow, run_id)}/*/*/task.json"
 
@@ -90,12 +109,21 @@ ALL_BLOBS = "blobs/??/*"
 ALL_CACHE = "cache/*.json"
 
 
+
 def parse_run_json(key: str) -> tuple[str, str]:
     """(flow, run_id) of a run.json key."""
     m = _RUN_JSON.match(key)
     if not m:
         raise ValueError(f"{key} is not a run record key")
     return m["flow"], m["run_id"]
+
+
+def parse_index_chunk(key: str) -> str:
+    """The first run id an index file covers."""
+    m = _INDEX_CHUNK.match(key)
+    if not m:
+        raise ValueError(f"{key} is not a run index key")
+    return m["run_id"]
 
 
 def parse_task_json(key: str) -> tuple[str, str, str, int]:

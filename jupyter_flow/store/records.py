@@ -7,8 +7,12 @@ may reference is ever collected.
 """
 from __future__ import annotations
 
+import bisect
 import dataclasses
+import functools
 import getpass
+import heapq
+import json
 import os
 import socket
 from dataclasses import dataclass, field
@@ -61,6 +65,12 @@ def check_status(status: str | None) -> str | None:
     return status
 
 
+@functools.cache
+def _field_names(cls) -> dict[str, None]:
+    """The fields of a record class but `extra`, in order (dataclasses.fields is slow for 10,000 records)."""
+    return {f.name: None for f in dataclasses.fields(cls) if f.name != "extra"}
+
+
 class _Record:
     """A dataclass that keeps the fields it does not know (written by newer code) in `extra`."""
 
@@ -68,7 +78,7 @@ class _Record:
     def from_dict(cls, data: dict):
         if not isinstance(data, dict):
             raise ValueError(f"a record is a JSON object, not {type(data).__name__}")
-        names = {f.name for f in dataclasses.fields(cls)} - {"extra"}
+        names = _field_names(cls)
         known = {k: v for k, v in data.items() if k in names}
         try:
             known["status"] = Status(known.get("status", "queued"))
@@ -77,7 +87,7 @@ class _Record:
             raise ValueError(f"not a {cls.__name__} ({e})") from None
 
     def to_dict(self) -> dict:
-        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "extra"}
+        out = {name: getattr(self, name) for name in _field_names(type(self))}
         out["status"] = Status(self.status).value
         return {**out, **self.extra}
 
@@ -141,7 +151,8 @@ class RunRecord(_Record):
         return Status.CRASHED if (datetime.now(timezone.utc) - beat).total_seconds() > stale else Status.RUNNING
 
     def with_effective_status(self) -> "RunRecord":
-        return dataclasses.replace(self, status=self.effective_status())
+        status = self.effective_status()
+        return self if status == self.status else dataclasses.replace(self, status=status)
 
 
 @dataclass
@@ -218,18 +229,21 @@ def read_task_at(store, key: str) -> TaskRecord:
 def list_runs(store, flow: str | None = None, user: str | None = None, status: str | None = None,
               limit: int | None = None, batch: str | None = None) -> list[RunRecord]:
     """Run records with their effective status, newest first; damaged ones included. `batch`: only
-    the runs of that batch (see batches.py), whoever started them."""
+    the runs of that batch (see batches.py), whoever started them.
+
+    Which runs exist comes from listing their folders; a finished run's record comes from the index
+    (a few files per flow), any other run's from its run.json (see RunIndex)."""
     check_status(status)
     if flow is not None:
         layout.check_flow_name(flow)
-    keys = store.glob(layout.run_jsons(flow))
-    keys.sort(key=lambda k: layout.parse_run_json(k)[1], reverse=True)
+    folders = _run_folders(store, flow)
+    index = RunIndex(store)
     runs = []
-    for key in keys:
+    for run_flow, run_id in _newest_first(folders):
         try:
-            run = read_run(store, key).with_effective_status()
+            run = index.get(run_flow, run_id).with_effective_status()
         except NotFound:
-            continue  # deleted meanwhile
+            continue  # deleted meanwhile, or a folder whose run.json is not written yet
         if (user and run.user != user and run.status != Status.DAMAGED) or (status and run.status != status):
             continue
         if batch and (run.extra.get("batch") or {}).get("id") != batch:
@@ -237,6 +251,155 @@ def list_runs(store, flow: str | None = None, user: str | None = None, status: s
         runs.append(run)
         if limit and len(runs) >= limit:
             break
+    index.save(folders)
+    return runs
+
+
+def _run_folders(store, flow: str | None = None) -> dict[str, list[str]]:
+    """{flow: the names in its runs folder, newest first}: which runs exist, from folder listings alone."""
+    flows = [flow] if flow else [f for f in store.children(layout.FLOWS_FOLDER) if layout.FLOW_NAME.match(f)]
+    return {f: sorted(store.children(layout.runs_folder(f)), reverse=True) for f in flows}
+
+
+def _newest_first(folders: dict[str, list[str]]):
+    """(flow, run_id) of every run of `folders`, newest first across flows, checked as they are reached
+    (a listing of 20 looks at 20 names, not 10,000)."""
+    def runs_of(flow, names):
+        return ((run_id, flow) for run_id in names if layout.RUN_ID.match(run_id))
+
+    for run_id, flow in heapq.merge(*(runs_of(f, names) for f, names in folders.items()), reverse=True):
+        yield flow, run_id
+
+
+# -- the run index: finished runs' records, so that a listing reads a few files, not one per run ----
+FINISHED = frozenset({Status.SUCCEEDED, Status.FAILED, Status.CANCELLED})
+
+
+class RunIndex:
+    """A cache of finished runs' records, per flow, in files of up to CHUNK runs each; run.json stays
+    the truth. A file is named by the first run id it covers (layout.index_chunk) and covers the ids
+    up to the next file's name, so a newest-first listing of 20 or 50 runs reads one or two files,
+    however many runs the flow has and however they are spread in time.
+
+    It can never hide or misreport a run: which runs exist is read from the run folders, not from the
+    index; only a record whose status is finished is taken from it (a finished run's run.json is
+    never written again, so its copy cannot go stale); any other run, and any run the index lacks,
+    is read from its run.json. Readers fill it: what a listing had to read from run.json, if
+    finished, is written to the file covering it (whole-file writes: atomic on local disks and
+    object stores alike). Two listings writing at once may drop each other's additions, which the
+    next listing adds again. A file whose digest does not match counts as empty; `jupyter flow fsck`
+    rebuilds them all from the run.json files.
+    """
+
+    CHUNK = 256
+
+    def __init__(self, store):
+        self.store = store
+        self.starts: dict[str, list[str]] = {}  # flow -> the names of its index files, sorted
+        self.chunks: dict[tuple[str, str], dict] = {}  # (flow, start) -> {run_id: record dict}, as read
+        self.learned: dict[str, dict] = {}  # flow -> {run_id: record dict} to add
+
+    def _start(self, flow: str, run_id: str) -> str | None:
+        """The name of the index file that covers `run_id`."""
+        if flow not in self.starts:
+            self.starts[flow] = sorted(layout.parse_index_chunk(k) for k in self.store.glob(layout.index_chunks(flow)))
+        i = bisect.bisect_right(self.starts[flow], run_id)
+        return self.starts[flow][i - 1] if i else None
+
+    def _chunk(self, flow: str, start: str | None) -> dict:
+        if start is None:
+            return {}
+        if (flow, start) not in self.chunks:
+            self.chunks[flow, start] = _read_chunk(self.store, layout.index_chunk(flow, start))
+        return self.chunks[flow, start]
+
+    def get(self, flow: str, run_id: str) -> RunRecord:
+        cached = self._chunk(flow, self._start(flow, run_id)).get(run_id)
+        if cached is not None:
+            try:
+                return RunRecord.from_dict(cached)
+            except ValueError:
+                pass  # not a record: read run.json
+        run = read_run(self.store, layout.run_json(flow, run_id))
+        if run.status in FINISHED:
+            self.learned.setdefault(flow, {})[run_id] = run.to_dict()
+        return run
+
+    def save(self, folders: dict[str, list[str]]) -> None:
+        """Write what was learned to the files covering it, leaving out runs whose folders are gone
+        (`folders`: see _run_folders). Best effort: a store this process cannot write to is read as before."""
+        for flow, new in self.learned.items():
+            present = set(folders.get(flow, ()))
+            groups: dict[str | None, dict] = {}
+            for run_id, rec in new.items():
+                groups.setdefault(self._start(flow, run_id), {})[run_id] = rec
+            for start, recs in groups.items():
+                runs = {i: r for i, r in {**self._chunk(flow, start), **recs}.items() if i in present}
+                try:
+                    _write_chunks(self.store, flow, runs, start or min(recs), self.CHUNK)
+                except StoreError:
+                    return
+        self.learned = {}
+
+
+def _is_finished_record(run_id: str, record) -> bool:
+    return isinstance(record, dict) and record.get("id") == run_id and record.get("status") in FINISHED
+
+
+def _read_chunk(store, key: str) -> dict:
+    """{run_id: record dict} of an index file; empty if it is missing or damaged."""
+    from .blobs import new_hash
+
+    try:
+        digest, _, body = store.read_bytes(key).partition(b"\n")
+        h = new_hash()
+        h.update(body)
+        if h.hexdigest().encode() != digest:
+            return {}
+        runs = json.loads(body)
+    except (NotFound, StoreError, ValueError, RecursionError):
+        return {}
+    if not isinstance(runs, dict):
+        return {}
+    return {i: r for i, r in runs.items() if _is_finished_record(i, r)}
+
+
+def _write_chunks(store, flow: str, runs: dict, start: str, size: int) -> list[str]:
+    """Write `runs` as index files of up to `size` runs, the first named `start`, the others by
+    their first run id (written first, so the ids they take over are never uncovered); their keys.
+    A file is the hex digest of its body, a newline, then the body (JSON {run_id: record})."""
+    from .blobs import new_hash
+
+    ids = sorted(runs)
+    pieces = [ids[i:i + size] for i in range(0, len(ids), size)] or [[]]
+    keys = []
+    for n, piece in reversed(list(enumerate(pieces))):
+        body = json.dumps({i: runs[i] for i in piece}, separators=(",", ":"), default=str).encode()
+        h = new_hash()
+        h.update(body)
+        keys.append(layout.index_chunk(flow, start if n == 0 else piece[0]))
+        store.write_bytes(keys[-1], h.hexdigest().encode() + b"\n" + body)
+    return keys
+
+
+def rebuild_index(store, write: bool = True) -> list[RunRecord]:
+    """Every run read from its run.json (the truth; damaged ones included), newest first, and (if
+    `write`) the index rewritten from them: for `jupyter flow fsck`."""
+    runs, finished = [], {}
+    for flow, run_id in _newest_first(_run_folders(store)):
+        try:
+            run = read_run(store, layout.run_json(flow, run_id))
+        except NotFound:
+            continue
+        runs.append(run.with_effective_status())
+        if run.status in FINISHED:
+            finished.setdefault(flow, {})[run_id] = run.to_dict()
+    if write:
+        old = set(store.glob(layout.index_chunks()))
+        for flow, flow_runs in finished.items():
+            old -= set(_write_chunks(store, flow, flow_runs, min(flow_runs), RunIndex.CHUNK))
+        for key in old:
+            store.delete(key)
     return runs
 
 

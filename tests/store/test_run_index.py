@@ -1,0 +1,261 @@
+"""The run index (records.RunIndex) never hides or misreports a run, whatever happened to it: runners
+killed between writes, listings racing each other (a lost update is an older copy of an index file),
+index files truncated, corrupted, deleted or restored from long ago, runs deleted. Every listing is
+checked against what each run's run.json says."""
+import json
+import os
+import shutil
+import tempfile
+import threading
+from datetime import datetime, timedelta, timezone
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from jupyter_flow.store import layout, open_store, records
+from jupyter_flow.store.records import RunRecord, Status
+
+FLOWS = ("f", "g")
+USERS = ("ann", "bob")
+FINISHED = ("succeeded", "failed", "cancelled")
+
+
+def run_id(n: int) -> str:
+    # two or three runs per hour, so runs share index files and listings cross hours
+    return f"{datetime(2026, 1, 1) + timedelta(minutes=25 * n):%Y%m%dT%H%M%S}-{n:06x}"
+
+
+def record(n: int, status: str, beat: int) -> dict:
+    return {"id": run_id(n), "flow": FLOWS[n % 2], "status": status, "user": USERS[n % 3 % 2],
+            "host": "elsewhere", "created": f"2026-01-01T00:00:{n:02d}+00:00",
+            "heartbeat": datetime.now(timezone.utc).isoformat(), "parameters": {"n": n, "beat": beat},
+            "steps": [{"name": "a"}], "batch": {"id": "b1", "index": n} if n % 4 == 0 else None}
+
+
+def truth(model: dict, flow=None, user=None, status=None, batch=None) -> list[dict]:
+    """What a listing must show: every run's last completed write, read back like run.json."""
+    out = []
+    for n, last in sorted(model.items(), key=lambda kv: run_id(kv[0]), reverse=True):
+        if last is None:
+            continue  # deleted
+        run = (RunRecord(id=run_id(n), flow=FLOWS[n % 2], status=Status.DAMAGED) if last == "torn"
+               else RunRecord.from_dict(last)).with_effective_status()
+        if flow and run.flow != flow or status and run.status != status:
+            continue
+        if user and run.user != user and run.status != Status.DAMAGED:
+            continue
+        if batch and (run.extra.get("batch") or {}).get("id") != batch:
+            continue
+        out.append(run)
+    return out
+
+
+def summary(runs) -> list[tuple]:
+    """What a user sees of each run: the damaged ones by id and status (their message names the error)."""
+    return [(r.id, str(r.status)) if r.status == Status.DAMAGED else r.to_dict() for r in runs]
+
+
+writer = st.integers(0, 4)
+operation = st.one_of(
+    st.tuples(st.just("beat"), writer),
+    st.tuples(st.just("finish"), writer, st.sampled_from(FINISHED)),
+    st.tuples(st.just("torn"), writer),  # a run.json write cut short where renames are not atomic
+    st.tuples(st.just("delete"), writer),  # gc
+    st.tuples(st.just("list"), st.sampled_from((None,) + FLOWS), st.sampled_from((None,) + USERS),
+              st.sampled_from((None, "running", "succeeded", "failed", "damaged")),
+              st.sampled_from((None, "b1")), st.sampled_from((None, 1, 3))),
+    st.tuples(st.just("damage"), st.integers(0, 10**6), st.sampled_from(("truncate", "flip", "delete", "old", "junk"))),
+    st.tuples(st.just("snapshot"),),
+    st.tuples(st.just("fsck"),),
+)
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(operation, min_size=5, max_size=50))
+def test_listings_match_the_run_records_whatever_happens(ops):
+    root = tempfile.mkdtemp()
+    try:
+        store = open_store(root)
+        model: dict[int, object] = {}  # writer -> its run's last completed run.json write (None: deleted)
+        finished, snapshots, beats = set(), [], 0
+        for op in ops:
+            kind = op[0]
+            if kind in ("beat", "finish", "torn", "delete"):
+                n = op[1]
+                if (n in model and model[n] is None) or (n in finished and kind != "delete"):
+                    continue  # a deleted run is gone; a finished run's record is never written again
+                if kind == "delete":
+                    store.delete(layout.run_key(FLOWS[n % 2], run_id(n)))
+                    model[n] = None
+                elif kind == "torn":
+                    data = store.read_bytes(layout.run_json(FLOWS[n % 2], run_id(n))) if model.get(n) else b"{}"
+                    store.write_bytes(layout.run_json(FLOWS[n % 2], run_id(n)), data[: len(data) // 2])
+                    model[n], _ = "torn", finished.add(n)  # never repaired by its (killed) writer
+                else:
+                    beats += 1
+                    rec = record(n, "running" if kind == "beat" else op[2], beats)
+                    records.write_run(store, rec)
+                    model[n] = rec
+                    if kind == "finish":
+                        finished.add(n)
+            elif kind == "list":
+                _, flow, user, status, batch, limit = op
+                got = records.list_runs(store, flow=flow, user=user, status=status, batch=batch, limit=limit)
+                want = truth(model, flow, user, status, batch)
+                assert summary(got) == summary(want[:limit] if limit else want), op
+            elif kind == "snapshot":
+                snapshots += [(k, store.read_bytes(k)) for k in store.glob(layout.index_chunks())]
+            elif kind == "fsck":
+                records.rebuild_index(store)
+            else:
+                _, pick, how = op
+                keys = store.glob(layout.index_chunks())
+                if how == "old" and snapshots:
+                    key, data = snapshots[pick % len(snapshots)]
+                    store.write_bytes(key, data)
+                elif how == "junk" and model:
+                    store.write_bytes(layout.index_chunk("f", run_id(pick % 5)), b"not an index")
+                elif keys:
+                    key = keys[pick % len(keys)]
+                    data = store.read_bytes(key)
+                    if how == "delete":
+                        store.delete(key)
+                    elif how == "truncate":
+                        store.write_bytes(key, data[: pick % max(len(data), 1)])
+                    elif data:
+                        i = pick * 7919 % len(data)  # spread: small picks would all hit the digest line
+                        store.write_bytes(key, data[:i] + bytes([data[i] ^ 0x20]) + data[i + 1:])
+        assert summary(records.list_runs(store)) == summary(truth(model))
+        records.rebuild_index(store)
+        assert summary(records.list_runs(store)) == summary(truth(model))
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_a_listing_reads_the_index_not_every_run_and_fsck_rebuilds_it(tmp_path, monkeypatch):
+    from jupyter_flow import fsck
+
+    store = open_store(str(tmp_path))
+    for n in range(600):
+        records.write_run(store, record(n, FINISHED[n % 3], 0))
+    assert len(records.list_runs(store, flow="f")) == 300  # reads every run.json, fills the index
+    reads = []
+    real_read = store.backend.read
+    monkeypatch.setattr(store.backend, "read", lambda key: reads.append(key) or real_read(key))
+    newest = records.list_runs(store, flow="f", limit=50)
+    assert [r.id for r in newest] == [run_id(n) for n in range(598, 498, -2)]
+    assert len(reads) <= 2 and all("/index/" in k for k in reads), reads  # one or two files, not 50
+    monkeypatch.undo()
+
+    # the index trusts a finished run's copy: damage to run.json after it finished is fsck's to find
+    store.write_bytes(layout.run_json("f", run_id(598)), b'{"id": ')
+    for key in store.glob(layout.index_chunks())[:3]:
+        store.delete(key)
+    report = fsck.check(store)
+    assert [d["run"] for d in report["damaged"]] == [run_id(598)]
+    assert records.list_runs(store, flow="f", limit=1)[0].status == Status.DAMAGED
+    assert len(store.glob(layout.index_chunks())) == 4  # 299 and 300 finished runs: two files a flow
+    assert summary(records.list_runs(store)) == summary(records.rebuild_index(store, write=False))
+
+
+def test_runners_and_listings_at_once(tmp_path):
+    """Eight runners each start and finish runs while two listings run in a loop: every listing shows
+    every run that had finished before it began, exactly as its run.json says."""
+    store = open_store(str(tmp_path))
+    done: dict[str, dict] = {}
+    lock, stop, errors = threading.Lock(), threading.Event(), []
+
+    def runner(w):
+        for i in range(15):
+            n = w * 100 + i
+            records.write_run(store, record(n, "running", 0))
+            rec = record(n, FINISHED[n % 3], 1)
+            records.write_run(store, rec)
+            with lock:
+                done[rec["id"]] = rec
+
+    def lister():
+        while not stop.is_set():
+            with lock:
+                before = dict(done)
+            try:
+                shown = {r.id: r for r in records.list_runs(store)}
+                for rid, rec in before.items():
+                    assert shown[rid].to_dict() == RunRecord.from_dict(rec).to_dict()
+                for r in shown.values():
+                    assert r.status in (Status.RUNNING, *FINISHED)
+            except Exception as e:  # noqa: BLE001 - reported by the test thread
+                errors.append(e)
+                return
+
+    threads = [threading.Thread(target=runner, args=(w,)) for w in range(8)]
+    listers = [threading.Thread(target=lister) for _ in range(2)]
+    for t in threads + listers:
+        t.start()
+    for t in threads:
+        t.join()
+    stop.set()
+    for t in listers:
+        t.join()
+    assert not errors, errors[0]
+    shown = records.list_runs(store)
+    assert len(shown) == 120 and all(r.to_dict() == RunRecord.from_dict(done[r.id]).to_dict() for r in shown)
+
+
+def write_mixed_runs(store, count: int = 40) -> None:
+    """Finished runs of two flows and users, one still running (elsewhere, beating), one damaged."""
+    for n in range(count):
+        records.write_run(store, record(n, "running" if n == count - 3 else FINISHED[n % 3], 0))
+    store.write_bytes(layout.run_json("f", run_id(count)), b'{"id": "torn')
+
+
+def test_runs_output_is_the_same_from_the_index_as_from_the_records(tmp_path):
+    """`jupyter flow runs`, table and JSON: the first listing reads every run.json and writes the
+    index, the next ones read the index; users see the same either way."""
+    from conftest import cli
+
+    store = open_store(str(tmp_path / "store"))
+    write_mixed_runs(store)
+    commands = [("runs", "--all-users", "--limit", "0", "--format", "json"), ("runs", "--flow", "f", "--all-users"),
+                ("runs", "--status", "failed", "--all-users", "--format", "json"), ("runs", "--user", "bob")]
+    for args in commands:
+        shutil.rmtree(tmp_path / "store" / "flows" / "f" / "index", ignore_errors=True)
+        shutil.rmtree(tmp_path / "store" / "flows" / "g" / "index", ignore_errors=True)
+        first = cli(*args, "--store", store.url, check=0).stdout
+        assert store.glob(layout.index_chunks()), "the first listing wrote the index"
+        assert cli(*args, "--store", store.url, check=0).stdout == first, args
+    shown = json.loads(cli("runs", "--all-users", "--limit", "0", "--format", "json", "--store", store.url).stdout)
+    truth = records.rebuild_index(store, write=False)  # every run.json read
+    assert [(r["id"], r["status"]) for r in shown] == [(r.id, str(r.status)) for r in truth]
+
+
+def test_a_listing_killed_while_it_writes_the_index_leaves_listings_right(tmp_path):
+    """kill -9 a process that keeps listing (and so writing the index) while runs end, at several
+    points; every listing after that still matches the run records, and fsck clears its temp files."""
+    import signal
+    import subprocess
+    import sys
+
+    from conftest import wait_for
+
+    from jupyter_flow import fsck
+
+    store = open_store(str(tmp_path))
+    lister = ("import sys; from jupyter_flow.store import open_store, records\n"
+              "s = open_store(sys.argv[1])\nwhile True: records.list_runs(s)\n")
+    n = 0
+    for _ in range(3):
+        records.write_run(store, record(n, FINISHED[n % 3], 0))
+        n += 1
+        proc = subprocess.Popen([sys.executable, "-c", lister, str(tmp_path)], env={**os.environ})
+        try:
+            wait_for(lambda: proc.poll() is not None or store.glob(layout.index_chunks()), what="an index file")
+            for _ in range(40):  # runs end while it lists
+                records.write_run(store, record(n, FINISHED[n % 3], 0))
+                n += 1
+        finally:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+        assert summary(records.list_runs(store)) == summary(records.rebuild_index(store, write=False))
+    fsck.check(store)
+    assert summary(records.list_runs(store)) == summary(records.rebuild_index(store, write=False))
