@@ -70,7 +70,9 @@ class StreamHandler(FlowHandler):
         self.set_header("X-Accel-Buffering", "no")
         wake = self.events.subscribe(run_id)
         interval = self.service.config.poll_interval_ms / 1000
-        retry = None  # after a report the store did not show yet: seconds to the next quick re-read
+        # seconds to the next quick re-read, after a report the store did not show yet; reports may
+        # also have come before this stream subscribed, so it starts as after one
+        retry, first = RETRY, True
         try:
             while True:
                 events, done = await self.call(poll)
@@ -80,8 +82,9 @@ class StreamHandler(FlowHandler):
                     await self.flush()
                 if done:
                     break
-                if events:
+                if events and not first:
                     retry = None
+                first = False
                 try:
                     await asyncio.wait_for(wake.wait(), timeout=retry or interval)
                     retry = RETRY  # a report: re-read now, and soon again if it shows nothing new

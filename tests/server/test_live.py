@@ -52,16 +52,41 @@ async def test_run_stream_pushes_every_change_and_ends_with_the_run(api, jp_fetc
 
 async def test_a_run_started_here_shows_its_step_running_without_polling(api, jp_fetch, root, jp_serverapp):
     # the runtime reports a task running before its process writes that into the store: the stream
-    # re-reads soon after the report, instead of showing the step queued until it ends
+    # re-reads soon after the report, instead of showing the step queued until it ends. The step
+    # runs until the stream has shown it running (or 120 s, and then the test fails).
+    release = root / "release"
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.cells = [
+        nbformat.v4.new_code_cell("import os, time", metadata={"tags": ["imports"]}),
+        nbformat.v4.new_code_cell(f"t0 = time.time()\nwhile not os.path.exists({str(release)!r}) and time.time() - t0 < 120:\n"
+                                  "    time.sleep(0.05)\nn = 1", metadata={"tags": ["step:talk"]}),
+        nbformat.v4.new_code_cell("m = n + 1", metadata={"tags": ["step:after"]}),
+    ]
+    nbformat.write(nb, str(root / "waiter.ipynb"))
+    chunks: list[bytes] = []
+
+    def talk_states():
+        try:
+            events = sse(chunks)
+        except ValueError:  # a chunk ending inside an event
+            return []
+        return [t["status"] for name, run in events if name == "run" for t in run["tasks"] if t["step"] == "talk"]
+
+    def received(chunk):
+        chunks.append(chunk)
+        if "running" in talk_states():
+            release.touch()
+
     config = jp_serverapp.web_app.settings["jupyter_flow"].config
     config.poll_interval_ms, interval = 600_000, config.poll_interval_ms  # only reports wake the stream
     try:
-        write_printer(root / "printer.ipynb", lines=3, every=1)
-        _, started, _ = await api("runs", "POST", {"path": "printer.ipynb"})
-        events = await stream(jp_fetch, "runs", started["id"], "events")
+        _, started, _ = await api("runs", "POST", {"path": "waiter.ipynb"})
+        await jp_fetch(*API.split("/"), "runs", started["id"], "events", streaming_callback=received,
+                       request_timeout=300)
     finally:
         config.poll_interval_ms = interval
-    talk = [t["status"] for name, run in events if name == "run" for t in run["tasks"] if t["step"] == "talk"]
+    talk = talk_states()
     assert "running" in talk and talk[-1] == "succeeded", talk
 
 
