@@ -172,14 +172,37 @@ def _uv(uv_bin: str, args: list[str], what: str) -> str:
     return done.stdout
 
 
+@dataclass
+class Resolution:
+    packages: dict  # name -> version
+
+
+def resolve(requirements: list[str]) -> Resolution:
+    """The versions `requirements` (with what kernels need) resolve to now, without building anything
+    (`uv pip compile`): the cache key of a step whose environment a worker builds."""
+    import tempfile
+
+    import uv
+
+    with tempfile.NamedTemporaryFile("w", suffix=".in", prefix="jupyter-flow-") as f:
+        f.write("\n".join([*kernel_requirements(), *requirements]) + "\n")
+        f.flush()
+        pinned = _uv(uv.find_uv_bin(), ["pip", "compile", "--quiet", "--no-header", "--no-annotate", "--python-version",
+                                        platform.python_version(), f.name], " ".join(f"pip:{r}" for r in requirements))
+    return Resolution(dict(line.strip().split("==", 1) for line in pinned.splitlines() if "==" in line))
+
+
 # -- built ahead: the runner starts every environment a run needs when the run starts -----------------
 class Builder:
-    """Builds environments in background threads; `get` waits for one, `ready` asks without waiting."""
+    """Builds environments in background threads (or, for `resolve_sets`, whose environments workers
+    build, only resolves their versions); `ready` asks without waiting."""
 
-    def __init__(self, requirement_sets, on_ready=lambda: None):
+    def __init__(self, requirement_sets, on_ready=lambda: None, resolve_sets=()):
         sets = {tuple(r) for r in requirement_sets}
-        self._threads = ThreadPoolExecutor(max(len(sets), 1), thread_name_prefix="jupyter-flow-env")
+        remote = {tuple(r) for r in resolve_sets} - sets
+        self._threads = ThreadPoolExecutor(max(len(sets | remote), 1), thread_name_prefix="jupyter-flow-env")
         self._builds: dict[tuple, Future] = {r: self._threads.submit(ensure, list(r)) for r in sets}
+        self._builds.update({r: self._threads.submit(resolve, list(r)) for r in remote})
         for build in self._builds.values():
             build.add_done_callback(lambda f: on_ready())
         self._threads.shutdown(wait=False)
@@ -189,7 +212,7 @@ class Builder:
         return build is None or build.done()
 
     def packages(self, requirements: list[str]) -> dict | None:
-        """Resolved versions of the environment; None if not built here or it failed (the task says why)."""
+        """Resolved versions of the environment; None if it failed (the task says why)."""
         build = self._builds.get(tuple(requirements))
         return build.result().packages if build is not None and build.exception() is None else None
 

@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+from importlib import metadata
 from pathlib import Path
 
 import pytest
@@ -185,3 +186,11 @@ def test_dask_workers_build_the_env_where_the_task_runs(env_cache, tmp_path, run
         run = run_flow("pip_envs.ipynb", executor="dask", scheduler=address)
     assert value(run, "old", "old_version") == "1.16.0" and value(run, "new", "new_version") == "1.17.0"
     assert {e["requirements"][0] for e in envs.list_envs()} == {"six==1.16.0", "six==1.17.0"}
+
+
+def test_the_runner_resolves_versions_of_envs_that_workers_build(env_cache):
+    # a Dask run's cache key covers the versions its requirements resolve to, though workers build them
+    before = envs.list_envs()
+    resolved = envs.resolve(["six==1.16.0"]).packages
+    assert resolved["six"] == "1.16.0" and resolved["ipykernel"] == metadata.version("ipykernel")
+    assert envs.list_envs() == before  # resolved, not built

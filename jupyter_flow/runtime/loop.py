@@ -138,13 +138,15 @@ class Runner:
 
     # -- per-step environments (`pip:` tags) -----------------------------------------------------
     def _build_envs(self) -> None:
-        """Start building the environments of `pip:` steps that run here, while upstream steps run."""
-        here = [s.options["pip"] for s in self.flow.steps.values() if "pip" in s.options
-                and (self.executor.name == "local" or s.options.get("executor") == "local")]
-        if here:
+        """Start building the environments of `pip:` steps that run here, while upstream steps run; for
+        those a worker builds (Dask), resolve their versions here, for their cache keys."""
+        here = lambda s: self.executor.name == "local" or s.options.get("executor") == "local"  # noqa: E731
+        pip = [s for s in self.flow.steps.values() if "pip" in s.options]
+        if pip:
             from ..envs import Builder
 
-            self.envs = Builder(here, on_ready=lambda: self.done_q.put(None))
+            self.envs = Builder([s.options["pip"] for s in pip if here(s)], on_ready=lambda: self.done_q.put(None),
+                                resolve_sets=[s.options["pip"] for s in pip if not here(s)])
 
     def _env_ready(self, name: str) -> bool:
         pip = self.flow.steps[name].options.get("pip")
