@@ -12,7 +12,6 @@ import os
 import secrets
 import threading
 from concurrent.futures import ThreadPoolExecutor, wait
-from datetime import datetime, timezone
 
 from . import runtime
 from .errors import FlowError, NotFound
@@ -141,7 +140,7 @@ def run_batch(notebook, grid, parameters: dict | None = None, cli_params=None, s
     sets = expand(grid, parameters, where)
     _check_limit(max_parallel_runs)
     store = open_store(store)
-    batch_id = f"batch-{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{secrets.token_hex(3)}"
+    batch_id = f"batch-{layout.time_id(secrets.token_hex(3))}"
     options = dict(store=store, scheduler=scheduler, max_workers=max_workers, no_cache=no_cache)
     runners = _prepare_all([(i, lambda ex, s=s: runtime.prepare(notebook, parameters=s, cli_params=cli_params,
                                                                  executor=ex, **options))

@@ -234,13 +234,14 @@ def begin(store_url: str, job_id: str, path: str, notebook: str, parameters: dic
     from .params import resolve
     from .runtime import Runner
     from .store import open_store, records
+    from .store.layout import time_id
 
     with tempfile.TemporaryDirectory(prefix="jupyter-flow-kfp-") as workdir:
         copy = Path(workdir) / Path(path).name
         copy.write_bytes(zlib.decompress(base64.b64decode(notebook)))
         flow = build_flow(copy)
         values = resolve(flow, {n: _from_kfp(flow.parameters[n], v) for n, v in parameters.items()})
-        run_id = f"{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-kfp-{job_id}"
+        run_id = time_id(f"kfp-{job_id}")
         runner = Runner(flow, values, open_store(store_url), _Names(), run_id=run_id)
         # No process of ours lives as long as the run, so there is no pid or heartbeat to watch: the
         # exit handler (finish) marks the end, whatever happens to the steps.

@@ -15,7 +15,7 @@ from ..dag import Flow
 from ..errors import FlowError, failure_line
 from ..forkserver import modules_to_preload
 from ..store import Store, records
-from ..store.layout import run_key
+from ..store.layout import run_key, time_id
 from ..store.records import DONE, current_user
 from ..task import TaskControl, now
 from . import reuse
@@ -33,7 +33,7 @@ class Runner:
     def __init__(self, flow: Flow, parameters: dict, store: Store, executor, run_id: str | None = None,
                  no_cache: bool = False, on_event=None, origin: dict | None = None, from_step: str | None = None):
         self.flow, self.parameters, self.store, self.executor = flow, parameters, store, executor
-        self.run_id = run_id or f"{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{secrets.token_hex(3)}"
+        self.run_id = run_id or time_id(secrets.token_hex(3))
         self.key = run_key(flow.name, self.run_id)
         self.no_cache = no_cache
         self.on_event = on_event or (lambda event: None)

@@ -18,6 +18,15 @@ from ..errors import FlowError
 FLOW_NAME = re.compile(r"^(?!\.\.?$)[A-Za-z0-9_.-]+$")
 STEP_NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
 RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
+
+
+def time_id(suffix: str) -> str:
+    """A run (or batch) id: the UTC time to the millisecond, then `suffix`. Listings sort ids, so runs
+    started within one second (a quick resume after its failed run) still sort as they started."""
+    from datetime import datetime, timezone
+
+    now = datetime.now(timezone.utc)
+    return f"{now:%Y%m%dT%H%M%S}.{now.microsecond // 1000:03d}-{suffix}"
 DIGEST = re.compile(r"^[0-9a-f]{32}$")
 BLOB_TMP = "blobs/tmp"
 QUARANTINE = "quarantine"
