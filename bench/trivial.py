@@ -8,9 +8,10 @@
 
 Each repetition runs ours, ours again with `jupyter flow agent` running (leave out with
 --no-agent), then the peer, one right after the other, so a loaded machine slows them alike.
-Then "where the time goes" splits our median run from its records: what lies outside the run's
-recorded span (process start-up, imports and checks before it; exit after it), each step's task
-time (a task waits for its kernel if none is ready: the first one always does), and the rest.
+Then "where the time goes" splits our median runs (without and with the agent) from their records:
+what lies outside the run's recorded span (process start-up, imports and checks before it; exit
+after it), each step's task time (a task waits for its kernel if none is ready: the first one
+always does), and the rest.
 """
 from __future__ import annotations
 
@@ -55,7 +56,7 @@ def breakdown(bench: Bench, run_id: str, flow: str, wall: float) -> list[tuple[s
 
 def measure(bench: Bench, key: str, agent: bool):
     """(our times, with the agent, the peer's, breakdowns of ours), taking turns in each repetition."""
-    ours, with_agent, peer, parts = [], [], [], []
+    ours, with_agent, peer, parts, agent_parts = [], [], [], [], []
     peer_tool = PAIRS[key][1]
     for i in range(-bench.args.warmup, bench.args.repeat):
         bench.env["JUPYTER_FLOW_AGENT"] = "0"
@@ -63,13 +64,15 @@ def measure(bench: Bench, key: str, agent: bool):
         run_id = latest_jf_run_id(bench.jf_store)
         bench.env["JUPYTER_FLOW_AGENT"] = "1"
         a = bench.run(bench.jf_run(f"{key}.ipynb")) if agent else None
+        agent_run_id = latest_jf_run_id(bench.jf_store) if agent else None
         p = bench.run(peer_command(bench, key)) if peer_tool in bench.tools else None
         if i >= 0:
             ours.append(t)
             with_agent.append(a)
             peer.append(p)
             parts.append(breakdown(bench, run_id, key, t))
-    return ours, with_agent, peer, parts
+            agent_parts.append(breakdown(bench, agent_run_id, key, a) if agent else None)
+    return ours, with_agent, peer, parts, agent_parts
 
 
 @contextlib.contextmanager
@@ -81,7 +84,7 @@ def agent_running(bench: Bench, enabled: bool):
     bench.env["JUPYTER_RUNTIME_DIR"] = str(bench.root / "runtime")
     agent = subprocess.Popen(bench.jupyter_flow("agent"), env=bench.env, stderr=subprocess.DEVNULL)
     try:
-        while not list((bench.root / "runtime").glob("*.sock")):
+        while len(list((bench.root / "runtime").glob("*.sock"))) < 2:  # its zygote's and its runner's
             if agent.poll() is not None:
                 raise RuntimeError("jupyter flow agent exited")
             time.sleep(0.05)
@@ -103,16 +106,19 @@ def main(argv: list[str] | None = None) -> None:
             if args.only and key not in args.only:
                 continue
             print(label, file=sys.stderr)
-            ours, with_agent, peer, parts = measure(bench, key, not args.no_agent)
+            ours, with_agent, peer, parts, agent_parts = measure(bench, key, not args.no_agent)
             jf = bench.median("jupyter_flow", times=ours)
             other = bench.median(peer_tool, times=peer) if None not in peer else None
             rows.append([label, jf, peer_name, other, ratio(jf, other)])
             if not args.no_agent:
                 jfa = bench.median("jupyter_flow, agent running", times=with_agent)
                 rows.append([f"{label}, `jupyter flow agent` running", jfa, peer_name, other, ratio(jfa, other)])
-            median_run = parts[sorted(range(len(ours)), key=ours.__getitem__)[len(ours) // 2]]
-            details.append(markdown_table(f"Where the time goes: {label} (our median run)", ["part", "seconds"],
-                                          [[name, round(s, 2)] for name, s in median_run]))
+            for times, runs, how in ((ours, parts, ""), (with_agent, agent_parts, ", `jupyter flow agent` running")):
+                if None in times:
+                    continue
+                median_run = runs[sorted(range(len(times)), key=times.__getitem__)[len(times) // 2]]
+                details.append(markdown_table(f"Where the time goes: {label}{how} (our median run)",
+                                              ["part", "seconds"], [[name, round(s, 2)] for name, s in median_run]))
         print(markdown_table("Trivial pipelines (median seconds, whole commands)",
                              ["work", "jupyter_flow", "peer", "peer's time", "ratio"], rows))
         for table in details:

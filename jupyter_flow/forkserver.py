@@ -18,21 +18,17 @@ Used, through the kernel provisioner in kernels.py, for kernelspecs that run thi
 ipykernel_launcher; anything else (another environment, another language) starts the ordinary way.
 A local run starts its zygote first thing (`prestart`), so the zygote's imports overlap the runner's.
 
-The optional agent (`jupyter flow agent`) keeps the imported stack between runs: it listens on a Unix
-socket in Jupyter's runtime directory, named after this Python, PYTHONPATH and jupyter_flow, and forks
+The optional agent (`jupyter flow agent`, agent.py) keeps the imported stack between runs and forks
 a zygote for each runner that connects (its preloads and kernels are that run's alone; it exits when
-the runner hangs up). A runner that finds no agent there starts its own zygote, as without one.
+the runner hangs up). A runner that finds no agent starts its own zygote, as without one.
 """
 from __future__ import annotations
 
 import ast
 import gc
-import hashlib
 import importlib
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -66,13 +62,16 @@ def modules_to_preload(sources) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-FORK = os.environ.get("JUPYTER_FLOW_FORK", "1") != "0"  # JUPYTER_FLOW_FORK=0: start kernels the usual way
+def enabled() -> bool:
+    """JUPYTER_FLOW_FORK=0: start kernels the usual way (read when asked: an agent's command has the
+    environment of the CLI that sent it)."""
+    return os.name == "posix" and os.environ.get("JUPYTER_FLOW_FORK", "1") != "0"
 
 
 def prestart() -> None:
     """Start the zygote now, so its imports overlap the runner's own start-up (the first kernel a run
     needs comes from it)."""
-    if FORK and os.name == "posix":
+    if enabled():
         server()
 
 
@@ -91,7 +90,9 @@ class ForkServer:
         self.lock = threading.Lock()
         self.proc = None
         self.closed = False
-        agent = _connect_agent()
+        from .agent import connect
+
+        agent = connect("zygote")
         if agent is not None:
             self.reader, self.writer = agent.makefile("r"), agent.makefile("w")
             return
@@ -119,80 +120,9 @@ class ForkServer:
         return json.loads(line)
 
     def spawn(self, argv: list[str], cwd: str | None, env: dict | None, preload=()) -> "ForkedProcess":
-        reply = self.request(op="spawn", argv=argv, cwd=cwd, env=env or dict(os.environ), preload=list(preload))
+        reply = self.request(op="spawn", argv=argv, cwd=cwd, env=env or dict(os.environ), preload=list(preload),
+                             umask=current_umask())
         return ForkedProcess(self, reply["pid"])
-
-
-# -- the optional agent --------------------------------------------------------------------------
-def agent_address() -> str:
-    """The agent's socket for this Python, module path and jupyter_flow: a runner only uses an agent
-    whose kernels would import what its own would."""
-    from jupyter_core.paths import jupyter_runtime_dir
-
-    import jupyter_flow
-
-    key = json.dumps([sys.executable, sys.version, os.environ.get("PYTHONPATH", ""),
-                      os.path.dirname(jupyter_flow.__file__), jupyter_flow.__version__])
-    return os.path.join(jupyter_runtime_dir(), f"jupyter-flow-agent-{hashlib.sha1(key.encode()).hexdigest()[:12]}.sock")
-
-
-def _connect_agent(address: str | None = None):
-    if os.environ.get("JUPYTER_FLOW_AGENT", "1") == "0" and address is None:
-        return None
-    address = address or agent_address()
-    if not os.path.exists(address):
-        return None
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        sock.connect(address)
-    except OSError:  # an agent that is gone (its socket file left behind)
-        sock.close()
-        return None
-    return sock
-
-
-def run_agent(address: str | None = None) -> None:
-    """Keep a zygote warm between runs: each runner that connects gets a zygote forked for it alone
-    (its preloads and kernels are its own, and it exits when that runner does)."""
-    address = address or agent_address()
-    running = _connect_agent(address)
-    if running is not None:
-        running.close()
-        from .errors import FlowError
-
-        raise FlowError(f"an agent for this environment is running already (socket {address}); stop it "
-                        "(Ctrl-C where it runs, or kill it) before starting another")
-    os.makedirs(os.path.dirname(address), exist_ok=True)
-    if os.path.exists(address):
-        os.unlink(address)  # left behind by an agent that was killed
-    _import_kernel_stack()
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    listener.bind(address)
-    listener.listen(16)
-    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # the runners' zygotes are reaped by the system
-    signal.signal(signal.SIGINT, signal.default_int_handler)  # even when started in the background
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
-    print(f"jupyter_flow agent: kernels for runs of {sys.executable} (socket {address}); Ctrl-C stops it",
-          file=sys.stderr, flush=True)
-    try:
-        while True:
-            conn, _ = listener.accept()
-            if os.fork() == 0:
-                listener.close()
-                signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # this zygote reaps its kernels itself
-                signal.signal(signal.SIGTERM, signal.SIG_DFL)  # as in a fresh process
-                os.setsid()
-                try:
-                    _serve(conn.makefile("r"), conn.makefile("w"))
-                finally:
-                    os._exit(0)
-            conn.close()
-    except KeyboardInterrupt:  # Ctrl-C or kill: stop, and remove the socket
-        pass
-    finally:
-        listener.close()
-        if os.path.exists(address):
-            os.unlink(address)
 
 
 class ForkedProcess:
@@ -232,9 +162,22 @@ class ForkedProcess:
         self.send_signal(15)
 
 
+def current_umask() -> int:
+    """This process's umask, read without setting it (other threads may be creating files)."""
+    try:
+        with open("/proc/self/status") as status:
+            return next(int(line.split()[1], 8) for line in status if line.startswith("Umask:"))
+    except (OSError, StopIteration, ValueError):
+        mask = os.umask(0o022)
+        os.umask(mask)
+        return mask
+
+
 # -- the zygote --------------------------------------------------------------------------------
 def _import_kernel_stack() -> None:
+    os.environ.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")  # as kernels have it (kernels.start_kernel)
     import cloudpickle  # noqa: F401 - what every step's set-up cell imports, and the kernels' warm-up
+    import ipykernel.debugger  # noqa: F401 - imported by every kernel's set-up (debugpy: 0.05 s)
     import ipykernel.ipkernel  # the point of this process: import once, fork many
     import ipykernel.kernelapp  # noqa: F401
 
@@ -301,6 +244,8 @@ def _become_kernel(message: dict) -> None:
         os.setsid()  # its own process group: interrupts go to it alone
         if message.get("cwd"):
             os.chdir(message["cwd"])
+        if message.get("umask") is not None:  # the runner's (an agent's zygote has the agent's)
+            os.umask(message["umask"])
         if "numpy.random" in sys.modules:  # a fresh process would have drawn its own seed
             sys.modules["numpy.random"].seed()
         os.environ.clear()
@@ -321,8 +266,5 @@ def _become_kernel(message: dict) -> None:
 
 
 if __name__ == "__main__":
-    if sys.argv[1:] == ["agent"]:
-        run_agent()
-    else:
-        _import_kernel_stack()
-        _serve(sys.stdin, sys.stdout)
+    _import_kernel_stack()
+    _serve(sys.stdin, sys.stdout)

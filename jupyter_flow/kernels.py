@@ -49,14 +49,14 @@ def check_kernelspecs(flow) -> None:
                         "Install that kernel, or pick an installed one in Jupyter (Kernel > Change Kernel) and save")
 
 
-def installed_kernels() -> dict[str, str]:
+def installed_kernels(kernel_dirs=None) -> dict[str, str]:
     """{name: folder} of the installed kernelspecs, found as jupyter_client's KernelSpecManager finds
     them (a folder with a kernel.json in the kernels dirs of jupyter_path, the first one of a name
     wins) without importing jupyter_client (0.15 s, a third of a run served from the cache)."""
     from jupyter_core.paths import jupyter_path
 
     found: dict[str, str] = {}
-    for kernels_dir in jupyter_path("kernels"):
+    for kernels_dir in jupyter_path("kernels") if kernel_dirs is None else kernel_dirs:
         try:
             names = sorted(os.listdir(kernels_dir))
         except OSError:
@@ -80,6 +80,7 @@ def start_kernel(kernel_name: str, cwd: str, startup_timeout: float = 60, warmup
     through papermill; the kernel process's own stdout/stderr (startup chatter) is discarded. With
     `python`, the kernel is that interpreter running ipykernel (a step's own environment, see envs),
     started the usual way, with `env` added."""
+    import zmq
     from jupyter_client import KernelManager
     from jupyter_client.asynchronous import AsyncKernelClient
 
@@ -94,6 +95,9 @@ def start_kernel(kernel_name: str, cwd: str, startup_timeout: float = 60, warmup
                         extra_arguments=["--HistoryManager.enabled=False"] if speaks_python else [])
     kc = AsyncKernelClient(**km.get_connection_info(session=True), connection_file=km.connection_file, parent=km)
     kc.allow_stdin = False  # as nbclient sets it on the clients it makes
+    # The kernel binds its sockets a few ms after it starts; a client that connected before that
+    # retries after zmq's reconnect interval (100 ms by default), on each channel. Retry sooner.
+    kc.context.setsockopt(zmq.RECONNECT_IVL, RECONNECT_MS)
     kc.start_channels()
     km.ready_client = kc
     try:
@@ -106,6 +110,7 @@ def start_kernel(kernel_name: str, cwd: str, startup_timeout: float = 60, warmup
     return km
 
 
+RECONNECT_MS = 5
 PROVISIONER = "jupyter-flow-fork"  # entry point in jupyter_client.kernel_provisioners (pyproject.toml)
 
 
@@ -123,21 +128,44 @@ def _kernel_specs(preload: tuple, python: str | None = None):
     return _spec_manager_class()(preload=list(preload), python=python or "")
 
 
+def _ipykernel_resources() -> str | None:
+    """The folder of ipykernel's own kernelspec, found without importing ipykernel."""
+    import importlib.util
+
+    found = importlib.util.find_spec("ipykernel")
+    return found and found.origin and os.path.join(os.path.dirname(found.origin), "resources")
+
+
 @functools.lru_cache(maxsize=1)
 def _spec_manager_class():
-    from jupyter_client.kernelspec import KernelSpec, KernelSpecManager
+    from jupyter_client.kernelspec import KernelSpec, KernelSpecManager, NoSuchKernel
+    from jupyter_client.provisioning import KernelProvisionerFactory
     from traitlets import List, Unicode
 
     class FlowKernelSpecs(KernelSpecManager):
         preload = List(Unicode())
         python = Unicode("")  # a step's own environment (envs): its interpreter runs ipykernel, not forked
 
+        def _kernel_dirs_default(self):
+            """jupyter_client's, with IPython's folder found as IPython finds it, without importing
+            IPython (0.17 s of a run's start-up)."""
+            from jupyter_core.paths import jupyter_path
+
+            ipython_dir = os.environ.get("IPYTHONDIR") or os.path.join(os.path.expanduser("~"), ".ipython")
+            return [*jupyter_path("kernels"), os.path.join(ipython_dir, "kernels")]
+
         def get_kernel_spec(self, kernel_name):
             if self.python:
                 return KernelSpec(argv=[self.python, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
                                   display_name=f"Python ({self.python})", language="python")
-            spec = super().get_kernel_spec(kernel_name)
-            if forkserver.FORK and "kernel_provisioner" not in spec.metadata:  # it forks what it can (can_fork)
+            folder = installed_kernels(self.kernel_dirs).get(kernel_name.lower())
+            if folder is None or folder == _ipykernel_resources():
+                spec = super().get_kernel_spec(kernel_name)
+            else:  # its kernel.json, read as jupyter_client reads it, which would first import ipykernel
+                spec = KernelSpec.from_resource_dir(folder)  # to compare folders (and IPython: 0.2 s)
+                if not KernelProvisionerFactory.instance(parent=self.parent).is_provisioner_available(spec):
+                    raise NoSuchKernel(kernel_name)
+            if forkserver.enabled() and "kernel_provisioner" not in spec.metadata:  # it forks what it can (can_fork)
                 spec.metadata["kernel_provisioner"] = {"provisioner_name": PROVISIONER,
                                                        "config": {"preload": self.preload}}
             return spec
@@ -153,6 +181,8 @@ def __getattr__(name):
 
 @functools.lru_cache(maxsize=1)
 def _fork_provisioner():
+    import asyncio
+
     from jupyter_client.provisioning import LocalProvisioner
     from traitlets import List, Unicode
 
@@ -274,8 +304,7 @@ class KernelPool:
         self._closed = False
         # boots at once: cores (a cold kernel is CPU-bound), four per core if forked (one costs ~0.1 s of
         # CPU, and a chain of short steps needs its next kernels right after the first)
-        self._boot_slots = threading.BoundedSemaphore((4 if forkserver.FORK else 1) * (os.cpu_count() or 2))
-        self._dying: list[threading.Thread] = []
+        self._boot_slots = threading.BoundedSemaphore((4 if forkserver.enabled() else 1) * (os.cpu_count() or 2))
 
     def set_demand(self, kernel_name: str, cwd: str, count: int) -> None:
         """Keep up to `count` kernels of this kind started or starting."""
@@ -327,21 +356,17 @@ class KernelPool:
                 self._lock.wait(0.5)
 
     def release(self, km) -> None:
-        """Kill a used kernel in the background: the task's result does not wait for it."""
-        thread = threading.Thread(target=kill_kernel, args=(km,), daemon=True, name="jupyter-flow-kill")
-        thread.start()
-        with self._lock:
-            self._dying = [t for t in self._dying if t.is_alive()] + [thread]
+        """Kill a used kernel now; its clean-up (client sockets, connection file) in the background:
+        the task's result does not wait for it."""
+        _signal(km, 9)
+        threading.Thread(target=kill_kernel, args=(km,), daemon=True, name="jupyter-flow-kill").start()
 
     def close(self) -> None:
+        """Kill the idle kernels, all at once; their clean-up goes on in the background (a run's end does
+        not wait for it, and a process that exits leaves only files in its own socket folder)."""
         with self._lock:
             self._closed = True
             idle = [km for kms in self._ready.values() for km in kms]
             self._ready.clear()
-            dying = list(self._dying)
-        for km in idle:  # all at once, then each one's clean-up: no kernel waits for another to die
-            _signal(km, 9)
         for km in idle:
-            kill_kernel(km)
-        for thread in dying:
-            thread.join(10)
+            self.release(km)

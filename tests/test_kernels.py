@@ -2,13 +2,11 @@
 run's zygote, a fresh one per step; any other kernel command, and every kernel under
 JUPYTER_FLOW_FORK=0, is started the usual way."""
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from conftest import cli, tagged_notebook, wait_for
+from conftest import cli, tagged_notebook
 
 import jupyter_flow
 from jupyter_flow import kernels
@@ -77,26 +75,3 @@ def test_the_provisioner_is_registered_and_launches_the_kernel(tmp_path):
     assert reply["content"]["status"] == "ok"
     parent = reply["content"]["user_expressions"]["parent"]["data"]["text/plain"]
     assert int(parent) == forkserver.server().proc.pid
-
-
-
-
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
-def test_the_agent_serves_runs_and_is_never_required(tmp_path, store):
-    env = {"JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime")}
-    zygote_parent = "\nstat = open(f'/proc/{os.getppid()}/stat').read()\nzp = int(stat.rsplit(')', 1)[1].split()[1])"
-    path = tagged_notebook(tmp_path, [(["step:a"], PROCESS.format(step="a") + zygote_parent)])
-    agent = subprocess.Popen(["jupyter", "flow", "agent"], env={**os.environ, **env}, stderr=subprocess.DEVNULL)
-    try:
-        wait_for(lambda: list((tmp_path / "runtime").glob("jupyter-flow-agent-*.sock")), what="the agent's socket")
-        result = cli("run", path, "--quiet", env=env, check=0)
-        assert jupyter_flow.Run(result.stdout.strip(), store)["a"].data.zp == agent.pid  # kernel < zygote < agent
-        second = cli("agent", env=env, check=2)
-        assert second.stderr.startswith("error: an agent for this environment is running already")
-    finally:
-        agent.kill()  # kill -9: its socket file stays behind
-        agent.wait(60)
-    result = cli("run", path, "--quiet", "--no-cache", env=env, check=0)  # no agent: a zygote of its own
-    procs, runner = _processes(store, result.stdout, "a")
-    assert procs["a"][1] != runner
-    assert jupyter_flow.Run(result.stdout.strip(), store)["a"].data.zp == runner

@@ -1,0 +1,109 @@
+"""`jupyter flow agent`: with it running, `jupyter flow run|resume|batch` runs in a process the agent
+forks (its imports done) and behaves exactly as without it; without it, or with a stale one, the CLI
+runs on its own. A real agent, real CLI processes, real kernels."""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+from conftest import SCENARIOS, cli, tagged_notebook, wait_for
+from test_cancel import LONG, SLOW, _assert_cancelled_with_snapshot, _wait_for_moment
+
+import jupyter_flow
+from jupyter_flow.client import list_runs
+
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")]
+
+WHO = "import os\nwho = os.getpid()\nstat = open(f'/proc/{os.getppid()}/stat').read()\nzp = int(stat.rsplit(')', 1)[1].split()[1])"
+
+
+@pytest.fixture
+def agent(monkeypatch, store):
+    """A running agent whose sockets are in a runtime folder of this test (a short path: Unix socket
+    paths are limited to 107 bytes); CLI processes of the test find it there."""
+    runtime = tempfile.mkdtemp(prefix="jf-rt-")
+    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", runtime)
+    proc = subprocess.Popen(["jupyter", "flow", "agent"], stderr=subprocess.PIPE, text=True)
+    wait_for(lambda: len(list(Path(runtime).glob("*.sock"))) == 2 or proc.poll() is not None, what="the agent's sockets")
+    assert proc.poll() is None, proc.communicate()
+    yield proc
+    proc.kill()  # kill -9: its socket files stay behind
+    proc.wait(60)
+    shutil.rmtree(runtime, ignore_errors=True)
+
+
+def _runner_pid(store: str, run_id: str) -> int:
+    return json.loads(next(Path(store).glob(f"flows/*/runs/{run_id}/run.json")).read_text())["pid"]
+
+
+def test_the_agent_serves_runs_and_is_never_required(tmp_path, store, agent):
+    path = tagged_notebook(tmp_path, [(["step:a"], WHO)])
+    proc = subprocess.Popen(["jupyter", "flow", "run", path, "--quiet"], stdout=subprocess.PIPE, text=True)
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0
+    run_id = out.strip()
+    assert _runner_pid(store, run_id) != proc.pid  # the run ran in the agent's process, not the CLI's
+    assert jupyter_flow.Run(run_id, store)["a"].data.zp == agent.pid  # kernel < zygote < agent
+    second = cli("agent", check=2)
+    assert second.stderr.startswith("error: an agent for this environment is running already")
+    agent.kill()  # kill -9: its socket files stay behind
+    agent.wait(60)
+    result = cli("run", path, "--quiet", "--no-cache", check=0)  # no agent: a runner and a zygote of its own
+    run = jupyter_flow.Run(result.stdout.strip(), store)
+    assert run["a"].data.zp != agent.pid
+    assert cli("run", path, "--quiet", "--no-cache", env={"JUPYTER_FLOW_AGENT": "0"}, check=0).returncode == 0
+
+
+def test_a_run_through_the_agent_is_the_clis_own(tmp_path, store, agent, monkeypatch):
+    # its folder (a relative notebook path), parameters, environment (the store, a variable the step
+    # reads), umask, exit status and both output streams are the CLI's, not the agent's
+    (tmp_path / "sub").mkdir()
+    shutil.copy(SCENARIOS / "linear.ipynb", tmp_path / "sub" / "linear.ipynb")
+    env = {"JUPYTER_FLOW_STORE": str(tmp_path / "other-store")}
+    done = cli("run", "sub/linear.ipynb", "-p", "start", "5", "--quiet", cwd=tmp_path, env=env, check=0)
+    run = jupyter_flow.Run(done.stdout.strip(), env["JUPYTER_FLOW_STORE"])
+    assert run.status == "succeeded" and run.parameters["start"] == 5 and run["e"].data.e == 149
+    assert Path(run.record["notebook"]) == tmp_path / "sub" / "linear.ipynb"
+    assert not Path(store, "flows").exists()
+
+    path = tagged_notebook(tmp_path, [(["step:a"], "import os\nseen = os.environ.get('JF_TEST_VALUE')\n"
+                                                   "mask = os.umask(0); os.umask(mask)")])
+    shown = cli("run", path, "--quiet", env={"JF_TEST_VALUE": "from the cli"}, check=0, preexec_fn=lambda: os.umask(0o027))
+    data = jupyter_flow.Run(shown.stdout.strip(), store)["a"].data
+    assert data.seen == "from the cli" and data.mask == 0o027
+
+    bad = cli("run", path, "-p", "nope", "1", check=2)  # bad input: one line, exit 2, nothing written
+    assert bad.stderr.count("\n") == 1 and bad.stderr.startswith("error: ") and "nope" in bad.stderr
+    assert len(list_runs(store)) == 1
+
+    failing = tagged_notebook(tmp_path, [(["step:a"], "raise ValueError('boom')")])
+    failed = cli("run", failing, check=1)
+    assert "ValueError: boom" in failed.stderr and failed.stdout.strip()
+    debug = cli("run", tmp_path / "missing.ipynb", "--debug", check=1)
+    assert "Traceback (most recent call last)" in debug.stderr
+
+
+def test_ctrl_c_reaches_the_agents_run(store, agent):
+    proc = subprocess.Popen(["jupyter", "flow", "run", SLOW, *LONG], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    _wait_for_moment("step running", store, proc)
+    os.killpg(proc.pid, signal.SIGINT)  # a terminal's Ctrl-C: to the CLI's process group, which the run is not in
+    out, err = proc.communicate(timeout=240)
+    assert proc.returncode == 1, err
+    assert "cancelled" in err
+    _assert_cancelled_with_snapshot(store, out.strip().splitlines()[-1])
+
+
+def test_a_killed_cli_cancels_its_run_in_the_agent(store, agent):
+    proc = subprocess.Popen(["jupyter", "flow", "run", SLOW, *LONG, "--quiet"], stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL)
+    _wait_for_moment("step running", store, proc)
+    proc.kill()
+    proc.wait(60)
+    runs = wait_for(lambda: [r for r in list_runs(store) if r["status"] != "running"], what="the run to end")
+    _assert_cancelled_with_snapshot(store, runs[0]["id"])
