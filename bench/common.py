@@ -66,6 +66,7 @@ class Bench:
             "METAFLOW_DATASTORE_SYSROOT_LOCAL": str(self.root / "metaflow"),
             "USER": self.env.get("USER") or "bench",
             "PYTHONUNBUFFERED": "1",
+            "JUPYTER_RUNTIME_DIR": str(self.root / "runtime"),  # an agent of the user's is never used
         })
         self.env.pop("JUPYTER_FLOW_STORE", None)
         self._count = 0
@@ -241,7 +242,28 @@ def timed_command(cmd: list[str], env: dict) -> tuple[float, float]:
 def checkout_env(checkout: Path, root: Path, **extra: str) -> dict:
     """The environment that runs the jupyter_flow checkout at `checkout`, with its bytecode cached
     under `root` (as an installed package has it), even where $PYTHONDONTWRITEBYTECODE is set."""
-    env = dict(os.environ, PYTHONPATH=str(checkout), PYTHONPYCACHEPREFIX=str(root / "pycache"))
+    env = dict(os.environ, PYTHONPATH=str(checkout), PYTHONPYCACHEPREFIX=str(root / "pycache"),
+               JUPYTER_RUNTIME_DIR=str(root / "runtime"))  # an agent of the user's is never used
     env.pop("PYTHONDONTWRITEBYTECODE", None)
     env.pop("JUPYTER_FLOW_STORE", None)
     return {**env, **extra}
+
+
+@contextlib.contextmanager
+def agent_running(command: list[str], env: dict, enabled: bool = True):
+    """`jupyter flow agent` (`command`) serving the commands run with `env`, its sockets in env's
+    JUPYTER_RUNTIME_DIR, if enabled."""
+    if not enabled:
+        yield
+        return
+    runtime = Path(env["JUPYTER_RUNTIME_DIR"])
+    agent = subprocess.Popen(command, env=env, stderr=subprocess.DEVNULL)
+    try:
+        while len(list(runtime.glob("*.sock"))) < 2:  # its zygote's and its runner's
+            if agent.poll() is not None:
+                raise RuntimeError("jupyter flow agent exited")
+            time.sleep(0.05)
+        yield
+    finally:
+        agent.terminate()
+        agent.wait()

@@ -15,15 +15,13 @@ always does), and the rest.
 """
 from __future__ import annotations
 
-import contextlib
 import json
-import subprocess
 import sys
-import time
 from datetime import datetime
 
 from common import (
     Bench,
+    agent_running,
     arg_parser,
     environment_line,
     finish_args,
@@ -75,32 +73,13 @@ def measure(bench: Bench, key: str, agent: bool):
     return ours, with_agent, peer, parts, agent_parts
 
 
-@contextlib.contextmanager
-def agent_running(bench: Bench, enabled: bool):
-    """`jupyter flow agent` for the bench's runs (its socket in the temp dir), if enabled."""
-    if not enabled:
-        yield
-        return
-    bench.env["JUPYTER_RUNTIME_DIR"] = str(bench.root / "runtime")
-    agent = subprocess.Popen(bench.jupyter_flow("agent"), env=bench.env, stderr=subprocess.DEVNULL)
-    try:
-        while len(list((bench.root / "runtime").glob("*.sock"))) < 2:  # its zygote's and its runner's
-            if agent.poll() is not None:
-                raise RuntimeError("jupyter flow agent exited")
-            time.sleep(0.05)
-        yield
-    finally:
-        agent.terminate()
-        agent.wait()
-
-
 def main(argv: list[str] | None = None) -> None:
     p = arg_parser(__doc__.split("\n")[0])
     p.add_argument("--only", action="append", choices=list(PAIRS), help="run only these (repeatable)")
     p.add_argument("--no-agent", action="store_true", help="leave out the runs with `jupyter flow agent` running")
     args = finish_args(p.parse_args(argv))
     rows, details = [], []
-    with Bench(args) as bench, agent_running(bench, not args.no_agent):
+    with Bench(args) as bench, agent_running(bench.jupyter_flow("agent"), bench.env, not args.no_agent):
         print(f"temp dir {bench.root}", file=sys.stderr)
         for key, (label, peer_tool, peer_name) in PAIRS.items():
             if args.only and key not in args.only:

@@ -35,7 +35,7 @@ COMMANDS = ("run", "resume", "batch")  # the ones that start a runner; the rest 
 
 
 def enabled() -> bool:
-    return os.environ.get("JUPYTER_FLOW_AGENT", "1") != "0"
+    return os.name == "posix" and os.environ.get("JUPYTER_FLOW_AGENT", "1") != "0"
 
 
 def address(kind: str = "zygote") -> str:
