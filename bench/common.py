@@ -67,8 +67,12 @@ class Bench:
             "USER": self.env.get("USER") or "bench",
             "PYTHONUNBUFFERED": "1",
             "JUPYTER_RUNTIME_DIR": str(self.root / "runtime"),  # an agent of the user's is never used
+            # every tool's modules run from cached bytecode, as an installed package's do (a checkout
+            # installed with `pip install -e` has none, and $PYTHONDONTWRITEBYTECODE would keep it so)
+            "PYTHONPYCACHEPREFIX": str(self.root / "pycache"),
         })
         self.env.pop("JUPYTER_FLOW_STORE", None)
+        self.env.pop("PYTHONDONTWRITEBYTECODE", None)
         self._count = 0
         self.tools = {t for t in ("jupyter_flow", "metaflow", "papermill", "raw") if t not in args.skip}
         if "jupyter_flow" in self.tools and not jupyter_flow_available():
@@ -112,7 +116,11 @@ class Bench:
 
     # -- running ------------------------------------------------------------------------------
     def run(self, *commands: Command, expect_ok: bool = True) -> float:
-        """Run commands one after another in the temp dir; return the seconds they took together."""
+        """Run commands one after another in the temp dir; return the seconds they took together. They
+        start with no dirty pages pending (os.sync, untimed): what an earlier command wrote is never
+        flushed on this one's time."""
+        if hasattr(os, "sync"):
+            os.sync()
         start = time.perf_counter()
         for cmd in commands:
             self._count += 1

@@ -67,7 +67,10 @@ def connect(kind: str = "zygote", where: str | None = None) -> socket.socket | N
     if where is None and not enabled():
         return None
     where = where or address(kind)
-    if not os.path.exists(where):
+    try:
+        if os.stat(where).st_uid != os.getuid():  # only an agent of this user's
+            return None
+    except OSError:
         return None
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
@@ -147,14 +150,18 @@ def run_agent() -> None:
     if len(os.fsencode(run_at)) > 107:  # sockaddr_un's limit
         raise FlowError(f"the agent's socket path is too long for a Unix socket ({run_at}); set JUPYTER_RUNTIME_DIR "
                         "to a shorter folder")
-    os.makedirs(os.path.dirname(zygote_at), exist_ok=True)
+    os.makedirs(os.path.dirname(zygote_at), mode=0o700, exist_ok=True)
     listeners = {}
-    for where in (run_at, zygote_at):  # the zygote's socket last: it is the one that says "running"
-        if os.path.exists(where):
-            os.unlink(where)  # left behind by an agent that was killed
-        listeners[where] = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        listeners[where].bind(where)
-        listeners[where].listen(16)
+    umask = os.umask(0o177)  # the sockets are this user's alone: whoever connects runs commands as them
+    try:
+        for where in (run_at, zygote_at):  # the zygote's socket last: it is the one that says "running"
+            if os.path.exists(where):
+                os.unlink(where)  # left behind by an agent that was killed
+            listeners[where] = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            listeners[where].bind(where)
+            listeners[where].listen(16)
+    finally:
+        os.umask(umask)
     signal.signal(signal.SIGINT, signal.default_int_handler)  # even when started in the background
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     alive_r, alive_w = os.pipe()  # the runner parent exits when this closes: when this process ends

@@ -169,9 +169,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("keys", nargs="*", metavar="KEY", help="with rm: the environments to remove (key prefixes)")
     p.add_argument("--all", action="store_true", help="with rm: remove every cached environment")
     _add_format(p)
-    sub.add_parser("agent", help="keep python kernels warm between local runs (optional; Ctrl-C stops it)",
-                   description="Import the kernel stack once and serve every local run of this Python "
-                   "environment from it: each run's first kernel is ready sooner. Runs never need it.")
+    sub.add_parser("agent", help="keep runs and kernels warm between commands (optional; Ctrl-C stops it)",
+                   description="Import the runner's stack (papermill, jupyter_client) and the kernels' "
+                   "(ipykernel, IPython) once, and serve every `run`, `resume` and `batch` of this Python "
+                   "environment from them: each starts at once, with its first kernel a fork away. The "
+                   "commands behave as without it (output, exit status, Ctrl-C, folder, environment) and "
+                   "never need it; JUPYTER_FLOW_AGENT=0 makes one ignore it. Leave it running in a "
+                   "terminal, or in the background: jupyter flow agent 2>/dev/null &")
     return parser
 
 

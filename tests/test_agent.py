@@ -5,6 +5,7 @@ import json
 import os
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -31,6 +32,7 @@ def agent(monkeypatch, store):
     proc = subprocess.Popen(["jupyter", "flow", "agent"], stderr=subprocess.PIPE, text=True)
     wait_for(lambda: len(list(Path(runtime).glob("*.sock"))) == 2 or proc.poll() is not None, what="the agent's sockets")
     assert proc.poll() is None, proc.communicate()
+    proc.runtime = Path(runtime)
     yield proc
     proc.kill()  # kill -9: its socket files stay behind
     proc.wait(60)
@@ -49,6 +51,8 @@ def test_the_agent_serves_runs_and_is_never_required(tmp_path, store, agent):
     run_id = out.strip()
     assert _runner_pid(store, run_id) != proc.pid  # the run ran in the agent's process, not the CLI's
     assert jupyter_flow.Run(run_id, store)["a"].data.zp == agent.pid  # kernel < zygote < agent
+    # only this user may connect: whoever can runs commands as them
+    assert {stat.S_IMODE(p.stat().st_mode) for p in agent.runtime.glob("*.sock")} == {0o600}
     second = cli("agent", check=2)
     assert second.stderr.startswith("error: an agent for this environment is running already")
     agent.kill()  # kill -9: its socket files stay behind
