@@ -1,6 +1,7 @@
 """`jupyter flow agent`: with it running, `jupyter flow run|resume|batch` runs in a process the agent
 forks (its imports done) and behaves exactly as without it; without it, or with a stale one, the CLI
 runs on its own. A real agent, real CLI processes, real kernels."""
+import contextlib
 import json
 import os
 import shutil
@@ -9,14 +10,20 @@ import stat
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
+import test_crash as crash
 from conftest import SCENARIOS, cli, tagged_notebook, wait_for
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from test_cancel import LONG, SLOW, _assert_cancelled_with_snapshot, _wait_for_moment
 
 import jupyter_flow
 from jupyter_flow.client import list_runs
+from jupyter_flow.fsck import check
+from jupyter_flow.store import open_store, records
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")]
 
@@ -111,3 +118,59 @@ def test_a_killed_cli_cancels_its_run_in_the_agent(store, agent):
     proc.wait(60)
     runs = wait_for(lambda: [r for r in list_runs(store) if r["status"] != "running"], what="the run to end")
     _assert_cancelled_with_snapshot(store, runs[0]["id"])
+
+
+def _start_agent(runtime: str) -> subprocess.Popen:
+    proc = subprocess.Popen(["jupyter", "flow", "agent"], env={**os.environ, "JUPYTER_RUNTIME_DIR": runtime},
+                            stderr=subprocess.DEVNULL)
+    wait_for(lambda: len(list(Path(runtime).glob("*.sock"))) == 2 or proc.poll() is not None, what="the agent's sockets")
+    return proc
+
+
+@pytest.fixture(scope="module")
+def kill_store(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("agent-kills") / "store")
+
+
+@settings(max_examples=int(os.environ.get("AGENT_KILL_EXAMPLES", "12")), deadline=None, database=None,
+          suppress_health_check=list(HealthCheck))
+@given(target=st.sampled_from(["cli", "runner", "kernel", "agent"]), step=st.sampled_from(crash.STEPS),
+       delay=st.floats(0, 0.5))
+def test_kills_around_the_agent_lose_nothing(kill_store, monkeypatch, target, step, delay):
+    """kill -9 of the CLI (its run is cancelled), of the agent's process running the command (the run
+    is crashed), of a kernel (its task fails) or of the agent itself (the run goes on), `delay` s
+    after `step` starts: every value stays stored and intact, every run ends in a final state, and
+    `resume` completes it."""
+    runtime = tempfile.mkdtemp(prefix="jf-rt-")
+    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", runtime)
+    agent = _start_agent(runtime)
+    store = open_store(kill_store)
+    proc = crash.start_run(kill_store, 10_000_000)
+    try:
+        crash.wait_for(lambda: crash.running_kernel(store, step) is not None or proc.poll() is not None)
+        time.sleep(delay)
+        running = records.list_runs(store, status="running")
+        victim = {"cli": proc.pid, "agent": agent.pid, "kernel": crash.running_kernel(store, step),
+                  "runner": running and running[0].pid}[target]
+        if victim:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(victim, signal.SIGKILL)
+        proc.wait(300)
+    finally:
+        for p in (proc, agent):
+            if p.poll() is None:
+                p.kill()
+                p.wait(60)
+    report = check(store, dry_run=True)
+    assert report["corrupt"] == [] and report["damaged"] == []
+    assert crash.wait_for(lambda: all(r.status in crash.FINAL | {"cancelled"} for r in records.list_runs(store)),
+                          120), [(r.id, r.status) for r in records.list_runs(store)]
+    for run in records.list_runs(store):
+        for task in records.list_tasks(store, run):
+            assert all(store.has_blob(h) for h in task.blob_refs()), (run.id, task.step)
+    latest = records.list_runs(store, limit=1)[0]
+    if latest.status != "succeeded":
+        resumed = cli("resume", latest.id, "--quiet", "--store", kill_store, env={"JUPYTER_FLOW_AGENT": "0"})
+        assert resumed.returncode == 0, resumed.stderr
+    assert records.list_runs(store, limit=1)[0].status == "succeeded"
+    shutil.rmtree(runtime, ignore_errors=True)
