@@ -449,6 +449,7 @@ def cmd_envs(args) -> int:
     removed = envs.remove(args.keys, everything=args.all)
     print(f"removed {len(removed)} environment{'s' if len(removed) != 1 else ''}" +
           (f": {', '.join(k[:12] for k in removed)}" if removed else ""))
+    return 0
 
 
 # -- Kubeflow Pipelines ------------------------------------------------------------------------------
@@ -515,14 +516,22 @@ def run_main(argv: list[str]) -> int:
     """`main`, with what the interpreter would do for what escapes it: SystemExit's code, or the
     traceback (--debug) and 1."""
     try:
-        return main(argv)
+        return _exit_status(main(argv))
     except SystemExit as e:
-        return e.code if isinstance(e.code, int) else 0 if e.code is None else 1
+        return _exit_status(e.code)
     except BaseException:  # noqa: BLE001
         import traceback
 
         traceback.print_exc()
         return 1
+
+
+def _exit_status(code) -> int:
+    """As sys.exit reads its argument: None is 0, an int is itself, anything else is printed and 1."""
+    if code is None or isinstance(code, int):
+        return code or 0
+    print(code, file=sys.stderr)
+    return 1
 
 
 def entry() -> None:
