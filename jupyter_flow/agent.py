@@ -14,8 +14,9 @@ sources, so a runner only ever uses an agent that would import what it would):
   validator, jupyter_client, jupyter_flow's CLI). `jupyter flow run|resume|batch` sends it the
   command line, its working directory, environment, umask and standard streams (the file descriptors
   themselves, so a terminal stays a terminal); the runner parent forks a process that becomes the
-  command, and the CLI waits for its exit status. Ctrl-C and `kill` of the CLI are forwarded to it;
-  if the CLI dies, its run is cancelled as a Ctrl-C would cancel it (the tasks save their state).
+  command, and the CLI waits for its exit status. Ctrl-C, Ctrl-Z, `fg` and `kill` of the CLI are
+  forwarded to it; if the CLI dies, its run is cancelled as a Ctrl-C would cancel it (the tasks save
+  their state).
 
 Both forks happen in single-threaded processes with no open sockets but the listener's.
 """
@@ -105,12 +106,19 @@ def delegate(argv: list[str]) -> int | None:
         pid = started["pid"]
 
         def forward(signum, frame):
+            # Ctrl-Z: the command's process is in a session of its own, where a terminal stop signal
+            # would be discarded; it gets SIGSTOP, then this process stops as it would have
+            stop = signum == signal.SIGTSTP
             try:
-                os.kill(pid, signum)
+                os.kill(pid, signal.SIGSTOP if stop else signum)
             except ProcessLookupError:
                 pass
+            if stop:
+                signal.signal(signal.SIGTSTP, signal.SIG_DFL)
+                os.kill(os.getpid(), signal.SIGTSTP)
+                signal.signal(signal.SIGTSTP, forward)  # continued (fg/bg): SIGCONT is forwarded too
 
-        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGTSTP, signal.SIGCONT):
             signal.signal(signum, forward)
         try:
             ended = json.loads(replies.readline() or "null")

@@ -110,6 +110,27 @@ def test_ctrl_c_reaches_the_agents_run(store, agent):
     _assert_cancelled_with_snapshot(store, out.strip().splitlines()[-1])
 
 
+def _state(pid: int) -> str:
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+
+
+def test_ctrl_z_stops_the_agents_run_and_fg_continues_it(tmp_path, store, agent):
+    go = tmp_path / "go"
+    path = tagged_notebook(tmp_path, [(["step:a"], f"import os, time\nwhile not os.path.exists({str(go)!r}):\n"
+                                                   "    time.sleep(0.05)\ndone = 1")])
+    proc = subprocess.Popen(["jupyter", "flow", "run", path, "--quiet"], stdout=subprocess.PIPE, text=True)
+    runs = wait_for(lambda: [r for r in list_runs(store) if r["status"] == "running"], what="the run to start")
+    runner = runs[0]["pid"]
+    assert runner != proc.pid
+    os.kill(proc.pid, signal.SIGTSTP)  # a terminal's Ctrl-Z
+    wait_for(lambda: _state(runner) == "T" and _state(proc.pid) == "T", what="the CLI and the run stopped")
+    os.kill(proc.pid, signal.SIGCONT)  # fg
+    wait_for(lambda: _state(runner) != "T" and _state(proc.pid) != "T", what="the CLI and the run going on")
+    go.touch()
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0 and jupyter_flow.Run(out.strip(), store)["a"].data.done == 1
+
+
 def test_a_killed_cli_cancels_its_run_in_the_agent(store, agent):
     proc = subprocess.Popen(["jupyter", "flow", "run", SLOW, *LONG, "--quiet"], stdout=subprocess.PIPE,
                             stderr=subprocess.DEVNULL)
