@@ -118,7 +118,10 @@ def test_ctrl_z_stops_the_agents_run_and_fg_continues_it(tmp_path, store, agent)
     go = tmp_path / "go"
     path = tagged_notebook(tmp_path, [(["step:a"], f"import os, time\nwhile not os.path.exists({str(go)!r}):\n"
                                                    "    time.sleep(0.05)\ndone = 1")])
-    proc = subprocess.Popen(["jupyter", "flow", "run", path, "--quiet"], stdout=subprocess.PIPE, text=True)
+    # a job of its own, as a shell starts it: its parent (this test) is in the same session, so the
+    # group is not orphaned and the kernel does not discard its stop signal, however pytest was started
+    proc = subprocess.Popen(["jupyter", "flow", "run", path, "--quiet"], stdout=subprocess.PIPE, text=True,
+                            process_group=0)
     runs = wait_for(lambda: [r for r in list_runs(store) if r["status"] == "running"], what="the run to start")
     runner = runs[0]["pid"]
     assert runner != proc.pid
