@@ -116,22 +116,46 @@ def _state(pid: int) -> str:
 
 def test_ctrl_z_stops_the_agents_run_and_fg_continues_it(tmp_path, store, agent):
     go = tmp_path / "go"
-    path = tagged_notebook(tmp_path, [(["step:a"], f"import os, time\nwhile not os.path.exists({str(go)!r}):\n"
-                                                   "    time.sleep(0.05)\ndone = 1")])
     # a job of its own, as a shell starts it: its parent (this test) is in the same session, so the
     # group is not orphaned and the kernel does not discard its stop signal, however pytest was started
-    proc = subprocess.Popen(["jupyter", "flow", "run", path, "--quiet"], stdout=subprocess.PIPE, text=True,
-                            process_group=0)
-    runs = wait_for(lambda: [r for r in list_runs(store) if r["status"] == "running"], what="the run to start")
-    runner = runs[0]["pid"]
-    assert runner != proc.pid
-    os.kill(proc.pid, signal.SIGTSTP)  # a terminal's Ctrl-Z
-    wait_for(lambda: _state(runner) == "T" and _state(proc.pid) == "T", what="the CLI and the run stopped")
-    os.kill(proc.pid, signal.SIGCONT)  # fg
-    wait_for(lambda: _state(runner) != "T" and _state(proc.pid) != "T", what="the CLI and the run going on")
-    go.touch()
-    out, _ = proc.communicate(timeout=300)
+    with _waiting_run(tmp_path, store, go, process_group=0) as (proc, runner):
+        os.kill(proc.pid, signal.SIGTSTP)  # a terminal's Ctrl-Z
+        wait_for(lambda: _state(runner) == "T" and _state(proc.pid) == "T", what="the CLI and the run stopped")
+        os.kill(proc.pid, signal.SIGCONT)  # fg
+        wait_for(lambda: _state(runner) != "T" and _state(proc.pid) != "T", what="the CLI and the run going on")
+        go.touch()
+        out, _ = proc.communicate(timeout=300)
     assert proc.returncode == 0 and jupyter_flow.Run(out.strip(), store)["a"].data.done == 1
+
+
+def test_a_stop_signal_no_shell_would_continue_leaves_the_run_going(tmp_path, store, agent):
+    """In a process group no shell controls the kernel discards SIGTSTP: the CLI goes on, and so must
+    its run in the agent (as it would without the agent), not stay stopped with nobody to continue it."""
+    go = tmp_path / "go"
+    with _waiting_run(tmp_path, store, go, start_new_session=True) as (proc, runner):
+        os.kill(proc.pid, signal.SIGTSTP)
+        go.touch()
+        out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0 and jupyter_flow.Run(out.strip(), store)["a"].data.done == 1
+
+
+@contextlib.contextmanager
+def _waiting_run(tmp_path, store, go, **popen):
+    """A CLI whose run, in the agent, waits for the file `go`; (the CLI, the agent's process running it)."""
+    path = tagged_notebook(tmp_path, [(["step:a"], f"import os, time\nwhile not os.path.exists({str(go)!r}):\n"
+                                                   "    time.sleep(0.05)\ndone = 1")])
+    proc = subprocess.Popen(["jupyter", "flow", "run", path, "--quiet"], stdout=subprocess.PIPE, text=True, **popen)
+    try:
+        runs = wait_for(lambda: [r for r in list_runs(store) if r["status"] == "running"],
+                        what="the run to start")
+        assert runs[0]["pid"] != proc.pid
+        yield proc, runs[0]["pid"]
+    finally:
+        go.touch()
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(proc.pid, signal.SIGCONT)
+        proc.kill()
+        proc.wait(60)
 
 
 def test_a_killed_cli_cancels_its_run_in_the_agent(store, agent):
