@@ -13,13 +13,22 @@ changes.
 """
 import importlib
 import sys
+import threading
 import types
 
 FORMAT_CHECKER_PACKAGES = ("fqdn", "idna", "isoduration", "jsonpointer", "rfc3339_validator", "rfc3986_validator",
                            "rfc3987", "rfc3987_syntax", "uri_template", "webcolors")
 
 
+_lock = threading.Lock()  # a run's threads all call it
+
+
 def fast_notebook_imports() -> None:
+    with _lock:
+        _trim()
+
+
+def _trim() -> None:
     if "jsonschema" not in sys.modules:
         hidden = [name for name in FORMAT_CHECKER_PACKAGES if name not in sys.modules]
         sys.modules.update(dict.fromkeys(hidden))  # None: `import name` raises ImportError
