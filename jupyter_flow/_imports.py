@@ -12,6 +12,7 @@ Both only when the module is not imported yet: in a process that has it (a Jupyt
 changes.
 """
 import importlib
+import importlib.util
 import sys
 import threading
 import types
@@ -38,7 +39,8 @@ def _trim() -> None:
             for name in hidden:
                 if name in sys.modules and sys.modules[name] is None:
                     del sys.modules[name]
-    if "papermill" not in sys.modules and "papermill.s3" not in sys.modules:
+    if "papermill" not in sys.modules and "papermill.s3" not in sys.modules and importlib.util.find_spec("boto3"):
+        # (without boto3 papermill's import of it fails at once, and papermill says what to install)
         sys.modules["papermill.s3"] = _papermill_s3_stand_in()
 
 
