@@ -11,7 +11,6 @@
 Both only when the module is not imported yet: in a process that has it (a Jupyter server), nothing
 changes.
 """
-import importlib
 import importlib.util
 import sys
 import threading
@@ -37,7 +36,7 @@ def _trim() -> None:
             import jsonschema  # noqa: F401
         finally:
             for name in hidden:
-                if name in sys.modules and sys.modules[name] is None:
+                if sys.modules.get(name, 0) is None:
                     del sys.modules[name]
     if "papermill" not in sys.modules and "papermill.s3" not in sys.modules and importlib.util.find_spec("boto3"):
         # (without boto3 papermill's import of it fails at once, and papermill says what to install)

@@ -23,7 +23,6 @@ Both forks happen in single-threaded processes with no open sockets but the list
 from __future__ import annotations
 
 import atexit
-import contextlib
 import hashlib
 import json
 import os
@@ -84,11 +83,6 @@ def connect(kind: str = "zygote", where: str | None = None) -> socket.socket | N
 
 
 # -- the CLI's side -------------------------------------------------------------------------------
-def _signal(pid: int, signum: int) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signum)
-
-
 def delegate(argv: list[str]) -> int | None:
     """Run `jupyter flow ARGV` in the agent if one is running; its exit status, or None (run it here)."""
     if not argv or argv[0] not in COMMANDS or not enabled() or {"-h", "--help"} & set(argv):
@@ -97,7 +91,7 @@ def delegate(argv: list[str]) -> int | None:
     if sock is None:
         return None
     with sock:
-        from .forkserver import current_umask
+        from .forkserver import current_umask, send_signal
 
         message = {"argv": argv, "cwd": os.getcwd(), "env": dict(os.environ), "umask": current_umask(),
                    "encoding": sys.stdout.encoding or "utf-8"}
@@ -115,14 +109,14 @@ def delegate(argv: list[str]) -> int | None:
             # Ctrl-Z: the command's process is in a session of its own, where a terminal stop signal
             # would be discarded; it gets SIGSTOP, then this process stops as it would have
             stop = signum == signal.SIGTSTP
-            _signal(pid, signal.SIGSTOP if stop else signum)
+            send_signal(pid, signal.SIGSTOP if stop else signum)
             if stop:
                 signal.signal(signal.SIGTSTP, signal.SIG_DFL)
                 os.kill(os.getpid(), signal.SIGTSTP)
                 signal.signal(signal.SIGTSTP, forward)
                 # continued by fg/bg, or never stopped: the kernel discards a stop signal in a group no
                 # shell controls (an orphaned one), and then the run goes on as it would without the agent
-                _signal(pid, signal.SIGCONT)
+                send_signal(pid, signal.SIGCONT)
 
         for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGTSTP, signal.SIGCONT):
             signal.signal(signum, forward)

@@ -25,6 +25,7 @@ the runner hangs up). A runner that finds no agent starts its own zygote, as wit
 from __future__ import annotations
 
 import ast
+import contextlib
 import gc
 import importlib
 import json
@@ -60,6 +61,12 @@ def modules_to_preload(sources) -> list[str]:
             elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
                 names.append(node.module)
     return list(dict.fromkeys(names))
+
+
+def send_signal(pid: int, signum: int) -> None:
+    """Signal a process that may have ended already."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signum)
 
 
 def enabled() -> bool:
@@ -150,10 +157,7 @@ class ForkedProcess:
         return self.returncode
 
     def send_signal(self, signum: int) -> None:
-        try:
-            os.kill(self.pid, signum)
-        except ProcessLookupError:
-            pass
+        send_signal(self.pid, signum)
 
     def kill(self) -> None:
         self.send_signal(9)
