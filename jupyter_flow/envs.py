@@ -20,6 +20,7 @@ import platform
 import shutil
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -137,15 +138,13 @@ def _locked(lock_path: str):
 
 
 def _build(key: str, path: str, requirements: list[str]) -> Env:
-    import uv
-
     for stale in os.listdir(cache_dir()):  # what builds that crashed left (we hold the lock)
         if stale.startswith(f".build-{key}-"):
             shutil.rmtree(os.path.join(cache_dir(), stale), ignore_errors=True)
     if os.path.exists(path):  # not an environment we built (no record of it): never trusted
         _delete(path)
     tmp = os.path.join(cache_dir(), f".build-{key}-{uuid.uuid4().hex[:8]}")
-    uv_bin = uv.find_uv_bin()
+    uv_bin = _uv_bin()
     what = " ".join(f"pip:{r}" for r in requirements)
     try:
         _uv(uv_bin, ["venv", "--quiet", "--relocatable", "--python", sys.executable, tmp], what)
@@ -161,6 +160,19 @@ def _build(key: str, path: str, requirements: list[str]) -> Env:
         return env
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+_uv_lock = threading.Lock()
+
+
+def _uv_bin() -> str:
+    """uv's executable, looked up one thread at a time: uv finds it through sysconfig, whose first
+    call fills a shared dict that a concurrent build could read half-filled (before Python 3.13;
+    seen as `TypeError: can only concatenate str (not "NoneType") to str` on a Dask worker)."""
+    import uv
+
+    with _uv_lock:
+        return uv.find_uv_bin()
 
 
 def _uv(uv_bin: str, args: list[str], what: str) -> str:
@@ -182,12 +194,10 @@ def resolve(requirements: list[str]) -> Resolution:
     (`uv pip compile`): the cache key of a step whose environment a worker builds."""
     import tempfile
 
-    import uv
-
     with tempfile.NamedTemporaryFile("w", suffix=".in", prefix="jupyter-flow-") as f:
         f.write("\n".join([*kernel_requirements(), *requirements]) + "\n")
         f.flush()
-        pinned = _uv(uv.find_uv_bin(), ["pip", "compile", "--quiet", "--no-header", "--no-annotate", "--python-version",
+        pinned = _uv(_uv_bin(), ["pip", "compile", "--quiet", "--no-header", "--no-annotate", "--python-version",
                                         platform.python_version(), f.name], " ".join(f"pip:{r}" for r in requirements))
     return Resolution(dict(line.strip().split("==", 1) for line in pinned.splitlines() if "==" in line))
 

@@ -194,3 +194,30 @@ def test_the_runner_resolves_versions_of_envs_that_workers_build(env_cache):
     resolved = envs.resolve(["six==1.16.0"]).packages
     assert resolved["six"] == "1.16.0" and resolved["ipykernel"] == metadata.version("ipykernel")
     assert envs.list_envs() == before  # resolved, not built
+
+
+def test_concurrent_builds_find_uv_however_the_threads_interleave():
+    """Two `pip:` steps of one worker build at once; each looks up uv's executable through sysconfig,
+    whose first call is not thread-safe before Python 3.13. Replayed 500 times in a fresh interpreter,
+    sysconfig reset each time and threads switched as often as Python allows."""
+    code = (
+        "import sys, sysconfig, threading\n"
+        "from jupyter_flow import envs\n"
+        "sys.setswitchinterval(1e-6)\n"
+        "found, errors = set(), []\n"
+        "def look(barrier):\n"
+        "    barrier.wait()\n"
+        "    try:\n"
+        "        found.add(envs._uv_bin())\n"
+        "    except Exception as e:\n"
+        "        errors.append(repr(e))\n"
+        "for _ in range(500):\n"
+        "    sysconfig._CONFIG_VARS = None\n"
+        "    barrier = threading.Barrier(4)\n"
+        "    threads = [threading.Thread(target=look, args=(barrier,)) for _ in range(4)]\n"
+        "    [t.start() for t in threads]\n"
+        "    [t.join() for t in threads]\n"
+        "print(len(found), errors[:3])\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "1 []"
