@@ -15,11 +15,23 @@ A name is *maybe changed* (`Usage.maybe`) when it goes into a call whose result 
 (`Xs = scaler.transform(X)`) or into a nested scope (lambda, comprehension). Such uses rarely change
 a value, so parallel branches may make them; the runtime re-hashes these inputs when the step ends
 and stops the run if one changed under a later reader (see `inkernel.finish`).
+
+Files the code reads and writes are predicted where the path is written out: a literal, or a
+simple string expression (f-string, `+`, `%`, `.format`, `os.path.join`, `Path(...) / ...`) over
+literals and names bound to such values (`Usage.constants`, e.g. a parameter `path = 'data.csv'`),
+passed to `open(p, mode)` (the mode decides), a path's `read_text`/`write_text`/`open`/`unlink`,
+`read_*`/`load` functions (reads), `to_csv`-like methods and `save`/`savefig`/`dump` (writes),
+`shutil.copy`/`move`, `os.rename`/`replace`/`remove`. Other paths are not predicted; the runtime
+records every file a step opens.
+
+A name bound to `get_ipython()` is the kernel's shell: calls on it change kernel state, not a value
+of ours (it is treated as a module).
 """
 from __future__ import annotations
 
 import ast
 import builtins
+import posixpath
 import re
 from dataclasses import dataclass, field
 
@@ -61,6 +73,31 @@ _IPYTHON_SYNTAX = re.compile(r"[!%?]")
 _CODE_LINE_MAGICS = {"time", "timeit", "prun"}
 _CODE_CELL_MAGICS = {"time", "timeit", "prun", "capture"}
 _MAGIC_OPTIONS = re.compile(r"^(?:\s*-(?:[nrpslTD]\s*\S+|[A-Za-z]))*\s*")
+_FORMAT_SPEC = re.compile(r"^(?:.?[<>^=])?[+\- ]?#?0?\d{0,3}[,_]?(?:\.\d{0,3})?[a-zA-Z%]?$")
+_BIG_WIDTH = re.compile(r"%[^a-zA-Z%]*\d{4}")
+_UNKNOWN = object()  # a value static reading cannot know
+IMMUTABLE = (str, bytes, int, float, complex, bool, type(None), tuple, frozenset)
+# Functions that open a file named by their first argument, with a mode (default: read).
+OPEN_FUNCTIONS = {"open": "r", "io.open": "r", "codecs.open": "r", "gzip.open": "rb", "bz2.open": "rb",
+                  "lzma.open": "rb"}
+PATH_KEYWORDS = ("file", "filename", "fname", "filepath_or_buffer", "path", "path_or_buf", "io", "f",
+                 "excel_writer", "buf")
+# Calls (by their last name) that read the file their first argument names, or write the first of their
+# first two arguments that names a file (`np.save(path, arr)`, `torch.save(model, path)`).
+READ_CALLS = frozenset({"load", "loadtxt", "genfromtxt", "fromfile", "imread", "load_workbook"})
+NOT_FILE_READS = frozenset({"read_sql", "read_sql_query", "read_sql_table", "read_gbq", "read_clipboard", "read_html"})
+WRITE_CALLS = frozenset({
+    "save", "savez", "savez_compressed", "savetxt", "savefig", "dump", "imwrite", "imsave", "tofile", "write_image",
+    "to_csv", "to_parquet", "to_json", "to_pickle", "to_excel", "to_feather", "to_hdf", "to_html", "to_latex",
+    "to_markdown", "to_stata", "to_xml", "to_orc", "to_netcdf", "to_file", "to_string"})
+# Methods of a path (the receiver names the file).
+PATH_READS, PATH_WRITES = frozenset({"read_text", "read_bytes"}), frozenset({"write_text", "write_bytes", "touch",
+                                                                              "unlink"})
+COPIES = {"shutil.copy": False, "shutil.copy2": False, "shutil.copyfile": False, "shutil.move": True,
+          "os.rename": True, "os.replace": True}  # -> whether the source is removed
+REMOVES = frozenset({"os.remove", "os.unlink"})
+PATH_JOINS = frozenset({"os.path.join", "posixpath.join", "pathlib.Path", "pathlib.PurePath",
+                        "pathlib.PosixPath", "pathlib.PurePosixPath"})
 _BRACES = re.compile(r"(?<!\{)\{([^{}]+)\}(?!\})")
 _DOLLAR = re.compile(r"(?<!\$)\$([A-Za-z_]\w*)")
 
@@ -75,6 +112,8 @@ class Function:
     params: dict[str, bool | None]  # parameter -> changed in place (True), maybe (False), neither (None)
     positional: list[str]  # parameters an argument at each position binds
     varargs: tuple[str | None, str | None] = (None, None)  # its *args and **kwargs names
+    files_read: list[str] = field(default_factory=list)  # files it reads and writes (paths as written)
+    files_written: list[str] = field(default_factory=list)
 
     def effect(self, position: int | None, keyword: str | None) -> bool | None:
         """What a call does to the value passed at `position` (or as `keyword`)."""
@@ -99,6 +138,13 @@ class Usage:
     functions: dict[str, Function] = field(default_factory=dict)  # functions defined here
     rng: list[tuple[str, str]] = field(default_factory=list)  # ("seed" | "draw", stream), in code order
     aliases: dict[str, set[str]] = field(default_factory=dict)  # name -> names it may share an object with
+    shares: dict[str, set[str]] = field(default_factory=dict)  # the aliases that surely are one object
+    # (not through an item, `y = x[0]`, nor with a name known to hold an immutable value)
+    constants: dict[str, object] = field(default_factory=dict)  # name -> its immutable value, where known
+    stars: list[str] = field(default_factory=list)  # modules star-imported (`from m import *`)
+    shells: list[str] = field(default_factory=list)  # names bound to the kernel's shell (get_ipython())
+    files_read: list[str] = field(default_factory=list)  # files read before written (paths as written)
+    files_written: list[str] = field(default_factory=list)  # files written or removed
 
     def read(self, name: str, bound: set[str], optional: bool = False) -> None:
         if not optional:
@@ -119,6 +165,14 @@ class Usage:
             self.writes.append(name)
         if name in self.maybe:
             self.maybe.remove(name)
+
+    def file(self, path, read: bool = False, written: bool = False) -> None:
+        if not _is_path(path):
+            return
+        if read and path not in self.files_written and path not in self.files_read:
+            self.files_read.append(path)
+        if written and path not in self.files_written:
+            self.files_written.append(path)
 
 
 def to_python(source: str) -> str:
@@ -148,13 +202,14 @@ def normalized(source: str) -> str:
 
 
 def analyze(sources: list[str], bound: set[str] | None = None, modules: dict[str, str] | None = None,
-            functions: dict[str, Function] | None = None) -> Usage:
+            functions: dict[str, Function] | None = None, constants: dict | None = None) -> Usage:
     """Reads and writes of code cells run in order.
 
     `bound` holds names already defined; `modules` the names bound by an import (their functions
-    are not methods of a value of ours); `functions` the functions earlier cells defined.
+    are not methods of a value of ours); `functions` the functions earlier cells defined;
+    `constants` the names earlier cells bound to immutable values they spell out.
     """
-    usage = Usage(modules=dict(modules or {}))
+    usage = Usage(modules=dict(modules or {}), constants=dict(constants or {}))
     walker = _Walker(usage, set(bound or ()), dict(functions or {}))
     for source in sources:
         for stmt in _Magics().visit(parse(source)).body:
@@ -228,6 +283,7 @@ def _expansions(text: str) -> list[ast.expr]:
 class _Walker:
     def __init__(self, usage: Usage, bound: set[str], functions: dict[str, Function]):
         self.u, self.bound, self.functions = usage, bound, functions
+        self.depth = 0  # inside a compound statement: a binding there may not run, so its value is unknown
 
     # -- statements ---------------------------------------------------------------------------
     def statement(self, stmt: ast.stmt) -> None:
@@ -241,6 +297,7 @@ class _Walker:
         elif isinstance(stmt, (ast.Import, ast.ImportFrom)):
             for alias in stmt.names:
                 if alias.name == "*":
+                    self.u.stars.append(getattr(stmt, "module", None) or ".")
                     continue
                 name = (alias.asname or alias.name).split(".")[0]
                 self.bind(name)
@@ -255,6 +312,7 @@ class _Walker:
                     self.u.read(name, self.bound)
                     self.u.write(name, self.bound)
                     self.u.aliases.pop(name, None)
+                    self.u.shares.pop(name, None)
         elif isinstance(stmt, (ast.For, ast.AsyncFor)):
             self.simple(stmt, parts=[stmt.iter, stmt.target], value=stmt.iter, targets=[stmt.target])
             self.body(stmt, "body", "orelse")
@@ -275,6 +333,7 @@ class _Walker:
             self.simple(stmt, value=value, targets=targets)
 
     def body(self, stmt: ast.stmt, *names: str) -> None:
+        self.depth += 1
         for name in names:
             for child in getattr(stmt, name, None) or []:
                 if isinstance(child, (ast.ExceptHandler, ast.match_case)):
@@ -284,6 +343,7 @@ class _Walker:
                         self.statement(inner)
                 else:
                     self.statement(child)
+        self.depth -= 1
 
     def simple(self, stmt: ast.AST, parts: list | None = None, value=None, targets=()) -> None:
         """A statement without a body (or a compound statement's header): reads, then changes, then binds."""
@@ -303,21 +363,35 @@ class _Walker:
                 self.change(_root_name(node), definite=True)
             elif isinstance(node, ast.AugAssign):
                 self.change(_root_name(node.target), definite=True)
+        known = self.constant(value) if value is not None and len(targets) == 1 and not self.depth else _UNKNOWN
         shared = _refs(value) if value is not None else set()
         shared |= {a for name in shared for a in self.u.aliases.get(name, ())}
+        surely = {n for n in _refs(value, items=False) if n not in self.u.constants and n not in self.u.modules}
+        surely |= {a for name in surely for a in self.u.shares.get(name, ())}
         for target in targets:
             for name in _names(target, ast.Store):
                 self.u.aliases.pop(name, None)
+                self.u.shares.pop(name, None)
                 if shared - {name}:
                     self.u.aliases[name] = shared - {name}
+                if surely - {name}:
+                    self.u.shares[name] = surely - {name}
         for node in nodes:
             if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
                 self.bind(node.id)
+        if targets and isinstance(targets[0], ast.Name):
+            if isinstance(known, IMMUTABLE):
+                self.u.constants[targets[0].id] = known
+            elif _is_shell(value):
+                self.u.modules[targets[0].id] = "IPython.InteractiveShell"
+                self.u.shells.append(targets[0].id)
+                self.u.shares.pop(targets[0].id, None)
 
     # -- what a call may change ----------------------------------------------------------------
     def call(self, node: ast.Call, dropped: bool) -> None:
         path = self.path(node.func)
         self.random_state(path)
+        self.files(node, path)
         last = path.rsplit(".", 1)[-1] if path else None
         func = node.func
         args = [a for a in node.args] + [k.value for k in node.keywords]
@@ -332,6 +406,10 @@ class _Walker:
             for name in self.functions[func.id].maybe:
                 self.change(name, definite=False)
             function = self.functions[func.id]
+            for file in function.files_read:
+                self.u.file(file, read=True)
+            for file in function.files_written:
+                self.u.file(file, written=True)
             for position, arg in enumerate(node.args):
                 effect = function.effect(None if isinstance(arg, ast.Starred) else position, None)
                 self.pass_to(arg, effect)
@@ -365,6 +443,99 @@ class _Walker:
         base = self.u.modules.get(func.id, func.id)
         return ".".join([base] + parts[::-1])
 
+    # -- files and values written out ------------------------------------------------------------
+    def files(self, node: ast.Call, path: str | None) -> None:
+        """The files a call reads or writes, where its arguments spell out their paths."""
+        func = node.func
+        last = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", None)
+        keywords = {k.arg: k.value for k in node.keywords if k.arg}
+
+        def arg(i: int, *names: str):
+            for name in names:
+                if name in keywords:
+                    return self.constant(keywords[name])
+            positional = node.args[:i + 1]
+            if len(positional) <= i or any(isinstance(a, ast.Starred) for a in positional):
+                return _UNKNOWN
+            return self.constant(node.args[i])
+
+        receiver = self.constant(func.value) if isinstance(func, ast.Attribute) else _UNKNOWN
+        if path in OPEN_FUNCTIONS or (last == "open" and _is_path(receiver)):
+            file = arg(0, "file", "filename") if path in OPEN_FUNCTIONS else receiver
+            mode = arg(1 if path in OPEN_FUNCTIONS else 0, "mode")
+            mode = OPEN_FUNCTIONS.get(path, "r") if mode is _UNKNOWN and len(node.args) < 2 and "mode" not in keywords \
+                else mode
+            if isinstance(mode, str):
+                self.u.file(file, read="r" in mode or "+" in mode, written=bool(set(mode) & set("wax+")))
+        elif last in PATH_READS or last in PATH_WRITES:
+            self.u.file(receiver, read=last in PATH_READS, written=last in PATH_WRITES)
+        elif path in COPIES:
+            self.u.file(arg(0, "src"), read=True, written=COPIES[path])
+            self.u.file(arg(1, "dst"), written=True)
+        elif path in REMOVES:
+            self.u.file(arg(0, "path"), written=True)
+        elif last in READ_CALLS or (last and last.startswith("read_") and last not in NOT_FILE_READS):
+            self.u.file(arg(0, *PATH_KEYWORDS), read=True)
+        elif last in WRITE_CALLS:
+            first = arg(0, *PATH_KEYWORDS)
+            self.u.file(first if _is_path(first) else arg(1), written=True)
+
+    def constant(self, node):
+        """The value of `node` where the code spells it out: literals, names bound to them, and simple
+        string expressions over them (a path as a str); else _UNKNOWN."""
+        try:
+            value = self._constant(node)
+        except (ValueError, TypeError, KeyError, IndexError, OverflowError, MemoryError, RecursionError):
+            return _UNKNOWN
+        return _UNKNOWN if isinstance(value, (str, bytes)) and len(value) > 4096 else value
+
+    def _constant(self, node):
+        if isinstance(node, ast.Constant):
+            return node.value
+        if isinstance(node, ast.Name):
+            return self.u.constants.get(node.id, _UNKNOWN)
+        if isinstance(node, ast.Tuple):
+            items = tuple(self.constant(e) for e in node.elts)
+            return _UNKNOWN if _UNKNOWN in items else items
+        if isinstance(node, ast.JoinedStr):
+            parts = []
+            for part in node.values:
+                if isinstance(part, ast.Constant):
+                    parts.append(part.value)
+                    continue
+                value = self.constant(part.value)
+                spec = self.constant(part.format_spec) if part.format_spec else ""
+                if value is _UNKNOWN or not isinstance(spec, str) or not _FORMAT_SPEC.match(spec):
+                    return _UNKNOWN
+                value = {-1: lambda v: v, 115: str, 114: repr, 97: ascii}[part.conversion](value)
+                parts.append(format(value, spec))
+            return "".join(parts)
+        if isinstance(node, ast.BinOp):
+            left, right = self.constant(node.left), self.constant(node.right)
+            if not isinstance(left, str) or right is _UNKNOWN:
+                return _UNKNOWN
+            if isinstance(node.op, ast.Add) and isinstance(right, str):
+                return left + right
+            if isinstance(node.op, ast.Div) and isinstance(right, str):
+                return _join(left, right)
+            if isinstance(node.op, ast.Mod) and not _BIG_WIDTH.search(left):
+                return left % right
+            return _UNKNOWN
+        if isinstance(node, ast.Call) and not node.keywords:
+            args = [self.constant(a) for a in node.args]
+            if not all(isinstance(a, str) for a in args):
+                return _UNKNOWN
+            func = node.func
+            if isinstance(func, ast.Attribute) and func.attr == "format":
+                template = self.constant(func.value)
+                return template.format(*args) if isinstance(template, str) and "{:" not in template else _UNKNOWN
+            path = self.path(func)
+            if path in PATH_JOINS and args:
+                return _join(*args)
+            if path == "str" and len(args) == 1:
+                return args[0]
+        return _UNKNOWN
+
     def random_state(self, path: str | None) -> None:
         if not path or "." not in path:
             return
@@ -393,24 +564,28 @@ class _Walker:
     def bind(self, name: str) -> None:
         self.u.write(name, self.bound)
         self.u.modules.pop(name, None)
+        self.u.constants.pop(name, None)
 
     def _function(self, func: ast.FunctionDef | ast.AsyncFunctionDef) -> Function:
         """The globals a function reads and may change when called (it may change its arguments too)."""
         args = func.args
         params = {a.arg for a in args.posonlyargs + args.args + args.kwonlyargs + [args.vararg, args.kwarg] if a}
         declared = {n for node in ast.walk(func) if isinstance(node, ast.Global) for n in node.names}
-        inner = _Walker(Usage(modules=dict(self.u.modules)), set(params), dict(self.functions))
-        for stmt in func.body:
-            inner.statement(stmt)
         local = params | {n.id for node in func.body for n in ast.walk(node)
                           if isinstance(n, ast.Name) and not isinstance(n.ctx, ast.Load)}
+        constants = {n: v for n, v in self.u.constants.items() if n not in local}
+        inner = _Walker(Usage(modules=dict(self.u.modules), constants=constants), set(params), dict(self.functions))
+        inner.depth = 1  # its bindings are local
+        for stmt in func.body:
+            inner.statement(stmt)
         outside = [n for n in inner.u.writes + inner.u.maybe if n not in local or n in declared]
         effects = {p: True if p in inner.u.changed else False if p in inner.u.maybe else None for p in params}
         return Function(reads=[n for n in inner.u.reads if n not in declared],
                         changes=[n for n in outside if n in inner.u.writes],
                         maybe=[n for n in outside if n in inner.u.maybe], params=effects,
                         positional=[a.arg for a in args.posonlyargs + args.args],
-                        varargs=(args.vararg and args.vararg.arg, args.kwarg and args.kwarg.arg))
+                        varargs=(args.vararg and args.vararg.arg, args.kwarg and args.kwarg.arg),
+                        files_read=inner.u.files_read, files_written=inner.u.files_written)
 
 
 _COMPOUND = (ast.If, ast.While, ast.Try, ast.Match) + ((ast.TryStar,) if hasattr(ast, "TryStar") else ())
@@ -423,21 +598,38 @@ def _names(target: ast.AST, ctx) -> list[str]:
     return [n.id for n in ast.walk(target) if isinstance(n, ast.Name) and isinstance(n.ctx, ctx)]
 
 
-def _refs(node: ast.AST | None) -> set[str]:
-    """Names whose objects `node` may hand on as they are (not a new value computed from them)."""
+def _refs(node: ast.AST | None, items: bool = True) -> set[str]:
+    """Names whose objects `node` may hand on as they are (not a new value computed from them); with
+    `items=False`, not through an item or slice (`df[['a']]`, `xs[1:]` usually make new objects)."""
     if isinstance(node, ast.Name):
         return {node.id}
-    if isinstance(node, (ast.Attribute, ast.Subscript, ast.Starred)):
-        return _refs(node.value)
+    if isinstance(node, (ast.Attribute, ast.Starred)) or (items and isinstance(node, ast.Subscript)):
+        return _refs(node.value, items)
     if isinstance(node, (ast.List, ast.Tuple, ast.Set)):
-        return {n for e in node.elts for n in _refs(e)}
+        return {n for e in node.elts for n in _refs(e, items)}
     if isinstance(node, ast.Dict):
-        return {n for v in node.values for n in _refs(v)}
+        return {n for v in node.values for n in _refs(v, items)}
     if isinstance(node, ast.IfExp):
-        return _refs(node.body) | _refs(node.orelse)
+        return _refs(node.body, items) | _refs(node.orelse, items)
     if isinstance(node, ast.NamedExpr):
-        return _refs(node.value)
+        return _refs(node.value, items)
     return set()
+
+
+def _is_shell(node) -> bool:
+    """`get_ipython()`: the kernel's shell."""
+    return (isinstance(node, ast.Call) and not node.args and isinstance(node.func, (ast.Name, ast.Attribute))
+            and (getattr(node.func, "id", None) or getattr(node.func, "attr", None)) == "get_ipython")
+
+
+def _is_path(value) -> bool:
+    """A str that can name a local file (not a URL, nor text)."""
+    return (isinstance(value, str) and 0 < len(value) < 1024 and "\n" not in value and "://" not in value
+            and "\0" not in value)
+
+
+def _join(*parts: str) -> str:
+    return posixpath.join(*parts)
 
 
 def _root_name(node: ast.AST) -> str | None:

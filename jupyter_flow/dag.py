@@ -3,12 +3,20 @@
 A step without `prev:` depends on the last earlier step (notebook order) that writes each name it
 reads. A step with `prev:` depends on those steps, and takes each name it reads from its nearest
 ancestor that writes it (Kale semantics). Only the names a step reads cross an edge.
+
+Files are data too: a step that reads a file depends on the last earlier step (notebook order) that
+writes it, and a step that writes a file on the last earlier one that writes it and on the steps in
+between that read it (top to bottom they saw the older content). The files come from the code
+(`analysis`) and from what each step did in the last run (`history`). A step with `prev:` gets a
+file edge only where its `prev:` ancestors do not already order the two steps. A file edge that
+would close a cycle (only `prev:` pointing down the notebook can make one) is left out with a warning.
 """
 from __future__ import annotations
 
 import ast
 import bisect
 import heapq
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,6 +50,10 @@ class Step:
     metrics: list[str] = field(default_factory=list)  # names printed by a pipeline-metrics cell
     maybe: list[str] = field(default_factory=list)  # names read and passed where they may change in place
     verify: dict[str, list[str]] = field(default_factory=dict)  # input -> later steps that read it too
+    files_read: list[str] = field(default_factory=list)  # files it may read, from the code and the last run
+    files_written: list[str] = field(default_factory=list)  # (POSIX paths relative to the notebook's folder
+    # when inside it, else absolute), and files it may write or remove
+    file_edges: dict[str, list[str]] = field(default_factory=dict)  # upstream step -> the files ordering them
 
     @property
     def foreach(self) -> dict | None:
@@ -75,6 +87,11 @@ class Flow:
                 found.add(step.name)
         return [s for s in self.steps if s in found]
 
+    def edge_label(self, step: str, up: str) -> list[str]:
+        """What the edge up -> step carries: the names it reads from `up`, then `file PATH` for each file."""
+        s = self.steps[step]
+        return sorted(n for n, src in s.inputs.items() if src == up) + [f"file {f}" for f in s.file_edges.get(up, [])]
+
     def readers(self, step: str) -> set[str]:
         """Names written by `step` that some other step reads from it."""
         return {n for s in self.steps.values() for n, src in s.inputs.items() if src == step}
@@ -93,6 +110,7 @@ class Flow:
                 "foreach": s.foreach, "options": {k: v for k, v in s.options.items() if k != "foreach"},
                 "params": s.params, "metrics": s.metrics,
                 "edges": {up: sorted(n for n, src in s.inputs.items() if src == up) for up in s.prev},
+                "files_read": s.files_read, "files_written": s.files_written, "file_edges": s.file_edges,
                 "cells": [c.index for c in s.cells], "cell_ids": [c.id for c in s.cells],
             } for s in self.steps.values()],
             "warnings": self.warnings,
@@ -104,8 +122,7 @@ class Flow:
             lines.append("parameters: " + ", ".join(f"{n}={p.source}" for n, p in self.parameters.items()))
         for s in self.steps.values():
             fan = f"  [foreach {s.foreach['item']} in {s.foreach['var']}]" if s.foreach else ""
-            ups = ", ".join(f"{up} ({', '.join(sorted(n for n, src in s.inputs.items() if src == up)) or 'order'})"
-                            for up in s.prev)
+            ups = ", ".join(f"{up} ({', '.join(self.edge_label(s.name, up)) or 'order'})" for up in s.prev)
             lines.append(f"  {s.name}{fan}  <- {ups or '(start)'}")
             opts = {k: v for k, v in s.options.items() if k != "foreach"}
             if opts:
@@ -120,14 +137,15 @@ class Flow:
             lines.append(f'    {s.name}["{label}"]')
         for s in self.steps.values():
             for up in s.prev:
-                names = sorted(n for n, src in s.inputs.items() if src == up)
+                names = self.edge_label(s.name, up)
                 lines.append(f"    {up} -->|{', '.join(names)}| {s.name}" if names else f"    {up} --> {s.name}")
         return "\n".join(lines)
 
 
-def build_flow(path: str | Path, raw: dict | None = None) -> Flow:
+def build_flow(path: str | Path, raw: dict | None = None, history: dict | None = None) -> Flow:
     """Read the notebook at `path` (or take its content as `raw`, e.g. unsaved edits) and infer its DAG.
-    Raises FlowError naming the cell at fault."""
+    `history`: the files each step read and wrote in the last run, `{step: {"read": [PATH...],
+    "written": [PATH...]}}` (see runtime.doors.last_files). Raises FlowError naming the cell at fault."""
     nb = notebook.read(path) if raw is None else notebook.parse(raw, Path(path))
     if not nb.python:  # papermill's way: one step, the notebook as it is, never cached (we cannot see its reads)
         main = Step("main", nb.steps["main"].cells, [], {"cache": False})
@@ -136,14 +154,21 @@ def build_flow(path: str | Path, raw: dict | None = None) -> Flow:
     parameters = _parameters(nb.parameters)
     shared_usage = _analyze(nb.shared, "shared cells")
     functions = dict(shared_usage.functions)
+    setup = sorted(nb.shared + ([nb.parameters] if nb.parameters else []), key=lambda c: c.index)
+    constants = analysis.analyze([c.source for c in setup]).constants  # e.g. a parameter `path = 'data.csv'`
+    folder = Path(path).resolve().parent
     steps: dict[str, Step] = {}
     usages: dict[str, analysis.Usage] = {}
     warnings = list(nb.warnings)
     for block in nb.steps.values():
         step = Step(block.name, block.cells, list(block.prev), dict(block.options))
         item = {step.foreach["item"]} if step.foreach else set()
-        usage = _analyze(block.cells, f"step {block.name!r}", item, shared_usage.modules, functions)
+        usage = _analyze(block.cells, f"step {block.name!r}", item, shared_usage.modules, functions, constants)
         functions.update(usage.functions)
+        constants = usage.constants
+        done = (history or {}).get(block.name) or {}
+        step.files_read = _paths(usage.files_read, done.get("read"), folder)
+        step.files_written = _paths(usage.files_written, done.get("written"), folder)
         step.reads = usage.reads + usage.builtins
         step.writes = [w for w in usage.writes if w not in item]
         step.maybe = usage.maybe
@@ -157,11 +182,14 @@ def build_flow(path: str | Path, raw: dict | None = None) -> Flow:
         steps = {evaluated.name: evaluated, **steps}
     shared_params = [n for n in shared_usage.reads if n in parameters]  # e.g. a helper function's globals
     optional = {name: usage.optional for name, usage in usages.items()}
+    starred = _star_imports(steps, usages, parameters, shared_usage)
     writers = _Writers(steps)
     for step in steps.values():
         _infer_inputs(step, steps, writers, parameters, set(shared_usage.writes), optional.get(step.name, set()),
-                      warnings)
+                      warnings, step.name in starred)
         step.params += [n for n in shared_params if n not in step.params]
+    _check_shells(steps, usages)
+    _file_edges(steps, warnings)
     _verify_lists(steps)
     warnings += topdown.random_state(shared_usage, usages) + topdown.shared_objects(usages)
     _assign_metrics(nb, steps, parameters, warnings)
@@ -170,14 +198,26 @@ def build_flow(path: str | Path, raw: dict | None = None) -> Flow:
                 steps={n: steps[n] for n in order}, shared=nb.shared, warnings=warnings)
 
 
-def _analyze(cells: list[Cell], where: str, bound=(), modules=None, functions=None) -> analysis.Usage:
+def _analyze(cells: list[Cell], where: str, bound=(), modules=None, functions=None, constants=None) -> analysis.Usage:
     for cell in cells:
         try:
             analysis.parse(cell.source)
         except SyntaxError as e:
             raise FlowError(f"{cell.label()} in {where}: SyntaxError on line {e.lineno}: {e.msg}; fix the cell") \
                 from None
-    return analysis.analyze([c.source for c in cells], set(bound), modules, functions)
+    return analysis.analyze([c.source for c in cells], set(bound), modules, functions, constants)
+
+
+def _paths(predicted: list[str], recorded: list[str] | None, folder: Path) -> list[str]:
+    """Files as the runtime records them: POSIX paths relative to the notebook's folder when inside
+    it, else absolute; the code's predictions first, then what the last run recorded."""
+    found = {}
+    for path in predicted:
+        full = os.path.normpath(os.path.join(folder, path))
+        relative = os.path.relpath(full, folder)
+        found[full if relative.startswith("..") else Path(relative).as_posix()] = None
+    found.update(dict.fromkeys(p for p in recorded or () if isinstance(p, str)))
+    return list(found)
 
 
 def _parameters(cell: Cell | None) -> dict[str, Parameter]:
@@ -230,10 +270,11 @@ class _Writers:
 
 
 def _infer_inputs(step: Step, steps: dict[str, Step], writers: _Writers, parameters: dict, shared: set[str],
-                  optional: set[str], warnings: list[str]) -> None:
+                  optional: set[str], warnings: list[str], starred: bool = False) -> None:
     """Where each name the step reads comes from: an upstream step, a parameter, or the shared cells.
     Names the shared cells define, builtins and `$name` in shell lines are inputs only when an
-    earlier step rebinds them (`math = 5`, `def sum(...)`)."""
+    earlier step rebinds them (`math = 5`, `def sum(...)`). `starred`: a star import (`from m import
+    *`) may define any name the step reads."""
     reads = []
     for name in step.reads:
         if step.explicit_prev:
@@ -246,13 +287,96 @@ def _infer_inputs(step: Step, steps: dict[str, Step], writers: _Writers, paramet
             step.params.append(name)
         elif step.foreach and name == step.foreach["var"]:
             raise FlowError(f"step {step.name!r}: foreach:{name} but no earlier step or parameter defines {name!r}")
-        elif name in shared or name in analysis.BUILTINS or name in optional:
+        elif name in shared or name in analysis.BUILTINS or name in optional or starred:
             continue
         else:
             warnings.append(f"step {step.name!r} reads {name!r}, which no earlier step or parameter defines")
         reads.append(name)
     step.reads = reads
     step.prev = list(step.explicit_prev) or list(dict.fromkeys(step.inputs.values()))
+
+
+def _star_imports(steps: dict[str, Step], usages: dict[str, analysis.Usage], parameters: dict,
+                  shared: analysis.Usage) -> set[str]:
+    """The steps after a star import (`from m import *`), which may define any name. A name no step,
+    parameter or shared cell defines is taken as written by the last star-importing step before the
+    step that reads it (top to bottom, that import defined it); the steps where such names are not
+    warned about (every step, if a shared cell star-imports)."""
+    if shared.stars:
+        return set(steps)
+    defined = set(parameters) | set(shared.writes) | analysis.BUILTINS | {n for s in steps.values() for n in s.writes}
+    starred, last = set(), None
+    for step in steps.values():
+        if last:
+            starred.add(step.name)
+            optional = usages[step.name].optional if step.name in usages else set()
+            wanted = [n for n in step.reads if n not in defined and n not in optional]
+            steps[last].writes += [n for n in wanted if n not in steps[last].writes]
+        if step.name in usages and usages[step.name].stars:
+            last = step.name
+            starred.add(step.name)
+    return starred
+
+
+def _check_shells(steps: dict[str, Step], usages: dict[str, analysis.Usage]) -> None:
+    """The kernel's shell (`ip = get_ipython()`) cannot pass from one kernel to another: bound in a
+    shared cell, every kernel has its own; bound in a step, a later step cannot receive it."""
+    for step in steps.values():
+        for name, producer in step.inputs.items():
+            if producer in usages and name in usages[producer].shells:
+                raise FlowError(f"step {step.name!r} uses {name!r}, which step {producer!r} binds to the IPython "
+                                "shell (get_ipython()); a kernel's shell cannot pass to another step's kernel: "
+                                f"bind it in the imports cell ({name} = get_ipython()), which every step runs")
+
+
+def _file_edges(steps: dict[str, Step], warnings: list[str]) -> None:
+    """Order the steps that share a file as top to bottom would (see the module's docstring)."""
+    order = list(steps)
+    for i, name in enumerate(order):
+        step = steps[name]
+        wanted: dict[str, list[str]] = {}
+        for file in step.files_read + step.files_written:
+            for up in _file_sources(steps, order[:i], file, file in step.files_written):
+                wanted.setdefault(up, [])
+                if file not in wanted[up]:
+                    wanted[up].append(file)
+        for up, files in wanted.items():
+            if up not in step.prev and step.explicit_prev and _depends(steps, name, up):
+                continue  # the user's prev: tags already put it after `up`
+            if up not in step.prev and _depends(steps, up, name):
+                warnings.append(f"step {name!r} uses {', '.join(files)} after step {up!r} (notebook order), but "
+                                f"prev: tags put {up!r} after {name!r}; the file edge is left out (it would make a "
+                                "cycle): check the prev: tags")
+                continue
+            step.file_edges[up] = files
+            if up not in step.prev:
+                step.prev.append(up)
+
+
+def _file_sources(steps: dict[str, Step], earlier: list[str], file: str, writes: bool) -> list[str]:
+    """The steps among `earlier` that a step using `file` must follow: the last that writes it and,
+    if the step writes it too, those after that one that read it."""
+    found = []
+    for name in reversed(earlier):
+        if file in steps[name].files_written:
+            return [name] + found
+        if writes and file in steps[name].files_read:
+            found.insert(0, name)
+    return found
+
+
+def _depends(steps: dict[str, Step], step: str, up: str) -> bool:
+    """Whether `step` comes after `up` through the edges found so far."""
+    todo, seen = [step], set()
+    while todo:
+        current = todo.pop()
+        for parent in set(steps[current].prev) | set(steps[current].inputs.values()):
+            if parent == up:
+                return True
+            if parent not in seen:
+                seen.add(parent)
+                todo.append(parent)
+    return False
 
 
 def _evaluated_parameters(steps: dict[str, Step], parameters: dict[str, Parameter]) -> Step | None:

@@ -7,7 +7,9 @@ warned about before anything runs, naming the step.
   used it, when something seeded it: warned (top to bottom it continues the earlier step's
   sequence; in a fresh kernel it starts again from the seed).
 - Two names a step leaves pointing at one object (`y = x`) when a later step changes one of them in
-  place: warned (top to bottom the other changes too; in a pipeline each value is its own copy).
+  place as it received it: warned (top to bottom the other changes too; in a pipeline each value is
+  its own copy). Not when the later step rebinds the name first, nor for a new object made from the
+  other (`sub = df[['a']]`: items, slices and calls make new objects) or an immutable value.
 """
 from __future__ import annotations
 
@@ -59,17 +61,23 @@ def random_state(shared: analysis.Usage, usages: dict[str, analysis.Usage]) -> l
 
 
 def shared_objects(usages: dict[str, analysis.Usage]) -> list[str]:
+    """Two names a step leaves on one object (`y = x`, `rows = [df]`; not `sub = df[['a']]`, nor a
+    str or number inside a list) when a later step changes one of them in place as it received it:
+    not after a step in between rebinds either name (then they are two objects again)."""
     warnings = []
     order = list(usages)
-    for name in order:
-        for alias, targets in usages[name].aliases.items():
+    for i, name in enumerate(order):
+        for alias, targets in usages[name].shares.items():
             for target in sorted(targets):
-                for changer in order[order.index(name) + 1:]:
-                    for one in sorted({alias, target} & set(usages[changer].changed)):
+                for changer in order[i + 1:]:
+                    later = usages[changer]
+                    for one in sorted({alias, target} & set(later.changed) & set(later.reads)):
                         other = target if one == alias else alias
                         warnings.append(
                             f"step {name!r} leaves {alias!r} and {target!r} as one object, and step {changer!r} "
                             f"changes {one!r} in place: top to bottom {other!r} changes with it, but in the "
                             f"pipeline {other!r} stays as step {name!r} left it. Make a copy in step {name!r} "
                             f"(e.g. {alias} = copy.deepcopy({target})) or use {one!r} instead of {other!r}")
+                    if any(n in later.writes and n not in later.changed for n in (alias, target)):
+                        break  # rebound: no longer one object
     return warnings
