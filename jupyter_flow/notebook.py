@@ -39,7 +39,7 @@ TAG_RULES: list[tuple[str, re.Pattern]] = [
     ("limit", re.compile(r"^limit:(?P<resource>[_a-z\-./]+):(?P<value>[_a-zA-Z0-9.]+)$")),
     # Kale's pod annotations and labels: accepted, not used here (a warning says so).
     ("pod", re.compile(rf"^(?P<what>annotation|label):(?P<key>{K8S_KEY}):(?P<value>.*)$")),
-    ("cache", re.compile(r"^cache:disabled$")),
+    ("cache", re.compile(r"^cache:(?P<value>disabled|trust)$")),  # trust: reuse it though it used the network
     ("executor", re.compile(r"^executor:local$")),
     ("pip", re.compile(r"^pip:(?P<value>.+)$")),  # a requirement (checked by packaging) for the step's own env
 ]
@@ -54,7 +54,7 @@ _PREFIX_HINTS = {
     "limit": "limit:RESOURCE:AMOUNT, e.g. limit:cpu:2, limit:cpu:500m, limit:memory:4Gi, limit:nvidia.com/gpu:1",
     "annotation": "annotation:KEY:VALUE with a Kubernetes key, e.g. annotation:team:ml",
     "label": "label:KEY:VALUE with a Kubernetes key, e.g. label:access-ml-pipeline:true",
-    "cache": "cache:disabled",
+    "cache": "cache:disabled or cache:trust",
     "executor": "executor:local",
     "pip": "pip:REQUIREMENT, e.g. pip:six==1.16.0 or pip:scikit-learn>=1.5",
 }
@@ -171,6 +171,7 @@ def parse(raw: dict, path: Path) -> Notebook:
         return nb
     defaults = _steps_defaults(raw, nb.warnings)
     current: str | None = None  # "shared", "step:NAME" or None: where untagged cells go
+    leading: list[Cell] = []  # untagged cells before the first step
     if not nb.tagged_steps:
         nb.steps["main"] = StepBlock("main")
         current = "step:main"
@@ -199,9 +200,7 @@ def parse(raw: dict, path: Path) -> Notebook:
         elif current == "shared":
             nb.shared.append(cell)
         elif current is None:
-            nb.skipped.append(cell)
-            nb.warnings.append(f"{cell.label()} comes before the first step and has no tag, so it does not run "
-                               "(Kale ignores it too); tag it imports, step:NAME or skip")
+            leading.append(cell)
             _ignore_options(cell, tags, "a cell that does not run", nb.warnings)
             continue
         else:
@@ -218,6 +217,7 @@ def parse(raw: dict, path: Path) -> Notebook:
             _add_options(nb.steps[current[5:]], cell, options, nb.warnings)
         elif kind is None:
             _ignore_options(cell, tags, "a cell that continues the shared cells", nb.warnings)
+    _before_parameters(nb, leading)
     for block in nb.steps.values():
         block.cells = sorted(block.cells, key=lambda c: c.index)
         if "pip" in block.options and "kernel" in block.options:
@@ -226,6 +226,37 @@ def parse(raw: dict, path: Path) -> Notebook:
         for resource, amount in defaults.items():
             block.options.setdefault("limit", {}).setdefault(resource, amount)
     return nb
+
+
+def _before_parameters(nb: Notebook, leading: list[Cell]) -> None:
+    """Cells above the parameters cell run before it, as top to bottom. In a notebook without step
+    tags they are the shared cells of its one step. In a tagged notebook, untagged cells before the
+    first step do not run (as in Kale; typically `!pip install`), except those defining a name the
+    parameters cell uses (`import os` above `base = os.path.join(...)`): they join the shared cells."""
+    params = nb.parameters
+    if params is not None and not nb.tagged_steps:
+        main = nb.steps["main"]
+        nb.shared = [c for c in main.cells if c.index < params.index]
+        main.cells = [c for c in main.cells if c.index > params.index]
+    needed: list[Cell] = []
+    if params is not None and leading:
+        from .analysis import analyze
+
+        try:
+            wanted = set(analyze([params.source]).reads)
+            for cell in reversed([c for c in leading if c.index < params.index]):
+                usage = analyze([cell.source])
+                if wanted & set(usage.writes):
+                    needed.append(cell)
+                    wanted |= set(usage.reads)
+        except SyntaxError:
+            needed = []  # reported where the cell is analysed
+    nb.shared = sorted(nb.shared + needed, key=lambda c: c.index)
+    for cell in leading:
+        if cell not in needed:
+            nb.skipped.append(cell)
+            nb.warnings.append(f"{cell.label()} comes before the first step and has no tag, so it does not run "
+                               "(Kale ignores it too); tag it imports, step:NAME or skip")
 
 
 def _block(cell: Cell, tags: list, warnings: list[str]) -> tuple[str | None, re.Match | None]:
@@ -329,7 +360,7 @@ def _add_options(block: StepBlock, cell: Cell, options: list, warnings: list[str
             "timeout": lambda: float(m["value"]),
             "catch": lambda: True,
             "kernel": lambda: m["value"],
-            "cache": lambda: False,
+            "cache": lambda: m["value"] == "trust" and "trust",  # False: disabled
             "executor": lambda: "local",
         }[kind]()
         if kind in block.options and block.options[kind] != value:
