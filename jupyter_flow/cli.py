@@ -20,6 +20,7 @@ Examples:
   jupyter flow batch nb.ipynb -f grid.yaml               one run per parameter set, several at once
   jupyter flow fsck                                      check stored values and records
   jupyter flow envs                                      cached environments of pip:SPEC steps
+  jupyter flow pin RUN_ID --note "figure 3"              keep a run (and what it needs) from every gc
   jupyter flow export nb.ipynb --to kfp -o p.yaml --store s3://b/flow   a Kubeflow pipeline of the notebook
 Store: --store URL, else $JUPYTER_FLOW_STORE, else a folder in your Jupyter data dir.
 """
@@ -142,10 +143,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_id")
     _add_store(p)
 
-    p = sub.add_parser("gc", help="delete old runs and the stored values no kept run uses")
-    p.add_argument("--keep", type=_count(0), required=True, metavar="N", help="keep the N newest runs of each flow")
+    p = sub.add_parser("gc", help="delete your old runs and the stored values no kept run uses",
+                       description="Delete your runs but the N newest of each flow (everyone's, N newest of each "
+                       "user's flows, with --all-users), then the stored values no remaining run uses. Never "
+                       "deleted: running or damaged runs, pinned runs (jupyter flow pin), runs a kept run was "
+                       "resumed from or reuses steps of, and everything those need.")
+    p.add_argument("--keep", type=_count(0), required=True, metavar="N",
+                   help="keep the N newest runs of each flow (of each user)")
     p.add_argument("--flow", help="only this flow")
-    p.add_argument("--dry-run", action="store_true", help="say what would be deleted, delete nothing")
+    p.add_argument("--all-users", action="store_true", help="collect every user's runs, not only yours")
+    p.add_argument("--dry-run", action="store_true", help="list what would be deleted, by user; delete nothing")
+    _add_store(p)
+
+    p = sub.add_parser("pin", help="keep a run and everything it needs from every gc (anyone's)")
+    p.add_argument("run_id", help="a run id (a unique prefix is enough)")
+    p.add_argument("--note", metavar="TEXT", help="why it is kept, e.g. 'figure 3 of the paper'")
+    _add_store(p)
+    p = sub.add_parser("unpin", help="let gc remove a pinned run again")
+    p.add_argument("run_id")
     _add_store(p)
 
     p = sub.add_parser("fsck", help="check every stored value and record; move corrupt values aside",
@@ -353,10 +368,17 @@ def cmd_cancel(args) -> int:
 def cmd_gc(args) -> int:
     from .cleanup import collect
 
-    report = collect(args.store, keep=args.keep, flow=args.flow, dry_run=args.dry_run)
+    report = collect(args.store, keep=args.keep, flow=args.flow, dry_run=args.dry_run, all_users=args.all_users)
     verb = "would delete" if args.dry_run else "deleted"
-    print(f"{verb} {len(report['runs'])} runs, {len(report['blobs'])} blobs ({report['bytes'] / 1e6:.1f} MB) "
-          f"and {len(report['temps'])} stale temporary files; kept {report['kept']} runs")
+    users = ", ".join(f"{len(r)} of {u or '(no user)'}" for u, r in report["by_user"].items())
+    print(f"{verb} {len(report['runs'])} runs{f' ({users})' if users else ''}, {len(report['blobs'])} blobs "
+          f"({report['bytes'] / 1e6:.1f} MB) and {len(report['temps'])} stale temporary files; "
+          f"kept {report['kept']} runs")
+    if args.dry_run:
+        for user, runs in report["by_user"].items():
+            print(f"{user or '(no user)'}:")
+            for r in runs:
+                print(f"  {r['id']}  {r['flow']}  {r['status']}  {(r['created'] or '')[:19].replace('T', ' ')}")
     if report["unknown"]:
         print(f"kept every unreferenced blob: {len(report['unknown'])} records of kept runs cannot be read (first: "
               f"{report['unknown'][0]}); `jupyter flow fsck` lists them", file=sys.stderr)
@@ -518,6 +540,23 @@ def run_main(argv: list[str]) -> int:
     try:
         return _exit_status(main(argv))
     except SystemExit as e:
+def cmd_pin(args) -> int:
+    from . import client
+
+    pin = client.pin(args.store, args.run_id, note=args.note)
+    print(f"pinned run {pin['run_id']} (flow {pin['flow']}): no gc removes it or what it needs; "
+          f"`jupyter flow unpin {pin['run_id']}` releases it")
+    return 0
+
+
+def cmd_unpin(args) -> int:
+    from . import client
+
+    pin = client.unpin(args.store, args.run_id)
+    print(f"unpinned run {pin['run_id']} (pinned by {pin.get('by') or '?'}); gc may remove it again")
+    return 0
+
+
         return _exit_status(e.code)
     except BaseException:  # noqa: BLE001
         import traceback
@@ -557,3 +596,4 @@ def entry() -> None:
 
 if __name__ == "__main__":
     entry()
+            "pin": cmd_pin, "unpin": cmd_unpin,

@@ -24,15 +24,30 @@ def _namespace_user() -> str | None:
 
 def list_runs(store: Store | str | None = None, flow: str | None = None, user: str | None = None,
               status: str | None = None, limit: int | None = None, batch: str | None = None) -> list[dict]:
-    """Run records, newest first (damaged ones included, with status `damaged`; `batch`: only its runs)."""
-    return [r.to_dict() for r in records.list_runs(open_store(store), flow, user, status, limit, batch)]
+    """Run records, newest first (damaged ones included, with status `damaged`; `batch`: only its runs),
+    each with `pinned`: its pin (by, at, note) or None."""
+    store = open_store(store)
+    runs = records.list_runs(store, flow, user, status, limit, batch)
+    pinned = records.pins(store, [r.id for r in runs])
+    return [dict(r.to_dict(), pinned=pinned.get(r.id)) for r in runs]
 
 
 def get_run(store: Store | str | None, run_id: str) -> dict:
-    """A run record with its tasks (`tasks`, ordered by step then index)."""
+    """A run record with its tasks (`tasks`, ordered by step then index) and `pinned` (see list_runs)."""
     store = open_store(store)
     run = records.find_run(store, run_id)
-    return dict(run.to_dict(), tasks=[t.to_dict() for t in records.list_tasks(store, run)])
+    return dict(run.to_dict(), tasks=[t.to_dict() for t in records.list_tasks(store, run)],
+                pinned=records.pins(store, [run.id]).get(run.id))
+
+
+def pin(store: Store | str | None, run_id: str, note: str | None = None) -> dict:
+    """Keep the run (and everything it needs) from every `gc`, anyone's; the pin (run_id, flow, by, at, note)."""
+    return records.pin(open_store(store), run_id, note)
+
+
+def unpin(store: Store | str | None, run_id: str) -> dict:
+    """Let `gc` remove the run again; the pin it had. NotFound if it is not pinned."""
+    return records.unpin(open_store(store), run_id)
 
 
 def read_task(store: Store | str | None, run_id: str, step: str, index: int = 0) -> dict:

@@ -69,7 +69,8 @@ def runs_table(runs: list[dict], all_users: bool = False) -> None:
     for column in columns + (["batch"] if batched else []):
         table.add_column(column, no_wrap=column not in ("parameters", "metrics"), overflow="fold")
     for r in runs:
-        row = [r["id"], r["flow"], _status(r["status"]), r["user"] or "", _when(r["created"]),
+        row = [r["id"], r["flow"], _status(r["status"]) + (" [bold]pinned[/]" if r.get("pinned") else ""),
+               r["user"] or "", _when(r["created"]),
                f"{r['duration']:.1f}s" if r.get("duration") is not None else "",
                escape(elide_items(r.get("parameters", {}), 120)), _metrics(r.get("metrics"))]
         if batched:
@@ -90,6 +91,11 @@ def run_detail(run: dict, store) -> None:
         console.print(f"[bold]run {run['id']}[/]  flow {run['flow']}  {_status(run['status'])}  user {run['user']}"
                       f"@{run['host']}  started {_when(run['created'])}"
                       + (f"  took {run['duration']:.2f}s" if run.get("duration") is not None else ""), highlight=False)
+    if run.get("pinned"):
+        pin = run["pinned"]
+        console.print(f"[bold]pinned[/] by {pin.get('by') or '?'} {_when(pin.get('at'))}"
+                      + (f": {escape(pin['note'])}" if pin.get("note") else "") + " (gc never removes it)",
+                      highlight=False)
     if run.get("origin_run"):
         console.print(f"resumed from run {run['origin_run']}")
     if run.get("batch"):

@@ -29,11 +29,13 @@ def old_blob(store, value):
     return digest
 
 
-def add_run(store, run_id, status="succeeded", outputs=(), origin=None, task_status="succeeded"):
+def add_run(store, run_id, status="succeeded", outputs=(), origin=None, task_status="succeeded", user=None,
+            origin_run=None, flow="f"):
     now = datetime.now(timezone.utc).isoformat()
-    records.write_run(store, RunRecord(id=run_id, flow="f", status=Status(status), created=now, heartbeat=now,
-                                       host="elsewhere", steps=[{"name": "a"}]))
-    records.write_task(store, TaskRecord(run_id=run_id, flow="f", step="a", status=Status(task_status), origin=origin,
+    records.write_run(store, RunRecord(id=run_id, flow=flow, status=Status(status), created=now, heartbeat=now,
+                                       host="elsewhere", steps=[{"name": "a"}], user=user or records.current_user(),
+                                       origin_run=origin_run))
+    records.write_task(store, TaskRecord(run_id=run_id, flow=flow, step="a", status=Status(task_status), origin=origin,
                                          outputs={f"v{i}": {"hash": h} for i, h in enumerate(outputs)}))
 
 
@@ -115,3 +117,78 @@ def test_negative_keep_is_refused(store):
     with pytest.raises(FlowError, match="--keep"):
         collect(store, keep=-1)
     assert records.list_runs(store)
+
+
+# -- a store a team shares: whose runs, pins, resumed-from runs ---------------------------------------
+def test_gc_collects_only_the_callers_runs_and_keeps_n_per_user(store, monkeypatch):
+    monkeypatch.setenv("JUPYTERHUB_USER", "ann")
+    add_run(store, "20250101T000000-000001", user="bob")
+    add_run(store, "20250102T000000-000002", user="ann")
+    add_run(store, "20250103T000000-000003", user="ann")
+    report = collect(store, keep=1)
+    assert report["runs"] == ["20250102T000000-000002"]
+    assert report["by_user"] == {"ann": [{"id": "20250102T000000-000002", "flow": "f", "status": "succeeded",
+                                          "created": report["by_user"]["ann"][0]["created"]}]}
+    add_run(store, "20250104T000000-000004", user="bob")
+    report = collect(store, keep=1, all_users=True)  # bob's newest is kept, his older one goes
+    assert report["runs"] == ["20250101T000000-000001"]
+    assert [r.id for r in records.list_runs(store)] == ["20250104T000000-000004", "20250103T000000-000003"]
+
+
+def test_runs_without_a_user_go_only_with_all_users(store):
+    add_run(store, "20250101T000000-000001")
+    key = layout.run_json("f", "20250101T000000-000001")
+    store.write_json(key, {k: v for k, v in store.read_json(key).items() if k != "user"})  # recorded no user
+    assert collect(store, keep=0)["runs"] == []
+    assert collect(store, keep=0, all_users=True)["runs"] == ["20250101T000000-000001"]
+
+
+def test_a_pinned_run_keeps_its_values_and_snapshot_until_unpinned(store):
+    out, snap = old_blob(store, "out"), old_blob(store, {"x": 1})
+    add_run(store, "20250101T000000-000001", status="failed", task_status="failed", outputs=[out])
+    store.write_json(layout.task_key("f", "20250101T000000-000001", "a", 0) + "/failure.json",
+                     {"variables": {"x": {"hash": snap}}, "unpicklable": {}, "modules": {}})
+    pin = records.pin(store, "20250101T000000-0", note="ann is debugging it")
+    assert pin["run_id"] == "20250101T000000-000001" and pin["by"] == records.current_user()
+    assert collect(store, keep=0, all_users=True)["runs"] == [] and {out, snap} <= blobs(store)
+    records.unpin(store, "20250101T000000-000001")
+    assert collect(store, keep=0, all_users=True)["runs"] == ["20250101T000000-000001"]
+    assert not {out, snap} & blobs(store)
+
+
+def test_unpinning_a_run_that_is_not_pinned_or_does_not_exist_says_so(store):
+    add_run(store, "20250101T000000-000001")
+    with pytest.raises(FlowError, match="is not pinned"):
+        records.unpin(store, "20250101T000000-000001")
+    with pytest.raises(FlowError, match="no run"):
+        records.pin(store, "20990101T000000-000009")
+    assert not store.glob("pins/*")
+
+
+def test_a_run_someone_resumed_from_is_kept_with_what_it_needs(store, monkeypatch):
+    """bob resumed ann's failed run; ann's gc (and anyone's --all-users) keeps it, and the run it
+    itself was resumed from, as long as bob's resume is kept."""
+    monkeypatch.setenv("JUPYTERHUB_USER", "ann")
+    snap = old_blob(store, {"x": 1})
+    add_run(store, "20250101T000000-000001", status="failed", task_status="failed", user="ann")
+    add_run(store, "20250102T000000-000002", status="failed", task_status="failed", user="ann",
+            origin_run="20250101T000000-000001")
+    store.write_json(layout.task_key("f", "20250102T000000-000002", "a", 0) + "/failure.json",
+                     {"variables": {"x": {"hash": snap}}, "unpicklable": {}, "modules": {}})
+    add_run(store, "20250103T000000-000003", user="bob", origin_run="20250102T000000-000002")
+    add_run(store, "20250104T000000-000004", user="ann")
+    assert collect(store, keep=0)["runs"] == ["20250104T000000-000004"]
+    assert collect(store, keep=1, all_users=True)["runs"] == [] and snap in blobs(store)
+    assert collect(store, keep=0, all_users=True)["runs"] == ["20250103T000000-000003", "20250102T000000-000002",
+                                                             "20250101T000000-000001"]
+
+
+def test_dry_run_lists_by_user_and_deletes_nothing(store):
+    digest = old_blob(store, "x")
+    add_run(store, "20250101T000000-000001", user="bob", outputs=[digest])
+    add_run(store, "20250102T000000-000002", user="ann")
+    report = collect(store, keep=0, all_users=True, dry_run=True)
+    assert {u: [r["id"] for r in runs] for u, runs in report["by_user"].items()} == {
+        "ann": ["20250102T000000-000002"], "bob": ["20250101T000000-000001"]}
+    assert report["blobs"] == [layout.blob(digest)] and report["bytes"] > 0
+    assert len(records.list_runs(store)) == 2 and digest in blobs(store)

@@ -67,6 +67,14 @@ class Store:
     def write_json(self, key: str, obj) -> None:
         self.write_bytes(key, json.dumps(obj, indent=1, default=str).encode())
 
+    def write_json_if(self, key: str, obj, allow) -> bool:
+        """Write `obj` at `key` only if `allow(the bytes there now, or None)`; whether it was written.
+        No other `write_json_if` of `key` comes between the check and the write (backends' write_if)."""
+        try:
+            return self.backend.write_if(key, json.dumps(obj, indent=1, default=str).encode(), allow)
+        except OSError as e:
+            raise StoreError(f"cannot write {key} to store {self.url}: {_short(e)}") from None
+
     def read_bytes(self, key: str) -> bytes:
         try:
             return self.backend.read(key)

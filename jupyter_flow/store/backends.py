@@ -4,6 +4,13 @@ the store root; callers never learn which backend they have.
 
 Local writes go to a temporary name beside the target, then are renamed (a reader sees the old
 or the new file, never half of one); object stores PUT whole objects, which is atomic already.
+
+`write_if(key, data, allow)` writes only if `allow(current bytes or None)`, with no other write_if
+of that key in between: under an exclusive lock of `<key>.lock` locally (flock: a shared mount
+that supports locks, such as NFSv4, works too); on S3 as a conditional PUT (If-Match the ETag that
+was read, If-None-Match: * when there was nothing), retried from the read when another writer came
+first. Other fsspec stores check, then write (a stale writer that wakes up later is still refused;
+two writes in the same instant are not ordered).
 """
 from __future__ import annotations
 
@@ -13,6 +20,7 @@ import time
 import uuid
 
 TMP_SUFFIX = ".tmp"
+LOCK_SUFFIX = ".lock"
 
 
 def backend_for(url: str):
@@ -42,6 +50,22 @@ class LocalBackend:
         finally:
             if os.path.exists(tmp):
                 os.remove(tmp)
+
+    def write_if(self, key: str, data: bytes, allow) -> bool:
+        import fcntl
+
+        target = self.path(key)
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        with open(target + LOCK_SUFFIX, "ab") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file is closed, or its process dies
+            try:
+                current = self.read(key)
+            except FileNotFoundError:
+                current = None
+            if not allow(current):
+                return False
+            self.write(key, data)
+            return True
 
     def read(self, key: str) -> bytes:
         with open(self.path(key), "rb") as f:
@@ -107,7 +131,7 @@ class LocalBackend:
         file's date fresh, so these belong to writers that died)."""
         cutoff = time.time() - age
         found = self.glob("blobs/tmp/*") + [k for pattern in ("flows/*/runs/*/*", "flows/*/runs/*/*/*/*", "flows/*/index/*",
-                                                                         "cache/*")
+                                                                         "cache/*", "pins/*")
                                             for k in self.glob(pattern + TMP_SUFFIX)]
         stale = []
         for key in found:
@@ -134,6 +158,32 @@ class FsspecBackend:
 
     def write(self, key: str, data: bytes) -> None:
         self.fs.pipe_file(self.path(key), data)
+
+    def write_if(self, key: str, data: bytes, allow) -> bool:
+        path = self.path(key)
+        conditional = "s3" in self.fs.protocol
+        while True:
+            try:
+                tag = self.fs.info(path).get("ETag") if conditional else None
+                current = self.fs.cat_file(path)  # as new as `tag` or newer: a newer one fails the PUT below
+            except FileNotFoundError:
+                tag, current = None, None
+            if not allow(current):
+                return False
+            if not conditional:
+                self.fs.pipe_file(path, data)
+                return True
+            try:
+                if tag is None:
+                    self.fs.pipe_file(path, data, mode="create")  # If-None-Match: *
+                else:
+                    self.fs.pipe_file(path, data, IfMatch=tag)
+                return True
+            except FileExistsError:
+                continue  # written meanwhile: decide again on what is there now
+            except OSError as e:
+                if _s3_error_code(e) not in ("PreconditionFailed", "ConditionalRequestConflict", "412", "409"):
+                    raise
 
     def read(self, key: str) -> bytes:
         return self.fs.cat_file(self.path(key))
@@ -193,6 +243,12 @@ class FsspecBackend:
 
     def stale_temp_files(self, age: float) -> list[str]:
         return []  # whole-object PUTs leave no temporary objects behind
+
+
+def _s3_error_code(e: OSError) -> str | None:
+    """The S3 error code behind an s3fs error (s3fs keeps botocore's error as the cause)."""
+    response = getattr(e.__cause__, "response", None) or {}
+    return (response.get("Error") or {}).get("Code")
 
 
 def _url_to_fs(fsspec, url: str):

@@ -8,6 +8,10 @@
   flows/<flow>/index/<run>.json                      finished runs' records from <run> up to the next such
                                                      file: a cache of their run.json for listings (records.py)
   cache/<key>.json                                   cross-run cache index -> the task that made it
+  pins/<run>.json                                    a pin: who pinned run <run> (of any flow), when, why;
+                                                     `gc` never removes a pinned run nor what it needs. A key
+                                                     of its own, so pinning never rewrites a run.json that
+                                                     its runner may still be writing (records.py: pin)
 """
 from __future__ import annotations
 
@@ -84,6 +88,10 @@ def batch_json(batch_id: str) -> str:
     return f"batches/{check_run_id(batch_id)}.json"
 
 
+def pin(run_id: str) -> str:
+    return f"{PINS_FOLDER}/{check_run_id(run_id)}.json"
+
+
 def blob(digest: str) -> str:
     return f"blobs/{digest[:2]}/{digest}"
 
@@ -103,6 +111,7 @@ def runs_folder(flow: str) -> str:
 
 
 FLOWS_FOLDER = "flows"
+PINS_FOLDER = "pins"
 
 
 def index_chunks(flow: str | None = None) -> str:
@@ -141,6 +150,12 @@ def parse_task_json(key: str) -> tuple[str, str, str, int]:
     if not m:
         raise ValueError(f"{key} is not a task record key")
     return m["flow"], m["run_id"], m["step"], int(m["index"])
+
+
+def parse_pin(name: str) -> str | None:
+    """The run id of a name in PINS_FOLDER, None for anything else (a write in progress)."""
+    run_id = name[:-len(".json")] if name.endswith(".json") else ""
+    return run_id if RUN_ID.match(run_id) else None
 
 
 def parse_blob(key: str) -> str | None:

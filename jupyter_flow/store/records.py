@@ -456,6 +456,70 @@ def write_run(store, record) -> None:
     store.write_json(layout.run_json(run.flow, run.id), run.to_dict())
 
 
-def write_task(store, record) -> None:
+def write_task(store, record) -> bool:
+    """Write a task record unless the one in the store is newer (see `supersedes`); whether it was
+    written. The check and the write are one step for every writer of the key (a lock on a local
+    folder, a conditional PUT on S3: see the backends' `write_if`), so a stale writer (a Dask worker
+    paused or cut off while its task was retried elsewhere, that wakes up later) can never overwrite
+    the newer attempt's record: its write is dropped, and readers, who read the one task.json, see
+    the newest attempt."""
     task = record if isinstance(record, TaskRecord) else TaskRecord.from_dict(record)
-    store.write_json(layout.task_json(task.flow, task.run_id, task.step, task.index), task.to_dict())
+    return store.write_json_if(layout.task_json(task.flow, task.run_id, task.step, task.index), task.to_dict(),
+                               lambda old: supersedes(task, old))
+
+
+def supersedes(new: TaskRecord, old: bytes | None) -> bool:
+    """The one rule for which task record stands: `new` may replace the record `old` (its bytes; None
+    if there is none) when `old` is of an earlier attempt, or of the same attempt and not yet ended
+    (the end of an attempt is written once: the first end recorded stands, e.g. a lost worker's
+    `WorkerLost` over that worker's late result). A record that cannot be read is replaced."""
+    if old is None:
+        return True
+    try:
+        data = json.loads(old)
+        attempt, status = int(data.get("attempt") or 0), Status(data.get("status", "queued"))
+    except (ValueError, TypeError, AttributeError, RecursionError):
+        return True
+    if new.attempt != attempt:
+        return new.attempt > attempt
+    return status not in TERMINAL
+
+
+# -- pins: runs gc never removes -----------------------------------------------------------------------
+def pin(store, run_id: str, note: str | None = None) -> dict:
+    """Pin the run `run_id` (a unique prefix is enough): `gc` never removes it nor what it needs. The
+    pin is a key of its own (layout.pin), never a rewrite of run.json; pinning again replaces the note."""
+    run = find_run(store, run_id)
+    record = {"run_id": run.id, "flow": run.flow, "by": current_user(),
+              "at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "note": note}
+    store.write_json(layout.pin(run.id), record)
+    return record
+
+
+def unpin(store, run_id: str) -> dict:
+    """Remove the pin of `run_id`; the pin it had. NotFound if the run is not pinned."""
+    run = find_run(store, run_id)
+    old = pins(store).get(run.id)
+    if old is None:
+        raise NotFound(f"run {run.id} is not pinned; `jupyter flow runs` marks pinned runs")
+    store.delete(layout.pin(run.id))
+    return old
+
+
+def pins(store, run_ids=None) -> dict[str, dict]:
+    """{run id: its pin (run_id, flow, by, at, note)} of every pinned run (of those in `run_ids`, if
+    given: only their pins are read). A pin that cannot be read still pins its run."""
+    found = {}
+    wanted = None if run_ids is None else set(run_ids)
+    for name in store.children(layout.PINS_FOLDER):
+        run_id = layout.parse_pin(name)
+        if run_id is None or (wanted is not None and run_id not in wanted):
+            continue
+        try:
+            record = store.read_json(layout.pin(run_id))
+        except NotFound:
+            continue  # unpinned meanwhile
+        except StoreError as e:
+            record = {"run_id": run_id, "damaged": str(e)}
+        found[run_id] = record if isinstance(record, dict) else {"run_id": run_id, "damaged": "not a JSON object"}
+    return found
