@@ -385,6 +385,23 @@ def cmd_gc(args) -> int:
     return 0
 
 
+def cmd_pin(args) -> int:
+    from . import client
+
+    pin = client.pin(args.store, args.run_id, note=args.note)
+    print(f"pinned run {pin['run_id']} (flow {pin['flow']}): no gc removes it or what it needs; "
+          f"`jupyter flow unpin {pin['run_id']}` releases it")
+    return 0
+
+
+def cmd_unpin(args) -> int:
+    from . import client
+
+    pin = client.unpin(args.store, args.run_id)
+    print(f"unpinned run {pin['run_id']} (pinned by {pin.get('by') or '?'}); gc may remove it again")
+    return 0
+
+
 def _add_batch(sub) -> None:
     p = sub.add_parser("batch", help="run a notebook once per parameter set (papermill-style batch)",
                        description="Run NOTEBOOK once per parameter set of -f FILE, several runs at once, each a "
@@ -530,6 +547,7 @@ def cmd_agent(args) -> int:
 
 COMMANDS = {"run": cmd_run, "batch": cmd_batch, "resume": cmd_resume, "dag": cmd_dag, "runs": cmd_runs, "show": cmd_show,
             "logs": cmd_logs, "artifacts": cmd_artifacts, "cancel": cmd_cancel, "gc": cmd_gc,
+            "pin": cmd_pin, "unpin": cmd_unpin,
             "fsck": cmd_fsck, "envs": cmd_envs, "export": cmd_export, "agent": cmd_agent}
 
 
@@ -540,23 +558,6 @@ def run_main(argv: list[str]) -> int:
     try:
         return _exit_status(main(argv))
     except SystemExit as e:
-def cmd_pin(args) -> int:
-    from . import client
-
-    pin = client.pin(args.store, args.run_id, note=args.note)
-    print(f"pinned run {pin['run_id']} (flow {pin['flow']}): no gc removes it or what it needs; "
-          f"`jupyter flow unpin {pin['run_id']}` releases it")
-    return 0
-
-
-def cmd_unpin(args) -> int:
-    from . import client
-
-    pin = client.unpin(args.store, args.run_id)
-    print(f"unpinned run {pin['run_id']} (pinned by {pin.get('by') or '?'}); gc may remove it again")
-    return 0
-
-
         return _exit_status(e.code)
     except BaseException:  # noqa: BLE001
         import traceback
@@ -596,4 +597,3 @@ def entry() -> None:
 
 if __name__ == "__main__":
     entry()
-            "pin": cmd_pin, "unpin": cmd_unpin,
