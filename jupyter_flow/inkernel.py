@@ -3,6 +3,11 @@
 The step notebook calls `begin(spec)` before the step's cells and `finish()` after them; on an
 exception the task runner calls `snapshot()` in the same kernel. Results are written as JSON into
 the task's local folder for the runner to pick up. Imports stay light (no papermill, no nbformat).
+
+Files: an audit hook (`sys.addaudithook`, installed by `warm` as the kernel boots, so the shared
+cells are seen too, else by `begin`) records the files the step opens, renames, removes and lists,
+and the network connections it makes (see `_Files`); `finish` stores the files it wrote under the
+notebook's folder as blobs and fingerprints those it read (see files.py).
 """
 from __future__ import annotations
 
@@ -10,6 +15,7 @@ import json
 import numbers
 import os
 import sys
+import threading
 import types
 
 from .errors import FlowError
@@ -50,12 +56,233 @@ def record(name: str, value):
 
 
 def warm(store_url: str) -> None:
-    """Run while the kernel boots: import what `begin` and `finish` need, the store's driver included."""
+    """Run while the kernel boots: import what `begin` and `finish` need, the store's driver included;
+    start recording the files the kernel uses (its cells run only once a task has it)."""
     import cloudpickle  # noqa: F401
 
     from .store import open_store
 
     open_store(store_url)
+    _record_files(store_url)
+
+
+# -- files and network the step uses -------------------------------------------------------------------
+_files: _Files | None = None  # what the task in this kernel used; None: record nothing (outside a task)
+_local = threading.local()  # .busy: this thread is inside the hook (its own opens are not the step's)
+_WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_TRUNC
+_IGNORED_PARTS = ("/.ipynb_checkpoints/", "/__pycache__/")
+
+
+class _Files:
+    """Paths (absolute, normalised) the step read, wrote and removed, in the order first seen."""
+
+    def __init__(self, ignore: tuple[str, ...]):
+        self.ignore = ignore  # folder prefixes (ending in '/') whose files are not the step's
+        self.read: dict[str, dict] = {}  # path -> {"size", "mtime"} at its first read (+ "hash" once taken)
+        self.written: dict[str, None] = {}
+        self.removed: dict[str, None] = {}
+        self.network: dict[str, None] = {}
+
+    def path(self, raw) -> str | None:
+        if isinstance(raw, int) or raw is None:
+            return None  # a file descriptor: its open was seen
+        p = os.fsdecode(os.fspath(raw))
+        p = os.path.normpath(p if p.startswith("/") else os.path.join(os.getcwd(), p))
+        if p.startswith(self.ignore) or any(part in p + "/" for part in _IGNORED_PARTS):
+            return None
+        return p
+
+    def on_read(self, p: str) -> None:
+        if p not in self.read and p not in self.written:  # a file the step wrote first is not a read
+            try:
+                st = os.stat(p)
+                self.read[p] = {"size": st.st_size, "mtime": st.st_mtime}
+            except OSError:
+                self.read[p] = {"size": None, "mtime": None, "hash": None}  # not there (yet)
+
+    def before_change(self, p: str) -> None:
+        """The step is about to change `p`: fingerprint it now if it read it (its value then)."""
+        old = self.read.get(p)
+        if old is not None and "hash" not in old:
+            from .files import fingerprint
+
+            self.read[p] = fingerprint(p)
+
+    def on_write(self, p: str) -> None:
+        self.before_change(p)
+        self.removed.pop(p, None)
+        self.written[p] = None
+
+    def on_remove(self, p: str) -> None:
+        self.before_change(p)
+        if p in self.written:
+            del self.written[p]  # made and removed by the step: no trace of it remains
+        else:
+            self.removed[p] = None
+
+
+def _on_open(files: _Files, args) -> None:
+    p = files.path(args[0])
+    if p is None:
+        return
+    flags = args[2] if isinstance(args[2], int) else 0
+    if flags & os.O_ACCMODE != os.O_WRONLY:
+        files.on_read(p)
+    if flags & _WRITE_FLAGS:
+        files.on_write(p)
+
+
+def _on_rename(files: _Files, args) -> None:
+    src, dst = files.path(args[0]), files.path(args[1])
+    if src is not None:
+        files.on_remove(src)
+    if dst is not None:
+        files.on_write(dst)
+
+
+def _on_remove(files: _Files, args) -> None:
+    p = files.path(args[0])
+    if p is not None:
+        files.on_remove(p)
+
+
+def _on_truncate(files: _Files, args) -> None:
+    p = files.path(args[0])
+    if p is not None:
+        files.on_write(p)
+
+
+def _on_list(files: _Files, args) -> None:
+    if sys._getframe(2).f_code.co_filename.startswith("<frozen importlib"):
+        return  # the import system looking for modules, not the step
+    p = files.path("." if args[0] is None else args[0])
+    if p is not None:
+        files.on_read(p)
+
+
+def _on_connect(files: _Files, args) -> None:
+    address = args[1]
+    if isinstance(address, tuple) and len(address) >= 2:  # internet sockets; a Unix socket is local
+        files.network[f"{address[0]}:{address[1]}"] = None
+
+
+_EVENTS = {"open": _on_open, "os.rename": _on_rename, "os.replace": _on_rename, "os.remove": _on_remove,
+           "os.truncate": _on_truncate, "os.listdir": _on_list, "os.scandir": _on_list,
+           "socket.connect": _on_connect}
+
+
+def _audit(event: str, args) -> None:
+    """The audit hook: cheap, a no-op outside a task, and it never raises (audit hooks cannot be removed)."""
+    files = _files
+    if files is None:
+        return
+    handler = _EVENTS.get(event)
+    if handler is None or getattr(_local, "busy", False):
+        return
+    _local.busy = True
+    try:
+        handler(files, args)
+    except Exception:  # noqa: BLE001, S110 - recording must never break the step
+        pass
+    finally:
+        _local.busy = False
+
+
+_hooked = False
+
+
+def _record_files(store_url: str, workdir: str | None = None) -> None:
+    """Start recording (again, for a new task); installs the hook once per kernel."""
+    global _files, _hooked
+    import site
+
+    home = os.path.expanduser("~")
+    folders = [sys.prefix, sys.base_prefix, sys.exec_prefix, *site.getsitepackages(), site.getusersitepackages(),
+               os.path.join(home, ".cache"), os.path.join(home, ".ipython"), "/proc", "/dev", "/sys", workdir,
+               os.path.dirname(os.path.abspath(__file__))]  # jupyter_flow's own modules (an editable install)
+    here = os.getcwd() + "/"  # the notebook's folder: a folder holding it (sys.prefix...) does not hide it
+    ignore = [f for f in (os.path.normpath(os.path.abspath(f)) + "/" for f in folders if f) if not here.startswith(f)]
+    local_store = store_url.split("://", 1)[-1] if store_url.startswith(("file://", "local://")) or \
+        "://" not in store_url else None
+    if local_store:
+        ignore.append(os.path.normpath(os.path.abspath(local_store)) + "/")
+    _files = _Files(tuple(dict.fromkeys(ignore)))
+    if not _hooked:
+        sys.addaudithook(_audit)
+        _hooked = True
+
+
+def _files_used(spec: dict, store) -> dict:
+    """What the step did with files (the record's `files`): stop recording, store the files it wrote
+    under the notebook's folder, fingerprint those it read (their value at the first read)."""
+    global _files
+    files, _files = _files, None
+    if files is None:
+        return {}
+    from .files import fingerprint
+
+    cwd = os.path.normpath(spec.get("cwd") or os.getcwd())
+    inside = cwd.rstrip("/") + "/"
+
+    def name(p: str) -> str:
+        return "." if p == cwd else p.removeprefix(inside)
+
+    read = {name(p): (fp if "hash" in fp else fingerprint(p)) for p, fp in files.read.items()}
+    written = {}
+    for p in files.written:
+        if p.startswith(inside) and os.path.isfile(p):
+            st = os.stat(p)
+            digest, size = store.save_file(p)
+            written[name(p)] = {"hash": digest, "size": size, "mtime": st.st_mtime}
+    removed = [name(p) for p in files.removed if p.startswith(inside) and not os.path.exists(p)]
+    return {"read": read, "written": written, "removed": removed, "network": list(files.network)}
+
+
+def _packages(ns: dict) -> dict:
+    """{distribution: version} of the installed packages whose modules, classes, functions or
+    values the step's namespace holds (the standard library left out)."""
+    tops = set()
+    for name, value in list(ns.items()):
+        if name.startswith("_") or name in _IPYTHON_NAMES:
+            continue
+        try:
+            if isinstance(value, types.ModuleType):
+                module = value.__name__
+            elif isinstance(value, (type, types.FunctionType, types.BuiltinFunctionType)):
+                module = value.__module__
+            else:
+                module = type(value).__module__
+        except Exception:  # noqa: BLE001, S112 - an odd object: it says nothing about packages
+            continue
+        if isinstance(module, str):
+            tops.add(module.partition(".")[0])
+    tops -= set(sys.stdlib_module_names) | {"builtins", "__main__"}
+    return {dist: version for top in sorted(tops) for dist, version in _distributions(top)}
+
+
+_dist_map: dict | None = None
+
+
+def _distributions(top: str) -> list[tuple[str, str]]:
+    """(distribution, version) pairs providing top-level module `top`: the one of the same name when
+    there is one (fast), else from the installed distributions' file lists (read once per kernel)."""
+    global _dist_map
+    from importlib import metadata
+
+    for guess in dict.fromkeys((top, top.replace("_", "-"))):
+        try:
+            return [(metadata.distribution(guess).metadata["Name"], metadata.version(guess))]
+        except (metadata.PackageNotFoundError, ValueError):
+            pass
+    if _dist_map is None:
+        _dist_map = metadata.packages_distributions()
+    found = []
+    for dist in _dist_map.get(top, []):
+        try:
+            found.append((dist, metadata.version(dist)))
+        except metadata.PackageNotFoundError:
+            continue
+    return found
 
 
 def _namespace() -> dict:
@@ -72,6 +299,10 @@ def begin(spec: dict) -> None:
     """Put the step's inputs (and its foreach item) into the kernel's namespace."""
     _state["spec"] = spec
     _state["metrics"] = {}
+    if _files is None:  # not warmed up (a kernel started without our warm-up code)
+        _record_files(spec["store"], spec.get("workdir"))
+    else:
+        _files.ignore += (os.path.normpath(spec["workdir"]) + "/",) if spec.get("workdir") else ()
     _give(spec, _namespace())
 
 
@@ -144,7 +375,8 @@ def finish() -> None:
                 record(name, ns[name])
             except TypeError as e:
                 warnings.append(str(e))
-    _write_result("result.json", {"outputs": outputs, "warnings": warnings, "metrics": _state["metrics"]})
+    _write_result("result.json", {"outputs": outputs, "warnings": warnings, "metrics": _state["metrics"],
+                                  "files": _files_used(spec, store), "packages": _packages(ns)})
 
 
 def _changed_inputs(spec: dict, ns: dict, store) -> list[str]:
@@ -194,8 +426,12 @@ def snapshot(spec: dict | None = None, parameters: dict | None = None) -> None:
             unpicklable[name] = type_name(value)
             continue
         variables[name] = {"hash": digest, "size": size, **describe(value)}
+    try:  # best effort: what the step did with files before it failed
+        used = {"files": _files_used(_state["spec"], store), "packages": _packages(ns)}
+    except Exception:  # noqa: BLE001 - the snapshot matters more
+        used = {}
     _write_result("failure.json", {"variables": variables, "unpicklable": unpicklable, "modules": modules,
-                                   "metrics": _state["metrics"]})
+                                   "metrics": _state["metrics"], **used})
 
 
 _IPYTHON_NAMES = {"In", "Out", "get_ipython", "exit", "quit", "open"}

@@ -21,7 +21,7 @@ import tempfile
 import time
 from datetime import datetime, timezone
 
-from . import kernels, stepbook
+from . import files, kernels, stepbook
 from .control import TaskControl, register_engine
 from .store import open_store, records
 from .store.layout import task_key
@@ -83,6 +83,7 @@ def run_task(spec: dict, pool: kernels.KernelPool | None = None, control: TaskCo
         python = stepbook.sets_up_kernel(spec["stepbook"])  # a Python step notebook can be snapshot
         control.attach(km, rescue=(lambda k: _snapshot(k, timeout=300, start_within=3)) if python else None)
         _execute(spec, km, workdir, record, control)
+        files.restore(store, spec.get("files_in"), spec["cwd"])  # what upstream steps wrote, if not here
     except Exception as e:  # noqa: BLE001 - whatever broke, the task record says so
         record.update(status=control.reason or "failed",
                       error={"type": e.__class__.__name__, "message": str(e).strip() or repr(e)})
@@ -121,7 +122,7 @@ def _execute(spec: dict, km, workdir: str, record: dict, control: TaskControl) -
 
     logging.getLogger("papermill").setLevel(logging.CRITICAL)  # the task record tells what happened
 
-    kernel_spec = dict(spec["kernel_spec"], workdir=workdir)
+    kernel_spec = dict(spec["kernel_spec"], workdir=workdir, cwd=spec["cwd"])
     nb = nbformat.from_dict(stepbook.with_begin(spec["stepbook"], kernel_spec))
     output = os.path.join(workdir, "output.ipynb")
     with open(os.path.join(workdir, "log.txt"), "w", buffering=1) as log:
@@ -155,7 +156,7 @@ def _execute(spec: dict, km, workdir: str, record: dict, control: TaskControl) -
     if os.path.exists(result_path):
         os.remove(result_path)  # its content lives on in task.json
     record.update(status="succeeded", outputs=result.get("outputs", {}), warnings=result.get("warnings", []),
-                  metrics=result.get("metrics", {}))
+                  metrics=result.get("metrics", {}), files=result.get("files", {}), packages=result.get("packages", {}))
 
 
 def _record_failure(e, spec: dict, km, output: str, workdir: str, record: dict, control: TaskControl) -> None:
@@ -179,7 +180,7 @@ def _record_failure(e, spec: dict, km, output: str, workdir: str, record: dict, 
     }
     if kernels.kernel_exit(km) is None and stepbook.sets_up_kernel(executed):  # a Python step notebook
         # Before the step started, the snapshot still holds what the step was given: its parameters and inputs.
-        given = {} if started else {"spec": dict(spec["kernel_spec"], workdir=workdir),
+        given = {} if started else {"spec": dict(spec["kernel_spec"], workdir=workdir, cwd=spec["cwd"]),
                                     "parameters": spec["parameters"]}
         _snapshot(km, timeout=300, **given)
     _read_failure(workdir, record)
@@ -194,7 +195,8 @@ def _read_failure(workdir: str, record: dict) -> None:
     failure = _read_json(os.path.join(workdir, "failure.json"))
     if failure is not None:
         record["failure"] = {"variables": sorted(failure["variables"]), "unpicklable": failure["unpicklable"]}
-        record["metrics"] = failure.get("metrics", {})
+        record.update(metrics=failure.get("metrics", {}), files=failure.get("files", {}),
+                      packages=failure.get("packages", {}))
 
 
 def _exception(e, executed: dict, where: dict) -> tuple[str, str]:

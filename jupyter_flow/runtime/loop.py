@@ -19,6 +19,7 @@ from ..store.layout import run_key, time_id
 from ..store.records import DONE, current_user
 from ..task import TaskControl, now
 from . import reuse
+from .races import Races
 from .readiness import Readiness, Task
 from .spec import Specs
 
@@ -49,7 +50,8 @@ class Runner:
         self._last_beat = 0.0
         self.record = self._new_record()
         self.preload = modules_to_preload(c.source for c in flow.shared)
-        self.specs = Specs(flow, store.url, self.run_id, parameters, self.cwd, self.preload)
+        self.specs = Specs(flow, store.url, self.run_id, parameters, self.cwd, self.preload, self.tasks)
+        self.races = Races(flow, self.tasks)
         self.envs = None  # `pip:` environments built here, started by `run` (on Dask, workers build them)
         self.env_wait: list[Task] = []  # ready tasks whose environment is still being built
 
@@ -262,13 +264,15 @@ class Runner:
         step = self.flow.steps[task.step]
         task.record = record
         status = record["status"]
+        races = self.races.check(task) if status in DONE else []
+        if races and not self.stopping and all(r.reader is task and r.ended for r in races):
+            self._again(task, record, running, dict(races[0].error(), message=races[0].message + "; it runs again "
+                                                    f"now that {races[0].writer!r} has ended"))
+            return  # its result was not used yet: run it again, after the writer, as top to bottom
+        if races:
+            record, status = self._raced(task, record, races[0])
         if status in ("failed", "timed_out") and not self.stopping and task.attempt <= step.options.get("retry", 0):
-            task.attempts = task.attempts + [{k: record.get(k) for k in ("attempt", "status", "error", "started",
-                                                                         "ended", "duration")}]
-            self.on_event({"type": "task", "run_id": self.run_id, "step": task.step, "index": task.index,
-                           "status": "retrying", "attempt": task.attempt, "error": record.get("error")})
-            task.status = "queued"
-            self._start(task, running)
+            self._again(task, record, running, record.get("error"))
             return
         task.status = status
         self.readiness.task_ended(task)
@@ -286,6 +290,35 @@ class Runner:
                        "error": record.get("error"), "origin": record.get("origin")})
         if changed:
             self._save_record()
+
+    def _again(self, task: Task, record: dict, running: set[int], error: dict | None) -> None:
+        """Run `task` once more (a retry, or after a file race), keeping the attempt that ended."""
+        task.attempts = task.attempts + [dict({k: record.get(k) for k in ("attempt", "status", "started", "ended",
+                                                                          "duration")}, error=error)]
+        self.on_event({"type": "task", "run_id": self.run_id, "step": task.step, "index": task.index,
+                       "status": "retrying", "attempt": task.attempt, "error": error})
+        task.status = "queued"
+        self._start(task, running)
+
+    def _raced(self, task: Task, record: dict, race) -> tuple[dict, str]:
+        """Fail the reader of a file race (its result may be stale): a verdict recorded as a new attempt
+        of its task (the attempt that ended stays in `attempts`). Returns `task`'s record and status."""
+        reader = race.reader
+        old = reader.record
+        reader.record = dict(old, status="failed", error=race.error(), attempt=(old.get("attempt") or 0) + 1,
+                             attempts=(old.get("attempts") or []) + [
+                                 {k: old.get(k) for k in ("attempt", "status", "error", "started", "ended", "duration")}])
+        reader.attempt = reader.record["attempt"]
+        records.write_task(self.store, reader.record)
+        if reader is not task:  # it ended earlier (and may have been used): the run stops, failing it
+            reader.status = "failed"
+            self.stopping = True
+            self.record["error"] = self.record["error"] or {"step": reader.step, "index": reader.index,
+                                                            "message": failure_line(race.error())}
+            self.on_event({"type": "task", "run_id": self.run_id, "step": reader.step, "index": reader.index,
+                           "status": "failed", "attempt": reader.record["attempt"], "error": race.error()})
+            self._save_record()
+        return task.record, task.record["status"]
 
     def _finalize(self) -> str:
         if self.cancel_reason:

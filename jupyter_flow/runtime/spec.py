@@ -10,9 +10,13 @@ from .readiness import Task
 class Specs:
     """Builds the specs of one run's tasks; what depends only on the flow is worked out once."""
 
-    def __init__(self, flow: Flow, store_url: str, run_id: str, parameters: dict, cwd: str, preload: list[str]):
+    def __init__(self, flow: Flow, store_url: str, run_id: str, parameters: dict, cwd: str, preload: list[str],
+                 tasks: dict[str, list[Task] | None] | None = None):
         self.flow, self.store_url, self.run_id, self.parameters = flow, store_url, run_id, parameters
         self.cwd, self.preload = cwd, preload
+        self.tasks = tasks if tasks is not None else {}  # the run's tasks by step, as the loop keeps them
+        self.order = {n: i for i, n in enumerate(flow.notebook.steps)}
+        self._files_after: dict[str, dict] = {}  # step -> the files there once it ended (see files_in)
         self.needed: dict[str, dict[str, list[str]]] = {n: {} for n in flow.steps}  # producer -> var -> readers
         for s in flow.steps.values():
             for var, producer in s.inputs.items():
@@ -40,6 +44,48 @@ class Specs:
                 meta[var] = outs[0]
         return refs, meta
 
+    def files_in(self, name: str) -> dict:
+        """{RELPATH: {"hash", "size", "mtime"}} of the files step `name`'s ancestors wrote in this run, for
+        its task to restore where they are missing (another machine, a fresh folder). Where two wrote
+        one file, the later in notebook order wins; a file one removed is left out. Called once they all
+        ended; each step's result is kept, so a chain of n steps costs O(n) however long it is."""
+        after = self._files_after
+        stack = self._upstream(name)
+        while stack:  # the ancestors not worked out yet, each after its own upstream steps (no recursion)
+            up = stack[-1]
+            if up in after:
+                stack.pop()
+                continue
+            missing = [u for u in self._upstream(up) if u not in after]
+            if missing:
+                stack += missing
+                continue
+            stack.pop()
+            own = [t.record.get("files") or {} for t in self.tasks.get(up) or []]
+            files = self._merged(up)
+            if any(f.get("written") or f.get("removed") for f in own):
+                files, order = dict(files), self.order.get(up, -1)
+                for used in own:
+                    files.update({path: (order, meta) for path, meta in (used.get("written") or {}).items()})
+                    files.update({path: (order, None) for path in used.get("removed") or []})
+            after[up] = files
+        return {path: meta for path, (_, meta) in self._merged(name).items() if meta is not None}
+
+    def _upstream(self, name: str) -> list[str]:
+        step = self.flow.steps[name]
+        return sorted(set(step.prev) | set(step.inputs.values()), key=lambda n: self.order.get(n, -1))
+
+    def _merged(self, name: str) -> dict:
+        ups = [self._files_after[u] for u in self._upstream(name)]
+        if len(ups) == 1:
+            return ups[0]
+        merged: dict = {}  # path -> (notebook position of the step that wrote it last, its meta or None if removed)
+        for files in ups:
+            for path, entry in files.items():
+                if path not in merged or entry[0] > merged[path][0]:
+                    merged[path] = entry
+        return merged
+
     def build(self, task: Task, refs: dict, meta: dict, cache_key: str | None, executor: str) -> dict:
         step = self.flow.steps[task.step]
         foreach = {**step.foreach, "index": task.index} if step.foreach else None
@@ -52,9 +98,11 @@ class Specs:
             "foreach": foreach,
             "stepbook": stepbook.build(self.flow, step, self.run_id, task.index),
             "ends_notebook": task.step == self.last_step,  # no step follows it in the notebook
+            "files_in": self.files_in(task.step),
             "kernel_spec": {
                 "store": self.store_url, "run_id": self.run_id, "step": task.step, "index": task.index,
                 "inputs": refs, "producers": step.inputs, "writes": step.writes, "needed": self.needed[task.step], "metrics": step.metrics,
                 "verify": step.verify, "foreach": foreach,
             },
         }
+

@@ -139,11 +139,23 @@ class Store:
 
         The blob is always (re)written, even when one of that name exists: that heals a corrupt
         blob, and refreshes the date `gc` uses to spare blobs a running run has just produced."""
+        return self._save_blob(lambda writer: blobs.dump(value, writer))
+
+    def save_file(self, path: str) -> tuple[str, int]:
+        """Store the bytes of the file at `path` as a blob (a file a step wrote); (content hash, size)."""
+        import shutil
+
+        with open(path, "rb") as f:
+            return self._save_blob(lambda writer: shutil.copyfileobj(f, writer, 1 << 20))
+
+    def _save_blob(self, fill) -> tuple[str, int]:
+        """`fill(writer)` writes the blob's bytes; they are hashed as they are written, then renamed
+        (local) or PUT whole under their hash."""
         fd, tmp = tempfile.mkstemp(dir=self.backend.temp_dir(), prefix="blob-")
         try:
             with os.fdopen(fd, "wb") as f:
                 writer = blobs.HashingWriter(f)
-                blobs.dump(value, writer)
+                fill(writer)
             self.put_file(tmp, layout.blob(writer.hash.hexdigest()))
             return writer.hash.hexdigest(), writer.size
         finally:
@@ -177,6 +189,10 @@ class Store:
             raise CorruptBlob(f"{what} is corrupt (its bytes do not match its hash); run `jupyter flow fsck`, "
                               "then re-run the step that produced it (jupyter flow resume RUN --from STEP)")
         return buf
+
+    def blob_bytes(self, digest: str, name: str | None = None):
+        """The bytes of blob `digest` as one buffer (see blobs.read_buffer), checked against its hash."""
+        return self._verified(digest, name)
 
     def load_value(self, digest: str, name: str | None = None):
         """The value stored under `digest`. Its bytes are checked against the hash before anything

@@ -183,6 +183,10 @@ class TaskRecord(_Record):
     failure: dict | None = None
     damaged: str | None = None
     extra: dict = field(default_factory=dict)
+    # files the step used (see files.py): {"read": {PATH: fingerprint}, "written": {RELPATH: {"hash",
+    # "size", "mtime"}} (final bytes stored as blobs), "removed": [RELPATH], "network": ["host:port"]}
+    files: dict = field(default_factory=dict)
+    packages: dict = field(default_factory=dict)  # distribution -> version, of the modules the step used
 
     @property
     def key(self) -> str:
@@ -196,7 +200,8 @@ class TaskRecord(_Record):
     def blob_refs(self) -> set[str]:
         """Digests of the values it received and produced."""
         refs = set()
-        for meta in list(self.outputs.values()) + list(self.inputs.values()):
+        written = (self.files or {}).get("written") or {}
+        for meta in list(self.outputs.values()) + list(self.inputs.values()) + list(written.values()):
             if isinstance(meta, dict):
                 refs.update(h for h in (meta.get("hashes") or [meta.get("hash")]) if h)
         return refs

@@ -1,0 +1,106 @@
+"""Races over files, found when a task ends: never a silently stale read.
+
+Top to bottom, a step sees every file the steps before it (in notebook order) wrote. In a pipeline,
+two steps that no edge orders may run at once. When a task ends, its record's files (see files.py)
+are compared with those of the run's other tasks: if step W, earlier in the notebook and not an
+ancestor of step R, wrote (or removed) a file R read or wrote, and W had not ended before R started,
+or W has not ended yet and is expected to write it (`Step.files_written`, predicted before the run),
+R may have seen an old version, or its write may be lost under W's. The loop then runs R again
+after W (if W has ended and R's result was not used yet) or stops the run as a failure of R.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..dag import Flow
+from ..store.records import TERMINAL
+from .readiness import Task
+
+
+@dataclass
+class FileRace:
+    reader: Task  # the later step in notebook order: its result may be stale
+    writer: str  # the earlier step
+    path: str
+    ended: bool  # the writer has ended: running the reader again now gives the top-to-bottom result
+    message: str
+
+    def error(self) -> dict:
+        return {"type": "FileRace", "message": self.message}
+
+
+def uses(record: dict) -> tuple[set[str], set[str]]:
+    """(paths the task used: read, written or removed; those it changed: written or removed)."""
+    files = record.get("files") or {}
+    changed = set(files.get("written") or ()) | set(files.get("removed") or ())
+    return set(files.get("read") or ()) | changed, changed
+
+
+class Races:
+    def __init__(self, flow: Flow, tasks: dict[str, list[Task] | None]):
+        self.flow, self.tasks = flow, tasks
+        self.order = {n: i for i, n in enumerate(flow.notebook.steps)}
+        self.users: dict[str, list[Task]] = {}  # path -> ended tasks that used it
+        self.expected: dict[str, list[str]] = {}  # path -> steps predicted to write it
+        for s in flow.steps.values():
+            for path in getattr(s, "files_written", None) or ():
+                self.expected.setdefault(path, []).append(s.name)
+        self._ancestors: dict[str, set[str]] = {}
+
+    def ancestors(self, name: str) -> set[str]:
+        if name not in self._ancestors:
+            seen: set[str] = set()
+            stack = [name]
+            while stack:
+                step = self.flow.steps[stack.pop()]
+                for up in set(step.prev) | set(step.inputs.values()):
+                    if up not in seen:
+                        seen.add(up)
+                        stack.append(up)
+            self._ancestors[name] = seen
+        return self._ancestors[name]
+
+    def check(self, task: Task) -> list[FileRace]:
+        """The races `task` (just ended, its record set) is part of, with the tasks that ended before it
+        and with the steps still to end that are expected to write a file it used."""
+        used, _ = uses(task.record)
+        races = []
+        for path in sorted(used):
+            others = self.users.setdefault(path, [])
+            for other in others:
+                if other is not task and other.step != task.step:
+                    race = self._pair(task, other, path)
+                    if race:
+                        races.append(race)
+            for writer in self.expected.get(path, ()):
+                if self._unfinished(writer) and self._unordered(writer, task.step):
+                    races.append(self._race(task, writer, path, ended=False))
+            if task not in others:
+                others.append(task)
+        return races
+
+    def _pair(self, a: Task, b: Task, path: str) -> FileRace | None:
+        w, r = (a, b) if self.order.get(a.step, 0) < self.order.get(b.step, 0) else (b, a)
+        if path not in uses(w.record)[1] or w.step in self.ancestors(r.step):
+            return None
+        if (w.record.get("ended") or "") <= (r.record.get("started") or ""):
+            return None  # the writer ended before the reader started: it saw the file as top to bottom would
+        return self._race(r, w.step, path, ended=True)
+
+    def _unfinished(self, name: str) -> bool:
+        tasks = self.tasks.get(name)
+        return tasks is None or any(t.status not in TERMINAL for t in tasks)
+
+    def _unordered(self, writer: str, reader: str) -> bool:
+        return self.order.get(writer, 0) < self.order.get(reader, 0) and writer not in self.ancestors(reader)
+
+    def _race(self, reader: Task, writer: str, path: str, ended: bool) -> FileRace:
+        read = path in (reader.record.get("files") or {}).get("read", {})
+        what = (f"step {reader.step!r} read it" if read else f"step {reader.step!r} wrote it") + \
+            (f" before step {writer!r}, which comes earlier in the notebook, wrote it" if not ended else
+             f" while step {writer!r}, which comes earlier in the notebook, wrote it")
+        stale = "may have used an old version" if read else "may have been overwritten by the earlier step"
+        message = (f"file {path}: {what} (no edge orders them), so {reader.step!r} {stale}. Fix: add the tag "
+                   f"prev:{writer} to step {reader.step!r}; the next run orders them by itself (it reads this "
+                   "run's records)")
+        return FileRace(reader, writer, path, ended, message)
