@@ -96,6 +96,19 @@ class DagHandler(FlowHandler):
         self.reply(await self.call(self.service.dag, self.get_query_argument("path", "")))
 
 
+class PlanHandler(FlowHandler):
+    @tornado.web.authenticated
+    @authorized
+    async def get(self):
+        raw = self.get_query_argument("parameters", "")
+        try:
+            parameters = json.loads(raw) if raw else None
+        except ValueError:
+            raise tornado.web.HTTPError(400, "'parameters' must be a JSON object") from None
+        parameters = self.field({"parameters": parameters}, "parameters", dict)
+        self.reply(await self.call(self.service.plan, self.get_query_argument("path", ""), parameters))
+
+
 class RunsHandler(FlowHandler):
     @tornado.web.authenticated
     @authorized
@@ -164,6 +177,7 @@ class MissingHandler(FlowHandler):
 ROUTES = [
     (r"version", VersionHandler),
     (r"dag", DagHandler),
+    (r"plan", PlanHandler),
     (r"runs", RunsHandler),
     (rf"runs/{RUN_ID}", RunHandler),
     (rf"runs/{RUN_ID}/cancel", CancelHandler),

@@ -71,6 +71,13 @@ class FlowService:
         out["path"] = api_path
         return out
 
+    def plan(self, api_path: str, parameters: dict | None = None) -> dict:
+        """For each step of the notebook saved at `api_path`: reuse or run, and why (runtime.plan)."""
+        from jupyter_flow.dag import build_flow
+        from jupyter_flow.runtime.plan import plan
+
+        return {"path": api_path, "steps": plan(build_flow(self.notebook(api_path)), self.store, parameters)}
+
     def list_runs(self, flow=None, user=None, status=None, limit=None, batch=None) -> list:
         """Run records, newest first; each run of a batch carries `batch: {id, index}` (index: its parameter set)."""
         from jupyter_flow import client

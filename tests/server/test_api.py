@@ -12,6 +12,7 @@ RUN = "20250101T000000-abcdef"
 ROUTES = [
     ("GET", "version"),
     ("GET", "dag?path=linear.ipynb"),
+    ("GET", "plan?path=linear.ipynb"),
     ("GET", "runs"),
     ("POST", "runs"),
     ("GET", f"runs/{RUN}"),
@@ -75,7 +76,7 @@ async def test_unauthorized_user_is_403(api, jp_serverapp):
 
     jp_serverapp.web_app.settings["authorizer"] = ReadOnly(parent=jp_serverapp)
     assert (await api("runs"))[0] == 200
-    code, body, _ = await api("runs", "POST", {"path": "linear.ipynb"})
+    code, _, _ = await api("runs", "POST", {"path": "linear.ipynb"})
     assert code == 403
     assert (await api(f"runs/{RUN}/cancel", "POST"))[0] == 403
 
@@ -157,6 +158,7 @@ async def test_paths_outside_the_root_are_refused(api, outside, path):
     path = path.replace("ABS", str(outside)).replace("%2F", "/")
     for method, route, kwargs in (
         ("GET", "dag", {"params": {"path": path}}),
+        ("GET", "plan", {"params": {"path": path}}),
         ("POST", "runs", {"body": {"path": path}}),
     ):
         code, reply, _ = await api(route, method, **kwargs)
@@ -178,9 +180,10 @@ def test_server_starts_without_auth_warning(jp_configurable_serverapp, jp_server
 
 
 def test_store_defaults_to_the_cli_default(tmp_path, monkeypatch):
+    from traitlets.config import Config
+
     from jupyter_flow.server.config import JupyterFlow
     from jupyter_flow.server.service import FlowService
-    from traitlets.config import Config
 
     monkeypatch.setenv("JUPYTER_FLOW_STORE", str(tmp_path / "from-env"))
     assert FlowService(JupyterFlow(), str(tmp_path)).info()["store"] == str(tmp_path / "from-env")
