@@ -12,6 +12,7 @@ EPILOG = """\
 Tag notebook cells with step:NAME (and prev:NAME, foreach:ITEM=VAR, retry:N, timeout:S, ...).
 Examples:
   jupyter flow dag notebooks/quickstart.ipynb            show the steps and what flows between them
+  jupyter flow plan notebooks/quickstart.ipynb -p seed 2 which steps a run would reuse or run, and why
   jupyter flow run notebooks/quickstart.ipynb -p seed 1  run it; every step in its own kernel
   jupyter flow runs                                      your recent runs
   jupyter flow show RUN_ID                               one run: tasks, durations, artifacts
@@ -99,6 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Print the DAG inferred from the notebook's tags and data flow.")
     p.add_argument("notebook")
     _add_format(p, ("text", "json", "mermaid"))
+
+    _add_plan(sub)
 
     p = sub.add_parser("runs", help="list runs, newest first (yours unless --all-users)")
     p.add_argument("--flow", help="only runs of this flow (the notebook's name)")
@@ -302,6 +305,51 @@ def cmd_dag(args) -> int:
         print(flow.to_mermaid())
     else:
         print(flow.to_text())
+    return 0
+
+
+def _add_plan(sub) -> None:
+    p = sub.add_parser("plan", help="say which steps a run would reuse and which it would run, and why",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       description="Before anything runs, print one line per step: ✓ reuse (an earlier result "
+                       "stands: same code, inputs, parameters, files read, package versions, no network) or ▶ run, "
+                       "and why. It starts no kernel and writes nothing.",
+                       epilog="Example:\n  $ jupyter flow plan flow.ipynb -p lr 0.2\n"
+                       "  ✓ load   reused from run 20250101T120000.000-a1b2c3 (nothing it depends on changed)\n"
+                       "  ▶ clean  file data.csv changed (1200 -> 1350 bytes)\n"
+                       "  ▶ train  parameter `lr` changed (0.1 -> 0.2)\n"
+                       "  ▶ report input `model` from step `train`, which runs\n"
+                       "A step that runs may make the same values as before: the run then reuses the steps after\n"
+                       "it that the plan says run. `jupyter flow show RUN_ID` says why each step ran.\n")
+    p.add_argument("notebook", help="the .ipynb file")
+    p.add_argument("-p", "--parameter", nargs=2, action="append", metavar=("NAME", "VALUE"), default=[],
+                   help="a parameter value, as for `jupyter flow run`; repeatable")
+    p.add_argument("-f", "--parameters-file", action="append", default=[], metavar="FILE",
+                   help="YAML file of parameter values, as for `jupyter flow run`; repeatable")
+    p.add_argument("--cwd", metavar="DIR", help="the folder the steps' files are in, if the run gets --cwd "
+                   "(default: the notebook's)")
+    _add_format(p)
+    _add_store(p)
+
+
+def cmd_plan(args) -> int:
+    from pathlib import Path
+
+    from .dag import build_flow
+    from .errors import FlowError
+    from .params import resolve
+    from .runtime.plan import plan
+
+    flow = build_flow(args.notebook)
+    if args.cwd and not Path(args.cwd).is_dir():
+        raise FlowError(f"--cwd {args.cwd}: no such folder")
+    steps = plan(flow, args.store, resolve(flow, cli=args.parameter, files=args.parameters_file), cwd=args.cwd)
+    if args.format == "json":
+        print(json.dumps({"steps": steps}, indent=1))
+        return 0
+    width = max((len(s["step"]) for s in steps), default=0)
+    for s in steps:
+        print(f"{'✓' if s['action'] == 'reuse' else '▶'} {s['step']:<{width}}  {s['reason']}")
     return 0
 
 
@@ -545,7 +593,7 @@ def cmd_agent(args) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "batch": cmd_batch, "resume": cmd_resume, "dag": cmd_dag, "runs": cmd_runs, "show": cmd_show,
+COMMANDS = {"run": cmd_run, "batch": cmd_batch, "resume": cmd_resume, "dag": cmd_dag, "plan": cmd_plan, "runs": cmd_runs, "show": cmd_show,
             "logs": cmd_logs, "artifacts": cmd_artifacts, "cancel": cmd_cancel, "gc": cmd_gc,
             "pin": cmd_pin, "unpin": cmd_unpin,
             "fsck": cmd_fsck, "envs": cmd_envs, "export": cmd_export, "agent": cmd_agent}

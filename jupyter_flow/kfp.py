@@ -216,7 +216,8 @@ def _runner(store_url: str, run_id: str, workdir: str):
     runner = Runner(build_flow(path), run["parameters"], store, _Names(), run_id=run_id)
     runner.record = run
     here = Path(run["notebook"]).parent
-    runner.cwd = str(here if here.is_dir() else workdir)  # the notebook's folder when it is on this machine
+    # the notebook's folder when it is on this machine
+    runner.cwd = runner.cache.cwd = str(here if here.is_dir() else workdir)
     by_step: dict[str, list] = {}
     for t in records.list_tasks(store, records.RunRecord.from_dict(run)):
         by_step.setdefault(t.step, []).append(Task(t.step, t.index, status=str(t.status), record=t.to_dict()))
@@ -288,15 +289,13 @@ def run_step(store_url: str, run_id: str, step: str, index: int, fail: bool = Fa
             task.attempt = old.get("attempt") or 0
             task.attempts = (old.get("attempts") or []) + [
                 {k: old.get(k) for k in ("attempt", "status", "error", "started", "ended", "duration")}]
-        refs, meta = runner.specs.inputs(step, runner.tasks)
-        cache_key = reuse.cache_key(runner.flow, runner.parameters, step, index, refs, runner._packages(step))
+        refs, meta, parts, cache_key, decision = runner.decide(task)
         record = None
-        if task.attempt == 0:
-            record = reuse.reuse(runner.store, runner.flow, run_id, step, index, cache_key, runner.origin,
-                                 runner.flow.steps[step].options.get("cache", True))
+        if task.attempt == 0 and decision.old:
+            record = runner.cache.take(run_id, step, index, decision, parts, cache_key)
         if not record:
             task.attempt += 1
-            record = _run_cancellable(runner, runner.task_spec(task, refs, meta, cache_key))
+            record = _run_cancellable(runner, runner.task_spec(task, refs, meta, parts, cache_key, decision.reason))
         if record["status"] == "succeeded" and cache_key:
             reuse.remember(runner.store, runner.flow.name, run_id, step, index, cache_key)
     if fail and record["status"] not in DONE and not runner.flow.steps[step].options.get("catch"):

@@ -53,6 +53,7 @@ def new_record(spec: dict, **fields) -> dict:
         run_id=spec["run_id"], flow=spec["flow"], step=spec["step"], index=spec["index"], attempt=spec["attempt"],
         attempts=spec.get("attempts", []), inputs=spec.get("input_meta", {}), executor=spec.get("executor", "local"),
         kernel=spec["kernel"], cache_key=spec.get("cache_key"), foreach=spec.get("foreach"),
+        cache_parts=spec.get("cache_parts"), reason=spec.get("reason"),
     ).to_dict() | ({"worker": spec["worker"]} if spec.get("worker") else {}) | fields
 
 

@@ -109,7 +109,7 @@ def run_detail(run: dict, store) -> None:
         e = run["error"]
         console.print(f"[red]failed at step {e['step']}[{e['index']}]: {escape(e['message'])}[/]", highlight=False)
     table = Table(box=None, header_style="bold")
-    for column in ("step", "status", "time", "attempt", "outputs", "notebook"):
+    for column in ("step", "status", "why", "time", "attempt", "outputs", "notebook"):
         table.add_column(column, overflow="fold", no_wrap=column == "notebook")
     seen = set()
     for t in run["tasks"]:
@@ -119,11 +119,12 @@ def run_detail(run: dict, store) -> None:
         if t.get("error"):
             outs = f"[red]{escape(elide(t['error']['type'] + ': ' + t['error']['message'], 100))}[/]"
         notebook = (t.get("notebook") or "").split(f"/runs/{run['id']}/", 1)[-1]  # relative to the run's folder
-        table.add_row(name, _status(t["status"]), f"{t['duration']:.2f}s" if t.get("duration") is not None else "",
+        table.add_row(name, _status(t["status"]), escape(t.get("reason") or ""),
+                      f"{t['duration']:.2f}s" if t.get("duration") is not None else "",
                       str(t.get("attempt", "")), escape(outs) if not t.get("error") else outs, notebook)
     for step in run["steps"]:
         if step["name"] not in seen:
-            table.add_row(step["name"], "[dim]not run[/]", "", "", "", "")
+            table.add_row(step["name"], "[dim]not run[/]", "", "", "", "", "")
     console.print(table)
     console.print(f"notebooks are under {store.url}/flows/{run['flow']}/runs/{run['id']}/ "
                   "(cached and reused tasks: under their origin run)", highlight=False, soft_wrap=True)

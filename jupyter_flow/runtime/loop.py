@@ -39,8 +39,8 @@ class Runner:
         self.no_cache = no_cache
         self.on_event = on_event or (lambda event: None)
         self.origin = origin
-        self.rerun = set(flow.downstream(from_step)) if from_step else set()
         self.cwd = str(flow.path.parent)
+        self.cache = reuse.Cache(store, flow, self.run_id, self.cwd, origin, no_cache, from_step)
         self.readiness = Readiness(flow)
         self.tasks = self.readiness.tasks
         self.done_q: queue.Queue = queue.Queue()
@@ -197,21 +197,7 @@ class Runner:
             self.on_event({"type": "foreach", "run_id": self.run_id, "step": name, "count": count})
 
     def _fan_out(self, name: str) -> int:
-        var = self.flow.steps[name].foreach["var"]
-        producer = self.flow.steps[name].inputs.get(var)
-        if producer is None:
-            value = self.parameters.get(var)
-            if not isinstance(value, (list, tuple)):
-                raise FlowError(f"step {name!r}: foreach:{var} needs a list, but parameter {var} is {value!r}")
-            return len(value)
-        tasks = self.tasks[producer]
-        if self.flow.steps[producer].foreach:
-            return len(tasks)
-        out = tasks[0].record.get("outputs", {}).get(var, {})
-        if "length" not in out:
-            raise FlowError(f"step {name!r}: foreach:{var} needs a list, but step {producer!r} made "
-                            f"{var} a {out.get('type', 'missing value')}")
-        return out["length"]
+        return self.specs.fan_out(name, self.tasks)
 
     def _update_demand(self) -> None:
         """Hint the executor how many kernels of each kind its tasks will want (a few calls per loop)."""
@@ -224,28 +210,33 @@ class Runner:
     # -- starting a task -------------------------------------------------------------------------
     def _start(self, task: Task, running: set[int]) -> None:
         step = self.flow.steps[task.step]
-        refs, meta = self.specs.inputs(task.step, self.tasks)
-        key = reuse.cache_key(self.flow, self.parameters, task.step, task.index, refs, self._packages(task.step))
-        reused = None if task.step in self.rerun else reuse.reuse(
-            self.store, self.flow, self.run_id, task.step, task.index, key, self.origin,
-            not self.no_cache and step.options.get("cache", True))
+        refs, meta, parts, key, decision = self.decide(task)
+        reused = decision.old and self.cache.take(self.run_id, task.step, task.index, decision, parts, key)
         if reused:
             self._finished(task, reused, running)
             return
         task.attempt += 1
         task.status = "running"
         task.control = TaskControl(step.options.get("timeout"))
-        executor = self._executor_for(step)
-        spec = self.specs.build(task, refs, meta, key, executor.name)
+        spec = self.task_spec(task, refs, meta, parts, key, decision.reason)
         self.on_event({"type": "task", "run_id": self.run_id, "step": task.step, "index": task.index,
-                       "status": "running", "attempt": task.attempt})
-        future = executor.submit(spec, task.control)
+                       "status": "running", "attempt": task.attempt, "reason": decision.reason})
+        future = self._executor_for(step).submit(spec, task.control)
         running.add(id(task))
         future.add_done_callback(lambda f, t=task: self.done_q.put((t, _result(f, t))))
 
-    def task_spec(self, task: Task, refs: dict, meta: dict, cache_key: str | None) -> dict:
+    def decide(self, task: Task) -> tuple[dict, dict, dict, str, reuse.Decision]:
+        """(refs, input metadata, cache parts, cache key, decision) of a task whose upstream ended."""
+        refs, meta = self.specs.inputs(task.step, self.tasks)
+        parts = reuse.cache_parts(self.flow, self.parameters, task.step, task.index, refs, self._packages(task.step))
+        key = reuse.cache_key(parts)
+        return refs, meta, parts, key, self.cache.decide(task.step, task.index, parts, key)
+
+    def task_spec(self, task: Task, refs: dict, meta: dict, parts: dict | None = None, key: str | None = None,
+                  reason: str | None = None) -> dict:
         """Everything an executor needs to run `task` (plain data: JSON- and pickle-able)."""
-        return self.specs.build(task, refs, meta, cache_key, self._executor_for(self.flow.steps[task.step]).name)
+        spec = self.specs.build(task, refs, meta, key, self._executor_for(self.flow.steps[task.step]).name)
+        return dict(spec, cache_parts=parts, reason=reason)
 
     def _executor_for(self, step):
         if step.options.get("executor") == "local" and self.executor.name != "local":

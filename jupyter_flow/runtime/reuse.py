@@ -1,70 +1,313 @@
-"""Cache and reuse: a task whose code, kernel, inputs and parameters match a finished earlier task
-(of the resumed run first, then of any run through the cache index) is not run again."""
+"""Cache and reuse, and why each task runs.
+
+A task's cache key is made from named parts (`cache_parts`): the code of each cell (the shared
+cells and the step's, normalised), the kernel, the hashes of its inputs, the parameters it reads,
+its foreach index, a `pip:` step's packages and the jupyter_flow version. The parts are kept in
+the task record, so a later run or plan can say which one changed.
+
+A finished earlier task with the same key (of the resumed run first, then of any run through the
+cache index) is reused only when, besides, nothing else it depended on changed: no file it read
+(`files.changes`), no installed version of a package it imported, and it touched no network (unless
+tagged `cache:trust`). Reusing it restores the files it wrote into the notebook's folder.
+
+`Cache.decide` is the one rule, for the runtime and for `plan` alike; every task records its
+`reason`. Nothing here starts a kernel or imports papermill: a run served from the cache starts none.
+"""
 from __future__ import annotations
 
+import ast
+import difflib
 import json
+from dataclasses import dataclass
 
 from .. import analysis
 from .._version import __version__
 from ..dag import Flow
 from ..errors import FlowError
+from ..preview import elide
 from ..store import Store, layout, records
 from ..store.layout import task_key
 from ..store.records import DONE
 from ..task import now
 
+PREVIOUS_RUNS = 10  # how many of the flow's latest runs are searched for a step's last task (to say what changed)
 
-def cache_key(flow: Flow, parameters: dict, name: str, index: int, refs: dict, packages: list | None = None) -> str:
-    """`packages`: a `pip:` step's requirements and resolved versions (other steps' keys leave it out)."""
-    from ..store.blobs import new_hash
 
+def cache_parts(flow: Flow, parameters: dict, name: str, index: int, refs: dict, packages: list | None = None) -> dict:
+    """What the cache key of task `index` of step `name` is made from, as plain JSON. `refs`: its
+    input hashes by name; `packages`: a `pip:` step's requirements and resolved versions."""
     step = flow.steps[name]
-    payload = {
+    shared = {id(c) for c in flow.shared}
+    parts = {
         "version": __version__, "kernel": step.options.get("kernel", flow.kernel),
-        "code": [analysis.normalized(c.source) for c in flow.shared + step.cells],
+        "cells": [{"cell": c.index + 1, "shared": id(c) in shared, "code": analysis.normalized(c.source)}
+                  for c in flow.shared + step.cells],
         "inputs": refs,
         "params": {p: parameters.get(p, {"default": flow.parameters[p].source}) for p in step.params},
         "foreach": index if step.foreach else None,
     }
     if packages:
-        payload["pip"] = packages
+        parts["pip"] = packages
+    return json.loads(json.dumps(parts, default=repr))
+
+
+def cache_key(parts: dict) -> str:
+    """The key of `parts`: the code's text, not where its cells are, so moving a cell keeps it."""
+    from ..store.blobs import new_hash
+
+    payload = {k: v for k, v in parts.items() if k != "cells"}
+    payload["code"] = [c["code"] for c in parts["cells"]]
     h = new_hash()
     h.update(json.dumps(payload, sort_keys=True, default=repr).encode())
     return h.hexdigest()
 
 
-def reuse(store: Store, flow: Flow, run_id: str, step: str, index: int, key: str, origin: dict | None,
-          use_cache: bool) -> dict | None:
-    """The record, rewritten as this run's task, of an earlier finished task with cache key `key`
-    (the resumed run's first, then the cache's); None if there is none or a value of it is gone."""
-    candidates = []
-    if origin:
-        candidates.append(("reused", task_key(flow.name, origin["id"], step, index)))
-    if use_cache:
+@dataclass
+class Decision:
+    """Run the task, or reuse `old` (an earlier task's record, as `status` reused or cached); and why."""
+    reason: str
+    old: dict | None = None
+    status: str | None = None
+    old_key: str | None = None
+
+    @property
+    def action(self) -> str:
+        return "reuse" if self.old else "run"
+
+    @property
+    def origin(self) -> str | None:
+        return _source(self.old, self.old_key)["run_id"] if self.old else None
+
+
+class Cache:
+    """Decides, for each task of one run (or of a plan), whether an earlier task can stand in for it."""
+
+    def __init__(self, store: Store, flow: Flow, run_id: str | None, cwd: str, origin: dict | None = None,
+                 no_cache: bool = False, from_step: str | None = None):
+        """`cwd`: the notebook's folder, where its steps read and write files; `origin`: the resumed run."""
+        self.store, self.flow, self.run_id, self.cwd, self.origin = store, flow, run_id, cwd, origin
+        self.no_cache, self.from_step = no_cache, from_step
+        self.rerun = set(flow.downstream(from_step)) if from_step else set()
+        self._versions: dict[str, str | None] = {}
+        self._recent: list[str] | None = None
+
+    # -- the rule --------------------------------------------------------------------------------
+    def decide(self, name: str, index: int, parts: dict, key: str, restored: dict | None = None) -> Decision:
+        """`restored`: {PATH: hash} of files that steps reused before this one will have restored
+        (a plan's view of the folder; at run time they are on disk already)."""
+        step = self.flow.steps[name]
+        if name in self.rerun:
+            return Decision(f"rerun from step {self.from_step} (resume)")
+        use_cache = not self.no_cache and bool(step.options.get("cache", True))
+        if not use_cache and not self.origin:
+            return Decision("--no-cache" if self.no_cache else "cache:disabled")
+        candidates = []
+        if self.origin:
+            candidates.append(("reused", task_key(self.flow.name, self.origin["id"], name, index)))
+        if use_cache:
+            try:
+                hit = self.store.read_json(layout.cache_entry(key))
+                candidates.append(("cached", task_key(hit["flow"], hit["run_id"], hit["step"], hit["index"])))
+            except (FlowError, KeyError, TypeError):
+                pass
+        stale = None
+        for status, old_key in candidates:
+            old = self._read(f"{old_key}/task.json")
+            if old is None or old.get("cache_key") != key or old.get("status") not in DONE:
+                continue
+            why = self._stale(name, old, restored or {})
+            if why is None:
+                run = _source(old, old_key)["run_id"]
+                return Decision(f"reused from run {run} (nothing it depends on changed)", old, status, old_key)
+            stale = stale or why
+        if stale:
+            return Decision(stale)
+        return Decision(self._what_changed(name, index, parts, use_cache))
+
+    def _stale(self, name: str, old: dict, restored: dict) -> str | None:
+        """Why the finished task `old`, of the same key, cannot stand in for this one; None if it can."""
+        step = self.flow.steps[name]
+        run = _source(old, None)["run_id"]
+        files = old.get("files")
+        if files is None and self.flow.notebook.python:
+            return f"its result in run {run} does not say which files it read (an older jupyter_flow); it runs once"
+        files = files or {}
+        digests = [o["hash"] for o in old.get("outputs", {}).values()] + [
+            f["hash"] for f in files.get("written", {}).values()]
+        if not all(self.store.blob_ok(d) for d in digests):
+            return f"a value or file it stored in run {run} is gone or damaged; it runs again to store it"
+        read = dict(files.get("read") or {})
+        for path in [p for p in read if p in restored]:
+            if read.pop(path).get("hash") != restored[path]:
+                return f"file {path} changed (an earlier step restores another version)"
+        if read:
+            from ..files import changes
+
+            changed = changes(read, self.cwd)
+            if changed:
+                return f"file {changed[0]}"
+        if "pip" not in step.options and step.options.get("kernel", self.flow.kernel) in ("python3", "python"):
+            for dist, version in (old.get("packages") or {}).items():
+                installed = self._installed(dist)
+                if installed != version:
+                    return f"package {dist} {version} -> {installed or 'not installed'}"
+        if files.get("network") and step.options.get("cache") != "trust":
+            return "touched the network (tag cache:trust to reuse)"
+        return None
+
+    def _installed(self, dist: str) -> str | None:
+        if dist not in self._versions:
+            from importlib import metadata
+
+            try:
+                self._versions[dist] = metadata.version(dist)
+            except metadata.PackageNotFoundError:
+                self._versions[dist] = None
+        return self._versions[dist]
+
+    # -- what changed since the step's last task ---------------------------------------------------
+    def _what_changed(self, name: str, index: int, parts: dict, use_cache: bool) -> str:
+        old = self._previous(name, index)
+        if old is None:
+            return "no earlier run" if use_cache else ("--no-cache" if self.no_cache else "cache:disabled")
+        run = old["run_id"]
+        if old.get("cache_parts"):
+            changed = diff(self.flow, name, old["cache_parts"], parts)
+            if changed:
+                return changed
+        elif old.get("cache_key") != cache_key(parts):
+            return f"its code, inputs or parameters changed since run {run}"
+        if not use_cache:
+            return "--no-cache" if self.no_cache else "cache:disabled"
+        if old.get("status") not in DONE:
+            return f"it did not succeed in run {run} ({old.get('status')})"
+        return f"no stored result of it (run {run}'s is no longer in the cache)"
+
+    def _previous(self, name: str, index: int) -> dict | None:
+        """The step's task in the resumed run, else in the flow's latest run that has one."""
+        if self.origin:
+            return self._read(layout.task_json(self.flow.name, self.origin["id"], name, index))
+        if self._recent is None:
+            names = sorted(self.store.children(layout.runs_folder(self.flow.name)), reverse=True)
+            self._recent = [r for r in names if layout.RUN_ID.match(r) and r != self.run_id][:PREVIOUS_RUNS]
+        for run_id in self._recent:
+            found = self._read(layout.task_json(self.flow.name, run_id, name, index))
+            if found is not None:
+                return found
+        return None
+
+    def _read(self, key: str) -> dict | None:
         try:
-            hit = store.read_json(layout.cache_entry(key))
-            candidates.append(("cached", task_key(hit["flow"], hit["run_id"], hit["step"], hit["index"])))
-        except (FlowError, KeyError, TypeError):
-            pass
-    for status, old_key in candidates:
-        try:
-            old = store.read_json(f"{old_key}/task.json")
+            record = self.store.read_json(key)
         except FlowError:
-            continue
-        if old.get("cache_key") != key or old.get("status") not in DONE:
-            continue
-        if not all(store.blob_ok(o["hash"]) for o in old.get("outputs", {}).values()):
-            continue  # a value is gone or corrupt: run the task again, which rewrites it
-        source = old.get("origin") or {"run_id": old["run_id"], "flow": old["flow"], "step": old["step"],
-                                       "index": old["index"], "key": old_key}
-        record = dict(old, run_id=run_id, flow=flow.name, step=step, index=index, status=status, origin=source,
-                      started=now(), ended=now(), duration=0.0, attempt=0, attempts=[], cache_key=key,
+            return None
+        return record if isinstance(record, dict) else None
+
+    # -- reusing ---------------------------------------------------------------------------------
+    def take(self, run_id: str, name: str, index: int, decision: Decision, parts: dict, key: str) -> dict | None:
+        """Reuse `decision.old` as this run's task: restore the files it wrote, write its record.
+        None if a file cannot be restored (the task then runs)."""
+        old = decision.old
+        written = (old.get("files") or {}).get("written") or {}
+        if written:
+            from ..files import restore
+
+            try:
+                restore(self.store, written, self.cwd)
+            except (OSError, FlowError) as e:
+                decision.reason = f"cannot restore the files it wrote ({e})"
+                return None
+        source = _source(old, decision.old_key)
+        record = dict(old, run_id=run_id, flow=self.flow.name, step=name, index=index, status=decision.status,
+                      origin=source, started=now(), ended=now(), duration=0.0, attempt=0, attempts=[],
+                      cache_key=key, cache_parts=parts, reason=decision.reason,
                       notebook=f"{source['key']}/output.ipynb")
-        records.write_task(store, record)
+        records.write_task(self.store, record)
         return record
-    return None
 
 
 def remember(store: Store, flow: str, run_id: str, step: str, index: int, key: str) -> None:
     """Later tasks with cache key `key` may reuse this succeeded one."""
     store.write_json(layout.cache_entry(key), {"flow": flow, "run_id": run_id, "step": step, "index": index})
+
+
+def _source(old: dict, old_key: str | None) -> dict:
+    """The task that really ran: a reused task's origin, else itself."""
+    return old.get("origin") or {"run_id": old["run_id"], "flow": old["flow"], "step": old["step"],
+                                 "index": old["index"], "key": old_key}
+
+
+# -- saying what changed -------------------------------------------------------------------------
+def diff(flow: Flow, name: str, old: dict, new: dict) -> str | None:
+    """The first difference between two tasks' cache parts, as one line; None if they are the same."""
+    if old.get("version") != new["version"]:
+        return f"jupyter_flow {old.get('version')} -> {new['version']}"
+    if old.get("kernel") != new["kernel"]:
+        return f"kernel {old.get('kernel')} -> {new['kernel']}"
+    code = _code_change(flow, old.get("cells") or [], new["cells"])
+    if code:
+        return code
+    producers = flow.steps[name].inputs
+    old_inputs = old.get("inputs") or {}
+    for var, ref in new["inputs"].items():
+        if old_inputs.get(var) != ref:
+            where = f" (from step {producers[var]})" if var in producers else ""
+            return f"input `{var}` changed{where}"
+    old_params = old.get("params") or {}
+    for param, value in new["params"].items():
+        if param not in old_params or old_params[param] != value:
+            before = _param_text(old_params[param]) if param in old_params else "unset"
+            return f"parameter `{param}` changed ({before} -> {_param_text(value)})"
+    if old.get("foreach") != new["foreach"]:
+        return f"foreach index {old.get('foreach')} -> {new['foreach']}"
+    if old.get("pip") != new.get("pip"):
+        return "its pip: packages changed (tags or resolved versions)"
+    if list(old_inputs) != list(new["inputs"]) or list(old_params) != list(new["params"]):
+        return "it reads other inputs or parameters"
+    return None
+
+
+def _param_text(value) -> str:
+    text = value["default"] if isinstance(value, dict) and set(value) == {"default"} else repr(value)
+    return elide(text, 40)
+
+
+def _code_change(flow: Flow, old: list[dict], new: list[dict]) -> str | None:
+    """`code changed: cell 4, line 2 `x = 3``: the first cell whose code differs and its first changed line."""
+    by_number = {c.index + 1: c for c in flow.shared + [c for s in flow.steps.values() for c in s.cells]}
+    matcher = difflib.SequenceMatcher(a=[c["code"] for c in old], b=[c["code"] for c in new], autojunk=False)
+    for op, i1, i2, j1, j2 in matcher.get_opcodes():
+        if op == "equal":
+            continue
+        if op == "delete":
+            first = _first_line(old[i1]["code"])
+            return f"code changed: a cell was removed (cell {old[i1]['cell']} of that run, `{first}`)"
+        cell = new[j1]
+        source = by_number[cell["cell"]].source if cell["cell"] in by_number else cell["code"]
+        if op == "insert":
+            return f"code changed: cell {cell['cell']} is new (`{_first_line(source)}`)"
+        return f"code changed: cell {cell['cell']}, {_first_changed_line(old[i1]['code'], source)}"
+    return None
+
+
+def _first_line(source: str) -> str:
+    return elide(next((line.strip() for line in source.splitlines() if line.strip()), ""), 60)
+
+
+def _first_changed_line(old_code: str, source: str) -> str:
+    """`line 2 `x = 3``: the first statement of `source` (as written) whose code differs from `old_code`'s."""
+    lines = source.splitlines()
+    try:
+        old_stmts = [ast.unparse(s) for s in analysis.parse(old_code).body]
+        new_body = analysis.parse(source).body
+    except SyntaxError:
+        old_lines = old_code.splitlines()
+        n = next((i for i, line in enumerate(lines) if i >= len(old_lines) or old_lines[i] != line), len(lines))
+        return f"line {n + 1} `{elide(lines[n].strip(), 60)}`" if n < len(lines) else "lines removed at its end"
+    for k, stmt in enumerate(new_body):
+        if k >= len(old_stmts) or ast.unparse(stmt) != old_stmts[k]:
+            text = lines[stmt.lineno - 1].strip() if stmt.lineno <= len(lines) else ast.unparse(stmt)
+            return f"line {stmt.lineno} `{elide(text, 60)}`"
+    removed = _first_line(old_stmts[len(new_body)]) if len(old_stmts) > len(new_body) else ""
+    end = new_body[-1].end_lineno if new_body else 0
+    return f"`{removed}` removed after line {end}" if removed else "its code changed"

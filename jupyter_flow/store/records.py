@@ -176,6 +176,8 @@ class TaskRecord(_Record):
     kernel_pid: int | None = None
     origin: dict | None = None
     cache_key: str | None = None
+    cache_parts: dict | None = None  # what cache_key was made from (runtime/reuse.py: cache_parts)
+    reason: str | None = None  # one line: why the task ran, or why it was reused
     warnings: list = field(default_factory=list)
     metrics: dict = field(default_factory=dict)
     notebook: str | None = None
