@@ -76,6 +76,7 @@ _MAGIC_OPTIONS = re.compile(r"^(?:\s*-(?:[nrpslTD]\s*\S+|[A-Za-z]))*\s*")
 _FORMAT_SPEC = re.compile(r"^(?:.?[<>^=])?[+\- ]?#?0?\d{0,3}[,_]?(?:\.\d{0,3})?[a-zA-Z%]?$")
 _BIG_WIDTH = re.compile(r"%[^a-zA-Z%]*\d{4}")
 _UNKNOWN = object()  # a value static reading cannot know
+SHELL = "IPython.InteractiveShell"  # what a name bound to get_ipython() stands for (in Usage.modules)
 IMMUTABLE = (str, bytes, int, float, complex, bool, type(None), tuple, frozenset)
 # Functions that open a file named by their first argument, with a mode (default: read).
 OPEN_FUNCTIONS = {"open": "r", "io.open": "r", "codecs.open": "r", "gzip.open": "rb", "bz2.open": "rb",
@@ -143,6 +144,8 @@ class Usage:
     constants: dict[str, object] = field(default_factory=dict)  # name -> its immutable value, where known
     stars: list[str] = field(default_factory=list)  # modules star-imported (`from m import *`)
     shells: list[str] = field(default_factory=list)  # names bound to the kernel's shell (get_ipython())
+    magics: list[str] = field(default_factory=list)  # IPython magics used (`%time` -> "time")
+    extensions: list[str] = field(default_factory=list)  # IPython extensions loaded (`%load_ext autoreload`)
     files_read: list[str] = field(default_factory=list)  # files read before written (paths as written)
     files_written: list[str] = field(default_factory=list)  # files written or removed
 
@@ -212,17 +215,22 @@ def analyze(sources: list[str], bound: set[str] | None = None, modules: dict[str
     usage = Usage(modules=dict(modules or {}), constants=dict(constants or {}))
     walker = _Walker(usage, set(bound or ()), dict(functions or {}))
     for source in sources:
-        for stmt in _Magics().visit(parse(source)).body:
+        for stmt in _Magics(usage).visit(parse(source)).body:
             walker.statement(stmt)
     return usage
 
 
 class _Magics(ast.NodeTransformer):
-    """Replace IPython's magic and shell calls by the Python they run or the names they expand."""
+    """Replace IPython's magic and shell calls by the Python they run or the names they expand; note
+    the magics used and the extensions loaded (`Usage.magics`, `Usage.extensions`)."""
+
+    def __init__(self, usage: Usage):
+        self.u = usage
+        self.shells = {name for name, module in usage.modules.items() if module == SHELL}
 
     def visit_Expr(self, node: ast.Expr):
         call = node.value
-        name, args = _ipython_call(call)
+        name, args = _ipython_call(call, self.shells)
         code = None
         if name == "run_line_magic" and _const(args, 0) in _CODE_LINE_MAGICS:
             code = _try_parse(_MAGIC_OPTIONS.sub("", _const(args, 1) or "", count=1))
@@ -236,7 +244,11 @@ class _Magics(ast.NodeTransformer):
         return [self.visit(stmt) for stmt in code.body]
 
     def visit_Call(self, node: ast.Call):
-        name, args = _ipython_call(node)
+        name, args = _ipython_call(node, self.shells)
+        if name in ("run_line_magic", "run_cell_magic") and isinstance(_const(args, 0), str):
+            self.u.magics.append(_const(args, 0))
+            if _const(args, 0) in ("load_ext", "reload_ext") and (_const(args, 1) or "").split():
+                self.u.extensions.append(_const(args, 1).split()[0])
         if name == "run_line_magic" and _const(args, 0) in _CODE_LINE_MAGICS:
             expr = _try_parse(_MAGIC_OPTIONS.sub("", _const(args, 1) or "", count=1), "eval")
             if expr is not None:
@@ -247,10 +259,11 @@ class _Magics(ast.NodeTransformer):
         return ast.Tuple(elts=_expansions(_const(args, text) or ""), ctx=ast.Load())
 
 
-def _ipython_call(node) -> tuple[str | None, list]:
-    """`("system", args)` for `get_ipython().system(...)`, else (None, [])."""
-    if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
-            and isinstance(node.func.value, ast.Call) and getattr(node.func.value.func, "id", None) == "get_ipython"):
+def _ipython_call(node, shells=()) -> tuple[str | None, list]:
+    """`("system", args)` for `get_ipython().system(...)` (or `ip.system(...)`, `ip` one of `shells`),
+    else (None, [])."""
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and (
+            _is_shell(node.func.value) or getattr(node.func.value, "id", None) in shells):
         return node.func.attr, node.args
     return None, []
 
@@ -383,7 +396,7 @@ class _Walker:
             if isinstance(known, IMMUTABLE):
                 self.u.constants[targets[0].id] = known
             elif _is_shell(value):
-                self.u.modules[targets[0].id] = "IPython.InteractiveShell"
+                self.u.modules[targets[0].id] = SHELL
                 self.u.shells.append(targets[0].id)
                 self.u.shares.pop(targets[0].id, None)
 

@@ -177,6 +177,7 @@ def build_flow(path: str | Path, raw: dict | None = None, history: dict | None =
         steps[block.name], usages[block.name] = step, usage
     _check_prev(nb, steps)
     topdown.check_split_steps(nb, usages, shared_usage.modules)
+    topdown.kernel_state(usages)
     evaluated = _evaluated_parameters(steps, parameters)
     if evaluated:
         steps = {evaluated.name: evaluated, **steps}
@@ -302,8 +303,6 @@ def _star_imports(steps: dict[str, Step], usages: dict[str, analysis.Usage], par
     parameter or shared cell defines is taken as written by the last star-importing step before the
     step that reads it (top to bottom, that import defined it); the steps where such names are not
     warned about (every step, if a shared cell star-imports)."""
-    if shared.stars:
-        return set(steps)
     defined = set(parameters) | set(shared.writes) | analysis.BUILTINS | {n for s in steps.values() for n in s.writes}
     starred, last = set(), None
     for step in steps.values():
@@ -315,7 +314,7 @@ def _star_imports(steps: dict[str, Step], usages: dict[str, analysis.Usage], par
         if step.name in usages and usages[step.name].stars:
             last = step.name
             starred.add(step.name)
-    return starred
+    return set(steps) if shared.stars else starred
 
 
 def _check_shells(steps: dict[str, Step], usages: dict[str, analysis.Usage]) -> None:

@@ -6,6 +6,9 @@ warned about before anything runs, naming the step.
 - A step that draws from a global random generator (`random`, `numpy.random`) after an earlier step
   used it, when something seeded it: warned (top to bottom it continues the earlier step's
   sequence; in a fresh kernel it starts again from the seed).
+- A step that uses a magic IPython does not have after an earlier step loaded an extension
+  (`%load_ext autoreload`, then `%autoreload 2`): refused (kernel state stays in the kernel of the
+  step that made it; the imports cell, which every step runs, is where it belongs).
 - Two names a step leaves pointing at one object (`y = x`) when a later step changes one of them in
   place as it received it: warned (top to bottom the other changes too; in a pipeline each value is
   its own copy). Not when the later step rebinds the name first, nor for a new object made from the
@@ -14,6 +17,7 @@ warned about before anything runs, naming the step.
 from __future__ import annotations
 
 import bisect
+import functools
 
 from . import analysis
 from .errors import FlowError
@@ -38,6 +42,34 @@ def check_split_steps(nb, usages: dict[str, analysis.Usage], modules: dict[str, 
                     f"({nb.steps[other].cells[0].label()}), and both use {names}: top to bottom step {other!r} "
                     f"runs in between. Tag {late[0].label()} with a step of its own (e.g. step:{name}_2), "
                     f"or move it above step {other!r}")
+
+
+def kernel_state(usages: dict[str, analysis.Usage]) -> None:
+    loaded = None  # (step, extension): the last extension an earlier step loaded
+    for name, usage in usages.items():
+        foreign = [m for m in usage.magics if m not in ipython_magics()] if loaded else []
+        if foreign:
+            raise FlowError(
+                f"step {name!r} uses %{foreign[0]}, which is not one of IPython's magics, after step {loaded[0]!r} "
+                f"loads the extension {loaded[1]!r}: each step runs in a kernel of its own, so step {name!r} would "
+                f"not have it. Load it in the imports cell (%load_ext {loaded[1]}), which every step runs")
+        if usage.extensions:
+            loaded = (name, usage.extensions[-1])
+
+
+@functools.cache
+def ipython_magics() -> frozenset[str]:
+    """The magics every IPython kernel has, without loading an extension."""
+    from IPython.core import magics
+
+    names = {"bash", "sh", "perl", "ruby", "python", "python2", "python3", "pypy", "HTML", "SVG", "ls", "ll", "lf",
+             "lk", "lx", "mkdir", "rmdir", "mv", "rm", "cp", "cat", "clear", "less", "more", "man", "connect_info",
+             "qtconsole", "autosave"}  # script magics, shell aliases and ipykernel's, made when a kernel starts
+    for value in vars(magics).values():
+        table = getattr(value, "magics", None)
+        if isinstance(table, dict):
+            names.update(*(table.get(kind, ()) for kind in ("line", "cell")))
+    return frozenset(names)
 
 
 def random_state(shared: analysis.Usage, usages: dict[str, analysis.Usage]) -> list[str]:

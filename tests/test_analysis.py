@@ -176,3 +176,108 @@ def write(tmp_path, cells) -> str:
     path = tmp_path / "nb.ipynb"
     path.write_text(json.dumps(raw))
     return path
+
+
+# -- files: predicted from the code where the path is spelled out -----------------------------------
+@pytest.mark.parametrize("code, read, written", [
+    ("got = open('out.txt').read()", ["out.txt"], []),
+    ("open('out.txt', 'w').write('x')", [], ["out.txt"]),
+    ("with open('log.txt', mode='a') as f:\n    f.write('x')", [], ["log.txt"]),
+    ("with open('state.bin', 'r+b') as f:\n    f.write(b'x')", ["state.bin"], ["state.bin"]),
+    ("open('out.txt', 'w').write('x')\ngot = open('out.txt').read()", [], ["out.txt"]),  # its own file
+    ("import pandas as pd\ndf = pd.read_csv('data.csv')\ndf.to_parquet('clean.parquet')", ["data.csv"],
+     ["clean.parquet"]),
+    ("import numpy as np\nnp.save('a.npy', x)\ny = np.load('b.npy')", ["b.npy"], ["a.npy"]),
+    ("import joblib\njoblib.dump(model, 'model.pkl')\nm = joblib.load('old.pkl')", ["old.pkl"], ["model.pkl"]),
+    ("import pickle\nm = pickle.load(open('m.pkl', 'rb'))\npickle.dump(m, open('n.pkl', 'wb'))", ["m.pkl"],
+     ["n.pkl"]),
+    ("import json\ncfg = json.load(open('cfg.json'))", ["cfg.json"], []),
+    ("import matplotlib.pyplot as plt\nplt.savefig('plot.png')\nfig.savefig('fig.svg')", [],
+     ["plot.png", "fig.svg"]),
+    ("import torch\ntorch.save(model, 'model.pt')", [], ["model.pt"]),
+    ("import shutil\nshutil.copy('a.txt', 'b.txt')\nshutil.move('c.txt', 'd.txt')", ["a.txt", "c.txt"],
+     ["b.txt", "c.txt", "d.txt"]),
+    ("import os\nos.remove('old.txt')", [], ["old.txt"]),
+    ("from pathlib import Path\nPath('a.txt').write_text('x')\nt = (Path('data') / 'b.txt').read_text()",
+     ["data/b.txt"], ["a.txt"]),
+    ("from pathlib import Path\np = Path('data', 'c.txt')\nwith p.open('w') as f:\n    pass", [], ["data/c.txt"]),
+    ("import os\nbase = 'data'\nname = f'{base}/run_{3:02d}.csv'\nopen(name, 'w')\n"
+     "open(os.path.join(base, 'x' + '.csv'))\nopen('{}.txt'.format(base))\nopen('%s.log' % base)",
+     ["data/x.csv", "data.txt", "data.log"], ["data/run_03.csv"]),
+    ("def save():\n    open('saved.txt', 'w').write('x')\nsave()", [], ["saved.txt"]),  # a notebook function
+    ("open(name)\npd.read_csv(url)\nopen('https://example.com/x')\ndf.to_sql('table', con)\n"
+     "pd.read_sql('select 1', con)\nfor f in ['a.txt']:\n    open(f)", [], []),  # not spelled out: not predicted
+    ("if fast:\n    path = 'a.txt'\nopen(path)", [], []),  # bound in a branch: not known
+])
+def test_files_a_step_reads_and_writes_are_predicted_from_its_code(code, read, written):
+    u = usage(code)
+    assert (u.files_read, u.files_written) == (read, written)
+
+
+def test_names_bound_to_constants_in_earlier_cells_name_files():
+    u = analyze(["df = pd.read_csv(path)\ndf.to_csv(out_dir + '/clean.csv')"], modules={"pd": "pandas"},
+                constants={"path": "data.csv", "out_dir": "results"})
+    assert (u.files_read, u.files_written) == (["data.csv"], ["results/clean.csv"])
+
+
+# -- warnings a careful reader would call false -------------------------------------------------------
+@pytest.mark.parametrize("cells", [
+    [("step:a", "x = [1]\ny = x"), ("step:b", "x = [2]\nx.append(3)"), ("step:c", "n = len(y)")],  # rebound first
+    [("step:a", "x = [1]\ny = x"), ("step:b", "x = list(x)"), ("step:c", "x.append(2)\nn = len(y)")],  # rebound between
+    [("step:a", "import pandas as pd\ndf = pd.DataFrame({'a': [1]})\nsub = df[['a']]"),
+     ("step:b", "sub['b'] = 2")],                                                                  # a new object
+    [("step:a", "xs = [1, 2]\nhead = xs[:1]"), ("step:b", "head.append(5)")],                     # a slice
+    [("step:a", "xs = [1, 2]\nys = sorted(xs)"), ("step:b", "ys.append(5)")],                      # a call
+    [("step:a", "target = 'y'\ncols = ['x', target]"), ("step:b", "cols.append('z')")],            # a str in a list
+])
+def test_no_shared_object_warning_where_there_is_no_shared_object(tmp_path, cells):
+    assert build_flow(write(tmp_path, cells)).warnings == []
+
+
+@pytest.mark.parametrize("cells", [
+    [("step:a", "x = [1]\ny = x"), ("step:b", "x.append(2)"), ("step:c", "n = len(y)")],
+    [("step:a", "df = {'a': 1}\nrows = [df]"), ("step:b", "df['b'] = 2")],
+])
+def test_a_true_shared_object_is_still_warned_about(tmp_path, cells):
+    assert any("as one object" in w for w in build_flow(write(tmp_path, cells)).warnings)
+
+
+def test_names_from_a_star_import_are_not_undefined_and_come_from_its_step():
+    flow = build_flow(SCENARIOS / "star_import.ipynb")
+    assert flow.warnings == []
+    assert flow.steps["b"].inputs == {"floor": "a", "pi": "a", "x": "a"}  # top to bottom, a's import defined them
+
+
+def test_the_kernels_shell_made_in_a_shared_cell_is_never_an_edge():
+    flow = build_flow(SCENARIOS / "ipython_shell.ipynb")
+    assert "ip" not in flow.steps["a"].writes and flow.steps["b"].inputs == {"word": "a"}
+    assert flow.warnings == []
+
+
+def test_the_kernels_shell_made_in_a_step_and_used_by_another_is_refused(tmp_path):
+    path = write(tmp_path, [("step:a", "ip = get_ipython()"), ("step:b", "ip.run_line_magic('load_ext', 'autoreload')")])
+    with pytest.raises(FlowError, match=r"step 'b' uses 'ip', which step 'a' binds to the IPython shell.*imports"):
+        build_flow(path)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("notebook, names", [
+    ("star_import.ipynb", ["x", "p", "y"]),
+    ("ipython_shell.ipynb", ["word", "n"]),
+    ("before_parameters_no_steps.ipynb", ["path"]),
+    ("before_parameters_untagged.ipynb", ["path"]),
+])
+def test_these_notebooks_give_the_values_of_top_to_bottom(run_flow, top_to_bottom, notebook, names):
+    run = run_flow(notebook)
+    expected = top_to_bottom(SCENARIOS / notebook, names)
+    got = {n: a.value for task in run.tasks for n, a in task.artifacts.items() if n in names}
+    assert got == expected and set(got) == set(names)
+
+
+def test_a_magic_from_an_extension_a_step_loaded_is_refused_in_a_later_step(tmp_path):
+    path = write(tmp_path, [("step:a", "%load_ext autoreload\nx = 1"), ("step:b", "%autoreload 2\ny = x")])
+    with pytest.raises(FlowError, match=r"step 'b' uses %autoreload.*step 'a' loads the extension 'autoreload'.*"
+                                        r"imports cell \(%load_ext autoreload\)"):
+        build_flow(path)
+    path = write(tmp_path, [("imports", "%load_ext autoreload"), ("step:a", "x = 1"), ("step:b", "%autoreload 2\ny = x")])
+    assert build_flow(path).warnings == []

@@ -4,10 +4,11 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-from ..dag import build_flow
+from .. import notebook
+from ..dag import Flow, build_flow
 from ..errors import FlowError
 from ..store import open_store
-from ..store.records import find_run
+from ..store.records import Status, find_run, list_runs, list_tasks, read_task_at
 from .loop import Runner
 
 
@@ -50,25 +51,63 @@ class RunHandle:
 
 def prepare(notebook_path, parameters=None, store=None, executor="local", scheduler=None, max_workers=None,
             no_cache=False, on_event=None, cli_params=None, param_files=None, origin=None, from_step=None,
-            executor_options=None) -> Runner:
-    """Validate everything a run needs and return its Runner; raises FlowError and writes nothing."""
+            executor_options=None, kernel_name=None, cwd=None) -> Runner:
+    """Validate everything a run needs and return its Runner; raises FlowError and writes nothing.
+    kernel_name: the notebook's kernel for every step without a `kernel:` tag (papermill's -k); cwd:
+    where the kernels run (papermill's --cwd; default the notebook's folder)."""
     from ..executors import executor_class, make_executor
     from ..kernels import check_kernelspecs
-    from ..params import resolve
+    from ..params import replace_injected, resolve
 
     path = Path(notebook_path)
-    flow = build_flow(path)
+    store = open_store(store)
+    flow = flow_with_history(path, store)
+    if parameters or cli_params or param_files:
+        flow = replace_injected(flow)
+    if kernel_name:
+        flow.kernel = kernel_name
+    if cwd is not None and not Path(cwd).is_dir():
+        raise FlowError(f"--cwd {cwd}: no such folder; create it or give another")
     if from_step is not None:
         flow.step(from_step)
     values = resolve(flow, parameters, cli_params, param_files)
     check_kernelspecs(flow)
     if isinstance(executor, str):
         executor_class(executor)  # an unknown name fails before anything is touched
-    store = open_store(store)
     store.check_writable()
     runner_executor = make_executor(executor, max_workers=max_workers, scheduler=scheduler, **(executor_options or {}))
     return Runner(flow, values, store, runner_executor, no_cache=no_cache, on_event=on_event, origin=origin,
-                  from_step=from_step)
+                  from_step=from_step, cwd=str(Path(cwd).resolve()) if cwd is not None else None)
+
+
+def flow_with_history(path, store=None, raw: dict | None = None) -> Flow:
+    """The notebook's Flow, its file edges completed by what its steps read and wrote in the last run
+    of this notebook in `store` (see last_files); without a store, from the code alone."""
+    nb = notebook.read(path) if raw is None else notebook.parse(raw, Path(path))  # a bad notebook fails first
+    history = last_files(open_store(store), nb.name, Path(path).resolve()) if store is not None else None
+    return build_flow(path, nb.raw, history=history)
+
+
+def last_files(store, flow: str, notebook_path: Path) -> dict:
+    """{step: {"read": [PATH], "written": [PATH]}}: the files each step read, and wrote or removed, in
+    the newest run of this notebook (`flow` at `notebook_path`) that is not running; a reused task's
+    come from the task it reused. Reads that run's task records only; {} when there is none."""
+    try:
+        run = next((r for r in list_runs(store, flow=flow, limit=10)
+                    if r.notebook == str(notebook_path) and r.status not in (Status.RUNNING, Status.DAMAGED)), None)
+        history: dict[str, dict[str, list]] = {}
+        for task in list_tasks(store, run) if run else []:
+            files = task.get("files")
+            if not files and task.origin and task.origin.get("key"):
+                files = read_task_at(store, f"{task.origin['key']}/task.json").get("files")
+            files = files if isinstance(files, dict) else {}
+            mine = history.setdefault(task.step, {"read": [], "written": []})
+            mine["read"] += [p for p in files.get("read") or () if p not in mine["read"]]
+            written = list(files.get("written") or ()) + list(files.get("removed") or ())
+            mine["written"] += [p for p in written if p not in mine["written"]]
+        return history
+    except (FlowError, ValueError, TypeError):  # StoreError and NotFound are FlowErrors
+        return {}  # no history: the edges come from the code alone
 
 
 def start_run(notebook_path, *, background: bool = True, **options) -> RunHandle:
