@@ -28,21 +28,106 @@ import ast
 import contextlib
 import gc
 import importlib
+import itertools
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
 import time
+from typing import NamedTuple
 
-_server: "ForkServer | None" = None
+_servers: dict = {}  # Zygote -> ForkServer
 _server_lock = threading.Lock()
 
+IPYKERNEL = ("ipykernel_launcher", "ipykernel")  # `python -m` either of these runs an ipykernel
+OPTION_LETTERS = "bBdEiIOPqRsSuvx"  # the interpreter's options without a value (they combine: -sE)
+NOT_FORKED = {  # options a forked kernel cannot honour: each asks for a report of the kernel's own imports,
+    "-v": "-v reports the kernel's own imports",  # which the zygote did before the fork
+    "-Ximporttime": "-X importtime reports the kernel's own imports",
+}
 
-def can_fork(cmd: list[str]) -> bool:
-    """Whether `cmd` (a kernelspec's argv) is this interpreter running ipykernel."""
-    return (os.name == "posix" and len(cmd) > 2 and os.path.realpath(cmd[0]) == os.path.realpath(sys.executable)
-            and cmd[1:3] == ["-m", "ipykernel_launcher"])
+
+class Zygote(NamedTuple):
+    """How a zygote is started; a kernel forks from the one started as its own command would start."""
+    python: str  # the interpreter (this one as sys.executable; another environment's as its kernelspec names it)
+    options: tuple = ()  # interpreter options, one argument each (-Xfrozen_modules=off, -E...)
+    startup_env: tuple = ()  # the PYTHON* variables, which the interpreter reads as it starts (PYTHONPATH...)
+
+    def command(self) -> list[str]:
+        """The zygote is this file, run by path: the interpreter needs only ipykernel, not jupyter_flow."""
+        boot = f"import runpy; runpy.run_path({os.path.abspath(__file__)!r}, run_name='__main__')"
+        return [self.python, *self.options, "-c", boot]
+
+    def environ(self) -> dict:
+        return {**{k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}, **dict(self.startup_env)}
+
+
+def fork_plan(cmd: list[str], env: dict | None = None) -> tuple[Zygote, list[str]] | str:
+    """For a kernelspec's command (`python [options] -m ipykernel_launcher ARGS`): the zygote to fork its
+    kernel from and the kernel's ARGS; or, if it cannot be forked, why not (one line)."""
+    env = os.environ if env is None else env
+    if os.name != "posix":
+        return "kernels are forked on POSIX systems only"
+    options, module, args = _parse_python(cmd)
+    if module not in IPYKERNEL:
+        return f"its command ({' '.join(cmd[:4])}...) is not `python -m ipykernel_launcher`"
+    for option in options:
+        if option in NOT_FORKED:
+            return NOT_FORKED[option]
+        if option[:2] not in ("-X", "-W", "--") and option[1:] not in OPTION_LETTERS:
+            return f"its interpreter option {option} is unknown here"
+    python = cmd[0] if os.sep in cmd[0] else shutil.which(cmd[0], path=env.get("PATH"))
+    if python is None:
+        return f"{cmd[0]} is not on its PATH"
+    if _environment(python) == _environment(sys.executable):
+        python = sys.executable  # a symlink to this interpreter, in this environment (not another venv's)
+    startup = tuple(sorted((k, v) for k, v in env.items() if k.startswith("PYTHON")))
+    return Zygote(os.path.abspath(python), tuple(options), startup), args
+
+
+def _parse_python(cmd: list[str]) -> tuple[list[str], str | None, list[str]]:
+    """(options, module, module's arguments) of `python [options] -m module ...` as the interpreter reads
+    its command line; module None if it runs no module. Options come one per item: -X and -W with their
+    value attached (`-X utf8` and `-Xutf8` are the same zygote)."""
+    options, i = [], 1
+    while i < len(cmd) and cmd[i].startswith("-") and cmd[i] != "-":
+        arg, i = cmd[i], i + 1
+        if arg.startswith("--"):
+            if arg != "--check-hash-based-pycs" or i >= len(cmd):
+                return options, None, []
+            options.append(f"{arg}={cmd[i]}")
+            i += 1
+            continue
+        for j, letter in enumerate(arg[1:], 2):
+            if letter not in "cmWX":
+                options.append("-" + letter)
+                continue
+            value = arg[j:]
+            if not value and i < len(cmd):
+                value, i = cmd[i], i + 1
+            if letter == "m":
+                return options, value, cmd[i:]
+            if letter == "c":
+                return options, None, []
+            options.append(f"-{letter}{value}")
+            break
+    return options, None, []
+
+
+def _environment(python: str) -> tuple[str, str]:
+    """What makes an interpreter path the environment it is: its binary (symlinks resolved), and its
+    virtualenv, found as the interpreter finds it (a pyvenv.cfg beside it or one folder up): a venv's
+    python is a symlink to the base interpreter, with a sys.prefix of its own."""
+    here = os.path.dirname(os.path.abspath(python))
+    venv = next((d for d in (here, os.path.dirname(here)) if os.path.isfile(os.path.join(d, "pyvenv.cfg"))), "")
+    return os.path.realpath(python), venv
+
+
+def native(env: dict | None = None) -> Zygote:
+    """The zygote of this interpreter, without options, in this environment."""
+    return fork_plan([sys.executable, "-m", "ipykernel_launcher"], env)[0]
 
 
 def modules_to_preload(sources) -> list[str]:
@@ -75,37 +160,50 @@ def enabled() -> bool:
     return os.name == "posix" and os.environ.get("JUPYTER_FLOW_FORK", "1") != "0"
 
 
-def prestart() -> None:
-    """Start the zygote now, so its imports overlap the runner's own start-up (the first kernel a run
-    needs comes from it)."""
+def prestart(kernel: str = "python3") -> None:
+    """Start the zygote of `kernel` (a kernelspec name) now, so its imports overlap the runner's own
+    start-up (the first kernel a run needs comes from it)."""
     if enabled():
-        server()
+        from .kernels import spec_command
+
+        plan = fork_plan(*spec_command(kernel))
+        if not isinstance(plan, str):
+            with contextlib.suppress(RuntimeError):
+                server(plan[0])
 
 
-def server() -> "ForkServer":
-    global _server
+def server(zygote: Zygote | None = None) -> ForkServer:
+    """The running zygote started as `zygote` says (this interpreter's by default), started if need be;
+    RuntimeError if it cannot start (why: its first words)."""
+    zygote = zygote or native()
     with _server_lock:
-        if _server is None or not _server.alive():
-            _server = ForkServer()
-        return _server
+        found = _servers.get(zygote)
+        if found is not None and found.failed:
+            raise RuntimeError(found.failed)
+        if found is None or not found.alive():
+            found = _servers[zygote] = ForkServer(zygote)
+        return found
 
 
 class ForkServer:
-    """The runner's end of its zygote: one started for this runner, or one the agent forked for it."""
+    """The runner's end of a zygote: one started for this runner, or one the agent forked for it (for
+    this interpreter without options, the agent's own)."""
 
-    def __init__(self):
+    def __init__(self, zygote: Zygote):
         self.lock = threading.Lock()
         self.proc = None
         self.closed = False
-        from .agent import connect
+        self.failed = ""  # why it could not start: the interpreter cannot import the kernel stack
+        if zygote == native():
+            from .agent import connect
 
-        agent = connect("zygote")
-        if agent is not None:
-            self.reader, self.writer = agent.makefile("r"), agent.makefile("w")
-            return
+            agent = connect("zygote")
+            if agent is not None:
+                self.reader, self.writer = agent.makefile("r"), agent.makefile("w")
+                return
         # Its own session: a terminal's Ctrl-C (SIGINT to the foreground process group) must not kill
         # the zygote, whose death would take every kernel with it before they can be interrupted cleanly.
-        self.proc = subprocess.Popen([sys.executable, "-m", "jupyter_flow.forkserver"], stdin=subprocess.PIPE,
+        self.proc = subprocess.Popen(zygote.command(), env=zygote.environ(), stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, bufsize=1,
                                      start_new_session=True)
         self.reader, self.writer = self.proc.stdout, self.proc.stdin
@@ -124,26 +222,36 @@ class ForkServer:
         if not line:
             self.closed = True
             raise RuntimeError("the kernel fork server exited")
-        return json.loads(line)
+        reply = json.loads(line)
+        if "failed" in reply:  # its first and last words
+            self.closed, self.failed = True, reply["failed"]
+        if "failed" in reply or "error" in reply:
+            raise RuntimeError(reply.get("failed") or reply["error"])
+        return reply
 
-    def spawn(self, argv: list[str], cwd: str | None, env: dict | None, preload=()) -> "ForkedProcess":
-        reply = self.request(op="spawn", argv=argv, cwd=cwd, env=env or dict(os.environ), preload=list(preload),
-                             umask=current_umask())
-        return ForkedProcess(self, reply["pid"])
+    def spawn(self, argv: list[str], args: list[str], cwd: str | None, env: dict | None,
+              preload=()) -> ForkedProcess:
+        """Fork a kernel: `argv[0] -m ipykernel_launcher ARGS` as a fresh process would be."""
+        reply = self.request(op="spawn", argv0=argv[0], args=args, cwd=cwd, env=env or dict(os.environ),
+                             preload=list(preload), umask=current_umask())
+        return ForkedProcess(self, reply["pid"], reply["id"])
 
 
 class ForkedProcess:
-    """What jupyter_client's LocalProvisioner needs of a Popen, for a kernel forked by the zygote."""
+    """What jupyter_client's LocalProvisioner needs of a Popen, for a kernel forked by a zygote. Its
+    status and signals go through the zygote, which is its parent: only the zygote knows whether the
+    pid is still this kernel's (a reaped kernel's pid may be any new process's, another kernel's too),
+    so a kernel is named by the zygote's id for it, and signalled only while it is unreaped."""
 
     stdin = stdout = stderr = None  # the kernel's streams go to /dev/null
 
-    def __init__(self, server: ForkServer, pid: int):
-        self.server, self.pid, self.returncode = server, pid, None
+    def __init__(self, server: ForkServer, pid: int, kernel_id: int):
+        self.server, self.pid, self.id, self.returncode = server, pid, kernel_id, None
 
     def poll(self) -> int | None:
         if self.returncode is None:
             try:
-                self.returncode = self.server.request(op="status", pid=self.pid)["status"]
+                self.returncode = self.server.request(op="status", id=self.id)["status"]
             except (RuntimeError, OSError, ValueError):
                 self.returncode = -9  # the zygote is gone, and its kernels with it
         return self.returncode
@@ -157,7 +265,10 @@ class ForkedProcess:
         return self.returncode
 
     def send_signal(self, signum: int) -> None:
-        send_signal(self.pid, signum)
+        """To the kernel's process group (the kernel and what it started), as jupyter_client signals a
+        kernel it launched; nothing if the kernel has ended."""
+        with contextlib.suppress(RuntimeError, OSError, ValueError):  # the zygote is gone, and the kernel with it
+            self.server.request(op="signal", id=self.id, signum=int(signum))
 
     def kill(self) -> None:
         self.send_signal(9)
@@ -179,50 +290,71 @@ def current_umask() -> int:
 
 # -- the zygote --------------------------------------------------------------------------------
 def _import_kernel_stack() -> None:
+    """What every kernel imports. jupyter_flow's in-kernel side only where it is importable: a zygote of
+    another environment may not have it (its kernels then import it as a fresh kernel would, or fail to)."""
+    if sys.path and sys.path[0] in ("", os.getcwd()):
+        del sys.path[0]  # the runner's folder (from -c): ipykernel adds the kernel's own ('') as usual
     os.environ.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")  # as kernels have it (kernels.start_kernel)
-    import cloudpickle  # noqa: F401 - what every step's set-up cell imports, and the kernels' warm-up
-    import ipykernel.debugger  # noqa: F401 - imported by every kernel's set-up (debugpy: 0.05 s)
+    import ipykernel.debugger
     import ipykernel.ipkernel  # the point of this process: import once, fork many
     import ipykernel.kernelapp  # noqa: F401
 
-    import jupyter_flow.inkernel
-    import jupyter_flow.store  # noqa: F401
-
-    if sys.path and sys.path[0] in ("", os.getcwd()):
-        del sys.path[0]  # the runner's folder (from -m); ipykernel adds the kernel's own ('') as usual
+    for name in ("cloudpickle", "jupyter_flow.inkernel", "jupyter_flow.store"):  # every step's set-up cell's
+        with contextlib.suppress(ImportError):
+            importlib.import_module(name)
 
 
 def _serve(reader, writer) -> None:
-    """Fork a kernel per spawn request, report their exit statuses; until the runner hangs up."""
-    statuses: dict[int, int] = {}
-    children: set[int] = set()
+    """Fork a kernel per spawn request, report their exit statuses, signal them; until the runner hangs
+    up. A kernel is named by an id of its own, never reused: its pid is its own only until it is reaped."""
+    kernels: dict[int, int] = {}  # id -> pid of the kernels not reaped yet (their pids cannot be reused)
+    statuses: dict[int, int] = {}  # id -> exit code of those reaped
+    ids = itertools.count()
     for line in reader:
         message = json.loads(line)
-        _reap(children, statuses)
+        _reap(kernels, statuses)
         if message["op"] == "spawn":
             _preload(message.get("preload") or [], message.get("cwd") or os.getcwd(), message["env"])
             gc.freeze()  # the child's collections skip what the zygote made: no copy-on-write of it all
-            pid = os.fork()
-            if pid == 0:
-                _become_kernel(message)
-            children.add(pid)
-            reply = {"pid": pid}
+            try:
+                pid = os.fork()
+            except OSError as e:  # out of processes or memory, for now: this kernel fails, not the zygote
+                reply = {"error": f"the kernel fork server could not fork: {e}"}
+            else:
+                if pid == 0:
+                    _become_kernel(message)
+                kernels[kernel_id := next(ids)] = pid
+                reply = {"pid": pid, "id": kernel_id}
+        elif message["op"] == "signal":
+            reply = {"sent": _signal_group(kernels.get(message["id"]), message["signum"])}
         else:
-            pid = message["pid"]
-            reply = {"status": statuses.get(pid) if pid in children or pid in statuses else -9}
+            reply = {"status": statuses.get(message["id"])}
         writer.write(json.dumps(reply) + "\n")
         writer.flush()
 
 
-def _reap(children: set[int], statuses: dict[int, int]) -> None:
-    for pid in list(children):
+def _signal_group(pid: int | None, signum: int) -> bool:
+    """Signal an unreaped kernel's process group (its own: it called setsid), or the kernel alone if it
+    has not yet made its group."""
+    if pid is None:
+        return False
+    try:
+        os.killpg(pid, signum)
+    except ProcessLookupError:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signum)
+    return True
+
+
+def _reap(kernels: dict[int, int], statuses: dict[int, int]) -> None:
+    for kernel_id, pid in list(kernels.items()):
         try:
             done, status = os.waitpid(pid, os.WNOHANG)
         except ChildProcessError:
             done, status = pid, 0
         if done:
-            children.discard(pid)
-            statuses[pid] = os.waitstatus_to_exitcode(status)
+            del kernels[kernel_id]
+            statuses[kernel_id] = os.waitstatus_to_exitcode(status)
 
 
 def _preload(modules: list[str], cwd: str, env: dict) -> None:
@@ -262,13 +394,17 @@ def _become_kernel(message: dict) -> None:
         sys.stderr = sys.__stderr__ = open(os.devnull, "w")
         from ipykernel.kernelapp import IPKernelApp
 
-        argv = message["argv"][3:] + [f"--IPKernelApp.parent_handle={os.getppid()}"]
-        sys.argv = [message["argv"][0], *argv]
+        argv = [*message["args"], f"--IPKernelApp.parent_handle={os.getppid()}"]
+        sys.argv = [message["argv0"], *argv]
         IPKernelApp.launch_instance(argv=argv)
     finally:
         os._exit(0)
 
 
-if __name__ == "__main__":
-    _import_kernel_stack()
+if __name__ == "__main__":  # a zygote, started by ForkServer
+    try:
+        _import_kernel_stack()
+    except BaseException as e:  # noqa: BLE001 - ipykernel missing in that environment...: the runner says why
+        print(json.dumps({"failed": f"its interpreter cannot import the kernel stack ({type(e).__name__}: {e})"}))
+        sys.exit(1)
     _serve(sys.stdin, sys.stdout)

@@ -13,7 +13,9 @@ comes with a connected client that has seen it ready (`km.ready_client`); the pa
 """
 from __future__ import annotations
 
+import contextlib
 import functools
+import logging
 import os
 import tempfile
 import threading
@@ -66,6 +68,25 @@ def installed_kernels(kernel_dirs=None) -> dict[str, str]:
             if name.lower() not in found and os.path.isfile(os.path.join(folder, "kernel.json")):
                 found[name.lower()] = folder
     return found
+
+
+def spec_command(kernel_name: str) -> tuple[list[str], dict]:
+    """The command and environment a kernelspec's kernel would be launched with, read without importing
+    jupyter_client (to start its zygote early): ipykernel's own kernelspec, and `python3` where none is
+    installed, run this interpreter; so does a bare `python` in a kernelspec (jupyter_client's rule)."""
+    import json
+    import sys
+
+    argv, env = [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"], {}
+    folder = installed_kernels().get(kernel_name.lower())
+    if folder is not None and folder != _ipykernel_resources():
+        with contextlib.suppress(OSError, ValueError, KeyError, TypeError):  # jupyter_client will say what is wrong
+            with open(os.path.join(folder, "kernel.json")) as f:
+                spec = json.load(f)
+            argv, env = list(spec["argv"]), dict(spec.get("env") or {})
+    if argv and argv[0] in {"python", f"python{sys.version_info[0]}", "python{}.{}".format(*sys.version_info[:2])}:
+        argv[0] = sys.executable
+    return argv, {**os.environ, "PYDEVD_DISABLE_FILE_VALIDATION": "1", **env}
 
 
 def warmup_code(store_url: str) -> str:
@@ -193,10 +214,19 @@ def _fork_provisioner():
         preload = List(Unicode(), config=True, help="modules the zygote imports before it forks")
 
         async def launch_kernel(self, cmd, **kwargs):
-            if not forkserver.can_fork(cmd):
+            plan = forkserver.fork_plan(cmd, kwargs.get("env"))
+            if not isinstance(plan, str):
+                try:
+                    server = forkserver.server(plan[0])
+                    self.process = server.spawn(cmd, plan[1], kwargs.get("cwd"), kwargs.get("env"), self.preload)
+                except RuntimeError as e:  # its zygote cannot start (no ipykernel there...), or cannot fork now
+                    plan = str(e)
+            if isinstance(plan, str):
+                _say_once(f"kernelspec {self.parent.kernel_name!r} starts cold, not forked: {plan}")
                 return await super().launch_kernel(cmd, **kwargs)
-            self.process = forkserver.server().spawn(cmd, kwargs.get("cwd"), kwargs.get("env"), self.preload)
-            self.pid = self.pgid = self.process.pid  # the child calls setsid(): its own group
+            # Signals go through the zygote (ForkedProcess), never to a pid or group id from here: the
+            # zygote reaps its kernels, and a reaped kernel's pid can be a new kernel's. No pgid, then.
+            self.pid, self.pgid = self.process.pid, None
             self.cwd = kwargs.get("cwd")
             return self.connection_info
 
@@ -208,6 +238,16 @@ def _fork_provisioner():
 
     ForkProvisioner.__module__ = __name__
     return ForkProvisioner
+
+
+_said: set[str] = set()
+
+
+def _say_once(message: str) -> None:
+    """A debug line (`jupyter flow --debug` shows it), once per process."""
+    if message not in _said:
+        _said.add(message)
+        logging.getLogger(__name__).debug(message)
 
 
 async def _ready(kc, timeout: float, warmup: str | None) -> None:

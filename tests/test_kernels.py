@@ -41,18 +41,38 @@ def test_fork_can_be_switched_off(tmp_path, store):
     assert procs["a"][1] == runner  # started by the runner itself, as jupyter_client does
 
 
-def test_a_kernel_of_another_command_starts_the_usual_way(tmp_path, store):
-    kernel_dir = tmp_path / "jupyter" / "kernels" / "other"
+def _kernelspec(tmp_path, name: str, argv: list[str]) -> dict:
+    """A kernelspec `name` of this test's JUPYTER_PATH; the environment a CLI run needs to find it."""
+    kernel_dir = tmp_path / "jupyter" / "kernels" / name
     kernel_dir.mkdir(parents=True)
     (kernel_dir / "kernel.json").write_text(json.dumps({
-        "argv": [sys.executable, "-X", "utf8", "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-        "display_name": "Python (other)", "language": "python"}))
+        "argv": [*argv, "-f", "{connection_file}"], "display_name": f"Python ({name})", "language": "python"}))
+    return {"JUPYTER_PATH": str(tmp_path / "jupyter")}
+
+
+def test_a_kernelspec_with_interpreter_options_forks_from_a_zygote_started_with_them(tmp_path, store):
+    env = _kernelspec(tmp_path, "other", [sys.executable, "-X", "utf8", "-m", "ipykernel_launcher"])
     path = tagged_notebook(tmp_path, [(["step:a"], PROCESS.format(step="a")),
-                                (["step:b", "kernel:other"], PROCESS.format(step="b") + "import sys\nutf8 = sys.flags.utf8_mode")])
-    result = cli("run", path, "--quiet", env={"JUPYTER_PATH": str(tmp_path / "jupyter")}, check=0)
-    procs, runner = _processes(store, result.stdout, "ab")
-    assert procs["a"][1] != runner and procs["b"][1] == runner  # python3 forked; `other` launched as its spec says
+                                (["step:b", "kernel:other"], PROCESS.format(step="b") + "import sys\nutf8 = sys.flags.utf8_mode"),
+                                (["step:c", "kernel:other"], PROCESS.format(step="c"))])
+    result = cli("run", path, "--quiet", env=env, check=0)
+    procs, runner = _processes(store, result.stdout, "abc")
+    assert runner not in {procs["a"][1], procs["b"][1]}  # both forked...
+    assert procs["a"][1] != procs["b"][1] == procs["c"][1]  # ...`other` from a zygote of its own, with -X utf8
     assert jupyter_flow.Run(result.stdout.strip(), store)["b"].data.utf8 == 1
+
+
+def test_a_kernelspec_that_cannot_be_forked_starts_the_usual_way_and_says_why_once(tmp_path, store):
+    env = _kernelspec(tmp_path, "timed", [sys.executable, "-X", "importtime", "-m", "ipykernel_launcher"])
+    path = tagged_notebook(tmp_path, [(["step:a", "kernel:timed"], PROCESS.format(step="a")),
+                                (["step:b", "kernel:timed"], PROCESS.format(step="b"))])
+    result = cli("run", path, "--quiet", "--debug", env=env, check=0)
+    procs, runner = _processes(store, result.stdout, "ab")
+    assert procs["a"][1] == procs["b"][1] == runner  # launched by the runner, as its spec says
+    said = [line for line in result.stderr.splitlines() if "not forked" in line]
+    assert said == ["debug: kernelspec 'timed' starts cold, not forked: -X importtime reports the kernel's own "
+                    "imports"], result.stderr
+    assert "not forked" not in cli("run", path, "--quiet", "--no-cache", env=env, check=0).stderr  # only with --debug
 
 
 def test_the_provisioner_is_registered_and_launches_the_kernel(tmp_path):
