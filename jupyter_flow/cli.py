@@ -203,6 +203,11 @@ def main(argv: list[str] | None = None) -> int:
     debug = "--debug" in argv  # accepted anywhere on the line, not only before the command
     args = parser.parse_args([a for a in argv if a != "--debug"])
     args.debug = debug
+    if debug:  # jupyter_flow's debug lines on stderr (why a kernel starts cold...), not other libraries'
+        import logging
+
+        logging.basicConfig(format="debug: %(message)s")
+        logging.getLogger("jupyter_flow").setLevel(logging.DEBUG)
     if args.version:
         from ._version import __version__
 
