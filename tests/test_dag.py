@@ -68,3 +68,90 @@ def test_bad_notebooks_are_errors_naming_the_problem(notebook, words):
         build_flow(SCENARIOS / notebook)
     for word in words:
         assert word in str(info.value)
+
+
+# -- files are edges ---------------------------------------------------------------------------------
+def test_a_file_written_then_read_is_an_edge_in_every_view():
+    flow = build_flow(SCENARIOS / "file_edge.ipynb")
+    assert flow.steps["read"].prev == ["write"] and flow.steps["read"].files_read == ["out.txt"]
+    assert "  read  <- write (file out.txt)" in flow.to_text().splitlines()
+    assert "write -->|file out.txt| read" in flow.to_mermaid()
+    read = next(s for s in flow.to_json()["steps"] if s["name"] == "read")
+    assert read["file_edges"] == {"write": ["out.txt"]} and read["files_read"] == ["out.txt"]
+
+
+def test_a_path_the_code_does_not_spell_out_gets_its_edge_from_the_last_run():
+    assert build_flow(SCENARIOS / "file_history.ipynb").steps["read"].prev == []
+    flow = build_flow(SCENARIOS / "file_history.ipynb",
+                      history={"write": {"read": [], "written": ["out.txt"]}, "read": {"read": ["out.txt"]}})
+    assert flow.steps["read"].file_edges == {"write": ["out.txt"]}
+    assert "  read  <- write (file out.txt)" in flow.to_text().splitlines()
+
+
+@pytest.mark.parametrize("cells, edges", [
+    # a writer after a reader: top to bottom the reader saw the old content
+    ([("step:a", "t = open('data.csv').read()"), ("step:b", "open('data.csv', 'w').write('new')")],
+     {"b": {"a": ["data.csv"]}}),
+    # two writers: the later one's content stays
+    ([("step:a", "open('f.txt', 'w').write('1')"), ("step:b", "open('f.txt', 'w').write('2')")],
+     {"b": {"a": ["f.txt"]}}),
+    # the reader takes the last writer before it; a later writer waits for the reader
+    ([("step:a", "open('f.txt', 'w').write('1')"), ("step:b", "open('f.txt', 'w').write('2')"),
+      ("step:c", "t = open('f.txt').read()"), ("step:d", "open('f.txt', 'w').write('3')")],
+     {"b": {"a": ["f.txt"]}, "c": {"b": ["f.txt"]}, "d": {"b": ["f.txt"], "c": ["f.txt"]}}),
+    # paths as the runtime records them: relative to the notebook's folder
+    ([("parameters", "folder = 'data'"), ("step:a", "import os\nopen(os.path.join(folder, 'x.txt'), 'w')"),
+      ("step:b", "t = open('./data/x.txt').read()")], {"b": {"a": ["data/x.txt"]}}),
+    # a file nobody writes orders nothing
+    ([("step:a", "t = open('input.csv').read()"), ("step:b", "u = open('input.csv').read()")], {}),
+])
+def test_file_edges_order_steps_as_top_to_bottom(tmp_path, cells, edges):
+    flow = build_flow(write(tmp_path, cells))
+    assert {s.name: s.file_edges for s in flow.steps.values() if s.file_edges} == edges
+    assert all(set(files) <= set(flow.steps) for files in edges.values())
+
+
+def test_with_prev_tags_a_file_edge_is_added_only_where_the_prev_ancestors_do_not_order_the_steps(tmp_path):
+    covered = build_flow(write(tmp_path, [("step:a", "open('f.txt', 'w')"), ("step:b\nprev:a", "x = 1"),
+                                          ("step:c\nprev:b", "t = open('f.txt').read()")]))
+    assert covered.steps["c"].prev == ["b"] and covered.steps["c"].file_edges == {}
+    uncovered = build_flow(write(tmp_path, [("step:a", "open('f.txt', 'w')"), ("step:b", "x = 1"),
+                                            ("step:c\nprev:b", "t = open('f.txt').read()")]))
+    assert uncovered.steps["c"].prev == ["b", "a"] and uncovered.steps["c"].file_edges == {"a": ["f.txt"]}
+
+
+def test_a_file_edge_that_would_close_a_cycle_is_left_out_with_a_warning(tmp_path):
+    flow = build_flow(write(tmp_path, [("step:a\nprev:b", "open('f.txt', 'w')"), ("step:b", "t = open('f.txt').read()")]))
+    assert flow.steps["a"].prev == ["b"] and flow.steps["b"].prev == []
+    assert any("step 'b' uses f.txt after step 'a'" in w and "cycle" in w for w in flow.warnings), flow.warnings
+
+
+@pytest.mark.slow
+def test_the_reader_sees_the_fresh_file_not_a_stale_one(run_flow, notebook_copy, top_to_bottom):
+    path = notebook_copy("file_edge.ipynb")
+    (path.parent / "out.txt").write_text("stale")
+    run = run_flow(path)
+    assert run["read"].artifacts["got"].value == "fresh" == top_to_bottom(path, ["got"])["got"]
+
+
+@pytest.mark.slow
+def test_the_next_run_orders_steps_by_the_files_the_last_run_recorded(run_flow, notebook_copy, store):
+    from jupyter_flow.runtime import prepare
+
+    path = notebook_copy("file_history.ipynb")
+    (path.parent / "out.txt").write_text("stale")
+    run_flow(path, expect=None)  # the steps race (nothing in the code says which file they share): the run says so
+    flow = prepare(path, store=store).flow
+    assert flow.steps["read"].file_edges == {"write": ["out.txt"]}
+    (path.parent / "out.txt").write_text("stale")
+    assert run_flow(path, no_cache=True)["read"].artifacts["got"].value == "fresh"
+
+
+def write(tmp_path, cells) -> str:
+    """A notebook from [(tags, source)], tags separated by newlines."""
+    raw = {"nbformat": 4, "nbformat_minor": 5, "metadata": {"kernelspec": {"name": "python3"}}, "cells": [
+        {"cell_type": "code", "metadata": {"tags": tags.split("\n")}, "source": source, "outputs": [],
+         "execution_count": None} for tags, source in cells]}
+    path = tmp_path / "nb.ipynb"
+    path.write_text(json.dumps(raw))
+    return path

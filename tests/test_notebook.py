@@ -228,3 +228,25 @@ def test_every_kale_notebook_of_the_corpus_parses():
         raw = json.loads(path.read_text())
         if any("block:" in t or "step:" in t for c in raw["cells"] for t in c.get("metadata", {}).get("tags", [])):
             build_flow(path)
+
+
+@pytest.mark.parametrize("tag, value", [("cache:disabled", False), ("cache:trust", "trust")])
+def test_cache_tags_are_step_options(tag, value):
+    assert notebook(("x = 1", ["step:a", tag])).steps["a"].options == {"cache": value}
+
+
+@pytest.mark.parametrize("tag", ["cache:trsut", "cache:enabled"])
+def test_a_misspelled_cache_tag_names_both_forms(tag):
+    with pytest.raises(FlowError, match=rf"cell 1 \('x = 1'\): malformed tag '{tag}'; write cache:disabled or "
+                                        "cache:trust"):
+        notebook(("x = 1", ["step:a", tag]))
+
+
+def test_cells_above_the_parameters_cell_run_before_it():
+    plain = notebook(("import os", []), ("base = os.path.join('a', 'b')", ["parameters"]), ("path = base", []))
+    assert [c.source for c in plain.shared] == ["import os"] and sources(plain.steps["main"]) == ["path = base"]
+    tagged = notebook(("!pip install x", []), ("import os", []), ("base = os.path.join('a', 'b')", ["parameters"]),
+                      ("path = base", ["step:a"]))
+    assert [c.source for c in tagged.shared] == ["import os"]  # the parameters cell needs it
+    assert [c.source for c in tagged.skipped] == ["!pip install x"]  # as in Kale: it does not run
+    assert len(tagged.warnings) == 1 and "cell 1 ('!pip install x')" in tagged.warnings[0]
