@@ -70,7 +70,6 @@ def warm(store_url: str) -> None:
 _files: _Files | None = None  # what the task in this kernel used; None: record nothing (outside a task)
 _local = threading.local()  # .busy: this thread is inside the hook (its own opens are not the step's)
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_TRUNC
-_IGNORED_PARTS = ("/.ipynb_checkpoints/", "/__pycache__/")
 
 
 class _Files:
@@ -82,14 +81,26 @@ class _Files:
         self.written: dict[str, None] = {}
         self.removed: dict[str, None] = {}
         self.network: dict[str, None] = {}
+        self.paths: dict = {}  # path as the program gave it -> normalised, or None if ignored (until a chdir)
 
     def path(self, raw) -> str | None:
         if isinstance(raw, int) or raw is None:
             return None  # a file descriptor: its open was seen
+        try:
+            return self.paths[raw]
+        except (KeyError, TypeError):  # TypeError: a path object that cannot be a key
+            pass
         p = os.fsdecode(os.fspath(raw))
         p = os.path.normpath(p if p.startswith("/") else os.path.join(os.getcwd(), p))
-        if p.startswith(self.ignore) or any(part in p + "/" for part in _IGNORED_PARTS):
-            return None
+        q = p + "/"
+        if p.startswith(self.ignore) or "/__pycache__/" in q or "/.ipynb_checkpoints/" in q:
+            p = None
+        if len(self.paths) > 100_000:
+            self.paths.clear()
+        try:
+            self.paths[raw] = p
+        except TypeError:
+            pass
         return p
 
     def on_read(self, p: str) -> None:
@@ -153,11 +164,16 @@ def _on_truncate(files: _Files, args) -> None:
 
 
 def _on_list(files: _Files, args) -> None:
-    if sys._getframe(2).f_code.co_filename.startswith("<frozen importlib"):
-        return  # the import system looking for modules, not the step
+    caller = sys._getframe(2).f_code.co_filename
+    if "importlib" in caller or "pkg_resources" in caller or caller.endswith("pkgutil.py"):
+        return  # the import system or package metadata looking through sys.path, not the step
     p = files.path("." if args[0] is None else args[0])
     if p is not None:
         files.on_read(p)
+
+
+def _on_chdir(files: _Files, args) -> None:
+    files.paths.clear()  # relative paths name other files from now on
 
 
 def _on_connect(files: _Files, args) -> None:
@@ -168,7 +184,7 @@ def _on_connect(files: _Files, args) -> None:
 
 _EVENTS = {"open": _on_open, "os.rename": _on_rename, "os.replace": _on_rename, "os.remove": _on_remove,
            "os.truncate": _on_truncate, "os.listdir": _on_list, "os.scandir": _on_list,
-           "socket.connect": _on_connect}
+           "os.chdir": _on_chdir, "socket.connect": _on_connect}
 
 
 def _audit(event: str, args) -> None:
@@ -195,10 +211,12 @@ def _record_files(store_url: str, workdir: str | None = None) -> None:
     """Start recording (again, for a new task); installs the hook once per kernel."""
     global _files, _hooked
     import site
+    import tempfile
 
     home = os.path.expanduser("~")
     folders = [sys.prefix, sys.base_prefix, sys.exec_prefix, *site.getsitepackages(), site.getusersitepackages(),
                os.path.join(home, ".cache"), os.path.join(home, ".ipython"), "/proc", "/dev", "/sys", workdir,
+               os.path.join(tempfile.gettempdir(), f"ipykernel_{os.getpid()}"),  # the kernel's cell files
                os.path.dirname(os.path.abspath(__file__))]  # jupyter_flow's own modules (an editable install)
     here = os.getcwd() + "/"  # the notebook's folder: a folder holding it (sys.prefix...) does not hide it
     ignore = [f for f in (os.path.normpath(os.path.abspath(f)) + "/" for f in folders if f) if not here.startswith(f)]
@@ -301,8 +319,9 @@ def begin(spec: dict) -> None:
     _state["metrics"] = {}
     if _files is None:  # not warmed up (a kernel started without our warm-up code)
         _record_files(spec["store"], spec.get("workdir"))
-    else:
-        _files.ignore += (os.path.normpath(spec["workdir"]) + "/",) if spec.get("workdir") else ()
+    elif spec.get("workdir"):
+        _files.ignore += (os.path.normpath(spec["workdir"]) + "/",)
+        _files.paths.clear()
     _give(spec, _namespace())
 
 
