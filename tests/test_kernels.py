@@ -70,8 +70,8 @@ def test_a_kernelspec_that_cannot_be_forked_starts_the_usual_way_and_says_why_on
     procs, runner = _processes(store, result.stdout, "ab")
     assert procs["a"][1] == procs["b"][1] == runner  # launched by the runner, as its spec says
     said = [line for line in result.stderr.splitlines() if "not forked" in line]
-    assert said == ["debug: kernelspec 'timed' starts cold, not forked: -X importtime reports the kernel's own "
-                    "imports"], result.stderr
+    why = "-X importtime reports the kernel's own imports"
+    assert said == [f"debug: kernelspec 'timed' starts cold, not forked: {why}"], result.stderr
     assert "not forked" not in cli("run", path, "--quiet", "--no-cache", env=env, check=0).stderr  # only with --debug
 
 
