@@ -340,15 +340,17 @@ def _add_plan(sub) -> None:
 def cmd_plan(args) -> int:
     from pathlib import Path
 
-    from .dag import build_flow
     from .errors import FlowError
     from .params import resolve
+    from .runtime.doors import flow_with_history
     from .runtime.plan import plan
+    from .store import open_store
 
-    flow = build_flow(args.notebook)
+    store = open_store(args.store)
+    flow = flow_with_history(args.notebook, store)  # as a run builds it: file edges from the last run too
     if args.cwd and not Path(args.cwd).is_dir():
         raise FlowError(f"--cwd {args.cwd}: no such folder")
-    steps = plan(flow, args.store, resolve(flow, cli=args.parameter, files=args.parameters_file), cwd=args.cwd)
+    steps = plan(flow, store, resolve(flow, cli=args.parameter, files=args.parameters_file), cwd=args.cwd)
     if args.format == "json":
         print(json.dumps({"steps": steps}, indent=1))
         return 0

@@ -31,7 +31,7 @@ def plan(flow: Flow, store: Store | str | None = None, parameters: dict | None =
     cache = Cache(store, flow, None, cwd, no_cache=no_cache)
     specs = Specs(flow, store.url, "plan", values, cwd, [])
     tasks: dict[str, list[Task]] = {}  # the reused steps' tasks, as the run would have them
-    restored: dict[str, str] = {}  # PATH -> hash of the files reused steps would restore
+    restored: dict[str, dict] = {}  # PATH -> {"hash", "size"} of the files reused steps would restore
     out = []
     for name, step in flow.steps.items():
         why = _upstream_runs(flow, step, tasks)
@@ -54,7 +54,7 @@ def plan(flow: Flow, store: Store | str | None = None, parameters: dict | None =
             continue
         tasks[name] = [Task(name, i, status=d.status, record=d.old) for i, d in enumerate(decisions)]
         for d in decisions:
-            restored.update({p: f["hash"] for p, f in ((d.old.get("files") or {}).get("written") or {}).items()})
+            restored.update((d.old.get("files") or {}).get("written") or {})
         first = decisions[0] if decisions else None
         out.append({"step": name, "action": "reuse", "origin": first and first.origin,
                     "reason": first.reason if first else "foreach over an empty list: nothing to run"})

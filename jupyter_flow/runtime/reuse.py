@@ -93,7 +93,7 @@ class Cache:
 
     # -- the rule --------------------------------------------------------------------------------
     def decide(self, name: str, index: int, parts: dict, key: str, restored: dict | None = None) -> Decision:
-        """`restored`: {PATH: hash} of files that steps reused before this one will have restored
+        """`restored`: {PATH: {"hash", "size"}} of files that steps reused before this one will have restored
         (a plan's view of the folder; at run time they are on disk already)."""
         step = self.flow.steps[name]
         if name in self.rerun:
@@ -136,16 +136,9 @@ class Cache:
             f["hash"] for f in files.get("written", {}).values()]
         if not all(self.store.blob_ok(d) for d in digests):
             return f"a value or file it stored in run {run} is gone or damaged; it runs again to store it"
-        read = dict(files.get("read") or {})
-        for path in [p for p in read if p in restored]:
-            if read.pop(path).get("hash") != restored[path]:
-                return f"file {path} changed (an earlier step restores another version)"
-        if read:
-            from ..files import changes
-
-            changed = changes(read, self.cwd)
-            if changed:
-                return f"file {changed[0]}"
+        changed = self._changed_files(files.get("read") or {}, restored)
+        if changed:
+            return f"file {changed}"
         if "pip" not in step.options and step.options.get("kernel", self.flow.kernel) in ("python3", "python"):
             for dist, version in (old.get("packages") or {}).items():
                 installed = self._installed(dist)
@@ -153,6 +146,22 @@ class Cache:
                     return f"package {dist} {version} -> {installed or 'not installed'}"
         if files.get("network") and step.options.get("cache") != "trust":
             return "touched the network (tag cache:trust to reuse)"
+        return None
+
+    def _changed_files(self, read: dict, restored: dict) -> str | None:
+        """The first file of `read` whose content differs now, as files.changes says it; a file in
+        `restored` is compared with what will be restored there."""
+        from ..files import changes
+
+        for path, was in read.items():
+            if path not in restored:
+                changed = changes({path: was}, self.cwd)
+            elif restored[path]["hash"] != was.get("hash"):
+                changed = [f"{path} changed ({was.get('size')} -> {restored[path].get('size')} bytes)"]
+            else:
+                changed = []
+            if changed:
+                return changed[0]
         return None
 
     def _installed(self, dist: str) -> str | None:
