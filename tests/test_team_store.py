@@ -1,0 +1,200 @@
+"""A store a team shares: several users (their own USER / JUPYTERHUB_USER) on one local folder and on
+one S3 store (`moto_server` on loopback, reached through s3fs), through the CLI as they would use it.
+
+Nobody's gc deletes another's runs; pins and the runs someone resumed from survive even `gc
+--all-users`, with everything they need; and a task record written by a stale attempt (its process
+paused with SIGSTOP while the task was retried, then continued) never replaces the newer attempt's.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import uuid
+
+import pytest
+from conftest import cli, one_line_error, tagged_notebook, wait_for
+from support.services import moto_s3, s3_env
+
+import jupyter_flow
+from jupyter_flow import client, runtime
+from jupyter_flow.store import layout, open_store, records
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory):
+    """The environment of an S3 server with an empty bucket; also set in this process."""
+    import boto3
+    import s3fs
+
+    with moto_s3(tmp_path_factory.mktemp("moto")) as endpoint:
+        env = s3_env(endpoint)
+        saved = {k: os.environ.get(k) for k in env}
+        os.environ.update(env)
+        s3fs.S3FileSystem.clear_instance_cache()
+        boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket="team")
+        try:
+            yield env
+        finally:
+            for k, v in saved.items():
+                os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
+            s3fs.S3FileSystem.clear_instance_cache()
+
+
+@pytest.fixture(params=["local", "s3"])
+def shared(request, tmp_path, monkeypatch):
+    """(store URL, environment every user's commands get): one local folder, or one S3 prefix."""
+    monkeypatch.delenv("JUPYTERHUB_USER", raising=False)
+    env = {"JUPYTER_FLOW_AGENT": "0"}
+    if request.param == "local":
+        return str(tmp_path / "store"), env
+    return f"s3://team/{uuid.uuid4().hex[:8]}", {**env, **request.getfixturevalue("s3")}
+
+
+def as_user(name: str, env: dict) -> dict:
+    """ann and carl are login names; bob is a JupyterHub user (JUPYTERHUB_USER wins over the login name)."""
+    if name == "bob":
+        return {**env, "JUPYTERHUB_USER": name, "USER": "jovyan", "LOGNAME": "jovyan"}
+    return {**env, "USER": name, "LOGNAME": name}
+
+
+def flow_cli(user: str, shared, *args, check: int | None = 0):
+    store, env = shared
+    return cli(*args, "--store", store, env=as_user(user, env), check=check)
+
+
+def start(user: str, shared, notebook, *args, expect: int = 0) -> str:
+    """Run (or resume) as `user`; the new run's id."""
+    store, _ = shared
+    before = {r.id for r in records.list_runs(open_store(store))}
+    flow_cli(user, shared, *(args or ("run", notebook)), "--quiet", check=expect)
+    [new] = [r for r in records.list_runs(open_store(store)) if r.id not in before]
+    assert new.user == user
+    return new.id
+
+
+def run_ids(shared) -> set[str]:
+    return {r.id for r in records.list_runs(open_store(shared[0]))}
+
+
+def test_nobodys_gc_deletes_anothers_work(shared, tmp_path):
+    store, _ = shared
+    nb = tagged_notebook(tmp_path, [
+        (["parameters"], "fail = False"),
+        (["step:a"], "v = list(range(1000))"),
+        (["step:b"], "w = len(v)\nif fail:\n    raise ValueError('boom')"),
+    ])
+    a1 = start("ann", shared, nb, "run", nb, "--no-cache")  # each run its own (no run's steps are another's)
+    a2 = start("ann", shared, nb, "run", nb, "--no-cache", "-p", "fail", "True", expect=1)
+    b1 = start("bob", shared, nb, "run", nb, "--no-cache", "-p", "fail", "True", expect=1)
+    assert "pinned run " + b1 in flow_cli("bob", shared, "pin", b1[:20], "--note", "bob is debugging it").stdout
+    b2 = start("bob", shared, nb, "resume", a2, "--no-cache", "-p", "fail", "False")  # bob resumes ann's failure
+    b3 = start("bob", shared, nb, "run", nb, "--no-cache")
+    a3 = start("ann", shared, nb, "run", nb, "--no-cache")
+
+    # ann's gc: only her runs, and not the one bob resumed from
+    out = flow_cli("ann", shared, "gc", "--keep", "0", "--dry-run").stdout
+    assert "ann:" in out and "bob:" not in out and a1 in out and a3 in out and a2 not in out
+    assert run_ids(shared) == {a1, a2, a3, b1, b2, b3}
+    flow_cli("ann", shared, "gc", "--keep", "0")
+    assert run_ids(shared) == {a2, b1, b2, b3}
+
+    # everyone's gc: never a pinned run, nor the origin of a kept resume, nor their values
+    flow_cli("bob", shared, "pin", b2)
+    out = flow_cli("carl", shared, "gc", "--keep", "0", "--all-users", "--dry-run").stdout
+    assert "bob:" in out and b3 in out and "ann:" not in out and b1 not in out and b2 not in out
+    flow_cli("carl", shared, "gc", "--keep", "0", "--all-users")
+    assert run_ids(shared) == {a2, b1, b2}
+
+    listing = json.loads(flow_cli("carl", shared, "runs", "--all-users", "--format", "json").stdout)
+    assert {r["id"]: (r["pinned"] or {}).get("by") for r in listing} == {a2: None, b1: "bob", b2: "bob"}
+    table = flow_cli("carl", shared, "runs", "--all-users").stdout
+    assert [line for line in table.splitlines() if "pinned" in line and (b1 in line or b2 in line)]
+    shown = flow_cli("ann", shared, "show", b1).stdout
+    assert "pinned by bob" in shown and "bob is debugging it" in shown
+    namespace: dict = {}  # bob's pinned failure loads into ann's kernel: its snapshot and values are all there
+    jupyter_flow.load(b1, "b", store=store, into=namespace, quiet=True)
+    assert namespace["w"] == 1000 and namespace["v"] == list(range(1000))
+    assert jupyter_flow.Run(b2, store=store)["a"].data.v == list(range(1000))  # reused from ann's a2
+
+    # bad input: one line, exit 2, nothing written
+    for args in (("pin", "20990101T000000.000-nosuch"), ("unpin", a2), ("pin", "../x")):
+        proc = flow_cli("ann", shared, *args, check=2)
+        assert one_line_error(proc)
+    flow_cli("bob", shared, "unpin", b2)
+    flow_cli("carl", shared, "gc", "--keep", "0", "--all-users")
+    assert run_ids(shared) == {b1}
+    flow_cli("ann", shared, "show", b1)
+
+
+# -- stale writers ------------------------------------------------------------------------------------
+def test_a_paused_attempt_that_wakes_up_never_replaces_the_newer_record(shared, tmp_path):
+    """Attempt 1 runs as its own process (`python -m jupyter_flow.task`, the door every executor uses)
+    and is stopped with SIGSTOP mid-step; attempt 2 of the same task runs to the end meanwhile, as a
+    retry on another worker would; then attempt 1 is continued: it finishes and writes its record,
+    which the store refuses. Readers see attempt 2."""
+    store, env = shared
+    gate, started = tmp_path / "gate", tmp_path / "started"
+    nb = tagged_notebook(tmp_path, [
+        (["step:a"], f"import os, pathlib, time\npathlib.Path({str(started)!r}).touch()\n"
+                     f"while not os.path.exists({str(gate)!r}):\n    time.sleep(0.02)\nwho = os.getpid()"),
+    ])
+    os.environ.update(env)  # the runner below is this process
+    runner = runtime.prepare(nb, store=store)
+    runner.begin()
+    runner.executor.close()
+
+    def spawn(attempt: int) -> subprocess.Popen:
+        spec = runner.task_spec(runtime.Task("a", 0, attempt=attempt), {}, {}, None)
+        path = tmp_path / f"spec{attempt}.json"
+        path.write_text(json.dumps(spec))
+        return subprocess.Popen([sys.executable, "-m", "jupyter_flow.task", str(path)], stdout=subprocess.PIPE,
+                                text=True, env={**os.environ, **env})
+
+    def record() -> dict:
+        return client.read_task(store, runner.run_id, "a")
+
+    first = spawn(1)
+    try:
+        wait_for(started.exists, what="attempt 1's step to start")
+        first.send_signal(signal.SIGSTOP)
+        gate.touch()
+        second = spawn(2)
+        out, _ = second.communicate(timeout=300)
+        assert json.loads(out)["status"] == "succeeded"
+        newer = record()
+        assert newer["attempt"] == 2 and newer["status"] == "succeeded"
+        first.send_signal(signal.SIGCONT)
+        out, _ = first.communicate(timeout=300)
+    finally:
+        first.send_signal(signal.SIGCONT)
+        if first.poll() is None:
+            first.kill()
+            first.wait()
+    stale = json.loads(out)  # attempt 1 did finish and tried to write its record ...
+    assert stale["attempt"] == 1 and stale["ended"]
+    assert record() == newer  # ... and the newer one stands
+    assert jupyter_flow.Run(runner.run_id, store=store)["a"].data.who == newer["kernel_pid"] != stale["kernel_pid"]
+
+
+def test_conditional_writes_under_contention(shared):
+    """Processes racing to write attempts 1..8 of one task record (each attempt written running,
+    then ended, as a task does): whatever the interleaving, the record left is the highest attempt's end."""
+    store, env = shared
+    key = layout.task_json("f", "20250101T000000.000-race", "a", 0)
+    code = ("import sys\nfrom jupyter_flow.store import open_store, records\n"
+            "store = open_store(sys.argv[1])\n"
+            "for attempt in map(int, sys.argv[2:]):\n"
+            "    for status in ('running', 'failed'):\n"
+            "        t = records.TaskRecord(run_id='20250101T000000.000-race', flow='f', step='a', attempt=attempt,"
+            " status=status, error={'by': attempt})\n"
+            "        records.write_task(store, t)\n")
+    procs = [subprocess.Popen([sys.executable, "-c", code, store, *map(str, attempts)], env={**os.environ, **env})
+             for attempts in ([1, 3, 5, 7], [8, 6, 4, 2], [2, 4, 6, 8], [7, 5, 3, 1])]
+    assert all(p.wait(timeout=120) == 0 for p in procs)
+    final = open_store(store).read_json(key)
+    assert final["attempt"] == 8 and final["status"] == "failed"
