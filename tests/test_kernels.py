@@ -2,6 +2,7 @@
 run's zygote, a fresh one per step; any other kernel command, and every kernel under
 JUPYTER_FLOW_FORK=0, is started the usual way."""
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -95,3 +96,64 @@ def test_the_provisioner_is_registered_and_launches_the_kernel(tmp_path):
     assert reply["content"]["status"] == "ok"
     parent = reply["content"]["user_expressions"]["parent"]["data"]["text/plain"]
     assert int(parent) == forkserver.server().proc.pid
+
+
+def _reuse_pid_next(pid: int) -> bool:
+    """Make `pid` the next one the system hands out (Linux, root: ns_last_pid), if this machine lets us."""
+    try:
+        with open("/proc/sys/kernel/ns_last_pid", "w") as f:
+            f.write(str(pid - 1))
+        return True
+    except OSError:
+        return False
+
+
+def test_releasing_kernels_never_harms_their_running_siblings(tmp_path, busy_cores):
+    # A diamond's step c lost its kernel ("killed by SIGKILL") as its sibling b's kernel was released:
+    # the zygote had reaped an earlier kernel whose pid c's kernel then got, and still reported that
+    # kernel's exit for it; signals sent by pid could hit it too. Here kernels are released a few hundred
+    # times while a sibling runs a cell; each new sibling is given, where the machine allows, the pid of
+    # a kernel released and reaped before it.
+    pool = kernels.KernelPool()
+    stop = tmp_path / "stop"
+    cell = f"import os, time\nwhile not os.path.exists({str(stop)!r}): time.sleep(0.005)\nok = os.getpid()"
+    released: list[int] = []
+    sibling = None
+    try:
+        for i in range(300):
+            if i % 25 == 0:
+                if sibling is not None:
+                    _finish(sibling, stop, pool)
+                if released and not os.path.exists(f"/proc/{released[-1]}"):
+                    _reuse_pid_next(released[-1])  # best effort: other processes may take it first
+                sibling = _running(kernels.start_kernel("python3", str(tmp_path)), cell)
+            km = kernels.start_kernel("python3", str(tmp_path))
+            released.append(kernels.kernel_pid(km))
+            pool.release(km)
+            assert kernels.kernel_exit(sibling[0]) is None, f"the running sibling died after {i + 1} releases"
+        _finish(sibling, stop, pool)
+        sibling = None
+    finally:
+        if sibling is not None:
+            pool.release(sibling[0])
+
+
+def _running(km, code: str):
+    """(km, client, msg_id): `code` started in the kernel, not waited for."""
+    kc = kernels.blocking_client(km)
+    return km, kc, kc.execute(code, user_expressions={"pid": "ok"})
+
+
+def _finish(sibling, stop, pool) -> None:
+    """The sibling's cell ends as it should (it was never killed); then it is released too."""
+    km, kc, msg_id = sibling
+    stop.touch()
+    try:
+        while (reply := kc.get_shell_msg(timeout=120))["parent_header"].get("msg_id") != msg_id:
+            pass
+        assert reply["content"]["status"] == "ok", reply["content"]
+        assert reply["content"]["user_expressions"]["pid"]["data"]["text/plain"] == str(kernels.kernel_pid(km))
+    finally:
+        kc.stop_channels()
+        stop.unlink()
+        pool.release(km)
