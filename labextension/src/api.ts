@@ -27,6 +27,14 @@ export interface IDag {
   warnings: string[];
 }
 
+/** What the next run would do with a step, and why (GET plan; jupyter_flow.runtime.plan). */
+export interface IPlanStep {
+  step: string;
+  action: 'run' | 'reuse';
+  reason: string;
+  origin?: string | null; // the run whose task would be reused
+}
+
 export interface IValueInfo {
   hash?: string;
   type?: string;
@@ -158,6 +166,15 @@ export class FlowApi {
 
   dag(path: string): Promise<IDag> {
     return this.request(`dag?path=${encodeURIComponent(path)}`);
+  }
+
+  /** For each step of the saved notebook: run or reuse, and why, with these parameters. */
+  async plan(path: string, parameters: Record<string, unknown> = {}): Promise<IPlanStep[]> {
+    const query = new URLSearchParams({ path });
+    if (Object.keys(parameters).length) {
+      query.set('parameters', JSON.stringify(parameters));
+    }
+    return (await this.request<{ steps: IPlanStep[] }>(`plan?${query}`)).steps;
   }
 
   /** The DAG of a notebook's unsaved content. */

@@ -1,13 +1,14 @@
 import { VDomModel } from '@jupyterlab/ui-components';
 import { ISignal, Signal } from '@lumino/signaling';
 
-import { ApiError, FlowApi, IDag, IRun, IRunOptions, IServerInfo } from './api';
+import { ApiError, FlowApi, IDag, IPlanStep, IRun, IRunOptions, IServerInfo } from './api';
 import { RunFollower } from './follow';
 import { VERSION } from './version';
 
 /**
  * What the sidebar shows for the active notebook: its DAG (of the saved file, or of the unsaved
- * edits), its runs, the selected run (pushed by the server while it runs) and the last message.
+ * edits), the plan of its next run, its runs, the selected run (pushed by the server while it runs)
+ * and the last message.
  */
 export class FlowModel extends VDomModel {
   readonly api = new FlowApi();
@@ -19,6 +20,12 @@ export class FlowModel extends VDomModel {
   selectedStep: string | null = null;
   busy = false;
   message = '';
+  /** Per step, what Run would do with the saved notebook and the Run form's parameters, and why. */
+  plan: Map<string, IPlanStep> | null = null;
+  planMessage = '';
+  private _planParameters: Record<string, unknown> = {};
+  private _planRequest = 0;
+  private _planTimer = 0;
   private _run = new RunFollower(this.api);
   private _finished = new Signal<this, IRun>(this);
 
@@ -60,6 +67,8 @@ export class FlowModel extends VDomModel {
     }
     this.path = path;
     this.dag = null;
+    this.plan = null;
+    this._planParameters = {};
     this.runs = [];
     this.select(null);
     await this.refresh();
@@ -78,7 +87,7 @@ export class FlowModel extends VDomModel {
       this.dag = null;
       return this.fail(e);
     }
-    await this.refreshRuns();
+    await Promise.all([this.refreshRuns(), this.refreshPlan()]);
     if (!this.run && this.runs.length) {
       this.select(this.runs[0].id);
     }
@@ -96,6 +105,37 @@ export class FlowModel extends VDomModel {
       this.fail(e);
     }
     this.stateChanged.emit();
+  }
+
+  /** Ask the server what the next run would do; the newest request wins. */
+  async refreshPlan(): Promise<void> {
+    const path = this.path;
+    const request = ++this._planRequest;
+    if (!path) {
+      return;
+    }
+    let plan: Map<string, IPlanStep> | null = null;
+    let message = '';
+    try {
+      plan = new Map((await this.api.plan(path, this._planParameters)).map(step => [step.step, step]));
+    } catch (e) {
+      message = `No plan: ${(e as Error).message}`;
+    }
+    if (request === this._planRequest && path === this.path) {
+      this.plan = plan;
+      this.planMessage = message;
+      this.stateChanged.emit();
+    }
+  }
+
+  /** The Run form's parameters changed: plan with them once the typing pauses. */
+  setPlanParameters(parameters: Record<string, unknown>): void {
+    if (JSON.stringify(parameters) === JSON.stringify(this._planParameters)) {
+      return;
+    }
+    this._planParameters = parameters;
+    window.clearTimeout(this._planTimer);
+    this._planTimer = window.setTimeout(() => void this.refreshPlan(), 300);
   }
 
   setAllUsers(all: boolean): void {
@@ -146,6 +186,7 @@ export class FlowModel extends VDomModel {
       void this.refreshRuns();
       const watch = new RunFollower(this.api);
       watch.ended.connect((_, run) => {
+        void this.refreshPlan();
         this._finished.emit(run);
         watch.dispose();
       });
@@ -187,6 +228,7 @@ export class FlowModel extends VDomModel {
   }
 
   dispose(): void {
+    window.clearTimeout(this._planTimer);
     this._run.dispose();
     super.dispose();
   }

@@ -42,6 +42,17 @@ export function parseValue(name: string, type: string, raw: string | boolean): u
   }
 }
 
+/** The parameters whose form value differs from the notebook's default, parsed to their types. */
+function changedParameters(parameters: Record<string, IParameter>, initial: Values, values: Values): Record<string, unknown> {
+  const changed: Record<string, unknown> = {};
+  for (const [name, p] of Object.entries(parameters)) {
+    if (values[name] !== initial[name]) {
+      changed[name] = parseValue(name, p.type, values[name]);
+    }
+  }
+  return changed;
+}
+
 export interface IRunFormProps {
   parameters: Record<string, IParameter>;
   executors: string[];
@@ -49,6 +60,8 @@ export interface IRunFormProps {
   defaultScheduler?: string | null;
   busy: boolean;
   onRun: (options: IRunOptions) => void;
+  /** The parameters a run would get now, each time the user changes one that parses. */
+  onParameters?: (parameters: Record<string, unknown>) => void;
 }
 
 /** Parameters prefilled from the notebook's parameters cell, an executor choice and Run. */
@@ -59,17 +72,19 @@ export function RunForm(props: IRunFormProps): JSX.Element {
   const [scheduler, setScheduler] = React.useState('');
   const [error, setError] = React.useState('');
   React.useEffect(() => setValues(initial), [initial]);
+  React.useEffect(() => {
+    try {
+      props.onParameters?.(changedParameters(props.parameters, initial, values));
+    } catch {
+      // a value that does not parse yet: Run says what is wrong with it
+    }
+  }, [values]);
 
   const submit = (event: React.FormEvent) => {
     event.preventDefault();
     try {
-      const parameters: Record<string, unknown> = {};
       // only what the user changed: untouched parameters keep the notebook's own default
-      for (const [name, p] of Object.entries(props.parameters)) {
-        if (values[name] !== initial[name]) {
-          parameters[name] = parseValue(name, p.type, values[name]);
-        }
-      }
+      const parameters = changedParameters(props.parameters, initial, values);
       setError('');
       props.onRun({ parameters, executor, scheduler: scheduler || undefined });
     } catch (e) {

@@ -66,7 +66,14 @@ export class FlowSidebar extends VDomRenderer<FlowModel> {
         ))}
         {m.dag && (
           <div className="jp-flow-dagbox">
-            <DagView dag={m.dag} states={states} selected={m.selectedStep} onSelect={select} />
+            <DagView
+              dag={m.dag}
+              states={states}
+              plan={run?.status === 'running' ? null : m.plan}
+              selected={m.selectedStep}
+              onSelect={select}
+            />
+            {m.planMessage && <div className="jp-flow-dim jp-flow-planmessage">{m.planMessage}</div>}
           </div>
         )}
         {m.dag && m.info && (
@@ -78,6 +85,7 @@ export class FlowSidebar extends VDomRenderer<FlowModel> {
               defaultScheduler={m.info.scheduler}
               busy={m.busy}
               onRun={options => this._actions.run(options)}
+              onParameters={parameters => m.setPlanParameters(parameters)}
             />
           </Section>
         )}

@@ -93,9 +93,10 @@ def test_run_quickstart_from_the_sidebar(lab, page):
     assert page.locator(f"{SIDEBAR} input[name='test_size']").input_value() == "0.25"
     page.locator(f"{SIDEBAR} .jp-HTMLSelect select").select_option("local")
     shot(page, "1-quickstart-dag")
-    # too wide for the default sidebar: drawn at the smallest readable size; a wider sidebar draws it bigger
+    # the default sidebar: long names in two lines, the whole DAG in view; a wider sidebar draws it bigger
     view = node_boxes(page)
     assert all(n["font"] >= 11 for n in view["nodes"]), view
+    assert all(inside(n["rect"], view["svg"]) for n in view["nodes"]), view
     widen_sidebar(page)
     page.wait_for_function("k => Number(document.querySelector('#jupyter-flow-sidebar .jp-flow-dag').dataset.scale) > k",
                            arg=view["scale"], timeout=10_000)
