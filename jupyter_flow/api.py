@@ -10,16 +10,19 @@ from .client import Run
 
 def run(notebook, parameters: dict | None = None, store=None, executor: str = "local", scheduler: str | None = None,
         max_workers: int | None = None, no_cache: bool = False, on_event=None, wait: bool = True,
-        view: bool | None = None, executor_options: dict | None = None) -> Run:
+        view: bool | None = None, executor_options: dict | None = None, kernel_name: str | None = None,
+        cwd=None) -> Run:
     """Run a tagged notebook as a pipeline and return the finished `Run` (check `run.status`).
 
     wait=False returns the `Run` at once (`run.wait()` blocks until it ends). view: show the live
-    widget (default: when called in a Jupyter kernel). executor_options: passed to the executor."""
+    widget (default: when called in a Jupyter kernel). executor_options: passed to the executor.
+    kernel_name: the kernel of every step without a `kernel:` tag, instead of the notebook's (papermill's
+    kernel_name); cwd: where the kernels run (default: the notebook's folder)."""
     from .widgets import LiveRun, widget_frontend
 
     runner = runtime.prepare(notebook, parameters=parameters, store=store, executor=executor, scheduler=scheduler,
                              max_workers=max_workers, no_cache=no_cache, on_event=on_event,
-                             executor_options=executor_options)
+                             executor_options=executor_options, kernel_name=kernel_name, cwd=cwd)
     live = LiveRun(runner) if (widget_frontend() if view is None else view) else None
     if live is not None:
         runner.on_event = _both(live.event, on_event)

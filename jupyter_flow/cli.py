@@ -5,6 +5,7 @@ Imports are lazy: `jupyter flow --help` and `jupyter flow runs` never import pap
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 
@@ -62,9 +63,9 @@ def _add_store(p):
 
 
 def _add_execution(p):
-    p.add_argument("-p", "--parameter", nargs=2, action="append", metavar=("NAME", "VALUE"), default=[],
-                   help="set a parameter of the parameters cell (value parsed like papermill: int, float, "
-                   "True/False/None, else string); repeatable")
+    p.add_argument("-p", "--parameter", "--parameters", nargs=2, action="append", metavar=("NAME", "VALUE"),
+                   default=[], help="set a parameter of the parameters cell (value read as papermill reads it, "
+                   "whatever the default's type: True/False/None, int, float, else string); repeatable")
     p.add_argument("--max-workers", type=_count(1), metavar="N", help="tasks run at once (default: number of cores)")
     p.add_argument("--executor", metavar="NAME", default="local", help=_ExecutorHelp("where tasks run"))
     p.add_argument("--scheduler", metavar="ADDRESS", help="Dask scheduler address, e.g. tcp://10.0.0.5:8786")
@@ -91,9 +92,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("notebook", help="the .ipynb file (a path or any fsspec URL: s3://, gs://, http://...)")
     p.add_argument("output", nargs="?", help="also write the executed notebook here, in papermill's format "
                    "(a path or any fsspec URL); written when the run fails too")
-    p.add_argument("-f", "--parameters-file", action="append", default=[], metavar="FILE",
+    p.add_argument("-f", "--parameters-file", "--parameters_file", action="append", default=[], metavar="FILE",
                    help="YAML file of parameter values (like papermill -f); repeatable")
     _add_execution(p)
+    _add_papermill(p)
     _add_kfp(p)
 
     p = sub.add_parser("dag", help="print the steps of a notebook and the edges between them",
@@ -244,7 +246,7 @@ def _interruptible() -> None:
     signal.signal(signal.SIGTERM, signal.default_int_handler)
 
 
-def _execute(args, runner) -> int:
+def _execute(args, runner, log_output: bool = False) -> int:
     from .progress import Progress
     from .runtime import launch
 
@@ -252,6 +254,10 @@ def _execute(args, runner) -> int:
     progress = Progress(quiet=args.quiet)
     progress.set_runner(runner)
     runner.on_event = progress.event
+    if log_output:
+        from .papermill_output import log_outputs
+
+        runner.on_event = log_outputs(runner.store, progress.event)
     with progress:
         handle = launch(runner)
         handle.join(on_interrupt=progress.interrupted)
@@ -269,17 +275,104 @@ def cmd_run(args) -> int:
         from .errors import FlowError
 
         raise FlowError("--kfp-host and --image are for --executor kfp; add it, or drop them")
-    if args.output:
-        papermill_output.check_output(args.output)
-    with papermill_output.local_notebook(args.notebook) as path:
+    given = _papermill_parameters(args)
+    values = {name: value for _, name, value in given}
+    input_path, output = papermill_output.paths(args.notebook, args.output, values)
+    if output:
+        papermill_output.check_output(output)
+    if args.log_output:
+        import logging
+
+        logging.basicConfig(level=args.log_level, format="%(message)s")  # as papermill's CLI
+    if args.progress_bar is False or (args.progress_bar is None and args.log_output):
+        args.quiet = True
+    with papermill_output.local_notebook(input_path) as path:
+        if args.help_notebook:
+            return _help_notebook(path, args.notebook)
+        if args.prepare_only:
+            papermill_output.prepare_notebook(path, output, values, report_mode=args.report_mode,
+                                              kernel_name=args.kernel, language=args.language)
+            print(f"output notebook (prepared, not run): {output}", file=sys.stderr)
+            return 0
         runner = runtime.prepare(
-            path, cli_params=args.parameter, param_files=args.parameters_file, store=args.store,
-            executor=args.executor, scheduler=args.scheduler, max_workers=args.max_workers, no_cache=args.no_cache)
-        code = _execute(args, runner)
-    if args.output:
-        papermill_output.write(runner.store, runner.run_id, args.output, args.notebook)
-        print(f"output notebook: {args.output}", file=sys.stderr)
+            path, cli_params=given, store=args.store, executor=args.executor, scheduler=args.scheduler,
+            max_workers=args.max_workers, no_cache=args.no_cache, kernel_name=args.kernel, cwd=args.cwd)
+        code = _execute(args, runner, log_output=args.log_output)
+    if output or args.stdout_file or args.stderr_file:
+        nb, _ = papermill_output.merge(runner.store, runner.run_id, values, input_path, output, args.report_mode,
+                                       args.kernel, args.language)
+        with contextlib.ExitStack() as files:
+            papermill_output.write(nb, output, *(files.enter_context(open(f, "w", encoding="utf-8")) if f else None
+                                                 for f in (args.stdout_file, args.stderr_file)))
+        if output:
+            print(f"output notebook: {output}", file=sys.stderr)
     return code
+
+
+def _add_papermill(p) -> None:
+    """papermill's other options, with papermill's spellings (see README "papermill drop-in")."""
+    p.add_argument("-r", "--parameters_raw", "--parameters-raw", nargs=2, action="append", default=[],
+                   metavar=("NAME", "TEXT"), help="set a parameter to TEXT, a string (papermill -r); repeatable")
+    p.add_argument("-y", "--parameters_yaml", "--parameters-yaml", action="append", default=[], metavar="YAML",
+                   help="parameter values as a YAML mapping, e.g. -y 'items: [1, 2]' (papermill -y); repeatable")
+    p.add_argument("-b", "--parameters_base64", "--parameters-base64", action="append", default=[],
+                   metavar="BASE64", help="parameter values as base64 of a YAML mapping (papermill -b); repeatable")
+    for what in ("input", "output"):
+        p.add_argument(f"--inject-{what}-path", action="store_true",
+                       help=f"pass the {what} notebook's path as parameter PAPERMILL_{what.upper()}_PATH")
+    p.add_argument("--inject-paths", action="store_true", help="both of the above")
+    p.add_argument("-k", "--kernel", metavar="NAME", help="the kernel of every step without a kernel: tag, "
+                   "instead of the one the notebook names (papermill -k)")
+    p.add_argument("-l", "--language", help="the language the injected parameters are written in (papermill -l)")
+    p.add_argument("--cwd", metavar="FOLDER", help="where the kernels run (default: the notebook's folder)")
+    p.add_argument("--prepare-only", action="store_true", help="write OUTPUT with the parameters injected, "
+                   "run nothing (papermill --prepare-only)")
+    p.add_argument("--prepare-execute", dest="prepare_only", action="store_false", help=argparse.SUPPRESS)
+    p.add_argument("--report-mode", action=argparse.BooleanOptionalAction, default=False,
+                   help="hide the code cells' input in OUTPUT (papermill --report-mode)")
+    p.add_argument("--progress-bar", action=argparse.BooleanOptionalAction, default=None,
+                   help="--no-progress-bar: as --quiet")
+    p.add_argument("--log-output", action=argparse.BooleanOptionalAction, default=False,
+                   help="log what each step printed, on standard error, when it ends")
+    p.add_argument("--log-level", choices=["NOTSET", "DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"],
+                   default="INFO", help="with --log-output: its logging level (default INFO)")
+    p.add_argument("--stdout-file", metavar="FILE", help="write what the cells printed on stdout to FILE")
+    p.add_argument("--stderr-file", metavar="FILE", help="write what the cells printed on stderr to FILE")
+    p.add_argument("--help-notebook", action="store_true", help="list the notebook's parameters and exit")
+    p.add_argument("--request-save-on-cell-execute", action=argparse.BooleanOptionalAction, default=True,
+                   help="accepted; OUTPUT is written once, when the run ends")
+    p.add_argument("--autosave-cell-every", type=int, default=30, metavar="S", help="accepted; as above")
+    p.add_argument("--engine", metavar="NAME", help="only papermill's default engine (nbclient)")
+    p.add_argument("--start-timeout", "--start_timeout", type=int, default=60, metavar="S",
+                   help="only papermill's default (60 s)")
+    p.add_argument("--execution-timeout", type=int, metavar="S", help="not per cell: tag the step timeout:S")
+
+
+def _papermill_parameters(args) -> list:
+    """The parameter options as papermill's CLI applies them: (origin, name, value), in its order."""
+    from .papermill_output import check_options
+    from .params import from_options
+
+    check_options({"engine_name": args.engine, "start_timeout": args.start_timeout,
+                   "execution_timeout": args.execution_timeout}, flags={
+        "engine_name": "--engine", "start_timeout": "--start-timeout", "execution_timeout": "--execution-timeout"})
+    inject = {}
+    if args.inject_input_path or args.inject_paths:
+        inject["PAPERMILL_INPUT_PATH"] = args.notebook
+    if args.inject_output_path or args.inject_paths:
+        inject["PAPERMILL_OUTPUT_PATH"] = args.output
+    return from_options(args.parameter, args.parameters_raw, args.parameters_file, args.parameters_yaml,
+                        args.parameters_base64, inject)
+
+
+def _help_notebook(path, name) -> int:
+    from .dag import build_flow
+
+    flow = build_flow(path)
+    print(f"Parameters of {name} (its parameters cell):" if flow.parameters else f"{name} has no parameters cell")
+    for p in flow.parameters.values():
+        print(f"  {p.name}: {p.type} (default {p.source.split('=', 1)[-1].strip()})")
+    return 0
 
 
 def cmd_resume(args) -> int:

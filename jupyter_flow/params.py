@@ -1,12 +1,18 @@
-"""Parameter values for a run: `-p NAME VALUE` (parsed as papermill does), `-f file.yaml`, or a dict,
-checked against the parameters cell: unknown names and wrong types are errors before anything runs."""
+"""Parameter values for a run, read as papermill reads them: `-p NAME VALUE` (True/False/None, int,
+float, else the text, whatever the default's type), `-r NAME TEXT`, `-y YAML`, `-b BASE64-YAML`,
+`-f FILE`, or a dict; checked against the parameters cell before anything runs: an unknown name, or
+text where a number or bool is expected, is an error; another type than the default's is passed as
+given (as papermill passes it), with a warning."""
 from __future__ import annotations
 
-import ast
 from pathlib import Path
 
 from .dag import Flow, Parameter
 from .errors import FlowError
+
+# papermill's CLI applies its parameter options in this order, whatever their order on the command line
+PAPERMILL_ORDER = ("--inject-paths", "-b", "-f", "-y", "-p", "-r")
+INJECTED = "injected-parameters"  # the tag of the cell papermill adds
 
 
 def parse_cli_value(raw: str):
@@ -22,65 +28,119 @@ def parse_cli_value(raw: str):
 
 
 def load_file(path: str) -> dict:
+    """A YAML (or JSON) file of values, read as papermill's -f reads it (dates stay text; any papermill URL)."""
     import yaml
+    from papermill.iorw import read_yaml_file
 
     try:
-        with open(path) as f:
-            data = yaml.safe_load(f)
+        data = read_yaml_file(path)
     except OSError as e:
-        raise FlowError(f"-f {path}: cannot read it ({e.strerror})") from None
+        raise FlowError(f"-f {path}: cannot read it ({e.strerror or e})") from None
     except yaml.YAMLError as e:
         raise FlowError(f"-f {path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    return _mapping(data, f"-f {path}")
+
+
+def _yaml(text: str, origin: str) -> dict:
+    import yaml
+    from papermill.iorw import NoDatesSafeLoader
+
+    try:
+        return _mapping(yaml.load(text, Loader=NoDatesSafeLoader), origin)
+    except yaml.YAMLError as e:
+        raise FlowError(f"{origin}: not valid YAML ({str(e).splitlines()[0]})") from None
+
+
+def _mapping(data, origin: str) -> dict:
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise FlowError(f"-f {path}: expected a mapping of parameter names to values, got {type(data).__name__}")
+        raise FlowError(f"{origin}: expected a mapping of parameter names to values, got {type(data).__name__}")
     return data
 
 
-def resolve(flow: Flow, given: dict | None = None, cli: list[tuple[str, str]] | None = None,
-            files: list[str] | None = None) -> dict:
-    """The run's parameter values: defaults, then files, then `given`, then -p pairs (last wins).
+def from_options(parameters=(), raw=(), files=(), yaml_texts=(), base64_texts=(), inject: dict | None = None) -> list:
+    """papermill's parameter options as (origin, name, value), in the order papermill's CLI applies them."""
+    import base64
+    import binascii
+
+    found = [("--inject-paths", name, value) for name, value in (inject or {}).items()]
+    for text in base64_texts:
+        try:
+            decoded = base64.b64decode(text, validate=True).decode()
+        except (binascii.Error, UnicodeDecodeError):
+            raise FlowError(f"-b {text[:20]}: not base64 of a YAML text; make it with `base64 -w0 params.yaml`") from None
+        found += [("-b", k, v) for k, v in _yaml(decoded, "-b").items()]
+    for path in files:
+        found += [(f"-f {Path(path).name}", k, v) for k, v in load_file(path).items()]
+    for text in yaml_texts:
+        found += [("-y", k, v) for k, v in _yaml(text, f"-y {text[:30]!r}").items()]
+    found += [("-p", name, parse_cli_value(text)) for name, text in parameters]
+    found += [("-r", name, text) for name, text in raw]
+    return found
+
+
+def replace_injected(flow: Flow) -> Flow:
+    """The flow papermill runs when given parameters: it replaces an `injected-parameters` cell (a
+    papermill output used as input), so that cell's values are not defaults. The cell stays in place,
+    as skipped, so that the notebook's cells keep their places."""
+    import copy
+
+    from .dag import build_flow
+
+    raw = flow.notebook.raw
+    if not flow.notebook.python or not any(INJECTED in _tags(c) for c in raw["cells"]):
+        return flow  # a notebook in another language runs as it is: the step's papermill replaces the cell
+    raw = copy.deepcopy(raw)
+    for cell in raw["cells"]:
+        if INJECTED in _tags(cell):
+            cell["metadata"]["tags"] = ["skip" if t == INJECTED else t for t in cell["metadata"]["tags"]]
+    return build_flow(flow.path, raw=raw)
+
+
+def _tags(cell: dict) -> list:
+    return (cell.get("metadata") or {}).get("tags") or []
+
+
+def resolve(flow: Flow, given: dict | None = None, cli: list | None = None, files: list[str] | None = None) -> dict:
+    """The run's parameter values: defaults, then files, then `given`, then `cli` (last wins). `cli`
+    holds -p pairs (NAME, TEXT), or (origin, name, value) triples from `from_options`.
     A default that is an expression (`items = list(range(200))`) is left out unless overridden: the
     parameters cell computes it in the kernel, as papermill does."""
     values = {n: p.value for n, p in flow.parameters.items() if p.type != "expression"}
     overrides: dict = {}
     for path in files or []:
-        overrides.update({k: (v, f"-f {Path(path).name}") for k, v in load_file(path).items()})
-    overrides.update({k: (v, "parameter") for k, v in (given or {}).items()})
-    for name, raw in cli or []:
-        overrides[name] = (raw, "-p")
-    for name, (value, origin) in overrides.items():
+        overrides.update({k: (f"-f {Path(path).name}", v) for k, v in load_file(path).items()})
+    overrides.update({k: ("parameter", v) for k, v in (given or {}).items()})
+    for entry in cli or []:
+        origin, name, value = entry if len(entry) == 3 else ("-p", entry[0], parse_cli_value(entry[1]))
+        overrides[name] = (origin, value)
+    for name, (origin, value) in overrides.items():
         if not flow.notebook.python:  # papermill's way: its translator writes any value in that language
-            values[name] = parse_cli_value(value) if origin == "-p" else value
+            values[name] = value
             continue
         if name not in flow.parameters:
             valid = ", ".join(flow.parameters) or "none (the notebook has no parameters cell)"
             raise FlowError(f"{origin} {name}: {flow.path.name} has no parameter {name!r}; its parameters: {valid}")
-        values[name] = _coerce(flow.parameters[name], value, origin, from_text=origin == "-p")
+        values[name] = _check(flow, flow.parameters[name], value, origin)
     return values
 
 
-def _coerce(param: Parameter, value, origin: str, from_text: bool):
-    expected = param.type
-    if from_text:
-        parsed = parse_cli_value(value)
-        if expected == "str":
-            return value
-        if expected in ("list", "dict", "tuple") and isinstance(parsed, str):
-            try:
-                parsed = ast.literal_eval(value)
-            except (ValueError, SyntaxError):
-                pass
-        value = parsed
-    if expected in ("expression", "NoneType") or value is None:
+def _check(flow: Flow, param: Parameter, value, origin: str):
+    """`value` as given (papermill passes it so). Text where the default is a number or bool is an
+    error (`-p epochs abc`; -r passes text on purpose); another type than the default's is a warning."""
+    expected, got = param.type, type(value).__name__
+    if expected in ("expression", "NoneType") or value is None or got == expected or (expected, got) == ("float", "int"):
         return value
-    if expected == "float" and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if type(value).__name__ == expected:
-        return value
-    raise FlowError(f"{origin} {param.name}: expected {_article(expected)} like {param.source}, "
-                    f"got {value!r} ({type(value).__name__})")
+    raw_hint = f"; -r {param.name} {value} passes it as text" if origin == "-p" else ""
+    yaml_hint = f"; -y '{param.name}: {value}' passes it as YAML"
+    if got == "str" and expected in ("int", "float", "bool") and origin != "-r":
+        raise FlowError(f"{origin} {param.name}: expected {_article(expected)} like {param.source}, got {value!r} "
+                        f"(str){raw_hint}")
+    flow.warnings.append(f"{origin} {param.name}: {value!r} is {_article(got)} where the parameters cell has "
+                         f"{_article(expected)} ({param.source}); it is passed as given, as papermill passes it"
+                         f"{yaml_hint if got == 'str' and origin == '-p' else raw_hint}")
+    return value
 
 
 def _article(kind: str) -> str:

@@ -32,14 +32,15 @@ def heartbeat_interval() -> float:
 
 class Runner:
     def __init__(self, flow: Flow, parameters: dict, store: Store, executor, run_id: str | None = None,
-                 no_cache: bool = False, on_event=None, origin: dict | None = None, from_step: str | None = None):
+                 no_cache: bool = False, on_event=None, origin: dict | None = None, from_step: str | None = None,
+                 cwd: str | None = None):
         self.flow, self.parameters, self.store, self.executor = flow, parameters, store, executor
         self.run_id = run_id or time_id(secrets.token_hex(3))
         self.key = run_key(flow.name, self.run_id)
         self.no_cache = no_cache
         self.on_event = on_event or (lambda event: None)
         self.origin = origin
-        self.cwd = str(flow.path.parent)
+        self.cwd = str(cwd or flow.path.parent)  # where the kernels run (papermill's --cwd)
         self.cache = reuse.Cache(store, flow, self.run_id, self.cwd, origin, no_cache, from_step)
         self.readiness = Readiness(flow)
         self.tasks = self.readiness.tasks
