@@ -169,9 +169,13 @@ class Cache:
             from importlib import metadata
 
             try:
-                self._versions[dist] = metadata.version(dist)
+                found = metadata.distribution(dist)
             except metadata.PackageNotFoundError:
-                self._versions[dist] = None
+                found = None
+            # its Version header, without parsing the whole METADATA file (a long description: 3 ms a package)
+            headers = ((found.read_text("METADATA") or "").split("\n\n", 1)[0] if found else "").splitlines()
+            version = next((h[len("Version:"):].strip() for h in headers if h.startswith("Version:")), None)
+            self._versions[dist] = version or (found.version if found else None)
         return self._versions[dist]
 
     # -- what changed since the step's last task ---------------------------------------------------
