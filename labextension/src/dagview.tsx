@@ -88,7 +88,7 @@ function implied(dag: IDag): Set<string> {
 interface INode {
   name: string;
   lines: string[];
-  undrawn: string[]; // "names from step" of the edges the narrow layout leaves out
+  undrawn: string[]; // "names from step" of the implied edges, not drawn
   x: number;
   y: number;
   width: number;
@@ -102,12 +102,12 @@ interface ILayout {
 }
 
 /**
- * The graph laid out by dagre. `narrow`: long names in two lines, nodes closer together, and only
- * the edges no longer path implies (the order stays visible; the node's title names what the
- * others carry).
+ * The graph laid out by dagre, with only the edges no longer path implies (the order stays
+ * visible, without a tangle of long edges; the node's title names what the others carry).
+ * `narrow`: long names in two lines and nodes closer together.
  */
 function layout(dag: IDag, narrow = false): ILayout {
-  const skip = narrow ? implied(dag) : new Set<string>();
+  const skip = implied(dag);
   const undrawn = new Map<string, string[]>();
   const g = new dagre.graphlib.Graph();
   g.setGraph({ rankdir: 'TB', nodesep: narrow ? 8 : 14, edgesep: narrow ? 4 : 6, ranksep: 26 });

@@ -96,12 +96,18 @@ def test_the_plan_on_a_dag_that_fits(lab, page):
     planned = assert_matches_the_api(page, lab)
     assert [s["step"] for s in planned] == steps
     assert page.locator(f"{SIDEBAR} .jp-flow-legend", has_text="will run").count() == 1
+    # an edge a longer path implies (load -> evaluate beside load -> train -> evaluate) is not drawn;
+    # the step's tooltip says what it carries
+    edges = {e.get_attribute("data-edge") for e in page.locator(f"{SIDEBAR} .jp-flow-edge").all()}
+    assert "load->evaluate" not in edges and {"load->scale_features", "train->evaluate"} <= edges, edges
+    assert "also y_test from load" in next(b["hover"] for b in badges(page) if b["step"] == "evaluate")
     shots(page, "10-plan-before-run")
 
     # resized: wider draws it bigger, narrower again fits again, without pressing "fit"
     drag_sidebar_edge(page, 300)
     wait_scale(page, ">", view["scale"])
     assert_fits(page)
+    page.locator(f"{SIDEBAR} .jp-flow-dagbox").screenshot(path=str(SHOTS / "10-plan-wide-dag.png"))
     drag_sidebar_edge(page, -300)
     wait_scale(page, "<=", view["scale"] + 0.001)
     assert_fits(page)
