@@ -201,12 +201,12 @@ def write(tmp_path, cells) -> str:
     ("from pathlib import Path\nPath('a.txt').write_text('x')\nt = (Path('data') / 'b.txt').read_text()",
      ["data/b.txt"], ["a.txt"]),
     ("from pathlib import Path\np = Path('data', 'c.txt')\nwith p.open('w') as f:\n    pass", [], ["data/c.txt"]),
-    ("import os\nbase = 'data'\nname = f'{base}/run_{3:02d}.csv'\nopen(name, 'w')\n"
-     "open(os.path.join(base, 'x' + '.csv'))\nopen('{}.txt'.format(base))\nopen('%s.log' % base)",
+    (("import os\nbase = 'data'\nname = f'{base}/run_{3:02d}.csv'\nopen(name, 'w')\n"
+      "open(os.path.join(base, 'x' + '.csv'))\nopen('{}.txt'.format(base))\nopen('%s.log' % base)"),
      ["data/x.csv", "data.txt", "data.log"], ["data/run_03.csv"]),
     ("def save():\n    open('saved.txt', 'w').write('x')\nsave()", [], ["saved.txt"]),  # a notebook function
-    ("open(name)\npd.read_csv(url)\nopen('https://example.com/x')\ndf.to_sql('table', con)\n"
-     "pd.read_sql('select 1', con)\nfor f in ['a.txt']:\n    open(f)", [], []),  # not spelled out: not predicted
+    (("open(name)\npd.read_csv(url)\nopen('https://example.com/x')\ndf.to_sql('table', con)\n"
+      "pd.read_sql('select 1', con)\nfor f in ['a.txt']:\n    open(f)"), [], []),  # not spelled out: not predicted
     ("if fast:\n    path = 'a.txt'\nopen(path)", [], []),  # bound in a branch: not known
 ])
 def test_files_a_step_reads_and_writes_are_predicted_from_its_code(code, read, written):

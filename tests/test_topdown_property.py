@@ -5,11 +5,14 @@ place that no analysis can see, it stops with an error naming the step and the v
 Steps read, write, change in place (methods, aliases, loops, notebook functions, module functions,
 calls the analysis cannot see into), delete and rebind three shared list names; they define
 functions that read or change globals and call them in later steps, redefine a builtin, use names
-in shell lines, draw from a seeded global random generator, and continue earlier steps.
+in shell lines, draw from a seeded global random generator, and continue earlier steps. They also
+write, append to, read and remove files named by literal paths (and a constant path expression): the
+pipeline's values and the files it leaves are those of top to bottom.
 """
 import json
 import os
 import pickle
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -24,7 +27,8 @@ from jupyter_flow.errors import FlowError
 pytestmark = pytest.mark.slow
 
 NAMES = ["x", "y", "z"]
-IMPORTS = "import bisect\nimport heapq\nimport random\nrandom.seed(0)"
+FILES = ["f0.txt", "f1.txt"]
+IMPORTS = "import bisect\nimport heapq\nimport os\nimport pathlib\nimport random\nrandom.seed(0)\nDATA = 'f1'"
 
 
 @st.composite
@@ -32,6 +36,7 @@ def notebooks(draw) -> list[tuple[str, str]]:
     """(step tag, source) of the step cells, in order; a step may continue an earlier one
     (`step:s0`, `step:s1`, `step:s0`); every name used is defined at that point top to bottom."""
     defined: list[str] = []
+    files: list[str] = []  # the files that exist at this point, top to bottom
     functions: list[tuple[str, str]] = []  # (function, the global it uses)
     steps = []
     for s in range(draw(st.integers(2, 4))):
@@ -70,6 +75,15 @@ def notebooks(draw) -> list[tuple[str, str]]:
             if live:
                 f, _ = draw(st.sampled_from(live))
                 ops["call"] = f"{r} = {f}()"
+            file = draw(st.sampled_from(FILES))
+            ops["write_file"] = f"open({file!r}, 'w').write(str(sum({n})))"
+            ops["append_file"] = f"with open({file!r}, 'a') as _f:\n    _f.write('{k}')"
+            ops["write_path"] = "pathlib.Path(DATA + '.txt').write_text(str(len(" + n + ")))"
+            if file in files:
+                ops["read_file"] = f"{r} = len(open({file!r}).read()) * 10 + {k}"
+                ops["remove_file"] = f"os.remove({file!r})"
+            if "f1.txt" in files:
+                ops["read_path"] = f"{r} = len(pathlib.Path(f'{{DATA}}.txt').read_text()) + {k}"
             kind = draw(st.sampled_from(sorted(ops)))
             lines.append(ops[kind])
             if kind in ("assign", "copy", "alias") and m not in defined:
@@ -78,6 +92,12 @@ def notebooks(draw) -> list[tuple[str, str]]:
                 defined.remove(n)
             elif kind.startswith("define_"):
                 functions.append((f"f{s}{j}", n))
+            elif kind in ("write_file", "append_file") and file not in files:
+                files.append(file)
+            elif kind == "write_path" and "f1.txt" not in files:
+                files.append("f1.txt")
+            elif kind == "remove_file":
+                files.remove(file)
         names = [f"s{i}" for i in range(len(steps) - 1)]  # an earlier step, not the one just above
         tag = draw(st.sampled_from(names)) if names and draw(st.integers(0, 4)) == 0 else f"s{len(steps)}"
         steps.append((tag, "\n".join(lines)))
@@ -95,19 +115,27 @@ def write(folder: Path, steps: list[str]) -> Path:
     return path
 
 
-def top_to_bottom(path: Path) -> dict:
+def top_to_bottom(path: Path) -> tuple[dict, dict]:
+    """The values and the files of a run top to bottom (in a folder of its own)."""
     import nbformat
     import papermill
 
+    folder = path.parent / "top_to_bottom"
+    folder.mkdir()
     nb = nbformat.read(str(path), as_version=4)
-    out = path.parent / "values.pkl"
+    out = folder / "values.pkl"
     nb.cells.append(nbformat.v4.new_code_cell(
         "import pickle as _p\n"
         f"_p.dump({{_n: _v for _n, _v in globals().items() if isinstance(_v, (list, int, float, type(None)))}}, "
         f"open({str(out)!r}, 'wb'))"))
-    papermill.execute_notebook(nb, str(path.parent / "out.ipynb"), progress_bar=False, cwd=str(path.parent))
+    papermill.execute_notebook(nb, str(folder / "out.ipynb"), progress_bar=False, cwd=str(folder))
     with open(out, "rb") as f:
-        return compared(pickle.load(f))
+        values = compared(pickle.load(f))
+    return values, files_in(folder)
+
+
+def files_in(folder: Path) -> dict:
+    return {name: (folder / name).read_text() for name in FILES if (folder / name).exists()}
 
 
 def compared(values: dict) -> dict:
@@ -144,13 +172,18 @@ def test_pipeline_gives_the_values_of_top_to_bottom(steps, tmp_path_factory):
     if flow.warnings:
         event("warned")
         return  # warned before anything runs
-    expected = top_to_bottom(path)
+    expected, expected_files = top_to_bottom(path)
     run = jupyter_flow.run(path, store=str(folder / "store"), max_workers=2)
+    program = "\n---\n".join(f"[{tag}]\n{source}" for tag, source in steps)
     if run.status == "failed":
         errors = [t.error["message"] for t in run.tasks if t.error]
-        assert any("in place" in e for e in errors), errors  # an unseen change, named
+        assert any("in place" in e for e in errors), (errors, program)  # an unseen change, named
         event("stopped: changed in place")
         return
     event("same values as top to bottom")
+    if any(s.files_read or s.files_written for s in flow.steps.values()):
+        event("steps use files")
     assert run.status == "succeeded"
-    assert pipeline_values(run, flow) == expected, "\n---\n".join(f"[{tag}]\n{source}" for tag, source in steps)
+    assert pipeline_values(run, flow) == expected, program
+    assert files_in(folder) == expected_files, program
+    shutil.rmtree(folder, ignore_errors=True)
