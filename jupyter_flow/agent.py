@@ -9,7 +9,10 @@ sources, so a runner only ever uses an agent that would import what it would):
 
 * the zygote parent (`...sock`) has imported the kernel stack (ipykernel, IPython) and nothing else.
   A runner that connects gets a zygote forked for it alone (see forkserver); its kernels are forked
-  from that zygote, so they start as fresh kernels would, with no runner module in them.
+  from that zygote, so they start as fresh kernels would, with no runner module in them. If the
+  python3 kernelspec runs another command (`-Xfrozen_modules=off`, as `python -m ipykernel install`
+  writes it, or another environment's python), the agent also starts a zygote parent as that command
+  says (`...-zygote-DIGEST.sock`); it exits with the agent.
 * the runner parent (`...-run.sock`) has imported the runner's stack (papermill, nbformat and its
   validator, jupyter_client, jupyter_flow's CLI). `jupyter flow run|resume|batch` sends it the
   command line, its working directory, environment, umask and standard streams (the file descriptors
@@ -29,6 +32,7 @@ import os
 import select
 import signal
 import socket
+import subprocess
 import sys
 import threading
 
@@ -155,14 +159,15 @@ def run_agent() -> None:
         running.close()
         raise FlowError(f"an agent for this environment is running already (socket {zygote_at}); stop it "
                         "(Ctrl-C where it runs, or kill it) before starting another")
-    if len(os.fsencode(run_at)) > 107:  # sockaddr_un's limit
+    others = {address(zygote_kind(z)): z for z in _other_zygotes()}
+    if any(len(os.fsencode(where)) > 107 for where in (run_at, *others)):  # sockaddr_un's limit
         raise FlowError(f"the agent's socket path is too long for a Unix socket ({run_at}); set JUPYTER_RUNTIME_DIR "
                         "to a shorter folder")
     os.makedirs(os.path.dirname(zygote_at), mode=0o700, exist_ok=True)
     listeners = {}
     umask = os.umask(0o177)  # the sockets are this user's alone: whoever connects runs commands as them
     try:
-        for where in (run_at, zygote_at):  # the zygote's socket last: it is the one that says "running"
+        for where in (run_at, *others, zygote_at):  # the zygote's socket last: it is the one that says "running"
             if os.path.exists(where):
                 os.unlink(where)  # left behind by an agent that was killed
             listeners[where] = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -175,40 +180,52 @@ def run_agent() -> None:
     alive_r, alive_w = os.pipe()  # the runner parent exits when this closes: when this process ends
     if os.fork() == 0:
         os.close(alive_w)
-        listeners[zygote_at].close()
+        for where in (zygote_at, *others):
+            listeners[where].close()
         _runner_parent(listeners[run_at], alive_r)
     os.close(alive_r)
     listeners[run_at].close()
+    parents = []
+    for where, zygote in others.items():  # each imports the kernel stack with its interpreter and options
+        fd = listeners.pop(where).detach()
+        parents.append(subprocess.Popen([*zygote.command(), "--listen-fd", str(fd)], env=zygote.environ(),
+                                        pass_fds=[fd], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.DEVNULL, start_new_session=True))
+        os.close(fd)
     forkserver._import_kernel_stack()
-    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # the runners' zygotes are reaped by the system
     print(f"jupyter_flow agent: runs and kernels of {sys.executable} start warm (sockets {zygote_at}, "
           f"{run_at}); Ctrl-C stops it", file=sys.stderr, flush=True)
     try:
-        while True:
-            conn, _ = listeners[zygote_at].accept()
-            if os.fork() == 0:
-                listeners[zygote_at].close()
-                _child_signals()
-                os.setsid()
-                try:
-                    forkserver._serve(conn.makefile("r"), conn.makefile("w"))
-                finally:
-                    os._exit(0)
-            conn.close()
+        forkserver.serve_zygotes(listeners[zygote_at])
     except KeyboardInterrupt:  # Ctrl-C or kill: stop, and remove the sockets
         pass
     finally:
         listeners[zygote_at].close()
-        for where in (zygote_at, run_at):
+        for parent in parents:
+            parent.kill()
+        for where in (zygote_at, run_at, *others):
             if os.path.exists(where):
                 os.unlink(where)
 
 
-def _child_signals() -> None:
-    """A forked child's signals as in a fresh process."""
-    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+def zygote_kind(zygote) -> str:
+    """The agent's socket for runners that need `zygote`: "zygote" for this interpreter's own (see
+    forkserver.native), one of its own for each other (the python3 kernelspec's, if it has options)."""
+    from .forkserver import native
+
+    if zygote == native():
+        return "zygote"
+    return "zygote-" + hashlib.sha1(json.dumps(zygote).encode()).hexdigest()[:10]
+
+
+def _other_zygotes() -> list:
+    """The zygote of the python3 kernelspec if it is not this interpreter's own: one that `python -m
+    ipykernel install` wrote runs it with -Xfrozen_modules=off, or it is another environment's."""
+    from . import forkserver
+    from .kernels import spec_command
+
+    plan = forkserver.fork_plan(*spec_command("python3"))
+    return [] if isinstance(plan, str) or plan[0] == forkserver.native() else [plan[0]]
 
 
 def _import_runner_stack() -> None:
@@ -227,6 +244,8 @@ def _import_runner_stack() -> None:
 
 def _runner_parent(listener: socket.socket, alive: int) -> None:
     """Fork a process per command sent to `listener`, until the agent's end of `alive` closes."""
+    from .forkserver import child_signals
+
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C where the agent runs stops it through `alive`
     code = 0
     try:
@@ -240,7 +259,7 @@ def _runner_parent(listener: socket.socket, alive: int) -> None:
             if os.fork() == 0:
                 listener.close()
                 os.close(alive)
-                _child_signals()
+                child_signals()
                 _serve_command(conn)
             conn.close()
     except BaseException:  # noqa: BLE001 - never return into the agent's code in this process

@@ -186,21 +186,21 @@ def server(zygote: Zygote | None = None) -> ForkServer:
 
 
 class ForkServer:
-    """The runner's end of a zygote: one started for this runner, or one the agent forked for it (for
-    this interpreter without options, the agent's own)."""
+    """The runner's end of a zygote: one started for this runner, or one the agent forked for it (from
+    its own process for this interpreter without options; the python3 kernelspec's, if it differs, from
+    a process the agent started as that kernelspec's command says)."""
 
     def __init__(self, zygote: Zygote):
         self.lock = threading.Lock()
         self.proc = None
         self.closed = False
         self.failed = ""  # why it could not start: the interpreter cannot import the kernel stack
-        if zygote == native():
-            from .agent import connect
+        from .agent import connect, zygote_kind
 
-            agent = connect("zygote")
-            if agent is not None:
-                self.reader, self.writer = agent.makefile("r"), agent.makefile("w")
-                return
+        agent = connect(zygote_kind(zygote))
+        if agent is not None:
+            self.reader, self.writer = agent.makefile("r"), agent.makefile("w")
+            return
         # Its own session: a terminal's Ctrl-C (SIGINT to the foreground process group) must not kill
         # the zygote, whose death would take every kernel with it before they can be interrupted cleanly.
         self.proc = subprocess.Popen(zygote.command(), env=zygote.environ(), stdin=subprocess.PIPE,
@@ -302,6 +302,38 @@ def _import_kernel_stack() -> None:
     for name in ("cloudpickle", "jupyter_flow.inkernel", "jupyter_flow.store"):  # every step's set-up cell's
         with contextlib.suppress(ImportError):
             importlib.import_module(name)
+
+
+def serve_zygotes(listener, parent: int | None = None) -> None:
+    """Fork a zygote (its own session, `_serve` on the connection) for each runner that connects to
+    `listener`, from this process, which has imported the kernel stack: the agent's zygote parents.
+    With `parent`, until that process is gone (checked every second)."""
+    import select
+    import signal
+
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # the zygotes are reaped by the system
+    while parent is None or os.getppid() == parent:
+        if not select.select([listener], [], [], 1)[0]:
+            continue
+        conn, _ = listener.accept()
+        if os.fork() == 0:
+            listener.close()
+            child_signals()
+            os.setsid()
+            try:
+                _serve(conn.makefile("r"), conn.makefile("w"))
+            finally:
+                os._exit(0)
+        conn.close()
+
+
+def child_signals() -> None:
+    """A forked child's signals as in a fresh process."""
+    import signal
+
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def _serve(reader, writer) -> None:
@@ -407,4 +439,9 @@ if __name__ == "__main__":  # a zygote, started by ForkServer
     except BaseException as e:  # noqa: BLE001 - ipykernel missing in that environment...: the runner says why
         print(json.dumps({"failed": f"its interpreter cannot import the kernel stack ({type(e).__name__}: {e})"}))
         sys.exit(1)
-    _serve(sys.stdin, sys.stdout)
+    if sys.argv[1:2] == ["--listen-fd"]:  # a zygote parent the agent started for another kernelspec's zygote
+        import socket
+
+        serve_zygotes(socket.socket(fileno=int(sys.argv[2])), parent=os.getppid())
+    else:
+        _serve(sys.stdin, sys.stdout)

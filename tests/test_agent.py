@@ -37,7 +37,7 @@ def agent(monkeypatch, store):
     runtime = tempfile.mkdtemp(prefix="jf-rt-")
     monkeypatch.setenv("JUPYTER_RUNTIME_DIR", runtime)
     proc = subprocess.Popen(["jupyter", "flow", "agent"], stderr=subprocess.PIPE, text=True)
-    wait_for(lambda: len(list(Path(runtime).glob("*.sock"))) == 2 or proc.poll() is not None, what="the agent's sockets")
+    wait_for(lambda: _listening(runtime) or proc.poll() is not None, what="the agent's sockets")
     assert proc.poll() is None, proc.communicate()
     proc.runtime = Path(runtime)
     yield proc
@@ -68,6 +68,29 @@ def test_the_agent_serves_runs_and_is_never_required(tmp_path, store, agent):
     run = jupyter_flow.Run(result.stdout.strip(), store)
     assert run["a"].data.zp != agent.pid
     assert cli("run", path, "--quiet", "--no-cache", env={"JUPYTER_FLOW_AGENT": "0"}, check=0).returncode == 0
+
+
+@pytest.fixture
+def installed_python3(tmp_path, monkeypatch):
+    """`python -m ipykernel install --user --name python3` in this test's HOME: python3's command is
+    this interpreter with -Xfrozen_modules=off (a zygote the agent's own process cannot be)."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("JUPYTER_DATA_DIR", str(tmp_path / "home" / "jupyter"))
+    subprocess.run([sys.executable, "-m", "ipykernel", "install", "--user", "--name", "python3"], check=True,
+                   capture_output=True)
+
+
+LINEAGE = ("import os, sys\n"
+           "def up(pid): return int(open(f'/proc/{pid}/stat').read().rsplit(')', 1)[1].split()[1])\n"
+           "above_zygote = up(up(os.getppid()))\nfrozen = sys._xoptions.get('frozen_modules')")
+
+
+def test_the_agent_keeps_the_zygote_of_an_installed_python3_kernelspec_warm(tmp_path, store, installed_python3, agent):
+    path = tagged_notebook(tmp_path, [(["step:a"], LINEAGE)])
+    result = cli("run", path, "--quiet", check=0)
+    a = jupyter_flow.Run(result.stdout.strip(), store)["a"].data
+    # kernel < zygote (this run's) < the agent's process that imported the stack with -Xfrozen_modules=off < agent
+    assert (a.above_zygote, a.frozen) == (agent.pid, "off")
 
 
 def test_a_run_through_the_agent_is_the_clis_own(tmp_path, store, agent, monkeypatch):
@@ -171,8 +194,13 @@ def test_a_killed_cli_cancels_its_run_in_the_agent(store, agent):
 def _start_agent(runtime: str) -> subprocess.Popen:
     proc = subprocess.Popen(["jupyter", "flow", "agent"], env={**os.environ, "JUPYTER_RUNTIME_DIR": runtime},
                             stderr=subprocess.DEVNULL)
-    wait_for(lambda: len(list(Path(runtime).glob("*.sock"))) == 2 or proc.poll() is not None, what="the agent's sockets")
+    wait_for(lambda: _listening(runtime) or proc.poll() is not None, what="the agent's sockets")
     return proc
+
+
+def _listening(runtime) -> bool:
+    """The agent's zygote socket is there (jupyter-flow-agent-DIGEST.sock, bound after all its others)."""
+    return any(p.stem.count("-") == 3 for p in Path(runtime).glob("*.sock"))
 
 
 @pytest.fixture(scope="module")
