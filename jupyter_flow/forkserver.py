@@ -1,11 +1,14 @@
 """Start python kernels by forking a process that has already imported ipykernel.
 
 Importing ipykernel and IPython is most of a kernel's start (about 0.9 s of CPU here); a forked
-child skips it and is ready in about a third of the time. One zygote process per runner imports
-the kernel stack once (no threads, no sockets: safe to fork) and forks a kernel per request. It
-reaps its children and reports their exit status, so the runner can tell a kernel killed by a
-signal. When the runner goes away the zygote's stdin closes and it exits; its kernels see their
-parent gone and exit too (ipykernel's parent poller).
+child skips it and is ready in about a third of the time. A zygote process imports the kernel stack
+once (no threads, no sockets: safe to fork) and forks a kernel per request; a runner has one per
+kernel command it needs (`fork_plan`: interpreter, its options, the PYTHON* variables it starts
+with), each started as that command would start its interpreter. A zygote reaps its children and
+reports their exit status, so the runner can tell a kernel killed by a signal; it is also the one
+that signals them, while it knows the pid is still theirs (see ForkedProcess). When the runner goes
+away the zygote's stdin closes and it exits; its kernels see their parent gone and exit too
+(ipykernel's parent poller).
 
 Imports are paid once per run, not once per step: a spawn request names the modules that the
 notebook's `imports` and `functions` cells import (`modules_to_preload`), and the zygote imports those
@@ -14,12 +17,13 @@ names); the imports in them then cost nothing. Only installed modules are preloa
 notebook's folder could shadow. After a fork the child reseeds numpy's global random state, as a fresh
 process would have its own (Python reseeds `random` itself). `JUPYTER_FLOW_PRELOAD=0` turns it off.
 
-Used, through the kernel provisioner in kernels.py, for kernelspecs that run this same Python with
-ipykernel_launcher; anything else (another environment, another language) starts the ordinary way.
-A local run starts its zygote first thing (`prestart`), so the zygote's imports overlap the runner's.
+Used, through the kernel provisioner in kernels.py, for every kernelspec that runs `python [options]
+-m ipykernel_launcher`, of this environment or another; anything else (another language, options
+a fork cannot honour: NOT_FORKED) starts the ordinary way. A local run starts the zygote of its
+python3 kernelspec first thing (`prestart`), so the zygote's imports overlap the runner's.
 
 The optional agent (`jupyter flow agent`, agent.py) keeps the imported stack between runs and forks
-a zygote for each runner that connects (its preloads and kernels are that run's alone; it exits when
+a zygote for each runner that connects (`serve_zygotes`) (its preloads and kernels are that run's alone; it exits when
 the runner hangs up). A runner that finds no agent starts its own zygote, as without one.
 """
 from __future__ import annotations
@@ -52,7 +56,7 @@ NOT_FORKED = {  # options a forked kernel cannot honour: each asks for a report 
 class Zygote(NamedTuple):
     """How a zygote is started; a kernel forks from the one started as its own command would start."""
     python: str  # the interpreter (this one as sys.executable; another environment's as its kernelspec names it)
-    options: tuple = ()  # interpreter options, one argument each (-Xfrozen_modules=off, -E...)
+    options: tuple = ()  # interpreter options, as the command line gives them (-Xfrozen_modules=off, -E...)
     startup_env: tuple = ()  # the PYTHON* variables, which the interpreter reads as it starts (PYTHONPATH...)
 
     def command(self) -> list[str]:
@@ -74,9 +78,9 @@ def fork_plan(cmd: list[str], env: dict | None = None) -> tuple[Zygote, list[str
     if module not in IPYKERNEL:
         return f"its command ({' '.join(cmd[:4])}...) is not `python -m ipykernel_launcher`"
     for option in options:
-        if option in NOT_FORKED:
-            return NOT_FORKED[option]
-        if option[:2] not in ("-X", "-W", "--") and option[1:] not in OPTION_LETTERS:
+        if option.split("=")[0] in NOT_FORKED:
+            return NOT_FORKED[option.split("=")[0]]
+        if option.startswith("-") and option[:2] not in ("-X", "-W", "--") and option[1:] not in OPTION_LETTERS:
             return f"its interpreter option {option} is unknown here"
     python = cmd[0] if os.sep in cmd[0] else shutil.which(cmd[0], path=env.get("PATH"))
     if python is None:
@@ -89,15 +93,15 @@ def fork_plan(cmd: list[str], env: dict | None = None) -> tuple[Zygote, list[str
 
 def _parse_python(cmd: list[str]) -> tuple[list[str], str | None, list[str]]:
     """(options, module, module's arguments) of `python [options] -m module ...` as the interpreter reads
-    its command line; module None if it runs no module. Options come one per item: -X and -W with their
-    value attached (`-X utf8` and `-Xutf8` are the same zygote)."""
+    its command line; module None if it runs no module. Options come one per item, -X and -W with their
+    value attached (`-X utf8` and `-Xutf8` are the same zygote), --check-hash-based-pycs and its value as two."""
     options, i = [], 1
     while i < len(cmd) and cmd[i].startswith("-") and cmd[i] != "-":
         arg, i = cmd[i], i + 1
         if arg.startswith("--"):
             if arg != "--check-hash-based-pycs" or i >= len(cmd):
                 return options, None, []
-            options.append(f"{arg}={cmd[i]}")
+            options += [arg, cmd[i]]
             i += 1
             continue
         for j, letter in enumerate(arg[1:], 2):
@@ -203,9 +207,12 @@ class ForkServer:
             return
         # Its own session: a terminal's Ctrl-C (SIGINT to the foreground process group) must not kill
         # the zygote, whose death would take every kernel with it before they can be interrupted cleanly.
-        self.proc = subprocess.Popen(zygote.command(), env=zygote.environ(), stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, bufsize=1,
-                                     start_new_session=True)
+        try:
+            self.proc = subprocess.Popen(zygote.command(), env=zygote.environ(), stdin=subprocess.PIPE,
+                                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, bufsize=1,
+                                         start_new_session=True)
+        except OSError as e:  # no such interpreter: the kernel's own start will say so
+            raise RuntimeError(f"its interpreter cannot be started ({e})") from e
         self.reader, self.writer = self.proc.stdout, self.proc.stdin
 
     def alive(self) -> bool:
