@@ -15,6 +15,8 @@ import nbformat
 import pytest
 from conftest import cli, tagged_notebook
 
+import jupyter_flow
+
 pytestmark = pytest.mark.slow
 
 
@@ -159,3 +161,18 @@ def test_a_rerun_served_from_the_cache_starts_no_kernel_and_imports_no_papermill
         "      'jupyter_client' in sys.modules, len(kernels))\n")
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True)
     assert out.stdout.split() == ["succeeded", "['cached']", "False", "False", "0"], out.stderr
+
+
+def test_told_to_run_says_so(run_flow, reader, store):
+    first = run_flow(reader)
+    assert set(reasons(run_flow(reader, no_cache=True)).values()) == {"--no-cache"}
+    resumed = jupyter_flow.resume(first.id, from_step="count", store=store)
+    assert statuses(resumed) == {"load": "reused", "count": "succeeded", "other": "reused"}
+    assert reasons(resumed) == {"load": f"reused from run {first.id} (nothing it depends on changed)",
+                                "count": "rerun from step count (resume)",
+                                "other": f"reused from run {first.id} (nothing it depends on changed)"}
+    disabled = reader.parent / "disabled.ipynb"
+    nb = nbformat.read(reader, as_version=4)
+    nb.cells[3].metadata["tags"].append("cache:disabled")
+    nbformat.write(nb, disabled)
+    assert reasons(run_flow(disabled))["other"] == "cache:disabled"
