@@ -12,8 +12,11 @@ from pathlib import Path
 
 import pytest
 from conftest import cli, tagged_notebook
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import jupyter_flow
+from jupyter_flow import forkserver
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")]
 
@@ -105,3 +108,38 @@ def test_a_kernelspec_of_another_virtualenv_forks_from_a_zygote_of_that_interpre
     run, runner = _run(tmp_path, store, env, kernel="other")
     _assert_forked(run, runner, spec["argv"])
     assert run["a"].data.a_prefix == run["b"].data.b_prefix == str(venv)  # not this runner's environment
+
+
+LETTERS = "bBEOqsSu"
+X_OPTIONS = ["frozen_modules=off", "utf8", "dev", "warn_default_encoding", "int_max_str_digits=5000"]
+PROBE = "import sys; print(sys.flags, sorted(sys._xoptions.items()), sys.warnoptions, sys.path[1:])"
+
+
+@st.composite
+def interpreter_options(draw) -> list[str]:
+    """Interpreter options as a kernelspec may spell them: letters alone or run together, -X and -W
+    with their value attached or as the next argument, after letters or not."""
+    spelled = []
+    for kind in draw(st.lists(st.sampled_from(["letters", "X", "W"]), max_size=5)):
+        if kind == "letters":
+            spelled.append("-" + "".join(draw(st.lists(st.sampled_from(LETTERS), min_size=1, max_size=3))))
+        else:
+            value = draw(st.sampled_from(X_OPTIONS if kind == "X" else ["ignore", "error::DeprecationWarning"]))
+            letters = draw(st.sampled_from(["", "s", "uB"]))  # -sXutf8 is -s -Xutf8
+            spelled += [f"-{letters}{kind}{value}"] if draw(st.booleans()) else [f"-{letters}{kind}", value]
+    return spelled
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(interpreter_options())
+def test_a_zygote_starts_its_interpreter_as_the_kernelspec_would(options):
+    # whatever the spelling, the zygote's interpreter has the flags, -X options, warning filters and
+    # module path the kernel's own command would give it
+    plan = forkserver.fork_plan([sys.executable, *options, "-m", "ipykernel_launcher", "-f", "{connection_file}"])
+    zygote, args = plan
+    assert args == ["-f", "{connection_file}"]
+
+    def probe(argv):
+        return subprocess.run([*argv, "-c", PROBE], capture_output=True, text=True, check=True).stdout
+
+    assert probe([zygote.python, *zygote.options]) == probe([sys.executable, *options])
