@@ -68,6 +68,23 @@ def same(path: str, old: dict) -> bool:
     return fingerprint(path)["hash"] == old["hash"]
 
 
+def _starts_with(path: str, meta: dict) -> bool:
+    """Whether the file at `path` is the recorded content followed by more."""
+    from .store.blobs import new_hash
+
+    try:
+        with open(path, "rb") as f:
+            if os.fstat(f.fileno()).st_size < meta["size"]:
+                return False
+            h, left = new_hash(), meta["size"]
+            while left and (chunk := f.read(min(CHUNK, left))):
+                h.update(chunk)
+                left -= len(chunk)
+    except OSError:
+        return False
+    return h.hexdigest() == meta["hash"]
+
+
 def changes(read: dict, cwd: str) -> list[str]:
     """One short line per file of a recorded `files.read` whose content differs now."""
     out = []
@@ -87,15 +104,17 @@ def changes(read: dict, cwd: str) -> list[str]:
 
 
 def restore(store, written: dict, cwd: str) -> list[str]:
-    """Write each recorded file (`files.written`: RELPATH -> {"hash", "size"[, "mtime"]}) from its blob
-    into `cwd` where the local content differs (size first, then hash); the paths restored. Each is
-    written to a temporary name beside it, then renamed: a reader sees the old file or the new one."""
+    """Write each recorded file (`files.written`: RELPATH -> {"hash", "size"[, "mtime", "append"]}) from
+    its blob into `cwd` where the local content differs (size first, then hash); the paths restored.
+    A file the step only appended to (a log) is left alone where it starts with the recorded content:
+    it is never rewound. Each is written to a temporary name beside it, then renamed: a reader sees
+    the old file or the new one."""
     restored = []
     for rel, meta in (written or {}).items():
         full = full_path(rel, cwd)
         if os.path.isabs(rel) or os.path.normpath(rel).startswith(".."):
             continue  # only files under the notebook's folder travel
-        if same(full, meta):
+        if same(full, meta) or (meta.get("append") and _starts_with(full, meta)):
             continue
         buf = store.blob_bytes(meta["hash"], rel)
         os.makedirs(os.path.dirname(full) or ".", exist_ok=True)

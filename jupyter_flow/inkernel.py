@@ -78,7 +78,7 @@ class _Files:
     def __init__(self, ignore: tuple[str, ...]):
         self.ignore = ignore  # folder prefixes (ending in '/') whose files are not the step's
         self.read: dict[str, dict] = {}  # path -> {"size", "mtime"} at its first read (+ "hash" once taken)
-        self.written: dict[str, None] = {}
+        self.written: dict[str, bool] = {}  # path -> whether the step only appended to it (a log)
         self.removed: dict[str, None] = {}
         self.network: dict[str, None] = {}
         self.paths: dict = {}  # path as the program gave it -> normalised, or None if ignored (until a chdir)
@@ -119,10 +119,10 @@ class _Files:
 
             self.read[p] = fingerprint(p)
 
-    def on_write(self, p: str) -> None:
+    def on_write(self, p: str, append: bool = False) -> None:
         self.before_change(p)
         self.removed.pop(p, None)
-        self.written[p] = None
+        self.written[p] = append and self.written.get(p, True)
 
     def on_remove(self, p: str) -> None:
         self.before_change(p)
@@ -140,7 +140,7 @@ def _on_open(files: _Files, args) -> None:
     if flags & os.O_ACCMODE != os.O_WRONLY:
         files.on_read(p)
     if flags & _WRITE_FLAGS:
-        files.on_write(p)
+        files.on_write(p, append=bool(flags & os.O_APPEND) and not flags & os.O_TRUNC)
 
 
 def _on_rename(files: _Files, args) -> None:
@@ -247,11 +247,13 @@ def _files_used(spec: dict, store) -> dict:
 
     read = {name(p): (fp if "hash" in fp else fingerprint(p)) for p, fp in files.read.items()}
     written = {}
-    for p in files.written:
+    for p, append in files.written.items():
         if p.startswith(inside) and os.path.isfile(p):
             st = os.stat(p)
             digest, size = store.save_file(p)
             written[name(p)] = {"hash": digest, "size": size, "mtime": st.st_mtime}
+            if append:
+                written[name(p)]["append"] = True
     removed = [name(p) for p in files.removed if p.startswith(inside) and not os.path.exists(p)]
     return {"read": read, "written": written, "removed": removed, "network": list(files.network)}
 

@@ -106,6 +106,48 @@ def test_two_unordered_steps_writing_one_file_is_a_race(run_flow, tmp_path):
     assert second.error["type"] == "FileRace" and "step 'second' wrote it" in second.error["message"]
 
 
+@pytest.mark.slow
+def test_a_reader_that_ran_before_an_unfinished_writer_stops_the_run(run_flow, tmp_path):
+    """The code says 'write' writes out.txt, but not that 'read' reads it (a path built at run time):
+    no edge. 'read' ends while 'write' still runs: the run stops at once."""
+    (tmp_path / "out.txt").write_text("stale")
+    nb = tagged_notebook(tmp_path, [
+        (["imports"], HIDDEN),
+        (["step:write"], "time.sleep(6); open('out.txt', 'w').write('fresh')"),
+        (["step:read"], "got = open(name()).read()"),
+    ])
+    run = run_flow(nb, expect="failed")
+    read = by_step(run)["read"]
+    assert read.error["type"] == "FileRace"
+    assert "step 'read' read it before step 'write'" in read.error["message"] and "prev:write" in read.error["message"]
+
+
+@pytest.mark.slow
+def test_unordered_steps_appending_to_one_log_do_not_race(run_flow, tmp_path):
+    nb = tagged_notebook(tmp_path, [
+        (["imports"], HIDDEN + "\ndef log(line):\n    with open('run.log', 'a') as f:\n        f.write(line + '\\n')"),
+        (["step:one"], "log('one'); time.sleep(2); log('one again')"),
+        (["step:two"], "log('two'); time.sleep(2); log('two again')"),
+    ])
+    run = run_flow(nb)
+    assert sorted((tmp_path / "run.log").read_text().split("\n")[:-1]) == ["one", "one again", "two", "two again"]
+    assert by_step(run)["one"].record["files"]["written"]["run.log"]["append"] is True
+    assert all(t.attempt == 1 for t in run.tasks)
+
+
+def test_a_log_a_step_appended_to_is_never_rewound(store, tmp_path):
+    log = tmp_path / "run.log"
+    log.write_text("a\n")
+    s = open_store(store)
+    digest, size = s.save_file(str(log))
+    log.write_text("a\nb\n")  # a later step added a line
+    meta = {"hash": digest, "size": size, "append": True}
+    assert files.restore(s, {"run.log": meta}, str(tmp_path)) == []
+    assert log.read_text() == "a\nb\n"
+    log.write_text("x\n")  # not what the step left: put back
+    assert files.restore(s, {"run.log": meta}, str(tmp_path)) == ["run.log"] and log.read_text() == "a\n"
+
+
 # -- written files: recorded, stored, restored -------------------------------------------------------------
 @pytest.mark.slow
 def test_written_files_are_stored_with_the_task_and_restored_in_a_fresh_folder(run_flow, store, tmp_path):

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..dag import Flow
-from ..store.records import TERMINAL
+from ..store.records import DONE, TERMINAL
 from .readiness import Task
 
 
@@ -34,6 +34,12 @@ def uses(record: dict) -> tuple[set[str], set[str]]:
     files = record.get("files") or {}
     changed = set(files.get("written") or ()) | set(files.get("removed") or ())
     return set(files.get("read") or ()) | changed, changed
+
+
+def appended(record: dict, path: str) -> bool:
+    """Whether the task only appended to `path` (a log): appends of unordered steps do not conflict."""
+    files = record.get("files") or {}
+    return bool(((files.get("written") or {}).get(path) or {}).get("append")) and path not in (files.get("read") or {})
 
 
 class Races:
@@ -81,8 +87,12 @@ class Races:
 
     def _pair(self, a: Task, b: Task, path: str) -> FileRace | None:
         w, r = (a, b) if self.order.get(a.step, 0) < self.order.get(b.step, 0) else (b, a)
+        if r.status not in DONE and r is not a:  # a reader that failed (a race found already) is used by no one
+            return None
         if path not in uses(w.record)[1] or w.step in self.ancestors(r.step):
             return None
+        if appended(w.record, path) and appended(r.record, path):
+            return None  # two steps adding lines to one log
         if (w.record.get("ended") or "") <= (r.record.get("started") or ""):
             return None  # the writer ended before the reader started: it saw the file as top to bottom would
         return self._race(r, w.step, path, ended=True)
