@@ -421,9 +421,14 @@ def _add_plan(sub) -> None:
                        "it that the plan says run. `jupyter flow show RUN_ID` says why each step ran.\n")
     p.add_argument("notebook", help="the .ipynb file")
     p.add_argument("-p", "--parameter", nargs=2, action="append", metavar=("NAME", "VALUE"), default=[],
-                   help="a parameter value, as for `jupyter flow run`; repeatable")
-    p.add_argument("-f", "--parameters-file", action="append", default=[], metavar="FILE",
-                   help="YAML file of parameter values, as for `jupyter flow run`; repeatable")
+                   help="a parameter value, read as `jupyter flow run -p` reads it; repeatable")
+    p.add_argument("-r", "--parameters_raw", "--parameters-raw", nargs=2, action="append", default=[],
+                   metavar=("NAME", "TEXT"), help="a parameter set to TEXT, a string (as run -r); repeatable")
+    p.add_argument("-y", "--parameters_yaml", "--parameters-yaml", action="append", default=[], metavar="YAML",
+                   help="parameter values as a YAML mapping (as run -y); repeatable")
+    p.add_argument("-f", "--parameters-file", "--parameters_file", action="append", default=[], metavar="FILE",
+                   help="YAML file of parameter values (as run -f); repeatable")
+    p.add_argument("-k", "--kernel", metavar="NAME", help="the kernel the run gets with -k (part of the cache key)")
     p.add_argument("--cwd", metavar="DIR", help="the folder the steps' files are in, if the run gets --cwd "
                    "(default: the notebook's)")
     _add_format(p)
@@ -434,16 +439,20 @@ def cmd_plan(args) -> int:
     from pathlib import Path
 
     from .errors import FlowError
-    from .params import resolve
+    from .params import from_options, replace_injected, resolve
     from .runtime.doors import flow_with_history
     from .runtime.plan import plan
     from .store import open_store
 
     store = open_store(args.store)
     flow = flow_with_history(args.notebook, store)  # as a run builds it: file edges from the last run too
+    given = from_options(args.parameter, args.parameters_raw, args.parameters_file, args.parameters_yaml)
+    if given:
+        flow = replace_injected(flow)
+    flow.kernel = args.kernel or flow.kernel
     if args.cwd and not Path(args.cwd).is_dir():
         raise FlowError(f"--cwd {args.cwd}: no such folder")
-    steps = plan(flow, store, resolve(flow, cli=args.parameter, files=args.parameters_file), cwd=args.cwd)
+    steps = plan(flow, store, resolve(flow, cli=given), cwd=args.cwd)
     if args.format == "json":
         print(json.dumps({"steps": steps}, indent=1))
         return 0
