@@ -176,3 +176,13 @@ def test_told_to_run_says_so(run_flow, reader, store):
     nb.cells[3].metadata["tags"].append("cache:disabled")
     nbformat.write(nb, disabled)
     assert reasons(run_flow(disabled))["other"] == "cache:disabled"
+
+
+def test_editing_a_local_module_the_step_imports_reruns_it(run_flow, tmp_path):
+    (tmp_path / "helpers.py").write_text("K = 2\n")
+    nb = tagged_notebook(tmp_path, [(["step:a"], "import helpers\nk = helpers.K"), (["step:b"], "j = 1")])
+    run_flow(nb)
+    (tmp_path / "helpers.py").write_text("K = 30\n")
+    again = run_flow(nb)
+    assert statuses(again) == {"a": "succeeded", "b": "cached"}
+    assert reasons(again)["a"] == "file helpers.py changed (6 -> 7 bytes)" and again["a"].data.k == 30
