@@ -221,7 +221,7 @@ def _fill(nb, copies: dict, run: dict) -> None:
         if cell.cell_type == "code" and cell.source.strip() and ran:
             count += 1
             cell.execution_count = count
-            if len(ran) == 1 and ran[0].get("execution_count"):  # its traceback names the cell as its kernel counted
+            if len(ran) == 1 and ran[0].get("execution_count"):  # its kernel counted its cells its own way
                 _renumber(cell.outputs, ran[0].execution_count, count)
             cell.metadata["papermill"] = _status(ran)
             timing = [c.metadata["execution"] for c in ran if c.metadata.get("execution")]
@@ -238,9 +238,11 @@ def _fill(nb, copies: dict, run: dict) -> None:
 
 
 def _renumber(outputs: list, old: int, new: int) -> None:
-    """`Cell In[old]` as `Cell In[new]` in tracebacks: the step's kernel counted its own cells."""
+    """The cell's count in its results, and `Cell In[old]` as `Cell In[new]` in its tracebacks."""
     for out in outputs:
-        if out.output_type == "error":
+        if out.output_type == "execute_result":
+            out.execution_count = new
+        elif out.output_type == "error":
             out.traceback = [line.replace(f"In[{old}]", f"In[{new}]") for line in out.traceback]
 
 

@@ -10,8 +10,6 @@ from pathlib import Path
 from .dag import Flow, Parameter
 from .errors import FlowError
 
-# papermill's CLI applies its parameter options in this order, whatever their order on the command line
-PAPERMILL_ORDER = ("--inject-paths", "-b", "-f", "-y", "-p", "-r")
 INJECTED = "injected-parameters"  # the tag of the cell papermill adds
 
 
