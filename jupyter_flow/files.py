@@ -30,6 +30,8 @@ def fingerprint(path: str) -> dict:
     if stat.S_ISDIR(st.st_mode):
         names = sorted(os.listdir(path))
         return {"size": len(names), "mtime": st.st_mtime, "hash": _hash_bytes("\n".join(names).encode()), "dir": True}
+    if not stat.S_ISREG(st.st_mode):  # a pipe or a device: reading it would consume it, or never end
+        return {"size": st.st_size, "mtime": st.st_mtime, "hash": ""}
     return {"size": st.st_size, "mtime": st.st_mtime, "hash": file_hash(path)}
 
 

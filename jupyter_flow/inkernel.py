@@ -19,6 +19,7 @@ import threading
 import types
 
 from .errors import FlowError
+from .files import fingerprint
 from .preview import describe, type_name
 
 _state: dict = {"spec": None, "metrics": {}}
@@ -104,28 +105,16 @@ class _Files:
         return p
 
     def on_read(self, p: str) -> None:
-        if p not in self.read and p not in self.written:  # a file the step wrote first is not a read
-            try:
-                st = os.stat(p)
-                self.read[p] = {"size": st.st_size, "mtime": st.st_mtime}
-            except OSError:
-                self.read[p] = {"size": None, "mtime": None, "hash": None}  # not there (yet)
-
-    def before_change(self, p: str) -> None:
-        """The step is about to change `p`: fingerprint it now if it read it (its value then)."""
-        old = self.read.get(p)
-        if old is not None and "hash" not in old:
-            from .files import fingerprint
-
+        """Fingerprint a file (or folder) when the step first opens (or lists) it, before it reads it:
+        the value it read, whatever happens to the file later. A file the step wrote first is not a read."""
+        if p not in self.read and p not in self.written:
             self.read[p] = fingerprint(p)
 
     def on_write(self, p: str, append: bool = False) -> None:
-        self.before_change(p)
         self.removed.pop(p, None)
         self.written[p] = append and self.written.get(p, True)
 
     def on_remove(self, p: str) -> None:
-        self.before_change(p)
         if p in self.written:
             del self.written[p]  # made and removed by the step: no trace of it remains
         else:
@@ -232,20 +221,18 @@ def _record_files(store_url: str, workdir: str | None = None) -> None:
 
 def _files_used(spec: dict, store) -> dict:
     """What the step did with files (the record's `files`): stop recording, store the files it wrote
-    under the notebook's folder, fingerprint those it read (their value at the first read)."""
+    under the notebook's folder; those it read were fingerprinted as it first opened them."""
     global _files
     files, _files = _files, None
     if files is None:
         return {}
-    from .files import fingerprint
-
     cwd = os.path.normpath(spec.get("cwd") or os.getcwd())
     inside = cwd.rstrip("/") + "/"
 
     def name(p: str) -> str:
         return "." if p == cwd else p.removeprefix(inside)
 
-    read = {name(p): (fp if "hash" in fp else fingerprint(p)) for p, fp in files.read.items()}
+    read = {name(p): fp for p, fp in files.read.items()}
     written = {}
     for p, append in files.written.items():
         if p.startswith(inside) and os.path.isfile(p):
