@@ -6,11 +6,11 @@ Local writes go to a temporary name beside the target, then are renamed (a reade
 or the new file, never half of one); object stores PUT whole objects, which is atomic already.
 
 `write_if(key, data, allow)` writes only if `allow(current bytes or None)`, with no other write_if
-of that key in between: under an exclusive lock of `<key>.lock` locally (flock: a shared mount
-that supports locks, such as NFSv4, works too); on S3 as a conditional PUT (If-Match the ETag that
-was read, If-None-Match: * when there was nothing), retried from the read when another writer came
-first. Other fsspec stores check, then write (a stale writer that wakes up later is still refused;
-two writes in the same instant are not ordered).
+of that key in between: under an exclusive lock of `<key>.lock` locally (flock; a shared mount
+with locks, such as NFSv4, works too); on S3 as a conditional PUT (If-Match the ETag that was
+read, If-None-Match: * when there was nothing), retried from the read when another writer came
+first. Other fsspec stores, and mounts without locks, check, then write (a stale writer that wakes
+up later is still refused; two writes in the same instant are not ordered).
 """
 from __future__ import annotations
 
@@ -52,12 +52,17 @@ class LocalBackend:
                 os.remove(tmp)
 
     def write_if(self, key: str, data: bytes, allow) -> bool:
+        import errno
         import fcntl
 
         target = self.path(key)
         os.makedirs(os.path.dirname(target), exist_ok=True)
         with open(target + LOCK_SUFFIX, "ab") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file is closed, or its process dies
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file is closed, or its process dies
+            except OSError as e:  # a mount without locks: check, then write, as on other stores
+                if e.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):
+                    raise
             try:
                 current = self.read(key)
             except FileNotFoundError:
