@@ -342,9 +342,13 @@ def begin(spec: dict) -> None:
     _state["metrics"] = {}
     if _files is None:  # not warmed up (a kernel started without our warm-up code)
         _record_files(spec["store"], spec.get("workdir"))
-    elif spec.get("workdir"):
-        _files.ignore += (os.path.normpath(spec["workdir"]) + "/",)
-        _files.paths.clear()
+    else:
+        if spec.get("workdir"):
+            _files.ignore += (os.path.normpath(spec["workdir"]) + "/",)
+            _files.paths.clear()
+        # What the shared cells read is the step's too; what they write, every step's kernel writes.
+        _files.written.clear()
+        _files.removed.clear()
     _give(spec, _namespace())
 
 

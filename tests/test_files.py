@@ -135,6 +135,22 @@ def test_unordered_steps_appending_to_one_log_do_not_race(run_flow, tmp_path):
     assert all(t.attempt == 1 for t in run.tasks)
 
 
+@pytest.mark.slow
+def test_shared_cells_reads_are_each_steps_and_their_writes_no_ones(run_flow, tmp_path):
+    """The imports and parameters cells run in every step's kernel: a file they read is a dependency of
+    each step; a file they write is written by every kernel, which is no race between the steps."""
+    (tmp_path / "config.json").write_text('{"n": 2}')
+    nb = tagged_notebook(tmp_path, [
+        (["imports"], "import json, time\nopen('setup.log', 'w').write('started')\nconfig = json.load(open('config.json'))"),
+        (["step:one"], "time.sleep(2); a = config['n']"),
+        (["step:two"], "time.sleep(2); b = config['n'] * 2"),
+    ])
+    run = run_flow(nb)
+    for task in run.tasks:
+        assert "config.json" in task.record["files"]["read"] and task.record["files"]["written"] == {}
+        assert task.attempt == 1
+
+
 def test_a_log_a_step_appended_to_is_never_rewound(store, tmp_path):
     log = tmp_path / "run.log"
     log.write_text("a\n")
