@@ -47,10 +47,11 @@ def plan(flow: Flow, store: Store | str | None = None, parameters: dict | None =
             refs, _ = specs.inputs(name, tasks)
             parts = cache_parts(flow, values, name, index, refs, _pip_packages(step))
             decisions.append(cache.decide(name, index, parts, cache_key(parts), restored))
-        ran = next((d for d in decisions if not d.old), None)
+        ran = [d for d in decisions if not d.old]
         if why or ran:
-            which = f" (task {decisions.index(ran)})" if ran and len(decisions) > 1 else ""
-            out.append({"step": name, "action": "run", "reason": why or ran.reason + which, "origin": None})
+            some = len(ran) < len(decisions) or any(d.reason != ran[0].reason for d in ran)
+            which = f" (task {decisions.index(ran[0])}; {len(ran)} of {len(decisions)} tasks run)" if some else ""
+            out.append({"step": name, "action": "run", "reason": why or ran[0].reason + which, "origin": None})
             continue
         tasks[name] = [Task(name, i, status=d.status, record=d.old) for i, d in enumerate(decisions)]
         for d in decisions:
