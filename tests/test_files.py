@@ -94,6 +94,37 @@ def test_a_reader_that_raced_the_writer_runs_again_after_it(run_flow, tmp_path):
 
 
 @pytest.mark.slow
+def test_a_reader_that_saw_the_writers_final_version_is_no_race(run_flow, tmp_path):
+    """The writer ended after the reader started, but the reader read the file as the writer left it
+    (its fingerprint says so): nothing to redo."""
+    (tmp_path / "out.txt").write_text("stale")
+    nb = tagged_notebook(tmp_path, [
+        (["imports"], HIDDEN),
+        (["step:write"], "open(name(), 'w').write('fresh'); time.sleep(4)"),
+        (["step:read"], "time.sleep(2); got = open(name()).read()"),
+    ])
+    run = run_flow(nb)
+    assert value(run, "read", "got") == "fresh" and by_step(run)["read"].attempt == 1
+
+
+@pytest.mark.slow
+def test_an_earlier_step_that_read_a_later_steps_write_stops_the_run(run_flow, tmp_path):
+    """Top to bottom 'first' reads data.txt before 'second' overwrites it; unordered, 'first' read the new
+    version. Its own is gone, so it cannot run again: the run stops, naming the fix."""
+    (tmp_path / "data.txt").write_text("original")
+    nb = tagged_notebook(tmp_path, [
+        (["imports"], "import time\ndef name():\n    return ''.join(reversed('txt.atad'))"),
+        (["step:first"], "time.sleep(3); got = open(name()).read()"),
+        (["step:second"], "open(name(), 'w').write('overwritten')"),
+    ])
+    run = run_flow(nb, expect="failed")
+    first = by_step(run)["first"]
+    assert first.error["type"] == "FileRace"
+    assert "which comes later in the notebook" in first.error["message"]
+    assert "add the tag prev:first to step 'second'" in first.error["message"]
+
+
+@pytest.mark.slow
 def test_two_unordered_steps_writing_one_file_is_a_race(run_flow, tmp_path):
     nb = tagged_notebook(tmp_path, [
         (["imports"], HIDDEN),

@@ -257,7 +257,7 @@ class Runner:
         task.record = record
         status = record["status"]
         races = self.races.check(task) if status in DONE else []
-        if races and not self.stopping and all(r.reader is task and r.ended for r in races):
+        if races and not self.stopping and all(r.reader is task and r.rerun for r in races):
             self._again(task, record, running, dict(races[0].error(), message=races[0].message + "; it runs again "
                                                     f"now that {races[0].writer!r} has ended"))
             return  # its result was not used yet: run it again, after the writer, as top to bottom

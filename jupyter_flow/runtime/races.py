@@ -5,8 +5,10 @@ two steps that no edge orders may run at once. When a task ends, its record's fi
 are compared with those of the run's other tasks: if step W, earlier in the notebook and not an
 ancestor of step R, wrote (or removed) a file R read or wrote, and W had not ended before R started,
 or W has not ended yet and is expected to write it (`Step.files_written`, predicted before the run),
-R may have seen an old version, or its write may be lost under W's. The loop then runs R again
-after W (if W has ended and R's result was not used yet) or stops the run as a failure of R.
+R may have seen an old version (unless the hash it read is W's final one), or its write may be lost
+under W's. The loop then runs R again after W (if W has ended and R's result was not used yet) or
+stops the run as a failure of R. The other way round, an earlier step that read the version a later,
+unordered step wrote (same hash, modified after the later step started) fails: its file is gone.
 """
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ class FileRace:
     reader: Task  # the later step in notebook order: its result may be stale
     writer: str  # the earlier step
     path: str
-    ended: bool  # the writer has ended: running the reader again now gives the top-to-bottom result
+    rerun: bool  # the writer has ended: running the reader again now gives the top-to-bottom result
     message: str
 
     def error(self) -> dict:
@@ -80,22 +82,38 @@ class Races:
                         races.append(race)
             for writer in self.expected.get(path, ()):
                 if self._unfinished(writer) and self._unordered(writer, task.step):
-                    races.append(self._race(task, writer, path, ended=False))
+                    races.append(self._race(task, writer, path, "before"))
             if task not in others:
                 others.append(task)
         return races
 
     def _pair(self, a: Task, b: Task, path: str) -> FileRace | None:
-        w, r = (a, b) if self.order.get(a.step, 0) < self.order.get(b.step, 0) else (b, a)
-        if r.status not in DONE and r is not a:  # a reader that failed (a race found already) is used by no one
+        """The race between `a` (just ended) and `b` (ended before) over `path`, if any. Forward: the later
+        step used a file the earlier one changed while it ran (it may have seen the old one). Backward:
+        the earlier step read a file the later one changed while it ran, and read the later one's version."""
+        early, late = (a, b) if self.order.get(a.step, 0) < self.order.get(b.step, 0) else (b, a)
+        if early.step in self.ancestors(late.step):
             return None
-        if path not in uses(w.record)[1] or w.step in self.ancestors(r.step):
+        if (early.record.get("ended") or "") <= (late.record.get("started") or ""):
+            return None  # the earlier step ended before the later one started, as top to bottom
+        if path in uses(early.record)[1]:
+            if appended(early.record, path) and appended(late.record, path):
+                return None  # two steps adding lines to one log
+            if path not in uses(late.record)[1] and _read(late.record, path) == _final(early.record, path):
+                return None  # it read the file as the earlier step left it
+            victim, race = late, self._race(late, early.step, path, "while")
+        elif path in uses(late.record)[1] and path in (early.record.get("files") or {}).get("read", {}):
+            seen = (early.record["files"]["read"][path] or {}).get("mtime")
+            if _read(early.record, path) != _final(late.record, path) or \
+                    _read(late.record, path) == _read(early.record, path) or \
+                    (seen is not None and seen < _epoch(late.record.get("started")) - 1):
+                return None  # it read the version from before the later step's change
+            victim, race = early, self._backward(early, late.step, path)
+        else:
             return None
-        if appended(w.record, path) and appended(r.record, path):
-            return None  # two steps adding lines to one log
-        if (w.record.get("ended") or "") <= (r.record.get("started") or ""):
-            return None  # the writer ended before the reader started: it saw the file as top to bottom would
-        return self._race(r, w.step, path, ended=True)
+        if victim.status not in DONE and victim is not a:  # failed already (a race found before): used by no one
+            return None
+        return race
 
     def _unfinished(self, name: str) -> bool:
         tasks = self.tasks.get(name)
@@ -104,13 +122,46 @@ class Races:
     def _unordered(self, writer: str, reader: str) -> bool:
         return self.order.get(writer, 0) < self.order.get(reader, 0) and writer not in self.ancestors(reader)
 
-    def _race(self, reader: Task, writer: str, path: str, ended: bool) -> FileRace:
+    def _race(self, reader: Task, writer: str, path: str, when: str) -> FileRace:
+        """`reader` (later in the notebook) used `path` `when` ("while", "before") `writer` changed it."""
         read = path in (reader.record.get("files") or {}).get("read", {})
         what = (f"step {reader.step!r} read it" if read else f"step {reader.step!r} wrote it") + \
-            (f" before step {writer!r}, which comes earlier in the notebook, wrote it" if not ended else
-             f" while step {writer!r}, which comes earlier in the notebook, wrote it")
+            f" {when} step {writer!r}, which comes earlier in the notebook, wrote it"
         stale = "may have used an old version" if read else "may have been overwritten by the earlier step"
         message = (f"file {path}: {what} (no edge orders them), so {reader.step!r} {stale}. Fix: add the tag "
-                   f"prev:{writer} to step {reader.step!r}; the next run orders them by itself (it reads this "
-                   "run's records)")
-        return FileRace(reader, writer, path, ended, message)
+                   f"prev:{writer} to step {reader.step!r}; {NEXT_RUN}")
+        return FileRace(reader, writer, path, when == "while", message)
+
+    def _backward(self, reader: Task, writer: str, path: str) -> FileRace:
+        """`reader` (earlier in the notebook) read `writer`'s version of `path`: its own is gone, so no rerun."""
+        message = (f"file {path}: step {reader.step!r} read it while step {writer!r}, which comes later in the "
+                   f"notebook, wrote it (no edge orders them), so {reader.step!r} read {writer!r}'s version, "
+                   f"where top to bottom it reads the one before. Fix: add the tag prev:{reader.step} to step "
+                   f"{writer!r}; {NEXT_RUN}")
+        return FileRace(reader, writer, path, False, message)
+
+
+NEXT_RUN = "the next run orders them by itself (it reads this run's records)"
+_UNKNOWN = object()
+
+
+def _read(record: dict, path: str):
+    """The hash of `path` as the task first read it (None: it was not there); _UNKNOWN if it did not read it."""
+    read = (record.get("files") or {}).get("read") or {}
+    return read[path].get("hash") if path in read else _UNKNOWN
+
+
+def _epoch(iso: str | None) -> float:
+    from datetime import datetime
+
+    try:
+        return datetime.fromisoformat(iso).timestamp()
+    except (TypeError, ValueError):
+        return float("inf")
+
+
+def _final(record: dict, path: str):
+    """The hash of `path` as the task left it (None: removed)."""
+    files = record.get("files") or {}
+    written = (files.get("written") or {}).get(path)
+    return written["hash"] if written else None
