@@ -198,3 +198,60 @@ def test_conditional_writes_under_contention(shared):
     assert all(p.wait(timeout=120) == 0 for p in procs)
     final = open_store(store).read_json(key)
     assert final["attempt"] == 8 and final["status"] == "failed"
+
+
+def test_a_paused_dask_worker_that_wakes_up_after_its_task_was_retried_elsewhere(tmp_path, monkeypatch):
+    """A real Dask cluster: the task starts on worker 1, which is stopped with SIGSTOP; the scheduler
+    gives up on it (worker-ttl), the task fails there as WorkerLost and its retry (retry:1) runs and
+    succeeds on worker 2. Then worker 1 is continued: it finishes its old attempt and writes its
+    record before it shuts down. The record of attempt 2 stands, and the run is as it finished."""
+    from support.services import _start, _stop, free_port, wait_for_port
+
+    monkeypatch.setenv("DASK_DISTRIBUTED__SCHEDULER__WORKER_TTL", "3s")  # the scheduler's, started below
+    monkeypatch.setenv("JUPYTER_FLOW_AGENT", "0")
+    store = str(tmp_path / "store")
+    started, gate = tmp_path / "started", tmp_path / "gate"
+    nb = tagged_notebook(tmp_path, [
+        (["step:a", "retry:1"], f"import os, pathlib, time\npathlib.Path({str(started)!r}).touch()\n"
+                                f"while not os.path.exists({str(gate)!r}):\n    time.sleep(0.02)\nwho = os.getpid()"),
+    ])
+    port = free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    scheduler = _start([sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1", "--port",
+                        str(port), "--no-dashboard", "--no-show"], tmp_path / "scheduler.log")
+    procs = [scheduler]
+
+    def worker(name: str) -> subprocess.Popen:
+        folder = tmp_path / name
+        folder.mkdir()
+        proc = _start([sys.executable, "-m", "distributed.cli.dask_worker", address, "--host", "127.0.0.1",
+                       "--no-nanny", "--nthreads", "1", "--no-dashboard", "--name", name,
+                       "--local-directory", str(folder)], tmp_path / f"{name}.log", cwd=folder)
+        procs.insert(0, proc)
+        return proc
+
+    try:
+        wait_for_port(port, scheduler)
+        first = worker("w1")
+        runner = subprocess.Popen(["jupyter", "flow", "run", str(nb), "--store", store, "--executor", "dask",
+                                   "--scheduler", address, "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                  text=True)
+        procs.insert(0, runner)
+        wait_for(started.exists, timeout=180, what="the step to start on worker 1")
+        first.send_signal(signal.SIGSTOP)
+        gate.touch()
+        worker("w2")
+        _, err = runner.communicate(timeout=300)
+        assert runner.returncode == 0, err
+        [run] = records.list_runs(open_store(store))
+        newer = client.read_task(store, run.id, "a")
+        assert newer["attempt"] == 2 and newer["status"] == "succeeded"
+        assert newer["attempts"][0]["error"]["type"] == "WorkerLost"
+        first.send_signal(signal.SIGCONT)
+        first.wait(timeout=120)  # it finishes its task (writing its record) before it leaves the cluster
+    finally:
+        for proc in procs:
+            proc.send_signal(signal.SIGCONT)  # a stopped process would not stop
+        _stop(procs)
+    assert client.read_task(store, run.id, "a") == newer
+    assert jupyter_flow.Run(run.id, store=store)["a"].data.who == newer["kernel_pid"]
