@@ -155,7 +155,7 @@ def build_flow(path: str | Path, raw: dict | None = None, history: dict | None =
     shared_usage = _analyze(nb.shared, "shared cells")
     functions = dict(shared_usage.functions)
     setup = sorted(nb.shared + ([nb.parameters] if nb.parameters else []), key=lambda c: c.index)
-    constants = analysis.analyze([c.source for c in setup]).constants  # e.g. a parameter `path = 'data.csv'`
+    constants = setup_constants = analysis.analyze([c.source for c in setup]).constants  # e.g. `path = 'data.csv'`
     folder = Path(path).resolve().parent
     steps: dict[str, Step] = {}
     usages: dict[str, analysis.Usage] = {}
@@ -176,7 +176,7 @@ def build_flow(path: str | Path, raw: dict | None = None, history: dict | None =
             step.reads.insert(0, step.foreach["var"])
         steps[block.name], usages[block.name] = step, usage
     _check_prev(nb, steps)
-    topdown.check_split_steps(nb, usages, shared_usage.modules)
+    topdown.check_split_steps(nb, usages, shared_usage.modules, setup_constants)
     topdown.kernel_state(usages)
     evaluated = _evaluated_parameters(steps, parameters)
     if evaluated:

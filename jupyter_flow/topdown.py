@@ -23,7 +23,7 @@ from . import analysis
 from .errors import FlowError
 
 
-def check_split_steps(nb, usages: dict[str, analysis.Usage], modules: dict[str, str]) -> None:
+def check_split_steps(nb, usages: dict[str, analysis.Usage], modules: dict[str, str], constants=None) -> None:
     starts = sorted((block.cells[0].index, name) for name, block in nb.steps.items() if block.cells)
     for name, block in nb.steps.items():
         if not block.cells:
@@ -31,7 +31,7 @@ def check_split_steps(nb, usages: dict[str, analysis.Usage], modules: dict[str, 
         first, last = block.cells[0].index, max(c.index for c in block.cells)
         for start, other in starts[bisect.bisect_right(starts, (first, "\uffff")):bisect.bisect_left(starts, (last, ""))]:
             late = [c for c in block.cells if c.index > start]  # steps that begin inside this one's span only
-            rest = analysis.analyze([c.source for c in late], modules=modules)
+            rest = analysis.analyze([c.source for c in late], modules=modules, constants=constants)
             them = usages[other]
             clash = ((set(them.reads) | set(them.maybe)) & set(rest.writes)
                      | set(them.writes) & (set(rest.reads) | set(rest.writes) | set(rest.maybe))
