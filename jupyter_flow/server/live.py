@@ -1,5 +1,5 @@
 """What the sidebar shows live: a run pushed as it changes and a task's log as it grows (server-sent
-events), and the DAG of a notebook as it is edited, before it is saved.
+events), and the DAG and plan of a notebook as it is edited, before it is saved.
 
 The runtime reports every task start and end (`on_event`) for runs this server started; each report
 wakes the streams that watch that run, which re-read it from the store and send it if it changed.
@@ -158,8 +158,21 @@ class LiveDagHandler(FlowHandler):
         self.reply(await self.call(self.service.dag, path, content))
 
 
+class LivePlanHandler(FlowHandler):
+    """POST {path, content, parameters?}: the plan of the notebook's unsaved content (nothing is written)."""
+
+    @tornado.web.authenticated
+    @authorized
+    async def post(self):
+        data = self.body()
+        path = self.field(data, "path", str, required=True)
+        content = self.field(data, "content", dict, required=True)
+        self.reply(await self.call(self.service.plan, path, self.field(data, "parameters", dict), content))
+
+
 ROUTES = [
     (r"dag/live", LiveDagHandler),
+    (r"plan/live", LivePlanHandler),
     (rf"runs/{RUN_ID}/events", RunStreamHandler),
     (rf"runs/{RUN_ID}/tasks/{STEP}/(?P<index>\d+)/log/live", LogStreamHandler),
 ]

@@ -4,6 +4,7 @@ Reads go through `client` (JSON the store already holds, previews included); not
 """
 import json
 import os
+import threading
 
 from jupyter_flow.errors import FlowError
 from jupyter_flow.executors import names as executor_names
@@ -12,6 +13,9 @@ from jupyter_flow.store.records import current_user
 from .paths import resolve_notebook, to_api
 
 TASK_FILES = {"log": "log.txt", "notebook": "output.ipynb"}
+# CPython 3.11's ast.parse is not thread-safe ("AST constructor recursion depth mismatch", or a
+# bogus SyntaxError); the sidebar asks for a DAG and a plan at once, each in a worker thread
+_PARSING = threading.Lock()
 
 
 class FlowService:
@@ -61,22 +65,26 @@ class FlowService:
             "poll_interval_ms": self.config.poll_interval_ms,
         }
 
-    def dag(self, api_path: str, content: dict | None = None) -> dict:
-        """The DAG of the notebook saved at `api_path`, or of `content` (its unsaved state) if given."""
+    def _flow(self, api_path: str, content: dict | None):
+        """The Flow of the notebook saved at `api_path`, or of `content` (its unsaved state) if given."""
         from jupyter_flow.dag import build_flow
 
         if content is not None and not isinstance(content.get("cells"), list):
             raise FlowError("'content' must be a notebook (a JSON object with a 'cells' list)")
-        out = build_flow(self.notebook(api_path), content).to_json()
+        path = self.notebook(api_path)
+        with _PARSING:
+            return build_flow(path, content)
+
+    def dag(self, api_path: str, content: dict | None = None) -> dict:
+        out = self._flow(api_path, content).to_json()
         out["path"] = api_path
         return out
 
-    def plan(self, api_path: str, parameters: dict | None = None) -> dict:
-        """For each step of the notebook saved at `api_path`: reuse or run, and why (runtime.plan)."""
-        from jupyter_flow.dag import build_flow
+    def plan(self, api_path: str, parameters: dict | None = None, content: dict | None = None) -> dict:
+        """For each step: would a run reuse it or run it, and why (runtime.plan), with these parameters."""
         from jupyter_flow.runtime.plan import plan
 
-        return {"path": api_path, "steps": plan(build_flow(self.notebook(api_path)), self.store, parameters)}
+        return {"path": api_path, "steps": plan(self._flow(api_path, content), self.store, parameters)}
 
     def list_runs(self, flow=None, user=None, status=None, limit=None, batch=None) -> list:
         """Run records, newest first; each run of a batch carries `batch: {id, index}` (index: its parameter set)."""

@@ -168,12 +168,15 @@ export class FlowApi {
     return this.request(`dag?path=${encodeURIComponent(path)}`);
   }
 
-  /** For each step of the saved notebook: run or reuse, and why, with these parameters. */
-  async plan(path: string, parameters: Record<string, unknown> = {}): Promise<IPlanStep[]> {
-    const query = new URLSearchParams({ path });
-    if (Object.keys(parameters).length) {
-      query.set('parameters', JSON.stringify(parameters));
+  /**
+   * For each step: would a run reuse it or run it, and why, with these parameters; of the saved
+   * notebook, or of its unsaved `content` if given.
+   */
+  async plan(path: string, parameters: Record<string, unknown>, content?: unknown): Promise<IPlanStep[]> {
+    if (content !== undefined) {
+      return (await this.post<{ steps: IPlanStep[] }>('plan/live', { path, content, parameters })).steps;
     }
+    const query = new URLSearchParams({ path, parameters: JSON.stringify(parameters) });
     return (await this.request<{ steps: IPlanStep[] }>(`plan?${query}`)).steps;
   }
 

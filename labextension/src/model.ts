@@ -24,6 +24,7 @@ export class FlowModel extends VDomModel {
   plan: Map<string, IPlanStep> | null = null;
   planMessage = '';
   private _planParameters: Record<string, unknown> = {};
+  private _unsaved: unknown = undefined; // the notebook's content while it differs from the file
   private _planRequest = 0;
   private _planTimer = 0;
   private _run = new RunFollower(this.api);
@@ -69,6 +70,7 @@ export class FlowModel extends VDomModel {
     this.dag = null;
     this.plan = null;
     this._planParameters = {};
+    this._unsaved = undefined;
     this.runs = [];
     this.select(null);
     await this.refresh();
@@ -80,6 +82,7 @@ export class FlowModel extends VDomModel {
       this.stateChanged.emit();
       return;
     }
+    this._unsaved = undefined; // what is saved is what the notebook shows
     try {
       this.dag = await this.api.dag(path);
       this.message = '';
@@ -117,7 +120,8 @@ export class FlowModel extends VDomModel {
     let plan: Map<string, IPlanStep> | null = null;
     let message = '';
     try {
-      plan = new Map((await this.api.plan(path, this._planParameters)).map(step => [step.step, step]));
+      const steps = await this.api.plan(path, this._planParameters, this._unsaved);
+      plan = new Map(steps.map(step => [step.step, step]));
     } catch (e) {
       message = `No plan: ${(e as Error).message}`;
     }
@@ -209,12 +213,14 @@ export class FlowModel extends VDomModel {
     return this.runs.find(r => r.status === 'failed' || r.status === 'crashed');
   }
 
-  /** Show the DAG of the notebook's unsaved content (the saved file's stays on a parse error). */
+  /** Show the DAG and plan of the notebook's unsaved content (the saved file's stay on a parse error). */
   async edited(content: unknown): Promise<void> {
     const path = this.path;
     if (!path) {
       return;
     }
+    this._unsaved = content;
+    void this.refreshPlan();
     try {
       const dag = await this.api.liveDag(path, content);
       if (path === this.path) {

@@ -73,7 +73,7 @@ export class FlowSidebar extends VDomRenderer<FlowModel> {
               selected={m.selectedStep}
               onSelect={select}
             />
-            {m.planMessage && <div className="jp-flow-dim jp-flow-planmessage">{m.planMessage}</div>}
+            {m.planMessage && !m.message && <div className="jp-flow-dim jp-flow-planmessage">{m.planMessage}</div>}
           </div>
         )}
         {m.dag && m.info && (

@@ -1,4 +1,5 @@
-"""GET plan: what Run would do with each step of a saved notebook, and why, before anything runs."""
+"""GET plan: what Run would do with each step of a saved notebook, and why, before anything runs;
+POST plan/live: the same for the notebook's unsaved content."""
 import json
 
 import pytest
@@ -35,7 +36,7 @@ async def test_bad_input_is_4xx_json(api, params, status):
 
 
 @pytest.mark.slow
-async def test_after_a_run_every_step_is_reused_until_a_parameter_changes(api, wait_run):
+async def test_after_a_run_every_step_is_reused_until_something_changes(api, wait_run, root):
     _, started, _ = await api("runs", "POST", {"path": "linear.ipynb"})
     run = await wait_run(started["id"])
     assert run["status"] == "succeeded", run
@@ -48,3 +49,27 @@ async def test_after_a_run_every_step_is_reused_until_a_parameter_changes(api, w
     assert code == 200
     assert [s["action"] for s in plan["steps"]] == ["run"] * 5, plan
     assert "start" in plan["steps"][0]["reason"], plan
+
+    # unsaved edits: step c's code changed, so c and everything after it would run; nothing is written
+    saved = (root / "linear.ipynb").read_text()
+    nb = json.loads(saved)
+    nb["cells"][4]["source"] = "c = b + 4"
+    code, plan, _ = await api("plan/live", "POST", {"path": "linear.ipynb", "content": nb})
+    assert code == 200, plan
+    assert [s["action"] for s in plan["steps"]] == ["reuse", "reuse", "run", "run", "run"], plan
+    code, plan, _ = await api("plan/live", "POST", {"path": "linear.ipynb", "content": nb, "parameters": {"start": 5}})
+    assert code == 200 and [s["action"] for s in plan["steps"]] == ["run"] * 5, plan
+    assert (root / "linear.ipynb").read_text() == saved
+
+
+@pytest.mark.parametrize("body", [
+    {"content": {"cells": []}},
+    {"path": "linear.ipynb"},
+    {"path": "linear.ipynb", "content": {"cells": 3}},
+    {"path": "linear.ipynb", "content": {"cells": []}, "parameters": [1]},
+    {"path": "../linear.ipynb", "content": {"cells": []}},
+])
+async def test_bad_live_plan_is_400_json(api, body):
+    code, reply, _ = await api("plan/live", "POST", body)
+    assert code == 400, reply
+    assert reply["message"] and "steps" not in reply

@@ -6,6 +6,7 @@ import shutil
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -27,8 +28,11 @@ class Lab:
             f"{self.url}{path}", method=method, data=None if body is None else json.dumps(body).encode(),
             headers={"Authorization": f"token {self.token}", "Content-Type": "application/json"},
         )
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return json.loads(response.read() or b"null")
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return json.loads(response.read() or b"null")
+        except urllib.error.HTTPError as e:  # say what the server said
+            raise AssertionError(f"{method} {path}: {e.code} {e.read().decode(errors='replace')}") from None
 
     def page_url(self, notebook: str) -> str:
         return f"{self.url}lab/tree/{notebook}?reset&token={self.token}"  # reset: only this notebook open

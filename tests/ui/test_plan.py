@@ -1,5 +1,7 @@
 """Before Run, the sidebar's DAG says what the run would do with each step (reuse or run, why on hover),
 and the DAG fits its panel at the default width, when it opens and when the panel is resized."""
+import time
+
 import pytest
 
 from .conftest import SHOTS
@@ -128,13 +130,22 @@ def test_the_plan_on_a_dag_that_fits(lab, page):
     page.locator(f"{SIDEBAR} input[name='n_estimators']").fill("50")
     wait_plan(page, dict.fromkeys(steps, "reuse"))
 
-    # an edit saved: the step whose code changed runs, the ones before it are still reused
+    # an edit, before it is saved: the step whose code changed would run (Run saves first), the
+    # ones before it are still reused; saved, the plan is the saved notebook's
     cell = page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Cell", has_text="ensemble_proba =").first
     cell.locator(".cm-content").click()
     page.keyboard.press("Control+End")
+    started = time.monotonic()
     page.keyboard.type("\nprint('edited')")
     page.keyboard.press("Escape")
-    page.keyboard.press("Control+s")
     wait_plan(page, {"train": "reuse", "evaluate": "run"})
+    print(f"plan of the unsaved edit shown {time.monotonic() - started:.2f} s after typing began")
+    assert page.evaluate("() => window.jupyterapp.shell.currentWidget.context.model.dirty")
+    reason = next(b["title"] for b in badges(page) if b["step"] == "evaluate")
+    started = time.monotonic()
+    page.keyboard.press("Control+s")
+    page.wait_for_function("() => !window.jupyterapp.shell.currentWidget.context.model.dirty", timeout=20_000)
+    print(f"saved in {time.monotonic() - started:.2f} s")
     assert_matches_the_api(page, lab)
+    assert next(b["title"] for b in badges(page) if b["step"] == "evaluate") == reason
     shots(page, "10-plan-after-edit")
