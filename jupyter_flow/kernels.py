@@ -47,8 +47,9 @@ def check_kernelspecs(flow) -> None:
             raise FlowError(f"no kernel named {name!r} (kernel:{name} on step {tagged[name]!r}); {have}. Install it "
                             "(python -m ipykernel install --user --name NAME) or fix the kernel: tag")
         language = "" if flow.notebook.python else f", language {flow.notebook.language}"
-        raise FlowError(f"the notebook's kernel {name!r} (its metadata{language}) is not installed; {have}. "
-                        "Install that kernel, or pick an installed one in Jupyter (Kernel > Change Kernel) and save")
+        where = "its metadata" if name == flow.notebook.kernel else "-k"
+        raise FlowError(f"the notebook's kernel {name!r} ({where}{language}) is not installed; {have}. Install that "
+                        "kernel, pick an installed one in Jupyter (Kernel > Change Kernel) and save, or run with -k NAME")
 
 
 def installed_kernels(kernel_dirs=None) -> dict[str, str]:

@@ -282,7 +282,9 @@ def test_kernel_and_cwd_as_papermill_has_them(store, tmp_path):
                                                            "language": "python"}})
     nb.cells = [nbformat.v4.new_code_cell("import os\nprint(os.getcwd())")]
     nbformat.write(nb, str(tmp_path / "old.ipynb"))
-    assert "conda-env-old-py" in one_line_error(cli("run", tmp_path / "old.ipynb"))
+    error = one_line_error(cli("run", tmp_path / "old.ipynb"))
+    assert "'conda-env-old-py' (its metadata) is not installed" in error and "or run with -k NAME" in error
+    assert "'nope' (-k) is not installed" in one_line_error(cli("run", tmp_path / "old.ipynb", "-k", "nope"))
     (tmp_path / "work").mkdir()
     got, _ = _assert_same(tmp_path, tmp_path / "old.ipynb", "-k", "python3", "--cwd", tmp_path / "work")
     assert _text(got.cells[0]) == f"{tmp_path / 'work'}\n"
