@@ -409,14 +409,14 @@ def cmd_dag(args) -> int:
 def _add_plan(sub) -> None:
     p = sub.add_parser("plan", help="say which steps a run would reuse and which it would run, and why",
                        formatter_class=argparse.RawDescriptionHelpFormatter,
-                       description="Before anything runs, print one line per step: ✓ reuse (an earlier result "
-                       "stands: same code, inputs, parameters, files read, package versions, no network) or ▶ run, "
-                       "and why. It starts no kernel and writes nothing.",
+                       description="Before anything runs, print one line per step: ✓ reuse (an earlier result\n"
+                       "stands: same code, inputs, parameters, files read, package versions, no network) or\n"
+                       "▶ run, and why. It starts no kernel and writes nothing.",
                        epilog="Example:\n  $ jupyter flow plan flow.ipynb -p lr 0.2\n"
-                       "  ✓ load   reused from run 20250101T120000.000-a1b2c3 (nothing it depends on changed)\n"
-                       "  ▶ clean  file data.csv changed (1200 -> 1350 bytes)\n"
-                       "  ▶ train  parameter `lr` changed (0.1 -> 0.2)\n"
-                       "  ▶ report input `model` from step `train`, which runs\n"
+                       "  ✓ load    reused from run 20250101T120000.000-a1b2c3 (nothing it depends on changed)\n"
+                       "  ▶ clean   file data.csv changed (1200 -> 1350 bytes)\n"
+                       "  ▶ train   parameter `lr` changed (0.1 -> 0.2)\n"
+                       "  ▶ report  input `model` from step `train`, which runs\n"
                        "A step that runs may make the same values as before: the run then reuses the steps after\n"
                        "it that the plan says run. `jupyter flow show RUN_ID` says why each step ran.\n")
     p.add_argument("notebook", help="the .ipynb file")
