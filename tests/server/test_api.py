@@ -13,6 +13,7 @@ ROUTES = [
     ("GET", "version"),
     ("GET", "dag?path=linear.ipynb"),
     ("GET", "plan?path=linear.ipynb"),
+    ("POST", "plan/live"),
     ("GET", "runs"),
     ("POST", "runs"),
     ("GET", f"runs/{RUN}"),
