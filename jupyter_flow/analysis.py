@@ -131,7 +131,8 @@ class Function:
 class Usage:
     reads: list[str] = field(default_factory=list)  # read before written, in order
     writes: list[str] = field(default_factory=list)
-    changed: list[str] = field(default_factory=list)  # written by a change in place (not rebound)
+    changed: list[str] = field(default_factory=list)  # written by a change in place
+    rebound: list[str] = field(default_factory=list)  # written by binding it anew (assignment, import, def, del...)
     maybe: list[str] = field(default_factory=list)  # read, and passed where it may be changed
     optional: set[str] = field(default_factory=set)  # read only as `$name`: IPython leaves it if undefined
     builtins: list[str] = field(default_factory=list)  # builtin names read (they count if a step redefines one)
@@ -324,6 +325,7 @@ class _Walker:
                 for name in _names(target, ast.Del):
                     self.u.read(name, self.bound)
                     self.u.write(name, self.bound)
+                    self.u.rebound.append(name)
                     self.u.aliases.pop(name, None)
                     self.u.shares.pop(name, None)
         elif isinstance(stmt, (ast.For, ast.AsyncFor)):
@@ -576,6 +578,8 @@ class _Walker:
 
     def bind(self, name: str) -> None:
         self.u.write(name, self.bound)
+        if name not in self.u.rebound:
+            self.u.rebound.append(name)
         self.u.modules.pop(name, None)
         self.u.constants.pop(name, None)
 

@@ -107,11 +107,13 @@ def shared_objects(usages: dict[str, analysis.Usage]) -> list[str]:
                     later = usages[changer]
                     for one in sorted({alias, target} & set(later.changed) & set(later.reads)):
                         other = target if one == alias else alias
+                        if other in later.rebound and other not in later.reads:
+                            continue  # it binds `other` anew before using it: the old object is gone
                         warnings.append(
                             f"step {name!r} leaves {alias!r} and {target!r} as one object, and step {changer!r} "
                             f"changes {one!r} in place: top to bottom {other!r} changes with it, but in the "
                             f"pipeline {other!r} stays as step {name!r} left it. Make a copy in step {name!r} "
                             f"(e.g. {alias} = copy.deepcopy({target})) or use {one!r} instead of {other!r}")
-                    if any(n in later.writes and n not in later.changed for n in (alias, target)):
+                    if alias in later.rebound or target in later.rebound:
                         break  # rebound: no longer one object
     return warnings
