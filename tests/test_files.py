@@ -386,3 +386,27 @@ print(json.dumps({{"read": sorted(f.read), "written": sorted(f.written), "remove
     assert used["read"] == [f"{here}/kept.txt"]
     assert used["written"] == [f"{here}/log.txt", f"{here}/moved.txt"]
     assert used["removed"] == [f"{here}/kept.txt"]
+
+
+def test_a_step_gets_the_files_its_ancestors_wrote_the_later_writer_winning(tmp_path):
+    """Which files a task restores before it runs: its ancestors' (not its siblings'), where two wrote one
+    file the later in the notebook wins even through another branch, and a removed file is left out."""
+    from jupyter_flow.dag import build_flow
+    from jupyter_flow.runtime.readiness import Task
+    from jupyter_flow.runtime.spec import Specs
+
+    flow = build_flow(tagged_notebook(tmp_path, [
+        (["step:a"], "x = 1"), (["step:b", "prev:a"], "y = 1"), (["step:c", "prev:a"], "z = 1"),
+        (["step:side"], "w = 1"), (["step:d", "prev:b", "prev:c"], "v = 1"),
+    ]))
+
+    def wrote(step, *paths, removed=()):
+        files = {"written": {p: {"hash": f"{p}@{step}", "size": 1} for p in paths}, "removed": list(removed)}
+        return [Task(step, 0, status="succeeded", record={"files": files})]
+
+    tasks = {"a": wrote("a", "model.pkl", "shared.csv", "gone.txt"), "b": wrote("b", "shared.csv", "b.txt"),
+             "c": wrote("c", "c.txt", removed=["gone.txt"]), "side": wrote("side", "side.txt"), "d": None}
+    specs = Specs(flow, str(tmp_path / "store"), "run", {}, str(tmp_path), [], tasks)
+    got = {path: meta["hash"] for path, meta in specs.files_in("d").items()}
+    assert got == {"model.pkl": "model.pkl@a", "shared.csv": "shared.csv@b", "b.txt": "b.txt@b", "c.txt": "c.txt@c"}
+    assert specs.files_in("a") == {}
