@@ -78,17 +78,22 @@ _BIG_WIDTH = re.compile(r"%[^a-zA-Z%]*\d{4}")
 _UNKNOWN = object()  # a value static reading cannot know
 SHELL = "IPython.InteractiveShell"  # what a name bound to get_ipython() stands for (in Usage.modules)
 IMMUTABLE = (str, bytes, int, float, complex, bool, type(None), tuple, frozenset)
-# Functions that open a file named by their first argument, with a mode (default: read).
-OPEN_FUNCTIONS = {"open": "r", "io.open": "r", "codecs.open": "r", "gzip.open": "rb", "bz2.open": "rb",
-                  "lzma.open": "rb"}
+# Functions that open a file named by their first argument: (default mode, position of the mode argument).
+# Some open it in C code that Python's audit hooks do not see (HDF5, netCDF, SQLite): predicted here.
+OPEN_FUNCTIONS = {"open": ("r", 1), "io.open": ("r", 1), "codecs.open": ("r", 1), "gzip.open": ("rb", 1),
+                  "bz2.open": ("rb", 1), "lzma.open": ("rb", 1), "PIL.Image.open": ("r", None),
+                  "h5py.File": ("r", 1), "netCDF4.Dataset": ("r", 1), "tables.open_file": ("r", 1),
+                  "sqlite3.connect": ("r+", None)}
 PATH_KEYWORDS = ("file", "filename", "fname", "filepath_or_buffer", "path", "path_or_buf", "io", "f",
                  "excel_writer", "buf")
 # Calls (by their last name) that read the file their first argument names, or write the first of their
 # first two arguments that names a file (`np.save(path, arr)`, `torch.save(model, path)`).
-READ_CALLS = frozenset({"load", "loadtxt", "genfromtxt", "fromfile", "imread", "load_workbook"})
+READ_CALLS = frozenset({"load", "loadtxt", "genfromtxt", "fromfile", "imread", "load_workbook", "load_model",
+                        "open_dataset", "open_dataarray"})
 NOT_FILE_READS = frozenset({"read_sql", "read_sql_query", "read_sql_table", "read_gbq", "read_clipboard", "read_html"})
 WRITE_CALLS = frozenset({
     "save", "savez", "savez_compressed", "savetxt", "savefig", "dump", "imwrite", "imsave", "tofile", "write_image",
+    "save_model", "write_table", "write_feather",
     "to_csv", "to_parquet", "to_json", "to_pickle", "to_excel", "to_feather", "to_hdf", "to_html", "to_latex",
     "to_markdown", "to_stata", "to_xml", "to_orc", "to_netcdf", "to_file", "to_string"})
 # Methods of a path (the receiver names the file).
@@ -476,10 +481,10 @@ class _Walker:
 
         receiver = self.constant(func.value) if isinstance(func, ast.Attribute) else _UNKNOWN
         if path in OPEN_FUNCTIONS or (last == "open" and _is_path(receiver)):
-            file = arg(0, "file", "filename") if path in OPEN_FUNCTIONS else receiver
-            mode = arg(1 if path in OPEN_FUNCTIONS else 0, "mode")
-            mode = OPEN_FUNCTIONS.get(path, "r") if mode is _UNKNOWN and len(node.args) < 2 and "mode" not in keywords \
-                else mode
+            file = arg(0, "file", "filename", "fp", "name", "database") if path in OPEN_FUNCTIONS else receiver
+            default, at = OPEN_FUNCTIONS.get(path, ("r", 0))
+            given = at is not None and (len(node.args) > at or "mode" in keywords)
+            mode = arg(at, "mode") if given else default
             if isinstance(mode, str):
                 self.u.file(file, read="r" in mode or "+" in mode, written=bool(set(mode) & set("wax+")))
         elif last in PATH_READS or last in PATH_WRITES:

@@ -205,6 +205,10 @@ def write(tmp_path, cells) -> str:
       "open(os.path.join(base, 'x' + '.csv'))\nopen('{}.txt'.format(base))\nopen('%s.log' % base)"),
      ["data/x.csv", "data.txt", "data.log"], ["data/run_03.csv"]),
     ("def save():\n    open('saved.txt', 'w').write('x')\nsave()", [], ["saved.txt"]),  # a notebook function
+    # files C code opens (the runtime's audit hook cannot see them): predicted from the code
+    (("import h5py, sqlite3\nimport pyarrow.parquet as pq\nf = h5py.File('a.h5', 'w')\ng = h5py.File('b.h5')\n"
+      "c = sqlite3.connect('db.sqlite')\nt = pq.read_table('x.parquet')\npq.write_table(t, 'y.parquet')"),
+     ["b.h5", "db.sqlite", "x.parquet"], ["a.h5", "db.sqlite", "y.parquet"]),
     (("open(name)\npd.read_csv(url)\nopen('https://example.com/x')\ndf.to_sql('table', con)\n"
       "pd.read_sql('select 1', con)\nfor f in ['a.txt']:\n    open(f)"), [], []),  # not spelled out: not predicted
     ("if fast:\n    path = 'a.txt'\nopen(path)", [], []),  # bound in a branch: not known
@@ -229,6 +233,7 @@ def test_names_bound_to_constants_in_earlier_cells_name_files():
     [("step:a", "xs = [1, 2]\nhead = xs[:1]"), ("step:b", "head.append(5)")],                     # a slice
     [("step:a", "xs = [1, 2]\nys = sorted(xs)"), ("step:b", "ys.append(5)")],                      # a call
     [("step:a", "target = 'y'\ncols = ['x', target]"), ("step:b", "cols.append('z')")],            # a str in a list
+    [("step:a", "x = [1]\nys = [x]"), ("step:b", "ys = [x]\nfor d in ys:\n    d.append(2)")],       # rebinds the other
 ])
 def test_no_shared_object_warning_where_there_is_no_shared_object(tmp_path, cells):
     assert build_flow(write(tmp_path, cells)).warnings == []
