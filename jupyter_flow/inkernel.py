@@ -126,7 +126,7 @@ def _on_open(files: _Files, args) -> None:
     if p is None:
         return
     flags = args[2] if isinstance(args[2], int) else 0
-    if flags & os.O_ACCMODE != os.O_WRONLY:
+    if flags & os.O_ACCMODE != os.O_WRONLY and not flags & (os.O_TRUNC | os.O_EXCL):  # "w+": nothing to read
         files.on_read(p)
     if flags & _WRITE_FLAGS:
         files.on_write(p, append=bool(flags & os.O_APPEND) and not flags & os.O_TRUNC)
