@@ -140,8 +140,8 @@ def test_a_paused_attempt_that_wakes_up_never_replaces_the_newer_record(shared, 
     store, env = shared
     gate, started = tmp_path / "gate", tmp_path / "started"
     nb = tagged_notebook(tmp_path, [
-        (["step:a"], f"import os, pathlib, time\npathlib.Path({str(started)!r}).touch()\n"
-                     f"while not os.path.exists({str(gate)!r}):\n    time.sleep(0.02)\nwho = os.getpid()"),
+        (["step:a"], (f"import os, pathlib, time\npathlib.Path({str(started)!r}).touch()\n"
+                      f"while not os.path.exists({str(gate)!r}):\n    time.sleep(0.02)\nwho = os.getpid()")),
     ])
     os.environ.update(env)  # the runner below is this process
     runner = runtime.prepare(nb, store=store)
@@ -212,8 +212,8 @@ def test_a_paused_dask_worker_that_wakes_up_after_its_task_was_retried_elsewhere
     store = str(tmp_path / "store")
     started, gate = tmp_path / "started", tmp_path / "gate"
     nb = tagged_notebook(tmp_path, [
-        (["step:a", "retry:1"], f"import os, pathlib, time\npathlib.Path({str(started)!r}).touch()\n"
-                                f"while not os.path.exists({str(gate)!r}):\n    time.sleep(0.02)\nwho = os.getpid()"),
+        (["step:a", "retry:1"], (f"import os, pathlib, time\npathlib.Path({str(started)!r}).touch()\n"
+                                 f"while not os.path.exists({str(gate)!r}):\n    time.sleep(0.02)\nwho = os.getpid()")),
     ])
     port = free_port()
     address = f"tcp://127.0.0.1:{port}"

@@ -5,6 +5,8 @@
   quarantine/<h>                                     blobs `fsck` found corrupt, moved aside
   flows/<flow>/runs/<run>/run.json                   the run record; notebook.ipynb, cancel beside it
   flows/<flow>/runs/<run>/<step>/<index>/task.json   a task record; output.ipynb, log.txt, failure.json
+                                                     beside it; task.json.lock on local stores (the lock
+                                                     of its conditional writes, backends.write_if)
   flows/<flow>/index/<run>.json                      finished runs' records from <run> up to the next such
                                                      file: a cache of their run.json for listings (records.py)
   cache/<key>.json                                   cross-run cache index -> the task that made it
