@@ -140,6 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-f", "--parameters-file", action="append", default=[], metavar="FILE",
                    help="YAML file of parameter values (like papermill -f); repeatable")
     _add_execution(p)
+    _add_kernel_and_cwd(p)
 
     _add_batch(sub)
     _add_export(sub)
@@ -321,10 +322,8 @@ def _add_papermill(p) -> None:
         p.add_argument(f"--inject-{what}-path", action="store_true",
                        help=f"pass the {what} notebook's path as parameter PAPERMILL_{what.upper()}_PATH")
     p.add_argument("--inject-paths", action="store_true", help="both of the above")
-    p.add_argument("-k", "--kernel", metavar="NAME", help="the kernel of every step without a kernel: tag, "
-                   "instead of the one the notebook names (papermill -k)")
+    _add_kernel_and_cwd(p)
     p.add_argument("-l", "--language", help="the language the injected parameters are written in (papermill -l)")
-    p.add_argument("--cwd", metavar="FOLDER", help="where the kernels run (default: the notebook's folder)")
     p.add_argument("--prepare-only", action="store_true", help="write OUTPUT with the parameters injected, "
                    "run nothing (papermill --prepare-only)")
     p.add_argument("--prepare-execute", dest="prepare_only", action="store_false", help=argparse.SUPPRESS)
@@ -346,6 +345,12 @@ def _add_papermill(p) -> None:
     p.add_argument("--start-timeout", "--start_timeout", type=int, default=60, metavar="S",
                    help="only papermill's default (60 s)")
     p.add_argument("--execution-timeout", type=int, metavar="S", help="not per cell: tag the step timeout:S")
+
+
+def _add_kernel_and_cwd(p) -> None:
+    p.add_argument("-k", "--kernel", metavar="NAME", help="the kernel of every step without a kernel: tag, "
+                   "instead of the one the notebook names (papermill -k)")
+    p.add_argument("--cwd", metavar="FOLDER", help="where the kernels run (default: the notebook's folder)")
 
 
 def _papermill_parameters(args) -> list:
@@ -382,7 +387,8 @@ def cmd_resume(args) -> int:
     return _execute(args, runtime.prepare_resume(
         args.run_id, store=args.store, from_step=args.from_step, notebook_path=args.notebook,
         cli_params=args.parameter, param_files=args.parameters_file, executor=args.executor,
-        scheduler=args.scheduler, max_workers=args.max_workers, no_cache=args.no_cache))
+        scheduler=args.scheduler, max_workers=args.max_workers, no_cache=args.no_cache, kernel_name=args.kernel,
+        cwd=args.cwd))
 
 
 def _prestart_kernels(args) -> None:

@@ -339,3 +339,15 @@ def test_execute_notebook_takes_papermills_keywords(store, tmp_path):
     with pytest.raises(jupyter_flow.FlowError, match="timeout:SECONDS"):
         jupyter_flow.execute_notebook(str(path), str(tmp_path / "x.ipynb"), execution_timeout=3, store=store)
     logging.getLogger("papermill").setLevel(logging.WARNING)
+
+
+def test_resume_takes_the_kernel_and_folder_the_run_was_given(store, tmp_path):
+    nb = nbformat.v4.new_notebook(metadata={"kernelspec": {"name": "conda-env-old-py", "display_name": "old",
+                                                           "language": "python"}})
+    nb.cells = [nbformat.v4.new_code_cell("print(open('flag.txt').read())")]
+    nbformat.write(nb, str(tmp_path / "old.ipynb"))
+    (tmp_path / "work").mkdir()
+    run_id = cli("run", tmp_path / "old.ipynb", "-k", "python3", "--cwd", tmp_path / "work", "--quiet",
+                 check=1).stdout.strip()
+    (tmp_path / "work" / "flag.txt").write_text("there")
+    cli("resume", run_id, "-k", "python3", "--cwd", tmp_path / "work", "--quiet", check=0)
