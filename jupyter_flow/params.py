@@ -78,10 +78,11 @@ def from_options(parameters=(), raw=(), files=(), yaml_texts=(), base64_texts=()
     return found
 
 
-def replace_injected(flow: Flow) -> Flow:
+def replace_injected(flow: Flow, build=None) -> Flow:
     """The flow papermill runs when given parameters: it replaces an `injected-parameters` cell (a
     papermill output used as input), so that cell's values are not defaults. The cell stays in place,
-    as skipped, so that the notebook's cells keep their places."""
+    as skipped, so that the notebook's cells keep their places. `build(raw)`: the flow of the changed
+    notebook (default: `build_flow` at the same path)."""
     import copy
 
     from .dag import build_flow
@@ -93,7 +94,7 @@ def replace_injected(flow: Flow) -> Flow:
     for cell in raw["cells"]:
         if INJECTED in _tags(cell):
             cell["metadata"]["tags"] = ["skip" if t == INJECTED else t for t in cell["metadata"]["tags"]]
-    return build_flow(flow.path, raw=raw)
+    return build(raw) if build else build_flow(flow.path, raw=raw)
 
 
 def _tags(cell: dict) -> list:

@@ -63,7 +63,7 @@ def prepare(notebook_path, parameters=None, store=None, executor="local", schedu
     store = open_store(store)
     flow = flow_with_history(path, store)
     if parameters or cli_params or param_files:
-        flow = replace_injected(flow)
+        flow = replace_injected(flow, lambda raw: flow_with_history(path, store, raw=raw))
     if kernel_name:
         flow.kernel = kernel_name
     if cwd is not None and not Path(cwd).is_dir():
