@@ -7,9 +7,10 @@ or the new file, never half of one); object stores PUT whole objects, which is a
 
 `write_if(key, data, allow)` writes only if `allow(current bytes or None)`, with no other write_if
 of that key in between: under an exclusive lock of `<key>.lock` locally (flock; a shared mount
-with locks, such as NFSv4, works too); on S3 as a conditional PUT (If-Match the ETag that was
+with locks, such as NFSv4, works too); on S3 as a conditional PUT (If-Match the ETag of what was
 read, If-None-Match: * when there was nothing), retried from the read when another writer came
-first. Other fsspec stores, and mounts without locks, check, then write (a stale writer that wakes
+first. The ETag of a small object PUT whole is the MD5 of its bytes, so one GET is enough; where it
+is not (SSE-KMS), the first PUT fails and the retries HEAD for it before they read. Other fsspec stores, and mounts without locks, check, then write (a stale writer that wakes
 up later is still refused; two writes in the same instant are not ordered).
 """
 from __future__ import annotations
@@ -165,11 +166,14 @@ class FsspecBackend:
         self.fs.pipe_file(self.path(key), data)
 
     def write_if(self, key: str, data: bytes, allow) -> bool:
+        import hashlib
+
         path = self.path(key)
         conditional = "s3" in self.fs.protocol
+        ask = False  # first guess the ETag: the MD5 of the bytes, for an object PUT whole without KMS
         while True:
             try:
-                tag = self.fs.info(path).get("ETag") if conditional else None
+                tag = self.fs.info(path).get("ETag") if conditional and ask else None
                 current = self.fs.cat_file(path)  # as new as `tag` or newer: a newer one fails the PUT below
             except FileNotFoundError:
                 tag, current = None, None
@@ -179,9 +183,10 @@ class FsspecBackend:
                 self.fs.pipe_file(path, data)
                 return True
             try:
-                if tag is None:
+                if current is None:
                     self.fs.pipe_file(path, data, mode="create")  # If-None-Match: *
                 else:
+                    tag = tag or f'"{hashlib.md5(current, usedforsecurity=False).hexdigest()}"'
                     self.fs.pipe_file(path, data, IfMatch=tag)
                 return True
             except FileExistsError:
@@ -189,6 +194,7 @@ class FsspecBackend:
             except OSError as e:
                 if _s3_error_code(e) not in ("PreconditionFailed", "ConditionalRequestConflict", "412", "409"):
                     raise
+                ask = True  # written meanwhile, or ETags here are not MD5s: read the ETag, then the bytes
 
     def read(self, key: str) -> bytes:
         return self.fs.cat_file(self.path(key))
