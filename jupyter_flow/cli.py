@@ -269,12 +269,14 @@ def _execute(args, runner, log_output: bool = False) -> int:
 def cmd_run(args) -> int:
     _prestart_kernels(args)
     from . import papermill_output, runtime
+    from .errors import FlowError
 
     if args.executor == "kfp":
+        if args.kernel or args.cwd or args.prepare_only:
+            raise FlowError("-k, --cwd and --prepare-only do not apply to --executor kfp (its steps run in --image); "
+                            "drop them")
         return _submit_kfp(args)
     if args.kfp_host or args.image:
-        from .errors import FlowError
-
         raise FlowError("--kfp-host and --image are for --executor kfp; add it, or drop them")
     given = _papermill_parameters(args)
     values = {name: value for _, name, value in given}
@@ -695,7 +697,7 @@ def _submit_kfp(args) -> int:
         raise FlowError("--executor kfp cannot write an output notebook (the run happens on the cluster); drop "
                         "OUTPUT and read the executed notebooks with `jupyter flow show RUN_ID`")
     run = KfpExecutor(args.kfp_host, args.image or DEFAULT_IMAGE).submit_run(
-        args.notebook, args.store, cli_params=args.parameter, param_files=args.parameters_file)
+        args.notebook, args.store, cli_params=_papermill_parameters(args))
     print(f"submitted to Kubeflow Pipelines: run {run['run_id']} ({run['url']}); once it starts, `jupyter flow runs "
           f"--flow {run['flow']} --store {run['store']}` lists it, with an id ending in -kfp-{run['run_id']}")
     return 0

@@ -230,7 +230,7 @@ def kfp_api():
 def test_executor_kfp_sends_the_compiled_pipeline_and_parameters_to_the_api(kfp_api, tmp_path):
     host, requests = kfp_api
     proc = cli("run", SCENARIOS / "foreach.ipynb", "--executor", "kfp", "--kfp-host", host, "--store",
-               "s3://bucket/flows", "--image", "registry.example/flow:1", "-p", "numbers", "[4, 5]", check=0)
+               "s3://bucket/flows", "--image", "registry.example/flow:1", "-y", "numbers: [4, 5]", check=0)  # -p: text
     assert "run 4f1c-run" in proc.stdout and "--flow foreach --store s3://bucket/flows" in proc.stdout
     assert "-kfp-4f1c-run" in proc.stdout
     [(_, path, body)] = [r for r in requests if r[0] == "POST"]
