@@ -78,7 +78,7 @@ class _Files:
 
     def __init__(self, ignore: tuple[str, ...]):
         self.ignore = ignore  # folder prefixes (ending in '/') whose files are not the step's
-        self.read: dict[str, dict] = {}  # path -> {"size", "mtime"} at its first read (+ "hash" once taken)
+        self.read: dict[str, dict] = {}  # path -> its fingerprint (files.fingerprint) when first read
         self.written: dict[str, bool] = {}  # path -> whether the step only appended to it (a log)
         self.removed: dict[str, None] = {}
         self.network: dict[str, None] = {}

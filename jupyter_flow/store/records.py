@@ -183,12 +183,13 @@ class TaskRecord(_Record):
     notebook: str | None = None
     foreach: dict | None = None
     failure: dict | None = None
-    damaged: str | None = None
-    extra: dict = field(default_factory=dict)
     # files the step used (see files.py): {"read": {PATH: fingerprint}, "written": {RELPATH: {"hash",
-    # "size", "mtime"}} (final bytes stored as blobs), "removed": [RELPATH], "network": ["host:port"]}
+    # "size", "mtime"[, "append": true]}} (final bytes stored as blobs), "removed": [RELPATH],
+    # "network": ["host:port"]}
     files: dict = field(default_factory=dict)
     packages: dict = field(default_factory=dict)  # distribution -> version, of the modules the step used
+    damaged: str | None = None
+    extra: dict = field(default_factory=dict)
 
     @property
     def key(self) -> str:
@@ -200,7 +201,7 @@ class TaskRecord(_Record):
         return self.origin["key"] if self.origin else self.key
 
     def blob_refs(self) -> set[str]:
-        """Digests of the values it received and produced."""
+        """Digests of the values it received and produced, and of the files it wrote."""
         refs = set()
         written = (self.files or {}).get("written") or {}
         for meta in list(self.outputs.values()) + list(self.inputs.values()) + list(written.values()):
