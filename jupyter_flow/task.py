@@ -83,8 +83,8 @@ def run_task(spec: dict, pool: kernels.KernelPool | None = None, control: TaskCo
         records.write_task(store, record)
         python = stepbook.sets_up_kernel(spec["stepbook"])  # a Python step notebook can be snapshot
         control.attach(km, rescue=(lambda k: _snapshot(k, timeout=300, start_within=3)) if python else None)
-        _execute(spec, km, workdir, record, control)
         files.restore(store, spec.get("files_in"), spec["cwd"])  # what upstream steps wrote, if not here
+        _execute(spec, km, workdir, record, control)
     except Exception as e:  # noqa: BLE001 - whatever broke, the task record says so
         record.update(status=control.reason or "failed",
                       error={"type": e.__class__.__name__, "message": str(e).strip() or repr(e)})

@@ -45,6 +45,23 @@ class Specs:
                 meta[var] = outs[0]
         return refs, meta
 
+    def fan_out(self, name: str, tasks: dict[str, list[Task]]) -> int:
+        """How many tasks foreach step `name` has, once the step its list comes from is done."""
+        var = self.flow.steps[name].foreach["var"]
+        producer = self.flow.steps[name].inputs.get(var)
+        if producer is None:
+            value = self.parameters.get(var)
+            if not isinstance(value, (list, tuple)):
+                raise FlowError(f"step {name!r}: foreach:{var} needs a list, but parameter {var} is {value!r}")
+            return len(value)
+        if self.flow.steps[producer].foreach:
+            return len(tasks[producer])
+        out = tasks[producer][0].record.get("outputs", {}).get(var, {})
+        if "length" not in out:
+            raise FlowError(f"step {name!r}: foreach:{var} needs a list, but step {producer!r} made "
+                            f"{var} a {out.get('type', 'missing value')}")
+        return out["length"]
+
     def files_in(self, name: str) -> dict:
         """{RELPATH: {"hash", "size", "mtime"}} of the files step `name`'s ancestors wrote in this run, for
         its task to restore where they are missing (another machine, a fresh folder). Where two wrote
@@ -86,23 +103,6 @@ class Specs:
                 if path not in merged or entry[0] > merged[path][0]:
                     merged[path] = entry
         return merged
-
-    def fan_out(self, name: str, tasks: dict[str, list[Task]]) -> int:
-        """How many tasks foreach step `name` has, once the step its list comes from is done."""
-        var = self.flow.steps[name].foreach["var"]
-        producer = self.flow.steps[name].inputs.get(var)
-        if producer is None:
-            value = self.parameters.get(var)
-            if not isinstance(value, (list, tuple)):
-                raise FlowError(f"step {name!r}: foreach:{var} needs a list, but parameter {var} is {value!r}")
-            return len(value)
-        if self.flow.steps[producer].foreach:
-            return len(tasks[producer])
-        out = tasks[producer][0].record.get("outputs", {}).get(var, {})
-        if "length" not in out:
-            raise FlowError(f"step {name!r}: foreach:{var} needs a list, but step {producer!r} made "
-                            f"{var} a {out.get('type', 'missing value')}")
-        return out["length"]
 
     def build(self, task: Task, refs: dict, meta: dict, cache_key: str | None, executor: str) -> dict:
         step = self.flow.steps[task.step]
