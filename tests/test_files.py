@@ -410,3 +410,32 @@ def test_a_step_gets_the_files_its_ancestors_wrote_the_later_writer_winning(tmp_
     got = {path: meta["hash"] for path, meta in specs.files_in("d").items()}
     assert got == {"model.pkl": "model.pkl@a", "shared.csv": "shared.csv@b", "b.txt": "b.txt@b", "c.txt": "c.txt@c"}
     assert specs.files_in("a") == {}
+
+
+@pytest.mark.slow
+def test_files_travel_between_dask_workers_that_cannot_see_the_notebooks_folder(tmp_path):
+    """Two Dask workers, each in its own folder, neither seeing the notebook's folder (as on other
+    machines): a file one step writes on one worker is there for the next step on the other."""
+    from support.services import can_hide_folders, dask_cluster
+
+    import jupyter_flow
+
+    if not can_hide_folders():
+        pytest.skip("no unprivileged mount namespaces here: workers would see the runner's folder")
+    private = tmp_path / "runner-only"
+    (private / "project").mkdir(parents=True)
+    nb = tagged_notebook(private / "project", [
+        (["imports"], "import os"),
+        (["step:write", "limit:gpu:1"], ("os.makedirs('models', exist_ok=True)\n"
+                                         "open('models/model.txt', 'w').write('weights')\nwrote_in = os.getcwd()")),
+        (["step:read", "limit:memory:1Gi"], "got = open('models/model.txt').read()\nread_in = os.getcwd()"),
+    ])
+    with dask_cluster(tmp_path / "cluster", workers=2, nthreads=1, resources=["GPU=1", "memory=1e12"],
+                      hide=(private,)) as address:
+        run = jupyter_flow.run(nb, store=tmp_path / "store", executor="dask", scheduler=address)
+    assert run.status == "succeeded", run.error
+    tasks = by_step(run)
+    assert tasks["write"].record["worker"] != tasks["read"].record["worker"]
+    assert value(run, "read", "got") == "weights"
+    assert value(run, "write", "wrote_in") != value(run, "read", "read_in")  # two folders, on two "machines"
+    assert not (private / "project" / "models").exists()  # nothing came back to the runner's folder
