@@ -153,7 +153,7 @@ def test_resume_takes_str_parameters_and_files_like_run(tmp_path, run_flow, stor
     failed = run_flow(nb, expect="failed")
     cli("resume", failed.id, "-p", "name", "123", "--quiet", check=0)
     resumed = jupyter_flow.Flow("greet", store).latest_run
-    assert resumed.origin_run == failed.id and resumed["a"].data.out == "123"
+    assert resumed.origin_run == failed.id and resumed["a"].data.out == 123  # as run and papermill read -p
     (tmp_path / "p.yaml").write_text("name: hello\n")
     cli("resume", failed.id, "-f", tmp_path / "p.yaml", "--quiet", check=0)
     assert jupyter_flow.Flow("greet", store).latest_run["a"].data.out == "hello"
