@@ -4,6 +4,8 @@ import time
 from datetime import datetime, timezone
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from jupyter_flow.cleanup import collect
 from jupyter_flow.errors import FlowError
@@ -192,3 +194,56 @@ def test_dry_run_lists_by_user_and_deletes_nothing(store):
         "ann": ["20250102T000000-000002"], "bob": ["20250101T000000-000001"]}
     assert report["blobs"] == [layout.blob(digest)] and report["bytes"] > 0
     assert len(records.list_runs(store)) == 2 and digest in blobs(store)
+
+
+# -- the promise, over generated team stores --------------------------------------------------------
+USERS = ["ann", "bob", None]
+
+
+@st.composite
+def team_stores(draw):
+    """Runs (oldest first) of several users and flows; some resumed from, or reusing a task of, an
+    earlier run; some pinned; some still running."""
+    runs = []
+    for i in range(draw(st.integers(1, 7))):
+        earlier = [r["id"] for r in runs]
+        runs.append({"id": f"2025010{i + 1}T000000-00000{i}", "user": draw(st.sampled_from(USERS)),
+                     "flow": draw(st.sampled_from(["f", "g"])),
+                     "status": draw(st.sampled_from(["succeeded", "failed", "running"])),
+                     "origin_run": draw(st.sampled_from([None] + earlier)),
+                     "reuses": draw(st.sampled_from([None] + earlier)),
+                     "pinned": draw(st.booleans())})
+    return runs, draw(st.sampled_from(["ann", "bob"])), draw(st.booleans()), draw(st.integers(0, 2))
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(case=team_stores())
+def test_nobody_loses_what_a_kept_or_pinned_run_needs(tmp_path_factory, monkeypatch, case):
+    runs, caller, all_users, keep = case
+    monkeypatch.setenv("JUPYTERHUB_USER", caller)
+    store = open_store(str(tmp_path_factory.mktemp("team")))
+    blob_of = {}
+    for r in runs:
+        blob_of[r["id"]] = old_blob(store, r["id"])
+        origin = r["reuses"] and {"run_id": r["reuses"], "flow": "f", "step": "a", "index": 0,
+                                  "key": layout.task_key("f", r["reuses"], "a", 0)}
+        add_run(store, r["id"], status=r["status"], outputs=[blob_of[r["id"]]], origin=origin,
+                task_status="reused" if origin else "succeeded", user=r["user"] or "nobody",
+                origin_run=r["origin_run"], flow=r["flow"])
+        if r["user"] is None:  # recorded no user
+            key = layout.run_json(r["flow"], r["id"])
+            store.write_json(key, {k: v for k, v in store.read_json(key).items() if k != "user"})
+        if r["pinned"]:
+            records.pin(store, r["id"])
+    collect(store, keep=keep, all_users=all_users)
+    left = {r.id for r in records.list_runs(store)}
+    for r in runs:
+        if r["id"] not in left:  # deleted: it was the caller's (or anyone's, with all_users), unprotected
+            assert (all_users or r["user"] == caller) and not r["pinned"] and r["status"] != "running"
+            newer = [o for o in runs if (o["user"], o["flow"]) == (r["user"], r["flow"]) and o["id"] > r["id"]]
+            assert len(newer) >= keep
+        else:  # kept: so is everything it needs
+            assert {r["origin_run"], r["reuses"]} - {None} <= left
+            assert store.load_value(blob_of[r["id"]]) == r["id"]
+            if r["reuses"]:
+                assert store.load_value(blob_of[r["reuses"]]) == r["reuses"]
