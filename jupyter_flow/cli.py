@@ -460,7 +460,8 @@ def cmd_plan(args) -> int:
     flow.kernel = args.kernel or flow.kernel
     if args.cwd and not Path(args.cwd).is_dir():
         raise FlowError(f"--cwd {args.cwd}: no such folder")
-    steps = plan(flow, store, resolve(flow, cli=given), cwd=args.cwd)
+    resolve(flow, cli=given)  # a bad value: one line naming its option
+    steps = plan(flow, store, {name: value for _, name, value in given}, cwd=args.cwd)  # as a run is given them
     if args.format == "json":
         print(json.dumps({"steps": steps}, indent=1))
         return 0

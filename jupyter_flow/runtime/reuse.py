@@ -281,8 +281,10 @@ def diff(flow: Flow, name: str, old: dict, new: dict) -> str | None:
 
 
 def _param_text(value) -> str:
-    text = value["default"] if isinstance(value, dict) and set(value) == {"default"} else repr(value)
-    return elide(text, 40)
+    """A parameter's value as given, or `default SOURCE` when the parameters cell's default stood."""
+    if isinstance(value, dict) and set(value) == {"default"}:
+        return f"default {elide(value['default'], 40)}"
+    return elide(repr(value), 40)
 
 
 def _code_change(flow: Flow, old: list[dict], new: list[dict]) -> str | None:
