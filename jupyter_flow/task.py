@@ -76,9 +76,13 @@ def run_task(spec: dict, pool: kernels.KernelPool | None = None, control: TaskCo
     records.write_task(store, record)
     t0 = time.monotonic()
     km = None
+    warmup = kernels.warmup_code(spec["store"])  # it also starts recording files before the shared cells run
+    if getattr(pool, "warmup", "") is None:  # a first task may ask before the executor hinted its store
+        pool.warmup = warmup
     try:
         km = (_own_env_kernel(spec, record, store) if spec.get("pip")
-              else pool.acquire(spec["kernel"], spec["cwd"]) if pool else kernels.start_kernel(spec["kernel"], spec["cwd"]))
+              else pool.acquire(spec["kernel"], spec["cwd"]) if pool
+              else kernels.start_kernel(spec["kernel"], spec["cwd"], warmup=warmup))
         record["kernel_pid"] = kernels.kernel_pid(km)
         records.write_task(store, record)
         python = stepbook.sets_up_kernel(spec["stepbook"])  # a Python step notebook can be snapshot

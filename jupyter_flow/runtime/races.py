@@ -38,6 +38,11 @@ def uses(record: dict) -> tuple[set[str], set[str]]:
     return set(files.get("read") or ()) | changed, changed
 
 
+def _changed(record: dict, path: str) -> bool:
+    files = record.get("files") or {}
+    return path in (files.get("written") or {}) or path in (files.get("removed") or ())
+
+
 def appended(record: dict, path: str) -> bool:
     """Whether the task only appended to `path` (a log): appends of unordered steps do not conflict."""
     files = record.get("files") or {}
@@ -48,7 +53,8 @@ class Races:
     def __init__(self, flow: Flow, tasks: dict[str, list[Task] | None]):
         self.flow, self.tasks = flow, tasks
         self.order = {n: i for i, n in enumerate(flow.notebook.steps)}
-        self.users: dict[str, list[Task]] = {}  # path -> ended tasks that used it
+        self.readers: dict[str, dict[int, Task]] = {}  # path -> ended tasks (by id) that only read it
+        self.writers: dict[str, dict[int, Task]] = {}  # path -> ended tasks (by id) that changed it
         self.expected: dict[str, list[str]] = {}  # path -> steps predicted to write it
         for s in flow.steps.values():
             for path in getattr(s, "files_written", None) or ():
@@ -71,10 +77,12 @@ class Races:
     def check(self, task: Task) -> list[FileRace]:
         """The races `task` (just ended, its record set) is part of, with the tasks that ended before it
         and with the steps still to end that are expected to write a file it used."""
-        used, _ = uses(task.record)
+        used, changed = uses(task.record)
         races = []
-        for path in sorted(used):
-            others = self.users.setdefault(path, [])
+        for path in sorted(used):  # a race needs a change: a reader is compared with the writers only
+            others = list(self.writers.get(path, {}).values())
+            if path in changed:
+                others += self.readers.get(path, {}).values()
             for other in others:
                 if other is not task and other.step != task.step:
                     race = self._pair(task, other, path)
@@ -83,8 +91,7 @@ class Races:
             for writer in self.expected.get(path, ()):
                 if self._unfinished(writer) and self._unordered(writer, task.step):
                     races.append(self._race(task, writer, path, "before"))
-            if task not in others:
-                others.append(task)
+            (self.writers if path in changed else self.readers).setdefault(path, {})[id(task)] = task
         return races
 
     def _pair(self, a: Task, b: Task, path: str) -> FileRace | None:
@@ -92,17 +99,17 @@ class Races:
         step used a file the earlier one changed while it ran (it may have seen the old one). Backward:
         the earlier step read a file the later one changed while it ran, and read the later one's version."""
         early, late = (a, b) if self.order.get(a.step, 0) < self.order.get(b.step, 0) else (b, a)
-        if early.step in self.ancestors(late.step):
-            return None
         if (early.record.get("ended") or "") <= (late.record.get("started") or ""):
             return None  # the earlier step ended before the later one started, as top to bottom
-        if path in uses(early.record)[1]:
+        if early.step in self.ancestors(late.step):
+            return None
+        if _changed(early.record, path):
             if appended(early.record, path) and appended(late.record, path):
                 return None  # two steps adding lines to one log
-            if path not in uses(late.record)[1] and _read(late.record, path) == _final(early.record, path):
+            if not _changed(late.record, path) and _read(late.record, path) == _final(early.record, path):
                 return None  # it read the file as the earlier step left it
             victim, race = late, self._race(late, early.step, path, "while")
-        elif path in uses(late.record)[1] and path in (early.record.get("files") or {}).get("read", {}):
+        elif _changed(late.record, path) and path in (early.record.get("files") or {}).get("read", {}):
             seen = (early.record["files"]["read"][path] or {}).get("mtime")
             if _read(early.record, path) != _final(late.record, path) or \
                     _read(late.record, path) == _read(early.record, path) or \
