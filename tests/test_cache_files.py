@@ -71,9 +71,10 @@ def test_the_reason_names_the_changed_cell_and_line_or_parameter(run_flow, reade
     assert statuses(edited) == {"load": "cached", "count": "succeeded", "other": "cached"}
     assert reasons(edited)["count"] == "code changed: cell 3, line 2 `m = n * 3`"
 
-    changed = run_flow(reader, parameters={"lr": 0.2})
+    run_flow(reader, parameters={"lr": 0.2})
+    changed = run_flow(reader, parameters={"lr": 0.3})
     assert statuses(changed) == {"load": "cached", "count": "cached", "other": "succeeded"}
-    assert reasons(changed)["other"] == "parameter `lr` changed (0.1 -> 0.2)"
+    assert reasons(changed)["other"] == "parameter `lr` changed (0.2 -> 0.3)"
 
 
 @pytest.fixture
