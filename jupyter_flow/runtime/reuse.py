@@ -71,10 +71,6 @@ class Decision:
     old_key: str | None = None
 
     @property
-    def action(self) -> str:
-        return "reuse" if self.old else "run"
-
-    @property
     def origin(self) -> str | None:
         return _source(self.old, self.old_key)["run_id"] if self.old else None
 
