@@ -17,6 +17,7 @@ import ast
 import bisect
 import heapq
 import os
+import posixpath
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -214,9 +215,12 @@ def _paths(predicted: list[str], recorded: list[str] | None, folder: Path) -> li
     it, else absolute; the code's predictions first, then what the last run recorded."""
     found = {}
     for path in predicted:
-        full = os.path.normpath(os.path.join(folder, path))
-        relative = os.path.relpath(full, folder)
-        found[full if relative.startswith("..") else Path(relative).as_posix()] = None
+        relative = posixpath.normpath(path)
+        if os.path.isabs(relative) or relative.startswith(".."):
+            full = os.path.normpath(os.path.join(folder, path))
+            relative = os.path.relpath(full, folder)
+            relative = full if relative.startswith("..") else Path(relative).as_posix()
+        found[relative] = None
     found.update(dict.fromkeys(p for p in recorded or () if isinstance(p, str)))
     return list(found)
 
@@ -331,18 +335,32 @@ def _check_shells(steps: dict[str, Step], usages: dict[str, analysis.Usage]) -> 
 def _file_edges(steps: dict[str, Step], warnings: list[str]) -> None:
     """Order the steps that share a file as top to bottom would (see the module's docstring)."""
     order = list(steps)
+    position = {name: i for i, name in enumerate(order)}
+    writers: dict[str, list[int]] = {}  # file -> positions of the steps that write it
+    readers: dict[str, list[int]] = {}
+    for i, name in enumerate(order):
+        for file in steps[name].files_written:
+            writers.setdefault(file, []).append(i)
+        for file in steps[name].files_read:
+            readers.setdefault(file, []).append(i)
+    # inferred and file edges point up the notebook; only a prev: pointing down it can close a cycle
+    downward = any(position.get(up, -1) > position[s.name] for s in steps.values() for up in s.explicit_prev)
     for i, name in enumerate(order):
         step = steps[name]
         wanted: dict[str, list[str]] = {}
-        for file in step.files_read + step.files_written:
-            for up in _file_sources(steps, order[:i], file, file in step.files_written):
-                wanted.setdefault(up, [])
-                if file not in wanted[up]:
-                    wanted[up].append(file)
+        for file in dict.fromkeys(step.files_read + step.files_written):
+            found = writers.get(file, [])
+            last = found[bisect.bisect_left(found, i) - 1] if bisect.bisect_left(found, i) else None
+            ups = [] if last is None else [last]
+            if file in step.files_written:  # and the readers since that writer
+                between = readers.get(file, [])
+                ups += between[bisect.bisect_right(between, -1 if last is None else last):bisect.bisect_left(between, i)]
+            for up in ups:
+                wanted.setdefault(order[up], []).append(file)
         for up, files in wanted.items():
             if up not in step.prev and step.explicit_prev and _depends(steps, name, up):
                 continue  # the user's prev: tags already put it after `up`
-            if up not in step.prev and _depends(steps, up, name):
+            if up not in step.prev and downward and _depends(steps, up, name):
                 warnings.append(f"step {name!r} uses {', '.join(files)} after step {up!r} (notebook order), but "
                                 f"prev: tags put {up!r} after {name!r}; the file edge is left out (it would make a "
                                 "cycle): check the prev: tags")
@@ -350,18 +368,6 @@ def _file_edges(steps: dict[str, Step], warnings: list[str]) -> None:
             step.file_edges[up] = files
             if up not in step.prev:
                 step.prev.append(up)
-
-
-def _file_sources(steps: dict[str, Step], earlier: list[str], file: str, writes: bool) -> list[str]:
-    """The steps among `earlier` that a step using `file` must follow: the last that writes it and,
-    if the step writes it too, those after that one that read it."""
-    found = []
-    for name in reversed(earlier):
-        if file in steps[name].files_written:
-            return [name] + found
-        if writes and file in steps[name].files_read:
-            found.insert(0, name)
-    return found
 
 
 def _depends(steps: dict[str, Step], step: str, up: str) -> bool:
