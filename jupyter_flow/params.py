@@ -102,19 +102,27 @@ def _tags(cell: dict) -> list:
 
 
 def resolve(flow: Flow, given: dict | None = None, cli: list | None = None, files: list[str] | None = None) -> dict:
-    """The run's parameter values: defaults, then files, then `given`, then `cli` (last wins). `cli`
-    holds -p pairs (NAME, TEXT), or (origin, name, value) triples from `from_options`.
-    A default that is an expression (`items = list(range(200))`) is left out unless overridden: the
-    parameters cell computes it in the kernel, as papermill does."""
-    values = {n: p.value for n, p in flow.parameters.items() if p.type != "expression"}
-    overrides: dict = {}
+    """The run's parameter values: the parameters cell's literal defaults, then `overrides`. A default
+    that is an expression (`items = list(range(200))`) is left out unless overridden: the parameters
+    cell computes it in the kernel, as papermill does."""
+    defaults = {n: p.value for n, p in flow.parameters.items() if p.type != "expression"}
+    return {**defaults, **overrides(flow, given, cli, files)}
+
+
+def overrides(flow: Flow, given: dict | None = None, cli: list | None = None, files: list[str] | None = None) -> dict:
+    """The values given for the run, checked: files, then `given`, then `cli` (last wins); `cli` holds
+    -p pairs (NAME, TEXT), or (origin, name, value) triples from `from_options`. Only these are
+    injected after the parameters cell, as papermill injects them (a default the cell changes after
+    assigning it stays changed)."""
+    values: dict = {}
+    found: dict = {}
     for path in files or []:
-        overrides.update({k: (f"-f {Path(path).name}", v) for k, v in load_file(path).items()})
-    overrides.update({k: ("parameter", v) for k, v in (given or {}).items()})
+        found.update({k: (f"-f {Path(path).name}", v) for k, v in load_file(path).items()})
+    found.update({k: ("parameter", v) for k, v in (given or {}).items()})
     for entry in cli or []:
         origin, name, value = entry if len(entry) == 3 else ("-p", entry[0], parse_cli_value(entry[1]))
-        overrides[name] = (origin, value)
-    for name, (origin, value) in overrides.items():
+        found[name] = (origin, value)
+    for name, (origin, value) in found.items():
         if not flow.notebook.python:  # papermill's way: its translator writes any value in that language
             values[name] = value
             continue

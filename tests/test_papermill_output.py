@@ -351,3 +351,13 @@ def test_resume_takes_the_kernel_and_folder_the_run_was_given(store, tmp_path):
                  check=1).stdout.strip()
     (tmp_path / "work" / "flag.txt").write_text("there")
     cli("resume", run_id, "-k", "python3", "--cwd", tmp_path / "work", "--quiet", check=0)
+
+
+def test_only_given_values_are_injected_so_a_default_the_cell_changes_stays_changed(store, tmp_path):
+    """papermill injects the given parameters only: `x = 1; x += 1` leaves 2 unless -p x is given."""
+    path = tagged_notebook(tmp_path, [(["parameters"], "x = 1\nx += 1\nitems = [1]\nitems.append(2)\ny = 5"),
+                                      (["step:show"], "print(x, items, y)")])
+    got, _ = _assert_same(tmp_path, path)
+    assert _text(got.cells[-1]) == "2 [1, 2] 5\n"
+    got, _ = _assert_same(tmp_path, path, "-p", "x", 1, "-p", "y", 6)  # 1 as given, though it is the default
+    assert _text(got.cells[-1]) == "1 [1, 2] 6\n"

@@ -57,7 +57,7 @@ def prepare(notebook_path, parameters=None, store=None, executor="local", schedu
     where the kernels run (papermill's --cwd; default the notebook's folder)."""
     from ..executors import executor_class, make_executor
     from ..kernels import check_kernelspecs
-    from ..params import replace_injected, resolve
+    from ..params import overrides, replace_injected, resolve
 
     path = Path(notebook_path)
     store = open_store(store)
@@ -70,14 +70,15 @@ def prepare(notebook_path, parameters=None, store=None, executor="local", schedu
         raise FlowError(f"--cwd {cwd}: no such folder; create it or give another")
     if from_step is not None:
         flow.step(from_step)
-    values = resolve(flow, parameters, cli_params, param_files)
+    injected = overrides(flow, parameters, cli_params, param_files)  # what papermill would inject
+    values = {**resolve(flow), **injected}
     check_kernelspecs(flow)
     if isinstance(executor, str):
         executor_class(executor)  # an unknown name fails before anything is touched
     store.check_writable()
     runner_executor = make_executor(executor, max_workers=max_workers, scheduler=scheduler, **(executor_options or {}))
     return Runner(flow, values, store, runner_executor, no_cache=no_cache, on_event=on_event, origin=origin,
-                  from_step=from_step, cwd=str(Path(cwd).resolve()) if cwd is not None else None)
+                  from_step=from_step, cwd=str(Path(cwd).resolve()) if cwd is not None else None, injected=injected)
 
 
 def flow_with_history(path, store=None, raw: dict | None = None) -> Flow:
@@ -129,9 +130,12 @@ def prepare_resume(run_id: str, store=None, parameters=None, from_step=None, not
     path = notebook_path or origin.notebook
     if not Path(path).exists():
         raise FlowError(f"the notebook of run {origin.id} is gone ({path}); pass its new path with --notebook")
-    from ..params import load_file
+    from ..params import load_file, resolve
 
-    given = dict(origin.parameters)  # then -f files, then `parameters`, then -p pairs (as for a run)
+    defaults = resolve(build_flow(path))  # the origin's values but its defaults: a default is not injected
+    given = {n: v for n, v in origin.parameters.items()
+             if not (n in defaults and type(v) is type(defaults[n]) and v == defaults[n])}
+    # then -f files, then `parameters`, then -p pairs (as for a run)
     for path_ in param_files or []:
         given.update(load_file(path_))
     given.update(parameters or {})

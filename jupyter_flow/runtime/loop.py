@@ -33,7 +33,7 @@ def heartbeat_interval() -> float:
 class Runner:
     def __init__(self, flow: Flow, parameters: dict, store: Store, executor, run_id: str | None = None,
                  no_cache: bool = False, on_event=None, origin: dict | None = None, from_step: str | None = None,
-                 cwd: str | None = None):
+                 cwd: str | None = None, injected: dict | None = None):
         self.flow, self.parameters, self.store, self.executor = flow, parameters, store, executor
         self.run_id = run_id or time_id(secrets.token_hex(3))
         self.key = run_key(flow.name, self.run_id)
@@ -51,7 +51,7 @@ class Runner:
         self._last_beat = 0.0
         self.record = self._new_record()
         self.preload = modules_to_preload(c.source for c in flow.shared)
-        self.specs = Specs(flow, store.url, self.run_id, parameters, self.cwd, self.preload, self.tasks)
+        self.specs = Specs(flow, store.url, self.run_id, parameters, self.cwd, self.preload, self.tasks, injected)
         self.races = Races(flow, self.tasks)
         self.envs = None  # `pip:` environments built here, started by `run` (on Dask, workers build them)
         self.env_wait: list[Task] = []  # ready tasks whose environment is still being built
@@ -229,7 +229,7 @@ class Runner:
     def decide(self, task: Task) -> tuple[dict, dict, dict, str, reuse.Decision]:
         """(refs, input metadata, cache parts, cache key, decision) of a task whose upstream ended."""
         refs, meta = self.specs.inputs(task.step, self.tasks)
-        parts = reuse.cache_parts(self.flow, self.parameters, task.step, task.index, refs, self._packages(task.step))
+        parts = reuse.cache_parts(self.flow, self.specs.injected, task.step, task.index, refs, self._packages(task.step))
         key = reuse.cache_key(parts)
         return refs, meta, parts, key, self.cache.decide(task.step, task.index, parts, key)
 

@@ -23,10 +23,11 @@ def plan(flow: Flow, store: Store | str | None = None, parameters: dict | None =
     """One dict per step, in order: {"step", "action": "run" | "reuse", "reason", "origin": the run
     that made the reused result, or None}. `parameters`: values for the parameters cell (checked as
     a run checks them: FlowError on a bad one); `cwd`: where the steps' files are (the notebook's folder)."""
-    from ..params import resolve
+    from ..params import overrides, resolve
 
     store = open_store(store)
-    values = resolve(flow, parameters)
+    injected = overrides(flow, parameters)  # the values a run would inject (its cache keys hold these)
+    values = {**resolve(flow), **injected}
     cwd = cwd or str(flow.path.parent)
     cache = Cache(store, flow, None, cwd, no_cache=no_cache)
     specs = Specs(flow, store.url, "plan", values, cwd, [])
@@ -45,7 +46,7 @@ def plan(flow: Flow, store: Store | str | None = None, parameters: dict | None =
             count, why = 0, str(e)
         for index in range(count):
             refs, _ = specs.inputs(name, tasks)
-            parts = cache_parts(flow, values, name, index, refs, _pip_packages(step))
+            parts = cache_parts(flow, injected, name, index, refs, _pip_packages(step))
             decisions.append(cache.decide(name, index, parts, cache_key(parts), restored))
         ran = [d for d in decisions if not d.old]
         if why or ran:

@@ -12,8 +12,9 @@ class Specs:
     """Builds the specs of one run's tasks; what depends only on the flow is worked out once."""
 
     def __init__(self, flow: Flow, store_url: str, run_id: str, parameters: dict, cwd: str, preload: list[str],
-                 tasks: dict[str, list[Task] | None] | None = None):
+                 tasks: dict[str, list[Task] | None] | None = None, injected: dict | None = None):
         self.flow, self.store_url, self.run_id, self.parameters = flow, store_url, run_id, parameters
+        self.injected = parameters if injected is None else injected  # what the kernels get after the parameters cell
         self.cwd, self.preload = cwd, preload
         self.tasks = tasks if tasks is not None else {}  # the run's tasks by step, as the loop keeps them
         self.order = {n: i for i, n in enumerate(flow.notebook.steps)}
@@ -112,7 +113,7 @@ class Specs:
             "index": task.index, "attempt": task.attempt, "attempts": task.attempts,
             "kernel": step.options.get("kernel", self.flow.kernel), "cwd": self.cwd, "preload": self.preload,
             "timeout": step.options.get("timeout"), "limit": step.options.get("limit", {}),
-            "parameters": self.parameters, "pip": step.options.get("pip"), "input_meta": meta, "cache_key": cache_key, "executor": executor,
+            "parameters": self.injected, "pip": step.options.get("pip"), "input_meta": meta, "cache_key": cache_key, "executor": executor,
             "foreach": foreach,
             "stepbook": stepbook.build(self.flow, step, self.run_id, task.index),
             "ends_notebook": task.step == self.last_step,  # no step follows it in the notebook
