@@ -222,6 +222,10 @@ def main(argv: list[str] | None = None) -> int:
     from .errors import FlowError
 
     try:
+        if args.command in WRITERS and not getattr(args, "dry_run", False):
+            from .store import open_store
+
+            open_store(args.store).check_writable()  # a read-only store refuses in one line, before anything
         return COMMANDS[args.command](args)
     except FlowError as e:
         if args.debug:
@@ -715,6 +719,8 @@ COMMANDS = {"run": cmd_run, "batch": cmd_batch, "resume": cmd_resume, "dag": cmd
             "logs": cmd_logs, "artifacts": cmd_artifacts, "cancel": cmd_cancel, "gc": cmd_gc,
             "pin": cmd_pin, "unpin": cmd_unpin,
             "fsck": cmd_fsck, "envs": cmd_envs, "export": cmd_export, "agent": cmd_agent}
+# commands that write to the store (but with --dry-run); run and resume check in runtime.prepare
+WRITERS = ("batch", "gc", "pin", "unpin", "cancel", "fsck")
 
 
 

@@ -61,6 +61,7 @@ def prepare(notebook_path, parameters=None, store=None, executor="local", schedu
 
     path = Path(notebook_path)
     store = open_store(store)
+    store.check_writable()  # first: a read-only or unreachable store refuses before anything is read
     flow = flow_with_history(path, store)
     if parameters or cli_params or param_files:
         flow = replace_injected(flow, lambda raw: flow_with_history(path, store, raw=raw))
@@ -75,7 +76,6 @@ def prepare(notebook_path, parameters=None, store=None, executor="local", schedu
     check_kernelspecs(flow)
     if isinstance(executor, str):
         executor_class(executor)  # an unknown name fails before anything is touched
-    store.check_writable()
     runner_executor = make_executor(executor, max_workers=max_workers, scheduler=scheduler, **(executor_options or {}))
     return Runner(flow, values, store, runner_executor, no_cache=no_cache, on_event=on_event, origin=origin,
                   from_step=from_step, cwd=str(Path(cwd).resolve()) if cwd is not None else None, injected=injected)

@@ -13,11 +13,14 @@ import tempfile
 import uuid
 
 from ..errors import CorruptBlob, FlowError, NotFound, StoreError
-from . import layout
+from . import blobs, layout
 from .backends import backend_for
-from . import blobs
 
 ENV = "JUPYTER_FLOW_STORE"
+
+
+class ReadOnly(StoreError):
+    """The store may be read but not written (or not deleted from) with these credentials."""
 
 
 def default_url() -> str:
@@ -26,7 +29,7 @@ def default_url() -> str:
     return os.path.join(jupyter_data_dir(), "flow")
 
 
-def open_store(url: str | os.PathLike | None = None) -> "Store":
+def open_store(url: str | os.PathLike | None = None) -> Store:
     """The store at `url`, else $JUPYTER_FLOW_STORE, else the per-user default folder."""
     if isinstance(url, Store):
         return url
@@ -48,19 +51,32 @@ class Store:
 
     # -- checks ----------------------------------------------------------------------------
     def check_writable(self) -> None:
-        """Fail early, with a fix, when runs could not be recorded here."""
-        probe = f".probe-{uuid.uuid4().hex}"
-        try:
-            self.backend.write(probe, b"ok")
-            self.backend.delete(probe)
-        except Exception as e:  # noqa: BLE001 - any driver error means the same to the user
-            raise StoreError(f"store {self.url} is not writable ({e.__class__.__name__}: {_short(e)}); "
-                             f"pass a writable --store URL or set {ENV}") from None
+        """Fail early, in one line, when runs could not be recorded here: a tiny probe key is
+        PUT under the temporary prefix, then deleted (one request each, on any store). ReadOnly if
+        the credentials may not write or delete; StoreError if the store cannot be reached."""
+        probe = layout.probe(uuid.uuid4().hex)
+        for action, call in (("write", lambda: self.backend.write(probe, b"ok")),
+                             ("delete", lambda: self.backend.delete(probe))):
+            try:
+                call()
+            except PermissionError as e:
+                raise self._read_only(action, e) from None
+            except Exception as e:  # noqa: BLE001 - any driver error means the same to the user
+                raise StoreError(f"store {self.url} is not writable ({e.__class__.__name__}: {_short(e)}); "
+                                 f"check that it can be reached, or pass another --store URL or set {ENV}") from None
+
+    def _read_only(self, action: str, e: PermissionError) -> ReadOnly:
+        """The one message for a write the credentials may not do (`action`: write or delete)."""
+        denied = self.backend.denied(action)
+        return ReadOnly(f"the store {self.url} is read-only for these credentials ({denied} denied); "
+                        "ask for write access or use another --store")
 
     # -- keys ------------------------------------------------------------------------------
     def write_bytes(self, key: str, data: bytes) -> None:
         try:
             self.backend.write(key, data)
+        except PermissionError as e:
+            raise self._read_only("write", e) from None
         except OSError as e:
             raise StoreError(f"cannot write {key} to store {self.url}: {_short(e)}") from None
 
@@ -72,6 +88,8 @@ class Store:
         No other `write_json_if` of `key` comes between the check and the write (backends' write_if)."""
         try:
             return self.backend.write_if(key, json.dumps(obj, indent=1, default=str).encode(), allow)
+        except PermissionError as e:
+            raise self._read_only("write", e) from None
         except OSError as e:
             raise StoreError(f"cannot write {key} to store {self.url}: {_short(e)}") from None
 
@@ -113,13 +131,22 @@ class Store:
         return self.backend.info(key)
 
     def put_file(self, local_path: str, key: str) -> None:
-        self.backend.put_file(local_path, key)
+        try:
+            self.backend.put_file(local_path, key)
+        except PermissionError as e:
+            raise self._read_only("write", e) from None
 
     def move(self, src: str, dst: str) -> None:
-        self.backend.move(src, dst)
+        try:
+            self.backend.move(src, dst)
+        except PermissionError as e:
+            raise self._read_only("write", e) from None
 
     def delete(self, key: str) -> None:
-        self.backend.delete(key)
+        try:
+            self.backend.delete(key)
+        except PermissionError as e:
+            raise self._read_only("delete", e) from None
 
     def local_dir(self, key: str) -> str | None:
         """A local folder for `key` to be written in place, or None for object stores."""
@@ -203,7 +230,7 @@ class Store:
         buf = self._verified(digest, name)
         try:
             return blobs.loads(buf)
-        except Exception as e:  # noqa: BLE001 - the bytes are intact: the value needs something missing here
+        except Exception as e:
             what = f"blob {digest}" + (f" (value {name!r})" if name else "")
             raise StoreError(f"cannot load {what}: {e.__class__.__name__}: {_short(e)}; install what it "
                              "needs in this environment") from e  # the cause names the missing module
@@ -214,4 +241,4 @@ def _short(e: Exception) -> str:
     return text[0][:200] if text else e.__class__.__name__
 
 
-__all__ = ["Store", "open_store", "default_url", "ENV"]
+__all__ = ["ENV", "ReadOnly", "Store", "default_url", "open_store"]

@@ -122,6 +122,10 @@ class LocalBackend:
         elif os.path.exists(path):
             os.remove(path)
 
+    def denied(self, action: str) -> str:
+        """The permission a PermissionError of `action` (write, delete) lacked, as the user grants it."""
+        return f"{action} permission on {self.root}"
+
     def local_dir(self, key: str) -> str | None:
         os.makedirs(self.path(key), exist_ok=True)
         return self.path(key)
@@ -245,6 +249,12 @@ class FsspecBackend:
             self.fs.rm(self.path(key), recursive=True)
         except FileNotFoundError:
             pass
+
+    def denied(self, action: str) -> str:
+        """The permission a PermissionError of `action` (write, delete) lacked: S3's action names."""
+        if "s3" in self.fs.protocol:
+            return {"write": "PutObject", "delete": "DeleteObject"}[action]
+        return f"{action} permission"
 
     def local_dir(self, key: str) -> None:
         return None

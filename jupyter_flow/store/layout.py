@@ -2,6 +2,7 @@
 
   blobs/<h[:2]>/<h>                                  pickled values, named by the hash of their bytes
   blobs/tmp/blob-*                                   blob writes in progress (local stores)
+  blobs/tmp/probe-*                                  the writability probe (Store.check_writable), deleted at once
   quarantine/<h>                                     blobs `fsck` found corrupt, moved aside
   flows/<flow>/runs/<run>/run.json                   the run record; notebook.ipynb, cancel beside it
   flows/<flow>/runs/<run>/<step>/<index>/task.json   a task record; output.ipynb, log.txt, failure.json
@@ -100,6 +101,11 @@ def blob(digest: str) -> str:
 
 def quarantined(digest: str) -> str:
     return f"{QUARANTINE}/{digest}"
+
+
+def probe(token: str) -> str:
+    """The tiny key Store.check_writable PUTs, then deletes (under the temporary prefix)."""
+    return f"{BLOB_TMP}/probe-{token}"
 
 
 # -- patterns for listings, and their parsers --------------------------------------------------
