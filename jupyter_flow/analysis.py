@@ -51,7 +51,7 @@ get_params get_support groupby agg aggregate merge concat query corr cov shape s
 save savez savez_compressed savetxt dump dumps to_csv to_json to_parquet to_pickle write_text
 plot scatter hist bar barh show savefig imshow title xlabel ylabel legend figure subplots
 histplot barplot boxplot lineplot scatterplot countplot heatmap pairplot displot
-""".split())
+""".split())  # noqa: SIM905 (words read better than a list of strings)
 # Methods that change their receiver even when their result is used (`last = xs.pop()`), random
 # generators' draws included (`x = rng.normal()` advances `rng`).
 MUTATING_METHODS = frozenset("""
@@ -60,7 +60,7 @@ difference_update intersection_update symmetric_difference_update fill resize pu
 fit partial_fit fit_transform set_params
 random integers normal uniform choice permutation shuffle standard_normal randint randn rand gauss
 binomial poisson exponential beta gamma lognormal multinomial bytes getrandbits
-""".split())
+""".split())  # noqa: SIM905
 # Global random number generators: module -> its functions that do not draw from the global state.
 RNG_STREAMS = {
     "random": {"Random", "SystemRandom", "getstate"},

@@ -355,14 +355,14 @@ def _add_options(block: StepBlock, cell: Cell, options: list, warnings: list[str
                 block.options.setdefault("limit", {}).update([limit])
             continue
         value = {
-            "foreach": lambda: {"var": m["var"], "item": m["item"] or "item"},
-            "retry": lambda: int(m["value"]),
-            "timeout": lambda: float(m["value"]),
-            "catch": lambda: True,
-            "kernel": lambda: m["value"],
-            "cache": lambda: m["value"] == "trust" and "trust",  # False: disabled
-            "executor": lambda: "local",
-        }[kind]()
+            "foreach": lambda m: {"var": m["var"], "item": m["item"] or "item"},
+            "retry": lambda m: int(m["value"]),
+            "timeout": lambda m: float(m["value"]),
+            "catch": lambda m: True,
+            "kernel": lambda m: m["value"],
+            "cache": lambda m: m["value"] == "trust" and "trust",  # False: disabled
+            "executor": lambda m: "local",
+        }[kind](m)
         if kind in block.options and block.options[kind] != value:
             raise FlowError(f"{cell.label()}: step {block.name!r} already has {kind} set by "
                             f"{block.option_cells[kind].label()}; keep one {kind}: tag")
