@@ -297,6 +297,8 @@ def cmd_run(args) -> int:
         if args.help_notebook:
             return _help_notebook(path, args.notebook)
         if args.prepare_only:
+            if not output:
+                raise FlowError("--prepare-only writes the prepared notebook to OUTPUT; give one")
             papermill_output.prepare_notebook(path, output, values, report_mode=args.report_mode,
                                               kernel_name=args.kernel, language=args.language)
             print(f"output notebook (prepared, not run): {output}", file=sys.stderr)
