@@ -21,7 +21,7 @@ import posixpath
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import analysis, notebook, topdown
+from . import analysis, languages, notebook, topdown
 from .errors import FlowError
 from .notebook import Cell
 
@@ -55,6 +55,7 @@ class Step:
     files_written: list[str] = field(default_factory=list)  # (POSIX paths relative to the notebook's folder
     # when inside it, else absolute), and files it may write or remove
     file_edges: dict[str, list[str]] = field(default_factory=dict)  # upstream step -> the files ordering them
+    language: str = "python"  # its kernel's language (see languages.py)
 
     @property
     def foreach(self) -> dict | None:
@@ -148,12 +149,12 @@ def build_flow(path: str | Path, raw: dict | None = None, history: dict | None =
     `history`: the files each step read and wrote in the last run, `{step: {"read": [PATH...],
     "written": [PATH...]}}` (see runtime.doors.last_files). Raises FlowError naming the cell at fault."""
     nb = notebook.read(path) if raw is None else notebook.parse(raw, Path(path))
-    if not nb.python:  # papermill's way: one step, the notebook as it is, never cached (we cannot see its reads)
-        main = Step("main", nb.steps["main"].cells, [], {"cache": False})
+    if not languages.supported(nb.language):  # papermill's way: one step, the notebook as it is, never cached
+        main = Step("main", nb.steps["main"].cells, [], {"cache": False}, language=nb.language)  # (no reads seen)
         return Flow(name=nb.name, path=Path(path).resolve(), kernel=nb.kernel, notebook=nb, parameters={},
                     steps={"main": main}, shared=[], warnings=nb.warnings)
-    parameters = _parameters(nb.parameters)
-    shared_usage = _analyze(nb.shared, "shared cells")
+    parameters = _parameters(nb.parameters, nb.language)
+    shared_usage = _analyze(nb.shared, "shared cells", language=nb.language)
     functions = dict(shared_usage.functions)
     setup = sorted(nb.shared + ([nb.parameters] if nb.parameters else []), key=lambda c: c.index)
     constants = setup_constants = analysis.analyze([c.source for c in setup]).constants  # e.g. `path = 'data.csv'`
@@ -162,11 +163,15 @@ def build_flow(path: str | Path, raw: dict | None = None, history: dict | None =
     usages: dict[str, analysis.Usage] = {}
     warnings = list(nb.warnings)
     for block in nb.steps.values():
-        step = Step(block.name, block.cells, list(block.prev), dict(block.options))
+        step = Step(block.name, block.cells, list(block.prev), dict(block.options),
+                    language=languages.step_language(block.options, nb.kernel, nb.language))
         item = {step.foreach["item"]} if step.foreach else set()
-        usage = _analyze(block.cells, f"step {block.name!r}", item, shared_usage.modules, functions, constants)
-        functions.update(usage.functions)
-        constants = usage.constants
+        if languages.is_python(step.language):
+            usage = _analyze(block.cells, f"step {block.name!r}", item, shared_usage.modules, functions, constants)
+            functions.update(usage.functions)
+            constants = usage.constants
+        else:
+            usage = _analyze(block.cells, f"step {block.name!r}", item, language=step.language)
         done = (history or {}).get(block.name) or {}
         step.files_read = _paths(usage.files_read, done.get("read"), folder)
         step.files_written = _paths(usage.files_written, done.get("written"), folder)
@@ -177,13 +182,17 @@ def build_flow(path: str | Path, raw: dict | None = None, history: dict | None =
             step.reads.insert(0, step.foreach["var"])
         steps[block.name], usages[block.name] = step, usage
     _check_prev(nb, steps)
-    topdown.check_split_steps(nb, usages, shared_usage.modules, setup_constants)
+    if nb.python:
+        topdown.check_split_steps(nb, usages, shared_usage.modules, setup_constants)
     topdown.kernel_state(usages)
     evaluated = _evaluated_parameters(steps, parameters)
     if evaluated:
         steps = {evaluated.name: evaluated, **steps}
     shared_params = [n for n in shared_usage.reads if n in parameters]  # e.g. a helper function's globals
     optional = {name: usage.optional for name, usage in usages.items()}
+    for step in steps.values():
+        if not languages.is_python(step.language):  # R reads columns and base functions by name: no warnings
+            optional[step.name] = set(step.reads)
     starred = _star_imports(steps, usages, parameters, shared_usage)
     writers = _Writers(steps)
     for step in steps.values():
@@ -191,6 +200,7 @@ def build_flow(path: str | Path, raw: dict | None = None, history: dict | None =
                       warnings, step.name in starred)
         step.params += [n for n in shared_params if n not in step.params]
     _check_shells(steps, usages)
+    _check_crossing(steps, usages)
     _file_edges(steps, warnings)
     _verify_lists(steps)
     warnings += topdown.random_state(shared_usage, usages) + topdown.shared_objects(usages)
@@ -200,7 +210,10 @@ def build_flow(path: str | Path, raw: dict | None = None, history: dict | None =
                 steps={n: steps[n] for n in order}, shared=nb.shared, warnings=warnings)
 
 
-def _analyze(cells: list[Cell], where: str, bound=(), modules=None, functions=None, constants=None) -> analysis.Usage:
+def _analyze(cells: list[Cell], where: str, bound=(), modules=None, functions=None, constants=None,
+             language: str = "python") -> analysis.Usage:
+    if not languages.is_python(language):
+        return _analyze_other(cells, where, bound, language)
     for cell in cells:
         try:
             analysis.parse(cell.source)
@@ -208,6 +221,40 @@ def _analyze(cells: list[Cell], where: str, bound=(), modules=None, functions=No
             raise FlowError(f"{cell.label()} in {where}: SyntaxError on line {e.lineno}: {e.msg}; fix the cell") \
                 from None
     return analysis.analyze([c.source for c in cells], set(bound), modules, functions, constants)
+
+
+def _analyze_other(cells: list[Cell], where: str, bound, language: str) -> analysis.Usage:
+    """A step in another language: its reads and writes (the rest of a Usage stays empty); the
+    functions it defines are kept in `functions` by name (they cannot cross to another language)."""
+    from .analysis_r import RSyntaxError
+
+    found = languages.get(language)
+    for cell in cells:
+        try:
+            found.analyze([cell.source])
+        except RSyntaxError as e:
+            raise FlowError(f"{cell.label()} in {where} ({found.name}): {e}; fix the cell") from None
+    usage = found.analyze([c.source for c in cells])
+    return analysis.Usage(reads=[n for n in usage.reads if n not in bound], writes=list(usage.writes),
+                          functions=dict.fromkeys(usage.functions), modules={})
+
+
+def _check_crossing(steps: dict[str, Step], usages: dict[str, analysis.Usage]) -> None:
+    """What surely cannot cross from one language to another, before anything runs: a function or a
+    module (what only the run knows, a model object, is checked at the producing step's end)."""
+    from .crossing import WHAT_CROSSES
+
+    for step in steps.values():
+        for name, producer in step.inputs.items():
+            up = steps[producer]
+            if producer not in usages or languages.same(up.language, step.language):
+                continue
+            usage = usages[producer]
+            kind = "a function" if name in usage.functions else "a module" if name in usage.modules else None
+            if kind:
+                raise FlowError(f"step {step.name!r} ({step.language}) reads {name!r}, which step {producer!r} "
+                                f"({up.language}) binds to {kind}: it cannot cross to another language; "
+                                f"{WHAT_CROSSES}. Define it in step {step.name!r}, or pass plain data")
 
 
 def _paths(predicted: list[str], recorded: list[str] | None, folder: Path) -> list[str]:
@@ -225,9 +272,12 @@ def _paths(predicted: list[str], recorded: list[str] | None, folder: Path) -> li
     return list(found)
 
 
-def _parameters(cell: Cell | None) -> dict[str, Parameter]:
+def _parameters(cell: Cell | None, language: str = "python") -> dict[str, Parameter]:
     if cell is None:
         return {}
+    if not languages.is_python(language):
+        found = languages.get(language).parameters(cell.source)
+        return {name: Parameter(name, value, kind, source) for name, (value, kind, source) in found.items()}
     try:
         tree = analysis.parse(cell.source)
     except SyntaxError as e:

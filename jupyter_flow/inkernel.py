@@ -389,8 +389,10 @@ def _with_globals(value, ns: dict):
     return func
 
 
-def finish() -> None:
-    """Store every value the step wrote; fail if a later step needs one that cannot be pickled."""
+def finish(crossing: dict | None = None) -> None:
+    """Store every value the step wrote; fail if a later step needs one that cannot be pickled.
+    `crossing`: {name: {step: language}} of the values steps in another language read, stored also
+    in the neutral format (see crossing.py); one that cannot cross fails the step, naming it."""
     spec = _state["spec"]
     ns = _namespace()
     store = _store()
@@ -415,6 +417,10 @@ def finish() -> None:
             warnings.append(f"{problem}; not stored (no later step reads it)")
             continue
         outputs[name] = {"hash": digest, "size": size, **describe(value)}
+        if name in (crossing or {}):
+            from .crossing import save_neutral
+
+            outputs[name]["neutral"] = save_neutral(store, spec["step"], name, value, crossing[name])
     for name in spec.get("metrics", []):
         if name in ns:
             try:

@@ -161,7 +161,9 @@ def parse(raw: dict, path: Path) -> Notebook:
     named = [(cell, tag) for cell, tags in parsed for tag, kind, m in tags if kind == "step" and m["name"]]
     nb = Notebook(path=path, name=flow_name(raw, path), kernel=_kernel_name(raw), raw=raw, steps={}, shared=[],
                   parameters=None, metrics=[], skipped=[], tagged_steps=bool(named), language=_language(raw))
-    if not nb.python:
+    from . import languages
+
+    if not languages.supported(nb.language):
         if named:
             cell, tag = named[0]
             raise FlowError(f"{cell.label()}: tag {tag!r} needs a Python kernel, but this notebook's kernel "

@@ -9,28 +9,71 @@ from __future__ import annotations
 
 import copy
 
+from . import languages
 from .dag import Flow, Step
 
 
 def build(flow: Flow, step: Step, run_id: str, index: int) -> dict:
-    """The step notebook as an nbformat v4 dict; `with_begin` fills in what the kernel receives."""
-    if not flow.notebook.python:
+    """The step notebook as an nbformat v4 dict; `with_begin` fills in what the kernel receives.
+    A step in another language than the notebook's (a `kernel:` tag) runs none of the notebook's
+    shared cells; its first cell gives it the parameters' defaults in its language (papermill's
+    translators), and papermill injects the run's values after it."""
+    if not languages.supported(flow.notebook.language):
         return _as_papermill_runs_it(flow, run_id)
     params = flow.notebook.parameters
-    setup = sorted(flow.shared + ([params] if params is not None else []), key=lambda c: c.index)
-    cells = [_cell(c.source, "parameters", c.index, tags=["parameters"]) if c is params
-             else _cell(c.source, "shared", c.index) for c in setup]  # in notebook order, as papermill runs them
+    if languages.same(step.language, flow.notebook.language):
+        setup = sorted(flow.shared + ([params] if params is not None else []), key=lambda c: c.index)
+        cells = [_cell(c.source, "parameters", c.index, tags=["parameters"]) if c is params
+                 else _cell(c.source, "shared", c.index) for c in setup]  # in notebook order, as papermill runs them
+    else:
+        cells = [_cell(_defaults(flow, step), "parameters", tags=["parameters"])]
     cells.append(_cell("", "begin"))
     cells += [_cell(c.source, "step", c.index) for c in step.cells]
-    cells.append(_cell("_jf.finish()", "finish"))
+    cells.append(_cell(_finish(flow, step), "finish"))
     metadata = copy.deepcopy(flow.notebook.raw.get("metadata", {}))
     kernel = step.options.get("kernel", flow.kernel)
     if (metadata.get("kernelspec") or {}).get("name") != kernel:
-        metadata["kernelspec"] = {"name": kernel, "display_name": kernel, "language": "python"}
+        metadata["kernelspec"] = {"name": kernel, "display_name": kernel, "language": step.language}
+    if not languages.same(step.language, flow.notebook.language):
+        metadata["language_info"] = {"name": step.language}
     metadata["jupyter_flow"] = {"flow": flow.name, "step": step.name, "run_id": run_id, "index": index, "source": str(flow.path)}
     for i, cell in enumerate(cells):
         cell["id"] = f"jf-{i}"
     return {"nbformat": 4, "nbformat_minor": 5, "metadata": metadata, "cells": cells}
+
+
+def _defaults(flow: Flow, step: Step) -> str:
+    """The parameters' literal defaults as code of the step's language (papermill's translator)."""
+    from papermill.translators import translate_parameters
+
+    values = {n: p.value for n, p in flow.parameters.items() if p.type != "expression"}
+    if not values:
+        return ""
+    kernel = step.options.get("kernel", flow.kernel)
+    return translate_parameters(kernel, step.language, values, "Parameters (the notebook's defaults)")
+
+
+def _finish(flow: Flow, step: Step) -> str:
+    """The finish cell: Python's names the outputs another language's steps read (stored also in
+    the neutral format, see crossing.py)."""
+    lang = languages.get(step.language)
+    if lang is not None and not languages.is_python(step.language):
+        return lang.finish_code
+    crossing = {}
+    for name, readers in _readers(flow, step).items():
+        foreign = {r: flow.steps[r].language for r in readers if not languages.is_python(flow.steps[r].language)}
+        if foreign:
+            crossing[name] = foreign
+    return f"_jf.finish(crossing={crossing!r})" if crossing else "_jf.finish()"
+
+
+def _readers(flow: Flow, step: Step) -> dict[str, list[str]]:
+    found: dict[str, list[str]] = {}
+    for other in flow.steps.values():
+        for name, producer in other.inputs.items():
+            if producer == step.name:
+                found.setdefault(name, []).append(other.name)
+    return found
 
 
 def _as_papermill_runs_it(flow: Flow, run_id: str) -> dict:
@@ -48,10 +91,17 @@ def _as_papermill_runs_it(flow: Flow, run_id: str) -> dict:
 def with_begin(nb: dict, kernel_spec: dict) -> dict:
     """A copy of `nb` whose setup cell hands `kernel_spec` (plain data) to `inkernel.begin`."""
     nb = dict(nb, cells=[dict(c) for c in nb["cells"]])
+    lang = languages.get(language(nb))
     for cell in nb["cells"]:
         if cell["metadata"]["jupyter_flow"]["role"] == "begin":
-            cell["source"] = f"import jupyter_flow.inkernel as _jf\n_jf.begin({kernel_spec!r})"
+            cell["source"] = (lang.begin_code(kernel_spec) if lang is not None
+                              else f"import jupyter_flow.inkernel as _jf\n_jf.begin({kernel_spec!r})")
     return nb
+
+
+def language(nb: dict) -> str:
+    """The language of a step notebook's kernel (its metadata)."""
+    return (nb.get("metadata", {}).get("kernelspec") or {}).get("language") or "python"
 
 
 def _cell(source: str, role: str, source_cell: int | None = None, tags=()) -> dict:

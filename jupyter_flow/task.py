@@ -21,7 +21,7 @@ import tempfile
 import time
 from datetime import datetime, timezone
 
-from . import files, kernels, stepbook
+from . import files, kernels, languages, stepbook
 from .control import TaskControl, register_engine
 from .store import open_store, records
 from .store.layout import task_key
@@ -88,6 +88,7 @@ def run_task(spec: dict, pool: kernels.KernelPool | None = None, control: TaskCo
         python = stepbook.sets_up_kernel(spec["stepbook"])  # a Python step notebook can be snapshot
         control.attach(km, rescue=(lambda k: _snapshot(k, timeout=300, start_within=3)) if python else None)
         files.restore(store, spec.get("files_in"), spec["cwd"])  # what upstream steps wrote, if not here
+        languages.give(store, spec, workdir)  # a step in another language: its inputs in the neutral format
         _execute(spec, km, workdir, record, control)
     except Exception as e:  # noqa: BLE001 - whatever broke, the task record says so
         record.update(status=control.reason or "failed",
@@ -143,12 +144,14 @@ def _execute(spec: dict, km, workdir: str, record: dict, control: TaskControl) -
             control.ended()
             exit_code = kernels.kernel_exit(km)
             record.update(status=control.reason or "failed", error=_kernel_death(e, exit_code, control))
+            languages.collect(spec, workdir)
             _read_failure(workdir, record)  # a stuck cell's kernel was snapshot from outside before it was killed
         if record["error"]:  # the log ends with what went wrong, as the terminal would have shown it
             error = record["error"]
             log.write(f"\n{error.get('traceback') or error['type'] + ': ' + error['message']}\n")
             return
     control.ended()
+    languages.collect(spec, workdir)  # a step in another language: store what it wrote
     result_path = os.path.join(workdir, "result.json")
     if not os.path.exists(result_path) and stepbook.sets_up_kernel(spec["stepbook"]):
         error = _stopped_early(spec, _read_json(output) or {})
@@ -188,12 +191,13 @@ def _record_failure(e, spec: dict, km, output: str, workdir: str, record: dict, 
         given = {} if started else {"spec": dict(spec["kernel_spec"], workdir=workdir, cwd=spec["cwd"]),
                                     "parameters": spec["parameters"]}
         _snapshot(km, timeout=300, **given)
+    languages.collect(spec, workdir)
     _read_failure(workdir, record)
 
 
 def _snapshot(km, timeout: float, start_within: float | None = None, **given) -> None:
     """Take the failure snapshot in the kernel (see inkernel.snapshot); it writes failure.json."""
-    _run_in_kernel(km, f"import jupyter_flow.inkernel as _jf\n_jf.snapshot(**{given!r})", timeout, start_within)
+    _run_in_kernel(km, languages.snapshot_code(km.kernel_spec.language, given), timeout, start_within)
 
 
 def _read_failure(workdir: str, record: dict) -> None:
