@@ -173,7 +173,7 @@ def test_unpicklable_value_nobody_reads_is_a_warning(run_flow):
     (["run", SCENARIOS / "unknown_prev.ipynb"], ["nonexistent"]),
     (["run", SCENARIOS / "bad_tag.ipynb"], ["step:Bad Name"]),
     (["run", SCENARIOS / "bash_with_steps.ipynb"], ["tag 'step:a' needs a Python kernel"]),
-    (["run", SCENARIOS / "r_without_irkernel.ipynb"], ["the notebook's kernel 'ir'", "not installed"]),
+    (["run", SCENARIOS / "r_without_irkernel.ipynb"], ["the notebook's kernel 'ir-not-installed'", "not installed"]),
     (["run", SCENARIOS / "two_parameters.ipynb"], ["second parameters cell"]),
     (["run", SCENARIOS / "linear.ipynb", "-p", "nope", "1"], ["no parameter 'nope'", "start"]),
     (["run", SCENARIOS / "linear.ipynb", "-p", "start", "abc"], ["expected an int", "'abc'"]),
