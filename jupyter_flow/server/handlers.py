@@ -1,8 +1,9 @@
 """REST handlers under /jupyter-flow/api/: one base class, one routes table.
 
 Every method is `@tornado.web.authenticated` then `@authorized`; starting, resuming and cancelling
-a run count as executing code. POSTs carry the XSRF token (jupyter-server checks it in prepare()).
-Engine errors become JSON: FlowError -> 400, NotFound -> 404, anything else -> 500.
+a run count as executing code, pinning one as writing. POSTs and DELETEs carry the XSRF token
+(jupyter-server checks it in prepare()). Engine errors become JSON: FlowError -> 400, NotFound ->
+404, a store these credentials may only read -> 403, anything else -> 500.
 """
 import asyncio
 import functools
@@ -14,6 +15,7 @@ from jupyter_server.base.handlers import APIHandler
 from jupyter_server.utils import url_path_join
 
 from jupyter_flow.errors import FlowError, NotFound
+from jupyter_flow.store import ReadOnly
 
 from .config import JupyterFlow
 from .service import FlowService
@@ -38,6 +40,8 @@ class FlowHandler(APIHandler):
             return await asyncio.to_thread(functools.partial(fn, *args, **kwargs))
         except NotFound as e:
             raise tornado.web.HTTPError(404, str(e)) from e
+        except ReadOnly as e:
+            raise tornado.web.HTTPError(403, str(e)) from e
         except FlowError as e:
             raise tornado.web.HTTPError(400, str(e)) from e
 
@@ -73,12 +77,12 @@ class FlowHandler(APIHandler):
         options = {name: self.field(data, name, kind) for name, kind in RUN_OPTIONS}
         self.reply(await self.call(start, *args, **options), status=201)
 
-    def query_int(self, name: str):
+    def query_int(self, name: str, minimum: int = 1):
         raw = self.get_query_argument(name, None)
         if raw in (None, ""):
             return None
-        if not raw.isdigit() or int(raw) < 1:
-            raise tornado.web.HTTPError(400, f"'{name}' must be a positive integer")
+        if not raw.isdigit() or int(raw) < minimum:
+            raise tornado.web.HTTPError(400, f"'{name}' must be a whole number >= {minimum}")
         return int(raw)
 
 
@@ -114,15 +118,15 @@ class RunsHandler(FlowHandler):
     @authorized
     async def get(self):
         arg = self.get_query_argument
-        runs = await self.call(
+        self.reply(await self.call(
             self.service.list_runs,
             flow=arg("flow", None) or None,
             user=arg("user", None) or None,
             status=arg("status", None) or None,
             limit=self.query_int("limit"),
             batch=arg("batch", None) or None,
-        )
-        self.reply({"runs": runs})
+            offset=self.query_int("offset", minimum=0) or 0,
+        ))
 
     @tornado.web.authenticated
     @authorized(action="execute")
@@ -143,6 +147,21 @@ class CancelHandler(FlowHandler):
     @authorized(action="execute")
     async def post(self, run_id):
         self.reply(await self.call(self.service.cancel, run_id))
+
+
+class PinHandler(FlowHandler):
+    """POST pins the run (body: {"note": TEXT}, optional): no gc removes it; DELETE unpins it."""
+
+    @tornado.web.authenticated
+    @authorized(action="write")
+    async def post(self, run_id):
+        note = self.field(self.body(), "note", str)
+        self.reply(await self.call(self.service.pin, run_id, note))
+
+    @tornado.web.authenticated
+    @authorized(action="write")
+    async def delete(self, run_id):
+        self.reply(await self.call(self.service.unpin, run_id))
 
 
 class ResumeHandler(FlowHandler):
@@ -171,7 +190,7 @@ class MissingHandler(FlowHandler):
     async def get(self, path):
         raise tornado.web.HTTPError(404, f"no such jupyter-flow API route: {path}")
 
-    post = get
+    post = delete = get
 
 
 ROUTES = [
@@ -182,6 +201,7 @@ ROUTES = [
     (rf"runs/{RUN_ID}", RunHandler),
     (rf"runs/{RUN_ID}/cancel", CancelHandler),
     (rf"runs/{RUN_ID}/resume", ResumeHandler),
+    (rf"runs/{RUN_ID}/pin", PinHandler),
     (rf"runs/{RUN_ID}/tasks/{STEP}(?:/(?P<index>\d+))?/(?P<what>log|artifacts|notebook)", TaskHandler),
     (r"(?P<path>.*)", MissingHandler),
 ]

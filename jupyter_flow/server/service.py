@@ -86,12 +86,16 @@ class FlowService:
 
         return {"path": api_path, "steps": plan(self._flow(api_path, content), self.store, parameters)}
 
-    def list_runs(self, flow=None, user=None, status=None, limit=None, batch=None) -> list:
-        """Run records, newest first; each run of a batch carries `batch: {id, index}` (index: its parameter set)."""
+    def list_runs(self, flow=None, user=None, status=None, limit=None, batch=None, offset=0) -> dict:
+        """A page of run records, newest first: {"runs": the `limit` from `offset` on, "more": whether
+        others follow}. Each run carries `pinned` (see client.list_runs), a run of a batch `batch: {id,
+        index}` (index: its parameter set)."""
         from jupyter_flow import client
 
-        runs = client.list_runs(self.store, flow=flow, user=user, status=status, limit=limit, batch=batch)
-        return [self._with_path(r) for r in runs]
+        wanted = offset + limit + 1 if limit else None  # one more: is there a next page?
+        runs = client.list_runs(self.store, flow=flow, user=user, status=status, limit=wanted, batch=batch)
+        page = runs[offset:offset + limit] if limit else runs[offset:]
+        return {"runs": [self._with_path(r) for r in page], "more": len(runs) > offset + len(page)}
 
     def get_run(self, run_id: str) -> dict:
         from jupyter_flow import client
@@ -146,6 +150,16 @@ class FlowService:
             **self._run_options(executor, scheduler)
         )
         return {"id": handle.run_id, "origin_run": run_id, "status": "running"}
+
+    def pin(self, run_id: str, note: str | None = None) -> dict:
+        from jupyter_flow import client
+
+        return client.pin(self.store, run_id, note)
+
+    def unpin(self, run_id: str) -> dict:
+        from jupyter_flow import client
+
+        return client.unpin(self.store, run_id)
 
     def cancel(self, run_id: str) -> dict:
         from jupyter_flow import runtime

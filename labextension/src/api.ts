@@ -84,6 +84,29 @@ export interface IRun {
   executor?: string;
   error?: { step: string; index: number; message: string } | null;
   tasks?: ITask[];
+  pinned?: IPin | null; // no gc removes a pinned run (jupyter flow pin)
+}
+
+/** A pin: who kept the run from every gc, when, and why. */
+export interface IPin {
+  run_id: string;
+  by?: string;
+  at?: string;
+  note?: string | null;
+}
+
+/** Which runs the history lists (GET runs): user none = everyone's; a page of `limit` from `offset`. */
+export interface IRunQuery {
+  flow?: string;
+  user?: string;
+  status?: string;
+  limit?: number;
+  offset?: number;
+}
+
+export interface IRunPage {
+  runs: IRun[];
+  more: boolean; // older runs follow
 }
 
 export interface IServerInfo {
@@ -223,10 +246,20 @@ export class FlowApi {
     return this.stream(`${this.taskUrl(task, 'log')}/live`, (_, data) => on(data.text), ['log']);
   }
 
-  async runs(query: { flow?: string; user?: string; limit?: number }): Promise<IRun[]> {
+  runs(query: IRunQuery): Promise<IRunPage> {
     const params = new URLSearchParams();
-    Object.entries(query).forEach(([k, v]) => v !== undefined && params.set(k, String(v)));
-    return (await this.request<{ runs: IRun[] }>(`runs?${params}`)).runs;
+    Object.entries(query).forEach(([k, v]) => v !== undefined && v !== '' && params.set(k, String(v)));
+    return this.request<IRunPage>(`runs?${params}`);
+  }
+
+  /** Keep the run (and everything it needs) from every gc; the pin. */
+  pin(id: string, note?: string): Promise<IPin> {
+    return this.post(`runs/${encodeURIComponent(id)}/pin`, note ? { note } : {});
+  }
+
+  /** Let gc remove the run again; the pin it had. */
+  unpin(id: string): Promise<IPin> {
+    return this.request(`runs/${encodeURIComponent(id)}/pin`, { method: 'DELETE' });
   }
 
   run(id: string): Promise<IRun> {

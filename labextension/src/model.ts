@@ -1,9 +1,19 @@
 import { VDomModel } from '@jupyterlab/ui-components';
 import { ISignal, Signal } from '@lumino/signaling';
 
-import { ApiError, FlowApi, IDag, IPlanStep, IRun, IRunOptions, IServerInfo } from './api';
+import { ApiError, FlowApi, IDag, IPlanStep, IRun, IRunOptions, IRunQuery, IServerInfo } from './api';
 import { RunFollower } from './follow';
 import { VERSION } from './version';
+
+/** The history's filters: whose runs (mine, everyone's, or one user's), which status, which page. */
+export interface IHistoryFilter {
+  who: 'mine' | 'everyone' | 'user';
+  user: string; // with who = 'user'
+  status: string; // '' for any
+  offset: number;
+}
+
+export const PAGE_SIZE = 50;
 
 /**
  * What the sidebar shows for the active notebook: its DAG (of the saved file, or of the unsaved
@@ -16,7 +26,10 @@ export class FlowModel extends VDomModel {
   path: string | null = null;
   dag: IDag | null = null;
   runs: IRun[] = [];
-  allUsers = false;
+  /** The filters the history asks for, and the query its `runs` answered (the list shows it when they match). */
+  filter: IHistoryFilter = { who: 'mine', user: '', status: '', offset: 0 };
+  shownQuery = '';
+  moreRuns = false;
   selectedStep: string | null = null;
   busy = false;
   message = '';
@@ -26,6 +39,7 @@ export class FlowModel extends VDomModel {
   private _planParameters: Record<string, unknown> = {};
   private _unsaved: unknown = undefined; // the notebook's content while it differs from the file
   private _planRequest = 0;
+  private _runsRequest = 0;
   private _planTimer = 0;
   private _run = new RunFollower(this.api);
   private _finished = new Signal<this, IRun>(this);
@@ -101,13 +115,34 @@ export class FlowModel extends VDomModel {
     if (!this.dag) {
       return;
     }
-    const user = this.allUsers ? undefined : this.info?.user;
+    const query = this.query();
+    const request = ++this._runsRequest;
     try {
-      this.runs = await this.api.runs({ flow: this.dag.flow, user, limit: 50 });
+      const page = await this.api.runs(query);
+      if (request === this._runsRequest) {
+        // the newest request wins
+        this.runs = page.runs;
+        this.moreRuns = page.more;
+        this.shownQuery = JSON.stringify(query);
+      }
     } catch (e) {
       this.fail(e);
     }
     this.stateChanged.emit();
+  }
+
+  /** The GET runs query of the history's filters. */
+  query(): IRunQuery {
+    const f = this.filter;
+    const user = f.who === 'mine' ? this.info?.user : f.who === 'user' ? f.user.trim() || undefined : undefined;
+    return { flow: this.dag?.flow, user, status: f.status || undefined, limit: PAGE_SIZE, offset: f.offset };
+  }
+
+  /** Change the history's filters (back to the first page unless `offset` is given) and list again. */
+  setFilter(change: Partial<IHistoryFilter>): void {
+    this.filter = { ...this.filter, offset: 0, ...change };
+    this.stateChanged.emit();
+    void this.refreshRuns();
   }
 
   /** Ask the server what the next run would do; the newest request wins. */
@@ -140,12 +175,6 @@ export class FlowModel extends VDomModel {
     this._planParameters = parameters;
     window.clearTimeout(this._planTimer);
     this._planTimer = window.setTimeout(() => void this.refreshPlan(), 300);
-  }
-
-  setAllUsers(all: boolean): void {
-    this.allUsers = all;
-    this.stateChanged.emit();
-    void this.refreshRuns();
   }
 
   selectStep(step: string | null): void {

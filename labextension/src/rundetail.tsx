@@ -1,8 +1,8 @@
 import { Button } from '@jupyterlab/ui-components';
 import * as React from 'react';
 
-import { FINAL, FlowApi, IArtifacts, IRun, IRunOptions, ITask, IValueInfo } from './api';
-import { StatusChip } from './runlist';
+import { FINAL, FlowApi, IArtifacts, IPin, IRun, IRunOptions, ITask, IValueInfo } from './api';
+import { PinMark, pinText, StatusChip } from './runlist';
 import { formatDuration, formatNumber, formatTime, useElapsed } from './status';
 import { sourceOf } from './viewer';
 
@@ -191,6 +191,42 @@ export interface IRunDetailProps {
   onSelectStep: (step: string | null) => void;
   actions: ITaskActions;
   onOpenPage?: () => void;
+  onPinned?: (pin: IPin | null) => void; // after Pin or Unpin
+}
+
+/** Pin or unpin the run: a pinned run, and everything it needs, is never removed by anyone's gc. */
+function PinControl(props: { run: IRun; api: FlowApi; onPinned?: (pin: IPin | null) => void }): JSX.Element {
+  const { run, api } = props;
+  const [pin, setPin] = React.useState<IPin | null>(run.pinned ?? null);
+  const [message, setMessage] = React.useState('');
+  React.useEffect(() => {
+    setPin(run.pinned ?? null);
+    setMessage('');
+  }, [run.id, run.pinned?.at]);
+  const toggle = async () => {
+    setMessage('');
+    try {
+      const next = pin ? (await api.unpin(run.id), null) : await api.pin(run.id);
+      setPin(next);
+      props.onPinned?.(next);
+    } catch (e) {
+      setMessage((e as Error).message);
+    }
+  };
+  return (
+    <>
+      <PinMark pin={pin} />
+      <Button
+        minimal
+        className={`jp-flow-pinbutton${pin ? ' jp-mod-pinned' : ''}`}
+        title={pin ? `${pinText(pin)}; unpin to let gc remove it` : 'Keep this run, and what it needs, from every gc'}
+        onClick={toggle}
+      >
+        {pin ? 'Unpin' : 'Pin'}
+      </Button>
+      {message && <div className="jp-flow-error jp-flow-message jp-flow-pinmessage">{message}</div>}
+    </>
+  );
 }
 
 /** One run: its status, parameters, and every task with duration, attempts, log and artifacts. */
@@ -217,6 +253,7 @@ export function RunDetail(props: IRunDetailProps): JSX.Element {
             Resume
           </Button>
         )}
+        <PinControl run={run} api={props.api} onPinned={props.onPinned} />
       </div>
       <div className="jp-flow-dim">
         {run.user} · {run.executor} · {formatTime(run.created)} {formatDuration(run.duration)}

@@ -1,6 +1,7 @@
 import * as React from 'react';
 
-import { IParameter, IRun } from './api';
+import { IParameter, IPin, IRun } from './api';
+import { IHistoryFilter, PAGE_SIZE } from './model';
 import { formatDuration, formatNumber, formatTime, formatValue } from './status';
 
 function StatusChip(props: { status: string }): JSX.Element {
@@ -54,13 +55,78 @@ function summary(run: IRun, types: Record<string, IParameter>): string {
     .join(' · ');
 }
 
+/** "pinned by ann on 2026-01-02: figure 3" */
+export function pinText(pin: IPin): string {
+  return `pinned by ${pin.by ?? '?'}${pin.at ? ` on ${pin.at.slice(0, 10)}` : ''}${pin.note ? `: ${pin.note}` : ''}`;
+}
+
+export function PinMark(props: { pin: IPin | null | undefined }): JSX.Element | null {
+  return props.pin ? (
+    <span className="jp-flow-chip jp-flow-pin" title={pinText(props.pin)}>
+      pinned
+    </span>
+  ) : null;
+}
+
+const STATUSES = ['running', 'succeeded', 'failed', 'cancelled', 'crashed', 'damaged'];
+
+/** Whose runs (mine, everyone's, a user's), which status; the user name is applied on Enter or on leaving it. */
+function Filters(props: { filter: IHistoryFilter; onFilter: (change: Partial<IHistoryFilter>) => void }): JSX.Element {
+  const { filter, onFilter } = props;
+  const [name, setName] = React.useState(filter.user);
+  const applyName = () => name !== filter.user && onFilter({ user: name });
+  return (
+    <div className="jp-flow-filters">
+      <select
+        className="jp-flow-userfilter"
+        aria-label="whose runs"
+        value={filter.who}
+        onChange={e => onFilter({ who: e.target.value as IHistoryFilter['who'] })}
+      >
+        <option value="mine">mine</option>
+        <option value="everyone">everyone</option>
+        <option value="user">user…</option>
+      </select>
+      {filter.who === 'user' && (
+        <input
+          className="jp-flow-username"
+          aria-label="user name"
+          placeholder="user name"
+          size={10}
+          value={name}
+          onChange={e => setName(e.target.value)}
+          onBlur={applyName}
+          onKeyDown={e => e.key === 'Enter' && applyName()}
+        />
+      )}
+      <select
+        className="jp-flow-statusfilter"
+        aria-label="status"
+        value={filter.status}
+        onChange={e => onFilter({ status: e.target.value })}
+      >
+        <option value="">any status</option>
+        {STATUSES.map(s => (
+          <option key={s} value={s}>
+            {s}
+          </option>
+        ))}
+      </select>
+    </div>
+  );
+}
+
 export interface IRunListProps {
   runs: IRun[];
   parameters: Record<string, IParameter>;
   onOpen: (id: string) => void;
-  allUsers: boolean;
+  me: string | undefined;
+  filter: IHistoryFilter;
+  more: boolean; // older runs follow this page
+  loading: boolean; // the runs shown answer other filters than `filter`
+  query: string; // the query the runs shown answer
   selected: string | null;
-  onAllUsers: (all: boolean) => void;
+  onFilter: (change: Partial<IHistoryFilter>) => void;
   onSelect: (id: string) => void;
 }
 
@@ -70,13 +136,14 @@ export function RunList(props: IRunListProps): JSX.Element {
   const toggle = (id: string) =>
     setTicked(ticked.includes(id) ? ticked.filter(x => x !== id) : [...ticked, id]);
   const compared = props.runs.filter(r => ticked.includes(r.id));
+  const { filter, onFilter } = props;
+  const first = filter.offset + 1;
   return (
-    <div className="jp-flow-runlist">
-      <label className="jp-flow-allusers">
-        <input type="checkbox" checked={props.allUsers} onChange={e => props.onAllUsers(e.target.checked)} />
-        all users
-      </label>
-      {props.runs.length === 0 && <div className="jp-flow-empty">No runs yet.</div>}
+    <div className="jp-flow-runlist" aria-busy={props.loading} data-query={props.query}>
+      <Filters filter={filter} onFilter={onFilter} />
+      {props.runs.length === 0 && !props.loading && (
+        <div className="jp-flow-empty">{filter.who === 'mine' && !filter.status ? 'No runs yet.' : 'No runs match.'}</div>
+      )}
       <ul>
         {props.runs.map(r => (
           <li
@@ -100,7 +167,8 @@ export function RunList(props: IRunListProps): JSX.Element {
                 <StatusChip status={r.status} />
                 <span className="jp-flow-runwhen">{formatTime(r.created)}</span>
                 <span className="jp-flow-dim">{formatDuration(r.duration)}</span>
-                {r.user !== props.runs[0]?.user || props.allUsers ? <span className="jp-flow-dim"> · {r.user}</span> : null}
+                {r.user !== props.me ? <span className="jp-flow-dim jp-flow-runuser"> · {r.user}</span> : null}
+                <PinMark pin={r.pinned} />
               </div>
               <div className="jp-flow-dim jp-flow-runparams" title={r.id}>
                 {summary(r, props.parameters) || 'default parameters'}
@@ -122,6 +190,27 @@ export function RunList(props: IRunListProps): JSX.Element {
           </li>
         ))}
       </ul>
+      {(filter.offset > 0 || props.more) && (
+        <div className="jp-flow-pager">
+          <button
+            className="jp-flow-linkbutton jp-flow-newer"
+            disabled={filter.offset === 0}
+            onClick={() => onFilter({ offset: Math.max(0, filter.offset - PAGE_SIZE) })}
+          >
+            ‹ newer
+          </button>
+          <span className="jp-flow-dim">
+            {first}–{filter.offset + props.runs.length}
+          </span>
+          <button
+            className="jp-flow-linkbutton jp-flow-older"
+            disabled={!props.more}
+            onClick={() => onFilter({ offset: filter.offset + PAGE_SIZE })}
+          >
+            older ›
+          </button>
+        </div>
+      )}
       {compared.length > 1 && <Compare runs={compared} types={props.parameters} />}
     </div>
   );

@@ -98,6 +98,7 @@ export class FlowSidebar extends VDomRenderer<FlowModel> {
               onSelectStep={select}
               actions={this._actions}
               onOpenPage={() => this._actions.openRun(run.id)}
+              onPinned={() => void m.refreshRuns()}
             />
           </Section>
         )}
@@ -107,9 +108,13 @@ export class FlowSidebar extends VDomRenderer<FlowModel> {
               runs={m.runs}
               parameters={m.dag.parameters}
               onOpen={id => this._actions.openRun(id)}
-              allUsers={m.allUsers}
+              me={m.info?.user}
+              filter={m.filter}
+              more={m.moreRuns}
+              loading={m.shownQuery !== JSON.stringify(m.query())}
+              query={m.shownQuery}
               selected={run?.id ?? null}
-              onAllUsers={all => m.setAllUsers(all)}
+              onFilter={change => m.setFilter(change)}
               onSelect={id => m.select(id)}
             />
           </Section>

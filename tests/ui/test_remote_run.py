@@ -57,7 +57,7 @@ def test_a_colleagues_failed_remote_run(lab, remote, page):
 
     open_notebook(page, lab, "debug_failure.ipynb")
     page.locator(f"{SIDEBAR} summary", has_text="History").click()
-    page.locator(f"{SIDEBAR} .jp-flow-allusers input").check()
+    page.locator(f"{SIDEBAR} .jp-flow-userfilter").select_option("everyone")
     row = page.locator(f"{SIDEBAR} .jp-flow-runitem[data-run='{theirs['id']}']")
     row.filter(has_text="colleague").wait_for(timeout=20_000)
     row.click()
