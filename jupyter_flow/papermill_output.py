@@ -189,8 +189,9 @@ def _executed(store, run: dict, flow) -> tuple[dict, object, dict]:
         places = _places(flow, task["step"])
         for cell in step_nb.cells:
             info = cell.metadata.get("jupyter_flow", {})
-            if info.get("role") in CELL_ROLES and places is not None:
-                info["source_cell"] = places["step" if info["role"] == "step" else "setup"].pop(0)
+            left = places and places["step" if info.get("role") == "step" else "setup"]
+            if info.get("role") in CELL_ROLES and left:
+                info["source_cell"] = left.pop(0)
         step_cells = [c for c in step_nb.cells if c.metadata.get("jupyter_flow", {}).get("role") == "step"]
         for cell in step_nb.cells:
             info = cell.metadata.get("jupyter_flow", {})
@@ -279,9 +280,10 @@ def write(nb, output: str | None, stdout_file=None, stderr_file=None) -> None:
 
 
 def log_outputs(store, on_event=None):
-    """An on_event callback that sends what each task printed to the `papermill` logger when the task
-    ends (papermill's log_output), then calls `on_event`."""
-    logger = logging.getLogger("papermill")
+    """An on_event callback that logs what each task printed (INFO, logger `jupyter_flow.output`) when
+    the task ends (papermill's log_output; papermill's own logger is kept quiet while tasks run), then
+    calls `on_event`."""
+    logger = logging.getLogger("jupyter_flow.output")
 
     def event(e: dict) -> None:
         if e.get("type") == "task" and e.get("status") not in ("running", None) and logger.isEnabledFor(logging.INFO):

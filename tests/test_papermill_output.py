@@ -361,3 +361,18 @@ def test_only_given_values_are_injected_so_a_default_the_cell_changes_stays_chan
     assert _text(got.cells[-1]) == "2 [1, 2] 5\n"
     got, _ = _assert_same(tmp_path, path, "-p", "x", 1, "-p", "y", 6)  # 1 as given, though it is the default
     assert _text(got.cells[-1]) == "1 [1, 2] 6\n"
+
+
+def test_inject_paths_stream_files_log_output_and_help_notebook(store, tmp_path):
+    path = tagged_notebook(tmp_path, [
+        (["parameters"], "PAPERMILL_INPUT_PATH = None\nPAPERMILL_OUTPUT_PATH = None\nn = 1"),
+        (["step:show"], "import sys\nprint(PAPERMILL_INPUT_PATH, PAPERMILL_OUTPUT_PATH, n)\nprint('oops', file=sys.stderr)"),
+    ])
+    got, proc = _assert_same(tmp_path, path, "--inject-paths", "--stdout-file", "out.txt", "--stderr-file", "err.txt",
+                             "--log-output")
+    assert _text(got.cells[-1]) == f"{path} out.ipynb 1\noops\n"
+    for name in ("out.txt", "err.txt"):
+        assert (tmp_path / "flow" / name).read_text() == (tmp_path / "papermill" / name).read_text()
+    assert f"{path} out.ipynb 1" in proc.stderr  # --log-output: what the step printed
+    help_text = cli("run", path, "--help-notebook", check=0).stdout
+    assert "  n: int (default 1)" in help_text and "PAPERMILL_INPUT_PATH: NoneType" in help_text
