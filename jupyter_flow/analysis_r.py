@@ -240,6 +240,7 @@ class _Reader:
             elif tok.kind == "kw" and tok.value == "for" and nxt is not None and nxt.value == "(" and k + 2 < j \
                     and self.t[k + 2].kind == "name":
                 self.scope.write(self.t[k + 2].value)  # bound before the loop's body runs
+                depth += 1  # the loop's `(`
                 k += 3
                 continue
             k += 1
@@ -275,7 +276,7 @@ class _Reader:
                 partial, j = True, j - 2
             elif tok.kind == "name":
                 before = self.t[j - 1] if j - 1 >= start else None
-                if before is not None and before.kind == "op" and before.value not in (",", "(", ";", "{"):
+                if before is not None and before.kind == "op" and before.value not in (",", "(", ")", ";", "{"):
                     return None  # `a + b <- ...` is no assignment we know
                 return tok.value, partial, j
             elif tok.kind == "str" and j == k - 1:

@@ -242,7 +242,7 @@ def _series(c: dict, pd):
     values = [_from_element(x, c["class"]) for x in c["values"]]
     missing = any(x is None for x in values)
     dtype = {"integer": "Int64" if missing else "int64", "logical": "boolean" if missing else "bool",
-             "double": "float64", "character": object}[c["class"]]
+             "double": "float64", "character": None}[c["class"]]  # text: pandas' own default (str in pandas 3)
     return pd.Series(values, dtype=dtype)
 
 

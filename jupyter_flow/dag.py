@@ -157,7 +157,8 @@ def build_flow(path: str | Path, raw: dict | None = None, history: dict | None =
     shared_usage = _analyze(nb.shared, "shared cells", language=nb.language)
     functions = dict(shared_usage.functions)
     setup = sorted(nb.shared + ([nb.parameters] if nb.parameters else []), key=lambda c: c.index)
-    constants = setup_constants = analysis.analyze([c.source for c in setup]).constants  # e.g. `path = 'data.csv'`
+    constants = setup_constants = (analysis.analyze([c.source for c in setup]).constants if nb.python
+                                   else {})  # e.g. `path = 'data.csv'`
     folder = Path(path).resolve().parent
     steps: dict[str, Step] = {}
     usages: dict[str, analysis.Usage] = {}

@@ -1,0 +1,242 @@
+"""Steps in other languages (R through IRkernel): R name analysis, the neutral format values cross
+in, and real runs Python -> R -> Python, values that cannot cross, an R step's failure snapshot."""
+import json
+import math
+import shutil
+import subprocess
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import SCENARIOS, cli, tagged_notebook
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from jupyter_flow import analysis_r, crossing
+from jupyter_flow.dag import build_flow
+from jupyter_flow.errors import FlowError
+from jupyter_flow.kernels import installed_kernels
+
+needs_r = pytest.mark.skipif("ir" not in installed_kernels(), reason="the R kernel (ir) is not installed; "
+                             ".ci/run installs it (r-base-core r-cran-irkernel r-cran-jsonlite)")
+
+
+# -- R name analysis ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("source, reads, writes", [
+    ("x <- x + 1", ["x"], ["x"]),
+    ("y = 2 * z", ["z"], ["y"]),
+    ("10 -> q\nw ->> v", ["w"], ["q", "v"]),
+    ("df$b <- df$a * 2", ["df"], ["df"]),  # a change of part of df reads it
+    ("names(v) <- c('a', 'b')", ["names", "v", "c"], ["v"]),
+    ("m[1, 2] <- 0\nlst[['a']]$b <- 1", ["m", "lst"], ["m", "lst"]),
+    ("assign('h', 3)\nrm(old)", ["assign", "rm", "old"], ["h", "old"]),
+    ("library(dplyr)\nrequire('tidyr')\nz <- mutate(d, k = a)", ["mutate", "d", "a"], ["z"]),
+    ("res <- stats::median(u)\nu2 <- base:::sum(u)", ["u"], ["res", "u2"]),
+    ("fit <- lm(y ~ x + w, data = d)", ["lm", "d"], ["fit"]),  # formula names are columns
+    ("for (i in seq_len(n)) s <- s + i", ["seq_len", "n", "s"], ["i", "s"]),
+    ("if (flag) {\n  a <- 1\n  b <- a\n} else {\n  b <- 2\n}", ["flag"], ["a", "b"]),
+    ("f <- function(a, b = 2) {\n  t <- a * k\n  g <<- t\n  t\n}\nr <- f(3)", ["k"], ["f", "g", "r"]),
+    ("sq <- \\(x) x^2 + w", ["w"], ["sq"]),
+    ("out <- tryCatch({\n  m <- 1\n  m + n\n}, error = function(e) NA)", ["tryCatch", "n"], ["out", "m"]),
+    ("s <- r\"(a\"b)\"  # a comment: x <- 1\n`odd name` <- 'y <- 2'", [], ["s", "odd name"]),
+    ("x <- c(1,\n  2)\ny <- x |>\n  sum()", ["c", "sum"], ["x", "y"]),
+])
+def test_r_reads_and_writes(source, reads, writes):
+    usage = analysis_r.analyze([source])
+    assert usage.reads == reads
+    assert usage.writes == writes
+
+
+def test_r_analysis_names_packages_and_functions():
+    usage = analysis_r.analyze(["library(ggplot2)\nsuppressPackageStartupMessages(library(stats))",
+                                "double_it <- function(x) x * 2"])
+    assert usage.packages == ["ggplot2", "stats"] and usage.functions == ["double_it"]
+
+
+def test_r_syntax_errors_name_the_cell(tmp_path):
+    path = tagged_notebook(tmp_path, [(["step:a"], "x = 1"), (["step:b", "kernel:ir"], "y <- f(x")])
+    if "ir" not in installed_kernels():
+        pytest.skip("the kernel's language is read from the installed ir kernelspec")
+    with pytest.raises(FlowError, match=r"cell 2 \('y <- f\(x'\) in step 'b' \(R\): '\(' on line 1 is never closed"):
+        build_flow(path)
+
+
+def test_r_parameters_cell():
+    found = analysis_r.parameters("n <- 5\nalpha = 0.5  # rate\nname <- 'abc'\nflag <- TRUE\nm <- -3L\nv <- c(1, 2)")
+    assert found == {"n": (5, "int", "5"), "alpha": (0.5, "float", "0.5"), "name": ("abc", "str", "'abc'"),
+                     "flag": (True, "bool", "TRUE"), "m": (-3, "int", "-3L"), "v": (None, "expression", "c(1, 2)")}
+
+
+# -- the neutral format, Python's side ---------------------------------------------------------------
+scalars = st.none() | st.booleans() | st.integers(-2**31 + 1, 2**31 - 1) | st.text(max_size=5) | \
+    st.floats(allow_nan=False, allow_infinity=True)
+values = st.recursive(scalars, lambda inner: st.lists(inner, min_size=2, max_size=3).filter(
+    lambda xs: not _vector_like(xs)) | st.dictionaries(st.text(min_size=1, max_size=3), inner, min_size=1, max_size=3),
+    max_leaves=8)
+
+
+def _vector_like(xs) -> bool:
+    """Lists that become vectors (and come back as numpy arrays): all numbers, all bools or all str."""
+    kinds = {crossing._scalar_class(x) for x in xs if x is not None}
+    return len(kinds) == 1
+
+
+@settings(max_examples=200, deadline=None)
+@given(values)
+def test_plain_values_come_back_as_they_went(value):
+    assert crossing.loads(crossing.dumps(value)) == value
+
+
+def test_tables_vectors_and_matrices_keep_their_types():
+    df = pd.DataFrame({"n": [1, 2, 3], "x": [0.5, None, 2.0], "s": ["a", None, "c"], "ok": [True, False, True],
+                       "c": pd.Categorical(["lo", "hi", "lo"])})
+    back = crossing.loads(crossing.dumps(df))
+    pd.testing.assert_frame_equal(back, df)
+    assert np.array_equal(crossing.loads(crossing.dumps([1.0, 2.5])), np.array([1.0, 2.5]))
+    matrix = np.arange(6, dtype=float).reshape(2, 3)
+    assert np.array_equal(crossing.loads(crossing.dumps(matrix)), matrix)
+    assert crossing.loads(crossing.dumps(np.array([1, 2, 3]))).dtype == np.int64
+
+
+def test_what_cannot_cross_says_why():
+    from sklearn.linear_model import LinearRegression
+
+    assert crossing.check(LinearRegression()) == "a sklearn.linear_model._base.LinearRegression"
+    assert crossing.check({1: "a"}) == "a dict whose keys are not all str"
+    assert "datetime64" in crossing.check(pd.DataFrame({"t": pd.to_datetime(["2024-01-01"])}))
+    assert crossing.check(np.zeros((2, 2, 2))).startswith("a 3-D numpy array")
+
+
+# -- real runs -----------------------------------------------------------------------------------------
+def _python_alone(scale: int = 2, label: str = "run"):
+    """The computation of r_python_r_python.ipynb, done in Python alone."""
+    table = pd.DataFrame({"n": [1, 2, 3, 4], "x": [0.5, 1.5, None, 4.0], "name": ["a", "b", None, "d"],
+                          "ok": [True, False, True, True]})
+    numbers = [1.0, 2.5, 4.0]
+    settings_ = {"offset": 10, "tag": "py", "flags": [True, False]}
+    table["n2"] = table["n"] * scale
+    table["x_plus"] = table["x"] + 1
+    table["upper"] = table["name"].map(lambda s: s.upper() if isinstance(s, str) else None)
+    table["both"] = table["ok"] & (table["n"] > 1)
+    doubled = np.array(numbers) * scale
+    summary = {"total": sum(numbers), "count": len(numbers), "tag": f"{settings_['tag']}-{label}",
+               "offset": settings_["offset"] + 1, "first_flag": settings_["flags"][0]}
+    result = table.assign(n3=table["n2"] + summary["offset"])
+    total = float(np.sum(doubled)) + summary["total"]
+    return table, doubled, summary, result, total
+
+
+@pytest.mark.slow
+@needs_r
+def test_python_r_python_gives_the_values_of_python_alone(run_flow):
+    run = run_flow("r_python_r_python.ipynb", parameters={"scale": 3})
+    table, doubled, summary, result, total = _python_alone(scale=3)
+    r = run["in_r"].data
+    pd.testing.assert_frame_equal(r.table, table)
+    assert np.array_equal(r.doubled, doubled) and r.summary_r == summary
+    assert np.array_equal(r.matrix_r, np.array([[1.0, 3.0, 5.0], [2.0, 4.0, 6.0]]))
+    pd.testing.assert_frame_equal(run["back"].data.result, result)
+    assert math.isclose(run["back"].data.total, total)
+    outputs = run["in_r"].task.record["outputs"]
+    assert outputs["table"]["r_class"] == "data.frame" and outputs["table"]["neutral"]
+    assert run["make"].task.record["outputs"]["table"]["neutral"]  # read by an R step: stored in both forms
+    assert "neutral" not in run["in_r"].task.record["inputs"].get("scale", {})
+    again = run_flow("r_python_r_python.ipynb", parameters={"scale": 3})
+    assert {t.step: t.status for t in again.tasks} == {"make": "cached", "in_r": "cached", "back": "cached"}
+
+
+@pytest.mark.slow
+@needs_r
+def test_a_model_object_cannot_cross_to_r(tmp_path, run_flow):
+    path = tagged_notebook(tmp_path, [
+        (["step:train"], ("from sklearn.linear_model import LinearRegression\n"
+                         "model = LinearRegression().fit([[0], [1]], [0, 1])")),
+        (["step:report", "kernel:ir"], "print(model)"),
+    ])
+    run = run_flow(path, expect="failed")
+    error = run["train"].error
+    assert error["type"] == "CannotCross"
+    for words in ("'model' from step 'train' cannot cross to step 'report' (R)", "LinearRegression",
+                  "what can cross between languages"):
+        assert words in error["message"]
+
+
+@needs_r
+def test_a_function_cannot_cross_and_that_is_said_before_the_run(tmp_path, store):
+    path = tagged_notebook(tmp_path, [(["step:make"], "def helper(x):\n    return x * 2"),
+                                      (["step:use", "kernel:ir"], "y <- helper(2)")])
+    proc = cli("run", path)
+    assert proc.returncode == 2
+    line = proc.stderr.strip().splitlines()[-1]
+    assert "step 'use' (R) reads 'helper', which step 'make' (python) binds to a function" in line
+    assert "what can cross between languages" in line
+
+
+@pytest.mark.slow
+@needs_r
+def test_a_failing_r_step_keeps_its_variables(tmp_path, run_flow):
+    path = _r_notebook(tmp_path, [
+        (["parameters"], "limit <- 3"),
+        (["step:first"], "values <- c(1.5, 2.5)\nlabel <- 'start'"),
+        (["step:second"], ("total <- sum(values) * limit\nfit <- lm(dist ~ speed, data = cars)\n"
+                          "stop('too big: ', total)")),
+        (["step:third"], "done <- total + 1"),
+    ])
+    flow = build_flow(path)
+    assert flow.steps["second"].prev == ["first"] and flow.steps["third"].prev == ["second"]
+    run = run_flow(path, expect="failed")
+    second = run["second"].task.record
+    assert "too big: 12" in second["error"]["message"]
+    assert set(second["failure"]["variables"]) >= {"values", "total", "limit"}
+    assert second["failure"]["unpicklable"]["fit"] == "lm"  # a model stays in R: listed by name and class
+    import jupyter_flow
+
+    namespace = {}
+    jupyter_flow.load(run.id, "second", store=run.store.url if hasattr(run, "store") else None, into=namespace)
+    assert namespace["total"] == 12.0 and np.array_equal(namespace["values"], [1.5, 2.5])
+
+
+@pytest.mark.slow
+@needs_r
+def test_an_r_notebook_with_steps_and_prev(tmp_path, run_flow):
+    path = _r_notebook(tmp_path, [
+        (["parameters"], "n <- 4L"),
+        (["step:make"], "xs <- seq_len(n)\nhalf <- xs / 2"),
+        (["step:other"], "unrelated <- 'z'"),
+        (["step:sum", "prev:make", "prev:other"], "total <- sum(half)\nmsg <- paste(unrelated, total)"),
+    ])
+    flow = build_flow(path)
+    assert flow.steps["sum"].prev == ["make", "other"] and flow.steps["sum"].inputs == {"half": "make",
+                                                                                         "unrelated": "other"}
+    run = run_flow(path, parameters={"n": 6})
+    assert run["sum"].data.total == 10.5 and run["sum"].data.msg == "z 10.5"
+
+
+def _r_notebook(folder, cells):
+    import nbformat
+    from nbformat.v4 import new_code_cell, new_notebook
+
+    nb = new_notebook(cells=[new_code_cell(source, metadata={"tags": tags}) for tags, source in cells],
+                      metadata={"kernelspec": {"name": "ir", "display_name": "R", "language": "R"},
+                                "language_info": {"name": "R"}})
+    path = folder / "flow_r.ipynb"
+    nbformat.write(nb, path)
+    return path
+
+
+def test_a_bash_notebook_still_runs_as_one_step():
+    flow = build_flow(SCENARIOS / "bash_no_steps.ipynb")
+    assert list(flow.steps) == ["main"] and flow.steps["main"].options == {"cache": False}
+
+
+def test_the_r_side_is_shipped_and_parses():
+    from jupyter_flow.languages import HERE
+
+    if shutil.which("Rscript") is None:
+        pytest.skip("R is not installed")
+    proc = subprocess.run(["Rscript", "-e", (f"source({json.dumps(str(HERE / 'inkernel.R'))}); "
+                           "cat(jsonlite::toJSON(.jf$encode(data.frame(a = 1:2, b = c('x', NA))), auto_unbox = TRUE))")],
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 0, proc.stderr
+    back = crossing.decode(json.loads(proc.stdout))
+    pd.testing.assert_frame_equal(back, pd.DataFrame({"a": [1, 2], "b": ["x", None]}))
