@@ -112,3 +112,40 @@ def test_the_library_refuses_in_one_line_too(team):
         with pytest.raises(FlowError, match=r"read-only for these credentials \(PutObject denied\)"):
             write()
     assert objects(s3) == before
+
+
+def read_only_mount(folder) -> list[str]:
+    """A command prefix that runs the rest with `folder` mounted read-only (a mount namespace of its
+    own; root is not stopped by file permissions, a read-only mount stops everyone)."""
+    return ["unshare", "--map-root-user", "--mount", "sh", "-c",
+            f'mount --bind "{folder}" "{folder}" && mount -o remount,ro,bind "{folder}" "{folder}" && exec "$@"', "sh"]
+
+
+def tree(folder) -> dict:
+    return {str(p): p.stat().st_mtime_ns for p in sorted(folder.rglob("*"))}
+
+
+def test_a_read_only_local_folder(tmp_path):
+    import subprocess
+
+    from support.services import can_hide_folders
+
+    if not can_hide_folders():
+        pytest.skip("no unprivileged user and mount namespaces here (unshare)")
+    store = tmp_path / "store"
+    assert cli("run", NOTEBOOKS / "error_notebook.ipynb", "--store", store, "--quiet").returncode == 1
+    [failed] = [r["id"] for r in client.list_runs(str(store), user=None)]
+    before = tree(store)
+
+    def jupyter_flow_cli(*args):
+        return subprocess.run([*read_only_mount(store), "jupyter", "flow", *map(str, args), "--store", str(store)],
+                              check=False, capture_output=True, text=True, timeout=300)
+
+    listed = jupyter_flow_cli("runs", "--all-users", "--format", "json")
+    assert listed.returncode == 0 and [r["id"] for r in json.loads(listed.stdout)] == [failed], listed.stderr
+    for command in (["run", NOTEBOOKS / "linear.ipynb"], ["resume", failed], ["pin", failed], ["gc", "--keep", "0"]):
+        result = jupyter_flow_cli(*command)
+        assert result.returncode == 2, result.stdout + result.stderr
+        assert one_line_error(result) == (f"error: the store {store} is read-only for these credentials (write access "
+                                          f"to {store} denied); ask for write access or use another --store")
+    assert tree(store) == before

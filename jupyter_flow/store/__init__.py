@@ -7,6 +7,8 @@ and task records in records.py.
 """
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 import tempfile
@@ -55,30 +57,37 @@ class Store:
         PUT under the temporary prefix, then deleted (one request each, on any store). ReadOnly if
         the credentials may not write or delete; StoreError if the store cannot be reached."""
         probe = layout.probe(uuid.uuid4().hex)
-        for action, call in (("write", lambda: self.backend.write(probe, b"ok")),
-                             ("delete", lambda: self.backend.delete(probe))):
-            try:
-                call()
-            except PermissionError as e:
-                raise self._read_only(action, e) from None
-            except Exception as e:  # noqa: BLE001 - any driver error means the same to the user
-                raise StoreError(f"store {self.url} is not writable ({e.__class__.__name__}: {_short(e)}); "
-                                 f"check that it can be reached, or pass another --store URL or set {ENV}") from None
+        try:
+            with self._writing("write"):
+                self.backend.write(probe, b"ok")
+            with self._writing("delete"):
+                self.backend.delete(probe)
+        except ReadOnly:
+            raise
+        except Exception as e:  # noqa: BLE001 - any driver error means the same to the user
+            raise StoreError(f"store {self.url} is not writable ({e.__class__.__name__}: {_short(e)}); "
+                             f"check that it can be reached, or pass another --store URL or set {ENV}") from None
 
-    def _read_only(self, action: str, e: PermissionError) -> ReadOnly:
-        """The one message for a write the credentials may not do (`action`: write or delete)."""
-        denied = self.backend.denied(action)
-        return ReadOnly(f"the store {self.url} is read-only for these credentials ({denied} denied); "
-                        "ask for write access or use another --store")
+    @contextlib.contextmanager
+    def _writing(self, action: str = "write", key: str | None = None):
+        """A write (or delete) refused for want of permission, or on a read-only file system, raises
+        ReadOnly: the one message naming the store and what is denied. With `key`, any other OSError
+        becomes a StoreError naming the key; without, it goes on as it is."""
+        try:
+            yield
+        except OSError as e:
+            if isinstance(e, PermissionError) or e.errno == errno.EROFS:
+                raise ReadOnly(f"the store {self.url} is read-only for these credentials "
+                               f"({self.backend.denied(action)} denied); ask for write access or use another "
+                               "--store") from None
+            if key is None:
+                raise
+            raise StoreError(f"cannot {action} {key} in store {self.url}: {_short(e)}") from None
 
     # -- keys ------------------------------------------------------------------------------
     def write_bytes(self, key: str, data: bytes) -> None:
-        try:
+        with self._writing("write", key):
             self.backend.write(key, data)
-        except PermissionError as e:
-            raise self._read_only("write", e) from None
-        except OSError as e:
-            raise StoreError(f"cannot write {key} to store {self.url}: {_short(e)}") from None
 
     def write_json(self, key: str, obj) -> None:
         self.write_bytes(key, json.dumps(obj, indent=1, default=str).encode())
@@ -86,12 +95,8 @@ class Store:
     def write_json_if(self, key: str, obj, allow) -> bool:
         """Write `obj` at `key` only if `allow(the bytes there now, or None)`; whether it was written.
         No other `write_json_if` of `key` comes between the check and the write (backends' write_if)."""
-        try:
+        with self._writing("write", key):
             return self.backend.write_if(key, json.dumps(obj, indent=1, default=str).encode(), allow)
-        except PermissionError as e:
-            raise self._read_only("write", e) from None
-        except OSError as e:
-            raise StoreError(f"cannot write {key} to store {self.url}: {_short(e)}") from None
 
     def read_bytes(self, key: str) -> bytes:
         try:
@@ -131,22 +136,16 @@ class Store:
         return self.backend.info(key)
 
     def put_file(self, local_path: str, key: str) -> None:
-        try:
+        with self._writing("write"):
             self.backend.put_file(local_path, key)
-        except PermissionError as e:
-            raise self._read_only("write", e) from None
 
     def move(self, src: str, dst: str) -> None:
-        try:
+        with self._writing("write"):
             self.backend.move(src, dst)
-        except PermissionError as e:
-            raise self._read_only("write", e) from None
 
     def delete(self, key: str) -> None:
-        try:
+        with self._writing("delete"):
             self.backend.delete(key)
-        except PermissionError as e:
-            raise self._read_only("delete", e) from None
 
     def local_dir(self, key: str) -> str | None:
         """A local folder for `key` to be written in place, or None for object stores."""

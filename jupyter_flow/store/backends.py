@@ -123,8 +123,8 @@ class LocalBackend:
             os.remove(path)
 
     def denied(self, action: str) -> str:
-        """The permission a PermissionError of `action` (write, delete) lacked, as the user grants it."""
-        return f"{action} permission on {self.root}"
+        """What a refused `action` (write, delete) lacked, as the user would grant it."""
+        return f"write access to {self.root}"
 
     def local_dir(self, key: str) -> str | None:
         os.makedirs(self.path(key), exist_ok=True)
