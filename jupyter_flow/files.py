@@ -106,8 +106,9 @@ def changes(read: dict, cwd: str) -> list[str]:
 
 
 def restore(store, written: dict, cwd: str) -> list[str]:
-    """Write each recorded file (`files.written`: RELPATH -> {"hash", "size"[, "mtime", "append"]}) from
-    its blob into `cwd` where the local content differs (size first, then hash); the paths restored.
+    """Write each recorded file (`files.written`: RELPATH -> {"hash", "size"[, "mtime", "append",
+    "only_missing"]}) from its blob into `cwd` where the local content differs (size first, then
+    hash), or, marked only_missing, where there is none; the paths restored.
     A file the step only appended to (a log) is left alone where it starts with the recorded content:
     it is never rewound. Each is written to a temporary name beside it, then renamed: a reader sees
     the old file or the new one."""
@@ -116,7 +117,8 @@ def restore(store, written: dict, cwd: str) -> list[str]:
         full = full_path(rel, cwd)
         if os.path.isabs(rel) or os.path.normpath(rel).startswith(".."):
             continue  # only files under the notebook's folder travel
-        if same(full, meta) or (meta.get("append") and _starts_with(full, meta)):
+        if same(full, meta) or (meta.get("append") and _starts_with(full, meta)) or (
+                meta.get("only_missing") and os.path.lexists(full)):
             continue
         buf = store.blob_bytes(meta["hash"], rel)
         os.makedirs(os.path.dirname(full) or ".", exist_ok=True)

@@ -248,6 +248,20 @@ def test_files_travel_to_a_later_step_whose_folder_lacks_them(run_flow, tmp_path
     assert value(run, "read", "got") == "weights"
 
 
+@pytest.mark.slow
+def test_an_ancestors_copy_never_replaces_a_later_steps_write(run_flow, tmp_path):
+    """`last` follows `first` only (it reads x); `middle` rewrote first's file in between. Top to bottom
+    the file ends as middle wrote it: last's task must not put first's copy back (found by the
+    property test)."""
+    nb = tagged_notebook(tmp_path, [
+        (["step:first"], "x = [0, 1]\nopen('f0.txt', 'w').write('first')"),
+        (["step:middle"], "open('f0.txt', 'w').write(str(sum(x)))"),
+        (["step:last"], "x = x + [2]"),
+    ])
+    run_flow(nb, max_workers=1)
+    assert (tmp_path / "f0.txt").read_text() == "1"
+
+
 # -- read files: fingerprinted at their first read ---------------------------------------------------------
 @pytest.mark.slow
 def test_read_files_are_fingerprinted_as_they_were_when_first_opened(run_flow, tmp_path):

@@ -64,9 +64,11 @@ class Specs:
         return out["length"]
 
     def files_in(self, name: str) -> dict:
-        """{RELPATH: {"hash", "size", "mtime"}} of the files step `name`'s ancestors wrote in this run, for
-        its task to restore where they are missing (another machine, a fresh folder). Where two wrote
-        one file, the later in notebook order wins; a file one removed is left out. Called once they all
+        """{RELPATH: {"hash", "size", "mtime"[, "only_missing"]}} of the files step `name`'s ancestors wrote
+        in this run, for its task to restore (another machine, a fresh folder). Where two wrote one file,
+        the later in notebook order wins; a file one removed is left out. A file the step is not
+        predicted to read is restored only where it is missing: a step that is not its ancestor may
+        have written it since, as top to bottom would have (the ancestor's copy would be stale). Called once they all
         ended; each step's result is kept, so a chain of n steps costs O(n) however long it is."""
         after = self._files_after
         stack = self._upstream(name)
@@ -88,7 +90,9 @@ class Specs:
                     files.update({path: (order, meta) for path, meta in (used.get("written") or {}).items()})
                     files.update({path: (order, None) for path in used.get("removed") or []})
             after[up] = files
-        return {path: meta for path, (_, meta) in self._merged(name).items() if meta is not None}
+        reads = set(self.flow.steps[name].files_read)  # what the code and the last run say it reads
+        return {path: meta if path in reads else dict(meta, only_missing=True)
+                for path, (_, meta) in self._merged(name).items() if meta is not None}
 
     def _upstream(self, name: str) -> list[str]:
         step = self.flow.steps[name]
