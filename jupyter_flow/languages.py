@@ -180,7 +180,16 @@ def _store(store, path: str, describe) -> dict:
     return {"hash": digest, "size": size, **describe(value), "neutral": neutral}
 
 
-def missing_kernel(kernel: str, language: str | None, host: str) -> str:
-    lang = get(language or "")
-    how = f"; install it there: {lang.install}" if lang else ""
-    return f"no kernel named {kernel!r} on {host}{how}"
+def explain(e: Exception, spec: dict) -> str:
+    """The message of an exception that stopped a task before its notebook ran: a kernel missing on
+    this machine (a Dask worker without R) says which, where, and how to install it."""
+    import socket
+
+    from jupyter_client.kernelspec import NoSuchKernel
+
+    if isinstance(e, NoSuchKernel):
+        lang = get(_language_of(spec))
+        how = f"; install it there: {lang.install}" if lang else "; install it there (jupyter kernelspec list)"
+        return f"no kernel named {spec['kernel']!r} on {socket.gethostname()} (the machine running step " \
+               f"{spec['step']!r}){how}"
+    return str(e).strip() or repr(e)

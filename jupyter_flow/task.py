@@ -92,7 +92,7 @@ def run_task(spec: dict, pool: kernels.KernelPool | None = None, control: TaskCo
         _execute(spec, km, workdir, record, control)
     except Exception as e:  # noqa: BLE001 - whatever broke, the task record says so
         record.update(status=control.reason or "failed",
-                      error={"type": e.__class__.__name__, "message": str(e).strip() or repr(e)})
+                      error={"type": e.__class__.__name__, "message": languages.explain(e, spec)})
     finally:
         control.ended()
         if km is not None and pool is not None and not spec.get("pip"):

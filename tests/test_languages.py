@@ -240,3 +240,14 @@ def test_the_r_side_is_shipped_and_parses():
     assert proc.returncode == 0, proc.stderr
     back = crossing.decode(json.loads(proc.stdout))
     pd.testing.assert_frame_equal(back, pd.DataFrame({"a": [1, 2], "b": ["x", None]}))
+
+
+def test_a_machine_without_the_kernel_says_which_and_how_to_install_it():
+    from jupyter_client.kernelspec import NoSuchKernel
+
+    from jupyter_flow import languages
+
+    spec = {"kernel": "ir", "step": "model", "stepbook": {"metadata": {"kernelspec": {"language": "R"}}}}
+    message = languages.explain(NoSuchKernel("ir"), spec)
+    assert message.startswith("no kernel named 'ir' on ") and "step 'model'" in message
+    assert "r-cran-irkernel" in message and "IRkernel::installspec()" in message
