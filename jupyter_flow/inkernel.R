@@ -182,6 +182,11 @@
       return(out)
     }
     if (is.factor(x)) return(jf$column(x, what))
+    if (is.array(x) && length(dim(x)) == 1 && identical(class(x), "array")) {  # tapply(), table(): a named vector
+      names <- dimnames(x)[[1]]
+      x <- as.vector(x)
+      names(x) <- names
+    }
     if (is.matrix(x) && typeof(x) %in% c("logical", "integer", "double", "character") &&
         identical(class(x), c("matrix", "array")))
       return(list(type = "matrix", class = typeof(x), dim = I(dim(x)), values = jf$values(x)))
