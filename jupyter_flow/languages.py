@@ -121,9 +121,9 @@ def give(store, spec: dict, workdir: str) -> None:
         if "missing" in ref:
             continue
         meta = (spec.get("input_meta") or {}).get(name) or {}
-        if meta.get("neutral") and "hash" in ref:
+        if meta.get("neutral") and "hash" in ref and store.blob_ok(meta["neutral"]):
             data = bytes(store.blob_bytes(meta["neutral"], name))
-        else:
+        else:  # from the value itself (its neutral copy was not made, or is gone)
             value = ([store.load_value(h, name) for h in ref["hashes"]] if "hashes" in ref
                      else store.load_value(ref["hash"], name))
             try:

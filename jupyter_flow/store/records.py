@@ -201,12 +201,13 @@ class TaskRecord(_Record):
         return self.origin["key"] if self.origin else self.key
 
     def blob_refs(self) -> set[str]:
-        """Digests of the values it received and produced, and of the files it wrote."""
+        """Digests of the values it received and produced (and their neutral copies, see crossing.py),
+        and of the files it wrote."""
         refs = set()
         written = (self.files or {}).get("written") or {}
         for meta in list(self.outputs.values()) + list(self.inputs.values()) + list(written.values()):
             if isinstance(meta, dict):
-                refs.update(h for h in (meta.get("hashes") or [meta.get("hash")]) if h)
+                refs.update(h for h in [*(meta.get("hashes") or [meta.get("hash")]), meta.get("neutral")] if h)
         return refs
 
 
