@@ -117,6 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("show", help="show one run: parameters, metrics, tasks, artifacts")
     p.add_argument("run_id", help="a run id (a unique prefix is enough)")
+    p.add_argument("--step", help="also show this step's failure: its error and failing frames with their locals")
+    p.add_argument("--index", type=_count(0), default=0, help="foreach task index of --step (default 0)")
     _add_format(p)
     _add_store(p)
 
@@ -136,6 +138,9 @@ def build_parser() -> argparse.ArgumentParser:
                        "from the notebook as it is now.")
     p.add_argument("run_id")
     p.add_argument("--from", dest="from_step", metavar="STEP", help="also rerun STEP and everything after it")
+    p.add_argument("--from-start", action="store_true",
+                   help="run the failed step from its first cell (by default it continues from its failing cell "
+                        "when that gives the same values)")
     p.add_argument("--notebook", help="the notebook's path, if it moved since the run")
     p.add_argument("-f", "--parameters-file", action="append", default=[], metavar="FILE",
                    help="YAML file of parameter values (like papermill -f); repeatable")
@@ -393,7 +398,7 @@ def cmd_resume(args) -> int:
     from . import runtime
 
     return _execute(args, runtime.prepare_resume(
-        args.run_id, store=args.store, from_step=args.from_step, notebook_path=args.notebook,
+        args.run_id, store=args.store, from_step=args.from_step, notebook_path=args.notebook, from_start=args.from_start,
         cli_params=args.parameter, param_files=args.parameters_file, executor=args.executor,
         scheduler=args.scheduler, max_workers=args.max_workers, no_cache=args.no_cache, kernel_name=args.kernel,
         cwd=args.cwd))
@@ -503,6 +508,10 @@ def cmd_show(args) -> int:
     from .views import run_detail
 
     run_detail(run, client.open_store(args.store))
+    if args.step:
+        from .views import failure_detail
+
+        failure_detail(client.read_task(args.store, run["id"], args.step, args.index))
     return 0
 
 

@@ -350,6 +350,17 @@ def begin(spec: dict) -> None:
         _files.written.clear()
         _files.removed.clear()
     _give(spec, _namespace())
+    if spec.get("snapshot"):  # continued from its failing cell: what the cells before it computed
+        _resume(spec["snapshot"], spec, _namespace())
+
+
+def _resume(snapshot: dict, spec: dict, ns: dict) -> None:
+    """Load a failure snapshot's variables and modules into `ns` (see runtime/continuing.py)."""
+    import importlib
+
+    _give(dict(spec, inputs=snapshot["variables"], foreach=None), ns)
+    for alias, module in snapshot.get("modules", {}).items():
+        ns[alias] = importlib.import_module(module)
 
 
 def _give(spec: dict, ns: dict, only_missing: bool = False) -> None:
@@ -483,7 +494,48 @@ def snapshot(spec: dict | None = None, parameters: dict | None = None) -> None:
     except Exception:  # noqa: BLE001 - the snapshot matters more
         used = {}
     _write_result("failure.json", {"variables": variables, "unpicklable": unpicklable, "modules": modules,
-                                   "metrics": _state["metrics"], **used})
+                                   "metrics": _state["metrics"], "frames": _frames(ns, store), **used})
+
+
+def _frames(ns: dict, store) -> list[dict]:
+    """The frames of the exception that stopped the step (IPython keeps it in `sys.last_traceback`):
+    each frame running notebook code (its globals are the notebook's), plus the first library frame
+    it called. Each: file, function, line, the cell's source, and the locals of a function's frame
+    (values stored as blobs; what cannot be pickled named with its type). Oldest first."""
+    import linecache
+
+    tb = getattr(sys, "last_traceback", None)
+    chain = []
+    while tb is not None:
+        chain.append((tb.tb_frame, tb.tb_lineno))
+        tb = tb.tb_next
+    frames, caller_is_notebook = [], False
+    for frame, line in chain:
+        notebook = frame.f_globals is ns
+        if not (notebook or caller_is_notebook):
+            continue
+        caller_is_notebook = notebook
+        code = frame.f_code
+        entry = {"file": code.co_filename, "function": code.co_name, "line": line, "notebook": notebook,
+                 "locals": {}, "unpicklable": {}}
+        if notebook:
+            entry["source"] = "".join(linecache.getlines(code.co_filename, frame.f_globals))
+        if frame.f_locals is not frame.f_globals:  # a function's frame (a cell's locals are the snapshot)
+            for name, value in frame.f_locals.items():
+                try:
+                    digest, size = store.save_value(value)
+                except Exception:  # noqa: BLE001 - named with its type instead
+                    entry["unpicklable"][name] = type_name(value)
+                    continue
+                entry["locals"][name] = {"hash": digest, "size": size, **describe(value)}
+        frames.append(entry)
+    value = getattr(sys, "last_value", None)
+    if frames and value is not None:
+        try:
+            frames[-1]["exception"] = {"hash": store.save_value(value)[0], "type": type_name(value)}
+        except Exception:  # noqa: BLE001, S110 - its type and message are in the task record
+            pass
+    return frames
 
 
 _IPYTHON_NAMES = {"In", "Out", "get_ipython", "exit", "quit", "open"}

@@ -30,7 +30,7 @@ def load(run_id: str, step: str, store=None, into: dict | None = None, state: st
     state = state or ("failure" if task.failure else "outputs" if task.outputs else "inputs")
     if state not in STATES:
         raise FlowError(f"state={state!r}: choose one of {', '.join(STATES)}")
-    refs, modules, unpicklable = _refs(store, run, task, state)
+    refs, modules, unpicklable, frames = _refs(store, run, task, state)
     target = into if into is not None else _caller_namespace()
     values = {}
     for name, meta in refs.items():
@@ -46,6 +46,10 @@ def load(run_id: str, step: str, store=None, into: dict | None = None, state: st
     target.update(values)
     if not quiet:
         _print_table(run, step, index, state, refs, modules, unpicklable)
+        for name, why in ((task.failure or {}).get("withheld", {}) if state == "failure" else {}).items():
+            print(f"  {name}  (not loaded: it {why}; secrets are never stored: read it from your own environment)")
+    if frames:
+        _post_mortem(store, run, task, frames, target, quiet)
     if cells:
         _insert_cells(store, run, step)
     return list(values)
@@ -53,24 +57,110 @@ def load(run_id: str, step: str, store=None, into: dict | None = None, state: st
 
 def _refs(store, run, task, state):
     if state == "inputs":
-        return task.inputs, {}, {}
+        return task.inputs, {}, {}, []
     if state == "outputs":
-        return task.outputs, {}, {}
+        return task.outputs, {}, {}, []
     try:
         failure = records.read_failure(store, task)
     except NotFound:
         raise NotFound(f"step {task.step!r} of run {run.id} has no failure snapshot (status "
                        f"{task.status}); use state='inputs' or state='outputs'") from None
-    return failure["variables"], failure.get("modules", {}), dict(failure.get("unpicklable", {}))
+    return (failure["variables"], failure.get("modules", {}), dict(failure.get("unpicklable", {})),
+            failure.get("frames") or [])
+
+
+class FailureLoaded(Exception):
+    """Stands in for a failed task's exception whose class cannot be loaded here."""
+
+
+def _post_mortem(store, run, task, frames: list[dict], ns: dict, quiet: bool) -> None:
+    """Make the failure the last exception of this kernel, so `%debug` (or `pdb.pm()`) opens the
+    debugger on it: `up`/`down` through the failing frames, their locals printable, `list` showing
+    the cell. Each stored frame becomes a real frame: a code object named after the frame's
+    function, placed at its file name (the cell's source registered with linecache.lazycache),
+    raising at its line with its locals as arguments; the frames are chained into a traceback with
+    types.TracebackType. IPython's `showtraceback` displays it and keeps it as the last one."""
+    import inspect
+    import types
+
+    tb = None
+    for frame in reversed(frames):
+        lineno, frame_obj = _frame(store, run, task, frame, ns)
+        tb = types.TracebackType(tb, frame_obj, 0, lineno)
+    error = task.error or {}
+    value = None
+    if frames[-1].get("exception"):
+        try:
+            value = store.load_value(frames[-1]["exception"]["hash"])
+        except Exception:  # noqa: BLE001 - made in another environment: its type and message stand in
+            value = None
+    if not isinstance(value, BaseException):
+        value = FailureLoaded(f"{error.get('type', 'Exception')}: {error.get('message', '')}")
+    # IPython's %debug starts one frame in (it skips its own run_code frame): this one stands for it
+    tb = types.TracebackType(tb, inspect.currentframe(), 0, inspect.currentframe().f_lineno)
+    value = value.with_traceback(tb)
+    shell = _shell()
+    if shell is not None:
+        shell.showtraceback((type(value), value, tb), tb_offset=1)
+    else:
+        sys.last_type, sys.last_value, sys.last_traceback = type(value), value, tb
+    if not quiet:
+        print(f"The failure of {task.step}[{task.index}] is this kernel's last exception: %debug opens the "
+              f"debugger on its {len(frames)} frame(s) (up/down, p NAME, list).")
+
+
+def _frame(store, run, task, frame: dict, ns: dict):
+    """(line, a frame object standing for `frame`): see _post_mortem."""
+    import linecache
+    import types
+
+    line = max(int(frame.get("line") or 1), 1)
+    where = f"cell {frame['cell']}" if frame.get("cell") else None
+    filename = frame.get("file") or "?"
+    if frame.get("source") is not None:
+        filename = f"[{where or 'a cell'} of step {task.step}, run {run.id}]"
+        linecache.lazycache(filename, {"__name__": filename, "__loader__": _Source(frame["source"])})
+    values = {}
+    for name, meta in (frame.get("locals") or {}).items():
+        try:
+            if name.isidentifier():
+                values[name] = store.load_value(meta["hash"], name)
+        except Exception:  # noqa: BLE001, S112 - a local that cannot load here is left out
+            continue
+    function = frame.get("function") or "<module>"
+    try:
+        if function == "<module>":  # a cell: its names are the notebook's (the snapshot just loaded)
+            exec(compile("\n" * (line - 1) + "1 / 0", filename, "exec"), ns)  # noqa: S102 - our own code
+        else:
+            outer = compile(f"def _f({', '.join(values)}):\n    1 / 0", filename, "exec")
+            code = next(c for c in outer.co_consts if isinstance(c, types.CodeType))
+            code = code.replace(co_firstlineno=line - 1, co_name=function, co_qualname=function)
+            types.FunctionType(code, ns)(*values.values())
+    except ZeroDivisionError as e:
+        return line, e.__traceback__.tb_next.tb_frame
+    raise AssertionError("the stand-in frame did not raise")
+
+
+class _Source:
+    """A loader that only gives source: linecache.lazycache's way to know a file that is not on disk."""
+
+    def __init__(self, source: str):
+        self.source = source
+
+    def get_source(self, name):
+        return self.source
+
+
+def _shell():
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return None
+    return get_ipython()
 
 
 def _caller_namespace() -> dict:
-    try:
-        from IPython import get_ipython
-
-        shell = get_ipython()
-    except ImportError:
-        shell = None
+    shell = _shell()
     if shell is not None:
         return shell.user_ns
     frame = sys._getframe(2)  # the caller of load()
@@ -93,9 +183,9 @@ def _print_table(run, step, index, state, refs, modules, unpicklable) -> None:
 def step_source(store, run, step: str) -> str:
     """The step's cells as they were when the run was made (from the run's copy of the notebook)."""
     import json
+    from pathlib import Path
 
     from .notebook import parse
-    from pathlib import Path
 
     raw = json.loads(store.read_bytes(layout.run_file(run.flow, run.id, "notebook.ipynb")))
     nb = parse(raw, Path(run.notebook))
@@ -104,12 +194,7 @@ def step_source(store, run, step: str) -> str:
 
 def _insert_cells(store, run, step) -> None:
     source = step_source(store, run, step)
-    try:
-        from IPython import get_ipython
-
-        shell = get_ipython()
-    except ImportError:
-        shell = None
+    shell = _shell()
     if shell is not None and getattr(shell, "kernel", None) is not None:
         shell.set_next_input(source, replace=False)
         print(f"Inserted the source of step {step!r} as the next cell.")
@@ -135,7 +220,7 @@ def register_magics(ipython) -> None:
         try:
             args = parser.parse_args(shlex.split(line))
         except SystemExit:
-            return None
+            return
         try:
             load(args.run_id, args.step, store=args.store, into=ipython.user_ns, state=args.state,
                  index=args.index, cells=args.cells)

@@ -88,6 +88,8 @@ class Progress(_Live):
             return
         with self.lock:
             track_task(self.steps[e["step"]], e)
+        if e.get("note") and not self.quiet:  # a resumed failed step: from which cell, or why from its first
+            self.console.print(f"  {e['step']}: {e['note']}", highlight=False, markup=False)
         if self.live is None and not self.quiet:
             error = (e.get("error") or {}).get("message")
             tail = f" ({e['duration']:.2f} s)" if e.get("duration") is not None else ""

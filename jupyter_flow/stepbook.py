@@ -8,13 +8,16 @@ notebook maps back to the source notebook's cell.
 from __future__ import annotations
 
 import copy
+import os
 
 from . import languages
 from .dag import Flow, Step
 
 
-def build(flow: Flow, step: Step, run_id: str, index: int) -> dict:
+def build(flow: Flow, step: Step, run_id: str, index: int, start: int = 0) -> dict:
     """The step notebook as an nbformat v4 dict; `with_begin` fills in what the kernel receives.
+    `start`: the step's first cell to run (a step continued from its failing cell, see
+    runtime/continuing.py; the begin cell then loads the failure snapshot).
     A step in another language than the notebook's (a `kernel:` tag) runs none of the notebook's
     shared cells; its first cell gives it the parameters' defaults in its language (papermill's
     translators), and papermill injects the run's values after it."""
@@ -28,7 +31,7 @@ def build(flow: Flow, step: Step, run_id: str, index: int) -> dict:
     else:
         cells = [_cell(_defaults(flow, step), "parameters", tags=["parameters"])]
     cells.append(_cell("", "begin"))
-    cells += [_cell(c.source, "step", c.index) for c in step.cells]
+    cells += [_cell(c.source, "step", c.index) for c in step.cells[start:]]
     cells.append(_cell(_finish(flow, step), "finish"))
     metadata = copy.deepcopy(flow.notebook.raw.get("metadata", {}))
     kernel = step.options.get("kernel", flow.kernel)
@@ -139,3 +142,40 @@ def _where(info: dict, source) -> str | None:
 def sets_up_kernel(nb: dict) -> bool:
     """Whether the step notebook hands the kernel to `jupyter_flow.inkernel` (Python steps do)."""
     return any(c.get("metadata", {}).get("jupyter_flow", {}).get("role") == "begin" for c in nb.get("cells", []))
+
+
+def label_frames(failure_path: str, executed: dict) -> None:
+    """Say which cell of the user's notebook each failing frame of a snapshot (failure.json, see
+    inkernel._frames) ran in: `cell` (its number, from 1) and `role`, matched by the cell's source."""
+    import json
+
+    from .analysis import to_python
+
+    try:
+        with open(failure_path) as f:
+            failure = json.load(f)
+    except (OSError, ValueError):
+        return
+    by_source = {}
+    for cell in executed.get("cells", []):
+        where = cell.get("metadata", {}).get("jupyter_flow", {})
+        source = "".join(cell.get("source", ""))
+        if "source_cell" in where:
+            for text in (source, to_python(source)):
+                by_source.setdefault(text.strip(), where)
+    for frame in failure.get("frames") or []:
+        where = by_source.get((frame.get("source") or "").strip()) if frame.get("notebook") else None
+        if where:
+            frame.update(cell=where["source_cell"] + 1, role=where.get("role"))
+    with open(failure_path + ".tmp", "w") as f:
+        json.dump(failure, f, default=str)
+    os.replace(failure_path + ".tmp", failure_path)
+
+
+def frame_summary(frame: dict) -> dict:
+    """A failing frame as the task record keeps it: where, and each local's type and short preview."""
+    where = f"cell {frame['cell']}" if frame.get("cell") else frame.get("file")
+    return {"where": where, "function": frame.get("function"), "line": frame.get("line"),
+            "notebook": bool(frame.get("notebook")),
+            "locals": {**{n: m.get("preview") or m.get("type", "") for n, m in (frame.get("locals") or {}).items()},
+                       **{n: f"{t} (not stored: cannot be pickled)" for n, t in (frame.get("unpicklable") or {}).items()}}}

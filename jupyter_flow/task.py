@@ -54,6 +54,7 @@ def new_record(spec: dict, **fields) -> dict:
         attempts=spec.get("attempts", []), inputs=spec.get("input_meta", {}), executor=spec.get("executor", "local"),
         kernel=spec["kernel"], cache_key=spec.get("cache_key"), foreach=spec.get("foreach"),
         cache_parts=spec.get("cache_parts"), reason=spec.get("reason"),
+        continued={k: v for k, v in spec["continued"].items() if k != "files"} if spec.get("continued") else None,
     ).to_dict() | ({"worker": spec["worker"]} if spec.get("worker") else {}) | fields
 
 
@@ -164,7 +165,20 @@ def _execute(spec: dict, km, workdir: str, record: dict, control: TaskControl) -
     if os.path.exists(result_path):
         os.remove(result_path)  # its content lives on in task.json
     record.update(status="succeeded", outputs=result.get("outputs", {}), warnings=result.get("warnings", []),
-                  metrics=result.get("metrics", {}), files=result.get("files", {}), packages=result.get("packages", {}))
+                  metrics=result.get("metrics", {}), files=_with_earlier(spec, result.get("files", {})),
+                  packages=result.get("packages", {}))
+
+
+def _with_earlier(spec: dict, used: dict) -> dict:
+    """The files a continued step used: those its failed run's earlier cells wrote, then its own."""
+    earlier = (spec.get("continued") or {}).get("files")
+    if not earlier:
+        return used
+    written = {path: meta for path, meta in (earlier.get("written") or {}).items()
+               if path not in (used.get("removed") or [])}
+    return dict(used, read={**(earlier.get("read") or {}), **(used.get("read") or {})},
+                written={**written, **(used.get("written") or {})})
+
 
 
 def _record_failure(e, spec: dict, km, output: str, workdir: str, record: dict, control: TaskControl) -> None:
@@ -192,6 +206,7 @@ def _record_failure(e, spec: dict, km, output: str, workdir: str, record: dict, 
                                     "parameters": spec["parameters"]}
         _snapshot(km, timeout=300, **given)
     languages.collect(spec, workdir)
+    stepbook.label_frames(os.path.join(workdir, "failure.json"), executed)
     _read_failure(workdir, record)
 
 
@@ -203,7 +218,8 @@ def _snapshot(km, timeout: float, start_within: float | None = None, **given) ->
 def _read_failure(workdir: str, record: dict) -> None:
     failure = _read_json(os.path.join(workdir, "failure.json"))
     if failure is not None:
-        record["failure"] = {"variables": sorted(failure["variables"]), "unpicklable": failure["unpicklable"]}
+        record["failure"] = {"variables": sorted(failure["variables"]), "unpicklable": failure["unpicklable"],
+                             "frames": [stepbook.frame_summary(f) for f in failure.get("frames") or []]}
         record.update(metrics=failure.get("metrics", {}), files=failure.get("files", {}),
                       packages=failure.get("packages", {}))
 
@@ -274,7 +290,7 @@ def _run_in_kernel(km, code: str, timeout: float, start_within: float | None = N
             msg = kc.get_iopub_msg(timeout=max(deadline - time.monotonic(), 0.01))
             if msg["parent_header"].get("msg_id") == msg_id and msg["msg_type"] == "status":
                 state = msg["content"]["execution_state"]
-    except (queue.Empty, Exception):  # noqa: BLE001 - no snapshot is better than no failure record
+    except (queue.Empty, Exception):  # noqa: BLE001, S110 - no snapshot is better than no failure record
         pass
     finally:
         kc.stop_channels()

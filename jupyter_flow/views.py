@@ -149,3 +149,28 @@ def artifacts_table(artifacts: dict) -> None:
     else:
         console.print(f"step {artifacts['step']}[{artifacts['index']}] of run {artifacts['run_id']} has no inputs, "
                       "outputs or failure snapshot")
+
+
+def failure_detail(task: dict) -> None:
+    """A task's error and its failing frames (oldest first): where, function, line, and locals."""
+    name = f"{task['step']}[{task['index']}]"
+    error = task.get("error")
+    if not error:
+        console.print(f"step {name}: {_status(task['status'])}, no failure")
+        return
+    console.print(f"[bold]step {name}[/] {_status(task['status'])}: [red]{escape(error['type'])}: "
+                  f"{escape(error.get('message') or '')}[/]", highlight=False)
+    if task.get("continued"):
+        console.print(escape(task["continued"]["line"]), highlight=False)
+    frames = (task.get("failure") or {}).get("frames") or []
+    if not frames:
+        console.print("[dim]no failing frames recorded[/]")
+        return
+    for frame in frames:
+        kind = "" if frame.get("notebook") else " [dim](library)[/]"
+        console.print(f"  {escape(frame.get('where') or '?')}, line {frame.get('line')}, in "
+                      f"{escape(frame.get('function') or '?')}{kind}", highlight=False)
+        for local, preview in (frame.get("locals") or {}).items():
+            console.print(f"      {escape(local)} = {escape(elide(preview, 80))}", highlight=False)
+    console.print(f"[dim]load it (jupyter_flow.load or %flow_load {task['run_id']} {task['step']}), then %debug "
+                  "walks these frames[/]", highlight=False)

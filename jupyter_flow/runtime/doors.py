@@ -51,7 +51,7 @@ class RunHandle:
 
 def prepare(notebook_path, parameters=None, store=None, executor="local", scheduler=None, max_workers=None,
             no_cache=False, on_event=None, cli_params=None, param_files=None, origin=None, from_step=None,
-            executor_options=None, kernel_name=None, cwd=None) -> Runner:
+            executor_options=None, kernel_name=None, cwd=None, from_start=False) -> Runner:
     """Validate everything a run needs and return its Runner; raises FlowError and writes nothing.
     kernel_name: the notebook's kernel for every step without a `kernel:` tag (papermill's -k); cwd:
     where the kernels run (papermill's --cwd; default the notebook's folder)."""
@@ -78,7 +78,8 @@ def prepare(notebook_path, parameters=None, store=None, executor="local", schedu
         executor_class(executor)  # an unknown name fails before anything is touched
     runner_executor = make_executor(executor, max_workers=max_workers, scheduler=scheduler, **(executor_options or {}))
     return Runner(flow, values, store, runner_executor, no_cache=no_cache, on_event=on_event, origin=origin,
-                  from_step=from_step, cwd=str(Path(cwd).resolve()) if cwd is not None else None, injected=injected)
+                  from_step=from_step, cwd=str(Path(cwd).resolve()) if cwd is not None else None, injected=injected,
+                  from_start=from_start)
 
 
 def flow_with_history(path, store=None, raw: dict | None = None) -> Flow:
@@ -119,7 +120,8 @@ def start_run(notebook_path, *, background: bool = True, **options) -> RunHandle
 def prepare_resume(run_id: str, store=None, parameters=None, from_step=None, notebook_path=None,
                    param_files=None, **options) -> Runner:
     """A run of the origin's notebook (as it is now) that reuses the origin's finished tasks whose
-    code and inputs are unchanged; the failed task and everything downstream run again."""
+    code and inputs are unchanged; the failed task and everything downstream run again, the failed
+    task from its failing cell when that is sound (see continuing.py; `from_start=True` to not)."""
     store = open_store(store)
     origin = find_run(store, run_id)
     if origin.status == "damaged":

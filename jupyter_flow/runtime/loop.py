@@ -18,7 +18,7 @@ from ..store import Store, records
 from ..store.layout import run_key, time_id
 from ..store.records import DONE, current_user
 from ..task import TaskControl, now
-from . import reuse
+from . import continuing, reuse
 from .races import Races
 from .readiness import Readiness, Task
 from .spec import Specs
@@ -33,13 +33,14 @@ def heartbeat_interval() -> float:
 class Runner:
     def __init__(self, flow: Flow, parameters: dict, store: Store, executor, run_id: str | None = None,
                  no_cache: bool = False, on_event=None, origin: dict | None = None, from_step: str | None = None,
-                 cwd: str | None = None, injected: dict | None = None):
+                 cwd: str | None = None, injected: dict | None = None, from_start: bool = False):
         self.flow, self.parameters, self.store, self.executor = flow, parameters, store, executor
         self.run_id = run_id or time_id(secrets.token_hex(3))
         self.key = run_key(flow.name, self.run_id)
         self.no_cache = no_cache
         self.on_event = on_event or (lambda event: None)
         self.origin = origin
+        self.from_start = from_start  # a resumed failed step runs from its first cell, not its failing one
         self.cwd = str(cwd or flow.path.parent)  # where the kernels run (papermill's --cwd)
         self.cache = reuse.Cache(store, flow, self.run_id, self.cwd, origin, no_cache, from_step)
         self.readiness = Readiness(flow)
@@ -220,8 +221,16 @@ class Runner:
         task.status = "running"
         task.control = TaskControl(step.options.get("timeout"))
         spec = self.task_spec(task, refs, meta, parts, key, decision.reason)
+        note = None
+        if self.origin and task.attempt == 1:
+            cont, why = continuing.plan(self.store, self.flow, self.origin, task.step, task.index, parts, self.cwd)
+            if cont and not self.from_start:
+                spec = continuing.apply(spec, cont, self.flow, self.run_id)
+                note = spec["reason"] = cont["line"]
+            elif cont or why:
+                note = spec["reason"] = f"runs from its first cell: {why or '--from-start'}"
         self.on_event({"type": "task", "run_id": self.run_id, "step": task.step, "index": task.index,
-                       "status": "running", "attempt": task.attempt, "reason": decision.reason})
+                       "status": "running", "attempt": task.attempt, "reason": spec["reason"], "note": note})
         future = self._executor_for(step).submit(spec, task.control)
         running.add(id(task))
         future.add_done_callback(lambda f, t=task: self.done_q.put((t, _result(f, t))))

@@ -178,6 +178,7 @@ class TaskRecord(_Record):
     cache_key: str | None = None
     cache_parts: dict | None = None  # what cache_key was made from (runtime/reuse.py: cache_parts)
     reason: str | None = None  # one line: why the task ran, or why it was reused
+    continued: dict | None = None  # a resumed step run from its failing cell: {"run", "cell", "line"}
     warnings: list = field(default_factory=list)
     metrics: dict = field(default_factory=dict)
     notebook: str | None = None
