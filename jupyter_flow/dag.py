@@ -108,7 +108,7 @@ class Flow:
             "kernel": self.kernel,
             "parameters": {n: p.to_json() for n, p in self.parameters.items()},
             "steps": [{
-                "name": s.name, "prev": s.prev, "reads": s.reads, "writes": s.writes,
+                "name": s.name, "language": s.language, "prev": s.prev, "reads": s.reads, "writes": s.writes,
                 "foreach": s.foreach, "options": {k: v for k, v in s.options.items() if k != "foreach"},
                 "params": s.params, "metrics": s.metrics,
                 "edges": {up: sorted(n for n, src in s.inputs.items() if src == up) for up in s.prev},

@@ -251,3 +251,21 @@ def test_a_machine_without_the_kernel_says_which_and_how_to_install_it():
     message = languages.explain(NoSuchKernel("ir"), spec)
     assert message.startswith("no kernel named 'ir' on ") and "step 'model'" in message
     assert "r-cran-irkernel" in message and "IRkernel::installspec()" in message
+
+
+@pytest.mark.slow
+@needs_r
+def test_an_r_step_is_retried(tmp_path, run_flow):
+    marker = tmp_path / "attempted"
+    path = tagged_notebook(tmp_path, [
+        (["step:make"], "values = [1, 2, 3]"),
+        (["step:flaky", "kernel:ir", "retry:1"],
+         (f"if (!file.exists({json.dumps(str(marker))})) {{\n  file.create({json.dumps(str(marker))})\n"
+         "  stop('first attempt fails')\n}\ntotal <- sum(values)")),
+        (["step:after"], "doubled = total * 2"),
+    ])
+    flow = build_flow(path)
+    assert flow.to_json()["steps"][1]["language"] == "R" and flow.steps["after"].inputs == {"total": "flaky"}
+    run = run_flow(path)
+    flaky = run["flaky"].task.record
+    assert flaky["attempt"] == 2 and run["after"].data.doubled == 12
