@@ -5,7 +5,8 @@
 # files in the neutral format of jupyter_flow/crossing.py (JSON, read and written with jsonlite)
 # under the task's folder: crossing/in/NAME.json (inputs, written by the runner), crossing/out/
 # (outputs), crossing/failure/ (variables at a failure), with crossing/result-r.json or
-# failure-r.json listing them. The runner stores them (see languages.collect).
+# failure-r.json listing them. The runner stores them (see languages.collect). `.jf$load(run, step)`
+# loads a failed R step's snapshot into an R session (source this file first).
 # Everything lives in the hidden environment .jf, so the step's own names are untouched.
 
 .jf <- local({
@@ -78,6 +79,23 @@
     }
     jf$listing("failure-r.json", list(values = values, unconvertible = unconvertible, packages = jf$packages()))
     invisible(NULL)
+  }
+
+  # Load a failed R step's variables at its failure (those that converted) into this R session,
+  # from a store on a local path: .jf$load("RUN_ID", "STEP"). Returns their names.
+  jf$load <- function(run_id, step, index = 0, store = Sys.getenv("JUPYTER_FLOW_STORE")) {
+    if (!nzchar(store)) stop("name the store: .jf$load(run_id, step, store = '/path/to/store')", call. = FALSE)
+    store <- sub("^(file|local)://", "", store)
+    found <- Sys.glob(file.path(store, "flows", "*", "runs", run_id, step, index, "failure.json"))
+    if (!length(found)) stop(sprintf("no failure snapshot of %s[%s] in run %s under %s", step, index, run_id, store),
+                             call. = FALSE)
+    failure <- jsonlite::fromJSON(found[[1]], simplifyVector = FALSE)
+    for (name in names(failure$variables)) {
+      digest <- failure$variables[[name]]$neutral
+      if (is.null(digest)) next
+      assign(name, jf$read(file.path(store, "blobs", substr(digest, 1, 2), digest)), envir = globalenv())
+    }
+    invisible(names(failure$variables))
   }
 
   jf$packages <- function() {

@@ -174,7 +174,7 @@ def test_a_function_cannot_cross_and_that_is_said_before_the_run(tmp_path, store
 
 @pytest.mark.slow
 @needs_r
-def test_a_failing_r_step_keeps_its_variables(tmp_path, run_flow):
+def test_a_failing_r_step_keeps_its_variables(tmp_path, run_flow, store):
     path = _r_notebook(tmp_path, [
         (["parameters"], "limit <- 3"),
         (["step:first"], "values <- c(1.5, 2.5)\nlabel <- 'start'"),
@@ -192,8 +192,15 @@ def test_a_failing_r_step_keeps_its_variables(tmp_path, run_flow):
     import jupyter_flow
 
     namespace = {}
-    jupyter_flow.load(run.id, "second", store=run.store.url if hasattr(run, "store") else None, into=namespace)
+    jupyter_flow.load(run.id, "second", store=store, into=namespace)
     assert namespace["total"] == 12.0 and np.array_equal(namespace["values"], [1.5, 2.5])
+    from jupyter_flow.languages import HERE
+
+    code = (f"source({json.dumps(str(HERE / 'inkernel.R'))}); names <- .jf$load({json.dumps(run.id)}, 'second'); "
+            "cat(sort(names), total, values, sep = ' ')")
+    proc = subprocess.run(["Rscript", "-e", code], capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["limit", "total", "values", "12", "1.5", "2.5"]  # fit: not converted
 
 
 @pytest.mark.slow
