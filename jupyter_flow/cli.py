@@ -405,8 +405,10 @@ def cmd_resume(args) -> int:
 
 
 def _prestart_kernels(args) -> None:
-    """The first thing a local run does: start the kernels' zygote, whose imports then overlap ours."""
-    if args.executor == "local":
+    """The first thing a local run that runs every step (--no-cache) does: start the kernels' zygote, whose
+    imports then overlap ours. Otherwise the executor starts it with the first kernel: a run served
+    from the cache starts no zygote."""
+    if args.executor == "local" and getattr(args, "no_cache", False):
         from .forkserver import prestart
 
         prestart()

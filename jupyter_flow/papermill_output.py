@@ -82,7 +82,9 @@ def check_options(options: dict, flags: dict | None = None) -> None:
 
 def paths(input_path, output_path, parameters: dict | None) -> tuple:
     """Input and output paths with their `{name}` fields filled in from the parameters, as papermill does
-    (`out_{alpha}.ipynb`; `{pm[run_uuid]}` too)."""
+    (`out_{alpha}.ipynb`; `{pm[run_uuid]}` too). Paths without fields skip papermill's import."""
+    if not any(c in str(p) for p in (input_path, output_path or "") for c in "{}"):
+        return str(input_path), None if output_path is None else str(output_path)
     from papermill.exceptions import PapermillMissingParameterException
     from papermill.parameterize import add_builtin_parameters, parameterize_path
 

@@ -23,7 +23,6 @@ class LocalExecutor(Executor):
         self.pool = KernelPool()
         self.backlog: Counter = Counter()  # kernel -> tasks submitted that no thread has picked up yet
         self.lock = threading.Lock()
-        forkserver.prestart()  # the first kernel's zygote imports while this process imports papermill
         self.warming = None  # papermill's imports, started with the first kernel (never for a run all cached)
 
     def want_kernels(self, kernel: str, cwd: str, count: int, *, store=None, preload=()) -> None:
@@ -39,10 +38,12 @@ class LocalExecutor(Executor):
         self.pool.set_demand(kernel, cwd, count)
 
     def _warm(self) -> None:
-        """Once, before the first kernel: import jupyter_client in this thread (threads that import it
-        at the same time can find it half-initialised), then papermill's imports in the background."""
+        """Once, before the first kernel (never for a run all cached): start the zygote, import
+        jupyter_client in this thread (threads that import it at the same time can find it
+        half-initialised), then papermill's imports in the background."""
         with self.lock:  # the runs of a batch share this executor
             if self.warming is None:
+                forkserver.prestart()  # the first kernel's zygote imports while this process imports papermill
                 import jupyter_client  # noqa: F401
 
                 self.warming = threading.Thread(target=warm_imports, daemon=True, name="jupyter-flow-imports")

@@ -1,0 +1,27 @@
+"""An unchanged rerun served from the cache: no kernel, no zygote, no papermill."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from conftest import cli, tagged_notebook
+
+# Runs `jupyter flow run` in this process, then says what it imported and which zygotes it started.
+PROBE = """
+import sys
+from jupyter_flow import cli, forkserver
+code = cli.run_main(sys.argv[1:])
+print("EXIT", code, "PAPERMILL", "papermill" in sys.modules, "NBCLIENT", "nbclient" in sys.modules,
+      "ZYGOTES", len(forkserver._servers))
+"""
+
+
+@pytest.mark.slow
+def test_cache_hit_starts_no_zygote_and_imports_no_papermill(tmp_path, store):
+    nb = tagged_notebook(tmp_path, [(["step:a"], "x = 1"), (["step:b"], "y = x + 1")])
+    cli("run", nb, check=0)
+    probe = subprocess.run([sys.executable, "-c", PROBE, "run", str(nb)], capture_output=True, text=True,
+                           timeout=120, check=False)
+    assert probe.stderr.count("cached") == 2, probe.stdout + probe.stderr  # both steps
+    assert "EXIT 0 PAPERMILL False NBCLIENT False ZYGOTES 0" in probe.stdout, probe.stdout + probe.stderr
