@@ -276,3 +276,23 @@ def test_an_r_step_is_retried(tmp_path, run_flow):
     run = run_flow(path)
     flaky = run["flaky"].task.record
     assert flaky["attempt"] == 2 and run["after"].data.doubled == 12
+
+
+@pytest.mark.slow
+@needs_r
+def test_a_dask_worker_without_the_r_kernel_says_so(tmp_path):
+    """The runner has the R kernel, the worker does not (its kernelspec folder hidden, as on another machine)."""
+    from support.services import can_hide_folders, dask_cluster
+
+    import jupyter_flow
+
+    ir = installed_kernels()["ir"]
+    if not can_hide_folders():
+        pytest.skip("cannot hide a folder from the workers here (no unprivileged user namespaces)")
+    with dask_cluster(tmp_path / "cluster", workers=1, nthreads=2, hide=(ir,)) as address:
+        run = jupyter_flow.run(SCENARIOS / "r_python_r_python.ipynb", store=tmp_path / "store", executor="dask",
+                               scheduler=address)
+    assert run.status == "failed" and run["make"].status == "succeeded"
+    message = run["in_r"].error["message"]
+    assert message.startswith("no kernel named 'ir' on ") and "(the machine running step 'in_r')" in message
+    assert "r-cran-irkernel" in message
