@@ -18,6 +18,7 @@ import sys
 import threading
 import types
 
+from . import secrets
 from .errors import FlowError
 from .files import fingerprint
 from .preview import describe, type_name
@@ -42,6 +43,32 @@ def _not_loadable(name: str, spec: dict, e: Exception) -> str:
                 f"step's environment; add a pip:{package} tag to step {spec['step']!r} (or pass plain data)")
     return (f"{where} ({e.__class__.__name__}: {e}); the two steps likely have different versions of the "
             f"package that defines it: pin the same version in both (pip: tags), or pass plain data")
+
+
+class SecretValue(Exception):
+    """A value a later step reads holds a secret, which is never stored."""
+
+
+def _save(store, value) -> tuple[str, int]:
+    """Store `value` as a blob: (hash, size); raises secrets.Withheld instead if it holds a secret."""
+    return secrets.save_value(store, value, (_state["spec"] or {}).get("secrets", ()))
+
+
+def _described(value) -> dict:
+    """A stored value's preview (see preview.describe), with no secret in its text."""
+    meta = describe(value)
+    if isinstance(meta.get("preview"), str):
+        meta["preview"] = secrets.current((_state["spec"] or {}).get("secrets", ())).scrub(meta["preview"])
+    return meta
+
+
+def _secret_needed(spec: dict, name: str, reason: str) -> str:
+    readers = ", ".join(map(repr, spec["needed"][name]))
+    var = reason.partition("$")[2]
+    fix = (f"read it from the environment in step {readers} itself (os.environ[{var!r}])" if var else
+           f"create it in step {readers} itself from that step's environment")
+    return (f"step {spec['step']!r}: {name!r} {reason}, and step {readers} reads it; secrets are never stored, "
+            f"so they do not pass between steps: {fix}, and pass only what is not secret")
 
 
 class ChangedInPlace(Exception):
@@ -408,7 +435,7 @@ def finish(crossing: dict | None = None) -> None:
     ns = _namespace()
     store = _store()
     changed = _changed_inputs(spec, ns, store)
-    outputs = {}
+    outputs, withheld = {}, {}
     warnings = [f"{name!r} was changed in place by a call; stored as an output of this step" for name in changed]
     for name in spec["writes"] + changed:
         if name not in ns:
@@ -417,7 +444,13 @@ def finish(crossing: dict | None = None) -> None:
         if isinstance(value, types.ModuleType) and name not in spec["needed"]:
             continue
         try:
-            digest, size = store.save_value(value)
+            digest, size = _save(store, value)
+        except secrets.Withheld as e:
+            if name in spec["needed"]:
+                raise SecretValue(_secret_needed(spec, name, str(e))) from None
+            withheld[name] = str(e)
+            warnings.append(f"{name!r} {e}: not stored (secrets never are)")
+            continue
         except Exception as e:  # noqa: BLE001 - pickling can raise anything
             problem = f"{name!r} ({type_name(value)}) cannot be pickled ({e.__class__.__name__}: {e})"
             if name in spec["needed"]:
@@ -427,7 +460,7 @@ def finish(crossing: dict | None = None) -> None:
                     "that uses it, or pass something picklable (e.g. a path instead of an open file)") from None
             warnings.append(f"{problem}; not stored (no later step reads it)")
             continue
-        outputs[name] = {"hash": digest, "size": size, **describe(value)}
+        outputs[name] = {"hash": digest, "size": size, **_described(value)}
         if name in (crossing or {}):
             from .crossing import save_neutral
 
@@ -439,6 +472,7 @@ def finish(crossing: dict | None = None) -> None:
             except TypeError as e:
                 warnings.append(str(e))
     _write_result("result.json", {"outputs": outputs, "warnings": warnings, "metrics": _state["metrics"],
+                                  "withheld": withheld,
                                   "files": _files_used(spec, store), "packages": _packages(ns)})
 
 
@@ -476,7 +510,7 @@ def snapshot(spec: dict | None = None, parameters: dict | None = None) -> None:
         ns.update(parameters or {})  # what papermill injects after the parameters cell
         _give(spec, ns, only_missing=True)
     store = _store()
-    variables, unpicklable, modules = {}, {}, {}
+    variables, unpicklable, modules, withheld = {}, {}, {}, {}
     for name, value in list(ns.items()):
         if name.startswith("_") or name in _IPYTHON_NAMES:
             continue
@@ -484,16 +518,20 @@ def snapshot(spec: dict | None = None, parameters: dict | None = None) -> None:
             modules[name] = value.__name__
             continue
         try:
-            digest, size = store.save_value(value)
+            digest, size = _save(store, value)
+        except secrets.Withheld as e:
+            withheld[name] = str(e)
+            continue
         except Exception:  # noqa: BLE001 - listed by name and type instead
             unpicklable[name] = type_name(value)
             continue
-        variables[name] = {"hash": digest, "size": size, **describe(value)}
+        variables[name] = {"hash": digest, "size": size, **_described(value)}
     try:  # best effort: what the step did with files before it failed
         used = {"files": _files_used(_state["spec"], store), "packages": _packages(ns)}
     except Exception:  # noqa: BLE001 - the snapshot matters more
         used = {}
     _write_result("failure.json", {"variables": variables, "unpicklable": unpicklable, "modules": modules,
+                                   "withheld": withheld,
                                    "metrics": _state["metrics"], "frames": _frames(ns, store), **used})
 
 
@@ -523,7 +561,7 @@ def _frames(ns: dict, store) -> list[dict]:
         if frame.f_locals is not frame.f_globals:  # a function's frame (a cell's locals are the snapshot)
             for name, value in frame.f_locals.items():
                 try:
-                    digest, size = store.save_value(value)
+                    digest, size = _save(store, value)  # a secret: withheld, like what cannot be pickled
                 except Exception:  # noqa: BLE001 - named with its type instead
                     entry["unpicklable"][name] = type_name(value)
                     continue
@@ -532,7 +570,7 @@ def _frames(ns: dict, store) -> list[dict]:
     value = getattr(sys, "last_value", None)
     if frames and value is not None:
         try:
-            frames[-1]["exception"] = {"hash": store.save_value(value)[0], "type": type_name(value)}
+            frames[-1]["exception"] = {"hash": _save(store, value)[0], "type": type_name(value)}
         except Exception:  # noqa: BLE001, S110 - its type and message are in the task record
             pass
     return frames

@@ -42,6 +42,7 @@ TAG_RULES: list[tuple[str, re.Pattern]] = [
     ("cache", re.compile(r"^cache:(?P<value>disabled|trust)$")),  # trust: reuse it though it used the network
     ("executor", re.compile(r"^executor:local$")),
     ("pip", re.compile(r"^pip:(?P<value>.+)$")),  # a requirement (checked by packaging) for the step's own env
+    ("secret", re.compile(rf"^secret:(?P<name>{IDENT})$")),  # an environment variable holding a secret (any cell)
 ]
 _PREFIX_HINTS = {
     "step": f"step:NAME where NAME matches {NAME} (lower case, digits, _), e.g. step:train",
@@ -57,6 +58,7 @@ _PREFIX_HINTS = {
     "cache": "cache:disabled or cache:trust",
     "executor": "executor:local",
     "pip": "pip:REQUIREMENT, e.g. pip:six==1.16.0 or pip:scikit-learn>=1.5",
+    "secret": "secret:NAME naming an environment variable, e.g. secret:DATABASE_URL",
 }
 _WORDS = ["imports", "functions", "parameters", "pipeline-parameters", "pipeline-metrics", "skip", "catch"]
 BLOCK_KINDS = ("step", "shared", "parameters", "metrics", "skip")
@@ -104,6 +106,7 @@ class Notebook:
     tagged_steps: bool  # False when the notebook has no step tags (it runs as one step)
     language: str = "python"  # the kernel's language, from the notebook's metadata
     warnings: list[str] = field(default_factory=list)  # what was accepted but not used, cell by cell
+    secrets: list[str] = field(default_factory=list)  # environment variables named secret (see secrets.py)
 
     @property
     def python(self) -> bool:
@@ -158,9 +161,12 @@ def flow_name(raw: dict, path: Path) -> str:
 def parse(raw: dict, path: Path) -> Notebook:
     cells = _code_cells(raw, path)
     parsed = [(cell, [(t, *_classify(cell, t)) for t in cell.tags]) for cell in cells]
+    secrets = _secret_names(raw, path, parsed)
+    parsed = [(cell, [tag for tag in tags if tag[1] != "secret"]) for cell, tags in parsed]
     named = [(cell, tag) for cell, tags in parsed for tag, kind, m in tags if kind == "step" and m["name"]]
     nb = Notebook(path=path, name=flow_name(raw, path), kernel=_kernel_name(raw), raw=raw, steps={}, shared=[],
-                  parameters=None, metrics=[], skipped=[], tagged_steps=bool(named), language=_language(raw))
+                  parameters=None, metrics=[], skipped=[], tagged_steps=bool(named), language=_language(raw),
+                  secrets=secrets)
     from . import languages
 
     if not languages.supported(nb.language):
@@ -228,6 +234,17 @@ def parse(raw: dict, path: Path) -> Notebook:
         for resource, amount in defaults.items():
             block.options.setdefault("limit", {}).setdefault(resource, amount)
     return nb
+
+
+def _secret_names(raw: dict, path: Path, parsed: list) -> list[str]:
+    """The environment variables the notebook names secret, besides those whose names say so:
+    metadata `jupyter_flow.secrets` (a list of names) and `secret:NAME` tags on any cell."""
+    names = (raw.get("metadata", {}).get("jupyter_flow") or {}).get("secrets", [])
+    if not isinstance(names, list) or not all(isinstance(n, str) and re.fullmatch(IDENT, n) for n in names):
+        raise FlowError(f"{path}: metadata.jupyter_flow.secrets must be a list of environment variable names, "
+                        f'e.g. ["DATABASE_URL"], not {names!r}; fix it in the notebook\'s metadata')
+    tagged = [m["name"] for _, tags in parsed for _, kind, m in tags if kind == "secret"]
+    return sorted({*names, *tagged})
 
 
 def _before_parameters(nb: Notebook, leading: list[Cell]) -> None:

@@ -21,7 +21,7 @@ import tempfile
 import time
 from datetime import datetime, timezone
 
-from . import files, kernels, languages, stepbook
+from . import files, kernels, languages, secrets, stepbook
 from .control import TaskControl, register_engine
 from .store import open_store, records
 from .store.layout import task_key
@@ -102,13 +102,21 @@ def run_task(spec: dict, pool: kernels.KernelPool | None = None, control: TaskCo
             kernels.kill_kernel(km)
     record["ended"] = now()
     record["duration"] = round(time.monotonic() - t0, 3)
+    found = _secrets(spec)
+    record = found.scrub_json(record)  # an error message or traceback may quote a secret
     for name in ATTEMPT_FILES:  # nothing to copy when the store is local: they were written in place
         if os.path.exists(os.path.join(workdir, name)):
+            found.scrub_file(os.path.join(workdir, name))  # the local copies too, before any is stored
             store.put_file(os.path.join(workdir, name), f"{key}/{name}")
     if store.local_dir(key) != workdir:
         shutil.rmtree(workdir, ignore_errors=True)
     records.write_task(store, record)
     return record
+
+
+def _secrets(spec: dict) -> secrets.Secrets:
+    """The secrets of this environment and those the notebook names (see secrets.py)."""
+    return secrets.current(spec.get("kernel_spec", {}).get("secrets", ()))
 
 
 def _own_env_kernel(spec: dict, record: dict, store):
@@ -132,12 +140,16 @@ def _execute(spec: dict, km, workdir: str, record: dict, control: TaskControl) -
     kernel_spec = dict(spec["kernel_spec"], workdir=workdir, cwd=spec["cwd"])
     nb = nbformat.from_dict(stepbook.with_begin(spec["stepbook"], kernel_spec))
     output = os.path.join(workdir, "output.ipynb")
-    with open(os.path.join(workdir, "log.txt"), "w", buffering=1) as log:
+    found = _secrets(spec)  # printed secrets never reach the log, and leave the notebook as it is written
+    with secrets.ScrubbingWriter(open(os.path.join(workdir, "log.txt"), "w", buffering=1), found) as log:
         try:
-            papermill.execute_notebook(
-                nb, output, parameters=spec["parameters"], km=km, kernel_name=spec["kernel"],
-                engine_name=register_engine(), control=control, progress_bar=False, log_output=False,
-                stdout_file=log, stderr_file=log, request_save_on_cell_execute=False)
+            try:
+                papermill.execute_notebook(
+                    nb, output, parameters=spec["parameters"], km=km, kernel_name=spec["kernel"],
+                    engine_name=register_engine(), control=control, progress_bar=False, log_output=False,
+                    stdout_file=log, stderr_file=log, request_save_on_cell_execute=False)
+            finally:
+                found.scrub_file(output)
         except PapermillExecutionError as e:
             control.ended()  # from here on nothing interrupts the kernel: the snapshot runs in peace
             _record_failure(e, spec, km, output, workdir, record, control)
@@ -180,7 +192,6 @@ def _with_earlier(spec: dict, used: dict) -> dict:
                 written={**written, **(used.get("written") or {})})
 
 
-
 def _record_failure(e, spec: dict, km, output: str, workdir: str, record: dict, control: TaskControl) -> None:
     executed = _read_json(output) or {}
     where = stepbook.failing_cell(executed) or {}
@@ -219,6 +230,7 @@ def _read_failure(workdir: str, record: dict) -> None:
     failure = _read_json(os.path.join(workdir, "failure.json"))
     if failure is not None:
         record["failure"] = {"variables": sorted(failure["variables"]), "unpicklable": failure["unpicklable"],
+                             "withheld": failure.get("withheld", {}),
                              "frames": [stepbook.frame_summary(f) for f in failure.get("frames") or []]}
         record.update(metrics=failure.get("metrics", {}), files=failure.get("files", {}),
                       packages=failure.get("packages", {}))

@@ -81,7 +81,9 @@ class Runner:
 
     # -- main loop -------------------------------------------------------------------------------
     def begin(self) -> None:
-        """Record the run (its notebook copy, then run.json): from here on, readers see it."""
+        """Record the run (its notebook copy, then run.json): from here on, readers see it. The copy
+        keeps no secret (see secrets.py) printed in the outputs the user saved."""
+        from .. import secrets
         from ..store.blobs import new_hash
 
         if self.record["notebook_hash"]:
@@ -90,7 +92,8 @@ class Runner:
         h = new_hash()
         h.update(raw)
         self.record["notebook_hash"] = h.hexdigest()
-        self.store.write_bytes(f"{self.key}/notebook.ipynb", raw)
+        clean = secrets.current(self.flow.notebook.secrets).scrub_document(raw.decode(errors="surrogateescape"), True)
+        self.store.write_bytes(f"{self.key}/notebook.ipynb", clean.encode(errors="surrogateescape"))
         self._save_record()
 
     def run(self) -> str:

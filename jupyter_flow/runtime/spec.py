@@ -125,7 +125,7 @@ class Specs:
             "kernel_spec": {
                 "store": self.store_url, "run_id": self.run_id, "step": task.step, "index": task.index,
                 "inputs": refs, "producers": step.inputs, "writes": step.writes, "needed": self.needed[task.step], "metrics": step.metrics,
-                "verify": step.verify, "foreach": foreach,
+                "verify": step.verify, "foreach": foreach, "secrets": self.flow.notebook.secrets,
             },
         }
 

@@ -165,16 +165,16 @@ class Store:
 
         The blob is always (re)written, even when one of that name exists: that heals a corrupt
         blob, and refreshes the date `gc` uses to spare blobs a running run has just produced."""
-        return self._save_blob(lambda writer: blobs.dump(value, writer))
+        return self.save_blob(lambda writer: blobs.dump(value, writer))
 
     def save_file(self, path: str) -> tuple[str, int]:
         """Store the bytes of the file at `path` as a blob (a file a step wrote); (content hash, size)."""
         import shutil
 
         with open(path, "rb") as f:
-            return self._save_blob(lambda writer: shutil.copyfileobj(f, writer, 1 << 20))
+            return self.save_blob(lambda writer: shutil.copyfileobj(f, writer, 1 << 20))
 
-    def _save_blob(self, fill) -> tuple[str, int]:
+    def save_blob(self, fill) -> tuple[str, int]:
         """`fill(writer)` writes the blob's bytes; they are hashed as they are written, then renamed
         (local) or PUT whole under their hash."""
         fd, tmp = tempfile.mkstemp(dir=self.backend.temp_dir(), prefix="blob-")

@@ -1,0 +1,250 @@
+"""No secret is stored: values holding an environment secret or credential objects never become blobs,
+printed secrets leave logs and step notebooks as `[secret removed]`, and a step cannot receive a secret
+from another step. Proven by scanning every byte of the store (blobs raw and unpickled) after real runs."""
+from __future__ import annotations
+
+import io
+import itertools
+import json
+import os
+from pathlib import Path
+
+import pytest
+from conftest import tagged_notebook
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import jupyter_flow
+from jupyter_flow import secrets
+from jupyter_flow.errors import FlowError
+from jupyter_flow.notebook import read
+from jupyter_flow.store import open_store
+
+TOKEN = "tok-3b9f1c7e5a2d4f60"  # $MY_SERVICE_TOKEN: secret by its name
+DB_URL = "postgres://app:pw-7741aa@db.internal/prod"  # $DB_URL: secret because the notebook's metadata says so
+PLAIN = "plainvalue-99xz-q"  # $PLAIN_NAME: secret because a cell is tagged secret:PLAIN_NAME
+AWS_SECRET = "wJalrXUtnFEMI-K7MDENG-bPxRfiCYEXAMPLEKEY"  # only inside a botocore Credentials object
+ALL = (TOKEN, DB_URL, PLAIN, AWS_SECRET)
+
+
+@pytest.fixture
+def env(monkeypatch, store):
+    monkeypatch.setenv("MY_SERVICE_TOKEN", TOKEN)
+    monkeypatch.setenv("DB_URL", DB_URL)
+    monkeypatch.setenv("PLAIN_NAME", PLAIN)
+    monkeypatch.setenv("SHORT_TOKEN", "abc")  # too short to be a secret: "abc" stays in every text
+    return store
+
+
+def encodings(value: str) -> list[bytes]:
+    return [value.encode(e) for e in ("utf-8", "utf-16-le", "utf-32-le")] + [json.dumps(value)[1:-1].encode()]
+
+
+def assert_no_secret_in_store(store: str, values=ALL) -> None:
+    """Every byte of every file of the store, and every blob unpickled, holds none of `values`."""
+    root = Path(store)
+    files = [p for p in root.rglob("*") if p.is_file()]
+    assert files
+    for path in files:
+        data = path.read_bytes()
+        for value in values:
+            for encoded in encodings(value):
+                assert encoded not in data, f"{value!r} is in {path.relative_to(root)}"
+    s = open_store(store)
+    for path in root.glob("blobs/??/*"):
+        try:
+            value = s.load_value(path.name)
+        except Exception:  # noqa: BLE001, S112 - a stored file, not a pickled value
+            continue
+        text = repr(value) + repr(getattr(value, "__dict__", ""))
+        assert not any(v in text for v in values), f"blob {path.name} unpickled holds a secret: {text[:200]}"
+
+
+def notebook(tmp_path: Path, cells, secrets_metadata=("DB_URL",)) -> Path:
+    path = tagged_notebook(tmp_path, cells)
+    nb = json.loads(path.read_text())
+    nb["metadata"]["jupyter_flow"] = {"secrets": list(secrets_metadata)}
+    path.write_text(json.dumps(nb))
+    return path
+
+
+USES = '''
+import os
+import botocore.credentials
+token = os.environ["MY_SERVICE_TOKEN"]
+config = {{"headers": {{"Authorization": f"Bearer {{token}}"}}, "retries": [1, 2, [token]]}}
+url = f"https://api.example.com/?key={{token}}"
+db = os.environ["DB_URL"]
+plain = os.environ["PLAIN_NAME"]
+creds = botocore.credentials.Credentials("AKIAIOSFODNN7EXAMPLE", "{}" + "{}")
+short = os.environ["SHORT_TOKEN"]
+print("token is", token)
+print(os.environ)
+n = 41
+'''.format(AWS_SECRET[:10], AWS_SECRET[10:])
+
+
+@pytest.mark.slow
+def test_secrets_used_every_way_never_reach_the_store(env, run_flow, tmp_path):
+    path = notebook(tmp_path, [(["step:use", "secret:PLAIN_NAME"], USES), (["step:later"], "total = n + 1\nprint(short)")])
+    run = run_flow(path)
+    use = run["use"]
+    assert set(use.task.record["outputs"]) == {"n", "short"}  # each secret-bearing value withheld
+    warnings = "\n".join(use.task.record["warnings"])
+    for name, why in [("token", "$MY_SERVICE_TOKEN"), ("config", "$MY_SERVICE_TOKEN"), ("url", "$MY_SERVICE_TOKEN"),
+                      ("db", "$DB_URL"), ("plain", "$PLAIN_NAME"), ("creds", "credentials")]:
+        assert f"{name!r}" in warnings and why in warnings, (name, warnings)
+    assert run["later"].data.total == 42
+    log = use.log
+    assert "token is [secret removed]" in log and "[secret removed]" in json.dumps(use.notebook.cells[-2].outputs)
+    assert "abc" in run["later"].log  # a short value is not a secret
+    assert_no_secret_in_store(env)
+
+
+@pytest.mark.slow
+def test_a_failed_step_withholds_its_secrets_and_loads_without_them(env, run_flow, tmp_path, capsys):
+    code = '''
+import os
+key = os.environ["MY_SERVICE_TOKEN"]
+pairs = [("db", os.environ["DB_URL"])]
+safe = 7
+def connect(k):
+    attempt = "with " + k
+    raise ValueError(f"cannot connect {attempt}")
+connect(key)
+'''
+    run = run_flow(notebook(tmp_path, [(["step:fails"], code)]), expect="failed")
+    task = run["fails"]
+    failure = task.task.record["failure"]
+    assert failure["withheld"] == {"key": "contains the value of $MY_SERVICE_TOKEN",
+                                   "pairs": "contains the value of $DB_URL"}
+    assert "safe" in failure["variables"]
+    assert "[secret removed]" in task.error["message"] and TOKEN not in json.dumps(task.error)
+    namespace = {}
+    jupyter_flow.load(run.id, "fails", into=namespace)
+    out = capsys.readouterr().out
+    assert namespace["safe"] == 7 and "key" not in namespace
+    assert "key  (not loaded: it contains the value of $MY_SERVICE_TOKEN; secrets are never stored" in out
+    assert_no_secret_in_store(env)
+
+
+@pytest.mark.slow
+def test_a_step_cannot_pass_a_secret_to_a_later_step(env, run_flow, tmp_path):
+    cells = [(["step:login"], "import os\ntoken = os.environ['MY_SERVICE_TOKEN']"),
+             (["step:call"], "print(len(token))")]
+    run = run_flow(notebook(tmp_path, cells), expect="failed")
+    error = run["login"].error
+    assert error["type"] == "SecretValue"
+    assert ("'token' contains the value of $MY_SERVICE_TOKEN, and step 'call' reads it" in error["message"]
+            and "os.environ['MY_SERVICE_TOKEN']" in error["message"] and "step 'call' itself" in error["message"])
+    assert_no_secret_in_store(env)
+
+
+# -- units -----------------------------------------------------------------------------------------------------
+def test_what_counts_as_a_secret():
+    found = secrets.Secrets({"API_KEY": "k" * 12, "GITHUB_TOKEN": "ghp_" + "x" * 20, "DB_PASSWORD": "hunter2",
+                             "AWS_SECRET_ACCESS_KEY": "testing", "PATH": "/usr/bin:/bin/long/enough",
+                             "MY_DSN": "dsn-value-long"}, extra=("MY_DSN",))
+    assert set(found.names.values()) == {"API_KEY", "GITHUB_TOKEN", "MY_DSN"}  # 7 characters are too few
+    assert found.scrub(f"a {'k' * 12} b dsn-value-long c hunter2") == "a [secret removed] b [secret removed] c hunter2"
+    assert not secrets.Secrets({"HOME": "/root/someplace"})
+
+
+def test_credential_objects_are_known_by_their_class_name():
+    import botocore.credentials
+    import requests.auth
+
+    class TeamAuth(requests.auth.AuthBase):
+        pass
+
+    assert secrets.withheld(botocore.credentials.Credentials("a", "b")) == \
+        "is a botocore.credentials.Credentials object (credentials)"
+    assert "requests.auth.HTTPBasicAuth" in secrets.withheld(requests.auth.HTTPBasicAuth("u", "p"))
+    assert secrets.withheld(TeamAuth()) and secrets.withheld({"auth": [TeamAuth()]})
+    assert secrets.withheld({"a": [1, 2.0, "text"]}) is None
+
+
+def test_a_credential_deep_inside_a_value_is_found_in_its_pickle(tmp_path):
+    import botocore.credentials
+
+    class Holder:
+        def __init__(self):
+            self.inner = {"c": botocore.credentials.Credentials("AKIA", "s3cr3t-value")}
+
+    with pytest.raises(secrets.Withheld, match="Credentials"):
+        secrets.save_value(open_store(str(tmp_path)), [Holder()])
+    assert not list(tmp_path.glob("blobs/??/*")) and not list(tmp_path.glob("blobs/tmp/*"))
+
+
+def test_a_checked_value_is_stored_with_the_hash_store_gives_it(tmp_path, monkeypatch):
+    import numpy as np
+
+    monkeypatch.setenv("MY_API_KEY", TOKEN)
+    s = open_store(str(tmp_path))
+    value = {"a": np.arange(200_000), "b": ["x"] * 1000}
+    assert secrets.save_value(s, value) == s.save_value(value)
+    with pytest.raises(secrets.Withheld, match=r"\$MY_API_KEY"):
+        secrets.save_value(s, {"a": np.arange(200_000), "b": "x" * 100_000 + TOKEN})
+
+
+class _Sink:
+    def __init__(self):
+        self.data, self.size = bytearray(), 0
+
+    def write(self, data):
+        self.data += bytes(data)
+        self.size += len(bytes(data))
+
+
+@settings(max_examples=200, deadline=None)
+@given(before=st.binary(max_size=300), after=st.binary(max_size=300), cuts=st.lists(st.integers(0, 700), max_size=8),
+       with_secret=st.booleans())
+def test_the_checking_writer_never_passes_a_secret_however_the_stream_is_cut(before, after, cuts, with_secret):
+    found = secrets.Secrets({"X_TOKEN": TOKEN})
+    stream = before + (TOKEN.encode() if with_secret else b"") + after
+    sink = _Sink()
+    writer = secrets._CheckingWriter(sink, found)
+    edges = sorted({0, len(stream), *(c for c in cuts if c < len(stream))})
+    try:
+        for start, end in itertools.pairwise(edges):
+            writer.write(stream[start:end])
+            assert writer.size == end
+        writer.close()
+    except secrets.Withheld:
+        assert TOKEN.encode() in stream and TOKEN.encode() not in sink.data
+        return
+    assert TOKEN.encode() not in stream and bytes(sink.data) == stream
+
+
+@settings(max_examples=100, deadline=None)
+@given(parts=st.lists(st.sampled_from(["a", "\n", TOKEN[:5], TOKEN[5:], TOKEN, " "]), max_size=30))
+def test_the_log_never_holds_a_printed_secret_however_it_is_written(parts):
+    found = secrets.Secrets({"X_TOKEN": TOKEN})
+    out = io.StringIO()
+    log = secrets.ScrubbingWriter(out, found)
+    out.close = lambda: None
+    for part in parts:
+        log.write(part)
+    log.close()
+    assert TOKEN not in out.getvalue()
+    assert out.getvalue().replace("[secret removed]", TOKEN) == "".join(parts).replace("\n", "\n")  # nothing else changed
+
+
+def test_secret_tags_and_metadata_name_more_variables(tmp_path):
+    path = notebook(tmp_path, [(["step:a", "secret:PLAIN_NAME"], "x = 1"), (["secret:OTHER"], "y = 2")])
+    nb = read(path)
+    assert nb.secrets == ["DB_URL", "OTHER", "PLAIN_NAME"] and [c.source for c in nb.steps["a"].cells] == ["x = 1", "y = 2"]
+    bad = notebook(tmp_path, [(["step:a"], "x = 1")], secrets_metadata=("not a name",))
+    with pytest.raises(FlowError, match=r"metadata.jupyter_flow.secrets must be a list of environment variable names"):
+        read(bad)
+    with pytest.raises(FlowError, match="secret:NAME naming an environment variable"):
+        read(notebook(tmp_path, [(["step:a", "secret:"], "x = 1")]))
+
+
+def test_the_module_imports_nothing_heavy():
+    import subprocess
+    import sys
+
+    code = "import sys; import jupyter_flow.secrets; print(sorted(m for m in sys.modules if m.split('.')[0] in " \
+           "('botocore', 'boto3', 'requests', 'numpy', 'cloudpickle')))"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "[]"
