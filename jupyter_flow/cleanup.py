@@ -94,7 +94,7 @@ def _references(store, kept, tasks: dict) -> tuple[set, list]:
             referenced |= task.blob_refs()
             for key in store.glob(f"{task.key}/failure*.json"):  # the snapshot of every attempt
                 try:
-                    referenced |= {meta["hash"] for meta in store.read_json(key)["variables"].values()}
+                    referenced |= records.failure_refs(store.read_json(key))
                 except (FlowError, KeyError, TypeError, AttributeError):
                     unknown.append(key)
     return referenced, unknown

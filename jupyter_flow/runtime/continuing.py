@@ -50,58 +50,63 @@ def plan(store, flow: Flow, origin: dict, name: str, index: int, parts: dict, cw
     failed = error["source_cell"] + 1
     k = next((i for i, c in enumerate(old_step) if c["cell"] == failed), None)
     new_step = [c for c in parts["cells"] if not c["shared"]]
+    if k == 0:
+        return None, ""  # it failed in its first cell: the whole step runs anyway
     if k is None or len(new_step) <= k:
         return None, f"its cell {failed} is gone"
     for i in range(k):
         if old_step[i]["code"] != new_step[i]["code"]:
             return None, f"cell {new_step[i]['cell']}, before the failing one, changed"
-    lost = _lost(flow, name, k, dict(failure.get("unpicklable") or {}, **(failure.get("withheld") or {})))
+    step = flow.steps[name]
+    try:
+        before = analysis.analyze([c.source for c in flow.shared + step.cells[:k]])  # what the failing cell sees
+    except SyntaxError:
+        return None, "a cell before the failing one does not parse"
+    lost = _lost(step, k, before, dict(failure.get("unpicklable") or {}, **(failure.get("withheld") or {})))
     if lost:
         return None, (f"the cells from the failing one on read {lost!r}, which run {run}'s snapshot could not keep, "
                       "so the cells before it must make it again")
     changed = files.changes((old.get("files") or {}).get("read") or {}, cwd)
     if changed:
         return None, f"a file it read changed: {changed[0]}"
-    again = _sees_itself(failure, old_step[k]["cell"], flow.steps[name].cells[k].source)
+    again = _sees_itself(failure, old_step[k]["cell"], step.cells[k].source, before)
     if again:
         return None, again
     start = new_step[k]["cell"]
-    skipped = f"cells {new_step[0]['cell']}-{new_step[k - 1]['cell']}" if k > 1 else \
-        f"cell {new_step[0]['cell']}" if k == 1 else "no cell"
+    skipped = f"cells {new_step[0]['cell']}-{new_step[k - 1]['cell']}" if k > 1 else f"cell {new_step[0]['cell']}"
     return ({"run": run, "from": k, "cell": start, "variables": failure.get("variables") or {},
              "modules": failure.get("modules") or {}, "files": old.get("files") or {},
-             "line": f"continues from cell {start}: {skipped} of run {run} are not run again (their values come "
-                     "from its failure snapshot)"}, "")
+             "line": f"continues from cell {start}: {skipped} not run again, their values come from run {run}'s "
+                     "failure snapshot"}, "")
 
 
-def _lost(flow: Flow, name: str, k: int, lost: dict) -> str | None:
+def _lost(step, k: int, before, lost: dict) -> str | None:
     """The first name the snapshot could not keep (unpicklable, or a secret) that the step's cells from
     its k-th on read (themselves, or through the notebook's functions they call); None if none."""
     if not lost:
         return None
-    step = flow.steps[name]
     try:
-        before = analysis.analyze([c.source for c in flow.shared + step.cells[:k]])
-        after = analysis.analyze([c.source for c in step.cells[k:]], bound=set(before.writes),
-                                 modules=before.modules, functions=before.functions)
+        after = analysis.analyze([c.source for c in step.cells[k:]], modules=before.modules,
+                                 functions=before.functions)
     except SyntaxError:
         return next(iter(lost))
     read = set(after.reads) | set(after.maybe) | set(after.optional)
     return next((n for n in lost if n in read), None)
 
 
-def _sees_itself(failure: dict, cell: int, source: str) -> str | None:
+def _sees_itself(failure: dict, cell: int, source: str, before) -> str | None:
     """Why running the (fixed) failing cell from its first line on the state its failed run left could
     differ from running it once: the failed run's statements up to the failing one changed a name the
     cell reads before assigning it. None if not."""
     frames = [f for f in failure.get("frames") or [] if f.get("cell") == cell and f.get("function") == "<module>"]
     try:
-        reads = set(analysis.analyze([source]).reads)
+        known = {"modules": before.modules, "functions": before.functions}
+        reads = set(analysis.analyze([source], **known).reads)
         if frames and frames[-1].get("source") is not None:
             ran = [s for s in analysis.parse(frames[-1]["source"]).body if s.lineno <= frames[-1]["line"]]
-            done = analysis.analyze([ast.unparse(s) for s in ran])
+            done = analysis.analyze([ast.unparse(s) for s in ran], **known)
         else:  # where it stopped is not known: the cell as it is now stands for what ran
-            done = analysis.analyze([source])
+            done = analysis.analyze([source], **known)
     except SyntaxError:
         return None  # the cell fails again at once, as it would in a full rerun
     seen = reads & (set(done.writes) | set(done.changed) | set(done.maybe))

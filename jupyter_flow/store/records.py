@@ -456,8 +456,18 @@ def read_task(store, run: RunRecord, step: str, index: int = 0) -> TaskRecord:
 
 
 def read_failure(store, task: TaskRecord) -> dict:
-    """The task's failure snapshot (failure.json): variables, unpicklable names, modules."""
+    """The task's failure snapshot (failure.json): variables, unpicklable names, modules, and the
+    failing frames (`frames`: file, function, line, cell, source, locals, the last one's exception)."""
     return store.read_json(f"{task.files_key}/failure.json")
+
+
+def failure_refs(failure: dict) -> set[str]:
+    """Digests a failure snapshot references: its variables, its frames' locals and exception."""
+    refs = {meta["hash"] for meta in failure["variables"].values()}
+    for frame in failure.get("frames") or []:
+        refs |= {meta["hash"] for meta in (frame.get("locals") or {}).values()}
+        refs |= {frame["exception"]["hash"]} if frame.get("exception") else set()
+    return refs
 
 
 # -- writing ---------------------------------------------------------------------------------------
