@@ -47,6 +47,24 @@ def test_r_reads_and_writes(source, reads, writes):
     assert usage.writes == writes
 
 
+_names = st.sampled_from(["a", "b", "c", "d.x", "e_1", "caf\u00e9"])
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(_names, st.lists(_names, max_size=3), st.sampled_from(["<-", "=", "->", "<<-"])),
+                min_size=1, max_size=8))
+def test_r_assignment_chains(lines):
+    """Reads are the names used before the code assigns them (in order), writes those it assigns."""
+    source, reads, writes = [], [], []
+    for target, used, op in lines:
+        expression = " + ".join(used) or "1"
+        source.append(f"{expression} -> {target}" if op == "->" else f"{target} {op} {expression}")
+        reads += [n for n in dict.fromkeys(used) if n not in writes and n not in reads]
+        writes += [target] if target not in writes else []
+    usage = analysis_r.analyze(["\n".join(source)])
+    assert (usage.reads, usage.writes) == (reads, writes)
+
+
 def test_r_analysis_names_packages_and_functions():
     usage = analysis_r.analyze(["library(ggplot2)\nsuppressPackageStartupMessages(library(stats))",
                                 "double_it <- function(x) x * 2"])
