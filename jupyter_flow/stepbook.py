@@ -62,7 +62,9 @@ def _finish(flow: Flow, step: Step) -> str:
     lang = languages.get(step.language)
     if lang is not None and not languages.is_python(step.language):
         return lang.finish_code
-    crossing = {}
+    crossing: dict = {}
+    if all(languages.is_python(s.language) for s in flow.steps.values()):
+        return "_jf.finish()"
     for name, readers in _readers(flow, step).items():
         foreign = {r: flow.steps[r].language for r in readers if not languages.is_python(flow.steps[r].language)}
         if foreign:
