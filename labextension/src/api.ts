@@ -65,6 +65,17 @@ export interface ITask {
   host?: string;
   executor?: string;
   notebook?: string;
+  failure?: { frames?: IFrame[] } | null;
+  continued?: { run: string; cell: number; line: string } | null; // a resumed step run from its failing cell
+}
+
+/** A frame of a failed task's traceback (notebook code, or the first library frame under it). */
+export interface IFrame {
+  where: string; // "cell 3", or a library file
+  function: string;
+  line: number;
+  notebook: boolean;
+  locals: Record<string, string>; // name -> short preview (or why it was not stored)
 }
 
 export interface IRun {

@@ -1,7 +1,7 @@
 import { Button } from '@jupyterlab/ui-components';
 import * as React from 'react';
 
-import { FINAL, FlowApi, IArtifacts, IPin, IRun, IRunOptions, ITask, IValueInfo } from './api';
+import { FINAL, FlowApi, IArtifacts, IFrame, IPin, IRun, IRunOptions, ITask, IValueInfo } from './api';
 import { PinMark, pinText, StatusChip } from './runlist';
 import { formatDuration, formatNumber, formatTime, useElapsed } from './status';
 import { sourceOf } from './viewer';
@@ -65,6 +65,28 @@ function useFailingSource(api: FlowApi, task: ITask): string {
   return source;
 }
 
+/** The failing frames, oldest first: where, function, line, and each local's preview. */
+function FrameList(props: { frames: IFrame[] }): JSX.Element | null {
+  if (!props.frames.length) {
+    return null;
+  }
+  return (
+    <details className="jp-flow-frames" open>
+      <summary>Failing frames ({props.frames.length}; after "Load into kernel", %debug walks them)</summary>
+      {props.frames.map((f, i) => (
+        <NameTable
+          key={i}
+          title={`${f.where}, line ${f.line}, in ${f.function}${f.notebook ? '' : ' (library)'}`}
+          rows={Object.entries(f.locals ?? {}).map(([name, preview]): [string, React.ReactNode[]] => [
+            name,
+            [<div className="jp-flow-preview">{preview}</div>]
+          ])}
+        />
+      ))}
+    </details>
+  );
+}
+
 /** Actions worth having when the task failed: load its state, insert its cell, resume the run. */
 function FailureBox(props: {
   task: ITask;
@@ -107,6 +129,7 @@ function FailureBox(props: {
           <pre>{Array.isArray(traceback) ? traceback.join('\n') : traceback}</pre>
         </details>
       )}
+      <FrameList frames={task.failure?.frames ?? []} />
       {snapshot && (
         <ValueTable
           title={`variables at the failure (${Object.keys(snapshot.variables).length}; "Load into kernel" sets them)`}
@@ -123,7 +146,12 @@ function FailureBox(props: {
         <Button className="jp-flow-insert" minimal onClick={insert} disabled={!source}>
           Insert failing cell
         </Button>
-        <Button className="jp-flow-resume" minimal onClick={() => actions.resume(run)}>
+        <Button
+          className="jp-flow-resume"
+          minimal
+          title="Run it again from the failing cell when the cells before it and its inputs are unchanged"
+          onClick={() => actions.resume(run)}
+        >
           Resume
         </Button>
       </div>
@@ -162,6 +190,7 @@ function TaskDetail(props: { task: ITask; run: IRun; api: FlowApi; actions: ITas
       <div className="jp-flow-dim">
         {formatTime(task.started)} · attempt {task.attempt} {task.host ? `· ${task.host}` : ''}
       </div>
+      {task.continued && <div className="jp-flow-continued">{task.continued.line}</div>}
       {FINAL.has(task.status) && (
         <Button minimal className="jp-flow-open" onClick={() => props.actions.openNotebook(task)}>
           Open executed notebook
