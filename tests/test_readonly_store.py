@@ -114,6 +114,20 @@ def test_the_library_refuses_in_one_line_too(team):
     assert objects(s3) == before
 
 
+def test_the_sidebar_says_the_store_is_read_only(team, tmp_path):
+    """What the server extension tells the sidebar (GET version), and Pin from it (403 over HTTP)."""
+    from jupyter_flow.server.config import JupyterFlow
+    from jupyter_flow.server.service import FlowService
+    from jupyter_flow.store import ReadOnly
+
+    _, store, failed, _, s3 = team
+    service = FlowService(JupyterFlow(store=store), str(tmp_path))
+    assert "read-only for these credentials (PutObject denied)" in service.info()["read_only"]
+    with pytest.raises(ReadOnly):
+        service.pin(failed)
+    assert service.get_run(failed)["pinned"] is None
+
+
 def read_only_mount(folder) -> list[str]:
     """A command prefix that runs the rest with `folder` mounted read-only (a mount namespace of its
     own; root is not stopped by file permissions, a read-only mount stops everyone)."""

@@ -63,7 +63,22 @@ class FlowService:
             "scheduler": self.config.scheduler,
             "executors": executor_names(),
             "poll_interval_ms": self.config.poll_interval_ms,
+            "read_only": self.read_only(),
         }
+
+    def read_only(self) -> str | None:
+        """Why this server may not write to the store (its one-line refusal), or None if it may
+        (a store that cannot be reached says so at its first use instead)."""
+        from jupyter_flow.errors import StoreError
+        from jupyter_flow.store import ReadOnly
+
+        try:
+            self.store.check_writable()
+        except ReadOnly as e:
+            return str(e)
+        except StoreError:
+            pass
+        return None
 
     def _flow(self, api_path: str, content: dict | None):
         """The Flow of the notebook saved at `api_path`, or of `content` (its unsaved state) if given."""

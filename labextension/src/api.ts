@@ -127,6 +127,7 @@ export interface IServerInfo {
   executor: string;
   scheduler?: string | null;
   executors: string[];
+  read_only?: string | null; // why runs, resumes and pins are refused here (credentials that only read)
 }
 
 export interface IArtifacts {

@@ -59,6 +59,11 @@ export class FlowSidebar extends VDomRenderer<FlowModel> {
           )}
         </header>
         {m.message && <div className="jp-flow-error jp-flow-message">{m.message}</div>}
+        {m.info?.read_only && (
+          <div className="jp-flow-warning jp-flow-readonly" title={m.info.read_only}>
+            Read-only store: you can look at runs, compare them and load their values, not run, resume or pin.
+          </div>
+        )}
         {m.dag?.warnings.map(w => (
           <div key={w} className="jp-flow-warning">
             {w}
