@@ -118,7 +118,8 @@ def _frame(store, run, task, frame: dict, ns: dict):
     where = f"cell {frame['cell']}" if frame.get("cell") else None
     filename = frame.get("file") or "?"
     if frame.get("source") is not None:
-        filename = f"[{where or 'a cell'} of step {task.step}, run {run.id}]"
+        # not a file (lazycache needs that), but named after one: debuggers show it as a path
+        filename = f"{run.notebook or task.step}, {where or 'a cell'} of step {task.step}, run {run.id}"
         linecache.lazycache(filename, {"__name__": filename, "__loader__": _Source(frame["source"])})
     values = {}
     for name, meta in (frame.get("locals") or {}).items():

@@ -72,7 +72,7 @@ def test_debug_after_load_walks_a_colleagues_frames(store):
     assert "('oops', 'c,oops')" in out  # the helper's locals, one frame up
     assert "return json.loads(field)" in out  # `list` shows the cell's source
     assert "[1, 2]" in out and "'c,oops'" in out  # the cell's frame sees the snapshot's globals
-    assert "cell 3 of step parse" in out
+    assert "frames_in_a_helper.ipynb, cell 3 of step parse" in out
 
 
 def test_load_outside_ipython_makes_pdb_pm_work(failed, store):

@@ -76,8 +76,8 @@ def plan(store, flow: Flow, origin: dict, name: str, index: int, parts: dict, cw
     skipped = f"cells {new_step[0]['cell']}-{new_step[k - 1]['cell']}" if k > 1 else f"cell {new_step[0]['cell']}"
     return ({"run": run, "from": k, "cell": start, "variables": failure.get("variables") or {},
              "modules": failure.get("modules") or {}, "files": old.get("files") or {},
-             "line": f"continues from cell {start}: {skipped} not run again, their values come from run {run}'s "
-                     "failure snapshot"}, "")
+             "line": f"continues from cell {start}: {skipped} not run again (values from run {run}'s failure "
+                     "snapshot)"}, "")
 
 
 def _lost(step, k: int, before, lost: dict) -> str | None:
