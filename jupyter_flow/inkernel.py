@@ -561,11 +561,14 @@ def _frames(ns: dict, store) -> list[dict]:
         if frame.f_locals is not frame.f_globals:  # a function's frame (a cell's locals are the snapshot)
             for name, value in frame.f_locals.items():
                 try:
-                    digest, size = _save(store, value)  # a secret: withheld, like what cannot be pickled
+                    digest, size = _save(store, value)
+                except secrets.Withheld as e:
+                    entry.setdefault("withheld", {})[name] = str(e)
+                    continue
                 except Exception:  # noqa: BLE001 - named with its type instead
                     entry["unpicklable"][name] = type_name(value)
                     continue
-                entry["locals"][name] = {"hash": digest, "size": size, **describe(value)}
+                entry["locals"][name] = {"hash": digest, "size": size, **_described(value)}
         frames.append(entry)
     value = getattr(sys, "last_value", None)
     if frames and value is not None:

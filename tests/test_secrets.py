@@ -13,6 +13,7 @@ import pytest
 from conftest import tagged_notebook
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from test_s3 import s3  # noqa: F401 - the S3 server fixture
 
 import jupyter_flow
 from jupyter_flow import secrets
@@ -68,7 +69,7 @@ def notebook(tmp_path: Path, cells, secrets_metadata=("DB_URL",)) -> Path:
     return path
 
 
-USES = '''
+USES = f'''
 import os
 import botocore.credentials
 token = os.environ["MY_SERVICE_TOKEN"]
@@ -76,12 +77,12 @@ config = {{"headers": {{"Authorization": f"Bearer {{token}}"}}, "retries": [1, 2
 url = f"https://api.example.com/?key={{token}}"
 db = os.environ["DB_URL"]
 plain = os.environ["PLAIN_NAME"]
-creds = botocore.credentials.Credentials("AKIAIOSFODNN7EXAMPLE", "{}" + "{}")
+creds = botocore.credentials.Credentials("AKIAIOSFODNN7EXAMPLE", "{AWS_SECRET[:10]}" + "{AWS_SECRET[10:]}")
 short = os.environ["SHORT_TOKEN"]
 print("token is", token)
 print(os.environ)
 n = 41
-'''.format(AWS_SECRET[:10], AWS_SECRET[10:])
+'''
 
 
 @pytest.mark.slow
@@ -119,6 +120,9 @@ connect(key)
     assert failure["withheld"] == {"key": "contains the value of $MY_SERVICE_TOKEN",
                                    "pairs": "contains the value of $DB_URL"}
     assert "safe" in failure["variables"]
+    [snapshot] = Path(env).glob("flows/*/runs/*/fails/0/failure.json")
+    [frame] = [f for f in json.loads(snapshot.read_text())["frames"] if f["function"] == "connect"]
+    assert set(frame["withheld"]) == {"k", "attempt"} and not frame["locals"]  # the failing frame's locals too
     assert "[secret removed]" in task.error["message"] and TOKEN not in json.dumps(task.error)
     namespace = {}
     jupyter_flow.load(run.id, "fails", into=namespace)
@@ -248,3 +252,22 @@ def test_the_module_imports_nothing_heavy():
     code = "import sys; import jupyter_flow.secrets; print(sorted(m for m in sys.modules if m.split('.')[0] in " \
            "('botocore', 'boto3', 'requests', 'numpy', 'cloudpickle')))"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "[]"
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("s3")
+def test_on_an_object_store_no_secret_is_uploaded(env, tmp_path):
+    """Logs, step notebooks and snapshots are scrubbed in the task's local folder before upload."""
+    import s3fs
+
+    url = f"s3://flows/{os.urandom(4).hex()}"
+    failing = USES + "\nraise ValueError(f'token {token} refused')"
+    run = jupyter_flow.run(notebook(tmp_path, [(["step:use", "secret:PLAIN_NAME"], failing)]), store=url)
+    assert run.status == "failed" and "[secret removed]" in run["use"].log
+    assert run["use"].task.record["failure"]["withheld"]["token"] == "contains the value of $MY_SERVICE_TOKEN"
+    fs = s3fs.S3FileSystem()
+    keys = fs.find(url)
+    assert any(k.endswith("log.txt") for k in keys) and any(k.endswith("failure.json") for k in keys)
+    for key in keys:
+        data = fs.cat_file(key)
+        assert not any(e in data for v in ALL for e in encodings(v)), key
