@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import sys
 
 EPILOG = """\
@@ -20,9 +21,9 @@ Examples:
   jupyter flow resume RUN_ID                             rerun what failed, reuse what finished
   jupyter flow run in.ipynb out.ipynb -p a 1             papermill drop-in: also write one executed notebook
   jupyter flow batch nb.ipynb -f grid.yaml               one run per parameter set, several at once
+  jupyter flow pin RUN_ID --note "figure 3"              keep a run (and what it needs) from every gc
   jupyter flow fsck                                      check stored values and records
   jupyter flow envs                                      cached environments of pip:SPEC steps
-  jupyter flow pin RUN_ID --note "figure 3"              keep a run (and what it needs) from every gc
   jupyter flow export nb.ipynb --to kfp -o p.yaml --store s3://b/flow   a Kubeflow pipeline of the notebook
 Store: --store URL, else $JUPYTER_FLOW_STORE, else a folder in your Jupyter data dir.
 """
@@ -99,9 +100,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_kfp(p)
 
     p = sub.add_parser("dag", help="print the steps of a notebook and the edges between them",
-                       description="Print the DAG inferred from the notebook's tags and data flow.")
+                       description="Print the DAG inferred from the notebook's tags and data flow, and from the "
+                       "files its steps read and wrote in the last run in the store (file edges).")
     p.add_argument("notebook")
     _add_format(p, ("text", "json", "mermaid"))
+    _add_store(p)
 
     _add_plan(sub)
 
@@ -415,9 +418,11 @@ def _prestart_kernels(args) -> None:
 
 
 def cmd_dag(args) -> int:
-    from .dag import build_flow
+    from .runtime.doors import flow_with_history
+    from .store import ENV
 
-    flow = build_flow(args.notebook)
+    url = args.store or os.environ.get(ENV)
+    flow = flow_with_history(args.notebook, url or _default_store_if_there())
     if args.format == "json":
         print(json.dumps(flow.to_json(), indent=1, default=repr))
     elif args.format == "mermaid":
@@ -425,6 +430,13 @@ def cmd_dag(args) -> int:
     else:
         print(flow.to_text())
     return 0
+
+
+def _default_store_if_there() -> str | None:
+    """The default store's folder when it exists: `dag` never creates one."""
+    from .store import default_url
+
+    return default_url() if os.path.isdir(default_url()) else None
 
 
 def _add_plan(sub) -> None:
