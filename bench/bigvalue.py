@@ -34,10 +34,10 @@ MAKE = {
               "    'ok': rng.random(rows) < 0.5,\n"
               "    'kind': pd.Categorical.from_codes(rng.integers(0, 16, rows), list('abcdefghijklmnop'))})\n"),
 }
-RAW = {  # (save, load) as a raw user would write them
-    "array": ("import sys\nn_mb, seed = {mb}, int(sys.argv[2])\n" + MAKE["array"] + "np.save(sys.argv[1], value)",
+RAW = {  # (save, load) as a raw user would write them; argv of save: path, seed, MB
+    "array": ("import sys\nn_mb, seed = int(sys.argv[3]), int(sys.argv[2])\n" + MAKE["array"] + "np.save(sys.argv[1], value)",
               "import numpy as np, sys; float(np.load(sys.argv[1]).sum())"),
-    "frame": ("import sys\nn_mb, seed = {mb}, int(sys.argv[2])\n" + MAKE["frame"] + "value.to_pickle(sys.argv[1])",
+    "frame": ("import sys\nn_mb, seed = int(sys.argv[3]), int(sys.argv[2])\n" + MAKE["frame"] + "value.to_pickle(sys.argv[1])",
               "import pandas as pd, sys; df = pd.read_pickle(sys.argv[1]); float(df['x'].sum()) + len(df)"),
 }
 RAW_NAME = {"array": "raw np.save+np.load", "frame": "raw pandas to_pickle+read_pickle"}
@@ -131,7 +131,7 @@ def commands(bench: Bench, kind: str, tool: str, mb: int, seed: int) -> list[lis
         return [bench.mf_run("bigarray.py", "run", params)]
     path = str(bench.root / ("raw.npy" if kind == "array" else "raw.pkl"))
     save, load = RAW[kind]
-    return [[sys.executable, "-c", save.format(mb=mb), path, str(seed)], [sys.executable, "-c", load, path]]
+    return [[sys.executable, "-c", save, path, str(seed), str(mb)], [sys.executable, "-c", load, path]]
 
 
 def whole_commands(bench: Bench, args, kind: str, mb: int) -> None:
