@@ -1,7 +1,11 @@
 """A 200-task foreach on a 2-worker Dask cluster: total time against the floor, and the runner's memory.
 
     python bench/dask_scale.py               # 200 tasks, 3 repetitions after a warm-up
+    python bench/dask_scale.py --tasks 1000 --repeat 1 --warmup 0   # issue 20's scale figure
     python bench/dask_scale.py --quick       # 40 tasks, 1 repetition, no warm-up
+
+Each repetition also runs the same command with a 1-task foreach: "ms per task beyond a 1-task
+run" is (wall time of the whole N-task command - that of the 1-task one) / (N - 1).
 
 The cluster is real and local: `dask scheduler` and 2 `dask worker --nthreads 1` processes. The
 pipeline is bench/notebooks/foreach20.ipynb with n=200: `start`, 200 `work` tasks, `join`, run
@@ -41,10 +45,17 @@ import time
 from pathlib import Path
 
 import psutil
-from common import NOTEBOOKS, Bench, arg_parser, environment_line, finish_args, markdown_table
+from common import (
+    NOTEBOOKS,
+    Bench,
+    arg_parser,
+    environment_line,
+    finish_args,
+    markdown_table,
+)
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from support.services import dask_cluster  # noqa: E402 - the same real cluster the tests start
+from support.services import dask_cluster
 
 WORKERS = 2
 
@@ -85,12 +96,14 @@ def run_once(bench: Bench, n: int, executor: list[str]) -> dict:
     cmd = bench.jupyter_flow("run", str(NOTEBOOKS / "foreach20.ipynb"), "-p", "n", str(n), "--store", str(store),
                              "--no-cache", "--quiet", *executor)
     log = bench.logs / f"{executor[1]}-{time.monotonic_ns()}.log"
+    started = time.perf_counter()
     with open(log, "w") as out:
         proc = subprocess.Popen(cmd, cwd=bench.root, env=bench.env, stdout=out, stderr=subprocess.STDOUT)
         stop, seen = threading.Event(), {}
         sampler = threading.Thread(target=watch, args=(proc, stop, seen))
         sampler.start()
         rc = proc.wait()
+        wall = time.perf_counter() - started
         stop.set()
         sampler.join()
     if rc != 0:
@@ -99,7 +112,7 @@ def run_once(bench: Bench, n: int, executor: list[str]) -> dict:
     record = json.loads((run_dir / "run.json").read_text())
     tasks = [json.loads(p.read_text()) for p in run_dir.glob("*/*/task.json")]
     assert len(tasks) == n + 2 and all(t["status"] == "succeeded" for t in tasks), "not every task succeeded"
-    return {"total": record["duration"], "peak_mb": seen["peak"] / 2**20, "cpu": seen["cpu"],
+    return {"total": record["duration"], "wall": wall, "peak_mb": seen["peak"] / 2**20, "cpu": seen["cpu"],
             "busy": sum(t["duration"] for t in tasks) / WORKERS, "tasks": len(tasks), "gap": worker_gap(tasks)}
 
 
@@ -135,6 +148,8 @@ def main() -> None:
             for i in range(-args.warmup, args.repeat):
                 t_alone = statistics.median(alone_once(Path(tmp)) for _ in range(args.alone))
                 results = {name: run_once(bench, n, cmd) for name, cmd in executors.items()}
+                for name, cmd in executors.items():
+                    results[name]["wall_1"] = run_once(bench, 1, cmd)["wall"]
                 line = "  ".join(f"{k} {r['total']:.1f} s, {r['peak_mb']:.0f} MB" for k, r in results.items())
                 print(f"  {'warm-up' if i < 0 else f'run {i + 1}'}: alone {t_alone * 1000:.0f} ms, {line}",
                       file=sys.stderr, flush=True)
@@ -152,17 +167,22 @@ def main() -> None:
     def overhead_ms(name: str) -> str:
         return f"{statistics.median((r['total'] - r['busy']) / (r['tasks'] / WORKERS) * 1000 for r in rows[name]):.0f}"
 
+    def beyond_one_ms(name: str) -> str:
+        return f"{statistics.median((r['wall'] - r['wall_1']) / (n - 1) * 1000 for r in rows[name]):.0f}"
+
     def gap_ms(name: str) -> str | None:
         gaps = [r["gap"] for r in rows[name] if r["gap"] is not None]
         return f"{statistics.median(gaps) * 1000:.0f}" if gaps else None
 
     table = [[f"{name} ({'2 Dask workers' if name == 'dask' else f'--max-workers {args.max_workers}'})",
               med(name, "total"), statistics.median(floors), ratio_to(name, "floor"), med(name, "busy"),
-              ratio_to(name, "busy"), overhead_ms(name), gap_ms(name), f"{med(name, 'peak_mb'):.0f}", med(name, "cpu")]
+              ratio_to(name, "busy"), overhead_ms(name), gap_ms(name), f"{med(name, 'peak_mb'):.0f}", med(name, "cpu"),
+              med(name, "wall"), med(name, "wall_1"), beyond_one_ms(name)]
              for name in rows]
     print(markdown_table(f"{n}-task foreach on {WORKERS} workers (median seconds)",
                          ["executor", "total", "floor", "total / floor", "tasks' own time", "total / tasks' time",
-                          "overhead ms per task", "gap ms between tasks", "runner peak RSS MB", "runner CPU s"], table))
+                          "overhead ms per task", "gap ms between tasks", "runner peak RSS MB", "runner CPU s",
+                          "whole command", "whole 1-task command", "ms per task beyond a 1-task run"], table))
     print()
     print(environment_line(bench).replace("wall clock of the whole command", "run.json duration"))
 
