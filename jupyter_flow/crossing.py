@@ -67,7 +67,7 @@ def encode(value):
 
     if value is None:
         return {"type": "null"}
-    if isinstance(value, (bool, numbers.Number, str)) and _scalar_class(value):
+    if (isinstance(value, (numbers.Number, str)) or _is_bool(value)) and _scalar_class(value):
         return {"type": "vector", "class": _scalar_class(value), "values": [_element(value)], "scalar": True}
     pd = sys.modules.get("pandas")
     np = sys.modules.get("numpy")
@@ -82,7 +82,7 @@ def encode(value):
             raise CannotCross("a dict whose keys are not all str")
         return {"type": "list", "items": [encode(v) for v in value.values()], "names": list(value)}
     if isinstance(value, (list, tuple)):
-        kinds = {_scalar_class(v) for v in value if v is not None}
+        kinds = _kinds(value)
         if value and len(kinds) == 1 and None not in kinds and any(v is not None for v in value):
             kind = kinds.pop()
             if kind == "integer" and any(not isinstance(v, bool) and abs(int(v)) > _INT32 for v in value
@@ -93,8 +93,18 @@ def encode(value):
     raise CannotCross(f"a {type(value).__module__}.{type(value).__qualname__}".replace("builtins.", ""))
 
 
+def _is_bool(v) -> bool:
+    return isinstance(v, bool) or type(v).__module__ == "numpy" and type(v).__name__ in ("bool", "bool_")
+
+
+def _kinds(values) -> set:
+    """The R classes of a list's elements (None left out); ints with floats are doubles."""
+    kinds = {_scalar_class(v) for v in values if v is not None}
+    return {"double"} if kinds == {"integer", "double"} else kinds
+
+
 def _scalar_class(v) -> str | None:
-    if isinstance(v, bool) or type(v).__name__ == "bool_":
+    if _is_bool(v):
         return "logical"
     if isinstance(v, numbers.Integral):
         return "integer" if abs(int(v)) <= _INT32 else "double"
@@ -108,7 +118,7 @@ def _scalar_class(v) -> str | None:
 def _element(v):
     if v is None:
         return None
-    if isinstance(v, bool) or type(v).__name__ == "bool_":
+    if _is_bool(v):
         return bool(v)
     if isinstance(v, numbers.Integral):
         return int(v) if abs(int(v)) <= _INT32 else float(v)

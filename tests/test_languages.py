@@ -95,8 +95,7 @@ values = st.recursive(scalars, lambda inner: st.lists(inner, min_size=2, max_siz
 
 def _vector_like(xs) -> bool:
     """Lists that become vectors (and come back as numpy arrays): all numbers, all bools or all str."""
-    kinds = {crossing._scalar_class(x) for x in xs if x is not None}
-    return len(kinds) == 1
+    return len(crossing._kinds(xs)) == 1
 
 
 @settings(max_examples=200, deadline=None)
@@ -114,6 +113,8 @@ def test_tables_vectors_and_matrices_keep_their_types():
     matrix = np.arange(6, dtype=float).reshape(2, 3)
     assert np.array_equal(crossing.loads(crossing.dumps(matrix)), matrix)
     assert crossing.loads(crossing.dumps(np.array([1, 2, 3]))).dtype == np.int64
+    assert np.array_equal(crossing.loads(crossing.dumps([1, 2.5, None])), [1.0, 2.5, np.nan], equal_nan=True)
+    assert crossing.loads(crossing.dumps(np.bool_(True))) is True
 
 
 def test_what_cannot_cross_says_why():
