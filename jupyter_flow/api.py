@@ -41,9 +41,10 @@ def _both(first, second):
 
 def resume(run_id: str, parameters: dict | None = None, from_step: str | None = None, store=None,
            executor: str = "local", scheduler: str | None = None, max_workers: int | None = None,
-           notebook=None, on_event=None) -> Run:
-    """Resume a failed run: reuse its finished steps, run the failed one and what follows again."""
+           notebook=None, on_event=None, from_start: bool = False) -> Run:
+    """Resume a failed run: reuse its finished steps, run the failed one (from its failing cell, when
+    that gives a full rerun's values; from its first with from_start=True) and what follows again."""
     handle = runtime.resume_run(run_id, store=store, parameters=parameters, from_step=from_step,
                                 notebook_path=notebook, background=False, executor=executor, scheduler=scheduler,
-                                max_workers=max_workers, on_event=on_event)
+                                max_workers=max_workers, on_event=on_event, from_start=from_start)
     return Run(handle.run_id, handle.store)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import ast
 
-from .. import analysis, files, stepbook
+from .. import analysis, files, languages, stepbook
 from ..dag import Flow
 from ..errors import FlowError
 from ..store import layout
@@ -32,6 +32,8 @@ def plan(store, flow: Flow, origin: dict, name: str, index: int, parts: dict, cw
     error = old.get("error") or {}
     if old.get("status") != "failed" or not error:
         return None, ""
+    if not (languages.is_python(flow.steps[name].language) and languages.is_python(flow.notebook.language)):
+        return None, "only a Python step continues from its failing cell"
     run = origin["id"]
     if error.get("role") != "step" or error.get("source_cell") is None:
         return None, f"it failed in {error.get('where') or 'its set-up'}, not in one of its cells"

@@ -74,14 +74,18 @@ function FrameList(props: { frames: IFrame[] }): JSX.Element | null {
     <details className="jp-flow-frames" open>
       <summary>Failing frames ({props.frames.length}; after "Load into kernel", %debug walks them)</summary>
       {props.frames.map((f, i) => (
-        <NameTable
-          key={i}
-          title={`${f.where}, line ${f.line}, in ${f.function}${f.notebook ? '' : ' (library)'}`}
-          rows={Object.entries(f.locals ?? {}).map(([name, preview]): [string, React.ReactNode[]] => [
-            name,
-            [<div className="jp-flow-preview">{preview}</div>]
-          ])}
-        />
+        <div key={i} className="jp-flow-frame" data-function={f.function}>
+          <div className={f.notebook ? '' : 'jp-flow-dim'}>
+            {`${f.where}, line ${f.line}, in ${f.function}${f.notebook ? '' : ' (library)'}`}
+          </div>
+          <NameTable
+            title="locals"
+            rows={Object.entries(f.locals ?? {}).map(([name, preview]): [string, React.ReactNode[]] => [
+              name,
+              [<div className="jp-flow-preview">{preview}</div>]
+            ])}
+          />
+        </div>
       ))}
     </details>
   );
@@ -104,7 +108,8 @@ function FailureBox(props: {
     setMessage('Loading…');
     try {
       const names = await actions.load(task);
-      setMessage(`Loaded into kernel: ${names.length ? names.join(', ') : '(no names)'}`);
+      const debug = task.failure?.frames?.length ? ' — %debug in the notebook walks the failing frames' : '';
+      setMessage(`Loaded into kernel: ${names.length ? names.join(', ') : '(no names)'}${debug}`);
     } catch (e) {
       setMessage(`Could not load: ${(e as Error).message}`);
     }

@@ -176,6 +176,9 @@ def test_debug_a_failed_step(lab, page):
     snapshot = box.locator(".jp-flow-values", has_text="variables at the failure")
     snapshot.wait_for(timeout=10_000)
     assert "rows" in snapshot.locator("th").all_inner_texts()
+    frames = box.locator(".jp-flow-frames")  # the failing frames, with their locals
+    frames.wait_for(timeout=10_000)
+    assert "in <module>" in frames.inner_text()
     # clicking the node scrolled the notebook to the step's first cell and highlighted its cells
     highlighted = page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Cell.jp-flow-highlight")
     highlighted.first.wait_for(timeout=10_000)
