@@ -49,16 +49,24 @@ class SecretValue(Exception):
     """A value a later step reads holds a secret, which is never stored."""
 
 
+def _secrets() -> secrets.Secrets:
+    """The secrets of the environment (and the notebook's names), read once per task when it first
+    saves a value, after the step's cells ran (`begin` and `snapshot` forget the last task's)."""
+    if _state.get("secrets") is None:
+        _state["secrets"] = secrets.current((_state["spec"] or {}).get("secrets", ()))
+    return _state["secrets"]
+
+
 def _save(store, value) -> tuple[str, int]:
     """Store `value` as a blob: (hash, size); raises secrets.Withheld instead if it holds a secret."""
-    return secrets.save_value(store, value, (_state["spec"] or {}).get("secrets", ()))
+    return secrets.save_value(store, value, _secrets())
 
 
 def _described(value) -> dict:
     """A stored value's preview (see preview.describe), with no secret in its text."""
     meta = describe(value)
     if isinstance(meta.get("preview"), str):
-        meta["preview"] = secrets.current((_state["spec"] or {}).get("secrets", ())).scrub(meta["preview"])
+        meta["preview"] = _secrets().scrub(meta["preview"])
     return meta
 
 
@@ -367,6 +375,7 @@ def begin(spec: dict) -> None:
     """Put the step's inputs (and its foreach item) into the kernel's namespace."""
     _state["spec"] = spec
     _state["metrics"] = {}
+    _state["secrets"] = None
     if _files is None:  # not warmed up (a kernel started without our warm-up code)
         _record_files(spec["store"], spec.get("workdir"))
     else:
@@ -505,6 +514,7 @@ def snapshot(spec: dict | None = None, parameters: dict | None = None) -> None:
     A task stopped before its step's first cell ran passes `spec` and `parameters`: the snapshot then
     also holds the parameters and inputs the step was given, whatever had run of its set-up."""
     ns = _namespace()
+    _state["secrets"] = None
     if spec is not None:
         _state["spec"] = spec
         ns.update(parameters or {})  # what papermill injects after the parameters cell
