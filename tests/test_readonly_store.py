@@ -120,7 +120,7 @@ def test_the_sidebar_says_the_store_is_read_only(team, tmp_path):
     from jupyter_flow.server.service import FlowService
     from jupyter_flow.store import ReadOnly
 
-    _, store, failed, _, s3 = team
+    _, store, failed, _, _ = team
     service = FlowService(JupyterFlow(store=store), str(tmp_path))
     assert "read-only for these credentials (PutObject denied)" in service.info()["read_only"]
     with pytest.raises(ReadOnly):
