@@ -2,6 +2,7 @@
 
 Every promise of small values holds: one blob per value (the hash covers every buffer), verified
 before unpickling, readers that change a loaded array never change the store; both backends."""
+import mmap
 import os
 import pickle
 import time
@@ -71,6 +72,35 @@ def test_a_large_array_loads_without_a_copy_from_a_local_store(tmp_path):
     loaded = store.load_value(digest)
     assert not loaded.flags.owndata and loaded.flags.writeable  # a view of the mapped file
     assert loaded.ctypes.data % blobs.ALIGN == 0
+
+
+def mapped_by(array):
+    """What an array's memory finally belongs to (an mmap for a view of a mapped blob)."""
+    while isinstance(array, np.ndarray) and array.base is not None:
+        array = array.base
+    return array.obj if isinstance(array, memoryview) else array
+
+
+def mixed_frame(rows: int) -> pd.DataFrame:
+    """Columns of the kinds bench/bigvalue.py moves: floats, ints, datetimes, bools, a category."""
+    rng = np.random.default_rng(3)
+    return pd.DataFrame({"x": rng.random(rows), "n": rng.integers(0, 1 << 40, rows),
+                         "t": pd.to_datetime(rng.integers(0, 1 << 60, rows)), "f": rng.random(rows, dtype=np.float32),
+                         "ok": rng.random(rows) < 0.5,
+                         "kind": pd.Categorical.from_codes(rng.integers(0, 16, rows), list("abcdefghijklmnop"))})
+
+
+def test_a_mixed_column_frame_round_trips_and_its_columns_load_without_a_copy(tmp_path):
+    store = open_store(str(tmp_path / "store"))
+    frame = mixed_frame(300_000)
+    digest, size = store.save_value(frame)
+    assert size < frame.memory_usage(deep=True).sum() * 1.01  # one copy of the data, nothing more
+    loaded = store.load_value(digest)
+    pd.testing.assert_frame_equal(loaded, frame)
+    for column in ("x", "n", "f"):  # views of the mapped blob, not copies (numpy pickles datetimes in band)
+        assert isinstance(mapped_by(loaded[column].to_numpy()), mmap.mmap), column
+    loaded.loc[0, "x"] = -1.0  # a private page: the store keeps the saved bytes
+    pd.testing.assert_frame_equal(store.load_value(digest), frame)
 
 
 def test_changing_a_loaded_array_never_changes_the_store(any_store):
