@@ -1,6 +1,7 @@
 """Pull a task's state into the current kernel: its failure snapshot, inputs or outputs; IPython magics.
 
-Works from any machine that can read the store: a colleague's failed run loads the same way.
+Works from any machine that can read the store: a colleague's failed run loads the same way. A
+failure snapshot's failing frames become the kernel's last exception, so `%debug` walks them.
 """
 from __future__ import annotations
 
