@@ -90,3 +90,25 @@ def test_load_outside_ipython_makes_pdb_pm_work(failed, store):
     assert [(f[0], f[1]) for f in frames[:2]] == [("<module>", 3), ("parse", 4)] and frames[2][0] == "loads"
     assert frames[1][2] == {"row": "c,oops", "name": "c", "field": "oops"}
     assert isinstance(sys.last_value, json.JSONDecodeError)
+
+
+def test_gc_keeps_the_frames_locals_of_a_kept_failed_run(tmp_path):
+    from jupyter_flow.cleanup import collect
+    from jupyter_flow.store import layout
+    from jupyter_flow.store.records import RunRecord, Status, TaskRecord
+
+    s = open_store(str(tmp_path / "store"))
+    local, exc = s.save_value("oops")[0], s.save_value(ValueError("x"))[0]
+    for digest in (local, exc):  # old enough for gc to take, were they not referenced
+        path = os.path.join(s.url, *layout.blob(digest).split("/"))
+        os.utime(path, (0, 0))
+    run_id = "20250101T000000-000001"
+    records.write_run(s, RunRecord(id=run_id, flow="f", status=Status("failed"), created="2025-01-01T00:00:00+00:00",
+                                   heartbeat="2025-01-01T00:00:00+00:00", steps=[{"name": "a"}],
+                                   user=records.current_user()))
+    records.write_task(s, TaskRecord(run_id=run_id, flow="f", step="a", status=Status("failed")))
+    s.write_json(layout.task_key("f", run_id, "a", 0) + "/failure.json",
+                 {"variables": {}, "unpicklable": {}, "modules": {},
+                  "frames": [{"function": "parse", "locals": {"field": {"hash": local}}, "exception": {"hash": exc}}]})
+    collect(s, keep=1)
+    assert s.load_value(local) == "oops" and isinstance(s.load_value(exc), ValueError)
