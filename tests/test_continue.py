@@ -133,3 +133,14 @@ def test_continued_step_equals_a_full_top_to_bottom_run(top_to_bottom, case):
         got = {n: getattr(resumed["work"].data, n) for n in names if n in resumed["work"].task.record["outputs"]}
         assert got == {n: expected[n] for n in got}
         assert got  # the step stored what it assigned
+
+
+def test_a_changed_parameter_reruns_the_whole_step(tmp_path, run_flow, store):
+    nb = tagged_notebook(tmp_path, [(["parameters"], "n = 1"), (["step:s"], "import os\ny = n * 2"),
+                                    ([], "if os.path.exists('fail.flag'):\n    raise RuntimeError('flag')\nz = y + 1")])
+    (tmp_path / "fail.flag").write_text("")
+    run = run_flow(nb, expect="failed")
+    os.remove(tmp_path / "fail.flag")
+    resumed = jupyter_flow.resume(run.id, store=store, parameters={"n": 5})
+    assert resumed["s"].task.record["reason"].startswith(f"runs from its first cell: since run {run.id}: parameter `n`")
+    assert resumed["s"].data.z == 11

@@ -18,8 +18,7 @@ from .. import analysis, files, languages, stepbook
 from ..dag import Flow
 from ..errors import FlowError
 from ..store import layout
-
-SAME_PARTS = ("version", "kernel", "inputs", "params", "foreach", "pip")
+from . import reuse
 
 
 def plan(store, flow: Flow, origin: dict, name: str, index: int, parts: dict, cwd: str) -> tuple[dict | None, str]:
@@ -41,10 +40,12 @@ def plan(store, flow: Flow, origin: dict, name: str, index: int, parts: dict, cw
         failure = store.read_json(f"{layout.task_key(flow.name, run, name, index)}/failure.json")
     except FlowError:
         return None, f"its failure in run {run} left no snapshot"
-    old_parts = old.get("cache_parts") or {}
-    for part in SAME_PARTS:
-        if old_parts.get(part) != parts.get(part):
-            return None, f"its {part} changed since run {run}"
+    old_parts = old.get("cache_parts")
+    if not old_parts:
+        return None, f"run {run}'s record does not say what the step ran (an older jupyter_flow)"
+    changed = reuse.diff(flow, name, dict(old_parts, cells=[]), dict(parts, cells=[]))  # all but the code
+    if changed:
+        return None, f"since run {run}: {changed}"
     old_cells = old_parts.get("cells") or []
     if [c["code"] for c in old_cells if c["shared"]] != [c["code"] for c in parts["cells"] if c["shared"]]:
         return None, "a shared cell (imports, functions, parameters) changed"
