@@ -3,12 +3,12 @@
 The failed task's snapshot holds what the cells before the failing one computed. Its task then
 runs the step's set-up (parameters and shared cells, as always), loads the snapshot over it, and
 runs the step from the failing cell on. That is sound only when: the task failed in one of the
-step's own cells; every global the cells from the failing one on read was stored (nothing
-unpicklable, no secret withheld); the shared
-cells, the step's cells before the failing one, its inputs, parameters, kernel and packages are
-unchanged; the files it read are unchanged (those it wrote are restored); and the failing cell,
-run again from its first line, cannot see its own half-done work: no statement up to the failing
-one reads a name that it also writes or changes. Otherwise the whole step runs; `plan` says why.
+step's own cells (a Python step); every global the cells from the failing one on read was stored
+(nothing unpicklable, no secret withheld); the shared cells, the step's cells before the failing
+one, its inputs, parameters, kernel and packages are unchanged; the files it read are unchanged
+(those it wrote are restored); and the failing cell, run again from its first line, cannot see its
+own half-done work: it reads no name that its failed run changed before it raised. Otherwise the
+whole step runs; `plan` says why in one line.
 """
 from __future__ import annotations
 
