@@ -2,8 +2,8 @@
 
 A secret is the value of an environment variable whose name says so (it contains KEY, SECRET, TOKEN,
 PASSWORD or CREDENTIAL, in any case), or of one the notebook names (metadata `jupyter_flow.secrets`,
-or a `secret:NAME` tag), when that value is at least MIN_LENGTH characters long: shorter values
-("1", "true", "us") are too common to remove from text without removing everything else.
+or a `secret:NAME` tag), when that value is at least MIN_LENGTH (8) characters long: shorter values
+("1", "true", "prod", "testing") are too common to remove from text without removing ordinary words.
 Objects of known credential types (botocore's and boto3's sessions and credentials, requests' auth
 objects...) are secrets whatever they hold; they are recognised by their class's qualified name,
 so no credential library is imported here.
