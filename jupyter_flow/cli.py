@@ -521,11 +521,12 @@ def cmd_show(args) -> int:
         return 0
     from .views import run_detail
 
+    task = client.read_task(args.store, run["id"], args.step, args.index) if args.step else None  # bad --step: nothing shown
     run_detail(run, client.open_store(args.store))
-    if args.step:
+    if task is not None:
         from .views import failure_detail
 
-        failure_detail(client.read_task(args.store, run["id"], args.step, args.index))
+        failure_detail(task)
     return 0
 
 

@@ -4,7 +4,7 @@ import os
 import re
 
 import pytest
-from conftest import SCENARIOS, cli
+from conftest import SCENARIOS, cli, one_line_error
 
 from jupyter_flow.store import open_store, records
 
@@ -38,6 +38,8 @@ def test_show_step_lists_the_frames(failed, store):
     assert "JSONDecodeError" in out
     assert "cell 3, line 4, in parse" in out and "field = 'oops'" in out
     assert "cell 4, line 3, in <module>" in out and "(library)" in out
+    proc = cli("show", failed.id, "--step", "nosuch", check=2)
+    assert "has no step 'nosuch'" in one_line_error(proc) and not proc.stdout
 
 
 def _debug_session(code: str, commands: list[str], env: dict | None = None) -> str:
