@@ -180,4 +180,5 @@ def frame_summary(frame: dict) -> dict:
     return {"where": where, "function": frame.get("function"), "line": frame.get("line"),
             "notebook": bool(frame.get("notebook")),
             "locals": {**{n: m.get("preview") or m.get("type", "") for n, m in (frame.get("locals") or {}).items()},
-                       **{n: f"{t} (not stored: cannot be pickled)" for n, t in (frame.get("unpicklable") or {}).items()}}}
+                       **{n: f"{t} (not stored: cannot be pickled)" for n, t in (frame.get("unpicklable") or {}).items()},
+                       **{n: f"[secret removed] ({why})" for n, why in (frame.get("withheld") or {}).items()}}}
