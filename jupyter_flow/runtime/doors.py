@@ -60,22 +60,23 @@ def prepare(notebook_path, parameters=None, store=None, executor="local", schedu
     from ..params import overrides, replace_injected, resolve
 
     path = Path(notebook_path)
+    if isinstance(executor, str):
+        executor_class(executor)  # an unknown name fails before anything is touched
+    if cwd is not None and not Path(cwd).is_dir():
+        raise FlowError(f"--cwd {cwd}: no such folder; create it or give another")
+    raw = notebook.read(path).raw  # a bad notebook fails before the store is touched
     store = open_store(store)
-    store.check_writable()  # first: a read-only or unreachable store refuses before anything is read
-    flow = flow_with_history(path, store)
+    store.check_writable()  # a read-only or unreachable store refuses before anything of it is read
+    flow = flow_with_history(path, store, raw=raw)
     if parameters or cli_params or param_files:
         flow = replace_injected(flow, lambda raw: flow_with_history(path, store, raw=raw))
     if kernel_name:
         flow.kernel = kernel_name
-    if cwd is not None and not Path(cwd).is_dir():
-        raise FlowError(f"--cwd {cwd}: no such folder; create it or give another")
     if from_step is not None:
         flow.step(from_step)
     injected = overrides(flow, parameters, cli_params, param_files)  # what papermill would inject
     values = {**resolve(flow), **injected}
     check_kernelspecs(flow)
-    if isinstance(executor, str):
-        executor_class(executor)  # an unknown name fails before anything is touched
     runner_executor = make_executor(executor, max_workers=max_workers, scheduler=scheduler, **(executor_options or {}))
     return Runner(flow, values, store, runner_executor, no_cache=no_cache, on_event=on_event, origin=origin,
                   from_step=from_step, cwd=str(Path(cwd).resolve()) if cwd is not None else None, injected=injected,
