@@ -8,13 +8,12 @@ The runs are made first, by a writer, before the policy is set.
 from __future__ import annotations
 
 import json
-import os
 import uuid
 
 import pytest
 from conftest import SCENARIOS as NOTEBOOKS
 from conftest import cli, one_line_error
-from support.services import moto_s3, s3_env
+from support.services import s3_bucket
 
 import jupyter_flow
 from jupyter_flow import client
@@ -31,26 +30,15 @@ DENY_WRITES = {"Version": "2012-10-17", "Statement": [{
 def team(tmp_path_factory):
     """(env, store URL, the writer's failed run id, succeeded run id); writes denied once made."""
     import boto3
-    import s3fs
 
-    with moto_s3(tmp_path_factory.mktemp("moto")) as endpoint:
-        env = s3_env(endpoint)
-        saved = {k: os.environ.get(k) for k in env}
-        os.environ.update(env)
-        s3fs.S3FileSystem.clear_instance_cache()
+    with s3_bucket(tmp_path_factory.mktemp("moto"), BUCKET) as (env, endpoint):
         s3 = boto3.client("s3", endpoint_url=endpoint)
-        s3.create_bucket(Bucket=BUCKET)
         store = f"s3://{BUCKET}/{uuid.uuid4().hex[:8]}"
-        try:
-            assert cli("run", NOTEBOOKS / "error_notebook.ipynb", "--store", store, "--quiet", env=env).returncode == 1
-            cli("run", NOTEBOOKS / "linear.ipynb", "--store", store, "--quiet", env=env, check=0)
-            runs = {r["status"]: r["id"] for r in client.list_runs(store, user=None)}
-            s3.put_bucket_policy(Bucket=BUCKET, Policy=json.dumps(DENY_WRITES))
-            yield env, store, runs["failed"], runs["succeeded"], s3
-        finally:
-            for k, v in saved.items():
-                os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
-            s3fs.S3FileSystem.clear_instance_cache()
+        assert cli("run", NOTEBOOKS / "error_notebook.ipynb", "--store", store, "--quiet", env=env).returncode == 1
+        cli("run", NOTEBOOKS / "linear.ipynb", "--store", store, "--quiet", env=env, check=0)
+        runs = {r["status"]: r["id"] for r in client.list_runs(store, user=None)}
+        s3.put_bucket_policy(Bucket=BUCKET, Policy=json.dumps(DENY_WRITES))
+        yield env, store, runs["failed"], runs["succeeded"], s3
 
 
 def objects(s3) -> dict:

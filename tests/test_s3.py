@@ -5,7 +5,6 @@ Every process (the CLI, the kernels it starts) finds the server through AWS_ENDP
 from __future__ import annotations
 
 import json
-import os
 import sys
 import uuid
 from pathlib import Path
@@ -13,7 +12,7 @@ from pathlib import Path
 import pytest
 from conftest import SCENARIOS as NOTEBOOKS
 from conftest import cli, one_line_error
-from support.services import free_port, moto_s3, s3_env
+from support.services import free_port, s3_bucket
 
 import jupyter_flow
 from jupyter_flow import client
@@ -25,21 +24,8 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def s3(tmp_path_factory):
     """The environment of an S3 server with an empty bucket; also set in this process."""
-    import boto3
-    import s3fs
-
-    with moto_s3(tmp_path_factory.mktemp("moto")) as endpoint:
-        env = s3_env(endpoint)
-        saved = {k: os.environ.get(k) for k in env}
-        os.environ.update(env)
-        s3fs.S3FileSystem.clear_instance_cache()  # clients made for another endpoint must not be reused
-        boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket="flows")
-        try:
-            yield env
-        finally:
-            for k, v in saved.items():
-                os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
-            s3fs.S3FileSystem.clear_instance_cache()
+    with s3_bucket(tmp_path_factory.mktemp("moto"), "flows") as (env, _):
+        yield env
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ import uuid
 
 import pytest
 from conftest import cli, one_line_error, tagged_notebook, wait_for
-from support.services import moto_s3, s3_env
+from support.services import s3_bucket
 
 import jupyter_flow
 from jupyter_flow import client, runtime
@@ -28,21 +28,8 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def s3(tmp_path_factory):
     """The environment of an S3 server with an empty bucket; also set in this process."""
-    import boto3
-    import s3fs
-
-    with moto_s3(tmp_path_factory.mktemp("moto")) as endpoint:
-        env = s3_env(endpoint)
-        saved = {k: os.environ.get(k) for k in env}
-        os.environ.update(env)
-        s3fs.S3FileSystem.clear_instance_cache()
-        boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket="team")
-        try:
-            yield env
-        finally:
-            for k, v in saved.items():
-                os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
-            s3fs.S3FileSystem.clear_instance_cache()
+    with s3_bucket(tmp_path_factory.mktemp("moto"), "team") as (env, _):
+        yield env
 
 
 @pytest.fixture(params=["local", "s3"])

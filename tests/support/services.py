@@ -120,3 +120,24 @@ def s3_env(endpoint: str) -> dict:
     return {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
             "AWS_DEFAULT_REGION": "us-east-1"}
 
+
+
+@contextlib.contextmanager
+def s3_bucket(tmp: Path, bucket: str):
+    """A moto S3 server with an empty `bucket`, its environment (s3_env) set in this process too, so
+    that the lab, its kernels and workers started here reach it. Yields (environment, endpoint)."""
+    import boto3
+    import s3fs
+
+    with moto_s3(tmp) as endpoint:
+        env = s3_env(endpoint)
+        saved = {k: os.environ.get(k) for k in env}
+        os.environ.update(env)
+        s3fs.S3FileSystem.clear_instance_cache()  # clients made for another endpoint must not be reused
+        boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket=bucket)
+        try:
+            yield env, endpoint
+        finally:
+            for k, v in saved.items():
+                os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
+            s3fs.S3FileSystem.clear_instance_cache()

@@ -3,11 +3,10 @@
 Real services: `moto_server` (S3 API) and a Dask scheduler with two workers, all on loopback; the
 colleague's run is started by the CLI as another user (JUPYTERHUB_USER).
 """
-import os
 import uuid
 
 import pytest
-from support.services import dask_cluster, moto_s3, s3_env
+from support.services import dask_cluster, s3_bucket
 
 from .conftest import need_chromium, start_lab
 from .test_sidebar import NODES, SIDEBAR, kernel_client, open_notebook, shot
@@ -19,24 +18,10 @@ pytestmark = [pytest.mark.ui, pytest.mark.slow]
 def remote(tmp_path_factory):
     """An S3 bucket and a Dask cluster; their environment is set in this process (so in the lab, its
     kernels and the workers)."""
-    import boto3
-    import s3fs
-
     need_chromium()
     base = tmp_path_factory.mktemp("remote")
-    with moto_s3(base / "moto") as endpoint:
-        env = s3_env(endpoint)
-        saved = {k: os.environ.get(k) for k in env}
-        os.environ.update(env)
-        s3fs.S3FileSystem.clear_instance_cache()
-        boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket="flows")
-        try:
-            with dask_cluster(base / "cluster", workers=2, nthreads=2) as address:
-                yield {"store": f"s3://flows/{uuid.uuid4().hex[:8]}", "scheduler": address}
-        finally:
-            for k, v in saved.items():
-                os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
-            s3fs.S3FileSystem.clear_instance_cache()
+    with s3_bucket(base / "moto", "flows"), dask_cluster(base / "cluster", workers=2, nthreads=2) as address:
+        yield {"store": f"s3://flows/{uuid.uuid4().hex[:8]}", "scheduler": address}
 
 
 @pytest.fixture(scope="module")
