@@ -11,6 +11,7 @@ notebook's folder as blobs and fingerprints those it read (see files.py).
 """
 from __future__ import annotations
 
+import functools
 import json
 import numbers
 import os
@@ -200,8 +201,26 @@ def _on_chdir(files: _Files, args) -> None:
     files.paths.clear()  # relative paths name other files from now on
 
 
+_store_calls = [0]  # begin/finish/snapshot running: their connections (an S3 store's) are not the step's
+
+
+def _ours(func):
+    """`func` reaches the store for the step; the connections made meanwhile, from any thread (fsspec
+    talks to S3 from a thread of its own), are not network use of the step's code."""
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        _store_calls[0] += 1
+        try:
+            return func(*args, **kwargs)
+        finally:
+            _store_calls[0] -= 1
+    return wrapper
+
+
 def _on_connect(files: _Files, args) -> None:
     address = args[1]
+    if _store_calls[0]:
+        return
     if isinstance(address, tuple) and len(address) >= 2:  # internet sockets; a Unix socket is local
         files.network[f"{address[0]}:{address[1]}"] = None
 
@@ -371,6 +390,7 @@ def _store():
     return open_store(_state["spec"]["store"])
 
 
+@_ours
 def begin(spec: dict) -> None:
     """Put the step's inputs (and its foreach item) into the kernel's namespace."""
     _state["spec"] = spec
@@ -436,6 +456,7 @@ def _with_globals(value, ns: dict):
     return func
 
 
+@_ours
 def finish(crossing: dict | None = None) -> None:
     """Store every value the step wrote; fail if a later step needs one that cannot be pickled.
     `crossing`: {name: {step: language}} of the values steps in another language read, stored also
@@ -508,6 +529,7 @@ def _changed_inputs(spec: dict, ns: dict, store) -> list[str]:
     return changed
 
 
+@_ours
 def snapshot(spec: dict | None = None, parameters: dict | None = None) -> None:
     """After an exception: store every picklable user variable, as the failure snapshot.
 

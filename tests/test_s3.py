@@ -67,6 +67,17 @@ def test_cli_run_and_read_back(s3, s3_store):
     assert blobs(s3_store) == before  # values are content-addressed: an identical rerun adds no blob
 
 
+def test_the_stores_own_traffic_is_not_the_steps_network_use(s3, s3_store):
+    """Loading inputs from and saving outputs to an S3 store connects to it from the step's kernel: that
+    is not network use of the step's code, so an unchanged rerun is served from the cache."""
+    first = jupyter_flow.run(NOTEBOOKS / "linear.ipynb", store=s3_store)
+    assert first.status == "succeeded"
+    assert all(not (t.record.get("files") or {}).get("network") for t in first.tasks), \
+        {t.step: t.record.get("files") for t in first.tasks}
+    again = jupyter_flow.run(NOTEBOOKS / "linear.ipynb", store=s3_store)
+    assert {t.status for t in again.tasks} == {"cached"}, {t.step: t.record.get("reason") for t in again.tasks}
+
+
 def test_failure_snapshot_loads_from_s3(s3, s3_store):
     result = cli("run", NOTEBOOKS / "error_notebook.ipynb", "--store", s3_store, "--quiet", env=s3)
     assert result.returncode == 1
