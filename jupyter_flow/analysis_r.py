@@ -319,32 +319,26 @@ class _Reader:
         spans = []
         for k in range(i, j):
             if self.t[k].kind == "op" and self.t[k].value == "~":
-                a, depth = k, 0
-                while a > i:
-                    tok = self.t[a - 1]
-                    if tok.kind == "op" and tok.value in _CLOSE.values():
-                        depth += 1
-                    elif tok.kind == "op" and tok.value in _CLOSE:
-                        if depth == 0:
-                            break
-                        depth -= 1
-                    elif depth == 0 and tok.kind == "op" and tok.value in (",", "<-", "=", "<<-"):
-                        break
-                    a -= 1
-                b, depth = k, 0
-                while b < j:
-                    tok = self.t[b]
-                    if tok.kind == "op" and tok.value in _CLOSE:
-                        depth += 1
-                    elif tok.kind == "op" and tok.value in _CLOSE.values():
-                        if depth == 0:
-                            break
-                        depth -= 1
-                    elif depth == 0 and tok.kind == "op" and tok.value == ",":
-                        break
-                    b += 1
-                spans.append((a, b))
+                spans.append((self._edge(k, i, -1, (",", "<-", "=", "<<-")), self._edge(k, j, 1, (",",))))
         return spans
+
+    def _edge(self, k: int, limit: int, step: int, stops: tuple[str, ...]) -> int:
+        """Where the argument holding token k ends, walking back (step -1) or forward (+1) to `limit`:
+        at a bracket that closes around it, or at one of `stops` outside any bracket."""
+        pos, depth = k, 0
+        inward, outward = (_CLOSE.values(), _CLOSE) if step < 0 else (_CLOSE, _CLOSE.values())
+        while pos > limit if step < 0 else pos < limit:
+            tok = self.t[pos - 1] if step < 0 else self.t[pos]
+            if tok.kind == "op" and tok.value in inward:
+                depth += 1
+            elif tok.kind == "op" and tok.value in outward:
+                if depth == 0:
+                    break
+                depth -= 1
+            elif depth == 0 and tok.kind == "op" and tok.value in stops:
+                break
+            pos += step
+        return pos
 
     def function(self, k: int, j: int, writes: list) -> int:
         """A function definition at k: its arguments and body are its own scope; the names its body
