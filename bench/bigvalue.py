@@ -67,7 +67,7 @@ def breakdown(kind: str, mb: int) -> list[tuple[str, float]]:
     import numpy as np
     import pandas as pd
 
-    from jupyter_flow.preview import describe
+    from jupyter_flow.store.preview import describe
     from jupyter_flow.store import Store, blobs, layout
 
     value = make(kind, mb, seed=1)
@@ -94,7 +94,7 @@ def breakdown(kind: str, mb: int) -> list[tuple[str, float]]:
                        time.perf_counter() - start - stages[0][1] - stages[1][1]))
         timed("rename into place", lambda: store.put_file(tmp, layout.blob(digest)))
         try:
-            from jupyter_flow import secrets
+            from jupyter_flow.execution import secrets
         except ImportError:
             secrets = None
         if secrets is not None and hasattr(secrets, "_CheckingWriter"):  # what a kernel adds: the secret scan

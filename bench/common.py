@@ -170,7 +170,7 @@ def jupyter_flow_available() -> bool:
 
 def latest_jf_run_id(store: Path) -> str:
     """Id of the newest run in a jupyter_flow store (read through its client API)."""
-    from jupyter_flow import client
+    from jupyter_flow.readers import client
     from jupyter_flow.store import open_store
 
     runs = client.list_runs(open_store(str(store)), limit=1)

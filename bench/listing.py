@@ -70,7 +70,7 @@ class Side:
     def in_process(self, repeat: int) -> tuple[float, float]:
         """(wall, CPU) median seconds of the listing alone, `client.list_runs(flow, user, limit=20)`,
         in a process that has imported this side's jupyter_flow: without the interpreter's start."""
-        code = ("import json, statistics, sys, time\nfrom jupyter_flow import client\n"
+        code = ("import json, statistics, sys, time\nfrom jupyter_flow.readers import client\n"
                 "from jupyter_flow.store.records import current_user\nwall, cpu = [], []\n"
                 f"for _ in range({repeat}):\n"
                 "    w, c = time.perf_counter(), time.process_time()\n"

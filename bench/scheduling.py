@@ -74,7 +74,7 @@ def one_run(path: Path, store: str, executor: str) -> tuple[float, float, float,
     """(CPU seconds to build the Flow, wall seconds of the run, CPU seconds of the runner's thread, status).
     CPU time, not wall time: on a shared machine the wall clock counts other people's work too."""
     from jupyter_flow import runtime
-    from jupyter_flow.dag import build_flow
+    from jupyter_flow.flow.dag import build_flow
 
     c0 = time.thread_time()
     build_flow(path)

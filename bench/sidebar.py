@@ -221,7 +221,7 @@ def foreach_from_sidebar(sidebar: Sidebar, n: int) -> dict:
 
 def foreach_from_cli(store: Path, n: int) -> dict:
     """The same flow run by `jupyter flow run`: the runner is that command's own process."""
-    cmd = [sys.executable, "-m", "jupyter_flow.cli", "run", str(NOTEBOOKS / "foreach20.ipynb"), "--store", str(store),
+    cmd = [sys.executable, "-m", "jupyter_flow.cli.main", "run", str(NOTEBOOKS / "foreach20.ipynb"), "--store", str(store),
            "-p", "n", str(n), "--no-cache"]
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

@@ -3,12 +3,13 @@
 Importing this package is cheap (a step's kernel imports it): every name below is loaded on first
 use.
 """
-from ._version import __version__
+from jupyter_flow._version import __version__
 
 _LAZY = {
-    "run": "api", "resume": "api", "load": "kernel", "record": "inkernel", "batch": "batches", "Batch": "batches",
-    "execute_notebook": "papermill_output", "show": "widgets", "compare": "widgets",
-    "Run": "client", "Flow": "client", "Task": "client", "namespace": "client", "runs_table": "client",
+    "run": "api", "resume": "api", "load": "readers.into_kernel", "record": "execution.in_kernel",
+    "batch": "runtime.batches", "Batch": "runtime.batches", "execute_notebook": "readers.papermill_output",
+    "show": "ui.widgets", "compare": "ui.widgets", "Run": "readers.client", "Flow": "readers.client",
+    "Task": "readers.client", "namespace": "readers.client", "runs_table": "readers.client",
     "FlowError": "errors",
 }
 
@@ -24,18 +25,18 @@ def __getattr__(name):
 
 
 def _jupyter_server_extension_points():
-    from .server import _jupyter_server_extension_points as points
+    from jupyter_flow.server import _jupyter_server_extension_points as points
 
     return points()
 
 
 def _jupyter_labextension_paths():
-    from .server import _jupyter_labextension_paths as paths
+    from jupyter_flow.server import _jupyter_labextension_paths as paths
 
     return paths()
 
 
 def load_ipython_extension(ipython):
-    from .kernel import register_magics
+    from jupyter_flow.readers.into_kernel import register_magics
 
     register_magics(ipython)

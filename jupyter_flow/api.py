@@ -4,8 +4,8 @@ In a notebook (a Jupyter kernel) the run shows as a live widget (see `widgets.Li
 """
 from __future__ import annotations
 
-from . import runtime
-from .client import Run
+from jupyter_flow import runtime
+from jupyter_flow.readers.client import Run
 
 
 def run(notebook, parameters: dict | None = None, store=None, executor: str = "local", scheduler: str | None = None,
@@ -18,7 +18,7 @@ def run(notebook, parameters: dict | None = None, store=None, executor: str = "l
     widget (default: when called in a Jupyter kernel). executor_options: passed to the executor.
     kernel_name: the kernel of every step without a `kernel:` tag, instead of the notebook's (papermill's
     kernel_name); cwd: where the kernels run (default: the notebook's folder)."""
-    from .widgets import LiveRun, widget_frontend
+    from jupyter_flow.ui.widgets import LiveRun, widget_frontend
 
     runner = runtime.prepare(notebook, parameters=parameters, store=store, executor=executor, scheduler=scheduler,
                              max_workers=max_workers, no_cache=no_cache, on_event=on_event,

@@ -21,8 +21,8 @@ from hypothesis import strategies as st
 from test_cancel import LONG, SLOW, _assert_cancelled_with_snapshot, _wait_for_moment
 
 import jupyter_flow
-from jupyter_flow.client import list_runs
-from jupyter_flow.fsck import check
+from jupyter_flow.readers.client import list_runs
+from jupyter_flow.store.fsck import check
 from jupyter_flow.store import open_store, records
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")]

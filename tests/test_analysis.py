@@ -5,8 +5,8 @@ import json
 import pytest
 from conftest import EXAMPLES, SCENARIOS, cli, one_line_error, run_dirs
 
-from jupyter_flow.analysis import analyze
-from jupyter_flow.dag import build_flow
+from jupyter_flow.flow.analysis import analyze
+from jupyter_flow.flow.dag import build_flow
 from jupyter_flow.errors import FlowError
 
 
@@ -159,7 +159,7 @@ def test_foreach_over_an_expression_parameter_evaluates_it_in_a_step():
 
 
 def test_the_parameters_cell_runs_where_it_is_among_shared_cells():
-    from jupyter_flow import stepbook
+    from jupyter_flow.flow import stepbook
 
     flow = build_flow(SCENARIOS / "before_parameters.ipynb")
     cells = stepbook.build(flow, flow.steps["a"], "run", 0)["cells"]

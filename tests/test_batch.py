@@ -65,7 +65,7 @@ def test_batch_from_python_returns_runs_and_a_table(store):
 def test_a_grid_is_the_product_of_its_lists_with_fixed_values_everywhere(grid, fixed):
     from math import prod
 
-    from jupyter_flow.batches import expand
+    from jupyter_flow.runtime.batches import expand
 
     sets = expand(grid, fixed)
     assert len(sets) == prod(len(v) for v in grid.values())

@@ -10,7 +10,7 @@ from conftest import cli, tagged_notebook
 # Runs `jupyter flow run` in this process, then says what it imported and which zygotes it started.
 PROBE = """
 import sys
-from jupyter_flow import cli, forkserver
+from jupyter_flow.cli import main as cli; from jupyter_flow.speed import forkserver
 code = cli.run_main(sys.argv[1:])
 print("EXIT", code, "PAPERMILL", "papermill" in sys.modules, "NBCLIENT", "nbclient" in sys.modules,
       "ZYGOTES", len(forkserver._servers))

@@ -15,8 +15,8 @@ from conftest import SCENARIOS
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from jupyter_flow.cleanup import collect
-from jupyter_flow.fsck import check
+from jupyter_flow.store.gc import collect
+from jupyter_flow.store.fsck import check
 from jupyter_flow.store import layout, open_store, records
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(3600)]

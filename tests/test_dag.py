@@ -4,7 +4,7 @@ import json
 import pytest
 from conftest import EXAMPLES, SCENARIOS, cli
 
-from jupyter_flow.dag import build_flow
+from jupyter_flow.flow.dag import build_flow
 from jupyter_flow.errors import FlowError
 
 

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from conftest import SCENARIOS, cli, one_line_error, wait_for
 
-from jupyter_flow import envs
+from jupyter_flow.execution import envs
 from jupyter_flow.errors import FlowError
-from jupyter_flow.notebook import read
+from jupyter_flow.flow.notebook import read
 
 
 @pytest.fixture(scope="module")
@@ -141,7 +141,7 @@ def test_a_package_that_does_not_exist_fails_the_step_with_uvs_reason(env_cache,
 def test_a_build_killed_midway_is_never_used_and_concurrent_builds_share_one(env_cache):
     requirements = ["six==1.16.0", "toolz==1.0.0"]
     key = envs.env_key(requirements)
-    code = f"from jupyter_flow import envs; print(envs.ensure({requirements!r}).path)"
+    code = f"from jupyter_flow.execution import envs; print(envs.ensure({requirements!r}).path)"
     proc = subprocess.Popen([sys.executable, "-c", code], start_new_session=True, stdout=subprocess.DEVNULL)
     try:
         wait_for(lambda: any(n.startswith(f".build-{key}-") for n in os.listdir(env_cache)) or proc.poll() is not None,
@@ -202,7 +202,7 @@ def test_concurrent_builds_find_uv_however_the_threads_interleave():
     sysconfig reset each time and threads switched as often as Python allows."""
     code = (
         "import sys, sysconfig, threading\n"
-        "from jupyter_flow import envs\n"
+        "from jupyter_flow.execution import envs\n"
         "sys.setswitchinterval(1e-6)\n"
         "found, errors = set(), []\n"
         "def look(barrier):\n"

@@ -13,7 +13,7 @@ from importlib import metadata
 import pytest
 from conftest import tagged_notebook
 
-from jupyter_flow import files
+from jupyter_flow.execution import files
 from jupyter_flow.errors import CorruptBlob
 from jupyter_flow.store import open_store, records
 from jupyter_flow.store.layout import blob
@@ -376,7 +376,7 @@ def test_the_hook_records_renames_removals_and_appends_and_never_breaks_the_prog
     """The hook itself, in a plain interpreter (as in a kernel, it stays installed for good)."""
     script = f"""
 import json, os, shutil, sys
-from jupyter_flow import inkernel
+from jupyter_flow.execution import in_kernel as inkernel
 os.chdir({str(tmp_path)!r})
 open('kept.txt', 'w').write('k')
 open('log.txt', 'w').write('1')
@@ -405,7 +405,7 @@ print(json.dumps({{"read": sorted(f.read), "written": sorted(f.written), "remove
 def test_a_step_gets_the_files_its_ancestors_wrote_the_later_writer_winning(tmp_path):
     """Which files a task restores before it runs: its ancestors' (not its siblings'), where two wrote one
     file the later in the notebook wins even through another branch, and a removed file is left out."""
-    from jupyter_flow.dag import build_flow
+    from jupyter_flow.flow.dag import build_flow
     from jupyter_flow.runtime.readiness import Task
     from jupyter_flow.runtime.spec import Specs
 

@@ -1,4 +1,4 @@
-"""The runner's import trims (jupyter_flow._imports) change what is imported when, never what works:
+"""The runner's import trims (jupyter_flow.speed.import_trims) change what is imported when, never what works:
 each check runs in a fresh interpreter, as a CLI process starts."""
 import subprocess
 import sys
@@ -16,7 +16,7 @@ def test_papermill_imports_without_boto3_and_its_s3_handler_still_works():
     pytest.importorskip("boto3")
     out = _fresh(
         "import sys\n"
-        "from jupyter_flow._imports import fast_notebook_imports\n"
+        "from jupyter_flow.speed.import_trims import fast_notebook_imports\n"
         "fast_notebook_imports()\n"
         "import papermill, papermill.iorw\n"
         "print('boto3' in sys.modules)\n"
@@ -30,7 +30,7 @@ def test_format_checker_packages_are_hidden_from_jsonschema_only():
     and each one that is installed can be imported afterwards."""
     out = _fresh(
         "import importlib, importlib.util, sys\n"
-        "from jupyter_flow._imports import FORMAT_CHECKER_PACKAGES, fast_notebook_imports\n"
+        "from jupyter_flow.speed.import_trims import FORMAT_CHECKER_PACKAGES, fast_notebook_imports\n"
         "fast_notebook_imports()\n"
         "import nbformat\n"
         "print(sorted(set(FORMAT_CHECKER_PACKAGES) & set(sys.modules)))\n"
@@ -46,7 +46,7 @@ def test_a_process_that_has_papermill_already_is_left_alone():
     out = _fresh(
         "import papermill, sys\n"
         "real = sys.modules.get('papermill.s3')\n"
-        "from jupyter_flow._imports import fast_notebook_imports\n"
+        "from jupyter_flow.speed.import_trims import fast_notebook_imports\n"
         "fast_notebook_imports()\n"
         "print(sys.modules.get('papermill.s3') is real)\n")
     assert out == "True"

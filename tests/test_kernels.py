@@ -10,7 +10,7 @@ import pytest
 from conftest import cli, tagged_notebook
 
 import jupyter_flow
-from jupyter_flow import kernels
+from jupyter_flow.execution import kernel_pool
 
 pytestmark = pytest.mark.slow
 
@@ -79,20 +79,20 @@ def test_a_kernelspec_that_cannot_be_forked_starts_the_usual_way_and_says_why_on
 def test_the_provisioner_is_registered_and_launches_the_kernel(tmp_path):
     from jupyter_client.provisioning import KernelProvisionerFactory
 
-    from jupyter_flow import forkserver
+    from jupyter_flow.speed import forkserver
 
-    km = kernels.start_kernel("python3", str(tmp_path))
+    km = kernel_pool.start_kernel("python3", str(tmp_path))
     try:
-        assert type(km.provisioner) is kernels.ForkProvisioner
-        assert KernelProvisionerFactory.instance().provisioners[kernels.PROVISIONER].load() is kernels.ForkProvisioner
-        kc = kernels.blocking_client(km)
+        assert type(km.provisioner) is kernel_pool.ForkProvisioner
+        assert KernelProvisionerFactory.instance().provisioners[kernel_pool.PROVISIONER].load() is kernel_pool.ForkProvisioner
+        kc = kernel_pool.blocking_client(km)
         try:  # the answer comes in the reply itself (a new client may miss the first IOPub messages)
             kc.execute("import os", user_expressions={"parent": "os.getppid()"})
             reply = kc.get_shell_msg(timeout=60)
         finally:
             kc.stop_channels()
     finally:
-        kernels.kill_kernel(km)
+        kernel_pool.kill_kernel(km)
     assert reply["content"]["status"] == "ok"
     parent = reply["content"]["user_expressions"]["parent"]["data"]["text/plain"]
     assert int(parent) == forkserver.server().proc.pid
@@ -114,7 +114,7 @@ def test_releasing_kernels_never_harms_their_running_siblings(tmp_path, busy_cor
     # kernel's exit for it; signals sent by pid could hit it too. Here kernels are released a few hundred
     # times while a sibling runs a cell; each new sibling is given, where the machine allows, the pid of
     # a kernel released and reaped before it.
-    pool = kernels.KernelPool()
+    pool = kernel_pool.KernelPool()
     stop = tmp_path / "stop"
     cell = f"import os, time\nwhile not os.path.exists({str(stop)!r}): time.sleep(0.005)\nok = os.getpid()"
     released: list[int] = []
@@ -126,11 +126,11 @@ def test_releasing_kernels_never_harms_their_running_siblings(tmp_path, busy_cor
                     _finish(sibling, stop, pool)
                 if released and not os.path.exists(f"/proc/{released[-1]}"):
                     _reuse_pid_next(released[-1])  # best effort: other processes may take it first
-                sibling = _running(kernels.start_kernel("python3", str(tmp_path)), cell)
-            km = kernels.start_kernel("python3", str(tmp_path))
-            released.append(kernels.kernel_pid(km))
+                sibling = _running(kernel_pool.start_kernel("python3", str(tmp_path)), cell)
+            km = kernel_pool.start_kernel("python3", str(tmp_path))
+            released.append(kernel_pool.kernel_pid(km))
             pool.release(km)
-            assert kernels.kernel_exit(sibling[0]) is None, f"the running sibling died after {i + 1} releases"
+            assert kernel_pool.kernel_exit(sibling[0]) is None, f"the running sibling died after {i + 1} releases"
         _finish(sibling, stop, pool)
         sibling = None
     finally:
@@ -140,7 +140,7 @@ def test_releasing_kernels_never_harms_their_running_siblings(tmp_path, busy_cor
 
 def _running(km, code: str):
     """(km, client, msg_id): `code` started in the kernel, not waited for."""
-    kc = kernels.blocking_client(km)
+    kc = kernel_pool.blocking_client(km)
     return km, kc, kc.execute(code, user_expressions={"pid": "ok"})
 
 
@@ -152,7 +152,7 @@ def _finish(sibling, stop, pool) -> None:
         while (reply := kc.get_shell_msg(timeout=120))["parent_header"].get("msg_id") != msg_id:
             pass
         assert reply["content"]["status"] == "ok", reply["content"]
-        assert reply["content"]["user_expressions"]["pid"]["data"]["text/plain"] == str(kernels.kernel_pid(km))
+        assert reply["content"]["user_expressions"]["pid"]["data"]["text/plain"] == str(kernel_pool.kernel_pid(km))
     finally:
         kc.stop_channels()
         stop.unlink()

@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import jupyter_flow
-from jupyter_flow import forkserver
+from jupyter_flow.speed import forkserver
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")]
 
@@ -90,7 +90,7 @@ def test_a_kernelspec_of_ipykernel_install_sys_prefix_in_a_virtualenv_forks(tmp_
     venv = _venv(tmp_path / "venv")
     python = venv / "bin" / "python"
     for script, code in (("jupyter", "from jupyter_core.command import main as entry"),
-                         ("jupyter-flow", "from jupyter_flow.cli import entry")):  # as pip would install them
+                         ("jupyter-flow", "from jupyter_flow.cli.main import entry")):  # as pip would install them
         (venv / "bin" / script).write_text(f"#!{python}\nimport sys\n{code}\nsys.exit(entry())\n")
         (venv / "bin" / script).chmod(0o755)
     env = {**_user_dirs(tmp_path), "PATH": f"{venv / 'bin'}{os.pathsep}{os.environ['PATH']}", "VIRTUAL_ENV": str(venv)}

@@ -18,7 +18,7 @@ kfp = pytest.importorskip("kfp")
 def main_error(capsys, *args) -> str:
     """The one-line error of `jupyter flow ARGS` (exit code 2), run in this process: bad input is
     refused before kfp is asked anything, so no subprocess is needed to see it."""
-    from jupyter_flow.cli import main
+    from jupyter_flow.cli.main import main
 
     capsys.readouterr()
     assert main([str(a) for a in args]) == 2
@@ -45,7 +45,7 @@ def tasks_of(spec: dict) -> dict:
 
 
 def test_export_compiles_steps_parameters_foreach_limits_and_retries(tmp_path):
-    from jupyter_flow.kfp import export
+    from jupyter_flow.kubeflow.pipeline import export
 
     out = tmp_path / "foreach.yaml"
     cli("export", SCENARIOS / "foreach.ipynb", "--to", "kfp", "-o", out, "--store", "s3://bucket/flows",
@@ -112,8 +112,8 @@ def local_kfp(tmp_path):
 
 @pytest.mark.slow
 def test_local_runner_runs_branches_foreach_and_retries_into_our_store(store, local_kfp, tmp_path):
-    from jupyter_flow import client
-    from jupyter_flow.kfp import pipeline
+    from jupyter_flow.readers import client
+    from jupyter_flow.kubeflow.pipeline import pipeline
 
     counter = tmp_path / "counter.txt"
     pipeline(SCENARIOS / "kfp_branches.ipynb", store=store, allow_local_store=True)(
@@ -136,8 +136,8 @@ def test_local_runner_runs_branches_foreach_and_retries_into_our_store(store, lo
 
 @pytest.mark.slow
 def test_failed_kubeflow_run_is_recorded_loads_into_a_kernel_and_resumes_locally(store, local_kfp, notebook_copy):
-    from jupyter_flow import client, kernel
-    from jupyter_flow.kfp import pipeline
+    from jupyter_flow.readers import client, into_kernel
+    from jupyter_flow.kubeflow.pipeline import pipeline
 
     path = notebook_copy("error_notebook.ipynb")
     pipeline(path, store=store, allow_local_store=True)()
@@ -149,7 +149,7 @@ def test_failed_kubeflow_run_is_recorded_loads_into_a_kernel_and_resumes_locally
     assert {t["step"]: t["status"] for t in run["tasks"]} == {"first": "succeeded", "second": "failed"}
 
     into: dict = {}
-    kernel.load(run["id"], "second", store=store, into=into)
+    into_kernel.load(run["id"], "second", store=store, into=into)
     assert (into["a"], into["b"]) == (2, 0)
 
     nb = json.loads(path.read_text())
@@ -167,8 +167,8 @@ def test_failed_kubeflow_run_is_recorded_loads_into_a_kernel_and_resumes_locally
 
 @pytest.mark.slow
 def test_jupyter_flow_cancel_stops_a_kubeflow_run(store, local_kfp):
-    from jupyter_flow import client
-    from jupyter_flow.kfp import pipeline
+    from jupyter_flow.readers import client
+    from jupyter_flow.kubeflow.pipeline import pipeline
 
     func = pipeline(SCENARIOS / "slow.ipynb", store=store, allow_local_store=True)
     runner = threading.Thread(target=func, kwargs={"sleep_s": 600}, daemon=True)

@@ -12,10 +12,11 @@ from conftest import SCENARIOS, cli, tagged_notebook
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from jupyter_flow import analysis_r, crossing
-from jupyter_flow.dag import build_flow
+from jupyter_flow.flow import analysis_r
+from jupyter_flow.store import neutral
+from jupyter_flow.flow.dag import build_flow
 from jupyter_flow.errors import FlowError
-from jupyter_flow.kernels import installed_kernels
+from jupyter_flow.execution.kernel_pool import installed_kernels
 
 needs_r = pytest.mark.skipif("ir" not in installed_kernels(), reason="the R kernel (ir) is not installed; "
                              ".ci/run installs it (r-base-core r-cran-irkernel r-cran-jsonlite)")
@@ -95,35 +96,35 @@ values = st.recursive(scalars, lambda inner: st.lists(inner, min_size=2, max_siz
 
 def _vector_like(xs) -> bool:
     """Lists that become vectors (and come back as numpy arrays): all numbers, all bools or all str."""
-    return len(crossing._kinds(xs)) == 1
+    return len(neutral._kinds(xs)) == 1
 
 
 @settings(max_examples=200, deadline=None)
 @given(values)
 def test_plain_values_come_back_as_they_went(value):
-    assert crossing.loads(crossing.dumps(value)) == value
+    assert neutral.loads(neutral.dumps(value)) == value
 
 
 def test_tables_vectors_and_matrices_keep_their_types():
     df = pd.DataFrame({"n": [1, 2, 3], "x": [0.5, None, 2.0], "s": ["a", None, "c"], "ok": [True, False, True],
                        "c": pd.Categorical(["lo", "hi", "lo"])})
-    back = crossing.loads(crossing.dumps(df))
+    back = neutral.loads(neutral.dumps(df))
     pd.testing.assert_frame_equal(back, df)
-    assert np.array_equal(crossing.loads(crossing.dumps([1.0, 2.5])), np.array([1.0, 2.5]))
+    assert np.array_equal(neutral.loads(neutral.dumps([1.0, 2.5])), np.array([1.0, 2.5]))
     matrix = np.arange(6, dtype=float).reshape(2, 3)
-    assert np.array_equal(crossing.loads(crossing.dumps(matrix)), matrix)
-    assert crossing.loads(crossing.dumps(np.array([1, 2, 3]))).dtype == np.int64
-    assert np.array_equal(crossing.loads(crossing.dumps([1, 2.5, None])), [1.0, 2.5, np.nan], equal_nan=True)
-    assert crossing.loads(crossing.dumps(np.bool_(True))) is True
+    assert np.array_equal(neutral.loads(neutral.dumps(matrix)), matrix)
+    assert neutral.loads(neutral.dumps(np.array([1, 2, 3]))).dtype == np.int64
+    assert np.array_equal(neutral.loads(neutral.dumps([1, 2.5, None])), [1.0, 2.5, np.nan], equal_nan=True)
+    assert neutral.loads(neutral.dumps(np.bool_(True))) is True
 
 
 def test_what_cannot_cross_says_why():
     from sklearn.linear_model import LinearRegression
 
-    assert crossing.check(LinearRegression()) == "a sklearn.linear_model._base.LinearRegression"
-    assert crossing.check({1: "a"}) == "a dict whose keys are not all str"
-    assert "datetime64" in crossing.check(pd.DataFrame({"t": pd.to_datetime(["2024-01-01"])}))
-    assert crossing.check(np.zeros((2, 2, 2))).startswith("a 3-D numpy array")
+    assert neutral.check(LinearRegression()) == "a sklearn.linear_model._base.LinearRegression"
+    assert neutral.check({1: "a"}) == "a dict whose keys are not all str"
+    assert "datetime64" in neutral.check(pd.DataFrame({"t": pd.to_datetime(["2024-01-01"])}))
+    assert neutral.check(np.zeros((2, 2, 2))).startswith("a 3-D numpy array")
 
 
 # -- real runs -----------------------------------------------------------------------------------------
@@ -213,9 +214,9 @@ def test_a_failing_r_step_keeps_its_variables(tmp_path, run_flow, store):
     namespace = {}
     jupyter_flow.load(run.id, "second", store=store, into=namespace)
     assert namespace["total"] == 12.0 and np.array_equal(namespace["values"], [1.5, 2.5])
-    from jupyter_flow.languages import HERE
+    from jupyter_flow.flow.languages import HERE
 
-    code = (f"source({json.dumps(str(HERE / 'inkernel.R'))}); names <- .jf$load({json.dumps(run.id)}, 'second'); "
+    code = (f"source({json.dumps(str(HERE / 'in_kernel.R'))}); names <- .jf$load({json.dumps(run.id)}, 'second'); "
             "cat(sort(names), total, values, sep = ' ')")
     proc = subprocess.run(["Rscript", "-e", code], capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode == 0, proc.stderr
@@ -256,22 +257,22 @@ def test_a_bash_notebook_still_runs_as_one_step():
 
 
 def test_the_r_side_is_shipped_and_parses():
-    from jupyter_flow.languages import HERE
+    from jupyter_flow.flow.languages import HERE
 
     if shutil.which("Rscript") is None:
         pytest.skip("R is not installed")
-    proc = subprocess.run(["Rscript", "-e", (f"source({json.dumps(str(HERE / 'inkernel.R'))}); "
+    proc = subprocess.run(["Rscript", "-e", (f"source({json.dumps(str(HERE / 'in_kernel.R'))}); "
                            "cat(jsonlite::toJSON(.jf$encode(data.frame(a = 1:2, b = c('x', NA))), auto_unbox = TRUE))")],
                           capture_output=True, text=True, timeout=60, check=False)
     assert proc.returncode == 0, proc.stderr
-    back = crossing.decode(json.loads(proc.stdout))
+    back = neutral.decode(json.loads(proc.stdout))
     pd.testing.assert_frame_equal(back, pd.DataFrame({"a": [1, 2], "b": ["x", None]}))
 
 
 def test_a_machine_without_the_kernel_says_which_and_how_to_install_it():
     from jupyter_client.kernelspec import NoSuchKernel
 
-    from jupyter_flow import languages
+    from jupyter_flow.flow import languages
 
     spec = {"kernel": "ir", "step": "model", "stepbook": {"metadata": {"kernelspec": {"language": "R"}}}}
     message = languages.explain(NoSuchKernel("ir"), spec)

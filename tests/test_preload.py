@@ -8,7 +8,7 @@ import pytest
 from conftest import cli, tagged_notebook
 
 import jupyter_flow
-from jupyter_flow.forkserver import modules_to_preload
+from jupyter_flow.speed.forkserver import modules_to_preload
 
 pytestmark = pytest.mark.slow
 

@@ -16,7 +16,7 @@ from conftest import cli, one_line_error
 from support.services import s3_bucket
 
 import jupyter_flow
-from jupyter_flow import client
+from jupyter_flow.readers import client
 from jupyter_flow.errors import FlowError
 
 pytestmark = pytest.mark.slow

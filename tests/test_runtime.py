@@ -1,7 +1,7 @@
 """Scheduling decisions that must stay cheap however the DAG is shaped."""
 import nbformat
 
-from jupyter_flow.dag import build_flow
+from jupyter_flow.flow.dag import build_flow
 from jupyter_flow.executors.base import Executor
 from jupyter_flow.runtime import Runner, Task
 from jupyter_flow.runtime.readiness import Readiness

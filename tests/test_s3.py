@@ -15,7 +15,7 @@ from conftest import cli, one_line_error
 from support.services import free_port, s3_bucket
 
 import jupyter_flow
-from jupyter_flow import client
+from jupyter_flow.readers import client
 from jupyter_flow.store import open_store
 
 pytestmark = pytest.mark.slow
@@ -134,7 +134,7 @@ def test_listing_through_the_run_index_on_s3(s3, s3_store):
     sys.path.insert(0, str(Path(__file__).resolve().parent / "store"))
     from test_run_index import record, write_mixed_runs
 
-    from jupyter_flow import fsck
+    from jupyter_flow.store import fsck
     from jupyter_flow.store import layout, records
 
     store = open_store(s3_store)

@@ -16,9 +16,9 @@ from hypothesis import strategies as st
 from test_s3 import s3  # noqa: F401 - the S3 server fixture
 
 import jupyter_flow
-from jupyter_flow import secrets
+from jupyter_flow.execution import secrets
 from jupyter_flow.errors import FlowError
-from jupyter_flow.notebook import read
+from jupyter_flow.flow.notebook import read
 from jupyter_flow.store import open_store
 
 TOKEN = "tok-3b9f1c7e5a2d4f60"  # $MY_SERVICE_TOKEN: secret by its name
@@ -249,7 +249,7 @@ def test_the_module_imports_nothing_heavy():
     import subprocess
     import sys
 
-    code = "import sys; import jupyter_flow.secrets; print(sorted(m for m in sys.modules if m.split('.')[0] in " \
+    code = "import sys; import jupyter_flow.execution.secrets; print(sorted(m for m in sys.modules if m.split('.')[0] in " \
            "('botocore', 'boto3', 'requests', 'numpy', 'cloudpickle')))"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "[]"
 

@@ -19,7 +19,8 @@ from conftest import cli, one_line_error, tagged_notebook, wait_for
 from support.services import s3_bucket
 
 import jupyter_flow
-from jupyter_flow import client, runtime
+from jupyter_flow.readers import client
+from jupyter_flow import runtime
 from jupyter_flow.store import layout, open_store, records
 
 pytestmark = pytest.mark.slow
@@ -120,7 +121,7 @@ def test_nobodys_gc_deletes_anothers_work(shared, tmp_path):
 
 # -- stale writers ------------------------------------------------------------------------------------
 def test_a_paused_attempt_that_wakes_up_never_replaces_the_newer_record(shared, tmp_path):
-    """Attempt 1 runs as its own process (`python -m jupyter_flow.task`, the door every executor uses)
+    """Attempt 1 runs as its own process (`python -m jupyter_flow.execution.task`, the door every executor uses)
     and is stopped with SIGSTOP mid-step; attempt 2 of the same task runs to the end meanwhile, as a
     retry on another worker would; then attempt 1 is continued: it finishes and writes its record,
     which the store refuses. Readers see attempt 2."""
@@ -139,7 +140,7 @@ def test_a_paused_attempt_that_wakes_up_never_replaces_the_newer_record(shared, 
         spec = runner.task_spec(runtime.Task("a", 0, attempt=attempt), {}, {}, None)
         path = tmp_path / f"spec{attempt}.json"
         path.write_text(json.dumps(spec))
-        return subprocess.Popen([sys.executable, "-m", "jupyter_flow.task", str(path)], stdout=subprocess.PIPE,
+        return subprocess.Popen([sys.executable, "-m", "jupyter_flow.execution.task", str(path)], stdout=subprocess.PIPE,
                                 text=True, env={**os.environ, **env})
 
     def record() -> dict:

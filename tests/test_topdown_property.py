@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 import jupyter_flow
-from jupyter_flow.dag import build_flow
+from jupyter_flow.flow.dag import build_flow
 from jupyter_flow.errors import FlowError
 
 pytestmark = pytest.mark.slow

@@ -10,8 +10,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import cli
-from jupyter_flow.preview import elide
-from jupyter_flow.views import elide_items
+from jupyter_flow.store.preview import elide
+from jupyter_flow.ui.tables import elide_items
 
 
 @given(st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=200), st.integers(5, 120))
@@ -45,7 +45,7 @@ def test_live_time_ticks_while_a_step_runs(monkeypatch):
     """The live table's time column is computed when drawn, not when a step ends (clock stubbed)."""
     from types import SimpleNamespace
 
-    from jupyter_flow import progress
+    from jupyter_flow.ui import progress
 
     clock = [100.0]
     monkeypatch.setattr(progress.time, "monotonic", lambda: clock[0])

@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 from importlib import import_module
 
-from ..errors import FlowError
+from jupyter_flow.errors import FlowError
 
 GROUP = "jupyter_flow.executors"
 BUILTIN = {"local": "jupyter_flow.executors.local:LocalExecutor",

@@ -10,7 +10,7 @@ from __future__ import annotations
 import socket
 from concurrent.futures import Future
 
-from ..control import TaskControl
+from jupyter_flow.execution.control import TaskControl
 
 
 class Executor:

@@ -28,12 +28,12 @@ import threading
 import time
 from concurrent.futures import Future
 
-from ..errors import FlowError
-from ..kernels import KernelPool, warmup_code
-from ..store import open_store, records
-from ..store.layout import run_file, task_json
-from ..task import TaskControl, new_record, now, run_task, warm_imports
-from .base import Executor
+from jupyter_flow.errors import FlowError
+from jupyter_flow.execution.kernel_pool import KernelPool, warmup_code
+from jupyter_flow.store import open_store, records
+from jupyter_flow.store.layout import run_file, task_json
+from jupyter_flow.execution.task import TaskControl, new_record, now, run_task, warm_imports
+from jupyter_flow.executors.base import Executor
 
 CONNECT_TIMEOUT_ENV = "JUPYTER_FLOW_DASK_TIMEOUT"
 RESOURCES = {"cpu": "cpu", "memory": "memory", "gpu": "gpu"}

@@ -8,10 +8,10 @@ import threading
 from collections import Counter
 from concurrent.futures import Future, ThreadPoolExecutor
 
-from .. import forkserver
-from ..kernels import KernelPool, warmup_code
-from ..task import TaskControl, run_task, warm_imports
-from .base import Executor
+from jupyter_flow.speed import forkserver
+from jupyter_flow.execution.kernel_pool import KernelPool, warmup_code
+from jupyter_flow.execution.task import TaskControl, run_task, warm_imports
+from jupyter_flow.executors.base import Executor
 
 
 class LocalExecutor(Executor):

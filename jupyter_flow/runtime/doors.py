@@ -4,12 +4,12 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-from .. import notebook
-from ..dag import Flow, build_flow
-from ..errors import FlowError
-from ..store import open_store
-from ..store.records import Status, find_run, list_runs, list_tasks, read_task_at
-from .loop import Runner
+from jupyter_flow.flow import notebook
+from jupyter_flow.flow.dag import Flow, build_flow
+from jupyter_flow.errors import FlowError
+from jupyter_flow.store import open_store
+from jupyter_flow.store.records import Status, find_run, list_runs, list_tasks, read_task_at
+from jupyter_flow.runtime.loop import Runner
 
 
 class RunHandle:
@@ -55,9 +55,9 @@ def prepare(notebook_path, parameters=None, store=None, executor="local", schedu
     """Validate everything a run needs and return its Runner; raises FlowError and writes nothing.
     kernel_name: the notebook's kernel for every step without a `kernel:` tag (papermill's -k); cwd:
     where the kernels run (papermill's --cwd; default the notebook's folder)."""
-    from ..executors import executor_class, make_executor
-    from ..kernels import check_kernelspecs
-    from ..params import overrides, replace_injected, resolve
+    from jupyter_flow.executors import executor_class, make_executor
+    from jupyter_flow.execution.kernel_pool import check_kernelspecs
+    from jupyter_flow.flow.params import overrides, replace_injected, resolve
 
     path = Path(notebook_path)
     if isinstance(executor, str):
@@ -133,7 +133,7 @@ def prepare_resume(run_id: str, store=None, parameters=None, from_step=None, not
     path = notebook_path or origin.notebook
     if not Path(path).exists():
         raise FlowError(f"the notebook of run {origin.id} is gone ({path}); pass its new path with --notebook")
-    from ..params import load_file, resolve
+    from jupyter_flow.flow.params import load_file, resolve
 
     defaults = resolve(build_flow(path))  # the origin's values but its defaults: a default is not injected
     given = {n: v for n, v in origin.parameters.items()

@@ -10,18 +10,18 @@ import socket
 import time
 from datetime import datetime, timezone
 
-from .._version import __version__
-from ..dag import Flow
-from ..errors import FlowError, failure_line
-from ..forkserver import modules_to_preload
-from ..store import Store, records
-from ..store.layout import run_key, time_id
-from ..store.records import DONE, current_user
-from ..task import TaskControl, now
-from . import continuing, reuse
-from .races import Races
-from .readiness import Readiness, Task
-from .spec import Specs
+from jupyter_flow._version import __version__
+from jupyter_flow.flow.dag import Flow
+from jupyter_flow.errors import FlowError, failure_line
+from jupyter_flow.speed.forkserver import modules_to_preload
+from jupyter_flow.store import Store, records
+from jupyter_flow.store.layout import run_key, time_id
+from jupyter_flow.store.records import DONE, current_user
+from jupyter_flow.execution.task import TaskControl, now
+from jupyter_flow.runtime import continuing, reuse
+from jupyter_flow.runtime.races import Races
+from jupyter_flow.runtime.readiness import Readiness, Task
+from jupyter_flow.runtime.spec import Specs
 
 HEARTBEAT_ENV = "JUPYTER_FLOW_HEARTBEAT"
 
@@ -83,8 +83,8 @@ class Runner:
     def begin(self) -> None:
         """Record the run (its notebook copy, then run.json): from here on, readers see it. The copy
         keeps no secret (see secrets.py) printed in the outputs the user saved."""
-        from .. import secrets
-        from ..store.blobs import new_hash
+        from jupyter_flow.execution import secrets
+        from jupyter_flow.store.blobs import new_hash
 
         if self.record["notebook_hash"]:
             return
@@ -150,7 +150,7 @@ class Runner:
         here = lambda s: self.executor.name == "local" or s.options.get("executor") == "local"  # noqa: E731
         pip = [s for s in self.flow.steps.values() if "pip" in s.options]
         if pip:
-            from ..envs import Builder
+            from jupyter_flow.execution.envs import Builder
 
             self.envs = Builder([s.options["pip"] for s in pip if here(s)], on_ready=lambda: self.done_q.put(None),
                                 resolve_sets=[s.options["pip"] for s in pip if not here(s)])
@@ -254,7 +254,7 @@ class Runner:
     def _executor_for(self, step):
         if step.options.get("executor") == "local" and self.executor.name != "local":
             if self.local is None:
-                from ..executors.local import LocalExecutor
+                from jupyter_flow.executors.local import LocalExecutor
 
                 self.local = LocalExecutor()
                 if self.readiness.kernel[step.name] is not None:  # its kernels boot as the main executor's would

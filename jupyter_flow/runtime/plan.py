@@ -10,12 +10,12 @@ run reuses steps after it that the plan says run.
 """
 from __future__ import annotations
 
-from ..dag import Flow, Step
-from ..errors import FlowError
-from ..store import Store, open_store
-from .readiness import Task
-from .reuse import Cache, cache_key, cache_parts
-from .spec import Specs
+from jupyter_flow.flow.dag import Flow, Step
+from jupyter_flow.errors import FlowError
+from jupyter_flow.store import Store, open_store
+from jupyter_flow.runtime.readiness import Task
+from jupyter_flow.runtime.reuse import Cache, cache_key, cache_parts
+from jupyter_flow.runtime.spec import Specs
 
 
 def plan(flow: Flow, store: Store | str | None = None, parameters: dict | None = None, no_cache: bool = False,
@@ -23,7 +23,7 @@ def plan(flow: Flow, store: Store | str | None = None, parameters: dict | None =
     """One dict per step, in order: {"step", "action": "run" | "reuse", "reason", "origin": the run
     that made the reused result, or None}. `parameters`: values for the parameters cell (checked as
     a run checks them: FlowError on a bad one); `cwd`: where the steps' files are (the notebook's folder)."""
-    from ..params import overrides, resolve
+    from jupyter_flow.flow.params import overrides, resolve
 
     store = open_store(store)
     injected = overrides(flow, parameters)  # the values a run would inject (its cache keys hold these)
@@ -84,7 +84,7 @@ def _pip_packages(step: Step) -> list | None:
     pip = step.options.get("pip")
     if not pip:
         return None
-    from ..envs import env_key, list_envs
+    from jupyter_flow.execution.envs import env_key, list_envs
 
     key = env_key(pip)
     return [pip, next((e["packages"] for e in list_envs() if e["key"] == key), None)]

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..dag import Flow
-from ..store.records import DONE, TERMINAL
-from .readiness import Task
+from jupyter_flow.flow.dag import Flow
+from jupyter_flow.store.records import DONE, TERMINAL
+from jupyter_flow.runtime.readiness import Task
 
 
 @dataclass

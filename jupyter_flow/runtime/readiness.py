@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections import Counter, deque
 from dataclasses import dataclass, field
 
-from ..control import TaskControl
-from ..dag import Flow
-from ..store.records import DONE, TERMINAL
+from jupyter_flow.execution.control import TaskControl
+from jupyter_flow.flow.dag import Flow
+from jupyter_flow.store.records import DONE, TERMINAL
 
 
 @dataclass

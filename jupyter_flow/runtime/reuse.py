@@ -20,15 +20,15 @@ import difflib
 import json
 from dataclasses import dataclass
 
-from .. import analysis
-from .._version import __version__
-from ..dag import Flow
-from ..errors import FlowError
-from ..preview import elide
-from ..store import Store, layout, records
-from ..store.layout import task_key
-from ..store.records import DONE
-from ..task import now
+from jupyter_flow.flow import analysis
+from jupyter_flow._version import __version__
+from jupyter_flow.flow.dag import Flow
+from jupyter_flow.errors import FlowError
+from jupyter_flow.store.preview import elide
+from jupyter_flow.store import Store, layout, records
+from jupyter_flow.store.layout import task_key
+from jupyter_flow.store.records import DONE
+from jupyter_flow.execution.task import now
 
 PREVIOUS_RUNS = 10  # how many of the flow's latest runs are searched for a step's last task (to say what changed)
 
@@ -53,7 +53,7 @@ def cache_parts(flow: Flow, parameters: dict, name: str, index: int, refs: dict,
 
 def cache_key(parts: dict) -> str:
     """The key of `parts`: the code's text, not where its cells are, so moving a cell keeps it."""
-    from ..store.blobs import new_hash
+    from jupyter_flow.store.blobs import new_hash
 
     payload = {k: v for k, v in parts.items() if k != "cells"}
     payload["code"] = [c["code"] for c in parts["cells"]]
@@ -147,7 +147,7 @@ class Cache:
     def _changed_files(self, read: dict, restored: dict) -> str | None:
         """The first file of `read` whose content differs now, as files.changes says it; a file in
         `restored` is compared with what will be restored there."""
-        from ..files import changes
+        from jupyter_flow.execution.files import changes
 
         for path, was in read.items():
             if path not in restored:
@@ -219,7 +219,7 @@ class Cache:
         old = decision.old
         written = (old.get("files") or {}).get("written") or {}
         if written:
-            from ..files import restore
+            from jupyter_flow.execution.files import restore
 
             try:
                 restore(self.store, written, self.cwd)

@@ -3,7 +3,7 @@
 Nothing here schedules or stores anything: every route calls the engine (runtime, client, dag).
 This module stays import-light; tornado and the handlers load only when the server loads us.
 """
-from .._version import __version__  # noqa: F401  (shown by `jupyter server extension list`)
+from jupyter_flow._version import __version__  # noqa: F401  (shown by `jupyter server extension list`)
 
 
 def _jupyter_server_extension_points():
@@ -16,6 +16,6 @@ def _jupyter_labextension_paths():
 
 
 def _load_jupyter_server_extension(serverapp):
-    from .handlers import setup_handlers
+    from jupyter_flow.server.handlers import setup_handlers
 
     setup_handlers(serverapp)

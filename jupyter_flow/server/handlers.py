@@ -17,8 +17,8 @@ from jupyter_server.utils import url_path_join
 from jupyter_flow.errors import FlowError, NotFound
 from jupyter_flow.store import ReadOnly
 
-from .config import JupyterFlow
-from .service import FlowService
+from jupyter_flow.server.config import JupyterFlow
+from jupyter_flow.server.service import FlowService
 
 API_PREFIX = "jupyter-flow/api"
 RESOURCE = "jupyter_flow"
@@ -208,7 +208,7 @@ ROUTES = [
 
 
 def setup_handlers(serverapp) -> None:
-    from . import live
+    from jupyter_flow.server import live
 
     web_app = serverapp.web_app
     config = JupyterFlow(config=serverapp.config, parent=serverapp)

@@ -10,7 +10,7 @@ from jupyter_flow.errors import FlowError
 from jupyter_flow.executors import names as executor_names
 from jupyter_flow.store.records import current_user
 
-from .paths import resolve_notebook, to_api
+from jupyter_flow.server.paths import resolve_notebook, to_api
 
 TASK_FILES = {"log": "log.txt", "notebook": "output.ipynb"}
 # CPython 3.11's ast.parse is not thread-safe ("AST constructor recursion depth mismatch", or a
@@ -82,7 +82,7 @@ class FlowService:
 
     def _flow(self, api_path: str, content: dict | None):
         """The Flow of the notebook saved at `api_path`, or of `content` (its unsaved state) if given."""
-        from jupyter_flow.dag import build_flow
+        from jupyter_flow.flow.dag import build_flow
 
         if content is not None and not isinstance(content.get("cells"), list):
             raise FlowError("'content' must be a notebook (a JSON object with a 'cells' list)")
@@ -105,7 +105,7 @@ class FlowService:
         """A page of run records, newest first: {"runs": the `limit` from `offset` on, "more": whether
         others follow}. Each run carries `pinned` (see client.list_runs), a run of a batch `batch: {id,
         index}` (index: its parameter set)."""
-        from jupyter_flow import client
+        from jupyter_flow.readers import client
 
         wanted = offset + limit + 1 if limit else None  # one more: is there a next page?
         runs = client.list_runs(self.store, flow=flow, user=user, status=status, limit=wanted, batch=batch)
@@ -113,12 +113,12 @@ class FlowService:
         return {"runs": [self._with_path(r) for r in page], "more": len(runs) > offset + len(page)}
 
     def get_run(self, run_id: str) -> dict:
-        from jupyter_flow import client
+        from jupyter_flow.readers import client
 
         return self._with_path(client.get_run(self.store, run_id))
 
     def _task(self, run_id: str, step: str, index: int) -> dict:
-        from jupyter_flow import client
+        from jupyter_flow.readers import client
 
         return client.read_task(self.store, run_id, step, index)
 
@@ -133,7 +133,7 @@ class FlowService:
         return self.notebook(api_path)
 
     def task_file(self, run_id: str, step: str, index: int, what: str):
-        from jupyter_flow import client
+        from jupyter_flow.readers import client
 
         if what == "notebook":
             self._run_notebook(run_id)
@@ -144,7 +144,7 @@ class FlowService:
 
     def task_artifacts(self, run_id: str, step: str, index: int) -> dict:
         """Names, types, sizes and previews recorded when the values were saved, and the failure snapshot."""
-        from jupyter_flow import client
+        from jupyter_flow.readers import client
 
         return client.task_artifacts(self.store, run_id, step, index)
 
@@ -167,12 +167,12 @@ class FlowService:
         return {"id": handle.run_id, "origin_run": run_id, "status": "running"}
 
     def pin(self, run_id: str, note: str | None = None) -> dict:
-        from jupyter_flow import client
+        from jupyter_flow.readers import client
 
         return client.pin(self.store, run_id, note)
 
     def unpin(self, run_id: str) -> dict:
-        from jupyter_flow import client
+        from jupyter_flow.readers import client
 
         return client.unpin(self.store, run_id)
 

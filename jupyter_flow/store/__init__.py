@@ -14,9 +14,9 @@ import os
 import tempfile
 import uuid
 
-from ..errors import CorruptBlob, FlowError, NotFound, StoreError
-from . import blobs, layout
-from .backends import backend_for
+from jupyter_flow.errors import CorruptBlob, FlowError, NotFound, StoreError
+from jupyter_flow.store import blobs, layout
+from jupyter_flow.store.backends import backend_for
 
 ENV = "JUPYTER_FLOW_STORE"
 

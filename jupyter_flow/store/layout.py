@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import re
 
-from ..errors import FlowError
+from jupyter_flow.errors import FlowError
 
 FLOW_NAME = re.compile(r"^(?!\.\.?$)[A-Za-z0-9_.-]+$")
 STEP_NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
@@ -87,7 +87,7 @@ def cache_entry(cache_key: str) -> str:
 
 
 def batch_json(batch_id: str) -> str:
-    """A batch of runs (see batches.py): its notebook and parameter sets."""
+    """A batch of runs (see runtime/batches.py): its notebook and parameter sets."""
     return f"batches/{check_run_id(batch_id)}.json"
 
 

@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from enum import Enum
 
-from ..errors import FlowError, NotFound, StoreError
-from . import layout
+from jupyter_flow.errors import FlowError, NotFound, StoreError
+from jupyter_flow.store import layout
 
 
 class Status(str, Enum):
@@ -202,7 +202,7 @@ class TaskRecord(_Record):
         return self.origin["key"] if self.origin else self.key
 
     def blob_refs(self) -> set[str]:
-        """Digests of the values it received and produced (and their neutral copies, see crossing.py),
+        """Digests of the values it received and produced (and their neutral copies, see store/neutral.py),
         and of the files it wrote."""
         refs = set()
         written = (self.files or {}).get("written") or {}
@@ -239,7 +239,7 @@ def read_task_at(store, key: str) -> TaskRecord:
 def list_runs(store, flow: str | None = None, user: str | None = None, status: str | None = None,
               limit: int | None = None, batch: str | None = None) -> list[RunRecord]:
     """Run records with their effective status, newest first; damaged ones included. `batch`: only
-    the runs of that batch (see batches.py), whoever started them.
+    the runs of that batch (see runtime/batches.py), whoever started them.
 
     Which runs exist comes from listing their folders; a finished run's record comes from the index
     (a few files per flow), any other run's from its run.json (see RunIndex)."""
@@ -358,7 +358,7 @@ def _is_finished_record(run_id: str, record) -> bool:
 
 def _read_chunk(store, key: str) -> dict:
     """{run_id: record dict} of an index file; empty if it is missing or damaged."""
-    from .blobs import new_hash
+    from jupyter_flow.store.blobs import new_hash
 
     try:
         digest, _, body = store.read_bytes(key).partition(b"\n")
@@ -378,7 +378,7 @@ def _write_chunks(store, flow: str, runs: dict, start: str, size: int) -> list[s
     """Write `runs` as index files of up to `size` runs, the first named `start`, the others by
     their first run id (written first, so the ids they take over are never uncovered); their keys.
     A file is the hex digest of its body, a newline, then the body (JSON {run_id: record})."""
-    from .blobs import new_hash
+    from jupyter_flow.store.blobs import new_hash
 
     ids = sorted(runs)
     pieces = [ids[i:i + size] for i in range(0, len(ids), size)] or [[]]

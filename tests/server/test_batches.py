@@ -1,7 +1,7 @@
 """The REST run list tells which runs belong to a batch, so the sidebar can group them."""
 import pytest
 
-from jupyter_flow.batches import run_batch
+from jupyter_flow.runtime.batches import run_batch
 
 pytestmark = pytest.mark.slow
 

@@ -2,7 +2,7 @@
 import sys
 from pathlib import Path
 
-from jupyter_flow import client
+from jupyter_flow.readers import client
 from jupyter_flow.store import open_store, records
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "store"))

@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from jupyter_flow import cleanup
+from jupyter_flow.store import gc
 from jupyter_flow.errors import CorruptBlob
 from jupyter_flow.store import blobs, layout, open_store
 from jupyter_flow.store.blobs import hash_value
@@ -143,10 +143,10 @@ def test_gc_deletes_a_large_value_with_all_its_buffers_and_keeps_referenced_ones
     store = open_store(str(tmp_path / "store"))
     kept, _ = store.save_value(np.ones(MB))
     doomed, _ = store.save_value(np.zeros(MB))
-    old = time.time() - 2 * cleanup.FRESH_SECONDS
+    old = time.time() - 2 * gc.FRESH_SECONDS
     os.utime(store.backend.path(layout.blob(doomed)), (old, old))
     os.utime(store.backend.path(layout.blob(kept)), (old, old))
-    found, _ = cleanup._unreferenced_blobs(store, {kept})
+    found, _ = gc._unreferenced_blobs(store, {kept})
     assert found == [layout.blob(doomed)]
 
 

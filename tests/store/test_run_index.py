@@ -133,7 +133,7 @@ def test_listings_match_the_run_records_whatever_happens(ops):
 
 
 def test_a_listing_reads_the_index_not_every_run_and_fsck_rebuilds_it(tmp_path, monkeypatch):
-    from jupyter_flow import fsck
+    from jupyter_flow.store import fsck
 
     store = open_store(str(tmp_path))
     for n in range(600):
@@ -238,7 +238,7 @@ def test_a_listing_killed_while_it_writes_the_index_leaves_listings_right(tmp_pa
 
     from conftest import wait_for
 
-    from jupyter_flow import fsck
+    from jupyter_flow.store import fsck
 
     store = open_store(str(tmp_path))
     lister = ("import sys; from jupyter_flow.store import open_store, records\n"

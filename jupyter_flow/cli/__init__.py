@@ -1,0 +1,1 @@
+"""`jupyter flow ...`: the command line."""

@@ -1,0 +1,138 @@
+"""Files a step reads and writes, seen from the runner: fingerprints, what changed since, putting files back.
+
+A task's record lists the files its step read (`files.read`: PATH -> fingerprint at its first read)
+and wrote (`files.written`: RELPATH -> the blob holding its final bytes); see execution/in_kernel.py, which
+records them. PATH is POSIX, relative to the notebook's folder when inside it, else absolute.
+A fingerprint is {"size", "mtime", "hash"} (the store's content hash of the bytes); a folder's
+(a step that listed it) hashes its sorted listing and counts its entries as its size; a file that
+was not there when the step looked has None for all three. Imports stay light: this runs in every
+task and in the cache check.
+"""
+from __future__ import annotations
+
+import os
+import stat
+
+CHUNK = 1 << 20
+ABSENT = {"size": None, "mtime": None, "hash": None}
+
+
+def full_path(path: str, cwd: str) -> str:
+    return path if os.path.isabs(path) else os.path.join(cwd, *path.split("/"))
+
+
+def fingerprint(path: str) -> dict:
+    """{"size", "mtime", "hash"} of the file (or folder) at `path`; ABSENT if there is none."""
+    try:
+        st = os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return dict(ABSENT)
+    if stat.S_ISDIR(st.st_mode):
+        names = sorted(os.listdir(path))
+        return {"size": len(names), "mtime": st.st_mtime, "hash": _hash_bytes("\n".join(names).encode()), "dir": True}
+    if not stat.S_ISREG(st.st_mode):  # a pipe or a device: reading it would consume it, or never end
+        return {"size": st.st_size, "mtime": st.st_mtime, "hash": ""}
+    return {"size": st.st_size, "mtime": st.st_mtime, "hash": file_hash(path)}
+
+
+def file_hash(path: str) -> str:
+    """The store's content hash (see store.blobs.new_hash) of the file's bytes."""
+    from jupyter_flow.store.blobs import new_hash
+
+    h = new_hash()
+    with open(path, "rb") as f:
+        while chunk := f.read(CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _hash_bytes(data: bytes) -> str:
+    from jupyter_flow.store.blobs import digest_of
+
+    return digest_of(data)
+
+
+def same(path: str, old: dict) -> bool:
+    """Whether the file at `path` still has the content of fingerprint `old`: size and mtime equal
+    means unchanged without reading it; otherwise its hash decides."""
+    try:
+        st = os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return old.get("hash") is None
+    if old.get("hash") is None:
+        return False
+    if st.st_size == old.get("size") and st.st_mtime == old.get("mtime"):
+        return True
+    if stat.S_ISDIR(st.st_mode) != bool(old.get("dir")):
+        return False
+    if not old.get("dir") and st.st_size != old.get("size"):
+        return False
+    return fingerprint(path)["hash"] == old["hash"]
+
+
+def _starts_with(path: str, meta: dict) -> bool:
+    """Whether the file at `path` is the recorded content followed by more."""
+    from jupyter_flow.store.blobs import new_hash
+
+    try:
+        with open(path, "rb") as f:
+            if os.fstat(f.fileno()).st_size < meta["size"]:
+                return False
+            h, left = new_hash(), meta["size"]
+            while left and (chunk := f.read(min(CHUNK, left))):
+                h.update(chunk)
+                left -= len(chunk)
+    except OSError:
+        return False
+    return h.hexdigest() == meta["hash"]
+
+
+def changes(read: dict, cwd: str) -> list[str]:
+    """One short line per file of a recorded `files.read` whose content differs now."""
+    out = []
+    for path, old in (read or {}).items():
+        full = full_path(path, cwd)
+        if same(full, old):
+            continue
+        new = fingerprint(full)
+        unit = "entries" if old.get("dir") or new.get("dir") else "bytes"
+        if new["hash"] is None:
+            out.append(f"{path} is gone")
+        elif old.get("hash") is None:
+            out.append(f"{path} appeared ({new['size']} {unit})")
+        else:
+            out.append(f"{path} changed ({old['size']} -> {new['size']} {unit})")
+    return out
+
+
+def restore(store, written: dict, cwd: str) -> list[str]:
+    """Write each recorded file (`files.written`: RELPATH -> {"hash", "size"[, "mtime", "append",
+    "only_missing"]}) from its blob into `cwd` where the local content differs (size first, then
+    hash), or, marked only_missing, where there is none; the paths restored.
+    A file the step only appended to (a log) is left alone where it starts with the recorded content:
+    it is never rewound. Each is written to a temporary name beside it, then renamed: a reader sees
+    the old file or the new one."""
+    restored = []
+    for rel, meta in (written or {}).items():
+        full = full_path(rel, cwd)
+        if os.path.isabs(rel) or os.path.normpath(rel).startswith(".."):
+            continue  # only files under the notebook's folder travel
+        if same(full, meta) or (meta.get("append") and _starts_with(full, meta)) or (
+                meta.get("only_missing") and os.path.lexists(full)):
+            continue
+        buf = store.blob_bytes(meta["hash"], rel)
+        os.makedirs(os.path.dirname(full) or ".", exist_ok=True)
+        tmp = f"{full}.jf-{os.getpid()}.tmp"
+        try:
+            with open(tmp, "wb") as f:
+                f.write(buf)
+            if meta.get("mtime") is not None:  # as it was written: a later size+mtime check needs no hash
+                os.utime(tmp, (meta["mtime"], meta["mtime"]))
+            os.replace(tmp, full)
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+            if hasattr(buf, "close"):
+                buf.close()
+        restored.append(rel)
+    return restored

@@ -1,0 +1,341 @@
+"""Run ONE task: papermill on its step notebook in a fresh kernel; record what happened.
+
+The task writes its own record (`task.json`), executed notebook and log into the store, so the
+store tells the truth even when the runner that scheduled it dies. On an exception in the step it
+takes a failure snapshot of the kernel's variables before the kernel is killed.
+
+`python -m jupyter_flow.execution.task SPEC.json` runs one task from a spec file (any executor can launch it);
+the local and Dask executors call `run_task` in a process that has papermill imported already.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+import signal
+import socket
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+
+from jupyter_flow.execution import files, kernel_pool, secrets
+from jupyter_flow.flow import languages, stepbook
+from jupyter_flow.execution.control import TaskControl, register_engine
+from jupyter_flow.store import open_store, records
+from jupyter_flow.store.layout import task_key
+
+ATTEMPT_FILES = ("output.ipynb", "log.txt", "failure.json")
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+
+
+def warm_imports() -> None:
+    """Import papermill and compile nbformat's schema validator (about 1 s), while kernels boot."""
+    from jupyter_flow.speed.import_trims import fast_notebook_imports
+
+    fast_notebook_imports()
+    import nbformat
+    import papermill  # noqa: F401
+
+    nbformat.validate(nbformat.v4.new_notebook())
+
+
+def new_record(spec: dict, **fields) -> dict:
+    """The record (task.json) of the task `spec` describes, with `fields` set: the one place its shape is built."""
+    return records.TaskRecord(
+        run_id=spec["run_id"], flow=spec["flow"], step=spec["step"], index=spec["index"], attempt=spec["attempt"],
+        attempts=spec.get("attempts", []), inputs=spec.get("input_meta", {}), executor=spec.get("executor", "local"),
+        kernel=spec["kernel"], cache_key=spec.get("cache_key"), foreach=spec.get("foreach"),
+        cache_parts=spec.get("cache_parts"), reason=spec.get("reason"),
+        continued={k: v for k, v in spec["continued"].items() if k != "files"} if spec.get("continued") else None,
+    ).to_dict() | ({"worker": spec["worker"]} if spec.get("worker") else {}) | fields
+
+
+def run_task(spec: dict, pool: kernel_pool.KernelPool | None = None, control: TaskControl | None = None) -> dict:
+    """Execute the task described by `spec`; returns its final record (also written as task.json)."""
+    from jupyter_flow.speed.import_trims import fast_notebook_imports
+
+    fast_notebook_imports()
+    control = control or TaskControl(spec.get("timeout"))
+    store = open_store(spec["store"])
+    key = task_key(spec["flow"], spec["run_id"], spec["step"], spec["index"])
+    workdir = store.local_dir(key) or tempfile.mkdtemp(prefix="jupyter-flow-task-")
+    if spec["attempt"] > 1:
+        _archive_attempt(store, key, spec["attempt"] - 1)
+    for name in ("result.json", "failure.json"):
+        if os.path.exists(os.path.join(workdir, name)):
+            os.remove(os.path.join(workdir, name))
+    record = new_record(spec, status="running", started=now(), host=socket.gethostname(),
+                        notebook=f"{key}/output.ipynb")
+    records.write_task(store, record)
+    t0 = time.monotonic()
+    km = None
+    warmup = kernel_pool.warmup_code(spec["store"])  # it also starts recording files before the shared cells run
+    if getattr(pool, "warmup", "") is None:  # a first task may ask before the executor hinted its store
+        pool.warmup = warmup
+    try:
+        km = (_own_env_kernel(spec, record, store) if spec.get("pip")
+              else pool.acquire(spec["kernel"], spec["cwd"]) if pool
+              else kernel_pool.start_kernel(spec["kernel"], spec["cwd"], warmup=warmup))
+        record["kernel_pid"] = kernel_pool.kernel_pid(km)
+        records.write_task(store, record)
+        python = stepbook.sets_up_kernel(spec["stepbook"])  # a Python step notebook can be snapshot
+        control.attach(km, rescue=(lambda k: _snapshot(k, timeout=300, start_within=3)) if python else None)
+        files.restore(store, spec.get("files_in"), spec["cwd"])  # what upstream steps wrote, if not here
+        languages.give(store, spec, workdir)  # a step in another language: its inputs in the neutral format
+        _execute(spec, km, workdir, record, control)
+    except Exception as e:  # noqa: BLE001 - whatever broke, the task record says so
+        record.update(status=control.reason or "failed",
+                      error={"type": e.__class__.__name__, "message": languages.explain(e, spec)})
+    finally:
+        control.ended()
+        if km is not None and pool is not None and not spec.get("pip"):
+            pool.release(km)
+        elif km is not None:
+            kernel_pool.kill_kernel(km)
+    record["ended"] = now()
+    record["duration"] = round(time.monotonic() - t0, 3)
+    found = _secrets(spec)
+    record = found.scrub_json(record)  # an error message or traceback may quote a secret
+    for name in ATTEMPT_FILES:  # nothing to copy when the store is local: they were written in place
+        if os.path.exists(os.path.join(workdir, name)):
+            found.scrub_file(os.path.join(workdir, name))  # the local copies too, before any is stored
+            store.put_file(os.path.join(workdir, name), f"{key}/{name}")
+    if store.local_dir(key) != workdir:
+        shutil.rmtree(workdir, ignore_errors=True)
+    records.write_task(store, record)
+    return record
+
+
+def _secrets(spec: dict) -> secrets.Secrets:
+    """The secrets of this environment and those the notebook names (see secrets.py)."""
+    return secrets.current(spec.get("kernel_spec", {}).get("secrets", ()))
+
+
+def _own_env_kernel(spec: dict, record: dict, store):
+    """A kernel in the step's own environment (`pip:` tags), built here if no one built it yet."""
+    from jupyter_flow.execution import envs
+
+    env = envs.ensure(spec["pip"])
+    record["env"] = env.describe()  # the resolved package versions
+    records.write_task(store, record)
+    return kernel_pool.start_kernel(spec["kernel"], spec["cwd"], warmup=kernel_pool.warmup_code(spec["store"]),
+                                python=env.python, env=env.kernel_environ())
+
+
+def _execute(spec: dict, km, workdir: str, record: dict, control: TaskControl) -> None:
+    import nbformat
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    logging.getLogger("papermill").setLevel(logging.CRITICAL)  # the task record tells what happened
+
+    kernel_spec = dict(spec["kernel_spec"], workdir=workdir, cwd=spec["cwd"])
+    nb = nbformat.from_dict(stepbook.with_begin(spec["stepbook"], kernel_spec))
+    output = os.path.join(workdir, "output.ipynb")
+    found = _secrets(spec)  # printed secrets never reach the log, and leave the notebook as it is written
+    with secrets.ScrubbingWriter(open(os.path.join(workdir, "log.txt"), "w", buffering=1), found) as log:
+        try:
+            try:
+                papermill.execute_notebook(
+                    nb, output, parameters=spec["parameters"], km=km, kernel_name=spec["kernel"],
+                    engine_name=register_engine(), control=control, progress_bar=False, log_output=False,
+                    stdout_file=log, stderr_file=log, request_save_on_cell_execute=False)
+            finally:
+                found.scrub_file(output)
+        except PapermillExecutionError as e:
+            control.ended()  # from here on nothing interrupts the kernel: the snapshot runs in peace
+            _record_failure(e, spec, km, output, workdir, record, control)
+        except Exception as e:  # noqa: BLE001 - the kernel died, or nbclient gave up
+            control.ended()
+            exit_code = kernel_pool.kernel_exit(km)
+            record.update(status=control.reason or "failed", error=_kernel_death(e, exit_code, control))
+            languages.collect(spec, workdir)
+            _read_failure(workdir, record)  # a stuck cell's kernel was snapshot from outside before it was killed
+        if record["error"]:  # the log ends with what went wrong, as the terminal would have shown it
+            error = record["error"]
+            log.write(f"\n{error.get('traceback') or error['type'] + ': ' + error['message']}\n")
+            return
+    control.ended()
+    languages.collect(spec, workdir)  # a step in another language: store what it wrote
+    result_path = os.path.join(workdir, "result.json")
+    if not os.path.exists(result_path) and stepbook.sets_up_kernel(spec["stepbook"]):
+        error = _stopped_early(spec, _read_json(output) or {})
+        if error.pop("ended_notebook", False):  # papermill's own case: the notebook ends there, successfully
+            record.update(status="succeeded", warnings=[error["message"]])
+        else:
+            record.update(status="failed", error=error)
+        return
+    result = _read_json(result_path) or {}
+    if os.path.exists(result_path):
+        os.remove(result_path)  # its content lives on in task.json
+    record.update(status="succeeded", outputs=result.get("outputs", {}), warnings=result.get("warnings", []),
+                  metrics=result.get("metrics", {}), files=_with_earlier(spec, result.get("files", {})),
+                  packages=result.get("packages", {}))
+
+
+def _with_earlier(spec: dict, used: dict) -> dict:
+    """The files a continued step used: those its failed run's earlier cells wrote, then its own."""
+    earlier = (spec.get("continued") or {}).get("files")
+    if not earlier:
+        return used
+    written = {path: meta for path, meta in (earlier.get("written") or {}).items()
+               if path not in (used.get("removed") or [])}
+    return dict(used, read={**(earlier.get("read") or {}), **(used.get("read") or {})},
+                written={**written, **(used.get("written") or {})})
+
+
+def _record_failure(e, spec: dict, km, output: str, workdir: str, record: dict, control: TaskControl) -> None:
+    executed = _read_json(output) or {}
+    where = stepbook.failing_cell(executed) or {}
+    started = where.get("role") in ("step", "finish")  # else it stopped before the step's first cell
+    record["status"] = control.reason or "failed"
+    ename, message = _exception(e, executed, where)
+    if control.reason == "timed_out":
+        message = f"timed out after {control.timeout:g} s (timeout: tag); stopped in the middle of the step"
+    elif control.reason == "cancelled":
+        message = "cancelled" if started else "cancelled before the step's first cell ran"
+    missing = re.fullmatch(r"name '(\w+)' is not defined", message or "")
+    ref = spec["kernel_spec"]["inputs"].get(missing.group(1), {}) if missing else {}
+    if "missing" in ref:
+        message = f"{missing.group(1)!r} is missing: {ref['missing']}"
+    record["error"] = {
+        "type": ename, "message": message, "cell": where.get("cell"), "source_cell": where.get("source_cell"),
+        "role": where.get("role"), "where": where.get("where"),
+        "traceback": _ANSI.sub("", "\n".join(e.traceback or [])),
+    }
+    if kernel_pool.kernel_exit(km) is None and stepbook.sets_up_kernel(executed):  # a Python step notebook
+        # Before the step started, the snapshot still holds what the step was given: its parameters and inputs.
+        given = {} if started else {"spec": dict(spec["kernel_spec"], workdir=workdir, cwd=spec["cwd"]),
+                                    "parameters": spec["parameters"]}
+        _snapshot(km, timeout=300, **given)
+    languages.collect(spec, workdir)
+    stepbook.label_frames(os.path.join(workdir, "failure.json"), executed)
+    _read_failure(workdir, record)
+
+
+def _snapshot(km, timeout: float, start_within: float | None = None, **given) -> None:
+    """Take the failure snapshot in the kernel (see in_kernel.snapshot); it writes failure.json."""
+    _run_in_kernel(km, languages.snapshot_code(km.kernel_spec.language, given), timeout, start_within)
+
+
+def _read_failure(workdir: str, record: dict) -> None:
+    failure = _read_json(os.path.join(workdir, "failure.json"))
+    if failure is not None:
+        record["failure"] = {"variables": sorted(failure["variables"]), "unpicklable": failure["unpicklable"],
+                             "withheld": failure.get("withheld", {}),
+                             "frames": [stepbook.frame_summary(f) for f in failure.get("frames") or []]}
+        record.update(metrics=failure.get("metrics", {}), files=failure.get("files", {}),
+                      packages=failure.get("packages", {}))
+
+
+def _exception(e, executed: dict, where: dict) -> tuple[str, str]:
+    """(type, message) of the exception. Some errors come with no type: IPython reports an unknown
+    magic's UsageError only on stderr (papermill then says "CellExecutionError"), and other kernels
+    give only an exit status (bash); the cell's last line of output says what happened."""
+    if e.ename not in ("", "CellExecutionError") or where.get("cell") is None:
+        return e.ename, e.evalue
+    streams = [o for o in executed["cells"][where["cell"]].get("outputs", []) if o.get("output_type") == "stream"]
+    text = "".join("".join(o.get("text", "")) for o in ([o for o in streams if o.get("name") == "stderr"] or streams))
+    last = text.strip().splitlines()[-1] if text.strip() else ""
+    kind, colon, message = last.partition(": ")
+    if colon and kind.isidentifier():
+        return kind, message
+    return e.ename, last or e.evalue or "the cell failed (no message)"
+
+
+def _stopped_early(spec: dict, executed: dict) -> dict:
+    """The step ended without reaching its last cell and without an error: `sys.exit(0)`, which
+    papermill takes as the end of the whole notebook. That is fine in the notebook's last step
+    (`ended_notebook`); before other steps a pipeline cannot end them, so the step fails."""
+    for i, cell in enumerate(executed.get("cells", [])):
+        exits = [o for o in cell.get("outputs", []) if o.get("ename") == "SystemExit"]
+        if exits:
+            where = cell.get("metadata", {}).get("jupyter_flow", {})
+            code = exits[0].get("evalue") or "0"
+            at = f"cell {(where.get('source_cell') or 0) + 1}"
+            if spec.get("ends_notebook") and code == "0":
+                return {"ended_notebook": True, "message": f"step {spec['step']!r} called sys.exit(0) in {at}: as "
+                        "papermill does, the notebook ends there; nothing it assigned was stored"}
+            return {"type": "SystemExit", "cell": i, "source_cell": where.get("source_cell"), "role": where.get("role"),
+                    "message": f"step {spec['step']!r} called sys.exit({code}) in {at}: papermill ends the whole "
+                               "notebook there, which a pipeline cannot do for the steps after it. Raise an exception "
+                               "to fail the step, or put the rest of the step under an if"}
+    return {"type": "StoppedEarly", "message": f"step {spec['step']!r} stopped before its last cell ran"}
+
+
+def _kernel_death(e: Exception, exit_code: int | None, control: TaskControl) -> dict:
+    if control.reason == "timed_out":
+        message = f"timed out after {control.timeout:g} s (timeout: tag); the kernel was killed"
+    elif control.reason == "cancelled":
+        message = "cancelled; the kernel was killed"
+    elif exit_code is not None and exit_code < 0:
+        name = signal.Signals(-exit_code).name
+        message = (f"the kernel process was killed by {name}"
+                   + (" (out of memory, or kill -9 from outside)" if name == "SIGKILL" else ""))
+    else:
+        message = f"the kernel died ({e.__class__.__name__}: {str(e).strip() or 'no message'})"
+    return {"type": "KernelDied" if not control.reason else control.reason, "message": message,
+            "exit_code": exit_code}
+
+
+def _run_in_kernel(km, code: str, timeout: float, start_within: float | None = None) -> None:
+    """Run `code` in the kernel through a client of our own. With start_within, give up unless the
+    kernel starts on it within that many seconds (a kernel still stuck in a cell never will)."""
+    import queue
+
+    kc = kernel_pool.blocking_client(km)
+    try:
+        msg_id = kc.execute(code, silent=True, store_history=False, stop_on_error=True)
+        deadline = time.monotonic() + (start_within or timeout)
+        state = None
+        while state != "idle":
+            if state == "busy" and start_within:
+                deadline, start_within = time.monotonic() + timeout, None  # it started: let it finish
+            msg = kc.get_iopub_msg(timeout=max(deadline - time.monotonic(), 0.01))
+            if msg["parent_header"].get("msg_id") == msg_id and msg["msg_type"] == "status":
+                state = msg["content"]["execution_state"]
+    except (queue.Empty, Exception):  # noqa: BLE001, S110 - no snapshot is better than no failure record
+        pass
+    finally:
+        kc.stop_channels()
+
+
+def _archive_attempt(store, key: str, attempt: int) -> None:
+    """Keep the files of an earlier attempt beside the new one, numbered."""
+    for name in ATTEMPT_FILES:
+        stem, ext = os.path.splitext(name)
+        store.move(f"{key}/{name}", f"{key}/{stem}.attempt-{attempt}{ext}")
+
+
+def _read_json(path: str):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1 or argv[0] in ("-h", "--help"):
+        print("usage: python -m jupyter_flow.execution.task SPEC.json\nRun one task of a run from its spec file "
+              "(written by the runtime); prints the final task record as JSON.")
+        return 2
+    with open(argv[0]) as f:
+        spec = json.load(f)
+    record = run_task(spec)
+    print(json.dumps(record, indent=1))
+    return 0 if record["status"] == "succeeded" else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,3 @@
+"""Read runs back from a store: the client objects, loading a task's state into a kernel, the papermill-style output notebook.
+
+Readers never import the runtime."""

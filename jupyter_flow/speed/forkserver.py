@@ -1,0 +1,454 @@
+"""Start python kernels by forking a process that has already imported ipykernel.
+
+Importing ipykernel and IPython is most of a kernel's start (about 0.9 s of CPU here); a forked
+child skips it and is ready in about a third of the time. A zygote process imports the kernel stack
+once (no threads, no sockets: safe to fork) and forks a kernel per request; a runner has one per
+kernel command it needs (`fork_plan`: interpreter, its options, the PYTHON* variables it starts
+with), each started as that command would start its interpreter. A zygote reaps its children and
+reports their exit status, so the runner can tell a kernel killed by a signal; it is also the one
+that signals them, while it knows the pid is still theirs (see ForkedProcess). When the runner goes
+away the zygote's stdin closes and it exits; its kernels see their parent gone and exit too
+(ipykernel's parent poller).
+
+Imports are paid once per run, not once per step: a spawn request names the modules that the
+notebook's `imports` and `functions` cells import (`modules_to_preload`), and the zygote imports those
+it has not imported yet before it forks. Each step still runs those cells (for their side effects and
+names); the imports in them then cost nothing. Only installed modules are preloaded: never one the
+notebook's folder could shadow. After a fork the child reseeds numpy's global random state, as a fresh
+process would have its own (Python reseeds `random` itself). `JUPYTER_FLOW_PRELOAD=0` turns it off.
+
+Used, through the kernel provisioner in execution/kernel_pool.py, for every kernelspec that runs `python [options]
+-m ipykernel_launcher`, of this environment or another; anything else (another language, options
+a fork cannot honour: NOT_FORKED) starts the ordinary way. A local run starts the zygote of its
+python3 kernelspec first thing (`prestart`), so the zygote's imports overlap the runner's.
+
+The optional agent (`jupyter flow agent`, speed/agent.py) keeps the imported stack between runs and forks
+a zygote for each runner that connects (`serve_zygotes`) (its preloads and kernels are that run's alone; it exits when
+the runner hangs up). A runner that finds no agent starts its own zygote, as without one.
+"""
+from __future__ import annotations
+
+import ast
+import contextlib
+import gc
+import importlib
+import itertools
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from typing import NamedTuple
+
+_servers: dict = {}  # Zygote -> ForkServer
+_server_lock = threading.Lock()
+
+IPYKERNEL = ("ipykernel_launcher", "ipykernel")  # `python -m` either of these runs an ipykernel
+OPTION_LETTERS = "bBdEiIOPqRsSuvx"  # the interpreter's options without a value (they combine: -sE)
+NOT_FORKED = {  # options a forked kernel cannot honour: each asks for a report of the kernel's own imports,
+    "-v": "-v reports the kernel's own imports",  # which the zygote did before the fork
+    "-Ximporttime": "-X importtime reports the kernel's own imports",
+}
+
+
+class Zygote(NamedTuple):
+    """How a zygote is started; a kernel forks from the one started as its own command would start."""
+    python: str  # the interpreter (this one as sys.executable; another environment's as its kernelspec names it)
+    options: tuple = ()  # interpreter options, as the command line gives them (-Xfrozen_modules=off, -E...)
+    startup_env: tuple = ()  # the PYTHON* variables, which the interpreter reads as it starts (PYTHONPATH...)
+
+    def command(self) -> list[str]:
+        """The zygote is this file, run by path: the interpreter needs only ipykernel, not jupyter_flow."""
+        boot = f"import runpy; runpy.run_path({os.path.abspath(__file__)!r}, run_name='__main__')"
+        return [self.python, *self.options, "-c", boot]
+
+    def environ(self) -> dict:
+        return {**{k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}, **dict(self.startup_env)}
+
+
+def fork_plan(cmd: list[str], env: dict | None = None) -> tuple[Zygote, list[str]] | str:
+    """For a kernelspec's command (`python [options] -m ipykernel_launcher ARGS`): the zygote to fork its
+    kernel from and the kernel's ARGS; or, if it cannot be forked, why not (one line)."""
+    env = os.environ if env is None else env
+    if os.name != "posix":
+        return "kernels are forked on POSIX systems only"
+    options, module, args = _parse_python(cmd)
+    if module not in IPYKERNEL:
+        return f"its command ({' '.join(cmd[:4])}...) is not `python -m ipykernel_launcher`"
+    for option in options:
+        if option.split("=")[0] in NOT_FORKED:
+            return NOT_FORKED[option.split("=")[0]]
+        if option.startswith("-") and option[:2] not in ("-X", "-W", "--") and option[1:] not in OPTION_LETTERS:
+            return f"its interpreter option {option} is unknown here"
+    python = cmd[0] if os.sep in cmd[0] else shutil.which(cmd[0], path=env.get("PATH"))
+    if python is None:
+        return f"{cmd[0]} is not on its PATH"
+    if _environment(python) == _environment(sys.executable):
+        python = sys.executable  # a symlink to this interpreter, in this environment (not another venv's)
+    startup = tuple(sorted((k, v) for k, v in env.items() if k.startswith("PYTHON")))
+    return Zygote(os.path.abspath(python), tuple(options), startup), args
+
+
+def _parse_python(cmd: list[str]) -> tuple[list[str], str | None, list[str]]:
+    """(options, module, module's arguments) of `python [options] -m module ...` as the interpreter reads
+    its command line; module None if it runs no module. Options come one per item, -X and -W with their
+    value attached (`-X utf8` and `-Xutf8` are the same zygote), --check-hash-based-pycs and its value as two."""
+    options, i = [], 1
+    while i < len(cmd) and cmd[i].startswith("-") and cmd[i] != "-":
+        arg, i = cmd[i], i + 1
+        if arg.startswith("--"):
+            if arg != "--check-hash-based-pycs" or i >= len(cmd):
+                return options, None, []
+            options += [arg, cmd[i]]
+            i += 1
+            continue
+        for j, letter in enumerate(arg[1:], 2):
+            if letter not in "cmWX":
+                options.append("-" + letter)
+                continue
+            value = arg[j:]
+            if not value and i < len(cmd):
+                value, i = cmd[i], i + 1
+            if letter == "m":
+                return options, value, cmd[i:]
+            if letter == "c":
+                return options, None, []
+            options.append(f"-{letter}{value}")
+            break
+    return options, None, []
+
+
+def _environment(python: str) -> tuple[str, str]:
+    """What makes an interpreter path the environment it is: its binary (symlinks resolved), and its
+    virtualenv, found as the interpreter finds it (a pyvenv.cfg beside it or one folder up): a venv's
+    python is a symlink to the base interpreter, with a sys.prefix of its own."""
+    here = os.path.dirname(os.path.abspath(python))
+    venv = next((d for d in (here, os.path.dirname(here)) if os.path.isfile(os.path.join(d, "pyvenv.cfg"))), "")
+    return os.path.realpath(python), venv
+
+
+def native(env: dict | None = None) -> Zygote:
+    """The zygote of this interpreter, without options, in this environment."""
+    return fork_plan([sys.executable, "-m", "ipykernel_launcher"], env)[0]
+
+
+def modules_to_preload(sources) -> list[str]:
+    """The absolute modules imported by these cells (their code is parsed, never run)."""
+    if os.environ.get("JUPYTER_FLOW_PRELOAD", "1") == "0":
+        return []
+    names: list[str] = []
+    for source in sources:
+        try:
+            tree = ast.parse(source)
+        except SyntaxError:  # magics: IPython syntax is not Python; the kernel imports these itself
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                names += [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                names.append(node.module)
+    return list(dict.fromkeys(names))
+
+
+def send_signal(pid: int, signum: int) -> None:
+    """Signal a process that may have ended already."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signum)
+
+
+def enabled() -> bool:
+    """JUPYTER_FLOW_FORK=0: start kernels the usual way (read when asked: an agent's command has the
+    environment of the CLI that sent it)."""
+    return os.name == "posix" and os.environ.get("JUPYTER_FLOW_FORK", "1") != "0"
+
+
+def prestart(kernel: str = "python3") -> None:
+    """Start the zygote of `kernel` (a kernelspec name) now, so its imports overlap the runner's own
+    start-up (the first kernel a run needs comes from it)."""
+    if enabled():
+        from jupyter_flow.execution.kernel_pool import spec_command
+
+        plan = fork_plan(*spec_command(kernel))
+        if not isinstance(plan, str):
+            with contextlib.suppress(RuntimeError):
+                server(plan[0])
+
+
+def server(zygote: Zygote | None = None) -> ForkServer:
+    """The running zygote started as `zygote` says (this interpreter's by default), started if need be;
+    RuntimeError if it cannot start (why: its first words)."""
+    zygote = zygote or native()
+    with _server_lock:
+        found = _servers.get(zygote)
+        if found is not None and found.failed:
+            raise RuntimeError(found.failed)
+        if found is None or not found.alive():
+            found = _servers[zygote] = ForkServer(zygote)
+        return found
+
+
+class ForkServer:
+    """The runner's end of a zygote: one started for this runner, or one the agent forked for it (from
+    its own process for this interpreter without options; the python3 kernelspec's, if it differs, from
+    a process the agent started as that kernelspec's command says)."""
+
+    def __init__(self, zygote: Zygote):
+        self.lock = threading.Lock()
+        self.proc = None
+        self.closed = False
+        self.failed = ""  # why it could not start: the interpreter cannot import the kernel stack
+        from jupyter_flow.speed.agent import connect, zygote_kind
+
+        agent = connect(zygote_kind(zygote))
+        if agent is not None:
+            self.reader, self.writer = agent.makefile("r"), agent.makefile("w")
+            return
+        # Its own session: a terminal's Ctrl-C (SIGINT to the foreground process group) must not kill
+        # the zygote, whose death would take every kernel with it before they can be interrupted cleanly.
+        try:
+            self.proc = subprocess.Popen(zygote.command(), env=zygote.environ(), stdin=subprocess.PIPE,
+                                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, bufsize=1,
+                                         start_new_session=True)
+        except OSError as e:  # no such interpreter: the kernel's own start will say so
+            raise RuntimeError(f"its interpreter cannot be started ({e})") from e
+        self.reader, self.writer = self.proc.stdout, self.proc.stdin
+
+    def alive(self) -> bool:
+        return not self.closed and (self.proc is None or self.proc.poll() is None)
+
+    def request(self, **message) -> dict:
+        with self.lock:
+            try:
+                self.writer.write(json.dumps(message) + "\n")
+                self.writer.flush()
+                line = self.reader.readline()
+            except OSError:
+                line = ""
+        if not line:
+            self.closed = True
+            raise RuntimeError("the kernel fork server exited")
+        reply = json.loads(line)
+        if "failed" in reply:  # its first and last words
+            self.closed, self.failed = True, reply["failed"]
+        if "failed" in reply or "error" in reply:
+            raise RuntimeError(reply.get("failed") or reply["error"])
+        return reply
+
+    def spawn(self, argv: list[str], args: list[str], cwd: str | None, env: dict | None,
+              preload=()) -> ForkedProcess:
+        """Fork a kernel: `argv[0] -m ipykernel_launcher ARGS` as a fresh process would be."""
+        reply = self.request(op="spawn", argv0=argv[0], args=args, cwd=cwd, env=env or dict(os.environ),
+                             preload=list(preload), umask=current_umask())
+        return ForkedProcess(self, reply["pid"], reply["id"])
+
+
+class ForkedProcess:
+    """What jupyter_client's LocalProvisioner needs of a Popen, for a kernel forked by a zygote. Its
+    status and signals go through the zygote, which is its parent: only the zygote knows whether the
+    pid is still this kernel's (a reaped kernel's pid may be any new process's, another kernel's too),
+    so a kernel is named by the zygote's id for it, and signalled only while it is unreaped."""
+
+    stdin = stdout = stderr = None  # the kernel's streams go to /dev/null
+
+    def __init__(self, server: ForkServer, pid: int, kernel_id: int):
+        self.server, self.pid, self.id, self.returncode = server, pid, kernel_id, None
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            try:
+                self.returncode = self.server.request(op="status", id=self.id)["status"]
+            except (RuntimeError, OSError, ValueError):
+                self.returncode = -9  # the zygote is gone, and its kernels with it
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.poll() is None:
+            if deadline is not None and time.monotonic() > deadline:
+                raise subprocess.TimeoutExpired(str(self.pid), timeout)
+            time.sleep(0.02)
+        return self.returncode
+
+    def send_signal(self, signum: int) -> None:
+        """To the kernel's process group (the kernel and what it started), as jupyter_client signals a
+        kernel it launched; nothing if the kernel has ended."""
+        with contextlib.suppress(RuntimeError, OSError, ValueError):  # the zygote is gone, and the kernel with it
+            self.server.request(op="signal", id=self.id, signum=int(signum))
+
+    def kill(self) -> None:
+        self.send_signal(9)
+
+    def terminate(self) -> None:
+        self.send_signal(15)
+
+
+def current_umask() -> int:
+    """This process's umask, read without setting it (other threads may be creating files)."""
+    try:
+        with open("/proc/self/status") as status:
+            return next(int(line.split()[1], 8) for line in status if line.startswith("Umask:"))
+    except (OSError, StopIteration, ValueError):
+        mask = os.umask(0o022)
+        os.umask(mask)
+        return mask
+
+
+# -- the zygote --------------------------------------------------------------------------------
+def _import_kernel_stack() -> None:
+    """What every kernel imports. jupyter_flow's in-kernel side only where it is importable: a zygote of
+    another environment may not have it (its kernels then import it as a fresh kernel would, or fail to)."""
+    if sys.path and sys.path[0] in ("", os.getcwd()):
+        del sys.path[0]  # the runner's folder (from -c): ipykernel adds the kernel's own ('') as usual
+    os.environ.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")  # as kernels have it (kernels.start_kernel)
+    import ipykernel.debugger
+    import ipykernel.ipkernel  # the point of this process: import once, fork many
+    import ipykernel.kernelapp  # noqa: F401
+
+    for name in ("cloudpickle", "jupyter_flow.execution.in_kernel", "jupyter_flow.store"):  # every step's set-up cell's
+        with contextlib.suppress(ImportError):
+            importlib.import_module(name)
+
+
+def serve_zygotes(listener, parent: int | None = None) -> None:
+    """Fork a zygote (its own session, `_serve` on the connection) for each runner that connects to
+    `listener`, from this process, which has imported the kernel stack: the agent's zygote parents.
+    With `parent`, until that process is gone (checked every second)."""
+    import select
+    import signal
+
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # the zygotes are reaped by the system
+    while parent is None or os.getppid() == parent:
+        if not select.select([listener], [], [], 1)[0]:
+            continue
+        conn, _ = listener.accept()
+        if os.fork() == 0:
+            listener.close()
+            child_signals()
+            os.setsid()
+            try:
+                _serve(conn.makefile("r"), conn.makefile("w"))
+            finally:
+                os._exit(0)
+        conn.close()
+
+
+def child_signals() -> None:
+    """A forked child's signals as in a fresh process."""
+    import signal
+
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def _serve(reader, writer) -> None:
+    """Fork a kernel per spawn request, report their exit statuses, signal them; until the runner hangs
+    up. A kernel is named by an id of its own, never reused: its pid is its own only until it is reaped."""
+    kernels: dict[int, int] = {}  # id -> pid of the kernels not reaped yet (their pids cannot be reused)
+    statuses: dict[int, int] = {}  # id -> exit code of those reaped
+    ids = itertools.count()
+    for line in reader:
+        message = json.loads(line)
+        _reap(kernels, statuses)
+        if message["op"] == "spawn":
+            _preload(message.get("preload") or [], message.get("cwd") or os.getcwd(), message["env"])
+            gc.freeze()  # the child's collections skip what the zygote made: no copy-on-write of it all
+            try:
+                pid = os.fork()
+            except OSError as e:  # out of processes or memory, for now: this kernel fails, not the zygote
+                reply = {"error": f"the kernel fork server could not fork: {e}"}
+            else:
+                if pid == 0:
+                    _become_kernel(message)
+                kernels[kernel_id := next(ids)] = pid
+                reply = {"pid": pid, "id": kernel_id}
+        elif message["op"] == "signal":
+            reply = {"sent": _signal_group(kernels.get(message["id"]), message["signum"])}
+        else:
+            reply = {"status": statuses.get(message["id"])}
+        writer.write(json.dumps(reply) + "\n")
+        writer.flush()
+
+
+def _signal_group(pid: int | None, signum: int) -> bool:
+    """Signal an unreaped kernel's process group (its own: it called setsid), or the kernel alone if it
+    has not yet made its group."""
+    if pid is None:
+        return False
+    try:
+        os.killpg(pid, signum)
+    except ProcessLookupError:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signum)
+    return True
+
+
+def _reap(kernels: dict[int, int], statuses: dict[int, int]) -> None:
+    for kernel_id, pid in list(kernels.items()):
+        try:
+            done, status = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            done, status = pid, 0
+        if done:
+            del kernels[kernel_id]
+            statuses[kernel_id] = os.waitstatus_to_exitcode(status)
+
+
+def _preload(modules: list[str], cwd: str, env: dict) -> None:
+    """Import the installed modules among `modules` that are not imported yet; errors are the step's
+    to meet when it runs its own import."""
+    os.environ.clear()  # modules read it as they import (thread counts...): the run's, even in an agent's zygote
+    os.environ.update(env)
+    # matplotlib picks its backend when imported: the one ipykernel would give the kernel
+    os.environ.setdefault("MPLBACKEND", env.get("MPLBACKEND") or "module://matplotlib_inline.backend_inline")
+    for name in modules:
+        top = name.partition(".")[0]
+        if name in sys.modules or os.path.exists(os.path.join(cwd, top + ".py")) \
+                or os.path.isdir(os.path.join(cwd, top)):
+            continue  # imported already, or the notebook's folder has a module of that name
+        try:
+            importlib.import_module(name)
+        except BaseException:  # noqa: BLE001 - ImportError, SystemExit, anything a module's top level raises
+            pass
+
+
+def _become_kernel(message: dict) -> None:
+    try:
+        os.setsid()  # its own process group: interrupts go to it alone
+        if message.get("cwd"):
+            os.chdir(message["cwd"])
+        if message.get("umask") is not None:  # the runner's (an agent's zygote has the agent's)
+            os.umask(message["umask"])
+        if "numpy.random" in sys.modules:  # a fresh process would have drawn its own seed
+            sys.modules["numpy.random"].seed()
+        os.environ.clear()
+        os.environ.update(message["env"])
+        devnull = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(devnull, fd)
+        sys.stdin = open(os.devnull)
+        sys.stdout = sys.__stdout__ = open(os.devnull, "w")
+        sys.stderr = sys.__stderr__ = open(os.devnull, "w")
+        from ipykernel.kernelapp import IPKernelApp
+
+        argv = [*message["args"], f"--IPKernelApp.parent_handle={os.getppid()}"]
+        sys.argv = [message["argv0"], *argv]
+        IPKernelApp.launch_instance(argv=argv)
+    finally:
+        os._exit(0)
+
+
+if __name__ == "__main__":  # a zygote, started by ForkServer
+    try:
+        _import_kernel_stack()
+    except BaseException as e:  # noqa: BLE001 - ipykernel missing in that environment...: the runner says why
+        print(json.dumps({"failed": f"its interpreter cannot import the kernel stack ({type(e).__name__}: {e})"}))
+        sys.exit(1)
+    if sys.argv[1:2] == ["--listen-fd"]:  # a zygote parent the agent started for another kernelspec's zygote
+        import socket
+
+        serve_zygotes(socket.socket(fileno=int(sys.argv[2])), parent=os.getppid())
+    else:
+        _serve(sys.stdin, sys.stdout)

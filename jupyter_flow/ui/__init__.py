@@ -1,0 +1,1 @@
+"""Views of runs: terminal tables and live progress (rich), notebook widgets (ipywidgets)."""

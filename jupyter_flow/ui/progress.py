@@ -1,0 +1,203 @@
+"""The terminal's live view of a run (rich): one row per step with status, tasks done and time.
+
+On a terminal it redraws in place (times tick while steps run); otherwise (CI, a log file) it
+prints one line per change. `BatchProgress` is the same for the runs of a batch, one row per run.
+"""
+from __future__ import annotations
+
+import threading
+import time
+
+from jupyter_flow.store.records import DONE
+
+STYLE = {"queued": "dim", "running": "yellow", "retrying": "yellow", "succeeded": "green", "cached": "cyan",
+         "reused": "cyan", "skipped": "dim", "failed": "red", "timed_out": "red", "cancelled": "magenta",
+         "crashed": "red", "damaged": "bold red"}
+
+
+def track_task(row: dict, e: dict) -> None:
+    """Fold a task event into its step's row (`tasks`, `total`, `status`, `started`, `ended`)."""
+    now = time.monotonic()
+    row["tasks"][e["index"]] = e["status"]
+    row["started"] = row["started"] or now
+    statuses = list(row["tasks"].values())
+    failed = [s for s in statuses if s in ("failed", "timed_out", "cancelled")]
+    if failed:
+        row["status"] = failed[0]
+    elif row["total"] is not None and sum(s in DONE for s in statuses) == row["total"]:
+        row["status"] = statuses[0] if len(set(statuses)) == 1 else "succeeded"  # all cached: cached
+    else:
+        row["status"] = "running"
+    if row["status"] != "running":
+        row["ended"] = now
+
+
+class _Live:
+    """A rich Live table on a terminal, redrawn from `_table()` several times a second."""
+
+    def __init__(self, quiet: bool = False):
+        from jupyter_flow.ui.tables import make_console
+
+        self.console = make_console(stderr=True)
+        self.quiet = quiet
+        self.live = None
+        self.lock = threading.Lock()
+
+    def __enter__(self):
+        if not self.quiet and self.console.is_terminal:
+            from rich.live import Live
+
+            self.live = Live(console=self.console, refresh_per_second=8, get_renderable=self._table)
+            self.live.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        if self.live is not None:
+            self.live.refresh()
+            self.live.__exit__(*exc)
+
+
+class Progress(_Live):
+    def __init__(self, quiet: bool = False):
+        super().__init__(quiet)
+        self.steps: dict[str, dict] = {}
+
+    def set_runner(self, runner) -> None:
+        self.runner = runner
+        for name, step in runner.flow.steps.items():
+            self.steps.setdefault(name, {"status": "queued", "tasks": {}, "total": None if step.foreach else 1,
+                                         "started": None, "ended": None})
+        for warning in runner.flow.warnings:
+            self.console.print(f"[yellow]warning:[/] {warning}", highlight=False)
+        if not self.quiet:
+            self.console.print(f"[bold]{runner.flow.name}[/] run [bold]{runner.run_id}[/] "
+                               f"({len(runner.flow.steps)} steps, store {runner.store.url})")
+
+    def interrupted(self, count: int, patience: int) -> None:
+        """A Ctrl-C while the run goes on: say what happens now, and how to stop waiting."""
+        left = patience - count
+        self.console.print(f"[yellow]cancelling: running steps are interrupted and save their state first "
+                           f"(Ctrl-C {left} more time{'s' if left > 1 else ''} to stop waiting)[/]", highlight=False)
+
+    def event(self, e: dict) -> None:
+        if e["type"] == "foreach":
+            with self.lock:
+                self.steps[e["step"]]["total"] = e["count"]
+            return
+        if e["type"] != "task":
+            return
+        with self.lock:
+            track_task(self.steps[e["step"]], e)
+        if e.get("note") and not self.quiet:  # a resumed failed step: from which cell, or why from its first
+            self.console.print(f"  {e['step']}: {e['note']}", highlight=False, markup=False)
+        if self.live is None and not self.quiet:
+            error = (e.get("error") or {}).get("message")
+            tail = f" ({e['duration']:.2f} s)" if e.get("duration") is not None else ""
+            index = f"[{e['index']}]" if self.steps[e["step"]]["total"] != 1 else ""
+            self.console.print(f"  {e['step']}{index}: [{STYLE.get(e['status'], '')}]{e['status']}[/]{tail}"
+                               + (f" - {error}" if error and e["status"] != "retrying" else ""), highlight=False)
+
+    def _table(self):
+        from rich.table import Table
+
+        table = Table(box=None, pad_edge=False, show_header=True, header_style="bold")
+        for column in ("step", "status", "tasks", "time"):
+            table.add_column(column)
+        now = time.monotonic()
+        with self.lock:
+            for name, row in self.steps.items():
+                done = sum(s in DONE for s in row["tasks"].values())
+                total = "?" if row["total"] is None else row["total"]
+                took = "" if row["started"] is None else f"{(row['ended'] or now) - row['started']:.1f}s"
+                status = row["status"]
+                table.add_row(name, f"[{STYLE.get(status, '')}]{status}[/]", f"{done}/{total}", took)
+        return table
+
+    def summary(self, handle) -> None:
+        from jupyter_flow.readers.client import get_run
+
+        run = get_run(handle.store, handle.run_id)
+        style = STYLE.get(run["status"], "")
+        self.console.print(f"run [bold]{run['id']}[/] [{style}]{run['status']}[/] in {run['duration'] or 0:.2f} s",
+                           highlight=False)
+        if run.get("error"):
+            err = run["error"]
+            index = f"[{err['index']}]" if self.steps.get(err["step"], {}).get("total") != 1 else ""
+            self.console.print(f"[red]step {err['step']}{index} failed: {err['message']}[/]", highlight=False)
+            self.console.print(f"  inspect: jupyter flow logs {run['id']} {err['step']}   |   debug in a notebook: "
+                               f"jupyter_flow.load({run['id']!r}, {err['step']!r})   |   after fixing: "
+                               f"jupyter flow resume {run['id']}", highlight=False)
+        if run.get("metrics"):
+            self.console.print("metrics: " + ", ".join(f"{k}={v:.4g}" for k, v in run["metrics"].items()),
+                               highlight=False)
+        folder = f"{handle.store.url}/flows/{run['flow']}/runs/{run['id']}"
+        self.console.print(f"executed step notebooks: {folder}/<step>/<index>/output.ipynb", highlight=False)
+        print(run["id"])  # stdout carries just the id, for scripts: RUN=$(jupyter flow run nb.ipynb)
+
+
+class BatchProgress(_Live):
+    """One row per run of a batch: parameters, status, steps done, time (ticking while it runs)."""
+
+    def __init__(self, quiet: bool = False):
+        super().__init__(quiet)
+        self.rows: dict[int, dict] = {}
+
+    def start(self, index: int, runner) -> None:
+        if not self.rows and not self.quiet:
+            self.console.print(f"[bold]{runner.flow.name}[/] batch [bold]{runner.record['batch']['id']}[/] "
+                               f"(store {runner.store.url})", highlight=False)
+        with self.lock:
+            self.rows[index] = {"run": runner.run_id, "parameters": runner.parameters, "status": "queued",
+                                "steps": len(runner.flow.steps), "done": set(), "started": None, "ended": None}
+
+    def event(self, index: int, e: dict) -> None:
+        with self.lock:
+            row = self.rows[index]
+            if e["type"] == "run":
+                row["status"] = e["status"]
+                if e["status"] == "running":
+                    row["started"] = time.monotonic()
+                else:
+                    row["ended"] = time.monotonic()
+            elif e["type"] == "task" and e["status"] in DONE:
+                row["done"].add(e["step"])
+            else:
+                return
+        if self.live is None and not self.quiet and e["type"] == "run":
+            from jupyter_flow.ui.tables import elide_items
+
+            took = f" in {row['ended'] - row['started']:.1f}s" if row["ended"] and row["started"] else ""
+            self.console.print(f"  run {row['run']} ({elide_items(row['parameters'], 200)}): "
+                               f"[{STYLE.get(e['status'], '')}]{e['status']}[/]{took}", highlight=False)
+
+    def _table(self):
+        from rich.table import Table
+
+        from jupyter_flow.ui.tables import elide_items
+
+        table = Table(box=None, pad_edge=False, header_style="bold")
+        for column in ("#", "run", "parameters", "status", "steps", "time"):
+            table.add_column(column, no_wrap=True)
+        now = time.monotonic()
+        with self.lock:
+            for index, row in sorted(self.rows.items()):
+                took = "" if row["started"] is None else f"{(row['ended'] or now) - row['started']:.1f}s"
+                status = row["status"]
+                table.add_row(str(index + 1), row["run"], elide_items(row["parameters"], 60),
+                              f"[{STYLE.get(status, '')}]{status}[/]", f"{len(row['done'])}/{row['steps']}", took)
+        return table
+
+    def summary(self, batch) -> None:
+        counts: dict[str, int] = {}
+        for run in batch.runs:
+            counts[run.status] = counts.get(run.status, 0) + 1
+        text = ", ".join(f"[{STYLE.get(s, '')}]{n} {s}[/]" for s, n in counts.items())
+        self.console.print(f"batch [bold]{batch.id}[/]: {len(batch.record['sets'])} parameter sets, {text}",
+                           highlight=False)
+        for run in batch.runs:
+            if run.error:
+                self.console.print(f"  [red]run {run.id} failed at step {run.error['step']}: {run.error['message']}[/]",
+                                   highlight=False)
+        if not batch.succeeded:
+            self.console.print(f"  after fixing: jupyter flow batch --resume {batch.id}   |   its runs: "
+                               f"jupyter flow runs --batch {batch.id}", highlight=False)
