@@ -5,7 +5,7 @@ from pathlib import Path
 from jupyter_flow.store import layout, open_store
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "store"))
-from test_run_index import write_mixed_runs
+from store.test_run_index import write_mixed_runs
 
 
 async def test_listing_is_the_same_from_the_index_as_from_the_run_records(api, store):

@@ -6,7 +6,7 @@ from jupyter_flow.readers import client
 from jupyter_flow.store import open_store, records
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "store"))
-from test_run_index import record, write_mixed_runs
+from store.test_run_index import record, write_mixed_runs
 
 
 async def test_pin_and_unpin_a_run(api, store):

@@ -5,9 +5,7 @@ Every process (the CLI, the kernels it starts) finds the server through AWS_ENDP
 from __future__ import annotations
 
 import json
-import sys
 import uuid
-from pathlib import Path
 
 import pytest
 from conftest import SCENARIOS as NOTEBOOKS
@@ -131,8 +129,7 @@ def test_unreachable_endpoint_is_one_line(s3):
 def test_listing_through_the_run_index_on_s3(s3, s3_store):
     """On S3 the index is whole objects (no append): the first listing writes it, the next ones read
     it and show the same; a run finished since is picked up; fsck rebuilds it."""
-    sys.path.insert(0, str(Path(__file__).resolve().parent / "store"))
-    from test_run_index import record, write_mixed_runs
+    from .test_run_index import record, write_mixed_runs
 
     from jupyter_flow.store import fsck
     from jupyter_flow.store import layout, records

@@ -14,11 +14,11 @@ import time
 from pathlib import Path
 
 import pytest
-import test_crash as crash
+from runtime import test_crash as crash
 from conftest import SCENARIOS, cli, tagged_notebook, wait_for
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_cancel import LONG, SLOW, _assert_cancelled_with_snapshot, _wait_for_moment
+from execution.test_cancel import LONG, SLOW, _assert_cancelled_with_snapshot, _wait_for_moment
 
 import jupyter_flow
 from jupyter_flow.readers.client import list_runs

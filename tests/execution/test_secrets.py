@@ -13,7 +13,7 @@ import pytest
 from conftest import tagged_notebook
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_s3 import s3  # noqa: F401 - the S3 server fixture
+from store.test_s3 import s3  # noqa: F401 - the S3 server fixture
 
 import jupyter_flow
 from jupyter_flow.execution import secrets

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from conftest import cli, one_line_error, run_dirs
+from conftest import SCENARIOS, cli, one_line_error, run_dirs
 
 import jupyter_flow
 from jupyter_flow.errors import CorruptBlob
@@ -142,7 +142,7 @@ def test_malformed_notebooks_are_one_line_errors(tmp_path, store, case):
 
 def test_negative_max_workers_is_refused(store):
     """Item 9."""
-    one_line_error(cli("run", Path(__file__).parent / "notebooks" / "linear.ipynb", "--max-workers", "-1", check=2))
+    one_line_error(cli("run", SCENARIOS / "linear.ipynb", "--max-workers", "-1", check=2))
     assert not run_dirs(store)
 
 
