@@ -22,8 +22,8 @@ import time
 from datetime import datetime, timezone
 
 from jupyter_flow.execution import files, kernel_pool, secrets
-from jupyter_flow.flow import languages, stepbook
 from jupyter_flow.execution.control import TaskControl, register_engine
+from jupyter_flow.flow import languages, stepbook
 from jupyter_flow.store import open_store, records
 from jupyter_flow.store.layout import task_key
 

@@ -277,7 +277,7 @@ def run_step(store_url: str, run_id: str, step: str, index: int, fail: bool = Fa
     it) unless its step is tagged catch: then the run goes on, as it does locally."""
     from jupyter_flow.errors import failure_line
     from jupyter_flow.runtime import Task, reuse
-    from jupyter_flow.store.records import DONE
+    from jupyter_flow.store.status import DONE
 
     with tempfile.TemporaryDirectory(prefix="jupyter-flow-kfp-") as workdir:
         runner = _runner(store_url, run_id, workdir)
@@ -333,7 +333,7 @@ def finish(store_url: str, flow: str, job_id: str, kfp_state: str, kfp_error: st
     failed task's error. None when `begin` recorded no run (it failed: KFP shows why)."""
     from jupyter_flow.errors import failure_line
     from jupyter_flow.store import layout, open_store, records
-    from jupyter_flow.store.records import DONE
+    from jupyter_flow.store.status import DONE
     from jupyter_flow.execution.task import now
 
     found = open_store(store_url).glob(layout.run_json(flow, f"*-kfp-{job_id}"))

@@ -9,6 +9,7 @@ from jupyter_flow.errors import NotFound
 from jupyter_flow.store import Store, open_store
 from jupyter_flow.store import records
 from jupyter_flow.store.records import current_user
+from jupyter_flow.store.status import combine
 
 _namespace = {"user": "current"}
 
@@ -158,7 +159,7 @@ class Step:
     def __init__(self, name: str, tasks: list[Task]):
         self.name, self.tasks = name, tasks
         one = len(tasks) == 1
-        self.status = tasks[0].status if one else records.combine(t.status for t in tasks).value
+        self.status = tasks[0].status if one else combine(t.status for t in tasks).value
         if one:
             self.artifacts, self.data = tasks[0].artifacts, tasks[0].data
             self.error, self.attempt = tasks[0].error, tasks[0].attempt

@@ -9,12 +9,19 @@ resume, cancel, heartbeat, and progress events for the CLI, the server and the w
 """
 from __future__ import annotations
 
-from jupyter_flow.store import Store, layout, open_store
-from jupyter_flow.store.records import current_user, find_run
 from jupyter_flow.execution.task import now
-from jupyter_flow.runtime.doors import RunHandle, launch, prepare, prepare_resume, resume_run, start_run
+from jupyter_flow.runtime.doors import (
+    RunHandle,
+    launch,
+    prepare,
+    prepare_resume,
+    resume_run,
+    start_run,
+)
 from jupyter_flow.runtime.loop import HEARTBEAT_ENV, Runner, heartbeat_interval
 from jupyter_flow.runtime.readiness import Task
+from jupyter_flow.store import Store, layout, open_store
+from jupyter_flow.store.records import current_user, find_run
 
 __all__ = ["HEARTBEAT_ENV", "RunHandle", "Runner", "Task", "heartbeat_interval", "launch", "now", "prepare",
            "prepare_resume", "request_cancel", "resume_run", "start_run"]

@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import ast
 
-from jupyter_flow.flow import analysis, languages, stepbook
-from jupyter_flow.execution import files
-from jupyter_flow.flow.dag import Flow
 from jupyter_flow.errors import FlowError
-from jupyter_flow.store import layout
+from jupyter_flow.execution import files
+from jupyter_flow.flow import analysis, languages, stepbook
+from jupyter_flow.flow.dag import Flow
 from jupyter_flow.runtime import reuse
+from jupyter_flow.store import layout
 
 
 def plan(store, flow: Flow, origin: dict, name: str, index: int, parts: dict, cwd: str) -> tuple[dict | None, str]:

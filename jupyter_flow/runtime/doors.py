@@ -4,12 +4,13 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
+from jupyter_flow.errors import FlowError
 from jupyter_flow.flow import notebook
 from jupyter_flow.flow.dag import Flow, build_flow
-from jupyter_flow.errors import FlowError
-from jupyter_flow.store import open_store
-from jupyter_flow.store.records import Status, find_run, list_runs, list_tasks, read_task_at
 from jupyter_flow.runtime.loop import Runner
+from jupyter_flow.store import open_store
+from jupyter_flow.store.records import find_run, list_runs, list_tasks, read_task_at
+from jupyter_flow.store.status import Status
 
 
 class RunHandle:
@@ -55,8 +56,8 @@ def prepare(notebook_path, parameters=None, store=None, executor="local", schedu
     """Validate everything a run needs and return its Runner; raises FlowError and writes nothing.
     kernel_name: the notebook's kernel for every step without a `kernel:` tag (papermill's -k); cwd:
     where the kernels run (papermill's --cwd; default the notebook's folder)."""
-    from jupyter_flow.executors import executor_class, make_executor
     from jupyter_flow.execution.kernel_pool import check_kernelspecs
+    from jupyter_flow.executors import executor_class, make_executor
     from jupyter_flow.flow.params import overrides, replace_injected, resolve
 
     path = Path(notebook_path)

@@ -11,17 +11,18 @@ import time
 from datetime import datetime, timezone
 
 from jupyter_flow._version import __version__
-from jupyter_flow.flow.dag import Flow
 from jupyter_flow.errors import FlowError, failure_line
-from jupyter_flow.speed.forkserver import modules_to_preload
-from jupyter_flow.store import Store, records
-from jupyter_flow.store.layout import run_key, time_id
-from jupyter_flow.store.records import DONE, current_user
 from jupyter_flow.execution.task import TaskControl, now
+from jupyter_flow.flow.dag import Flow
 from jupyter_flow.runtime import continuing, reuse
 from jupyter_flow.runtime.races import Races
 from jupyter_flow.runtime.readiness import Readiness, Task
 from jupyter_flow.runtime.spec import Specs
+from jupyter_flow.speed.forkserver import modules_to_preload
+from jupyter_flow.store import Store, records
+from jupyter_flow.store.layout import run_key, time_id
+from jupyter_flow.store.records import current_user
+from jupyter_flow.store.status import DONE
 
 HEARTBEAT_ENV = "JUPYTER_FLOW_HEARTBEAT"
 
@@ -147,7 +148,7 @@ class Runner:
     def _build_envs(self) -> None:
         """Start building the environments of `pip:` steps that run here, while upstream steps run; for
         those a worker builds (Dask), resolve their versions here, for their cache keys."""
-        here = lambda s: self.executor.name == "local" or s.options.get("executor") == "local"  # noqa: E731
+        here = lambda s: self.executor.name == "local" or s.options.get("executor") == "local"
         pip = [s for s in self.flow.steps.values() if "pip" in s.options]
         if pip:
             from jupyter_flow.execution.envs import Builder

@@ -10,12 +10,12 @@ run reuses steps after it that the plan says run.
 """
 from __future__ import annotations
 
-from jupyter_flow.flow.dag import Flow, Step
 from jupyter_flow.errors import FlowError
-from jupyter_flow.store import Store, open_store
+from jupyter_flow.flow.dag import Flow, Step
 from jupyter_flow.runtime.readiness import Task
 from jupyter_flow.runtime.reuse import Cache, cache_key, cache_parts
 from jupyter_flow.runtime.spec import Specs
+from jupyter_flow.store import Store, open_store
 
 
 def plan(flow: Flow, store: Store | str | None = None, parameters: dict | None = None, no_cache: bool = False,

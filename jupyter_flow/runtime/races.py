@@ -15,8 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from jupyter_flow.flow.dag import Flow
-from jupyter_flow.store.records import DONE, TERMINAL
 from jupyter_flow.runtime.readiness import Task
+from jupyter_flow.store.status import DONE, TERMINAL
 
 
 @dataclass

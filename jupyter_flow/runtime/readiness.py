@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from jupyter_flow.execution.control import TaskControl
 from jupyter_flow.flow.dag import Flow
-from jupyter_flow.store.records import DONE, TERMINAL
+from jupyter_flow.store.status import DONE, TERMINAL
 
 
 @dataclass

@@ -20,15 +20,15 @@ import difflib
 import json
 from dataclasses import dataclass
 
-from jupyter_flow.flow import analysis
 from jupyter_flow._version import __version__
-from jupyter_flow.flow.dag import Flow
 from jupyter_flow.errors import FlowError
-from jupyter_flow.store.preview import elide
+from jupyter_flow.execution.task import now
+from jupyter_flow.flow import analysis
+from jupyter_flow.flow.dag import Flow
 from jupyter_flow.store import Store, layout, records
 from jupyter_flow.store.layout import task_key
-from jupyter_flow.store.records import DONE
-from jupyter_flow.execution.task import now
+from jupyter_flow.store.preview import elide
+from jupyter_flow.store.status import DONE
 
 PREVIOUS_RUNS = 10  # how many of the flow's latest runs are searched for a step's last task (to say what changed)
 

@@ -1,11 +1,11 @@
 """The task spec: everything an executor needs to run one task, as plain data (JSON- and pickle-able)."""
 from __future__ import annotations
 
+from jupyter_flow.errors import FlowError
 from jupyter_flow.flow import stepbook
 from jupyter_flow.flow.dag import Flow
-from jupyter_flow.errors import FlowError
-from jupyter_flow.store.records import DONE
 from jupyter_flow.runtime.readiness import Task
+from jupyter_flow.store.status import DONE
 
 
 class Specs:

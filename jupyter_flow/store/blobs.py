@@ -37,7 +37,7 @@ def new_hash():
     return xxhash.xxh3_128()
 
 
-def dump(value, writer: "HashingWriter") -> None:
+def dump(value, writer: HashingWriter) -> None:
     """Write `value` in the blob format to `writer` (which counts the bytes written)."""
     import cloudpickle
 

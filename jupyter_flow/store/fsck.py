@@ -7,10 +7,10 @@ files of writes that died are removed.
 """
 from __future__ import annotations
 
-from jupyter_flow.store.gc import FRESH_SECONDS
 from jupyter_flow.errors import CorruptBlob, NotFound
 from jupyter_flow.store import layout, open_store, records
-from jupyter_flow.store.records import Status
+from jupyter_flow.store.gc import FRESH_SECONDS
+from jupyter_flow.store.status import Status
 
 
 def check(store=None, dry_run: bool = False) -> dict:

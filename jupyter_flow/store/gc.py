@@ -21,7 +21,7 @@ import time
 
 from jupyter_flow.errors import FlowError
 from jupyter_flow.store import layout, open_store, records
-from jupyter_flow.store.records import Status
+from jupyter_flow.store.status import Status
 
 FRESH_SECONDS = 3600
 

@@ -23,7 +23,9 @@ import re
 from jupyter_flow.errors import FlowError
 
 FLOW_NAME = re.compile(r"^(?!\.\.?$)[A-Za-z0-9_.-]+$")
-STEP_NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
+# The step-name rule (the one place it is written): step:NAME tags, task keys, the sidebar (status.vocabulary).
+STEP_NAME_PATTERN = r"[a-z_][a-z0-9_]*"
+STEP_NAME = re.compile(rf"^{STEP_NAME_PATTERN}$")
 RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
 
 
@@ -34,9 +36,22 @@ def time_id(suffix: str) -> str:
 
     now = datetime.now(timezone.utc)
     return f"{now:%Y%m%dT%H%M%S}.{now.microsecond // 1000:03d}-{suffix}"
+
+
 DIGEST = re.compile(r"^[0-9a-f]{32}$")
 BLOB_TMP = "blobs/tmp"
 QUARANTINE = "quarantine"
+
+# The files of a run (beside run.json) and of a task (beside task.json): every file name is here.
+RUN_RECORD = "run.json"
+RUN_NOTEBOOK = "notebook.ipynb"  # the notebook as it was run (what resume and exports start from)
+CANCEL = "cancel"  # written to ask a run to stop (`jupyter flow cancel`)
+TASK_RECORD = "task.json"
+TASK_NOTEBOOK = "output.ipynb"  # the executed step notebook
+TASK_LOG = "log.txt"  # the step's stdout and stderr
+TASK_FAILURE = "failure.json"  # the failure snapshot: variables, frames (records.read_failure)
+TASK_RESULT = "result.json"  # what the kernel hands the task on success (in its work folder only)
+TASK_FILES = (TASK_NOTEBOOK, TASK_LOG, TASK_FAILURE)  # the files each attempt of a task writes
 
 _RUN_JSON = re.compile(r"^flows/(?P<flow>[^/]+)/runs/(?P<run_id>[^/]+)/run\.json$")
 _TASK_JSON = re.compile(r"^flows/(?P<flow>[^/]+)/runs/(?P<run_id>[^/]+)/(?P<step>[^/]+)/(?P<index>\d+)/task\.json$")
@@ -63,7 +78,7 @@ def run_key(flow: str, run_id: str) -> str:
 
 
 def run_json(flow: str, run_id: str) -> str:
-    return f"{run_key(flow, run_id)}/run.json"
+    return f"{run_key(flow, run_id)}/{RUN_RECORD}"
 
 
 def run_file(flow: str, run_id: str, name: str) -> str:
@@ -75,7 +90,12 @@ def task_key(flow: str, run_id: str, step: str, index: int) -> str:
 
 
 def task_json(flow: str, run_id: str, step: str, index: int) -> str:
-    return f"{task_key(flow, run_id, step, index)}/task.json"
+    return f"{task_key(flow, run_id, step, index)}/{TASK_RECORD}"
+
+
+def task_file(flow: str, run_id: str, step: str, index: int, name: str) -> str:
+    """A file of a task (one of TASK_FILES) beside its task.json."""
+    return f"{task_key(flow, run_id, step, index)}/{name}"
 
 
 def index_chunk(flow: str, first_run_id: str) -> str:

@@ -1,4 +1,4 @@
-"""Run and task records: typed, with one Status enum and one rule for the effective status.
+"""Run and task records: typed (statuses from store/status.py), with one rule for the effective status.
 
 Every reader (client, CLI views, server, gc, fsck) and every writer (runtime, task, executors)
 goes through here; nobody else builds a record key or decides what a status means. A record that
@@ -17,41 +17,10 @@ import os
 import socket
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from enum import Enum
 
 from jupyter_flow.errors import FlowError, NotFound, StoreError
 from jupyter_flow.store import layout
-
-
-class Status(str, Enum):
-    QUEUED = "queued"
-    RUNNING = "running"
-    RETRYING = "retrying"
-    SUCCEEDED = "succeeded"
-    CACHED = "cached"
-    REUSED = "reused"
-    SKIPPED = "skipped"
-    FAILED = "failed"
-    TIMED_OUT = "timed_out"
-    CANCELLED = "cancelled"
-    CRASHED = "crashed"
-    DAMAGED = "damaged"  # the record itself cannot be read
-
-    def __str__(self) -> str:
-        return self.value
-
-
-DONE = frozenset({Status.SUCCEEDED, Status.CACHED, Status.REUSED, Status.SKIPPED})
-TERMINAL = DONE | {Status.FAILED, Status.TIMED_OUT, Status.CANCELLED}
-RUN_STATUSES = ("running", "succeeded", "failed", "cancelled", "crashed", "damaged")
-# Which status a step of several tasks shows: the first of these any task has, else succeeded.
-PRECEDENCE = (Status.DAMAGED, Status.CRASHED, Status.FAILED, Status.TIMED_OUT, Status.CANCELLED, Status.RUNNING,
-              Status.RETRYING, Status.QUEUED)
-
-
-def combine(statuses) -> Status:
-    statuses = {Status(s) for s in statuses}
-    return next((s for s in PRECEDENCE if s in statuses), Status.SUCCEEDED if statuses else Status.QUEUED)
+from jupyter_flow.store.status import FINISHED, RUN_STATUSES, TERMINAL, Status
 
 
 def current_user() -> str:
@@ -150,7 +119,7 @@ class RunRecord(_Record):
         stale = max(3 * float(self.heartbeat_interval or 5), 30)
         return Status.CRASHED if (datetime.now(timezone.utc) - beat).total_seconds() > stale else Status.RUNNING
 
-    def with_effective_status(self) -> "RunRecord":
+    def with_effective_status(self) -> RunRecord:
         status = self.effective_status()
         return self if status == self.status else dataclasses.replace(self, status=status)
 
@@ -282,7 +251,6 @@ def _newest_first(folders: dict[str, list[str]]):
 
 
 # -- the run index: finished runs' records, so that a listing reads a few files, not one per run ----
-FINISHED = frozenset({Status.SUCCEEDED, Status.FAILED, Status.CANCELLED})
 
 
 class RunIndex:
@@ -458,7 +426,7 @@ def read_task(store, run: RunRecord, step: str, index: int = 0) -> TaskRecord:
 def read_failure(store, task: TaskRecord) -> dict:
     """The task's failure snapshot (failure.json): variables, unpicklable names, modules, and the
     failing frames (`frames`: file, function, line, cell, source, locals, the last one's exception)."""
-    return store.read_json(f"{task.files_key}/failure.json")
+    return store.read_json(f"{task.files_key}/{layout.TASK_FAILURE}")
 
 
 def failure_refs(failure: dict) -> set[str]:

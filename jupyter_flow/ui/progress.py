@@ -8,7 +8,7 @@ from __future__ import annotations
 import threading
 import time
 
-from jupyter_flow.store.records import DONE
+from jupyter_flow.store.status import DONE
 
 STYLE = {"queued": "dim", "running": "yellow", "retrying": "yellow", "succeeded": "green", "cached": "cyan",
          "reused": "cyan", "skipped": "dim", "failed": "red", "timed_out": "red", "cancelled": "magenta",

@@ -232,7 +232,7 @@ def run_html(record: dict, tasks: bool = False) -> str:
     by_step: dict[str, list] = {}
     for t in record.get("tasks", []):
         by_step.setdefault(t["step"], []).append(t["status"])
-    from jupyter_flow.store.records import combine
+    from jupyter_flow.store.status import combine
 
     steps = "".join(f"<tr><td><code>{html.escape(s['name'])}</code></td>"
                     f"<td>{_badge(combine(by_step[s['name']]).value if s['name'] in by_step else 'not run')}</td>"

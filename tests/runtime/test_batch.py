@@ -5,10 +5,9 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import SCENARIOS, cli, one_line_error, run_dirs
 from hypothesis import given
 from hypothesis import strategies as st
-
-from conftest import SCENARIOS, cli, one_line_error, run_dirs
 
 GRID = SCENARIOS / "grid.ipynb"
 

@@ -15,9 +15,9 @@ from conftest import SCENARIOS
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from jupyter_flow.store.gc import collect
+from jupyter_flow.store import open_store, records
 from jupyter_flow.store.fsck import check
-from jupyter_flow.store import layout, open_store, records
+from jupyter_flow.store.gc import collect
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(3600)]
 FINAL = {"succeeded", "failed", "crashed"}

@@ -10,7 +10,6 @@ import pytest
 from conftest import SCENARIOS, cli, wait_for
 
 import jupyter_flow
-from jupyter_flow.readers import client
 
 pytestmark = pytest.mark.slow
 

@@ -1,8 +1,8 @@
 """Scheduling decisions that must stay cheap however the DAG is shaped."""
 import nbformat
 
-from jupyter_flow.flow.dag import build_flow
 from jupyter_flow.executors.base import Executor
+from jupyter_flow.flow.dag import build_flow
 from jupyter_flow.runtime import Runner, Task
 from jupyter_flow.runtime.readiness import Readiness
 from jupyter_flow.store import open_store

@@ -7,10 +7,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from jupyter_flow.store.gc import collect
 from jupyter_flow.errors import FlowError
 from jupyter_flow.store import layout, open_store, records
-from jupyter_flow.store.records import RunRecord, Status, TaskRecord
+from jupyter_flow.store.gc import collect
+from jupyter_flow.store.records import RunRecord, TaskRecord
+from jupyter_flow.store.status import Status
 
 HOUR = 3600
 

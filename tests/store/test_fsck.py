@@ -5,7 +5,8 @@ import time
 from conftest import cli
 
 from jupyter_flow.store import layout, open_store, records
-from jupyter_flow.store.records import RunRecord, Status, TaskRecord
+from jupyter_flow.store.records import RunRecord, TaskRecord
+from jupyter_flow.store.status import Status
 
 
 def test_fsck_finds_moves_aside_and_reports(store):

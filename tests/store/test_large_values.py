@@ -14,9 +14,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from jupyter_flow.store import gc
 from jupyter_flow.errors import CorruptBlob
-from jupyter_flow.store import blobs, layout, open_store
+from jupyter_flow.store import blobs, gc, layout, open_store
 from jupyter_flow.store.blobs import hash_value
 
 MB = 2**20

@@ -16,8 +16,8 @@ from conftest import cli, one_line_error
 from support.services import s3_bucket
 
 import jupyter_flow
-from jupyter_flow.readers import client
 from jupyter_flow.errors import FlowError
+from jupyter_flow.readers import client
 
 pytestmark = pytest.mark.slow
 BUCKET = "team"

@@ -7,7 +7,8 @@ import pytest
 
 from jupyter_flow.errors import FlowError, NotFound, StoreError
 from jupyter_flow.store import layout, open_store, records
-from jupyter_flow.store.records import RunRecord, Status, TaskRecord
+from jupyter_flow.store.records import RunRecord, TaskRecord
+from jupyter_flow.store.status import Status, combine
 
 
 def now(delta=0):
@@ -68,10 +69,10 @@ def test_a_running_run_whose_process_is_gone_is_crashed():
 
 
 def test_one_precedence_for_a_step_of_many_tasks():
-    assert records.combine(["succeeded", "cached", "failed", "running"]) == Status.FAILED
-    assert records.combine(["succeeded", "reused"]) == Status.SUCCEEDED
-    assert records.combine(["succeeded", "damaged", "crashed"]) == Status.DAMAGED
-    assert records.combine([]) == Status.QUEUED
+    assert combine(["succeeded", "cached", "failed", "running"]) == Status.FAILED
+    assert combine(["succeeded", "reused"]) == Status.SUCCEEDED
+    assert combine(["succeeded", "damaged", "crashed"]) == Status.DAMAGED
+    assert combine([]) == Status.QUEUED
 
 
 def test_find_run_by_unique_prefix_only(store):

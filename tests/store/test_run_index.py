@@ -13,7 +13,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from jupyter_flow.store import layout, open_store, records
-from jupyter_flow.store.records import RunRecord, Status
+from jupyter_flow.store.records import RunRecord
+from jupyter_flow.store.status import Status
 
 FLOWS = ("f", "g")
 USERS = ("ann", "bob")

@@ -129,10 +129,9 @@ def test_unreachable_endpoint_is_one_line(s3):
 def test_listing_through_the_run_index_on_s3(s3, s3_store):
     """On S3 the index is whole objects (no append): the first listing writes it, the next ones read
     it and show the same; a run finished since is picked up; fsck rebuilds it."""
-    from .test_run_index import record, write_mixed_runs
+    from jupyter_flow.store import fsck, layout, records
 
-    from jupyter_flow.store import fsck
-    from jupyter_flow.store import layout, records
+    from .test_run_index import record, write_mixed_runs
 
     store = open_store(s3_store)
     write_mixed_runs(store, 12)

@@ -3,7 +3,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from jupyter_flow.store import layout, open_store, records
-from jupyter_flow.store.records import TERMINAL, Status, TaskRecord
+from jupyter_flow.store.records import TaskRecord
+from jupyter_flow.store.status import TERMINAL, Status
 
 STATUSES = [Status.RUNNING, Status.SUCCEEDED, Status.FAILED, Status.TIMED_OUT, Status.CANCELLED]
 writes = st.lists(st.tuples(st.integers(1, 4), st.sampled_from(STATUSES), st.integers()), min_size=1, max_size=12)

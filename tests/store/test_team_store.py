@@ -19,9 +19,10 @@ from conftest import cli, one_line_error, tagged_notebook, wait_for
 from support.services import s3_bucket
 
 import jupyter_flow
-from jupyter_flow.readers import client
 from jupyter_flow import runtime
+from jupyter_flow.readers import client
 from jupyter_flow.store import layout, open_store, records
+from jupyter_flow.store.status import Status
 
 pytestmark = pytest.mark.slow
 
@@ -251,10 +252,10 @@ def test_a_record_whose_etag_is_not_its_md5_is_still_written_conditionally(s3):
     store = open_store(f"s3://team/{uuid.uuid4().hex[:8]}")
     key = layout.task_json("f", "20250101T000000.000-etag", "a", 0)
     old = records.TaskRecord(run_id="20250101T000000.000-etag", flow="f", step="a", attempt=1,
-                             status=records.Status.RUNNING, extra={"padding": "x" * (11 << 20)})
+                             status=Status.RUNNING, extra={"padding": "x" * (11 << 20)})
     store.backend.fs.pipe_file(store.backend.path(key), json.dumps(old.to_dict()).encode(), chunksize=5 << 20)
     assert "-" in store.backend.fs.info(store.backend.path(key))["ETag"]  # multipart: not an MD5
     assert records.write_task(store, records.TaskRecord(run_id=old.run_id, flow="f", step="a", attempt=2,
-                                                        status=records.Status.SUCCEEDED))
+                                                        status=Status.SUCCEEDED))
     assert store.read_json(key)["attempt"] == 2
     assert not records.write_task(store, old)
