@@ -67,8 +67,8 @@ def breakdown(kind: str, mb: int) -> list[tuple[str, float]]:
     import numpy as np
     import pandas as pd
 
-    from jupyter_flow.store.preview import describe
     from jupyter_flow.store import Store, blobs, layout
+    from jupyter_flow.store.preview import describe
 
     value = make(kind, mb, seed=1)
     touch = (lambda v: float(v.sum())) if kind == "array" else (lambda v: float(v["x"].sum()) + len(v))

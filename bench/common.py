@@ -73,6 +73,7 @@ class Bench:
         })
         self.env.pop("JUPYTER_FLOW_STORE", None)
         self.env.pop("PYTHONDONTWRITEBYTECODE", None)
+        self.python = sys.executable  # the interpreter every tool runs with (bench/setups.py may change it)
         self._count = 0
         self.tools = {t for t in ("jupyter_flow", "metaflow", "papermill", "raw") if t not in args.skip}
         if "jupyter_flow" in self.tools and not jupyter_flow_available():
@@ -82,7 +83,7 @@ class Bench:
             print("note: metaflow is not installed; its column is left out", file=sys.stderr)
             self.tools.discard("metaflow")
 
-    def __enter__(self) -> "Bench":
+    def __enter__(self) -> Bench:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -95,7 +96,7 @@ class Bench:
     def jupyter_flow(self, *args: str) -> Command:
         """`jupyter flow ARGS`, with the `jupyter` of this Python's environment: the peers run with
         sys.executable too, not through a version manager's shims (pyenv's add 0.1-0.3 s per command)."""
-        jupyter = Path(sys.executable).with_name("jupyter")
+        jupyter = Path(self.python).with_name("jupyter")
         return [str(jupyter) if jupyter.exists() else "jupyter", "flow", *args]
 
     def jf_run(self, notebook: str, params: dict | None = None, *, cache: bool = False) -> Command:
@@ -105,13 +106,13 @@ class Bench:
                                  *([] if cache else ["--no-cache"]))
 
     def mf_run(self, flow: str, command: str = "run", params: dict | None = None, *extra: str) -> Command:
-        return [sys.executable, str(FLOWS / flow), "--quiet", "--no-pylint", command,
+        return [self.python, str(FLOWS / flow), "--quiet", "--no-pylint", command,
                 "--max-workers", str(self.args.max_workers), *_params(params, flag_style=True), *extra]
 
     def papermill(self, notebook: str, params: dict | None = None) -> Command:
         out = self.root / "papermill" / notebook
         out.parent.mkdir(exist_ok=True)
-        return [sys.executable, "-m", "papermill", "--log-level", "WARNING", str(NOTEBOOKS / notebook), str(out),
+        return [self.python, "-m", "papermill", "--log-level", "WARNING", str(NOTEBOOKS / notebook), str(out),
                 *_params(params)]
 
     # -- running ------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ from jupyter_flow._version import __version__
 
 _LAZY = {
     "run": "api", "resume": "api", "load": "readers.into_kernel", "record": "execution.in_kernel",
-    "batch": "runtime.batches", "Batch": "runtime.batches", "execute_notebook": "readers.papermill_output",
+    "batch": "runtime.batches", "Batch": "runtime.batches", "execute_notebook": "api",
     "show": "ui.widgets", "compare": "ui.widgets", "Run": "readers.client", "Flow": "readers.client",
     "Task": "readers.client", "namespace": "readers.client", "runs_table": "readers.client",
     "FlowError": "errors",

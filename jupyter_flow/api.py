@@ -1,11 +1,14 @@
-"""The Python door: run or resume a notebook and get a `Run` back.
+"""The Python door: run or resume a notebook and get a `Run` back; `execute_notebook`, papermill's.
 
 In a notebook (a Jupyter kernel) the run shows as a live widget (see `widgets.LiveRun`) while it goes.
 """
 from __future__ import annotations
 
 from jupyter_flow import runtime
+from jupyter_flow.errors import FlowError
+from jupyter_flow.readers import papermill_output as pm
 from jupyter_flow.readers.client import Run
+from jupyter_flow.store.status import Status
 
 
 def run(notebook, parameters: dict | None = None, store=None, executor: str = "local", scheduler: str | None = None,
@@ -48,3 +51,36 @@ def resume(run_id: str, parameters: dict | None = None, from_step: str | None = 
                                 notebook_path=notebook, background=False, executor=executor, scheduler=scheduler,
                                 max_workers=max_workers, on_event=on_event, from_start=from_start)
     return Run(handle.run_id, handle.store)
+
+
+def execute_notebook(input_path, output_path, parameters: dict | None = None, engine_name=None,
+                     request_save_on_cell_execute=True, prepare_only: bool = False, kernel_name: str | None = None,
+                     language: str | None = None, progress_bar=True, log_output: bool = False, stdout_file=None,
+                     stderr_file=None, start_timeout=60, report_mode: bool = False, cwd=None, **options):
+    """`papermill.execute_notebook`, as a tracked pipeline: the same keywords with the same meaning,
+    the same output notebook (written once, when the run ends), and the same
+    `PapermillExecutionError` when a cell raises. `engine_name`, `start_timeout` and `execution_timeout`
+    take only papermill's defaults. Other keyword arguments go to `jupyter_flow.run` (store, executor,
+    max_workers, no_cache...)."""
+    pm.check_options(dict(engine_name=engine_name, start_timeout=start_timeout, **options))
+    for name in (*pm.NO_EFFECT, *pm.CANNOT_APPLY):
+        options.pop(name, None)
+    input_path, output_path = pm.paths(input_path, output_path, parameters)
+    if output_path is not None:
+        pm.check_output(output_path)
+    with pm.local_notebook(input_path) as path:
+        if prepare_only:
+            return pm.prepare_notebook(path, output_path, parameters, report_mode=report_mode,
+                                       kernel_name=kernel_name, language=language)
+        if log_output:
+            options["on_event"] = pm.log_outputs(options.get("store"), options.get("on_event"))
+        result = run(path, parameters=parameters, kernel_name=kernel_name, cwd=cwd,
+                     view=None if progress_bar else False, **options)
+    nb, error = pm.merge(result.store, result.id, parameters, input_path, output_path, report_mode, kernel_name,
+                         language)
+    pm.write(nb, output_path, stdout_file, stderr_file)
+    if error is not None:
+        raise error
+    if result.status != Status.SUCCEEDED:
+        raise FlowError(f"run {result.id} {result.status}: {(result.error or {}).get('message', '')}")
+    return nb

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import shlex
 import shutil
 import subprocess
 from pathlib import Path
@@ -51,13 +52,60 @@ def run_flow(store):
     return run
 
 
-def cli(*args, env: dict | None = None, timeout: float = 300, check: int | None = None, **kwargs):
-    """Run `jupyter flow ARGS` as a user would; returns the CompletedProcess (text)."""
-    proc = subprocess.run(["jupyter", "flow", *map(str, args)], capture_output=True, text=True, timeout=timeout,
+def cli(*args, env: dict | None = None, timeout: float = 300, check: int | None = None, hide=(), **kwargs):
+    """Run `jupyter flow ARGS` as a user would; returns the CompletedProcess (text). `hide`: folders the
+    command must not see (an empty tmpfs over each, in a mount namespace of its own; see `kernelspecs`)."""
+    command = ["jupyter", "flow", *map(str, args)]
+    if hide:
+        mounts = "".join(f"mount -t tmpfs none {shlex.quote(str(folder))} && " for folder in hide)
+        command = ["unshare", "--map-root-user", "--mount", "sh", "-c", mounts + 'exec "$@"', "sh", *command]
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=timeout,
                           env={**os.environ, **(env or {})}, **kwargs)
     if check is not None:
         assert proc.returncode == check, f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
     return proc
+
+
+class Kernelspecs:
+    """What `kernelspecs(...)` gave a test: `names`, and `hidden`, the machine-wide kernelspec folders
+    a CLI run must be given as `cli(..., hide=specs.hidden)` so that it sees those names alone."""
+
+    def __init__(self, names: tuple[str, ...], hidden: list[str]):
+        self.names, self.hidden = names, hidden
+
+
+@pytest.fixture
+def kernelspecs(tmp_path, monkeypatch):
+    """Only the kernelspecs a test names, whatever this machine has installed: `kernelspecs("python3")`,
+    `kernelspecs("python3", "ir")` (skipped where one is not installed). Copies of them are the test's
+    JUPYTER_PATH; JUPYTER_DATA_DIR is empty and the user site is off, so the user's own kernelspecs
+    (`IRkernel::installspec()` puts `ir` there) do not count. The machine-wide folders (sys.prefix and
+    /usr/share/jupyter) cannot be taken away by the environment: a CLI run hides them (`hidden`, needs
+    unprivileged mount namespaces, or the test is skipped)."""
+    from jupyter_core.paths import ENV_JUPYTER_PATH, SYSTEM_JUPYTER_PATH
+    from support.services import can_hide_folders
+
+    from jupyter_flow.flow.kernelspecs import installed_kernels, ipykernel_resources
+
+    def only(*names: str) -> Kernelspecs:
+        machine = installed_kernels()
+        folder = tmp_path / "kernelspecs"
+        for name in names:
+            source = machine.get(name) or (ipykernel_resources() if name == "python3" else None)
+            if not source:
+                pytest.skip(f"the {name!r} kernel is not installed on this machine")
+            shutil.copytree(source, folder / "kernels" / name)
+        monkeypatch.setenv("JUPYTER_PATH", str(folder))
+        monkeypatch.setenv("JUPYTER_DATA_DIR", str(tmp_path / "jupyter-data"))
+        monkeypatch.setenv("PYTHONNOUSERSITE", "1")  # ~/.local/share/jupyter is a user folder too
+        monkeypatch.setenv("JUPYTER_FLOW_AGENT", "0")  # an agent's process would see every folder
+        hidden = sorted({os.path.join(p, "kernels") for p in [*ENV_JUPYTER_PATH, *SYSTEM_JUPYTER_PATH]
+                         if os.path.isdir(os.path.join(p, "kernels"))})
+        if hidden and not can_hide_folders():
+            pytest.skip("cannot hide this machine's kernelspecs here (no unprivileged mount namespaces)")
+        return Kernelspecs(names, hidden)
+
+    return only
 
 
 @pytest.fixture

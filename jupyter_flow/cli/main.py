@@ -10,6 +10,8 @@ import json
 import os
 import sys
 
+from jupyter_flow.cli import agent
+
 EPILOG = """\
 Tag notebook cells with step:NAME (and prev:NAME, foreach:ITEM=VAR, retry:N, timeout:S, ...).
 Examples:
@@ -260,8 +262,8 @@ def _interruptible() -> None:
 
 
 def _execute(args, runner, log_output: bool = False) -> int:
-    from jupyter_flow.ui.progress import Progress
     from jupyter_flow.runtime import launch
+    from jupyter_flow.ui.progress import Progress
 
     _interruptible()
     progress = Progress(quiet=args.quiet)
@@ -280,9 +282,9 @@ def _execute(args, runner, log_output: bool = False) -> int:
 
 def cmd_run(args) -> int:
     _prestart_kernels(args)
-    from jupyter_flow.readers import papermill_output
     from jupyter_flow import runtime
     from jupyter_flow.errors import FlowError
+    from jupyter_flow.readers import papermill_output
 
     if args.executor == "kfp":
         if args.kernel or args.cwd or args.prepare_only:
@@ -372,8 +374,8 @@ def _add_kernel_and_cwd(p) -> None:
 
 def _papermill_parameters(args) -> list:
     """The parameter options as papermill's CLI applies them: (origin, name, value), in its order."""
-    from jupyter_flow.readers.papermill_output import check_options
     from jupyter_flow.flow.params import from_options
+    from jupyter_flow.readers.papermill_output import check_options
 
     check_options({"engine_name": args.engine, "start_timeout": args.start_timeout,
                    "execution_timeout": args.execution_timeout}, flags={
@@ -616,9 +618,9 @@ def _add_batch(sub) -> None:
 
 
 def cmd_batch(args) -> int:
-    from jupyter_flow.runtime import batches
     from jupyter_flow.errors import FlowError
     from jupyter_flow.flow.params import parse_cli_value
+    from jupyter_flow.runtime import batches
     from jupyter_flow.ui.progress import BatchProgress
     from jupyter_flow.ui.tables import runs_table
 
@@ -663,8 +665,8 @@ def cmd_fsck(args) -> int:
 
 
 def cmd_envs(args) -> int:
-    from jupyter_flow.execution import envs
     from jupyter_flow.errors import FlowError
+    from jupyter_flow.execution import envs
 
     if args.action == "list":
         if args.keys or args.all:
@@ -736,10 +738,11 @@ def _submit_kfp(args) -> int:
 
 
 def cmd_agent(args) -> int:
-    from jupyter_flow.speed.agent import run_agent
-
-    run_agent()
-    return 0
+    command = agent.run_agent()
+    if command is None:  # the agent was stopped
+        return 0
+    # this process is one the agent forked for a command sent to it: run it here, then exit as usual
+    return command.finish(run_main(command.argv))
 
 
 COMMANDS = {"run": cmd_run, "batch": cmd_batch, "resume": cmd_resume, "dag": cmd_dag, "plan": cmd_plan, "runs": cmd_runs, "show": cmd_show,
@@ -775,23 +778,17 @@ def _exit_status(code) -> int:
 
 def entry() -> None:
     """The `jupyter-flow` console script: a run goes to `jupyter flow agent` when one is running for
-    this environment (see speed/agent.py), else runs here. The exit skips the interpreter's teardown of
-    every module a run imported (0.15 s): the streams are flushed and the atexit handlers run first,
-    and it waits for any thread that is not a daemon, as the interpreter would."""
-    import os
-    import threading
-
-    from jupyter_flow.speed import agent
+    this environment (see cli/agent.py), else runs here. The interpreter then exits as usual (threads
+    joined, exit handlers run, streams flushed); gc.freeze() first spares its last collections the
+    objects of every module a run imported."""
+    import gc
 
     argv = sys.argv[1:]
     code = agent.delegate(argv)
     if code is None:
         code = run_main(argv)
-    for thread in threading.enumerate():
-        if thread is not threading.current_thread() and not thread.daemon:
-            thread.join()
-    agent.flush_and_exit_handlers()
-    os._exit(code)
+    gc.freeze()
+    sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """Files a step reads and writes, seen from the runner: fingerprints, what changed since, putting files back.
 
 A task's record lists the files its step read (`files.read`: PATH -> fingerprint at its first read)
-and wrote (`files.written`: RELPATH -> the blob holding its final bytes); see execution/in_kernel.py, which
+and wrote (`files.written`: RELPATH -> the blob holding its final bytes, or, for a file that held a
+secret, its fingerprint and `withheld`: why its bytes were not stored); see execution/in_kernel.py, which
 records them. PATH is POSIX, relative to the notebook's folder when inside it, else absolute.
 A fingerprint is {"size", "mtime", "hash"} (the store's content hash of the bytes); a folder's
 (a step that listed it) hashes its sorted listing and counts its entries as its size; a file that
@@ -12,6 +13,8 @@ from __future__ import annotations
 
 import os
 import stat
+
+from jupyter_flow.errors import FlowError
 
 CHUNK = 1 << 20
 ABSENT = {"size": None, "mtime": None, "hash": None}
@@ -105,13 +108,47 @@ def changes(read: dict, cwd: str) -> list[str]:
     return out
 
 
+def recorded(store, cwd: str, read: dict, written: dict, removed=(), network=(), found=None) -> dict:
+    """The task record's `files` from what a step did, by absolute normalised path: `read` {path: its
+    fingerprint at the first read}, `written` {path: whether the step only appended to it}, `removed`.
+    The files written under `cwd` are stored as blobs, checked for the secrets of `found` (see
+    secrets.save_file): one that holds a secret is listed with its fingerprint and why, not stored."""
+    from jupyter_flow.execution import secrets
+
+    cwd = os.path.normpath(cwd)
+    inside = cwd.rstrip("/") + "/"
+
+    def name(p: str) -> str:
+        return "." if p == cwd else p.removeprefix(inside)
+
+    stored = {}
+    for p, append in written.items():
+        if p.startswith(inside) and os.path.isfile(p):
+            st = os.stat(p)
+            try:
+                digest, size = secrets.save_file(store, p, found)
+                stored[name(p)] = {"hash": digest, "size": size, "mtime": st.st_mtime}
+            except secrets.Withheld as e:  # listed (its content hash tells a change), its bytes not stored
+                stored[name(p)] = {"hash": file_hash(p), "size": st.st_size, "mtime": st.st_mtime, "withheld": str(e)}
+            if append:
+                stored[name(p)]["append"] = True
+    return {"read": {name(p): fp for p, fp in read.items()}, "written": stored,
+            "removed": [name(p) for p in removed if p.startswith(inside) and not os.path.exists(p)],
+            "network": list(network)}
+
+
+class SecretFile(FlowError):
+    """A file a step needs held a secret when the step before wrote it, so it is not in the store."""
+
+
 def restore(store, written: dict, cwd: str) -> list[str]:
     """Write each recorded file (`files.written`: RELPATH -> {"hash", "size"[, "mtime", "append",
     "only_missing"]}) from its blob into `cwd` where the local content differs (size first, then
     hash), or, marked only_missing, where there is none; the paths restored.
     A file the step only appended to (a log) is left alone where it starts with the recorded content:
     it is never rewound. Each is written to a temporary name beside it, then renamed: a reader sees
-    the old file or the new one."""
+    the old file or the new one. A file that held a secret (`withheld`) was not stored: SecretFile
+    where it is needed and not here as it was written."""
     restored = []
     for rel, meta in (written or {}).items():
         full = full_path(rel, cwd)
@@ -120,6 +157,14 @@ def restore(store, written: dict, cwd: str) -> list[str]:
         if same(full, meta) or (meta.get("append") and _starts_with(full, meta)) or (
                 meta.get("only_missing") and os.path.lexists(full)):
             continue
+        if meta.get("withheld"):
+            if meta.get("only_missing"):
+                continue  # the step may not read it: it fails on its own if it does
+            var = meta["withheld"].partition("$")[2]
+            raise SecretFile(f"file {rel} was not stored: it {meta['withheld']} (secrets never are), and "
+                             f"{'the copy here differs' if os.path.lexists(full) else 'it is not here'}; write it in "
+                             f"the step that reads it, from that step's environment "
+                             f"({f'os.environ[{var!r}]' if var else 'os.environ'}), instead of passing it as a file")
         buf = store.blob_bytes(meta["hash"], rel)
         os.makedirs(os.path.dirname(full) or ".", exist_ok=True)
         tmp = f"{full}.jf-{os.getpid()}.tmp"
@@ -136,3 +181,47 @@ def restore(store, written: dict, cwd: str) -> list[str]:
                 buf.close()
         restored.append(rel)
     return restored
+
+
+# -- a step in another language (in_kernel.R) ----------------------------------------------------------
+def _as_read(path: str, seen: dict) -> dict:
+    """The fingerprint of a file read by a step in another language, which noted its size and time
+    (`seen`) when it first read it: its hash is taken now if it has not changed since, else unknown ("")."""
+    if seen.get("size") is None:
+        return dict(ABSENT)  # not there when the step looked
+    now = fingerprint(path)
+    if now["size"] == seen["size"] and now["mtime"] is not None and abs(now["mtime"] - seen["mtime"]) < 1e-6:
+        return now
+    return {"size": seen["size"], "mtime": seen["mtime"], "hash": ""}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m jupyter_flow.execution.files NOTES OUT`: the record's `files` (see `recorded`) of
+    the notes a step in another language took of the files it read and wrote (in_kernel.R), written
+    to OUT as JSON. It runs in the step's environment, so its secrets are those of the step."""
+    import json
+    import sys
+
+    from jupyter_flow.execution import secrets
+    from jupyter_flow.store import open_store
+
+    notes_path, out = sys.argv[1:3] if argv is None else argv
+    with open(notes_path) as f:
+        notes = json.load(f)
+
+    def entries(key: str) -> dict:  # R writes an empty list for an empty map
+        found = notes.get(key) or {}
+        return {os.path.normpath(p): v for p, v in found.items()} if isinstance(found, dict) else {}
+
+    read = {p: _as_read(p, seen) for p, seen in entries("read").items()}
+    written = {p: bool(append) for p, append in entries("written").items()}
+    found = secrets.current(notes.get("secrets") or ())
+    used = recorded(open_store(notes["store"]), notes["cwd"], read, written, found=found)
+    with open(f"{out}.tmp", "w") as f:
+        json.dump(used, f)
+    os.replace(f"{out}.tmp", out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -7,6 +7,12 @@
 # (outputs), crossing/failure/ (variables at a failure), with crossing/result-r.json or
 # failure-r.json listing them. The runner stores them (see languages.collect). `.jf$load(run, step)`
 # loads a failed R step's snapshot into an R session (source this file first).
+# Files: R has no audit hooks, so the common readers and writers (spec$file_calls, from
+# analysis_r.FILE_CALLS: read.csv, write.csv, readRDS, saveRDS, readLines, writeLines, file()...)
+# are wrapped in an environment attached in front of their packages for the step's session; each
+# notes the file it is given (its size and time at the first read) and calls the original. At the
+# end, `python -m jupyter_flow.execution.files` turns the notes into the record's `files` (the
+# files written stored, as a Python step's are; see execution/files.py) in crossing/files.json.
 # Everything lives in the hidden environment .jf, so the step's own names are untouched.
 
 .jf <- local({
@@ -24,6 +30,7 @@
            "(Debian: apt-get install r-cran-jsonlite)", call. = FALSE)
     spec <- jsonlite::fromJSON(spec_json, simplifyVector = FALSE)
     jf$spec <- spec
+    jf$trace_files(spec)
     folder <- file.path(spec$workdir, "crossing", "in")
     for (name in names(spec$inputs)) {
       ref <- spec$inputs[[name]]
@@ -63,6 +70,7 @@
       }
     }
     jf$listing("result-r.json", list(values = values, warnings = I(warnings), packages = jf$packages()))
+    jf$files_used()
     invisible(NULL)
   }
 
@@ -78,6 +86,92 @@
       if (is.null(why)) values[[name]] <- jf$class_of(value) else unconvertible[[name]] <- jf$class_of(value)
     }
     jf$listing("failure-r.json", list(values = values, unconvertible = unconvertible, packages = jf$packages()))
+    jf$files_used()
+    invisible(NULL)
+  }
+
+  # -- the files the step reads and writes ------------------------------------------------------------
+  jf$trace_files <- function(spec) {
+    jf$files <- list(read = new.env(), written = new.env())
+    store <- if (grepl("^(file|local)://", spec$store) || !grepl("://", spec$store)) sub("^[a-z]+://", "", spec$store)
+    jf$ignored <- paste0(normalizePath(c(spec$workdir, tempdir(), R.home(), .libPaths(), store), mustWork = FALSE), "/")
+    if ("jupyter_flow:files" %in% search()) detach("jupyter_flow:files", character.only = TRUE)
+    wrappers <- new.env()
+    for (name in names(spec$file_calls)) {
+      call <- spec$file_calls[[name]]
+      assign(name, jf$traced(call[[1]], name, unlist(call[[2]]), call[[3]], call[[4]]), envir = wrappers)
+    }
+    attach(wrappers, name = "jupyter_flow:files", warn.conflicts = FALSE)
+  }
+
+  # `package::name`, noting first the file it is given (the argument `arg` of `params`, by name or position).
+  jf$traced <- function(package, name, params, arg, kind) {
+    wrapper <- function(...) NULL
+    body(wrapper) <- bquote({
+      .jf$saw_call(list(...), .(params), .(arg), .(kind))
+      .(as.call(list(call("::", as.name(package), as.name(name)), quote(...))))
+    })
+    environment(wrapper) <- globalenv()
+    wrapper
+  }
+
+  jf$saw_call <- function(args, params, arg, kind) {
+    tryCatch({  # noting a file never breaks the step
+      given <- if (is.null(names(args))) rep("", length(args)) else names(args)
+      pick <- function(want) {
+        if (want %in% given) return(args[[match(want, given)]])
+        k <- match(want, setdiff(params, given))
+        unnamed <- which(given == "")
+        if (!is.na(k) && length(unnamed) >= k) args[[unnamed[k]]] else NULL
+      }
+      if (is.null(kind)) {  # file(description, open): the mode says; none opens it later (a reader or writer)
+        open <- pick("open")
+        open <- if (is.character(open) && length(open) == 1) open else ""
+        if (grepl("r", open)) jf$saw(pick(arg), "read")
+        if (grepl("[wa+]", open)) jf$saw(pick(arg), "write", append = grepl("a", open) && !grepl("\\+", open))
+      } else {
+        jf$saw(pick(arg), kind, append = isTRUE(pick("append")))
+      }
+    }, error = function(e) NULL)
+    invisible(NULL)
+  }
+
+  jf$saw <- function(path, kind, append = FALSE) {
+    if (inherits(path, "connection")) {
+      info <- summary(path)
+      if (!info$class %in% c("file", "gzfile", "bzfile", "xzfile")) return(invisible(NULL))
+      path <- info$description
+    }
+    if (!is.character(path) || length(path) != 1 || is.na(path) || !nzchar(path) || grepl("://", path, fixed = TRUE))
+      return(invisible(NULL))
+    path <- path.expand(path)
+    if (!startsWith(path, "/")) path <- file.path(getwd(), path)
+    if (any(startsWith(paste0(path, "/"), jf$ignored))) return(invisible(NULL))
+    read <- jf$files$read
+    written <- jf$files$written
+    if (kind == "read") {
+      if (is.null(read[[path]]) && is.null(written[[path]])) {
+        info <- file.info(path, extra_cols = FALSE)
+        read[[path]] <- list(size = info$size, mtime = as.numeric(info$mtime))  # NA, NA: not there
+      }
+    } else {
+      before <- written[[path]]
+      written[[path]] <- append && (is.null(before) || before)
+    }
+    invisible(NULL)
+  }
+
+  jf$files_used <- function() {
+    spec <- jf$spec
+    if (is.null(jf$files)) return(invisible(NULL))
+    notes <- file.path(spec$workdir, "crossing", "files-r.json")
+    payload <- list(store = spec$store, cwd = spec$cwd, secrets = I(unlist(spec$secrets)),
+                    read = as.list(jf$files$read), written = as.list(jf$files$written))
+    base::writeLines(jsonlite::toJSON(payload, auto_unbox = TRUE, null = "null", na = "null", digits = I(17)), notes)
+    jf$files <- NULL
+    status <- system2(spec$python, c("-m", "jupyter_flow.execution.files", shQuote(notes),
+                                     shQuote(file.path(spec$workdir, "crossing", "files.json"))))
+    if (status != 0) warning("jupyter_flow: the files this step used could not be recorded", call. = FALSE)
     invisible(NULL)
   }
 
@@ -108,7 +202,7 @@
 
   jf$listing <- function(file, payload) {
     path <- file.path(jf$spec$workdir, "crossing", file)
-    writeLines(jsonlite::toJSON(payload, auto_unbox = TRUE, null = "null", na = "null"), paste0(path, ".tmp"))
+    base::writeLines(jsonlite::toJSON(payload, auto_unbox = TRUE, null = "null", na = "null"), paste0(path, ".tmp"))
     file.rename(paste0(path, ".tmp"), path)
   }
 
@@ -122,7 +216,7 @@
     tryCatch({
       text <- jsonlite::toJSON(list(jupyter_flow_value = 1, value = jf$encode(value)), auto_unbox = TRUE,
                                null = "null", na = "null", digits = I(17))
-      writeLines(text, path)
+      base::writeLines(text, path)
       NULL
     }, error = function(e) conditionMessage(e))
   }

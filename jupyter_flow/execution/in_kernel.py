@@ -7,7 +7,8 @@ the task's local folder for the runner to pick up. Imports stay light (no paperm
 Files: an audit hook (`sys.addaudithook`, installed by `warm` as the kernel boots, so the shared
 cells are seen too, else by `begin`) records the files the step opens, renames, removes and lists,
 and the network connections it makes (see `_Files`); `finish` stores the files it wrote under the
-notebook's folder as blobs and fingerprints those it read (see files.py).
+notebook's folder as blobs (unless they hold a secret: see secrets.save_file) and fingerprints those
+it read (see files.py).
 """
 from __future__ import annotations
 
@@ -19,9 +20,9 @@ import sys
 import threading
 import types
 
-from jupyter_flow.execution import secrets
 from jupyter_flow.errors import FlowError
-from jupyter_flow.execution.files import fingerprint
+from jupyter_flow.execution import secrets
+from jupyter_flow.execution.files import fingerprint, recorded
 from jupyter_flow.store.preview import describe, type_name
 
 _state: dict = {"spec": None, "metrics": {}}
@@ -280,23 +281,8 @@ def _files_used(spec: dict, store) -> dict:
     files, _files = _files, None
     if files is None:
         return {}
-    cwd = os.path.normpath(spec.get("cwd") or os.getcwd())
-    inside = cwd.rstrip("/") + "/"
-
-    def name(p: str) -> str:
-        return "." if p == cwd else p.removeprefix(inside)
-
-    read = {name(p): fp for p, fp in files.read.items()}
-    written = {}
-    for p, append in files.written.items():
-        if p.startswith(inside) and os.path.isfile(p):
-            st = os.stat(p)
-            digest, size = store.save_file(p)
-            written[name(p)] = {"hash": digest, "size": size, "mtime": st.st_mtime}
-            if append:
-                written[name(p)]["append"] = True
-    removed = [name(p) for p in files.removed if p.startswith(inside) and not os.path.exists(p)]
-    return {"read": read, "written": written, "removed": removed, "network": list(files.network)}
+    return recorded(store, spec.get("cwd") or os.getcwd(), files.read, files.written, files.removed, files.network,
+                    _secrets())
 
 
 def _packages(ns: dict) -> dict:
@@ -501,9 +487,11 @@ def finish(crossing: dict | None = None) -> None:
                 record(name, ns[name])
             except TypeError as e:
                 warnings.append(str(e))
+    used = _files_used(spec, store)
+    warnings += [f"file {path} {meta['withheld']}: not stored (secrets never are)"
+                 for path, meta in used.get("written", {}).items() if "withheld" in meta]
     _write_result("result.json", {"outputs": outputs, "warnings": warnings, "metrics": _state["metrics"],
-                                  "withheld": withheld,
-                                  "files": _files_used(spec, store), "packages": _packages(ns)})
+                                  "withheld": withheld, "files": used, "packages": _packages(ns)})
 
 
 def _changed_inputs(spec: dict, ns: dict, store) -> list[str]:

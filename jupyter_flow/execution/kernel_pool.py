@@ -9,7 +9,7 @@ provisioner (entry point `jupyter-flow-fork`) that forks python kernels from the
 forkserver) and launches any other command as jupyter_client's LocalProvisioner does. Our
 KernelSpecManager names it for every kernelspec that names no provisioner of its own. Each kernel
 comes with a connected client that has seen it ready (`km.ready_client`); the papermill engine
-(execution/control.py) hands it to nbclient.
+(execution/papermill_engine.py) hands it to nbclient.
 """
 from __future__ import annotations
 
@@ -23,71 +23,9 @@ import time
 import uuid
 from collections import defaultdict
 
-from jupyter_flow.speed import forkserver
-from jupyter_flow.errors import FlowError
+from jupyter_flow.flow import kernelspecs
 from jupyter_flow.flow.notebook import PYTHON_LANGUAGES
-
-
-def check_kernelspecs(flow) -> None:
-    """Every kernel the flow's steps need is installed: the notebook's own (its metadata) and those
-    of `kernel:` tags. The error says which one is missing and where it was asked for."""
-    import importlib.util
-
-    installed = installed_kernels()
-    if importlib.util.find_spec("ipykernel") is not None:
-        installed.setdefault("python3", "")
-    if "python3" in installed:
-        installed.setdefault("python", installed["python3"])  # jupyter_client's KernelManager reads it so
-    tagged = {s.options["kernel"]: s.name for s in flow.steps.values() if "kernel" in s.options}
-    for name in sorted(flow.kernels()):
-        if name in installed:
-            continue
-        have = f"installed kernels: {', '.join(sorted(installed))}"
-        if name in tagged:
-            raise FlowError(f"no kernel named {name!r} (kernel:{name} on step {tagged[name]!r}); {have}. Install it "
-                            "(python -m ipykernel install --user --name NAME) or fix the kernel: tag")
-        language = "" if flow.notebook.python else f", language {flow.notebook.language}"
-        where = "its metadata" if name == flow.notebook.kernel else "-k"
-        raise FlowError(f"the notebook's kernel {name!r} ({where}{language}) is not installed; {have}. Install that "
-                        "kernel, pick an installed one in Jupyter (Kernel > Change Kernel) and save, or run with -k NAME")
-
-
-def installed_kernels(kernel_dirs=None) -> dict[str, str]:
-    """{name: folder} of the installed kernelspecs, found as jupyter_client's KernelSpecManager finds
-    them (a folder with a kernel.json in the kernels dirs of jupyter_path, the first one of a name
-    wins) without importing jupyter_client (0.15 s, a third of a run served from the cache)."""
-    from jupyter_core.paths import jupyter_path
-
-    found: dict[str, str] = {}
-    for kernels_dir in jupyter_path("kernels") if kernel_dirs is None else kernel_dirs:
-        try:
-            names = sorted(os.listdir(kernels_dir))
-        except OSError:
-            continue
-        for name in names:
-            folder = os.path.join(kernels_dir, name)
-            if name.lower() not in found and os.path.isfile(os.path.join(folder, "kernel.json")):
-                found[name.lower()] = folder
-    return found
-
-
-def spec_command(kernel_name: str) -> tuple[list[str], dict]:
-    """The command and environment a kernelspec's kernel would be launched with, read without importing
-    jupyter_client (to start its zygote early): ipykernel's own kernelspec, and `python3` where none is
-    installed, run this interpreter; so does a bare `python` in a kernelspec (jupyter_client's rule)."""
-    import json
-    import sys
-
-    argv, env = [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"], {}
-    folder = installed_kernels().get(kernel_name.lower())
-    if folder is not None and folder != _ipykernel_resources():
-        with contextlib.suppress(OSError, ValueError, KeyError, TypeError):  # jupyter_client will say what is wrong
-            with open(os.path.join(folder, "kernel.json")) as f:
-                spec = json.load(f)
-            argv, env = list(spec["argv"]), dict(spec.get("env") or {})
-    if argv and argv[0] in {"python", f"python{sys.version_info[0]}", "python{}.{}".format(*sys.version_info[:2])}:
-        argv[0] = sys.executable
-    return argv, {**os.environ, "PYDEVD_DISABLE_FILE_VALIDATION": "1", **env}
+from jupyter_flow.speed import forkserver
 
 
 def warmup_code(store_url: str) -> str:
@@ -98,8 +36,9 @@ def warmup_code(store_url: str) -> str:
 def start_kernel(kernel_name: str, cwd: str, startup_timeout: float = 60, warmup: str | None = None,
                  preload=(), python: str | None = None, env: dict | None = None):
     """A started, ready KernelManager; `km.ready_client` is its connected asynchronous client, which
-    the papermill engine (execution/control.py) hands to nbclient. What the step prints reaches the task log
-    through papermill; the kernel process's own stdout/stderr (startup chatter) is discarded. With
+    the papermill engine (execution/papermill_engine.py) hands to nbclient. What the step prints reaches the
+    task log through papermill; the kernel process's own stdout and stderr (start-up chatter, a crash's last
+    words) go to a file, read by `kernel_output` when the kernel dies. With
     `python`, the kernel is that interpreter running ipykernel (a step's own environment, see envs),
     started the usual way, with `env` added."""
     import zmq
@@ -111,9 +50,9 @@ def start_kernel(kernel_name: str, cwd: str, startup_timeout: float = 60, warmup
                        kernel_spec_manager=_kernel_specs(tuple(preload), python))
     env = dict(os.environ, PYDEVD_DISABLE_FILE_VALIDATION="1", **(env or {}))
     speaks_python = km.kernel_spec.language.lower() in PYTHON_LANGUAGES  # ours: set-up code and options are Python's
-    with open(os.devnull, "w") as devnull:
+    with open(os.path.join(_socket_dir(), uuid.uuid4().hex[:12] + ".out"), "w") as output:
         # No history database: a step's kernel lives for one task (saves its sqlite set-up).
-        km.start_kernel(cwd=cwd, env=env, stdout=devnull, stderr=devnull,
+        km.start_kernel(cwd=cwd, env=env, stdout=output, stderr=output,
                         extra_arguments=["--HistoryManager.enabled=False"] if speaks_python else [])
     kc = AsyncKernelClient(**km.get_connection_info(session=True), connection_file=km.connection_file, parent=km)
     kc.allow_stdin = False  # as nbclient sets it on the clients it makes
@@ -137,57 +76,28 @@ PROVISIONER = "jupyter-flow-fork"  # entry point in jupyter_client.kernel_provis
 
 
 def _kernel_specs(preload: tuple, python: str | None = None):
-    """A KernelSpecManager whose kernelspecs name our fork provisioner, with the modules to preload
-    as its config: the supported way to pick a kernel's provisioner without editing its kernelspec."""
-    from jupyter_client.provisioning import KernelProvisionerFactory
-
-    factory = KernelProvisionerFactory.instance()
-    if PROVISIONER not in factory.provisioners:  # an install made before the entry point was declared
-        from importlib.metadata import EntryPoint
-
-        factory.provisioners[PROVISIONER] = EntryPoint(PROVISIONER, "jupyter_flow.execution.kernel_pool:ForkProvisioner",
-                                                       KernelProvisionerFactory.GROUP_NAME)
+    """A KernelSpecManager whose kernelspecs name our fork provisioner (registered by its entry point),
+    with the modules to preload as its config: the supported way to pick a kernel's provisioner
+    without editing its kernelspec."""
     return _spec_manager_class()(preload=list(preload), python=python or "")
-
-
-def _ipykernel_resources() -> str | None:
-    """The folder of ipykernel's own kernelspec, found without importing ipykernel."""
-    import importlib.util
-
-    found = importlib.util.find_spec("ipykernel")
-    return found and found.origin and os.path.join(os.path.dirname(found.origin), "resources")
 
 
 @functools.lru_cache(maxsize=1)
 def _spec_manager_class():
-    from jupyter_client.kernelspec import KernelSpec, KernelSpecManager, NoSuchKernel
-    from jupyter_client.provisioning import KernelProvisionerFactory
+    from jupyter_client.kernelspec import KernelSpec
     from traitlets import List, Unicode
 
-    class FlowKernelSpecs(KernelSpecManager):
+    class FlowKernelSpecs(kernelspecs.spec_manager_class()):
         preload = List(Unicode())
-        python = Unicode("")  # a step's own environment (envs): its interpreter runs ipykernel, not forked
-
-        def _kernel_dirs_default(self):
-            """jupyter_client's, with IPython's folder found as IPython finds it, without importing
-            IPython (0.17 s of a run's start-up)."""
-            from jupyter_core.paths import jupyter_path
-
-            ipython_dir = os.environ.get("IPYTHONDIR") or os.path.join(os.path.expanduser("~"), ".ipython")
-            return [*jupyter_path("kernels"), os.path.join(ipython_dir, "kernels")]
+        python = Unicode("")  # a step's own environment (envs): its interpreter runs ipykernel
 
         def get_kernel_spec(self, kernel_name):
             if self.python:
-                return KernelSpec(argv=[self.python, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+                spec = KernelSpec(argv=[self.python, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
                                   display_name=f"Python ({self.python})", language="python")
-            folder = installed_kernels(self.kernel_dirs).get(kernel_name.lower())
-            if folder is None or folder == _ipykernel_resources():
+            else:
                 spec = super().get_kernel_spec(kernel_name)
-            else:  # its kernel.json, read as jupyter_client reads it, which would first import ipykernel
-                spec = KernelSpec.from_resource_dir(folder)  # to compare folders (and IPython: 0.2 s)
-                if not KernelProvisionerFactory.instance(parent=self.parent).is_provisioner_available(spec):
-                    raise NoSuchKernel(kernel_name)
-            if forkserver.enabled() and "kernel_provisioner" not in spec.metadata:  # it forks what it can (can_fork)
+            if "kernel_provisioner" not in spec.metadata:  # it forks what it can (fork_plan)
                 spec.metadata["kernel_provisioner"] = {"provisioner_name": PROVISIONER,
                                                        "config": {"preload": self.preload}}
             return spec
@@ -204,38 +114,84 @@ def __getattr__(name):
 @functools.lru_cache(maxsize=1)
 def _fork_provisioner():
     import asyncio
+    import signal
 
     from jupyter_client.provisioning import LocalProvisioner
     from traitlets import List, Unicode
 
     class ForkProvisioner(LocalProvisioner):
         """Launches python kernels by forking the run's zygote (see forkserver), which has imported
-        the kernel stack and `preload` already; any other command is launched as LocalProvisioner does."""
+        the kernel stack and `preload` already; any other command is launched as LocalProvisioner does.
+
+        A forked kernel is the zygote's child: its status and signals go through the zygote
+        (ForkedProcess), which alone knows whether the pid is still that kernel's. A kernel launched
+        here is signalled only while it is unreaped, checked and sent under the one lock its reaping
+        takes, so a signal never reaches a process that got a reaped kernel's pid."""
 
         preload = List(Unicode(), config=True, help="modules the zygote imports before it forks")
+        forked = None  # the ForkedProcess of a forked kernel (None: launched as LocalProvisioner does)
+        output = None  # the file of the kernel process's own stdout and stderr
+
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.reaping = threading.Lock()
 
         async def launch_kernel(self, cmd, **kwargs):
+            self.output = getattr(kwargs.get("stderr"), "name", None)
+            if not forkserver.enabled():  # JUPYTER_FLOW_FORK=0
+                return await super().launch_kernel(cmd, **kwargs)
             plan = forkserver.fork_plan(cmd, kwargs.get("env"))
             if not isinstance(plan, str):
                 try:
                     server = forkserver.server(plan[0])
-                    self.process = server.spawn(cmd, plan[1], kwargs.get("cwd"), kwargs.get("env"), self.preload)
+                    self.forked = server.spawn(cmd, plan[1], kwargs.get("cwd"), kwargs.get("env"), self.preload,
+                                               output=self.output)
+                    return self.connection_info
                 except RuntimeError as e:  # its zygote cannot start (no ipykernel there...), or cannot fork now
                     plan = str(e)
-            if isinstance(plan, str):
-                _say_once(f"kernelspec {self.parent.kernel_name!r} starts cold, not forked: {plan}")
-                return await super().launch_kernel(cmd, **kwargs)
-            # Signals go through the zygote (ForkedProcess), never to a pid or group id from here: the
-            # zygote reaps its kernels, and a reaped kernel's pid can be a new kernel's. No pgid, then.
-            self.pid, self.pgid = self.process.pid, None
-            self.cwd = kwargs.get("cwd")
-            return self.connection_info
+            _say_once(f"kernelspec {self.parent.kernel_name!r} starts cold, not forked: {plan}")
+            return await super().launch_kernel(cmd, **kwargs)
+
+        @property
+        def has_process(self) -> bool:
+            return self.forked is not None or super().has_process
+
+        def exit_status(self) -> int | None:
+            """The kernel's exit status as Popen gives it (-N: killed by signal N); None while it runs."""
+            if self.forked is not None:
+                return self.forked.poll()
+            with self.reaping:
+                return self.process.poll() if self.process is not None else None
+
+        def kernel_pid(self) -> int | None:
+            return self.forked.pid if self.forked is not None else self.pid
+
+        async def poll(self):
+            if self.forked is None:
+                with self.reaping:
+                    return await super().poll()
+            return self.forked.poll()
 
         async def wait(self):
+            if self.forked is None:
+                return await super().wait()
             # LocalProvisioner polls every 0.1 s; a killed kernel is reaped within milliseconds
-            while isinstance(self.process, forkserver.ForkedProcess) and self.process.poll() is None:
+            while self.forked.poll() is None:
                 await asyncio.sleep(0.005)
-            return await super().wait()
+            return self.forked.returncode
+
+        async def send_signal(self, signum: int) -> None:
+            if self.forked is not None:
+                return self.forked.send_signal(signum)
+            with self.reaping:
+                if self.process is not None and self.process.poll() is None:
+                    await super().send_signal(signum)
+
+        async def kill(self, restart: bool = False) -> None:
+            await self.send_signal(signal.SIGKILL) if self.forked is not None else await super().kill(restart)
+
+        async def terminate(self, restart: bool = False) -> None:
+            await self.send_signal(signal.SIGTERM) if self.forked is not None else await super().terminate(restart)
 
     ForkProvisioner.__module__ = __name__
     return ForkProvisioner
@@ -301,6 +257,7 @@ def _socket_dir() -> str:
 
 def kill_kernel(km) -> None:
     client = getattr(km, "ready_client", None)
+    output = getattr(km.provisioner, "output", None)
     try:
         if client is not None:
             client.stop_channels()
@@ -314,23 +271,42 @@ def kill_kernel(km) -> None:
         km.cleanup_resources()
     except Exception:  # noqa: BLE001
         pass
+    with contextlib.suppress(OSError, TypeError):
+        os.remove(output)
 
 
 def _signal(km, signum: int) -> None:
+    """Signal the kernel through its provisioner (never to a pid from here: see ForkProvisioner)."""
     try:
-        km.provisioner.process.send_signal(signum)
+        km.signal_kernel(signum)
     except Exception:  # noqa: BLE001 - it is gone already
         pass
 
 
 def kernel_pid(km) -> int | None:
-    process = getattr(km.provisioner, "process", None)
-    return getattr(process, "pid", None)
+    provisioner = km.provisioner
+    if isinstance(provisioner, _fork_provisioner()):
+        return provisioner.kernel_pid()
+    return getattr(provisioner, "pid", None)
+
+
+def kernel_output(km, limit: int = 4000) -> str:
+    """The end of what the kernel process wrote on its own stdout and stderr (not what its cells
+    printed: that reaches the task log through papermill), e.g. why it crashed."""
+    path = getattr(km.provisioner, "output", None)  # None: a provisioner named by the kernelspec itself
+    try:
+        with open(path, "rb") as f:
+            f.seek(max(os.fstat(f.fileno()).st_size - limit, 0))
+            return f.read().decode(errors="replace")
+    except (OSError, TypeError):
+        return ""
 
 
 def kernel_exit(km) -> int | None:
-    process = getattr(km.provisioner, "process", None)
-    return process.poll() if process is not None else None
+    """The kernel's exit status (-N: killed by signal N), None while it runs or if its provisioner
+    is another's (a kernelspec that names its own)."""
+    provisioner = km.provisioner
+    return provisioner.exit_status() if isinstance(provisioner, _fork_provisioner()) else None
 
 
 class KernelPool:

@@ -11,7 +11,9 @@ so no credential library is imported here.
 `Secrets` is built once per task from the environment: one compiled pattern of the values finds them
 in text (`scrub` replaces them by REMOVED) and in the bytes of a value as it is pickled into a blob
 (`save_value`: the value is pickled once, checked as it is written, and the blob is never stored if it
-holds a secret). Imports stay light: this module runs in every step's kernel.
+holds a secret), or of a file a step wrote as it is copied into one (`save_file`). Parameter values
+given for a run are checked before it starts (`refuse_parameters`). Imports stay light: this module
+runs in every step's kernel.
 """
 from __future__ import annotations
 
@@ -66,7 +68,7 @@ class Secrets:
         values = sorted(self.names, key=len, reverse=True)  # the longest first: no half-removed secret
         self.text = re.compile("|".join(map(re.escape, values))) if values else None
         self.pickled = {b"\x8c" + bytes([len(n)]) + n.encode(): n for n in _PICKLED_NAMES}
-        for value, name in self.names.items():
+        for value in self.names:
             self.pickled[value.encode(errors="surrogatepass")] = value
         words = sorted(self.pickled, key=len, reverse=True)
         self.bytes = re.compile(b"|".join(map(re.escape, words)))
@@ -277,6 +279,18 @@ class _CheckingWriter:
         self.held = b""
 
 
+def _save_checked(store, write, found: Secrets | None) -> tuple[str, int]:
+    """`store.save_blob` of what `write(writer)` writes, checked as it is written (see _CheckingWriter)."""
+    checking = _CheckingWriter(None, found if found is not None else current())
+
+    def fill(writer):
+        checking.inner = writer
+        write(checking)
+        checking.close()
+
+    return store.save_blob(fill)
+
+
 def save_value(store, value, found: Secrets | None = None) -> tuple[str, int]:
     """Store `value` as a blob, as `store.save_value` does (the same bytes and hash); returns (hash,
     size). Raises Withheld, storing nothing, if it is a credential object or its pickle holds a
@@ -287,11 +301,40 @@ def save_value(store, value, found: Secrets | None = None) -> tuple[str, int]:
         raise Withheld(f"is a {kind}")
     from jupyter_flow.store import blobs
 
-    checking = _CheckingWriter(None, found if found is not None else current())
+    return _save_checked(store, lambda writer: blobs.dump(value, writer), found)
 
-    def fill(writer):
-        checking.inner = writer
-        blobs.dump(value, checking)
-        checking.close()
 
-    return store.save_blob(fill)
+def save_file(store, path: str, found: Secrets | None = None) -> tuple[str, int]:
+    """Store the bytes of the file at `path` as a blob, as `store.save_file` does (a file a step
+    wrote); (hash, size). Raises Withheld, storing nothing, if they hold a secret value (or a pickled
+    credential object): checked as they are copied."""
+    import shutil
+
+    def write(writer):
+        with open(path, "rb") as f:
+            shutil.copyfileobj(f, writer, 1 << 20)
+
+    return _save_checked(store, write, found)
+
+
+def refuse_parameters(given, extra=()) -> None:
+    """FlowError, before anything is written, for the first parameter value given for a run,
+    `given` as (origin, name, value) triples (flow.params.given_values), that is or holds a secret of this
+    environment, or that is text of MIN_LENGTH or more characters for a parameter whose name says
+    secret: a run stores its parameters (its record, every step notebook)."""
+    from jupyter_flow.errors import FlowError
+
+    for origin, name, value in given:
+        reason = withheld(value, extra)
+        if reason:
+            var = reason.partition("$")[2]
+            fix = f"os.environ[{var!r}]" if var else "os.environ[...]"
+            raise FlowError(f"{origin} {name}: the value {reason}; parameters are stored with the run and secrets "
+                            f"never are: pass it through the environment and read it in the step that needs it ({fix})")
+        if isinstance(value, str) and len(value.strip()) >= MIN_LENGTH and secret_name(str(name), extra):
+            word = next((w for w in WORDS if w in str(name).upper()), None)
+            says = f"has {word} in it" if word else "is named secret by the notebook"
+            raise FlowError(f"{origin} {name}: the parameter's name {says}, so its value is a secret; parameters are "
+                            f"stored with the run and secrets never are: export it ({name.upper()}=...) and read it "
+                            f"in the step that needs it (os.environ[{name.upper()!r}]); if it is not a secret, "
+                            "rename the parameter")

@@ -1,7 +1,10 @@
 """Run ONE task: papermill on its step notebook in a fresh kernel; record what happened.
 
 The task writes its own record (`task.json`), executed notebook and log into the store, so the
-store tells the truth even when the runner that scheduled it dies. On an exception in the step it
+store tells the truth even when the runner that scheduled it dies. Each attempt writes its files to a
+folder of its own (layout.attempt_key) that its record names (`files_at`), and its record only
+through records.write_task: an attempt that wakes up late (a paused or cut-off Dask worker) can
+neither overwrite a newer attempt's record nor its files. On an exception in the step it
 takes a failure snapshot of the kernel's variables before the kernel is killed.
 
 `python -m jupyter_flow.execution.task SPEC.json` runs one task from a spec file (any executor can launch it);
@@ -19,15 +22,15 @@ import socket
 import sys
 import tempfile
 import time
+import uuid
 from datetime import datetime, timezone
 
 from jupyter_flow.execution import files, kernel_pool, secrets
 from jupyter_flow.execution.control import TaskControl, register_engine
 from jupyter_flow.flow import languages, stepbook
-from jupyter_flow.store import open_store, records
-from jupyter_flow.store.layout import task_key
+from jupyter_flow.store import layout, open_store, records
+from jupyter_flow.store.status import Status
 
-ATTEMPT_FILES = ("output.ipynb", "log.txt", "failure.json")
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
@@ -66,15 +69,11 @@ def run_task(spec: dict, pool: kernel_pool.KernelPool | None = None, control: Ta
     fast_notebook_imports()
     control = control or TaskControl(spec.get("timeout"))
     store = open_store(spec["store"])
-    key = task_key(spec["flow"], spec["run_id"], spec["step"], spec["index"])
-    workdir = store.local_dir(key) or tempfile.mkdtemp(prefix="jupyter-flow-task-")
-    if spec["attempt"] > 1:
-        _archive_attempt(store, key, spec["attempt"] - 1)
-    for name in ("result.json", "failure.json"):
-        if os.path.exists(os.path.join(workdir, name)):
-            os.remove(os.path.join(workdir, name))
-    record = new_record(spec, status="running", started=now(), host=socket.gethostname(),
-                        notebook=f"{key}/output.ipynb")
+    files_at = layout.attempt_key(spec["flow"], spec["run_id"], spec["step"], spec["index"], spec["attempt"],
+                                  uuid.uuid4().hex[:6])
+    workdir = store.local_dir(files_at) or tempfile.mkdtemp(prefix="jupyter-flow-task-")
+    record = new_record(spec, status=Status.RUNNING, started=now(), host=socket.gethostname(), files_at=files_at,
+                        notebook=layout.in_task(files_at, layout.TASK_NOTEBOOK))
     records.write_task(store, record)
     t0 = time.monotonic()
     km = None
@@ -93,7 +92,7 @@ def run_task(spec: dict, pool: kernel_pool.KernelPool | None = None, control: Ta
         languages.give(store, spec, workdir)  # a step in another language: its inputs in the neutral format
         _execute(spec, km, workdir, record, control)
     except Exception as e:  # noqa: BLE001 - whatever broke, the task record says so
-        record.update(status=control.reason or "failed",
+        record.update(status=control.reason or Status.FAILED,
                       error={"type": e.__class__.__name__, "message": languages.explain(e, spec)})
     finally:
         control.ended()
@@ -105,11 +104,11 @@ def run_task(spec: dict, pool: kernel_pool.KernelPool | None = None, control: Ta
     record["duration"] = round(time.monotonic() - t0, 3)
     found = _secrets(spec)
     record = found.scrub_json(record)  # an error message or traceback may quote a secret
-    for name in ATTEMPT_FILES:  # nothing to copy when the store is local: they were written in place
+    for name in layout.TASK_FILES:  # nothing to copy when the store is local: they were written in place
         if os.path.exists(os.path.join(workdir, name)):
             found.scrub_file(os.path.join(workdir, name))  # the local copies too, before any is stored
-            store.put_file(os.path.join(workdir, name), f"{key}/{name}")
-    if store.local_dir(key) != workdir:
+            store.put_file(os.path.join(workdir, name), layout.in_task(files_at, name))
+    if store.local_dir(files_at) != workdir:
         shutil.rmtree(workdir, ignore_errors=True)
     records.write_task(store, record)
     return record
@@ -140,9 +139,9 @@ def _execute(spec: dict, km, workdir: str, record: dict, control: TaskControl) -
 
     kernel_spec = dict(spec["kernel_spec"], workdir=workdir, cwd=spec["cwd"])
     nb = nbformat.from_dict(stepbook.with_begin(spec["stepbook"], kernel_spec))
-    output = os.path.join(workdir, "output.ipynb")
+    output = os.path.join(workdir, layout.TASK_NOTEBOOK)
     found = _secrets(spec)  # printed secrets never reach the log, and leave the notebook as it is written
-    with secrets.ScrubbingWriter(open(os.path.join(workdir, "log.txt"), "w", buffering=1), found) as log:
+    with secrets.ScrubbingWriter(open(os.path.join(workdir, layout.TASK_LOG), "w", buffering=1), found) as log:
         try:
             try:
                 papermill.execute_notebook(
@@ -157,7 +156,7 @@ def _execute(spec: dict, km, workdir: str, record: dict, control: TaskControl) -
         except Exception as e:  # noqa: BLE001 - the kernel died, or nbclient gave up
             control.ended()
             exit_code = kernel_pool.kernel_exit(km)
-            record.update(status=control.reason or "failed", error=_kernel_death(e, exit_code, control))
+            record.update(status=control.reason or Status.FAILED, error=_kernel_death(e, exit_code, control))
             languages.collect(spec, workdir)
             _read_failure(workdir, record)  # a stuck cell's kernel was snapshot from outside before it was killed
         if record["error"]:  # the log ends with what went wrong, as the terminal would have shown it
@@ -166,18 +165,18 @@ def _execute(spec: dict, km, workdir: str, record: dict, control: TaskControl) -
             return
     control.ended()
     languages.collect(spec, workdir)  # a step in another language: store what it wrote
-    result_path = os.path.join(workdir, "result.json")
+    result_path = os.path.join(workdir, layout.TASK_RESULT)
     if not os.path.exists(result_path) and stepbook.sets_up_kernel(spec["stepbook"]):
         error = _stopped_early(spec, _read_json(output) or {})
         if error.pop("ended_notebook", False):  # papermill's own case: the notebook ends there, successfully
-            record.update(status="succeeded", warnings=[error["message"]])
+            record.update(status=Status.SUCCEEDED, warnings=[error["message"]])
         else:
-            record.update(status="failed", error=error)
+            record.update(status=Status.FAILED, error=error)
         return
     result = _read_json(result_path) or {}
     if os.path.exists(result_path):
         os.remove(result_path)  # its content lives on in task.json
-    record.update(status="succeeded", outputs=result.get("outputs", {}), warnings=result.get("warnings", []),
+    record.update(status=Status.SUCCEEDED, outputs=result.get("outputs", {}), warnings=result.get("warnings", []),
                   metrics=result.get("metrics", {}), files=_with_earlier(spec, result.get("files", {})),
                   packages=result.get("packages", {}))
 
@@ -197,11 +196,11 @@ def _record_failure(e, spec: dict, km, output: str, workdir: str, record: dict, 
     executed = _read_json(output) or {}
     where = stepbook.failing_cell(executed) or {}
     started = where.get("role") in ("step", "finish")  # else it stopped before the step's first cell
-    record["status"] = control.reason or "failed"
+    record["status"] = control.reason or Status.FAILED
     ename, message = _exception(e, executed, where)
-    if control.reason == "timed_out":
+    if control.reason == Status.TIMED_OUT:
         message = f"timed out after {control.timeout:g} s (timeout: tag); stopped in the middle of the step"
-    elif control.reason == "cancelled":
+    elif control.reason == Status.CANCELLED:
         message = "cancelled" if started else "cancelled before the step's first cell ran"
     missing = re.fullmatch(r"name '(\w+)' is not defined", message or "")
     ref = spec["kernel_spec"]["inputs"].get(missing.group(1), {}) if missing else {}
@@ -218,7 +217,7 @@ def _record_failure(e, spec: dict, km, output: str, workdir: str, record: dict, 
                                     "parameters": spec["parameters"]}
         _snapshot(km, timeout=300, **given)
     languages.collect(spec, workdir)
-    stepbook.label_frames(os.path.join(workdir, "failure.json"), executed)
+    stepbook.label_frames(os.path.join(workdir, layout.TASK_FAILURE), executed)
     _read_failure(workdir, record)
 
 
@@ -228,7 +227,7 @@ def _snapshot(km, timeout: float, start_within: float | None = None, **given) ->
 
 
 def _read_failure(workdir: str, record: dict) -> None:
-    failure = _read_json(os.path.join(workdir, "failure.json"))
+    failure = _read_json(os.path.join(workdir, layout.TASK_FAILURE))
     if failure is not None:
         record["failure"] = {"variables": sorted(failure["variables"]), "unpicklable": failure["unpicklable"],
                              "withheld": failure.get("withheld", {}),
@@ -273,9 +272,9 @@ def _stopped_early(spec: dict, executed: dict) -> dict:
 
 
 def _kernel_death(e: Exception, exit_code: int | None, control: TaskControl) -> dict:
-    if control.reason == "timed_out":
+    if control.reason == Status.TIMED_OUT:
         message = f"timed out after {control.timeout:g} s (timeout: tag); the kernel was killed"
-    elif control.reason == "cancelled":
+    elif control.reason == Status.CANCELLED:
         message = "cancelled; the kernel was killed"
     elif exit_code is not None and exit_code < 0:
         name = signal.Signals(-exit_code).name
@@ -309,13 +308,6 @@ def _run_in_kernel(km, code: str, timeout: float, start_within: float | None = N
         kc.stop_channels()
 
 
-def _archive_attempt(store, key: str, attempt: int) -> None:
-    """Keep the files of an earlier attempt beside the new one, numbered."""
-    for name in ATTEMPT_FILES:
-        stem, ext = os.path.splitext(name)
-        store.move(f"{key}/{name}", f"{key}/{stem}.attempt-{attempt}{ext}")
-
-
 def _read_json(path: str):
     try:
         with open(path) as f:
@@ -334,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
         spec = json.load(f)
     record = run_task(spec)
     print(json.dumps(record, indent=1))
-    return 0 if record["status"] == "succeeded" else 1
+    return 0 if record["status"] == Status.SUCCEEDED else 1
 
 
 if __name__ == "__main__":

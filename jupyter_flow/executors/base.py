@@ -85,7 +85,7 @@ class Executor:
         which is always a record, never an exception (see `launch`)."""
         result: Future = Future()
         if control.reason:  # stopped before it was handed over
-            result.set_result(self.ended(spec, "cancelled", NEVER_STARTED))
+            result.set_result(ended(spec, "cancelled", NEVER_STARTED))
             return result
         kernel = spec["kernel"] if self.pool is not None else None
         if kernel is not None:
@@ -95,7 +95,7 @@ class Executor:
             launched = self.launch(spec, control)
         except Exception as e:  # noqa: BLE001 - refused or crashed: either way a record says why
             self._waiting(kernel, -1)
-            result.set_result(self.ended(spec, "failed", str(e)) if isinstance(e, FlowError) else self.crashed(spec, e))
+            result.set_result(ended(spec, "failed", str(e)) if isinstance(e, FlowError) else self.crashed(spec, e))
             return result
         with self._lock:
             self._inflight[id(result)] = (control, launched)
@@ -131,22 +131,9 @@ class Executor:
                     launched.cancel()
 
     # -- final records ------------------------------------------------------------------------------
-    def ended(self, spec: dict, status: str, message: str, *, kind: str | None = None, write: bool = True,
-              **fields) -> dict:
-        """The final record of a task that ended without its step running to an end here (refused,
-        never started, crashed, lost with its worker), written as its task.json."""
-        kind = kind or ("FlowError" if status == "failed" else status)
-        record = new_record(spec, status=status, ended=now(), error={"type": kind, "message": message}, **fields)
-        if write:
-            try:
-                records.write_task(open_store(spec["store"]), record)
-            except (FlowError, OSError):
-                pass  # the runtime still gets the record; the store is what failed
-        return record
-
     def crashed(self, spec: dict, error: BaseException) -> dict:
         """The final record of a task whose launch or run raised (a bug, a connection lost...)."""
-        return self.ended(spec, "failed", f"the executor failed to run the task: {error}",
+        return ended(spec, "failed", f"the executor failed to run the task: {error}",
                           kind=error.__class__.__name__)
 
     def confirmed(self, spec: dict, control: TaskControl) -> dict:
@@ -161,11 +148,11 @@ class Executor:
             except (FlowError, ValueError):
                 record = None
             if record is None or record.get("attempt") != spec["attempt"]:
-                return self.ended(spec, "cancelled", NEVER_STARTED)
+                return ended(spec, "cancelled", NEVER_STARTED)
             if record.get("status") != "running":
                 return record
             if time.monotonic() > deadline:
-                return self.ended(spec, "cancelled", f"cancelled; {self.host} did not confirm that the task stopped",
+                return ended(spec, "cancelled", f"cancelled; {self.host} did not confirm that the task stopped",
                                   write=False)
             time.sleep(0.5)
 
@@ -216,3 +203,16 @@ class Executor:
         self.shutdown()
         if self.pool is not None:
             self.pool.close()
+
+
+def ended(spec: dict, status: str, message: str, *, kind: str | None = None, write: bool = True, **fields) -> dict:
+    """The final record of a task that ended without its step running to an end where it was sent
+    (refused, never started, crashed, lost with its worker), written as its task.json."""
+    kind = kind or ("FlowError" if status == "failed" else status)
+    record = new_record(spec, status=status, ended=now(), error={"type": kind, "message": message}, **fields)
+    if write:
+        try:
+            records.write_task(open_store(spec["store"]), record)
+        except (FlowError, OSError):
+            pass  # the runtime still gets the record; the store is what failed
+    return record

@@ -61,6 +61,24 @@ class Usage:
     writes: list[str] = field(default_factory=list)
     packages: list[str] = field(default_factory=list)  # library(...) / require(...)
     functions: list[str] = field(default_factory=list)  # names bound to a function defined here
+    files_read: list[str] = field(default_factory=list)  # literal paths given to FILE_CALLS (as written)
+    files_written: list[str] = field(default_factory=list)
+
+
+# The R functions whose files an R step is seen to read and write, both before it runs (a literal path
+# given to one: `read.csv("data.csv")`) and while it runs (in_kernel.R wraps each in the step's
+# session): name -> (package, its leading parameters in order, the one naming the file, "read" or
+# "write"; None for file(), whose `open` mode says). A path may also be a connection (file("x")).
+FILE_CALLS = {
+    **{name: ("utils", ["file"], "file", "read") for name in ("read.csv", "read.csv2", "read.delim", "read.table")},
+    **{name: ("utils", ["x", "file"], "file", "write") for name in ("write.csv", "write.csv2")},
+    "write.table": ("utils", ["x", "file", "append"], "file", "write"),
+    "readRDS": ("base", ["file"], "file", "read"),
+    "saveRDS": ("base", ["object", "file"], "file", "write"),
+    "readLines": ("base", ["con"], "con", "read"),
+    "writeLines": ("base", ["text", "con"], "con", "write"),
+    "file": ("base", ["description", "open"], "description", None),
+}
 
 
 class RSyntaxError(SyntaxError):
@@ -128,7 +146,72 @@ def analyze(sources: list[str]) -> Usage:
     usage = Usage(packages=scope.packages, functions=scope.functions)
     usage.reads = list(scope.reads) + [n for n in scope.free if n not in scope.written and n not in scope.reads]
     usage.writes = list(scope.writes)
+    for path, kind in _files(tokens):
+        if kind == "read" and path not in usage.files_read + usage.files_written:
+            usage.files_read.append(path)
+        elif kind == "write" and path not in usage.files_written:
+            usage.files_written.append(path)
     return usage
+
+
+def _files(tokens: list[Token]) -> list[tuple[str, str]]:
+    """(path, "read" or "write") of each call of FILE_CALLS given a literal path, in order; its
+    arguments matched as R matches them (by name, then the unnamed ones by position)."""
+    found = []
+    for k, tok in enumerate(tokens[:-1]):
+        before = tokens[k - 1].value if k else ""
+        if tok.kind != "name" or tok.value not in FILE_CALLS or tokens[k + 1].value != "(" or before in ("$", "@"):
+            continue
+        _, params, target, kind = FILE_CALLS[tok.value]
+        args = _arguments(tokens, k + 1)
+        path = _argument(args, params, target)
+        if kind is None:  # file(path, open): a mode with r reads, with w or a writes; none opens it later
+            mode = _argument(args, params, "open") or ""
+            found += [(path, "read")] * ("r" in mode) + [(path, "write")] * bool({"w", "a", "+"} & set(mode))
+        else:
+            found.append((path, kind))
+    return [(path, kind) for path, kind in found if isinstance(path, str) and path and "://" not in path]
+
+
+def _arguments(tokens: list[Token], open_paren: int) -> list[tuple[str, str | None]]:
+    """The arguments of the call whose '(' is at `open_paren`: (name or "", the literal string it is or None)."""
+    args, current, depth = [], [], 0
+    for tok in tokens[open_paren + 1:]:
+        if tok.kind == "nl":
+            continue
+        if tok.kind == "op" and tok.value in _CLOSE:
+            depth += 1
+        elif tok.kind == "op" and tok.value in _CLOSE.values():
+            if depth == 0:
+                break
+            depth -= 1
+        elif depth == 0 and tok.value == ",":
+            args.append(current)
+            current = []
+            continue
+        current.append(tok)
+    args.append(current)
+    out = []
+    for arg in args:
+        named = len(arg) >= 2 and arg[0].kind in ("name", "str") and arg[1].value == "="
+        name, rest = (arg[0].value, arg[2:]) if named else ("", arg)
+        if len(rest) >= 3 and rest[0].value in ("file", "gzfile") and rest[1].value == "(" and rest[2].kind == "str":
+            rest = rest[2:3]  # a connection to a literal path: readLines(file("notes.txt"))
+        literal = rest[0].value if len(rest) == 1 and rest[0].kind == "str" else None
+        if named or rest:
+            out.append((name, literal))
+    return out
+
+
+def _argument(args: list[tuple[str, str | None]], params: list[str], want: str) -> str | None:
+    """The literal value of parameter `want`, given by name or by position among the unnamed arguments."""
+    names = [name for name, _ in args]
+    if want in names:
+        return args[names.index(want)][1]
+    free = [p for p in params if p not in names]
+    unnamed = [value for name, value in args if not name]
+    k = free.index(want) if want in free else len(unnamed)
+    return unnamed[k] if k < len(unnamed) else None
 
 
 class _Scope:

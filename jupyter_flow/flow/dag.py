@@ -21,8 +21,8 @@ import posixpath
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from jupyter_flow.flow import analysis, languages, notebook, equivalence
 from jupyter_flow.errors import FlowError
+from jupyter_flow.flow import analysis, equivalence, languages, notebook
 from jupyter_flow.flow.notebook import Cell
 
 
@@ -237,7 +237,8 @@ def _analyze_other(cells: list[Cell], where: str, bound, language: str) -> analy
             raise FlowError(f"{cell.label()} in {where} ({found.name}): {e}; fix the cell") from None
     usage = found.analyze([c.source for c in cells])
     return analysis.Usage(reads=[n for n in usage.reads if n not in bound], writes=list(usage.writes),
-                          functions=dict.fromkeys(usage.functions), modules={})
+                          functions=dict.fromkeys(usage.functions), modules={},
+                          files_read=usage.files_read, files_written=usage.files_written)
 
 
 def _check_crossing(steps: dict[str, Step], usages: dict[str, analysis.Usage]) -> None:

@@ -19,8 +19,8 @@ from __future__ import annotations
 import bisect
 import functools
 
-from jupyter_flow.flow import analysis
 from jupyter_flow.errors import FlowError
+from jupyter_flow.flow import analysis
 
 
 def check_split_steps(nb, usages: dict[str, analysis.Usage], modules: dict[str, str], constants=None) -> None:

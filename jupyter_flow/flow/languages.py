@@ -41,7 +41,13 @@ class Language:
         return analysis_r.parameters(source)
 
     def begin_code(self, kernel_spec: dict) -> str:
-        text = json.dumps(kernel_spec, default=str)
+        """The step notebook's first cell: load the in-kernel code and begin. The kernel is also told
+        which calls read and write files (to note them) and which Python records them (its own)."""
+        import sys
+
+        from jupyter_flow.flow.analysis_r import FILE_CALLS
+
+        text = json.dumps(dict(kernel_spec, python=sys.executable, file_calls=FILE_CALLS), default=str)
         return f'source({json.dumps(str(HERE / self.runtime))})\n.jf$begin(r"---({text})---")'
 
     finish_code = ".jf$finish()"
@@ -77,7 +83,7 @@ def get(language: str) -> Language | None:
 def kernel_language(kernel: str, default: str = "python") -> str:
     """The language of installed kernelspec `kernel` (its kernel.json); `default` when it is not
     installed (the run then stops on the missing kernel, see kernels.check_kernelspecs)."""
-    from jupyter_flow.execution.kernel_pool import installed_kernels
+    from jupyter_flow.flow.kernelspecs import installed_kernels
 
     folder = installed_kernels().get(kernel.lower())
     if folder is None:
@@ -139,8 +145,8 @@ def give(store, spec: dict, workdir: str) -> None:
 def collect(spec: dict, workdir: str) -> None:
     """After a step in another language: store what its kernel wrote in the neutral format (its
     outputs, or its variables at a failure) and write result.json / failure.json as Python's do."""
-    from jupyter_flow.store.preview import describe
     from jupyter_flow.store import open_store
+    from jupyter_flow.store.preview import describe
 
     folder = os.path.join(workdir, CROSSING)
     for kind, target in (("result", "result.json"), ("failure", "failure.json")):
@@ -159,7 +165,7 @@ def collect(spec: dict, workdir: str) -> None:
                 values[name] = _store(store, path, describe) | {"r_class": r_class}
             except Exception as e:  # noqa: BLE001 - a value Python cannot take is listed, not stored
                 problems[name] = f"{r_class} ({e.__class__.__name__}: {e})"
-        payload = {"metrics": {}, "files": {}, "packages": found.get("packages") or {},
+        payload = {"metrics": {}, "files": _files_used(folder), "packages": found.get("packages") or {},
                    "warnings": list(found.get("warnings") or [])}
         if kind == "result":
             payload["outputs"] = values
@@ -167,6 +173,18 @@ def collect(spec: dict, workdir: str) -> None:
             payload.update(variables=values, unpicklable=problems, modules={})
         with open(os.path.join(workdir, target), "w") as f:
             json.dump(payload, f, default=str)
+
+
+def _files_used(folder: str) -> dict:
+    """The record's `files` the step's kernel wrote (see execution/files.py: main), once."""
+    path = os.path.join(folder, "files.json")
+    try:
+        with open(path) as f:
+            used = json.load(f)
+    except (OSError, ValueError):
+        return {}
+    os.remove(path)
+    return used
 
 
 def _store(store, path: str, describe) -> dict:

@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from jupyter_flow.errors import FlowError
+from jupyter_flow.store.layout import STEP_NAME_PATTERN as NAME
 from jupyter_flow.store.layout import check_flow_name
 
-NAME = r"[a-z_][a-z0-9_]*"
 IDENT = r"[A-Za-z_][A-Za-z0-9_]*"
 _K8S_SEGMENT = r"[a-zA-Z0-9]+(?:[a-zA-Z0-9-_.]*[a-zA-Z0-9])?"
 K8S_KEY = rf"{_K8S_SEGMENT}(?:/{_K8S_SEGMENT})?"
@@ -391,7 +391,7 @@ def _add_options(block: StepBlock, cell: Cell, options: list, warnings: list[str
 
 def _add_requirement(block: StepBlock, cell: Cell, tag: str, spec: str) -> None:
     """A `pip:` tag: one more package of the step's own environment (see envs)."""
-    from jupyter_flow.execution.envs import requirement
+    from jupyter_flow.flow.kernelspecs import requirement
 
     try:
         normalized = requirement(spec)

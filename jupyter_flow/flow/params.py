@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from jupyter_flow.flow.dag import Flow, Parameter
 from jupyter_flow.errors import FlowError
+from jupyter_flow.flow.dag import Flow, Parameter
 
 INJECTED = "injected-parameters"  # the tag of the cell papermill adds
 
@@ -67,7 +67,8 @@ def from_options(parameters=(), raw=(), files=(), yaml_texts=(), base64_texts=()
         try:
             decoded = base64.b64decode(text, validate=True).decode()
         except (binascii.Error, UnicodeDecodeError):
-            raise FlowError(f"-b {text[:20]}: not base64 of a YAML text; make it with `base64 -w0 params.yaml`") from None
+            raise FlowError(f"-b {text[:20]}: not base64 of a YAML text; make it with `base64 -w0 params.yaml`") \
+                from None
         found += [("-b", k, v) for k, v in _yaml(decoded, "-b").items()]
     for path in files:
         found += [(f"-f {Path(path).name}", k, v) for k, v in load_file(path).items()]
@@ -109,12 +110,9 @@ def resolve(flow: Flow, given: dict | None = None, cli: list | None = None, file
     return {**defaults, **overrides(flow, given, cli, files)}
 
 
-def overrides(flow: Flow, given: dict | None = None, cli: list | None = None, files: list[str] | None = None) -> dict:
-    """The values given for the run, checked: files, then `given`, then `cli` (last wins); `cli` holds
-    -p pairs (NAME, TEXT), or (origin, name, value) triples from `from_options`. Only these are
-    injected after the parameters cell, as papermill injects them (a default the cell changes after
-    assigning it stays changed)."""
-    values: dict = {}
+def given_values(given: dict | None = None, cli: list | None = None, files: list[str] | None = None) -> list:
+    """The values given for a run as (origin, name, value), one per name, the last given winning:
+    files, then `given`, then `cli` (-p pairs (NAME, TEXT), or triples from `from_options`)."""
     found: dict = {}
     for path in files or []:
         found.update({k: (f"-f {Path(path).name}", v) for k, v in load_file(path).items()})
@@ -122,7 +120,16 @@ def overrides(flow: Flow, given: dict | None = None, cli: list | None = None, fi
     for entry in cli or []:
         origin, name, value = entry if len(entry) == 3 else ("-p", entry[0], parse_cli_value(entry[1]))
         found[name] = (origin, value)
-    for name, (origin, value) in found.items():
+    return [(origin, name, value) for name, (origin, value) in found.items()]
+
+
+def overrides(flow: Flow, given: dict | None = None, cli: list | None = None, files: list[str] | None = None) -> dict:
+    """The values given for the run, checked: files, then `given`, then `cli` (last wins); `cli` holds
+    -p pairs (NAME, TEXT), or (origin, name, value) triples from `from_options`. Only these are
+    injected after the parameters cell, as papermill injects them (a default the cell changes after
+    assigning it stays changed)."""
+    values: dict = {}
+    for origin, name, value in given_values(given, cli, files):
         if not flow.notebook.python:  # papermill's way: its translator writes any value in that language
             values[name] = value
             continue
@@ -137,7 +144,8 @@ def _check(flow: Flow, param: Parameter, value, origin: str):
     """`value` as given (papermill passes it so). Text where the default is a number or bool is an
     error (`-p epochs abc`; -r passes text on purpose); another type than the default's is a warning."""
     expected, got = param.type, type(value).__name__
-    if expected in ("expression", "NoneType") or value is None or got == expected or (expected, got) == ("float", "int"):
+    if (expected in ("expression", "NoneType") or value is None or got == expected
+            or (expected, got) == ("float", "int")):
         return value
     raw_hint = f"; -r {param.name} {value} passes it as text" if origin == "-p" else ""
     yaml_hint = f"; -y '{param.name}: {value}' passes it as YAML"

@@ -32,8 +32,8 @@ class KfpExecutor(Executor):
                    cli_params: list | None = None, param_files: list | None = None) -> dict:
         """Compile `notebook` and create a run of it on the cluster; returns {run_id, url, store, flow}
         (run_id: KFP's; the run's id in the store ends with `-kfp-<run_id>`)."""
-        from jupyter_flow.kubeflow.pipeline import check_store_url, pipeline, pipeline_parameters
         from jupyter_flow.flow.params import resolve
+        from jupyter_flow.kubeflow.pipeline import check_store_url, pipeline, pipeline_parameters
 
         url = check_store_url(store)
         func = pipeline(notebook, store=url, image=self.image)

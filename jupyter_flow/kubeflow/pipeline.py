@@ -332,9 +332,9 @@ def finish(store_url: str, flow: str, job_id: str, kfp_state: str, kfp_error: st
     """Mark the run of KFP job `job_id` ended: succeeded when KFP says so, else failed with the first
     failed task's error. None when `begin` recorded no run (it failed: KFP shows why)."""
     from jupyter_flow.errors import failure_line
+    from jupyter_flow.execution.task import now
     from jupyter_flow.store import layout, open_store, records
     from jupyter_flow.store.status import DONE
-    from jupyter_flow.execution.task import now
 
     found = open_store(store_url).glob(layout.run_json(flow, f"*-kfp-{job_id}"))
     if not found:

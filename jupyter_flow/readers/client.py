@@ -5,9 +5,12 @@ Readers only read the store. A run whose runner died is reported as `crashed`: i
 """
 from __future__ import annotations
 
+import json
+
 from jupyter_flow.errors import NotFound
-from jupyter_flow.store import Store, open_store
-from jupyter_flow.store import records
+from jupyter_flow.readers import render
+from jupyter_flow.store import Store, open_store, records
+from jupyter_flow.store.preview import summary
 from jupyter_flow.store.records import current_user
 from jupyter_flow.store.status import combine
 
@@ -72,8 +75,6 @@ def task_artifacts(store: Store | str | None, run_id: str, step: str, index: int
     task = read_task(store, run_id, step, index)
     failure = None
     if task.get("failure"):
-        import json
-
         snapshot = json.loads(read_task_file(store, task["run_id"], step, index, "failure.json"))
         failure = {k: snapshot.get(k) or {} for k in ("variables", "unpicklable", "modules")}
     return {"run_id": task["run_id"], "step": step, "index": index, "inputs": task.get("inputs") or {},
@@ -96,14 +97,10 @@ class Artifact:
         return self.store.load_value(self.hash, self.name)
 
     def __repr__(self) -> str:
-        from jupyter_flow.store.preview import summary
-
         return f"Artifact({self.name!r}: {summary(self.meta)}, size={self.size}, preview={self.preview!r})"
 
     def _repr_html_(self) -> str:
-        from jupyter_flow.ui.widgets import artifacts_html
-
-        return artifacts_html("artifact", {self.name: self.meta})
+        return render.artifacts_html("artifact", {self.name: self.meta})
 
 
 class _Data:
@@ -148,9 +145,7 @@ class Task:
         return f"Task({self.step}[{self.index}], status={self.status}, duration={self.duration}{error})"
 
     def _repr_html_(self) -> str:
-        from jupyter_flow.ui.widgets import task_html
-
-        return task_html(self.record)
+        return render.task_html(self.record)
 
 
 class Step:
@@ -212,19 +207,15 @@ class Run:
         return Step(step, tasks)
 
     def __repr__(self) -> str:
-        from jupyter_flow.ui.widgets import run_text
-
-        return run_text(self.record)
+        return render.run_text(self.record)
 
     def _repr_html_(self) -> str:
-        from jupyter_flow.ui.widgets import run_html
+        return render.run_html(self.record)
 
-        return run_html(self.record)
-
-    def refresh(self) -> "Run":
+    def refresh(self) -> Run:
         return Run(self.id, self.store, self._handle)
 
-    def wait(self, timeout: float | None = None) -> "Run":
+    def wait(self, timeout: float | None = None) -> Run:
         """Block until a run started by this process with `wait=False` ends; returns it re-read."""
         if self._handle is not None:
             self._handle.wait(timeout)
@@ -253,7 +244,8 @@ class Flow:
 
     def _repr_html_(self) -> str:
         table = table_of(list_runs(self.store, self.name, user=_namespace_user(), limit=20))
-        return f"<b>flow {self.name}</b> (store <code>{self.store.url}</code>), newest runs:" + table.to_html(index=False)
+        head = f"<b>flow {self.name}</b> (store <code>{self.store.url}</code>), newest runs:"
+        return head + table.to_html(index=False)
 
 
 def runs_table(flow: str | None = None, store: Store | str | None = None, user: str | None = "namespace"):

@@ -11,8 +11,8 @@ import shlex
 import sys
 
 from jupyter_flow.errors import FlowError, NotFound
-from jupyter_flow.store.preview import elide, summary
 from jupyter_flow.store import layout, open_store, records
+from jupyter_flow.store.preview import elide, summary
 
 STATES = ("failure", "inputs", "outputs")
 

@@ -1,4 +1,5 @@
-"""The papermill drop-in: one output notebook for a whole run, the one `papermill in.ipynb out.ipynb` writes.
+"""The papermill drop-in's reading side: one output notebook for a whole run, the one `papermill in.ipynb
+out.ipynb` writes (the door itself, `execute_notebook`, is `jupyter_flow.api.execute_notebook`).
 
 The notebook is made by papermill's own functions, in papermill's order: the source notebook with
 papermill's defaults, `parameterize_notebook` when parameters are given (it replaces an
@@ -22,6 +23,8 @@ import tempfile
 from pathlib import Path
 
 from jupyter_flow.errors import FlowError, NotFound
+from jupyter_flow.readers.client import get_run, read_task_file
+from jupyter_flow.store import layout, open_store
 
 CELL_ROLES = ("parameters", "shared", "step")
 INJECTED = "injected-parameters"
@@ -112,12 +115,10 @@ def merge(store, run_id: str, parameters: dict | None = None, input_path: str | 
     from papermill.parameterize import parameterize_notebook
     from papermill.version import version
 
-    from jupyter_flow.readers.client import get_run
-    from jupyter_flow.store import layout, open_store
-
     store = open_store(store)
     run = get_run(store, run_id)
-    nb = nbformat.reads(store.read_bytes(layout.run_file(run["flow"], run["id"], "notebook.ipynb")).decode(), as_version=4)
+    raw = store.read_bytes(layout.run_file(run["flow"], run["id"], "notebook.ipynb")).decode()
+    nb = nbformat.reads(raw, as_version=4)
     nb = nbformat.v4.upgrade(nb, from_version=4, from_minor=nb.nbformat_minor)  # cell ids, as papermill adds
     executed, injected, step_meta = _executed(store, run, _flow(run, nb, parameters))
     copies = {id(cell): executed.get(index, []) for index, cell in enumerate(nb.cells)}
@@ -125,7 +126,8 @@ def merge(store, run_id: str, parameters: dict | None = None, input_path: str | 
         params_cell = next((i for i, c in enumerate(nb.cells) if "parameters" in _tags(c)), None)
         for cell in nb.cells:
             if INJECTED in _tags(cell) and params_cell is not None:
-                copies[id(cell)] = [nbformat.NotebookNode(dict(c, outputs=[])) for c in executed.get(params_cell, [])[:1]]
+                first = executed.get(params_cell, [])[:1]
+                copies[id(cell)] = [nbformat.NotebookNode(dict(c, outputs=[])) for c in first]
     # papermill's load_notebook_node, parameterize_notebook, prepare_notebook_metadata, remove_error_markers
     if "papermill" not in nb.metadata:
         nb.metadata["papermill"] = {"default_parameters": {}, "parameters": {}, "environment_variables": {},
@@ -176,8 +178,6 @@ def _places(flow, step: str) -> dict | None:
 def _executed(store, run: dict, flow) -> tuple[dict, object, dict]:
     """({source cell index: its executed copies}, an executed injected-parameters cell, a step notebook's metadata)."""
     import nbformat
-
-    from jupyter_flow.readers.client import read_task_file
 
     executed: dict[int, list] = {}  # several copies for a foreach step
     injected, metadata = None, {}
@@ -289,8 +289,6 @@ def log_outputs(store, on_event=None):
 
     def event(e: dict) -> None:
         if e.get("type") == "task" and e.get("status") not in ("running", None) and logger.isEnabledFor(logging.INFO):
-            from jupyter_flow.readers.client import read_task_file
-
             with contextlib.suppress(NotFound):
                 text = read_task_file(store, e["run_id"], e["step"], e.get("index", 0), "log.txt")
                 logger.info(f"Step {e['step']}[{e.get('index', 0)}] {e['status']}:\n{text}")
@@ -312,37 +310,3 @@ def prepare_notebook(path, output_path, parameters: dict | None, **options):
     papermill_options = {k: v for k, v in options.items() if k in ("report_mode", "kernel_name", "language")}
     return papermill.execute_notebook(str(path), output_path, parameters=parameters, prepare_only=True,
                                       progress_bar=False, **papermill_options)
-
-
-def execute_notebook(input_path, output_path, parameters: dict | None = None, engine_name=None,
-                     request_save_on_cell_execute=True, prepare_only: bool = False, kernel_name: str | None = None,
-                     language: str | None = None, progress_bar=True, log_output: bool = False, stdout_file=None,
-                     stderr_file=None, start_timeout=60, report_mode: bool = False, cwd=None, **options):
-    """`papermill.execute_notebook`, as a tracked pipeline: the same keywords with the same meaning,
-    the same output notebook (written once, when the run ends), and the same
-    `PapermillExecutionError` when a cell raises. `engine_name`, `start_timeout` and `execution_timeout`
-    take only papermill's defaults. Other keyword arguments go to `jupyter_flow.run` (store, executor,
-    max_workers, no_cache...)."""
-    from jupyter_flow.api import run
-
-    check_options(dict(engine_name=engine_name, start_timeout=start_timeout, **options))
-    for name in (*NO_EFFECT, *CANNOT_APPLY):
-        options.pop(name, None)
-    input_path, output_path = paths(input_path, output_path, parameters)
-    if output_path is not None:
-        check_output(output_path)
-    with local_notebook(input_path) as path:
-        if prepare_only:
-            return prepare_notebook(path, output_path, parameters, report_mode=report_mode, kernel_name=kernel_name,
-                                    language=language)
-        if log_output:
-            options["on_event"] = log_outputs(options.get("store"), options.get("on_event"))
-        result = run(path, parameters=parameters, kernel_name=kernel_name, cwd=cwd,
-                     view=None if progress_bar else False, **options)
-    nb, error = merge(result.store, result.id, parameters, input_path, output_path, report_mode, kernel_name, language)
-    write(nb, output_path, stdout_file, stderr_file)
-    if error is not None:
-        raise error
-    if result.status != "succeeded":
-        raise FlowError(f"run {result.id} {result.status}: {(result.error or {}).get('message', '')}")
-    return nb

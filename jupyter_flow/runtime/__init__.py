@@ -22,6 +22,7 @@ from jupyter_flow.runtime.loop import HEARTBEAT_ENV, Runner, heartbeat_interval
 from jupyter_flow.runtime.readiness import Task
 from jupyter_flow.store import Store, layout, open_store
 from jupyter_flow.store.records import current_user, find_run
+from jupyter_flow.store.status import Status
 
 __all__ = ["HEARTBEAT_ENV", "RunHandle", "Runner", "Task", "heartbeat_interval", "launch", "now", "prepare",
            "prepare_resume", "request_cancel", "resume_run", "start_run"]
@@ -31,6 +32,6 @@ def request_cancel(store: Store | str | None, run_id: str) -> dict:
     """Ask the process running `run_id` to stop it (works from any process that sees the store)."""
     store = open_store(store)
     run = find_run(store, run_id)
-    if run.status == "running":
-        store.write_json(layout.run_file(run.flow, run.id, "cancel"), {"requested": now(), "by": current_user()})
+    if run.status == Status.RUNNING:
+        store.write_json(layout.run_file(run.flow, run.id, layout.CANCEL), {"requested": now(), "by": current_user()})
     return run

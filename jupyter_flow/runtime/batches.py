@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor, wait
 from jupyter_flow import runtime
 from jupyter_flow.errors import FlowError, NotFound
 from jupyter_flow.store import Store, layout, open_store, records
+from jupyter_flow.store.status import Status
 
 
 def expand(spec, fixed: dict | None = None, where: str = "grid") -> list[dict]:
@@ -101,7 +102,7 @@ class Batch:
 
     @property
     def succeeded(self) -> bool:
-        return len(self.runs) == len(self.record["sets"]) and all(r.status == "succeeded" for r in self.runs)
+        return len(self.runs) == len(self.record["sets"]) and all(r.status == Status.SUCCEEDED for r in self.runs)
 
     def __iter__(self):  # runs, table = jupyter_flow.batch(...)
         return iter((self.runs, self.table))
@@ -165,7 +166,7 @@ def resume_batch(batch_id: str, store=None, max_parallel_runs: int | None = None
         if run is None:
             jobs.append((i, lambda ex, s=record["sets"][i]: runtime.prepare(
                 record["notebook"], parameters=dict(s, **(parameters or {})), executor=ex, **options)))
-        elif run["status"] != "succeeded":
+        elif run["status"] != Status.SUCCEEDED:
             jobs.append((i, lambda ex, r=run["id"]: runtime.prepare_resume(r, parameters=parameters, executor=ex,
                                                                             **options)))
     if not jobs:
@@ -223,7 +224,7 @@ def _execute(store: Store, record: dict, runners, max_parallel_runs, on_event, o
     except KeyboardInterrupt:
         stop.set()
         for _, runner in runners:
-            runner.cancel("cancelled")
+            runner.cancel(Status.CANCELLED)
         raise
     finally:
         pool.shutdown(wait=True)

@@ -19,7 +19,8 @@ from jupyter_flow.execution import files
 from jupyter_flow.flow import analysis, languages, stepbook
 from jupyter_flow.flow.dag import Flow
 from jupyter_flow.runtime import reuse
-from jupyter_flow.store import layout
+from jupyter_flow.store import layout, records
+from jupyter_flow.store.status import Status
 
 
 def plan(store, flow: Flow, origin: dict, name: str, index: int, parts: dict, cwd: str) -> tuple[dict | None, str]:
@@ -30,7 +31,7 @@ def plan(store, flow: Flow, origin: dict, name: str, index: int, parts: dict, cw
     except FlowError:
         return None, ""
     error = old.get("error") or {}
-    if old.get("status") != "failed" or not error:
+    if old.get("status") != Status.FAILED or not error:
         return None, ""
     if not (languages.is_python(flow.steps[name].language) and languages.is_python(flow.notebook.language)):
         return None, "only a Python step continues from its failing cell"
@@ -38,7 +39,7 @@ def plan(store, flow: Flow, origin: dict, name: str, index: int, parts: dict, cw
     if error.get("role") != "step" or error.get("source_cell") is None:
         return None, f"it failed in {error.get('where') or 'its set-up'}, not in one of its cells"
     try:
-        failure = store.read_json(f"{layout.task_key(flow.name, run, name, index)}/failure.json")
+        failure = records.read_failure(store, records.TaskRecord.from_dict(old))
     except FlowError:
         return None, f"its failure in run {run} left no snapshot"
     old_parts = old.get("cache_parts")

@@ -8,7 +8,7 @@ from jupyter_flow.errors import FlowError
 from jupyter_flow.flow import notebook
 from jupyter_flow.flow.dag import Flow, build_flow
 from jupyter_flow.runtime.loop import Runner
-from jupyter_flow.store import open_store
+from jupyter_flow.store import layout, open_store
 from jupyter_flow.store.records import find_run, list_runs, list_tasks, read_task_at
 from jupyter_flow.store.status import Status
 
@@ -20,7 +20,7 @@ class RunHandle:
         self.store = runner.store
         self._thread = thread
         self._finished = threading.Event()  # not Thread.join: a Ctrl-C during join breaks is_alive()
-        self.status = "running"
+        self.status = Status.RUNNING
 
     def wait(self, timeout: float | None = None) -> str:
         self._finished.wait(timeout)
@@ -47,7 +47,7 @@ class RunHandle:
         return self._finished.is_set()
 
     def cancel(self) -> None:
-        self.runner.cancel("cancelled")
+        self.runner.cancel(Status.CANCELLED)
 
 
 def prepare(notebook_path, parameters=None, store=None, executor="local", scheduler=None, max_workers=None,
@@ -56,16 +56,19 @@ def prepare(notebook_path, parameters=None, store=None, executor="local", schedu
     """Validate everything a run needs and return its Runner; raises FlowError and writes nothing.
     kernel_name: the notebook's kernel for every step without a `kernel:` tag (papermill's -k); cwd:
     where the kernels run (papermill's --cwd; default the notebook's folder)."""
-    from jupyter_flow.execution.kernel_pool import check_kernelspecs
+    from jupyter_flow.execution.secrets import refuse_parameters
     from jupyter_flow.executors import executor_class, make_executor
-    from jupyter_flow.flow.params import overrides, replace_injected, resolve
+    from jupyter_flow.flow.kernelspecs import check_kernelspecs
+    from jupyter_flow.flow.params import given_values, overrides, replace_injected, resolve
 
     path = Path(notebook_path)
     if isinstance(executor, str):
         executor_class(executor)  # an unknown name fails before anything is touched
     if cwd is not None and not Path(cwd).is_dir():
         raise FlowError(f"--cwd {cwd}: no such folder; create it or give another")
-    raw = notebook.read(path).raw  # a bad notebook fails before the store is touched
+    nb = notebook.read(path)  # a bad notebook fails before the store is touched
+    raw = nb.raw
+    refuse_parameters(given_values(parameters, cli_params, param_files), nb.secrets)  # nor is a secret parameter
     store = open_store(store)
     store.check_writable()  # a read-only or unreachable store refuses before anything of it is read
     flow = flow_with_history(path, store, raw=raw)
@@ -103,7 +106,7 @@ def last_files(store, flow: str, notebook_path: Path) -> dict:
         for task in list_tasks(store, run) if run else []:
             files = task.get("files")
             if not files and task.origin and task.origin.get("key"):
-                files = read_task_at(store, f"{task.origin['key']}/task.json").get("files")
+                files = read_task_at(store, layout.in_task(task.origin["key"], layout.TASK_RECORD)).get("files")
             files = files if isinstance(files, dict) else {}
             mine = history.setdefault(task.step, {"read": [], "written": []})
             mine["read"] += [p for p in files.get("read") or () if p not in mine["read"]]
@@ -126,10 +129,10 @@ def prepare_resume(run_id: str, store=None, parameters=None, from_step=None, not
     task from its failing cell when that is sound (see continuing.py; `from_start=True` to not)."""
     store = open_store(store)
     origin = find_run(store, run_id)
-    if origin.status == "damaged":
+    if origin.status == Status.DAMAGED:
         raise FlowError(f"run {origin.id} cannot be resumed: {origin.damaged}; `jupyter flow fsck` lists damaged "
                         "runs; start a new one with `jupyter flow run`")
-    if origin.status == "running":
+    if origin.status == Status.RUNNING:
         raise FlowError(f"run {origin.id} is still running; wait for it or `jupyter flow cancel {origin.id}`")
     path = notebook_path or origin.notebook
     if not Path(path).exists():
@@ -160,7 +163,7 @@ def launch(runner: Runner, background: bool = True) -> RunHandle:
         try:
             handle.status = runner.run()
         except BaseException:
-            handle.status = "crashed"
+            handle.status = Status.CRASHED
             raise
         finally:
             handle._finished.set()

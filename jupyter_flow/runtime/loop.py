@@ -19,10 +19,10 @@ from jupyter_flow.runtime.races import Races
 from jupyter_flow.runtime.readiness import Readiness, Task
 from jupyter_flow.runtime.spec import Specs
 from jupyter_flow.speed.forkserver import modules_to_preload
-from jupyter_flow.store import Store, records
+from jupyter_flow.store import Store, layout, records
 from jupyter_flow.store.layout import run_key, time_id
 from jupyter_flow.store.records import current_user
-from jupyter_flow.store.status import DONE
+from jupyter_flow.store.status import DONE, Status
 
 HEARTBEAT_ENV = "JUPYTER_FLOW_HEARTBEAT"
 
@@ -59,18 +59,17 @@ class Runner:
         self.env_wait: list[Task] = []  # ready tasks whose environment is still being built
 
     # -- the run record --------------------------------------------------------------------------
-    def _new_record(self) -> dict:
-        return {
-            "id": self.run_id, "flow": self.flow.name, "status": "running", "user": current_user(),
-            "host": socket.gethostname(), "pid": os.getpid(), "notebook": str(self.flow.path),
-            "notebook_hash": None, "parameters": self.parameters, "created": now(), "ended": None,
-            "duration": None, "heartbeat": now(), "heartbeat_interval": heartbeat_interval(), "metrics": {},
-            "origin_run": self.origin["id"] if self.origin else None, "executor": self.executor.name,
-            "version": __version__, "error": None, "warnings": self.flow.warnings,
-            "steps": [{"name": s.name, "prev": s.prev, "foreach": s.foreach,
-                       "options": {k: v for k, v in s.options.items() if k != "foreach"}}
-                      for s in self.flow.steps.values()],
-        }
+    def _new_record(self) -> records.RunRecord:
+        return records.RunRecord(
+            id=self.run_id, flow=self.flow.name, status=Status.RUNNING, user=current_user(),
+            host=socket.gethostname(), pid=os.getpid(), notebook=str(self.flow.path),
+            parameters=self.parameters, created=now(), heartbeat=now(), heartbeat_interval=heartbeat_interval(),
+            origin_run=self.origin["id"] if self.origin else None, executor=self.executor.name,
+            version=__version__, warnings=self.flow.warnings,
+            steps=[{"name": s.name, "prev": s.prev, "foreach": s.foreach,
+                    "options": {k: v for k, v in s.options.items() if k != "foreach"}}
+                   for s in self.flow.steps.values()],
+        )
 
     def _save_record(self) -> None:
         self.record["heartbeat"] = now()
@@ -94,14 +93,15 @@ class Runner:
         h.update(raw)
         self.record["notebook_hash"] = h.hexdigest()
         clean = secrets.current(self.flow.notebook.secrets).scrub_document(raw.decode(errors="surrogateescape"), True)
-        self.store.write_bytes(f"{self.key}/notebook.ipynb", clean.encode(errors="surrogateescape"))
+        notebook = layout.run_file(self.flow.name, self.run_id, layout.RUN_NOTEBOOK)
+        self.store.write_bytes(notebook, clean.encode(errors="surrogateescape"))
         self._save_record()
 
     def run(self) -> str:
         """The scheduling loop. It runs in a thread of its own (see `launch`): a Ctrl-C reaches the
         thread that waits for the run, which calls `cancel`; it never interrupts the loop halfway."""
         self.begin()
-        self.on_event({"type": "run", "run_id": self.run_id, "status": "running", "flow": self.flow.name})
+        self.on_event({"type": "run", "run_id": self.run_id, "status": Status.RUNNING, "flow": self.flow.name})
         self._build_envs()
         running: set[int] = set()
         try:
@@ -165,7 +165,7 @@ class Runner:
         pip = self.flow.steps[name].options.get("pip")
         return pip and [pip, self.envs and self.envs.packages(pip)]
 
-    def cancel(self, reason: str = "cancelled") -> None:
+    def cancel(self, reason: str = Status.CANCELLED) -> None:
         """Stop the run, from any thread: nothing new starts, and the loop interrupts the running tasks
         (each takes its failure snapshot before its kernel is killed)."""
         self.cancel_reason = self.cancel_reason or reason
@@ -175,12 +175,12 @@ class Runner:
     def _stop_running(self) -> None:
         for tasks in self.tasks.values():
             for task in tasks or []:
-                if task.status == "running" and task.control:
+                if task.status == Status.RUNNING and task.control:
                     task.control.stop(self.cancel_reason)
 
     def _check_cancel(self) -> None:
-        if not self.cancel_reason and self.store.exists(f"{self.key}/cancel"):
-            self.cancel("cancelled")
+        if not self.cancel_reason and self.store.exists(layout.run_file(self.flow.name, self.run_id, layout.CANCEL)):
+            self.cancel(Status.CANCELLED)
 
     def _close_executors(self) -> None:
         for executor in (self.executor, self.local):
@@ -195,7 +195,7 @@ class Runner:
         except FlowError as e:
             self.record["error"] = {"step": name, "index": 0, "message": str(e)}
             self.stopping = True
-            self.readiness.add_tasks(name, [Task(name, 0, status="failed",
+            self.readiness.add_tasks(name, [Task(name, 0, status=Status.FAILED,
                                                  record={"error": {"type": "ForeachError", "message": str(e)}})])
             return
         self.readiness.add_tasks(name, [Task(name, i) for i in range(count)])
@@ -222,7 +222,7 @@ class Runner:
             self._finished(task, reused, running)
             return
         task.attempt += 1
-        task.status = "running"
+        task.status = Status.RUNNING
         task.control = TaskControl(step.options.get("timeout"))
         spec = self.task_spec(task, refs, meta, parts, key, decision.reason)
         note = None
@@ -234,7 +234,7 @@ class Runner:
             elif cont or why:
                 note = spec["reason"] = f"runs from its first cell: {why or '--from-start'}"
         self.on_event({"type": "task", "run_id": self.run_id, "step": task.step, "index": task.index,
-                       "status": "running", "attempt": task.attempt, "reason": spec["reason"], "note": note})
+                       "status": Status.RUNNING, "attempt": task.attempt, "reason": spec["reason"], "note": note})
         future = self._executor_for(step).submit(spec, task.control)
         running.add(id(task))
         future.add_done_callback(lambda f, t=task: self.done_q.put((t, _result(f, t))))
@@ -276,12 +276,13 @@ class Runner:
             return  # its result was not used yet: run it again, after the writer, as top to bottom
         if races:
             record, status = self._raced(task, record, races[0])
-        if status in ("failed", "timed_out") and not self.stopping and task.attempt <= step.options.get("retry", 0):
+        retries = step.options.get("retry", 0)
+        if status in (Status.FAILED, Status.TIMED_OUT) and not self.stopping and task.attempt <= retries:
             self._again(task, record, running, record.get("error"))
             return
         task.status = status
         self.readiness.task_ended(task)
-        if status == "succeeded" and record.get("cache_key"):
+        if status == Status.SUCCEEDED and record.get("cache_key"):
             reuse.remember(self.store, self.flow.name, self.run_id, task.step, task.index, record["cache_key"])
         changed = bool(record.get("metrics"))  # run.json changes only for metrics and the first error
         if status not in DONE and not step.options.get("catch") and not self.stopping:
@@ -301,8 +302,8 @@ class Runner:
         task.attempts = task.attempts + [dict({k: record.get(k) for k in ("attempt", "status", "started", "ended",
                                                                           "duration")}, error=error)]
         self.on_event({"type": "task", "run_id": self.run_id, "step": task.step, "index": task.index,
-                       "status": "retrying", "attempt": task.attempt, "error": error})
-        task.status = "queued"
+                       "status": Status.RETRYING, "attempt": task.attempt, "error": error})
+        task.status = Status.QUEUED
         self._start(task, running)
 
     def _raced(self, task: Task, record: dict, race) -> tuple[dict, str]:
@@ -310,28 +311,28 @@ class Runner:
         of its task (the attempt that ended stays in `attempts`). Returns `task`'s record and status."""
         reader = race.reader
         old = reader.record
-        reader.record = dict(old, status="failed", error=race.error(), attempt=(old.get("attempt") or 0) + 1,
+        reader.record = dict(old, status=Status.FAILED, error=race.error(), attempt=(old.get("attempt") or 0) + 1,
                              attempts=(old.get("attempts") or []) + [
                                  {k: old.get(k) for k in ("attempt", "status", "error", "started", "ended", "duration")}])
         reader.attempt = reader.record["attempt"]
         records.write_task(self.store, reader.record)
         if reader is not task:  # it ended earlier (and may have been used): the run stops, failing it
-            reader.status = "failed"
+            reader.status = Status.FAILED
             self.stopping = True
             self.record["error"] = self.record["error"] or {"step": reader.step, "index": reader.index,
                                                             "message": failure_line(race.error())}
             self.on_event({"type": "task", "run_id": self.run_id, "step": reader.step, "index": reader.index,
-                           "status": "failed", "attempt": reader.record["attempt"], "error": race.error()})
+                           "status": Status.FAILED, "attempt": reader.record["attempt"], "error": race.error()})
             self._save_record()
         return task.record, task.record["status"]
 
     def _finalize(self) -> str:
         if self.cancel_reason:
-            status = "cancelled"
+            status = Status.CANCELLED
         elif self.record["error"]:
-            status = "failed"
+            status = Status.FAILED
         else:
-            status = "succeeded" if self.readiness.all_done() else "failed"
+            status = Status.SUCCEEDED if self.readiness.all_done() else Status.FAILED
         self.record.update(status=status, ended=now())
         start = datetime.fromisoformat(self.record["created"])
         self.record["duration"] = round((datetime.now(timezone.utc) - start).total_seconds(), 3)
@@ -344,5 +345,5 @@ def _result(future, task: Task) -> dict:
     try:
         return future.result()
     except BaseException as e:  # noqa: BLE001 - an executor failure is a task failure
-        return {**task.record, "status": "failed", "run_id": None,
+        return {**task.record, "status": Status.FAILED, "run_id": None,
                 "error": {"type": e.__class__.__name__, "message": f"the executor failed to run the task: {e}"}}

@@ -12,14 +12,14 @@ from dataclasses import dataclass, field
 
 from jupyter_flow.execution.control import TaskControl
 from jupyter_flow.flow.dag import Flow
-from jupyter_flow.store.status import DONE, TERMINAL
+from jupyter_flow.store.status import DONE, TERMINAL, Status
 
 
 @dataclass
 class Task:
     step: str
     index: int
-    status: str = "queued"
+    status: str = Status.QUEUED
     attempt: int = 0
     record: dict = field(default_factory=dict)
     control: TaskControl | None = None
@@ -54,7 +54,7 @@ class Readiness:
         self._waiting[self.kernel[name]] -= 1
         self._open[name] = sum(t.status not in TERMINAL for t in tasks)
         for task in tasks:
-            if task.status == "queued":
+            if task.status == Status.QUEUED:
                 self.enqueue(task)
         if not self._open[name]:
             self._step_ended(name)

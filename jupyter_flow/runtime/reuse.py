@@ -28,7 +28,7 @@ from jupyter_flow.flow.dag import Flow
 from jupyter_flow.store import Store, layout, records
 from jupyter_flow.store.layout import task_key
 from jupyter_flow.store.preview import elide
-from jupyter_flow.store.status import DONE
+from jupyter_flow.store.status import DONE, Status
 
 PREVIOUS_RUNS = 10  # how many of the flow's latest runs are searched for a step's last task (to say what changed)
 
@@ -99,16 +99,16 @@ class Cache:
             return Decision("--no-cache" if self.no_cache else "cache:disabled")
         candidates = []
         if self.origin:
-            candidates.append(("reused", task_key(self.flow.name, self.origin["id"], name, index)))
+            candidates.append((Status.REUSED, task_key(self.flow.name, self.origin["id"], name, index)))
         if use_cache:
             try:
                 hit = self.store.read_json(layout.cache_entry(key))
-                candidates.append(("cached", task_key(hit["flow"], hit["run_id"], hit["step"], hit["index"])))
+                candidates.append((Status.CACHED, task_key(hit["flow"], hit["run_id"], hit["step"], hit["index"])))
             except (FlowError, KeyError, TypeError):
                 pass
         stale = None
         for status, old_key in candidates:
-            old = self._read(f"{old_key}/task.json")
+            old = self._read(layout.in_task(old_key, layout.TASK_RECORD))
             if old is None or old.get("cache_key") != key or old.get("status") not in DONE:
                 continue
             why = self._stale(name, old, restored or {})
@@ -129,7 +129,7 @@ class Cache:
             return f"its result in run {run} does not say which files it read (an older jupyter_flow); it runs once"
         files = files or {}
         digests = [o["hash"] for o in old.get("outputs", {}).values()] + [
-            f["hash"] for f in files.get("written", {}).values()]
+            f["hash"] for f in files.get("written", {}).values() if "withheld" not in f]  # a secret: never stored
         if not all(self.store.blob_ok(d) for d in digests):
             return f"a value or file it stored in run {run} is gone or damaged; it runs again to store it"
         changed = self._changed_files(files.get("read") or {}, restored)
@@ -230,7 +230,7 @@ class Cache:
         record = dict(old, run_id=run_id, flow=self.flow.name, step=name, index=index, status=decision.status,
                       origin=source, started=now(), ended=now(), duration=0.0, attempt=0, attempts=[],
                       cache_key=key, cache_parts=parts, reason=decision.reason,
-                      notebook=f"{source['key']}/output.ipynb")
+                      notebook=old.get("notebook") or layout.in_task(source["key"], layout.TASK_NOTEBOOK))
         records.write_task(self.store, record)
         return record
 

@@ -16,6 +16,6 @@ def _jupyter_labextension_paths():
 
 
 def _load_jupyter_server_extension(serverapp):
-    from jupyter_flow.server.handlers import setup_handlers
+    from jupyter_flow.server.app import setup_handlers  # tornado and the handlers load only in a server
 
     setup_handlers(serverapp)

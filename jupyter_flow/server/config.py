@@ -15,7 +15,9 @@ class JupyterFlow(Configurable):
         help="Store URL (local path, s3://, gs://). Default: $JUPYTER_FLOW_STORE, then the CLI's default.",
     )
     executor = Unicode(
-        "local", config=True, help="Default executor for runs started from the sidebar: a registered name ('local', 'dask', ...)."
+        "local",
+        config=True,
+        help="Default executor for runs started from the sidebar: a registered name ('local', 'dask', ...).",
     )
     scheduler = Unicode(
         None, allow_none=True, config=True, help="Dask scheduler address for the dask executor."
@@ -24,5 +26,7 @@ class JupyterFlow(Configurable):
         None, allow_none=True, config=True, help="Parallel tasks per run (default: cores)."
     )
     poll_interval_ms = Integer(
-        400, config=True, help="How often a live stream re-reads the store for runs this server did not start, in milliseconds."
+        400,
+        config=True,
+        help="How often a live stream re-reads the store for runs this server did not start, in milliseconds.",
     )

@@ -12,18 +12,14 @@ import json
 import tornado.web
 from jupyter_server.auth.decorator import authorized
 from jupyter_server.base.handlers import APIHandler
-from jupyter_server.utils import url_path_join
 
 from jupyter_flow.errors import FlowError, NotFound
-from jupyter_flow.store import ReadOnly
-
-from jupyter_flow.server.config import JupyterFlow
 from jupyter_flow.server.service import FlowService
+from jupyter_flow.store import ReadOnly, layout
 
-API_PREFIX = "jupyter-flow/api"
 RESOURCE = "jupyter_flow"
-RUN_ID = r"(?P<run_id>[A-Za-z0-9][A-Za-z0-9_.:-]*)"
-STEP = r"(?P<step>[a-z_][a-z0-9_]*)"
+RUN_ID = rf"(?P<run_id>{layout.RUN_ID.pattern.strip('^$')})"
+STEP = rf"(?P<step>{layout.STEP_NAME_PATTERN})"
 RUN_OPTIONS = (("parameters", dict), ("executor", str), ("scheduler", str))
 
 
@@ -205,20 +201,3 @@ ROUTES = [
     (rf"runs/{RUN_ID}/tasks/{STEP}(?:/(?P<index>\d+))?/(?P<what>log|artifacts|notebook)", TaskHandler),
     (r"(?P<path>.*)", MissingHandler),
 ]
-
-
-def setup_handlers(serverapp) -> None:
-    from jupyter_flow.server import live
-
-    web_app = serverapp.web_app
-    config = JupyterFlow(config=serverapp.config, parent=serverapp)
-    cm = serverapp.contents_manager
-    events = web_app.settings["jupyter_flow_events"] = live.RunEvents()
-    web_app.settings["jupyter_flow"] = FlowService(
-        config, serverapp.root_dir, allow_hidden=getattr(cm, "allow_hidden", False), on_event=events.notify
-    )
-    base = url_path_join(web_app.settings["base_url"], API_PREFIX)
-    web_app.add_handlers(
-        ".*$", [(url_path_join(base, pattern) + "/?$", handler) for pattern, handler in live.ROUTES + ROUTES]
-    )
-    serverapp.log.info("jupyter_flow: REST API at %s (store: %s)", base, config.store or "default")

@@ -18,9 +18,8 @@ import tornado.web
 from jupyter_server.auth.decorator import authorized
 from tornado.iostream import StreamClosedError
 
-from jupyter_flow.readers import client
 from jupyter_flow.errors import NotFound
-
+from jupyter_flow.readers import client
 from jupyter_flow.server.handlers import RUN_ID, STEP, FlowHandler
 
 RETRY = 0.01  # seconds before re-reading after a report the store did not show yet (doubles)

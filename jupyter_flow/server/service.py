@@ -8,9 +8,8 @@ import threading
 
 from jupyter_flow.errors import FlowError
 from jupyter_flow.executors import names as executor_names
-from jupyter_flow.store.records import current_user
-
 from jupyter_flow.server.paths import resolve_notebook, to_api
+from jupyter_flow.store.records import current_user
 
 TASK_FILES = {"log": "log.txt", "notebook": "output.ipynb"}
 # CPython 3.11's ast.parse is not thread-safe ("AST constructor recursion depth mismatch", or a

@@ -17,12 +17,20 @@ names); the imports in them then cost nothing. Only installed modules are preloa
 notebook's folder could shadow. After a fork the child reseeds numpy's global random state, as a fresh
 process would have its own (Python reseeds `random` itself). `JUPYTER_FLOW_PRELOAD=0` turns it off.
 
+A fork carries only the thread that forks: a library whose import starts threads (gRPC, CUDA, OpenMP
+pools) is not safe to fork. Those known to be are never preloaded (NOT_PRELOADED); before every fork
+the zygote counts its threads (native ones too), and if a preload started one that is not known to
+survive a fork (FORK_SAFE_THREADS: OpenBLAS's), it forks no more: the runner's later kernels come
+from a new zygote that preloads nothing (`--debug` says so). A forked kernel's own stdout and stderr
+go to the file the runner gives (the task reads it if the kernel dies), and its exit status is the
+one a fresh kernel process would have.
+
 Used, through the kernel provisioner in execution/kernel_pool.py, for every kernelspec that runs `python [options]
 -m ipykernel_launcher`, of this environment or another; anything else (another language, options
 a fork cannot honour: NOT_FORKED) starts the ordinary way. A local run starts the zygote of its
 python3 kernelspec first thing (`prestart`), so the zygote's imports overlap the runner's.
 
-The optional agent (`jupyter flow agent`, speed/agent.py) keeps the imported stack between runs and forks
+The optional agent (`jupyter flow agent`, cli/agent.py) keeps the imported stack between runs and forks
 a zygote for each runner that connects (`serve_zygotes`) (its preloads and kernels are that run's alone; it exits when
 the runner hangs up). A runner that finds no agent starts its own zygote, as without one.
 """
@@ -31,19 +39,27 @@ from __future__ import annotations
 import ast
 import contextlib
 import gc
+import hashlib
 import importlib
 import itertools
 import json
+import logging
 import os
 import shutil
 import subprocess
 import sys
 import threading
 import time
+import traceback
 from typing import NamedTuple
+
+if __name__ != "__main__":  # the runner's side; a zygote runs this file by path, maybe where jupyter_flow is not
+    from jupyter_flow.flow.kernelspecs import spec_command
+    from jupyter_flow.speed import agent
 
 _servers: dict = {}  # Zygote -> ForkServer
 _server_lock = threading.Lock()
+_log = logging.getLogger(__name__)
 
 IPYKERNEL = ("ipykernel_launcher", "ipykernel")  # `python -m` either of these runs an ipykernel
 OPTION_LETTERS = "bBdEiIOPqRsSuvx"  # the interpreter's options without a value (they combine: -sE)
@@ -152,12 +168,6 @@ def modules_to_preload(sources) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def send_signal(pid: int, signum: int) -> None:
-    """Signal a process that may have ended already."""
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signum)
-
-
 def enabled() -> bool:
     """JUPYTER_FLOW_FORK=0: start kernels the usual way (read when asked: an agent's command has the
     environment of the CLI that sent it)."""
@@ -168,8 +178,6 @@ def prestart(kernel: str = "python3") -> None:
     """Start the zygote of `kernel` (a kernelspec name) now, so its imports overlap the runner's own
     start-up (the first kernel a run needs comes from it)."""
     if enabled():
-        from jupyter_flow.execution.kernel_pool import spec_command
-
         plan = fork_plan(*spec_command(kernel))
         if not isinstance(plan, str):
             with contextlib.suppress(RuntimeError):
@@ -178,15 +186,25 @@ def prestart(kernel: str = "python3") -> None:
 
 def server(zygote: Zygote | None = None) -> ForkServer:
     """The running zygote started as `zygote` says (this interpreter's by default), started if need be;
-    RuntimeError if it cannot start (why: its first words)."""
+    RuntimeError if it cannot start (why: its first words). One whose preloads started a thread is
+    replaced by one that preloads nothing (see _serve)."""
     zygote = zygote or native()
     with _server_lock:
         found = _servers.get(zygote)
         if found is not None and found.failed:
             raise RuntimeError(found.failed)
         if found is None or not found.alive():
-            found = _servers[zygote] = ForkServer(zygote)
+            preloads = found is None or found.preloads and not found.unsafe
+            found = _servers[zygote] = ForkServer(zygote, preloads)
         return found
+
+
+def zygote_kind(zygote: Zygote) -> str:
+    """The agent's socket for runners that need `zygote`: "zygote" for this interpreter's own (see
+    native), one of its own for each other (the python3 kernelspec's, if it has options)."""
+    if zygote == native():
+        return "zygote"
+    return "zygote-" + hashlib.sha1(json.dumps(zygote).encode()).hexdigest()[:10]
 
 
 class ForkServer:
@@ -194,16 +212,16 @@ class ForkServer:
     its own process for this interpreter without options; the python3 kernelspec's, if it differs, from
     a process the agent started as that kernelspec's command says)."""
 
-    def __init__(self, zygote: Zygote):
-        self.lock = threading.Lock()
+    def __init__(self, zygote: Zygote, preloads: bool = True):
+        self.zygote, self.lock = zygote, threading.Lock()
         self.proc = None
         self.closed = False
         self.failed = ""  # why it could not start: the interpreter cannot import the kernel stack
-        from jupyter_flow.speed.agent import connect, zygote_kind
-
-        agent = connect(zygote_kind(zygote))
-        if agent is not None:
-            self.reader, self.writer = agent.makefile("r"), agent.makefile("w")
+        self.preloads = preloads  # False: it imports no module of the notebook's (an earlier one's started a thread)
+        self.unsafe = ""  # why it stopped forking: a thread it cannot fork safely exists in it
+        connection = agent.connect(zygote_kind(zygote))
+        if connection is not None:
+            self.reader, self.writer = connection.makefile("r"), connection.makefile("w")
             return
         # Its own session: a terminal's Ctrl-C (SIGINT to the foreground process group) must not kill
         # the zygote, whose death would take every kernel with it before they can be interrupted cleanly.
@@ -216,7 +234,7 @@ class ForkServer:
         self.reader, self.writer = self.proc.stdout, self.proc.stdin
 
     def alive(self) -> bool:
-        return not self.closed and (self.proc is None or self.proc.poll() is None)
+        return not self.closed and not self.unsafe and (self.proc is None or self.proc.poll() is None)
 
     def request(self, **message) -> dict:
         with self.lock:
@@ -232,15 +250,24 @@ class ForkServer:
         reply = json.loads(line)
         if "failed" in reply:  # its first and last words
             self.closed, self.failed = True, reply["failed"]
+        if "unsafe" in reply:  # it forks no more (it still serves the kernels it forked)
+            self.unsafe = reply["unsafe"]
         if "failed" in reply or "error" in reply:
             raise RuntimeError(reply.get("failed") or reply["error"])
         return reply
 
     def spawn(self, argv: list[str], args: list[str], cwd: str | None, env: dict | None,
-              preload=()) -> ForkedProcess:
-        """Fork a kernel: `argv[0] -m ipykernel_launcher ARGS` as a fresh process would be."""
+              preload=(), output: str | None = None) -> ForkedProcess:
+        """Fork a kernel: `argv[0] -m ipykernel_launcher ARGS` as a fresh process would be, its own stdout
+        and stderr appended to the file `output` (/dev/null if None)."""
         reply = self.request(op="spawn", argv0=argv[0], args=args, cwd=cwd, env=env or dict(os.environ),
-                             preload=list(preload), umask=current_umask())
+                             preload=list(preload) if self.preloads else [], umask=current_umask(), output=output)
+        if "unsafe" in reply:
+            if not self.preloads:  # a thread it cannot fork with, and not from a preload: start cold
+                raise RuntimeError(f"its zygote cannot fork safely: {reply['unsafe']}")
+            _log.debug("the zygote of %s: %s; its kernels now fork from one that preloads nothing",
+                       " ".join([self.zygote.python, *self.zygote.options]), reply["unsafe"])
+            return server(self.zygote).spawn(argv, args, cwd, env, preload, output)
         return ForkedProcess(self, reply["pid"], reply["id"])
 
 
@@ -250,7 +277,7 @@ class ForkedProcess:
     pid is still this kernel's (a reaped kernel's pid may be any new process's, another kernel's too),
     so a kernel is named by the zygote's id for it, and signalled only while it is unreaped."""
 
-    stdin = stdout = stderr = None  # the kernel's streams go to /dev/null
+    stdin = stdout = stderr = None  # the kernel's own output goes to a file (spawn's `output`)
 
     def __init__(self, server: ForkServer, pid: int, kernel_id: int):
         self.server, self.pid, self.id, self.returncode = server, pid, kernel_id, None
@@ -345,31 +372,46 @@ def child_signals() -> None:
 
 def _serve(reader, writer) -> None:
     """Fork a kernel per spawn request, report their exit statuses, signal them; until the runner hangs
-    up. A kernel is named by an id of its own, never reused: its pid is its own only until it is reaped."""
+    up. A kernel is named by an id of its own, never reused: its pid is its own only until it is reaped.
+
+    Never forks with a thread in this process that a fork cannot carry (checked before every fork): if
+    a preload started one, every later spawn is answered `unsafe` (the runner then uses a zygote that
+    preloads nothing), while the kernels forked already are still served."""
     kernels: dict[int, int] = {}  # id -> pid of the kernels not reaped yet (their pids cannot be reused)
     statuses: dict[int, int] = {}  # id -> exit code of those reaped
     ids = itertools.count()
+    threads = [_threads()]  # the threads expected here: this one, and those of fork-safe libraries
+    unsafe = ""
     for line in reader:
         message = json.loads(line)
         _reap(kernels, statuses)
         if message["op"] == "spawn":
-            _preload(message.get("preload") or [], message.get("cwd") or os.getcwd(), message["env"])
-            gc.freeze()  # the child's collections skip what the zygote made: no copy-on-write of it all
-            try:
-                pid = os.fork()
-            except OSError as e:  # out of processes or memory, for now: this kernel fails, not the zygote
-                reply = {"error": f"the kernel fork server could not fork: {e}"}
+            unsafe = unsafe or _preload(message.get("preload") or [], message.get("cwd") or os.getcwd(),
+                                        message["env"], threads)
+            if not unsafe and _threads() > threads[0]:
+                unsafe = f"a thread started in it ({_threads()} threads, {threads[0]} expected)"
+            if unsafe:
+                reply = {"unsafe": unsafe}
             else:
-                if pid == 0:
-                    _become_kernel(message)
-                kernels[kernel_id := next(ids)] = pid
-                reply = {"pid": pid, "id": kernel_id}
+                reply = _fork_kernel(message, kernels, ids)
         elif message["op"] == "signal":
             reply = {"sent": _signal_group(kernels.get(message["id"]), message["signum"])}
         else:
             reply = {"status": statuses.get(message["id"])}
         writer.write(json.dumps(reply) + "\n")
         writer.flush()
+
+
+def _fork_kernel(message: dict, kernels: dict[int, int], ids) -> dict:
+    gc.freeze()  # the child's collections skip what the zygote made: no copy-on-write of it all
+    try:
+        pid = os.fork()
+    except OSError as e:  # out of processes or memory, for now: this kernel fails, not the zygote
+        return {"error": f"the kernel fork server could not fork: {e}"}
+    if pid == 0:
+        _become_kernel(message)
+    kernels[kernel_id := next(ids)] = pid
+    return {"pid": pid, "id": kernel_id}
 
 
 def _signal_group(pid: int | None, signum: int) -> bool:
@@ -396,9 +438,38 @@ def _reap(kernels: dict[int, int], statuses: dict[int, int]) -> None:
             statuses[kernel_id] = os.waitstatus_to_exitcode(status)
 
 
-def _preload(modules: list[str], cwd: str, env: dict) -> None:
-    """Import the installed modules among `modules` that are not imported yet; errors are the step's
-    to meet when it runs its own import."""
+# Libraries a zygote never preloads: their import starts threads a fork cannot carry, or sets up
+# devices and connections (CUDA, gRPC channels, a JVM, OpenMP pools) that a forked child would share.
+# Each step imports them in its own kernel, as without a zygote. JUPYTER_FLOW_PRELOAD_DENY adds more
+# (comma-separated module names; a package name covers its submodules).
+NOT_PRELOADED = ("torch", "torchvision", "torchaudio", "tensorflow", "keras", "jax", "jaxlib", "grpc", "cupy", "pycuda",
+                 "numba", "ray", "pyspark", "mxnet", "paddle", "onnxruntime", "xgboost", "lightgbm", "catboost")
+# Libraries whose import starts threads that do survive a fork: OpenBLAS (numpy's, scipy's) stops its
+# threads before a fork and starts them again after (pthread_atfork). Any other module whose import
+# starts a thread stops the zygote's preloading. JUPYTER_FLOW_PRELOAD_FORK_SAFE adds more.
+FORK_SAFE_THREADS = ("numpy", "scipy")
+
+
+def listed(name: str, names, variable: str) -> bool:
+    """Whether module `name` is among `names` or the comma-separated names in $variable (a package
+    covers its submodules)."""
+    extra = [n.strip() for n in os.environ.get(variable, "").split(",") if n.strip()]
+    return any(name == n or name.startswith(n + ".") for n in (*names, *extra))
+
+
+def _threads() -> int:
+    """This process's threads, native ones too (OpenBLAS's, gRPC's), which Python's threading never sees."""
+    try:
+        return len(os.listdir("/proc/self/task"))
+    except OSError:  # no /proc (macOS): Python's own threads only
+        return threading.active_count()
+
+
+def _preload(modules: list[str], cwd: str, env: dict, threads: list[int]) -> str:
+    """Import the installed modules among `modules` that are not imported yet and may be (NOT_PRELOADED);
+    errors are the step's to meet when it runs its own import. `threads[0]` grows by the threads that
+    fork-safe libraries start. Returns why this process can no longer fork safely ("" if it can): an
+    import started another thread, and preloading stops there."""
     os.environ.clear()  # modules read it as they import (thread counts...): the run's, even in an agent's zygote
     os.environ.update(env)
     # matplotlib picks its backend when imported: the one ipykernel would give the kernel
@@ -406,17 +477,37 @@ def _preload(modules: list[str], cwd: str, env: dict) -> None:
     for name in modules:
         top = name.partition(".")[0]
         if name in sys.modules or os.path.exists(os.path.join(cwd, top + ".py")) \
-                or os.path.isdir(os.path.join(cwd, top)):
-            continue  # imported already, or the notebook's folder has a module of that name
+                or os.path.isdir(os.path.join(cwd, top)) or listed(name, NOT_PRELOADED, "JUPYTER_FLOW_PRELOAD_DENY"):
+            continue  # imported already, the notebook's folder has a module of that name, or never preloaded
+        before, imported = _threads(), set(sys.modules)
         try:
             importlib.import_module(name)
         except BaseException:  # noqa: BLE001 - ImportError, SystemExit, anything a module's top level raises
             pass
+        started = _threads() - before
+        if started <= 0:
+            continue
+        if any(listed(m, FORK_SAFE_THREADS, "JUPYTER_FLOW_PRELOAD_FORK_SAFE") for m in set(sys.modules) - imported):
+            threads[0] += started
+            continue
+        return (f"importing {name} started {started} thread{'s' if started > 1 else ''} (add it to "
+                "JUPYTER_FLOW_PRELOAD_DENY, or to JUPYTER_FLOW_PRELOAD_FORK_SAFE if its threads survive a fork)")
+    return ""
 
 
 def _become_kernel(message: dict) -> None:
+    """This forked child becomes the kernel, its own stdout and stderr appended to the runner's file
+    for them; it exits as a fresh kernel process would: its exit status, its last words on stderr."""
+    code = 1
     try:
         os.setsid()  # its own process group: interrupts go to it alone
+        devnull = os.open(os.devnull, os.O_RDWR)
+        output = os.open(message.get("output") or os.devnull, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        for fd, to in ((0, devnull), (1, output), (2, output)):
+            os.dup2(to, fd)
+        sys.stdin = open(0, closefd=False)
+        sys.stdout = sys.__stdout__ = open(1, "w", closefd=False, buffering=1)
+        sys.stderr = sys.__stderr__ = open(2, "w", closefd=False, buffering=1, errors="backslashreplace")
         if message.get("cwd"):
             os.chdir(message["cwd"])
         if message.get("umask") is not None:  # the runner's (an agent's zygote has the agent's)
@@ -425,19 +516,23 @@ def _become_kernel(message: dict) -> None:
             sys.modules["numpy.random"].seed()
         os.environ.clear()
         os.environ.update(message["env"])
-        devnull = os.open(os.devnull, os.O_RDWR)
-        for fd in (0, 1, 2):
-            os.dup2(devnull, fd)
-        sys.stdin = open(os.devnull)
-        sys.stdout = sys.__stdout__ = open(os.devnull, "w")
-        sys.stderr = sys.__stderr__ = open(os.devnull, "w")
         from ipykernel.kernelapp import IPKernelApp
 
         argv = [*message["args"], f"--IPKernelApp.parent_handle={os.getppid()}"]
         sys.argv = [message["argv0"], *argv]
         IPKernelApp.launch_instance(argv=argv)
+        code = 0
+    except SystemExit as e:  # as the interpreter reads it
+        code = e.code if isinstance(e.code, int) else int(e.code is not None)
+        if e.code is not None and not isinstance(e.code, int):
+            print(e.code, file=sys.stderr)
+    except BaseException:  # noqa: BLE001 - its traceback, as a fresh process would print it
+        traceback.print_exc()
     finally:
-        os._exit(0)
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(OSError, ValueError):
+                stream.flush()
+        os._exit(code)  # never return into the zygote's code
 
 
 if __name__ == "__main__":  # a zygote, started by ForkServer

@@ -10,8 +10,9 @@ of that key in between: under an exclusive lock of `<key>.lock` locally (flock; 
 with locks, such as NFSv4, works too); on S3 as a conditional PUT (If-Match the ETag of what was
 read, If-None-Match: * when there was nothing), retried from the read when another writer came
 first. The ETag of a small object PUT whole is the MD5 of its bytes, so one GET is enough; where it
-is not (SSE-KMS), the first PUT fails and the retries HEAD for it before they read. Other fsspec stores, and mounts without locks, check, then write (a stale writer that wakes
-up later is still refused; two writes in the same instant are not ordered).
+is not (SSE-KMS), the first PUT fails and the retries HEAD for it before they read. Other fsspec
+stores, and mounts without locks, check, then write (a stale writer that wakes up later is still
+refused; two writes in the same instant are not ordered).
 """
 from __future__ import annotations
 
@@ -140,9 +141,9 @@ class LocalBackend:
         """Keys of temporary files no write has touched for `age` seconds (a live write keeps its
         file's date fresh, so these belong to writers that died)."""
         cutoff = time.time() - age
-        found = self.glob("blobs/tmp/*") + [k for pattern in ("flows/*/runs/*/*", "flows/*/runs/*/*/*/*", "flows/*/index/*",
-                                                                         "cache/*", "pins/*")
-                                            for k in self.glob(pattern + TMP_SUFFIX)]
+        folders = ("flows/*/runs/*/*", "flows/*/runs/*/*/*/*", "flows/*/runs/*/*/*/attempts/*/*", "flows/*/index/*",
+                   "cache/*", "pins/*")
+        found = self.glob("blobs/tmp/*") + [k for pattern in folders for k in self.glob(pattern + TMP_SUFFIX)]
         stale = []
         for key in found:
             try:

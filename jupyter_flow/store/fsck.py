@@ -32,10 +32,11 @@ def check(store=None, dry_run: bool = False) -> dict:
     damaged = []
     for run in records.rebuild_index(store, write=not dry_run):
         if run.status == Status.DAMAGED:
-            damaged.append({"run": run.id, "flow": run.flow, "record": "run.json", "problem": run.damaged})
+            damaged.append({"run": run.id, "flow": run.flow, "record": layout.RUN_RECORD, "problem": run.damaged})
         for task in records.list_tasks(store, run):
             if task.status == Status.DAMAGED:
-                damaged.append({"run": run.id, "flow": run.flow, "record": f"{task.step}/{task.index}/task.json",
+                record = f"{task.step}/{task.index}/{layout.TASK_RECORD}"
+                damaged.append({"run": run.id, "flow": run.flow, "record": record,
                                 "problem": task.damaged})
     temps = store.stale_temp_files(FRESH_SECONDS)
     if not dry_run:

@@ -92,7 +92,8 @@ def _references(store, kept, tasks: dict) -> tuple[set, list]:
             if task.status == Status.DAMAGED:
                 unknown.append(layout.task_json(task.flow, task.run_id, task.step, task.index))
             referenced |= task.blob_refs()
-            for key in store.glob(f"{task.key}/failure*.json"):  # the snapshot of every attempt
+            snapshots = [k for pattern in layout.failure_snapshots(task.key) for k in store.glob(pattern)]
+            for key in snapshots:  # the snapshot of every attempt
                 try:
                     referenced |= records.failure_refs(store.read_json(key))
                 except (FlowError, KeyError, TypeError, AttributeError):

@@ -5,9 +5,15 @@
   blobs/tmp/probe-*                                  the writability probe (Store.check_writable), deleted at once
   quarantine/<h>                                     blobs `fsck` found corrupt, moved aside
   flows/<flow>/runs/<run>/run.json                   the run record; notebook.ipynb, cancel beside it
-  flows/<flow>/runs/<run>/<step>/<index>/task.json   a task record; output.ipynb, log.txt, failure.json
-                                                     beside it; task.json.lock on local stores (the lock
-                                                     of its conditional writes, backends.write_if)
+  flows/<flow>/runs/<run>/<step>/<index>/task.json   a task record; task.json.lock beside it on local stores
+                                                     (the lock of its conditional writes, backends.write_if)
+  flows/<flow>/runs/<run>/<step>/<index>/attempts/<n>-<token>/
+                                                     output.ipynb, log.txt, failure.json of one attempt: each
+                                                     attempt writes its own folder (a stale attempt, paused
+                                                     and woken up, never overwrites a newer one's files); the
+                                                     task record names the folder of the attempt that stands
+                                                     (its `files_at`). Runs recorded before this kept them
+                                                     beside task.json, earlier attempts' as output.attempt-N.ipynb
   flows/<flow>/index/<run>.json                      finished runs' records from <run> up to the next such
                                                      file: a cache of their run.json for listings (records.py)
   cache/<key>.json                                   cross-run cache index -> the task that made it
@@ -95,7 +101,24 @@ def task_json(flow: str, run_id: str, step: str, index: int) -> str:
 
 def task_file(flow: str, run_id: str, step: str, index: int, name: str) -> str:
     """A file of a task (one of TASK_FILES) beside its task.json."""
-    return f"{task_key(flow, run_id, step, index)}/{name}"
+    return in_task(task_key(flow, run_id, step, index), name)
+
+
+def attempt_key(flow: str, run_id: str, step: str, index: int, attempt: int, token: str) -> str:
+    """The folder of one attempt's files (TASK_FILES): `token` tells apart two executions of the same
+    attempt (a task a lost Dask worker still runs while the scheduler runs it again elsewhere)."""
+    return f"{task_key(flow, run_id, step, index)}/attempts/{attempt}-{token}"
+
+
+def failure_snapshots(key: str) -> tuple[str, ...]:
+    """Glob patterns of the failure snapshots of every attempt of the task at `key` (task_key): in
+    their attempt folders, and beside task.json as runs recorded before attempt folders have them."""
+    return f"{key}/attempts/*/{TASK_FAILURE}", f"{key}/failure*.json"
+
+
+def in_task(key: str, name: str) -> str:
+    """The file `name` in the folder `key` of a task (task_key) or of one of its attempts (attempt_key)."""
+    return f"{key}/{name}"
 
 
 def index_chunk(flow: str, first_run_id: str) -> str:

@@ -50,7 +50,7 @@ class _Record:
         names = _field_names(cls)
         known = {k: v for k, v in data.items() if k in names}
         try:
-            known["status"] = Status(known.get("status", "queued"))
+            known["status"] = Status(known.get("status", Status.QUEUED))
             return cls(**known, extra={k: v for k, v in data.items() if k not in names})
         except (TypeError, ValueError) as e:
             raise ValueError(f"not a {cls.__name__} ({e})") from None
@@ -60,11 +60,21 @@ class _Record:
         out["status"] = Status(self.status).value
         return {**out, **self.extra}
 
-    def __getitem__(self, name):  # read like the JSON it is
+    def __getitem__(self, name):  # read and written like the JSON it is
         return self.to_dict()[name]
 
     def get(self, name, default=None):
         return self.to_dict().get(name, default)
+
+    def __setitem__(self, name, value) -> None:
+        if name in _field_names(type(self)):
+            setattr(self, name, Status(value) if name == "status" else value)
+        else:
+            self.extra[name] = value
+
+    def update(self, **fields) -> None:
+        for name, value in fields.items():
+            self[name] = value
 
 
 @dataclass
@@ -158,6 +168,9 @@ class TaskRecord(_Record):
     # "network": ["host:port"]}
     files: dict = field(default_factory=dict)
     packages: dict = field(default_factory=dict)  # distribution -> version, of the modules the step used
+    # the folder of the notebook, log and failure snapshot of the attempt this record is of (layout.attempt_key);
+    # a reused or cached task's is its origin's. None in records written before attempts had folders.
+    files_at: str | None = None
     damaged: str | None = None
     extra: dict = field(default_factory=dict)
 
@@ -167,8 +180,9 @@ class TaskRecord(_Record):
 
     @property
     def files_key(self) -> str:
-        """Where its notebook, log and failure snapshot are: a cached or reused task's are its origin's."""
-        return self.origin["key"] if self.origin else self.key
+        """Where its notebook, log and failure snapshot are: its attempt's folder (a cached or reused
+        task's are its origin's); beside the task record in runs recorded before attempt folders."""
+        return self.files_at or (self.origin["key"] if self.origin else self.key)
 
     def blob_refs(self) -> set[str]:
         """Digests of the values it received and produced (and their neutral copies, see store/neutral.py),
@@ -426,7 +440,7 @@ def read_task(store, run: RunRecord, step: str, index: int = 0) -> TaskRecord:
 def read_failure(store, task: TaskRecord) -> dict:
     """The task's failure snapshot (failure.json): variables, unpicklable names, modules, and the
     failing frames (`frames`: file, function, line, cell, source, locals, the last one's exception)."""
-    return store.read_json(f"{task.files_key}/{layout.TASK_FAILURE}")
+    return store.read_json(layout.in_task(task.files_key, layout.TASK_FAILURE))
 
 
 def failure_refs(failure: dict) -> set[str]:
@@ -465,7 +479,7 @@ def supersedes(new: TaskRecord, old: bytes | None) -> bool:
         return True
     try:
         data = json.loads(old)
-        attempt, status = int(data.get("attempt") or 0), Status(data.get("status", "queued"))
+        attempt, status = int(data.get("attempt") or 0), Status(data.get("status", Status.QUEUED))
     except (ValueError, TypeError, AttributeError, RecursionError):
         return True
     if new.attempt != attempt:

@@ -8,11 +8,9 @@ from __future__ import annotations
 import threading
 import time
 
-from jupyter_flow.store.status import DONE
-
-STYLE = {"queued": "dim", "running": "yellow", "retrying": "yellow", "succeeded": "green", "cached": "cyan",
-         "reused": "cyan", "skipped": "dim", "failed": "red", "timed_out": "red", "cancelled": "magenta",
-         "crashed": "red", "damaged": "bold red"}
+from jupyter_flow.readers.client import get_run
+from jupyter_flow.store.status import DONE, TERMINAL, Status, style
+from jupyter_flow.ui.tables import elide_items, make_console
 
 
 def track_task(row: dict, e: dict) -> None:
@@ -21,14 +19,14 @@ def track_task(row: dict, e: dict) -> None:
     row["tasks"][e["index"]] = e["status"]
     row["started"] = row["started"] or now
     statuses = list(row["tasks"].values())
-    failed = [s for s in statuses if s in ("failed", "timed_out", "cancelled")]
+    failed = [s for s in statuses if s in TERMINAL and s not in DONE]
     if failed:
         row["status"] = failed[0]
     elif row["total"] is not None and sum(s in DONE for s in statuses) == row["total"]:
-        row["status"] = statuses[0] if len(set(statuses)) == 1 else "succeeded"  # all cached: cached
+        row["status"] = statuses[0] if len(set(statuses)) == 1 else Status.SUCCEEDED.value  # all cached: cached
     else:
-        row["status"] = "running"
-    if row["status"] != "running":
+        row["status"] = Status.RUNNING.value
+    if row["status"] != Status.RUNNING:
         row["ended"] = now
 
 
@@ -36,8 +34,6 @@ class _Live:
     """A rich Live table on a terminal, redrawn from `_table()` several times a second."""
 
     def __init__(self, quiet: bool = False):
-        from jupyter_flow.ui.tables import make_console
-
         self.console = make_console(stderr=True)
         self.quiet = quiet
         self.live = None
@@ -65,8 +61,8 @@ class Progress(_Live):
     def set_runner(self, runner) -> None:
         self.runner = runner
         for name, step in runner.flow.steps.items():
-            self.steps.setdefault(name, {"status": "queued", "tasks": {}, "total": None if step.foreach else 1,
-                                         "started": None, "ended": None})
+            self.steps.setdefault(name, {"status": Status.QUEUED.value, "tasks": {},
+                                         "total": None if step.foreach else 1, "started": None, "ended": None})
         for warning in runner.flow.warnings:
             self.console.print(f"[yellow]warning:[/] {warning}", highlight=False)
         if not self.quiet:
@@ -94,7 +90,7 @@ class Progress(_Live):
             error = (e.get("error") or {}).get("message")
             tail = f" ({e['duration']:.2f} s)" if e.get("duration") is not None else ""
             index = f"[{e['index']}]" if self.steps[e["step"]]["total"] != 1 else ""
-            self.console.print(f"  {e['step']}{index}: [{STYLE.get(e['status'], '')}]{e['status']}[/]{tail}"
+            self.console.print(f"  {e['step']}{index}: [{style(e['status'])}]{e['status']}[/]{tail}"
                                + (f" - {error}" if error and e["status"] != "retrying" else ""), highlight=False)
 
     def _table(self):
@@ -110,16 +106,13 @@ class Progress(_Live):
                 total = "?" if row["total"] is None else row["total"]
                 took = "" if row["started"] is None else f"{(row['ended'] or now) - row['started']:.1f}s"
                 status = row["status"]
-                table.add_row(name, f"[{STYLE.get(status, '')}]{status}[/]", f"{done}/{total}", took)
+                table.add_row(name, f"[{style(status)}]{status}[/]", f"{done}/{total}", took)
         return table
 
     def summary(self, handle) -> None:
-        from jupyter_flow.readers.client import get_run
-
         run = get_run(handle.store, handle.run_id)
-        style = STYLE.get(run["status"], "")
-        self.console.print(f"run [bold]{run['id']}[/] [{style}]{run['status']}[/] in {run['duration'] or 0:.2f} s",
-                           highlight=False)
+        self.console.print(f"run [bold]{run['id']}[/] [{style(run['status'])}]{run['status']}[/] "
+                           f"in {run['duration'] or 0:.2f} s", highlight=False)
         if run.get("error"):
             err = run["error"]
             index = f"[{err['index']}]" if self.steps.get(err["step"], {}).get("total") != 1 else ""
@@ -147,7 +140,7 @@ class BatchProgress(_Live):
             self.console.print(f"[bold]{runner.flow.name}[/] batch [bold]{runner.record['batch']['id']}[/] "
                                f"(store {runner.store.url})", highlight=False)
         with self.lock:
-            self.rows[index] = {"run": runner.run_id, "parameters": runner.parameters, "status": "queued",
+            self.rows[index] = {"run": runner.run_id, "parameters": runner.parameters, "status": Status.QUEUED.value,
                                 "steps": len(runner.flow.steps), "done": set(), "started": None, "ended": None}
 
     def event(self, index: int, e: dict) -> None:
@@ -155,7 +148,7 @@ class BatchProgress(_Live):
             row = self.rows[index]
             if e["type"] == "run":
                 row["status"] = e["status"]
-                if e["status"] == "running":
+                if e["status"] == Status.RUNNING:
                     row["started"] = time.monotonic()
                 else:
                     row["ended"] = time.monotonic()
@@ -164,16 +157,12 @@ class BatchProgress(_Live):
             else:
                 return
         if self.live is None and not self.quiet and e["type"] == "run":
-            from jupyter_flow.ui.tables import elide_items
-
             took = f" in {row['ended'] - row['started']:.1f}s" if row["ended"] and row["started"] else ""
             self.console.print(f"  run {row['run']} ({elide_items(row['parameters'], 200)}): "
-                               f"[{STYLE.get(e['status'], '')}]{e['status']}[/]{took}", highlight=False)
+                               f"[{style(e['status'])}]{e['status']}[/]{took}", highlight=False)
 
     def _table(self):
         from rich.table import Table
-
-        from jupyter_flow.ui.tables import elide_items
 
         table = Table(box=None, pad_edge=False, header_style="bold")
         for column in ("#", "run", "parameters", "status", "steps", "time"):
@@ -184,14 +173,14 @@ class BatchProgress(_Live):
                 took = "" if row["started"] is None else f"{(row['ended'] or now) - row['started']:.1f}s"
                 status = row["status"]
                 table.add_row(str(index + 1), row["run"], elide_items(row["parameters"], 60),
-                              f"[{STYLE.get(status, '')}]{status}[/]", f"{len(row['done'])}/{row['steps']}", took)
+                              f"[{style(status)}]{status}[/]", f"{len(row['done'])}/{row['steps']}", took)
         return table
 
     def summary(self, batch) -> None:
         counts: dict[str, int] = {}
         for run in batch.runs:
             counts[run.status] = counts.get(run.status, 0) + 1
-        text = ", ".join(f"[{STYLE.get(s, '')}]{n} {s}[/]" for s, n in counts.items())
+        text = ", ".join(f"[{style(s)}]{n} {s}[/]" for s, n in counts.items())
         self.console.print(f"batch [bold]{batch.id}[/]: {len(batch.record['sets'])} parameter sets, {text}",
                            highlight=False)
         for run in batch.runs:

@@ -12,8 +12,9 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from jupyter_flow.readers.render import size_text
 from jupyter_flow.store.preview import elide, summary
-from jupyter_flow.ui.progress import STYLE
+from jupyter_flow.store.status import NOT_RUN, style
 
 UNWRAPPED = 10_000
 
@@ -43,16 +44,7 @@ def elide_items(values: dict, width: int, value_width: int = 40) -> str:
 
 
 def _status(status: str) -> str:
-    return f"[{STYLE.get(status, '')}]{status}[/]"
-
-
-def size_text(n) -> str:
-    if n is None:
-        return ""
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1000 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
+    return f"[{style(status)}]{status}[/]"
 
 
 def _metrics(metrics: dict | None) -> str:
@@ -124,7 +116,7 @@ def run_detail(run: dict, store) -> None:
                       str(t.get("attempt", "")), escape(outs) if not t.get("error") else outs, notebook)
     for step in run["steps"]:
         if step["name"] not in seen:
-            table.add_row(step["name"], "[dim]not run[/]", "", "", "", "", "")
+            table.add_row(step["name"], _status(NOT_RUN), "", "", "", "", "")
     console.print(table)
     console.print(f"notebooks are under {store.url}/flows/{run['flow']}/runs/{run['id']}/ "
                   "(cached and reused tasks: under their origin run)", highlight=False, soft_wrap=True)

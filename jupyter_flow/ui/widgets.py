@@ -17,11 +17,11 @@ import re
 import threading
 import time
 
-from jupyter_flow.ui.progress import DONE, track_task
+from jupyter_flow.readers.client import Run
+from jupyter_flow.readers.render import badge, run_html, run_text, seconds, task_html
+from jupyter_flow.store.status import DONE, Status, color
+from jupyter_flow.ui.progress import track_task
 
-COLORS = {"queued": "#888", "running": "#b58900", "retrying": "#b58900", "succeeded": "#2a9d3a", "cached": "#1f8ea3",
-          "reused": "#1f8ea3", "skipped": "#888", "failed": "#d33", "timed_out": "#d33", "cancelled": "#a3a",
-          "crashed": "#d33", "not run": "#888"}
 LOWER_IS_BETTER = re.compile(r"loss|err|mse|mae|rmse|time|duration|latency", re.I)
 
 
@@ -33,14 +33,6 @@ def widget_frontend() -> bool:
         return False
     shell = get_ipython()
     return shell is not None and getattr(shell, "kernel", None) is not None
-
-
-def _badge(status: str) -> str:
-    return f'<span style="color:{COLORS.get(status, "#000")};font-weight:bold">{html.escape(status)}</span>'
-
-
-def _seconds(value) -> str:
-    return "" if value is None else f"{value:.1f}s"
 
 
 class View:
@@ -74,15 +66,15 @@ class LiveRun(View):
 
         self.runner, self.tick = runner, tick
         self.run_id, self.flow = runner.run_id, runner.flow.name
-        self.status, self.t0, self.t1 = "queued", None, None
+        self.status, self.t0, self.t1 = Status.QUEUED.value, None, None
         self.lock = threading.Lock()
         self.steps: dict[str, dict] = {}
         self.header = w.HTML()
         rows = []
         for name, step in runner.flow.steps.items():
-            row = {"status": "queued", "tasks": {}, "total": None if step.foreach else 1, "started": None,
+            row = {"status": Status.QUEUED.value, "tasks": {}, "total": None if step.foreach else 1, "started": None,
                    "ended": None, "label": w.HTML(f"<code>{html.escape(name)}</code>"),
-                   "state": w.Label("queued"), "time": w.Label(""),
+                   "state": w.Label(Status.QUEUED.value), "time": w.Label(""),
                    "bar": w.IntProgress(min=0, max=1, value=0, description="", layout=w.Layout(width="160px",
                                         visibility="visible" if step.foreach else "hidden"))}
             self.steps[name] = row
@@ -100,7 +92,7 @@ class LiveRun(View):
         with self.lock:
             if e["type"] == "run":
                 self.status = e["status"]
-                if e["status"] == "running":
+                if e["status"] == Status.RUNNING:
                     self.t0 = time.monotonic()
                 else:
                     self.t1 = time.monotonic()
@@ -110,7 +102,7 @@ class LiveRun(View):
                 row["bar"].max = max(e["count"], 1)
             elif e["type"] == "task":
                 self._task_event(self.steps[e["step"]], e)
-        if e["type"] == "run" and e["status"] != "running":
+        if e["type"] == "run" and e["status"] != Status.RUNNING:
             self.finish()
         else:
             self._render_header()
@@ -125,26 +117,28 @@ class LiveRun(View):
     def _show_status(name: str, row: dict) -> None:
         """The status label: its text, its color, and CSS classes a page (or a test) can find it by."""
         status, label = row["status"], row["state"]
+        label.remove_class(f"jp-flow-widget-is-{label.value}")
+        for css in ("jp-flow-widget-status", f"jp-flow-widget-step-{name}", f"jp-flow-widget-is-{status}"):
+            label.add_class(css)
         label.value = status
-        label.style.text_color = COLORS.get(status, "")
-        label._dom_classes = ("jp-flow-widget-status", f"jp-flow-widget-step-{name}", f"jp-flow-widget-is-{status}")
-        row["label"].value = f'<code style="color:{COLORS.get(status)}">{html.escape(name)}</code>'
+        label.style.text_color = color(status)
+        row["label"].value = f'<code style="color:{color(status)}">{html.escape(name)}</code>'
 
     def _render_time(self, row: dict, now: float) -> None:
         if row["started"] is not None:
-            row["time"].value = _seconds((row["ended"] or now) - row["started"])
+            row["time"].value = seconds((row["ended"] or now) - row["started"])
 
     def _render_header(self) -> None:
-        elapsed = "" if self.t0 is None else f" · {_seconds((self.t1 or time.monotonic()) - self.t0)}"
+        elapsed = "" if self.t0 is None else f" · {seconds((self.t1 or time.monotonic()) - self.t0)}"
         self.header.value = (f"<b>{html.escape(self.flow)}</b> run <code>{self.run_id}</code> "
-                             f"{_badge(self.status)}{elapsed}")
+                             f"{badge(self.status)}{elapsed}")
 
     def _ticker(self) -> None:
         while self.t1 is None:
             now = time.monotonic()
             with self.lock:
                 for row in self.steps.values():
-                    if row["status"] == "running":
+                    if row["status"] == Status.RUNNING:
                         self._render_time(row, now)
             self._render_header()
             time.sleep(self.tick)  # a display refresh rate, not a wait for a state
@@ -176,7 +170,7 @@ class LiveRun(View):
                        "total": r["total"]} for name, r in self.steps.items()}
 
     def html(self) -> str:
-        rows = "".join(f"<tr><td><code>{html.escape(n)}</code></td><td>{_badge(s['status'])}</td><td>{s['time']}</td>"
+        rows = "".join(f"<tr><td><code>{html.escape(n)}</code></td><td>{badge(s['status'])}</td><td>{s['time']}</td>"
                        f"<td>{s['done']}/{s['total'] if s['total'] is not None else '?'}</td></tr>"
                        for n, s in self.state().items())
         return (f"<div>{self.header.value}<table><tr><th>step</th><th>status</th><th>time</th><th>tasks</th></tr>"
@@ -189,59 +183,6 @@ class LiveRun(View):
 
 
 # -- a run from the store ---------------------------------------------------------------------------
-def artifacts_html(title: str, values: dict) -> str:
-    from jupyter_flow.store.preview import summary
-    from jupyter_flow.ui.tables import size_text
-
-    if not values:
-        return ""
-    rows = "".join(f"<tr><td><code>{html.escape(n)}</code></td><td>{html.escape(summary(m))}</td>"
-                   f"<td>{size_text(m.get('size'))}</td><td><pre style='margin:0'>{html.escape(m.get('preview', ''))}"
-                   "</pre></td></tr>" for n, m in values.items())
-    return f"<b>{title}</b><table><tr><th>name</th><th>type</th><th>size</th><th>preview</th></tr>{rows}</table>"
-
-
-def task_html(record: dict) -> str:
-    name = record["step"] + (f"[{record['index']}]" if record.get("foreach") is not None else "")
-    parts = [f"<div><code>{html.escape(name)}</code> {_badge(record['status'])} {_seconds(record.get('duration'))}"
-             + (f" attempt {record['attempt']}" if record.get("attempt", 1) > 1 else "") + "</div>"]
-    error = record.get("error")
-    if error:
-        parts.append(f"<div style='color:{COLORS['failed']}'>{html.escape(error['type'])}: "
-                     f"{html.escape(error['message'])}</div>")
-        if error.get("traceback"):
-            parts.append(f"<pre>{html.escape(error['traceback'])}</pre>")
-    parts.append(artifacts_html("inputs", record.get("inputs") or {}))
-    parts.append(artifacts_html("outputs", record.get("outputs") or {}))
-    if record.get("failure"):
-        parts.append("<b>failure snapshot</b>: " + ", ".join(f"<code>{html.escape(v)}</code>"
-                                                              for v in record["failure"]["variables"]))
-    return "".join(parts)
-
-
-def run_html(record: dict, tasks: bool = False) -> str:
-    """A run and its steps' status (record from `client.get_run`) as static HTML; `tasks`: each task too."""
-    params = ", ".join(f"{k}={v!r}" for k, v in record.get("parameters", {}).items())
-    metrics = ", ".join(f"{k}={v:.4g}" for k, v in (record.get("metrics") or {}).items())
-    head = (f"<div><b>{html.escape(record['flow'])}</b> run <code>{record['id']}</code> {_badge(record['status'])} "
-            f"{_seconds(record.get('duration'))}</div>"
-            + (f"<div>parameters: {html.escape(params)}</div>" if params else "")
-            + (f"<div>metrics: {html.escape(metrics)}</div>" if metrics else "")
-            + (f"<div style='color:{COLORS['failed']}'>failed at step {html.escape(record['error']['step'])}: "
-               f"{html.escape(record['error']['message'])}</div>" if record.get("error") else ""))
-    by_step: dict[str, list] = {}
-    for t in record.get("tasks", []):
-        by_step.setdefault(t["step"], []).append(t["status"])
-    from jupyter_flow.store.status import combine
-
-    steps = "".join(f"<tr><td><code>{html.escape(s['name'])}</code></td>"
-                    f"<td>{_badge(combine(by_step[s['name']]).value if s['name'] in by_step else 'not run')}</td>"
-                    f"<td>{html.escape(', '.join(s.get('prev') or []))}</td><td>{len(by_step.get(s['name'], []))}</td></tr>"
-                    for s in record["steps"])
-    table = f"<table><tr><th>step</th><th>status</th><th>after</th><th>tasks</th></tr>{steps}</table>"
-    return head + table + ("".join(task_html(t) for t in record.get("tasks", [])) if tasks else "")
-
-
 class RunView(View):
     def __init__(self, run):
         import ipywidgets as w
@@ -280,20 +221,9 @@ class RunView(View):
         return run_text(self.run.record)
 
 
-def run_text(record: dict) -> str:
-    lines = [f"run {record['id']} ({record['flow']}) {record['status']} {_seconds(record.get('duration'))}".rstrip()]
-    if record.get("error"):
-        lines.append(f"  failed at step {record['error']['step']}: {record['error']['message']}")
-    lines += [f"  {t['step']}[{t['index']}]: {t['status']} {_seconds(t.get('duration'))}".rstrip()
-              for t in record.get("tasks", [])]
-    return "\n".join(lines)
-
-
 def show(run, store=None):
     """Show a run (a `Run` or a run id): steps with status, tasks, artifacts with previews, errors with
     a "Load into this kernel" button. Returns the view; a widget in a notebook, HTML/text elsewhere."""
-    from jupyter_flow.readers.client import Run
-
     run = run if isinstance(run, Run) else Run(run, store)
     return RunView(run) if widget_frontend() else StaticView(run_html(run.record, tasks=True), run_text(run.record))
 
@@ -322,8 +252,6 @@ def best_values(runs) -> dict[str, float]:
 
 def compare(runs, store=None) -> View:
     """Parameters and metrics of several runs side by side; the best value of each metric in bold green."""
-    from jupyter_flow.readers.client import Run
-
     runs = [r if isinstance(r, Run) else Run(r, store) for r in runs]
     best = best_values(runs)
     missing = object()
@@ -335,7 +263,7 @@ def compare(runs, store=None) -> View:
         shown = "" if value is missing else f"{value:.4g}" if isinstance(value, float) else html.escape(repr(value))
         return f"<td style='font-weight:bold;background:#d4f7d4'>{shown}</td>" if value == top else f"<td>{shown}</td>"
 
-    head = "".join(f"<th><code>{r.id}</code><br>{_badge(r.status)}</th>" for r in runs)
+    head = "".join(f"<th><code>{r.id}</code><br>{badge(r.status)}</th>" for r in runs)
     body = "".join(f"<tr><th style='text-align:left'>{kind} <code>{html.escape(name)}</code></th>"
                    + "".join(cell(v, top) for v in values) + "</tr>" for kind, name, values, top in rows)
     table = f"<table><tr><th></th>{head}</tr>{body}</table>"

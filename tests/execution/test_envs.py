@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from conftest import SCENARIOS, cli, one_line_error, wait_for
 
-from jupyter_flow.execution import envs
 from jupyter_flow.errors import FlowError
+from jupyter_flow.execution import envs
 from jupyter_flow.flow.notebook import read
 
 

@@ -13,8 +13,8 @@ from importlib import metadata
 import pytest
 from conftest import tagged_notebook
 
-from jupyter_flow.execution import files
 from jupyter_flow.errors import CorruptBlob
+from jupyter_flow.execution import files
 from jupyter_flow.store import open_store, records
 from jupyter_flow.store.layout import blob
 

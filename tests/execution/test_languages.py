@@ -8,15 +8,15 @@ import subprocess
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import SCENARIOS, cli, tagged_notebook
+from conftest import SCENARIOS, cli, one_line_error, run_dirs, tagged_notebook
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from jupyter_flow.flow import analysis_r
-from jupyter_flow.store import neutral
-from jupyter_flow.flow.dag import build_flow
 from jupyter_flow.errors import FlowError
-from jupyter_flow.execution.kernel_pool import installed_kernels
+from jupyter_flow.flow import analysis_r
+from jupyter_flow.flow.dag import build_flow
+from jupyter_flow.flow.kernelspecs import installed_kernels
+from jupyter_flow.store import neutral
 
 needs_r = pytest.mark.skipif("ir" not in installed_kernels(), reason="the R kernel (ir) is not installed; "
                              ".ci/run installs it (r-base-core r-cran-irkernel r-cran-jsonlite)")
@@ -267,6 +267,21 @@ def test_the_r_side_is_shipped_and_parses():
     assert proc.returncode == 0, proc.stderr
     back = neutral.decode(json.loads(proc.stdout))
     pd.testing.assert_frame_equal(back, pd.DataFrame({"a": [1, 2], "b": ["x", None]}))
+
+
+def test_an_r_notebook_where_irkernel_is_not_installed_names_the_kernel(tmp_path, store, kernelspecs):
+    """Only python3 for this run, whether or not this machine has IRkernel: the notebook's own kernel
+    (`ir`, its metadata) and an R step's (`kernel:ir`) are named as missing before anything runs."""
+    specs = kernelspecs("python3")
+    notebook = _r_notebook(tmp_path, [(["step:make"], "x <- 1")])
+    proc = cli("run", notebook, hide=specs.hidden, check=2)
+    assert one_line_error(proc).startswith("error: the notebook's kernel 'ir' (its metadata, language R) is not "
+                                           "installed; installed kernels: python, python3.")
+    mixed = tagged_notebook(tmp_path, [(["step:a"], "x = 1"), (["step:b", "kernel:ir"], "y <- x")])
+    proc = cli("run", mixed, hide=specs.hidden, check=2)
+    assert one_line_error(proc).startswith("error: no kernel named 'ir' (kernel:ir on step 'b'); installed "
+                                           "kernels: python, python3.")
+    assert run_dirs(store) == []
 
 
 def test_a_machine_without_the_kernel_says_which_and_how_to_install_it():

@@ -16,8 +16,8 @@ from hypothesis import strategies as st
 from store.test_s3 import s3  # noqa: F401 - the S3 server fixture
 
 import jupyter_flow
-from jupyter_flow.execution import secrets
 from jupyter_flow.errors import FlowError
+from jupyter_flow.execution import secrets
 from jupyter_flow.flow.notebook import read
 from jupyter_flow.store import open_store
 
@@ -82,6 +82,10 @@ short = os.environ["SHORT_TOKEN"]
 print("token is", token)
 print(os.environ)
 n = 41
+os.makedirs("out", exist_ok=True)
+open("out/config.ini", "w").write(f"[api]\\nkey = {{token}}\\n")  # a file holding a secret
+open("out/creds.pkl", "wb").write(__import__("pickle").dumps({{"creds": creds}}))  # and one holding credentials
+open("out/plain.txt", "w").write("nothing secret")
 '''
 
 
@@ -99,6 +103,15 @@ def test_secrets_used_every_way_never_reach_the_store(env, run_flow, tmp_path):
     log = use.log
     assert "token is [secret removed]" in log and "[secret removed]" in json.dumps(use.notebook.cells[-2].outputs)
     assert "abc" in run["later"].log  # a short value is not a secret
+    written = use.task.record["files"]["written"]
+    assert written["out/config.ini"]["withheld"] == "contains the value of $MY_SERVICE_TOKEN"
+    assert written["out/creds.pkl"]["withheld"] == "holds a Credentials object (credentials)"
+    assert "withheld" not in written["out/plain.txt"]
+    assert "file out/config.ini contains the value of $MY_SERVICE_TOKEN: not stored (secrets never are)" in warnings
+    with pytest.raises(FlowError, match=r"^parameter api_url: the value contains the value of \$MY_SERVICE_TOKEN;.*"
+                       r"read it in the step that needs it \(os.environ\['MY_SERVICE_TOKEN'\]\)$"):
+        jupyter_flow.run(path, parameters={"api_url": f"https://x/?k={TOKEN}"}, store=env)
+    assert len(list(Path(env).glob("flows/*/runs/*"))) == 1  # the refused run wrote nothing
     assert_no_secret_in_store(env)
 
 
@@ -130,6 +143,42 @@ connect(key)
     assert namespace["safe"] == 7 and "key" not in namespace
     assert "key  (not loaded: it contains the value of $MY_SERVICE_TOKEN; secrets are never stored" in out
     assert_no_secret_in_store(env)
+
+
+@pytest.mark.slow
+def test_a_file_that_held_a_secret_is_not_restored_elsewhere_and_the_reader_is_told_why(env, run_flow, tmp_path):
+    """As on another machine: the file is gone from the reader's folder (removed by a program the kernel
+    cannot see), and the store never had it."""
+    cells = [(["step:write"], "import os\nopen('token.txt', 'w').write(os.environ['MY_SERVICE_TOKEN'])"),
+             (["step:elsewhere", "prev:write"], "import subprocess\nsubprocess.run(['rm', 'token.txt'], check=True)"),
+             (["step:read", "prev:elsewhere"], "got = len(open('token.txt').read())")]
+    run = run_flow(notebook(tmp_path, cells), expect="failed")
+    error = run["read"].error
+    assert error["type"] == "SecretFile" and "\n" not in error["message"]
+    assert error["message"] == ("file token.txt was not stored: it contains the value of $MY_SERVICE_TOKEN (secrets "
+                                "never are), and it is not here; write it in the step that reads it, from that step's "
+                                "environment (os.environ['MY_SERVICE_TOKEN']), instead of passing it as a file")
+    assert_no_secret_in_store(env)
+
+
+@pytest.mark.slow
+def test_a_secret_parameter_is_refused_before_the_run(env, tmp_path):
+    """-p, -y, -f and -r values: one line, exit 2, no run written."""
+    from conftest import cli, one_line_error
+
+    path = notebook(tmp_path, [(["parameters"], "api_key = ''\nurl = ''\nmax_tokens = 10"), (["step:a"], "x = 1")])
+    (tmp_path / "params.yaml").write_text(f"url: {DB_URL}\n")
+    for args, expected in [
+            (["-p", "url", TOKEN], "-p url: the value contains the value of $MY_SERVICE_TOKEN;"),
+            (["-r", "api_key", "not-from-the-environment"], "-r api_key: the parameter's name has KEY in it"),
+            (["-y", f"url: [{TOKEN}]"], "-y url: the value contains the value of $MY_SERVICE_TOKEN;"),
+            (["-f", tmp_path / "params.yaml"], "-f params.yaml url: the value contains the value of $DB_URL;")]:
+        proc = cli("run", path, *args, "--store", env)
+        assert proc.returncode == 2, proc.stderr
+        line = one_line_error(proc)
+        assert expected in line and "secrets never are" in line and "os.environ[" in line, line
+    assert not [p for p in Path(env).rglob("*") if p.is_file()]  # nothing written
+    cli("run", path, "-p", "max_tokens", "2048", "-p", "api_key", "short", "--store", env, check=0)  # not secrets
 
 
 @pytest.mark.slow
@@ -271,3 +320,52 @@ def test_on_an_object_store_no_secret_is_uploaded(env, tmp_path):
     for key in keys:
         data = fs.cat_file(key)
         assert not any(e in data for v in ALL for e in encodings(v)), key
+
+
+def test_a_file_holding_a_secret_is_not_stored_and_others_are_as_the_store_stores_them(tmp_path):
+    s = open_store(str(tmp_path / "store"))
+    found = secrets.Secrets({"X_TOKEN": TOKEN})
+    plain, secret = tmp_path / "plain.bin", tmp_path / "config.ini"
+    plain.write_bytes(os.urandom(3 << 20))  # several chunks: large writes are searched value by value
+    secret.write_bytes(b"x" * (1 << 20) + f"key = {TOKEN}\n".encode())  # a secret across a chunk edge too
+    assert secrets.save_file(s, str(plain), found) == s.save_file(str(plain))
+    with pytest.raises(secrets.Withheld, match=r"contains the value of \$X_TOKEN"):
+        secrets.save_file(s, str(secret), found)
+    stored = [p for p in (tmp_path / "store").rglob("*") if p.is_file()]
+    assert stored and not any(TOKEN.encode() in p.read_bytes() for p in stored)
+
+
+def test_a_withheld_file_is_restored_nowhere_and_the_step_that_needs_it_is_told_why(tmp_path):
+    from jupyter_flow.execution import files
+
+    s = open_store(str(tmp_path / "store"))
+    here = tmp_path / "here"
+    here.mkdir()
+    (here / "token.txt").write_text(TOKEN)
+    meta = dict(files.fingerprint(str(here / "token.txt")), withheld="contains the value of $X_TOKEN")
+    assert files.restore(s, {"token.txt": meta}, str(here)) == []  # as it was written: nothing to do
+    assert files.restore(s, {"token.txt": dict(meta, only_missing=True)}, str(tmp_path)) == []  # may not be read
+    with pytest.raises(files.SecretFile, match=r"^file token.txt was not stored: it contains the value of \$X_TOKEN "
+                       r"\(secrets never are\), and it is not here; write it in the step that reads it, from that "
+                       r"step's environment \(os.environ\['X_TOKEN'\]\), instead of passing it as a file$"):
+        files.restore(s, {"token.txt": meta}, str(tmp_path / "elsewhere"))
+
+
+@pytest.mark.parametrize("given, error", [
+    (("-p", "n", TOKEN), r"^-p n: the value contains the value of \$MY_SERVICE_TOKEN; .*\(os.environ\['MY_SERVICE_TOKEN'\]\)$"),
+    (("-y", "cfg", {"urls": [f"https://x/?k={TOKEN}"]}), r"^-y cfg: the value contains the value of \$MY_SERVICE_TOKEN"),
+    (("-f params.yaml", "db", DB_URL), r"^-f params.yaml db: the value contains the value of \$DB_URL"),
+    (("-r", "api_key", "typed-on-the-command-line"), r"^-r api_key: the parameter's name has KEY in it, so its value "
+     r"is a secret; .*export it \(API_KEY=...\) and read it in the step that needs it \(os.environ\['API_KEY'\]\); if "
+     r"it is not a secret, rename the parameter$"),
+    (("parameter", "creds", __import__("requests").auth.HTTPBasicAuth("u", "p")), r"requests.auth.HTTPBasicAuth"),
+    (("-p", "max_tokens", 4096), None),  # a number: not a secret whatever the name
+    (("-p", "sort_key", "id"), None),  # text too short to be a secret
+    (("-p", "label", "an ordinary value"), None),
+])
+def test_secret_parameters_are_refused(env, given, error):
+    if error is None:
+        secrets.refuse_parameters([given], ("DB_URL",))
+        return
+    with pytest.raises(FlowError, match=error):
+        secrets.refuse_parameters([given], ("DB_URL",))

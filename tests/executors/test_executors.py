@@ -2,13 +2,12 @@
 import textwrap
 
 import pytest
+from conftest import SCENARIOS, cli
 
 from jupyter_flow.errors import FlowError
 from jupyter_flow.executors import make_executor, names, registered
 from jupyter_flow.store import open_store
 from jupyter_flow.store.records import list_runs, list_tasks
-
-from conftest import SCENARIOS, cli
 
 PLUGIN = '''
 import os

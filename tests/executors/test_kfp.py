@@ -9,7 +9,6 @@ from types import SimpleNamespace
 
 import pytest
 import yaml
-
 from conftest import SCENARIOS, cli, one_line_error, run_dirs, wait_for
 
 kfp = pytest.importorskip("kfp")
@@ -112,8 +111,8 @@ def local_kfp(tmp_path):
 
 @pytest.mark.slow
 def test_local_runner_runs_branches_foreach_and_retries_into_our_store(store, local_kfp, tmp_path):
-    from jupyter_flow.readers import client
     from jupyter_flow.kubeflow.pipeline import pipeline
+    from jupyter_flow.readers import client
 
     counter = tmp_path / "counter.txt"
     pipeline(SCENARIOS / "kfp_branches.ipynb", store=store, allow_local_store=True)(
@@ -136,8 +135,8 @@ def test_local_runner_runs_branches_foreach_and_retries_into_our_store(store, lo
 
 @pytest.mark.slow
 def test_failed_kubeflow_run_is_recorded_loads_into_a_kernel_and_resumes_locally(store, local_kfp, notebook_copy):
-    from jupyter_flow.readers import client, into_kernel
     from jupyter_flow.kubeflow.pipeline import pipeline
+    from jupyter_flow.readers import client, into_kernel
 
     path = notebook_copy("error_notebook.ipynb")
     pipeline(path, store=store, allow_local_store=True)()
@@ -167,8 +166,8 @@ def test_failed_kubeflow_run_is_recorded_loads_into_a_kernel_and_resumes_locally
 
 @pytest.mark.slow
 def test_jupyter_flow_cancel_stops_a_kubeflow_run(store, local_kfp):
-    from jupyter_flow.readers import client
     from jupyter_flow.kubeflow.pipeline import pipeline
+    from jupyter_flow.readers import client
 
     func = pipeline(SCENARIOS / "slow.ipynb", store=store, allow_local_store=True)
     runner = threading.Thread(target=func, kwargs={"sleep_s": 600}, daemon=True)

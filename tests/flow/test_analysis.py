@@ -5,9 +5,9 @@ import json
 import pytest
 from conftest import EXAMPLES, SCENARIOS, cli, one_line_error, run_dirs
 
+from jupyter_flow.errors import FlowError
 from jupyter_flow.flow.analysis import analyze
 from jupyter_flow.flow.dag import build_flow
-from jupyter_flow.errors import FlowError
 
 
 def usage(*cells, **kw):

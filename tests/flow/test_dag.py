@@ -4,8 +4,8 @@ import json
 import pytest
 from conftest import EXAMPLES, SCENARIOS, cli
 
-from jupyter_flow.flow.dag import build_flow
 from jupyter_flow.errors import FlowError
+from jupyter_flow.flow.dag import build_flow
 
 
 def test_quickstart_has_two_parallel_feature_branches():

@@ -8,8 +8,8 @@ from conftest import SCENARIOS
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from jupyter_flow.flow.dag import build_flow
 from jupyter_flow.errors import FlowError
+from jupyter_flow.flow.dag import build_flow
 from jupyter_flow.flow.notebook import parse
 
 GiB = 2**30

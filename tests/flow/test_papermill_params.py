@@ -10,8 +10,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from papermill.cli import papermill as papermill_cli
 
-from jupyter_flow.flow.dag import build_flow
 from jupyter_flow.errors import FlowError
+from jupyter_flow.flow.dag import build_flow
 from jupyter_flow.flow.params import from_options, resolve
 
 NAMES = ["a", "b", "c"]

@@ -21,8 +21,8 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 import jupyter_flow
-from jupyter_flow.flow.dag import build_flow
 from jupyter_flow.errors import FlowError
+from jupyter_flow.flow.dag import build_flow
 
 pytestmark = pytest.mark.slow
 

@@ -68,7 +68,7 @@ def test_namespaces_and_runs_table(store):
         assert len(flow.runs()) == 2
         table = jupyter_flow.runs_table("linear", store=store)
         assert list(table.sort_values("start")["user"]) == ["alice", "bob"]
-        assert set(table.columns) >= {"id", "status", "user", "start", "duration", "start"}
+        assert set(table.columns) >= {"id", "status", "user", "start", "duration"}
     finally:
         jupyter_flow.namespace()
 

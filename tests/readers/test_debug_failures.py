@@ -95,8 +95,8 @@ def test_load_outside_ipython_makes_pdb_pm_work(failed, store):
 
 
 def test_gc_keeps_the_frames_locals_of_a_kept_failed_run(tmp_path):
-    from jupyter_flow.store.gc import collect
     from jupyter_flow.store import layout
+    from jupyter_flow.store.gc import collect
     from jupyter_flow.store.records import RunRecord, TaskRecord
     from jupyter_flow.store.status import Status
 

@@ -114,8 +114,11 @@ def test_retry_keeps_every_attempt(run_flow, tmp_path, store):
     run = run_flow("retry.ipynb", parameters={"counter_path": str(tmp_path / "n.txt")})
     flaky = run["flaky"].task
     assert flaky.attempt == 2 and flaky.record["attempts"][0]["status"] == "failed"
-    folder = Path(store) / "flows" / "retry" / "runs" / run.id / "flaky" / "0"
-    assert (folder / "output.attempt-1.ipynb").exists() and (folder / "output.ipynb").exists()
+    folder = Path(store) / "flows" / "retry" / "runs" / run.id / "flaky" / "0" / "attempts"
+    first, second = sorted(folder.iterdir())  # each attempt's files in a folder of its own
+    assert first.name.startswith("1-") and second.name.startswith("2-")
+    assert (first / "output.ipynb").exists() and (first / "failure.json").exists()
+    assert flaky.record["files_at"].endswith(second.name) and "RuntimeError" not in flaky.log
     assert run["after"].data.done == 11
 
 

@@ -14,16 +14,16 @@ import time
 from pathlib import Path
 
 import pytest
-from runtime import test_crash as crash
 from conftest import SCENARIOS, cli, tagged_notebook, wait_for
+from execution.test_cancel import LONG, SLOW, _assert_cancelled_with_snapshot, _wait_for_moment
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from execution.test_cancel import LONG, SLOW, _assert_cancelled_with_snapshot, _wait_for_moment
+from runtime import test_crash as crash
 
 import jupyter_flow
 from jupyter_flow.readers.client import list_runs
-from jupyter_flow.store.fsck import check
 from jupyter_flow.store import open_store, records
+from jupyter_flow.store.fsck import check
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")]
 

@@ -6,10 +6,10 @@ import json
 
 import nbformat
 import pytest
+from conftest import cli
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import cli
 from jupyter_flow.store.preview import elide
 from jupyter_flow.ui.tables import elide_items
 

@@ -7,9 +7,8 @@ import os
 import queue
 
 import pytest
-from jupyter_client.manager import start_new_kernel
-
 from conftest import SCENARIOS
+from jupyter_client.manager import start_new_kernel
 
 pytestmark = pytest.mark.slow
 
