@@ -17,9 +17,24 @@ from jupyter_flow.store.preview import elide, summary
 STATES = ("failure", "inputs", "outputs")
 
 
+class Loaded(dict):
+    """What `load` returns: name -> value. It also compares equal to the list of its names, which is
+    what `load` returned before it returned the values (code written then keeps working)."""
+
+    def __eq__(self, other):
+        return list(self) == other if isinstance(other, list) else super().__eq__(other)
+
+    def __ne__(self, other):
+        return not self == other
+
+    __hash__ = None  # type: ignore[assignment]  # as dict's
+
+
 def load(run_id: str, step: str, store=None, into: dict | None = None, state: str | None = None, index: int = 0,
-         cells: bool = False, quiet: bool = False) -> list[str]:
-    """Put a task's variables into `into` (the notebook's namespace by default); returns the names set.
+         cells: bool = False, quiet: bool = False) -> Loaded:
+    """A task's variables, returned as {name: value}. They are also put into `into` if given, else
+    into the notebook's namespace when called in IPython (through the shell's `push`, as `%who`
+    then sees them); plain Python gets them only as the returned dict.
 
     state: "failure" (the variables when the step raised; the default for a failed task), "inputs"
     (what the step received), or "outputs" (what it stored; the default for a finished task).
@@ -32,8 +47,7 @@ def load(run_id: str, step: str, store=None, into: dict | None = None, state: st
     if state not in STATES:
         raise FlowError(f"state={state!r}: choose one of {', '.join(STATES)}")
     refs, modules, unpicklable, frames = _refs(store, run, task, state)
-    target = into if into is not None else _caller_namespace()
-    values = {}
+    values = Loaded()
     for name, meta in refs.items():
         if "missing" in meta:
             continue
@@ -44,16 +58,21 @@ def load(run_id: str, step: str, store=None, into: dict | None = None, state: st
             values[alias] = importlib.import_module(module)
         except ImportError:
             unpicklable[alias] = f"module {module} (not importable here)"
-    target.update(values)
+    shell = _shell() if into is None else None
+    if into is not None:
+        into.update(values)
+    elif shell is not None:
+        shell.push(dict(values))
     if not quiet:
         _print_table(run, step, index, state, refs, modules, unpicklable)
         for name, why in ((task.failure or {}).get("withheld", {}) if state == "failure" else {}).items():
             print(f"  {name}  (not loaded: it {why}; secrets are never stored: read it from your own environment)")
     if frames:
-        _post_mortem(store, run, task, frames, target, quiet)
+        _post_mortem(store, run, task, frames, into if into is not None else shell.user_ns if shell else dict(values),
+                     quiet)
     if cells:
         _insert_cells(store, run, step)
-    return list(values)
+    return values
 
 
 def _refs(store, run, task, state):
@@ -161,14 +180,6 @@ def _shell():
     return get_ipython()
 
 
-def _caller_namespace() -> dict:
-    shell = _shell()
-    if shell is not None:
-        return shell.user_ns
-    frame = sys._getframe(2)  # the caller of load()
-    return frame.f_globals
-
-
 def _print_table(run, step, index, state, refs, modules, unpicklable) -> None:
     label = {"failure": "failure snapshot", "inputs": "inputs", "outputs": "outputs"}[state]
     print(f"Loaded {label} of {step}[{index}] from run {run.id} ({run.flow}, {run.user}):")
@@ -204,10 +215,8 @@ def _insert_cells(store, run, step) -> None:
         print(f"# --- source of step {step!r} ---\n{source}")
 
 
-def register_magics(ipython) -> None:
-    from IPython.core.magic import register_line_magic
-
-    parser = argparse.ArgumentParser(prog="%flow_load", description="Load a task's state into this kernel.")
+def _load_parser(prog: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description="Load a task's state into this kernel.")
     parser.add_argument("run_id")
     parser.add_argument("step")
     parser.add_argument("--index", type=int, default=0)
@@ -216,12 +225,21 @@ def register_magics(ipython) -> None:
     group = parser.add_mutually_exclusive_group()
     for state in STATES:
         group.add_argument(f"--{state}", dest="state", action="store_const", const=state)
+    return parser
 
-    @register_line_magic
-    def flow_load(line):
+
+MAGIC_COMMANDS = ("load",)  # `%flow COMMAND ...`
+
+
+def register_magics(ipython) -> None:
+    """`%flow load RUN STEP [--index N] [--store URL] [--cells] [--failure|--inputs|--outputs]`, and
+    `%flow_load ...`, its earlier name. Errors are one line on stderr, nothing loaded."""
+    parsers = {"load": _load_parser("%flow load"), "flow_load": _load_parser("%flow_load")}
+
+    def run(parser, words):
         try:
-            args = parser.parse_args(shlex.split(line))
-        except SystemExit:
+            args = parser.parse_args(words)
+        except SystemExit:  # argparse printed the usage and what is wrong
             return
         try:
             load(args.run_id, args.step, store=args.store, into=ipython.user_ns, state=args.state,
@@ -229,4 +247,16 @@ def register_magics(ipython) -> None:
         except FlowError as e:
             print(f"error: {e}", file=sys.stderr)
 
-    del flow_load
+    def flow(line):
+        words = shlex.split(line)
+        if not words or words[0] not in MAGIC_COMMANDS:
+            print(f"error: %flow needs a command: {', '.join(MAGIC_COMMANDS)} (e.g. %flow load RUN_ID STEP)",
+                  file=sys.stderr)
+            return
+        run(parsers[words[0]], words[1:])
+
+    def flow_load(line):
+        run(parsers["flow_load"], shlex.split(line))
+
+    ipython.register_magic_function(flow, "line", "flow")
+    ipython.register_magic_function(flow_load, "line", "flow_load")

@@ -203,16 +203,13 @@ class RunView(View):
         children.append(self.loaded)
         self.widget = w.VBox(children)
 
-    def load(self, step: str, index: int = 0) -> list[str]:
-        """What the button does: the task's failure snapshot into the kernel's namespace."""
-        from IPython import get_ipython
-
+    def load(self, step: str, index: int = 0) -> dict:
+        """What the button does: the task's failure snapshot into the kernel's namespace (load pushes
+        it there); the values, by name."""
         from jupyter_flow.readers.into_kernel import load
 
-        shell = get_ipython()
         with self.loaded:
-            return load(self.run.id, step, store=self.run.store, index=index,
-                        into=shell.user_ns if shell is not None else None)
+            return load(self.run.id, step, store=self.run.store, index=index)
 
     def html(self) -> str:
         return run_html(self.run.record, tasks=True)

@@ -52,7 +52,8 @@ def _debug_session(code: str, commands: list[str], env: dict | None = None) -> s
 
     def hook(msg):
         c = msg["content"]
-        shown.append(c.get("text") or "\n".join(c.get("traceback") or []) or str(c.get("data", {}).get("text/plain", "")))
+        shown.append(c.get("text") or "\n".join(c.get("traceback") or [])
+                     or str(c.get("data", {}).get("text/plain", "")))
 
     try:
         reply = kc.execute_interactive(code, timeout=60, output_hook=hook)
@@ -66,7 +67,8 @@ def _debug_session(code: str, commands: list[str], env: dict | None = None) -> s
 
 
 def test_debug_after_load_walks_a_colleagues_frames(store):
-    run_id = cli("run", SCENARIOS / "frames_in_a_helper.ipynb", "--quiet", env={"JUPYTERHUB_USER": "alice"}).stdout.strip()
+    run_id = cli("run", SCENARIOS / "frames_in_a_helper.ipynb", "--quiet",
+                 env={"JUPYTERHUB_USER": "alice"}).stdout.strip()
     out = _debug_session(f"%load_ext jupyter_flow\n%flow_load {run_id} parse --store {store}",
                          ["p s", "up", "p field, row", "list", "up", "p seen", "p rows[2]", "q"])
     assert "JSONDecodeError: Expecting value" in out  # the load shows the colleague's traceback
@@ -115,3 +117,20 @@ def test_gc_keeps_the_frames_locals_of_a_kept_failed_run(tmp_path):
                   "frames": [{"function": "parse", "locals": {"field": {"hash": local}}, "exception": {"hash": exc}}]})
     collect(s, keep=1)
     assert s.load_value(local) == "oops" and isinstance(s.load_value(exc), ValueError)
+
+
+def test_flow_load_magic_in_a_kernel_and_its_one_line_errors(store):
+    run_id = cli("run", SCENARIOS / "frames_in_a_helper.ipynb", "--quiet").stdout.strip()
+    out = _debug_session(f"%load_ext jupyter_flow\n%flow load {run_id} parse --store {store}\n"
+                         "print('rows =', rows)\n%flow\n%flow unload x", ["q"])
+    assert "Loaded failure snapshot of parse[0]" in out and "rows = [" in out
+    assert out.count("error: %flow needs a command: load") == 2
+
+
+def test_load_returns_the_values_and_writes_nowhere_outside_ipython(failed, store):
+    import jupyter_flow
+
+    before = set(globals())
+    values = jupyter_flow.load(failed.id, "parse", store=store, quiet=True)
+    assert values["seen"] == [1, 2] and set(globals()) == before  # nothing set in the caller's module
+    assert values == list(values)  # equal to its names, as load returned before

@@ -366,7 +366,8 @@ def test_only_given_values_are_injected_so_a_default_the_cell_changes_stays_chan
 def test_inject_paths_stream_files_log_output_and_help_notebook(store, tmp_path):
     path = tagged_notebook(tmp_path, [
         (["parameters"], "PAPERMILL_INPUT_PATH = None\nPAPERMILL_OUTPUT_PATH = None\nn = 1"),
-        (["step:show"], "import sys\nprint(PAPERMILL_INPUT_PATH, PAPERMILL_OUTPUT_PATH, n)\nprint('oops', file=sys.stderr)"),
+        (["step:show"],
+         "import sys\nprint(PAPERMILL_INPUT_PATH, PAPERMILL_OUTPUT_PATH, n)\nprint('oops', file=sys.stderr)"),
     ])
     got, proc = _assert_same(tmp_path, path, "--inject-paths", "--stdout-file", "out.txt", "--stderr-file", "err.txt",
                              "--log-output")
