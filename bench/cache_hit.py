@@ -4,6 +4,11 @@ as a user types it, once the cache holds every step. Also what the launcher cost
 --version`, and a bare `python -c pass`. The cached rerun is also timed with `jupyter flow agent`
 running (its sockets in the temp dir).
 
+It also checks what a cache hit starts: the cached rerun once more with PYTHONPROFILEIMPORTTIME=1 (every
+Python process of the command reports its imports: a zygote or kernel would import ipykernel), and
+its process tree sampled every 2 ms (psutil). A hit should start no process but the `jupyter-flow`
+script and import neither papermill, nbclient, jupyter_client nor ipykernel.
+
 With `--baseline DIR`, the same commands also run against the jupyter_flow checkout in DIR (say, main
 before this work), interleaved with ours so that both see the same machine load.
 """
@@ -13,14 +18,41 @@ import argparse
 import contextlib
 import os
 import statistics
+import subprocess
 import sys
+import time
 from pathlib import Path
 
+import psutil
 from common import against_baseline, agent_running, checkout_env, temp_dir, timed_command
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK = ROOT / "bench" / "notebooks" / "linear5.ipynb"
 AGENT = "the same, `jupyter flow agent` running"
+WATCHED = ("papermill", "nbclient", "jupyter_client", "ipykernel")
+
+
+def what_it_starts(cmd: list[str], env: dict) -> tuple[list[str], list[str]]:
+    """(the modules of WATCHED any process of the command imported, the command lines of the processes
+    it started besides the `jupyter` launcher's `jupyter-flow`)."""
+    proc = subprocess.Popen(cmd, env={**env, "PYTHONPROFILEIMPORTTIME": "1"}, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    seen: dict[int, str] = {}
+    root = psutil.Process(proc.pid)
+    while proc.poll() is None:
+        try:
+            for child in root.children(recursive=True):
+                seen.setdefault(child.pid, " ".join(child.cmdline()))
+        except psutil.Error:
+            pass
+        time.sleep(0.002)
+    err = proc.communicate()[1]
+    if proc.returncode:
+        raise SystemExit(f"{' '.join(cmd)} exited {proc.returncode}:\n{err[-2000:]}")
+    modules = {line.rsplit("|", 1)[-1].strip().split(".")[0] for line in err.splitlines()
+               if line.startswith("import time:")}
+    started = [c for c in seen.values() if c and "jupyter-flow" not in c]
+    return sorted(m for m in WATCHED if m in modules), started
 
 
 def main() -> None:
@@ -56,12 +88,17 @@ def main() -> None:
                 for label, (cmd, env) in cmds.items():
                     times.setdefault((label, name), []).append(timed_command(cmd, env))
         agents.close()
+        run, env = commands["jupyter_flow"]["cached rerun `jupyter flow run linear5.ipynb`"]
+        imported, started = what_it_starts(run, env)
     base = "baseline" if args.baseline else None
     for i, what in enumerate(("wall clock", "CPU time (user + system)")):
         med = {k: statistics.median(t[i] for t in v) for k, v in times.items()}
         rows = [(label, med[label, "jupyter_flow"], med.get((label, base))) for label in commands["jupyter_flow"]]
         print(against_baseline(f"Unchanged rerun from the cache: {what}, median of {args.repeat} (seconds)",
                                rows + [(python, med[python, "python"], None)], args.baseline) + "\n")
+    watched = ", ".join(WATCHED)
+    print(f"A cache hit imported: {', '.join(imported) or 'none of ' + watched}; "
+          f"processes it started besides `jupyter-flow`: {'; '.join(started) or 'none'}")
 
 if __name__ == "__main__":
     main()

@@ -125,7 +125,8 @@ def timeline(store: Path) -> list[tuple[str, float]]:
 
     for record_path in store.glob("flows/*/runs/*/work/*/task.json"):
         task = json.loads(record_path.read_text())
-        nb = json.loads((record_path.parent / "output.ipynb").read_text())
+        notebook = store / task["notebook"]  # in the attempt's folder (files_at)
+        nb = json.loads(notebook.read_text())
         pm = nb["metadata"]["papermill"]
         cells = [c for c in nb["cells"] if c["metadata"].get("papermill", {}).get("start_time")]
         add("task.json written (running) -> papermill starts: kernel from the pool, files, notebook built",
@@ -140,7 +141,7 @@ def timeline(store: Path) -> list[tuple[str, float]]:
         add("between cells (nbclient, all gaps)", sum(gaps))
         last = cells[-1]["metadata"]["papermill"]["end_time"]
         add("last cell ends -> papermill's end", _t(pm["end_time"]) - _t(last))
-        written = (record_path.parent / "output.ipynb").stat().st_mtime
+        written = notebook.stat().st_mtime
         add("papermill's end -> output.ipynb written", written - _t(pm["end_time"]))
         add("output.ipynb written -> task ended (kernel released, log, files stored)", _t(task["ended"]) - written)
         add("task, whole (task.json duration)", task["duration"])
