@@ -364,7 +364,7 @@ def finish(store_url: str, flow: str, job_id: str, kfp_state: str, kfp_error: st
     return status
 
 
-# -- `python -m jupyter_flow.kubeflow.pipeline ...`: the entry of every component ------------------------------------------
+# -- `python -m jupyter_flow.kubeflow.pipeline ...`: the entry of every component -------------------------------------
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m jupyter_flow.kubeflow.pipeline",
                                      description="The components of a jupyter_flow pipeline on Kubeflow Pipelines.")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import posixpath
 import secrets
 import threading
 from concurrent.futures import ThreadPoolExecutor, wait
@@ -77,19 +78,36 @@ class SharedExecutor:
                 self._demand[key] = 0
 
 
+ID_PREFIX = "batch-"  # every batch id starts with it, then the time it started (layout.time_id)
+
+
+def find_batch(store: Store, given: str) -> str:
+    """The id of the batch `given` names: its id, or a unique prefix of it, with or without the leading
+    `batch-` (`2026` and `batch-2026` both name the one batch started in 2026), as run ids take one."""
+    layout.check_run_id(given)
+    folder = posixpath.dirname(layout.batch_json(ID_PREFIX))
+    ids = [name.removesuffix(".json") for name in store.children(folder) if name.endswith(".json")]
+    if given in ids:
+        return given
+    matches = sorted(i for i in ids if i.startswith(given) or i.startswith(ID_PREFIX + given))
+    if not matches:
+        raise NotFound(f"no batch {given!r} in store {store.url}; `jupyter flow runs` shows batch ids")
+    if len(matches) > 1:
+        raise FlowError(f"batch id {given!r} is ambiguous ({len(matches)} batches start with it: {matches[0]}, "
+                        f"{matches[1]}{', ...' if len(matches) > 2 else ''}); give more of it")
+    return matches[0]
+
+
 class Batch:
     """The runs of a batch (one per parameter set, the latest attempt of each) and their table."""
 
     def __init__(self, batch_id: str, store: Store | str | None = None):
+        """`batch_id`: its id, or a unique prefix of it (see `find_batch`)."""
         from jupyter_flow.readers.client import Run
 
         self.store = open_store(store)
-        try:
-            self.record = self.store.read_json(layout.batch_json(batch_id))
-        except NotFound:
-            raise NotFound(f"no batch {batch_id!r} in store {self.store.url}; "
-                           "`jupyter flow runs` shows batch ids") from None
-        self.id = batch_id
+        self.id = find_batch(self.store, batch_id)
+        self.record = self.store.read_json(layout.batch_json(self.id))
         latest = latest_runs(self.store, self.record)
         self.runs = [Run(r["id"], self.store) for r in latest if r is not None]
 
@@ -160,6 +178,7 @@ def resume_batch(batch_id: str, store=None, max_parallel_runs: int | None = None
     _check_limit(max_parallel_runs)
     store = open_store(store)
     record = Batch(batch_id, store).record
+    batch_id = record["id"]
     options = dict(store=store, scheduler=scheduler, max_workers=max_workers)
     jobs = []
     for i, run in enumerate(latest_runs(store, record)):
@@ -234,7 +253,7 @@ def _execute(store: Store, record: dict, runners, max_parallel_runs, on_event, o
 
 def batch(notebook, grid, parameters: dict | None = None, **options) -> Batch:
     """`jupyter_flow.batch`: run `notebook` once per parameter set. `grid` is {name: [values]} (their
-    product) or a list of {name: value} sets; `parameters` are fixed for every set. Returns the Batch (`.runs`, `.table`;
-    `runs, table = jupyter_flow.batch(...)` works too). Options as for `jupyter_flow.run`, plus
+    product) or a list of {name: value} sets; `parameters` are fixed for every set. Returns the Batch
+    (`.runs`, `.table`; `runs, table = jupyter_flow.batch(...)` works too). Options as for `jupyter_flow.run`, plus
     `max_parallel_runs`."""
     return run_batch(notebook, grid, parameters, **options)

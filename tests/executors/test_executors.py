@@ -35,7 +35,8 @@ def plugin(tmp_path, monkeypatch):
     site = tmp_path / "site"
     (site / "jf_tracing-1.0.dist-info").mkdir(parents=True)
     (site / "jf_tracing.py").write_text(PLUGIN)
-    (site / "jf_tracing-1.0.dist-info" / "METADATA").write_text("Metadata-Version: 2.1\nName: jf-tracing\nVersion: 1.0\n")
+    (site / "jf_tracing-1.0.dist-info" / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: jf-tracing\nVersion: 1.0\n")
     (site / "jf_tracing-1.0.dist-info" / "entry_points.txt").write_text(textwrap.dedent("""\
         [jupyter_flow.executors]
         tracing = jf_tracing:TracingExecutor

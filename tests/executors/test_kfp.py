@@ -58,7 +58,8 @@ def test_export_compiles_steps_parameters_foreach_limits_and_retries(tmp_path):
     iterators = [t for c in [spec["root"], *spec["components"].values()]
                  for t in c.get("dag", {}).get("tasks", {}).values() if "parameterIterator" in t]
     assert len(iterators) == 2  # each foreach step is a ParallelFor over the items its fan-out component lists
-    assert {e["container"]["image"] for e in spec["deploymentSpec"]["executors"].values()} == {"registry.example/flow:1"}
+    assert {e["container"]["image"] for e in spec["deploymentSpec"]["executors"].values()} == {
+        "registry.example/flow:1"}
     stores = {t["inputs"]["parameters"]["store"]["runtimeValue"]["constant"] for t in tasks.values()
               if "store" in t.get("inputs", {}).get("parameters", {})}
     assert stores == {"s3://bucket/flows"}
@@ -238,7 +239,8 @@ def test_executor_kfp_sends_the_compiled_pipeline_and_parameters_to_the_api(kfp_
     assert body["runtime_config"]["parameters"] == {"numbers": [4, 5]}
     spec = body["pipeline_spec"]
     assert spec["pipelineInfo"]["name"] == "foreach"
-    assert {e["container"]["image"] for e in spec["deploymentSpec"]["executors"].values()} == {"registry.example/flow:1"}
+    assert {e["container"]["image"] for e in spec["deploymentSpec"]["executors"].values()} == {
+        "registry.example/flow:1"}
     assert not (tmp_path / "store").exists()
 
 
