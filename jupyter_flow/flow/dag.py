@@ -106,6 +106,7 @@ class Flow:
             "flow": self.name,
             "path": str(self.path),
             "kernel": self.kernel,
+            "notebooks": self.notebook.notebooks or [self.path.name],
             "parameters": {n: p.to_json() for n, p in self.parameters.items()},
             "steps": [{
                 "name": s.name, "language": s.language, "prev": s.prev, "reads": s.reads, "writes": s.writes,
@@ -120,6 +121,8 @@ class Flow:
 
     def to_text(self) -> str:
         lines = [f"flow {self.name}  ({self.path})"]
+        if self.notebook.notebooks:
+            lines.append("notebooks: " + ", ".join(self.notebook.notebooks))
         if self.parameters:
             lines.append("parameters: " + ", ".join(f"{n}={p.source}" for n, p in self.parameters.items()))
         for s in self.steps.values():
@@ -406,7 +409,8 @@ def _file_edges(steps: dict[str, Step], warnings: list[str]) -> None:
             ups = [] if last is None else [last]
             if file in step.files_written:  # and the readers since that writer
                 between = readers.get(file, [])
-                ups += between[bisect.bisect_right(between, -1 if last is None else last):bisect.bisect_left(between, i)]
+                since = bisect.bisect_right(between, -1 if last is None else last)
+                ups += between[since:bisect.bisect_left(between, i)]
             for up in ups:
                 wanted.setdefault(order[up], []).append(file)
         for up, files in wanted.items():

@@ -2,7 +2,8 @@
 warned about before anything runs, naming the step.
 
 - A step split around another one (`step:a`, `step:b`, `step:a`) whose later cells use a name (or
-  a file, one of them writing it) the step in between also uses: refused (top to bottom, the step in between runs in the middle).
+  a file, one of them writing it) the step in between also uses: refused (top to bottom, the step in
+  between runs in the middle).
 - A step that draws from a global random generator (`random`, `numpy.random`) after an earlier step
   used it, when something seeded it: warned (top to bottom it continues the earlier step's
   sequence; in a fresh kernel it starts again from the seed).
@@ -29,7 +30,8 @@ def check_split_steps(nb, usages: dict[str, analysis.Usage], modules: dict[str, 
         if not block.cells:
             continue
         first, last = block.cells[0].index, max(c.index for c in block.cells)
-        for start, other in starts[bisect.bisect_right(starts, (first, "\uffff")):bisect.bisect_left(starts, (last, ""))]:
+        inside = starts[bisect.bisect_right(starts, (first, "\uffff")):bisect.bisect_left(starts, (last, ""))]
+        for start, other in inside:
             late = [c for c in block.cells if c.index > start]  # steps that begin inside this one's span only
             rest = analysis.analyze([c.source for c in late], modules=modules, constants=constants)
             them = usages[other]

@@ -25,7 +25,8 @@ K8S_KEY = rf"{_K8S_SEGMENT}(?:/{_K8S_SEGMENT})?"
 TAG_RULES: list[tuple[str, re.Pattern]] = [
     # Kale: `step:`/`block:` with no name is an untagged cell (it continues the block above).
     ("step", re.compile(rf"^(?:step|block):(?P<name>{NAME})?$")),
-    ("prev", re.compile(rf"^prev:(?P<name>{NAME})$")),
+    # prev:NAME, or prev:OTHER.ipynb:NAME for a step of another notebook of the flow (see several.py)
+    ("prev", re.compile(rf"^prev:(?:(?P<notebook>[^:\s]+\.ipynb):)?(?P<name>{NAME})$")),
     ("shared", re.compile(r"^(?P<kind>imports|functions)$")),
     ("parameters", re.compile(r"^(?:parameters|pipeline-parameters|injected-parameters)$")),
     ("metrics", re.compile(r"^pipeline-metrics$")),
@@ -47,7 +48,7 @@ TAG_RULES: list[tuple[str, re.Pattern]] = [
 _PREFIX_HINTS = {
     "step": f"step:NAME where NAME matches {NAME} (lower case, digits, _), e.g. step:train",
     "block": f"block:NAME where NAME matches {NAME}",
-    "prev": "prev:NAME naming another step, e.g. prev:load",
+    "prev": "prev:NAME naming another step, e.g. prev:load, or prev:OTHER.ipynb:NAME for a step of another notebook",
     "foreach": "foreach:VAR or foreach:ITEM=VAR (Python names), e.g. foreach:lr=learning_rates",
     "retry": "retry:N with N a whole number, e.g. retry:2",
     "timeout": "timeout:SECONDS, e.g. timeout:600",
@@ -75,12 +76,16 @@ class Cell:
     id: str
     source: str
     tags: list[str]
+    notebook: str = ""  # in a flow of several notebooks (see several.py): the one the cell is in,
+    position: int | None = None  # and its place there (`index` is then its place in the whole flow)
 
     def label(self) -> str:
         first = next((line.strip() for line in self.source.splitlines() if line.strip()), "")
         if len(first) > 40:
             first = first[:37] + "..."
-        return f"cell {self.index + 1} ({first!r})" if first else f"cell {self.index + 1}"
+        where = f"{self.notebook} cell {self.position + 1}" if self.notebook and self.position is not None \
+            else f"cell {self.index + 1}"
+        return f"{where} ({first!r})" if first else where
 
 
 @dataclass
@@ -107,13 +112,21 @@ class Notebook:
     language: str = "python"  # the kernel's language, from the notebook's metadata
     warnings: list[str] = field(default_factory=list)  # what was accepted but not used, cell by cell
     secrets: list[str] = field(default_factory=list)  # environment variables named secret (see secrets.py)
+    notebooks: list[str] = field(default_factory=list)  # the notebooks of a flow of several, in order
 
     @property
     def python(self) -> bool:
         return self.language.lower() in PYTHON_LANGUAGES
 
 
-def read(path: str | Path) -> Notebook:
+def read(path: str | Path, alone: bool = False) -> Notebook:
+    """The notebook at `path`, joined with the notebooks its metadata names (see several.py) unless
+    `alone`."""
+    return parse(load(path), Path(path), alone)
+
+
+def load(path: str | Path) -> dict:
+    """The notebook's JSON, checked to be a v4 notebook."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -133,7 +146,7 @@ def read(path: str | Path) -> Notebook:
     if raw.get("nbformat", 4) < 4:
         raise FlowError(f"{path} is an nbformat v{raw.get('nbformat')} notebook; open and save it in "
                         "Jupyter to upgrade it to v4")
-    return parse(raw, path)
+    return raw
 
 
 def _check_shape(raw: dict, path: Path) -> None:
@@ -158,7 +171,19 @@ def flow_name(raw: dict, path: Path) -> str:
     return check_flow_name(re.sub(r"[^A-Za-z0-9_.-]", "_", str(name)) or "flow")
 
 
-def parse(raw: dict, path: Path) -> Notebook:
+def parse(raw: dict, path: Path, alone: bool = False) -> Notebook:
+    """The notebook's blocks; joined with the notebooks its metadata `jupyter_flow.notebooks` names
+    into one flow (see several.py) unless `alone`."""
+    from jupyter_flow.flow import several
+
+    nb = _parse(raw, path)
+    if alone:
+        return nb
+    listed = several.listed(raw, path)
+    return several.join(nb, listed) if listed else several.check_alone(nb)
+
+
+def _parse(raw: dict, path: Path) -> Notebook:
     cells = _code_cells(raw, path)
     parsed = [(cell, [(t, *_classify(cell, t)) for t in cell.tags]) for cell in cells]
     secrets = _secret_names(raw, path, parsed)
@@ -362,8 +387,9 @@ def _classify(cell: Cell, tag: str) -> tuple[str | None, re.Match | None]:
 def _add_options(block: StepBlock, cell: Cell, options: list, warnings: list[str]) -> None:
     for tag, kind, m in options:
         if kind == "prev":
-            if m["name"] not in block.prev:
-                block.prev.append(m["name"])
+            up = f"{m['notebook']}:{m['name']}" if m["notebook"] else m["name"]
+            if up not in block.prev:
+                block.prev.append(up)
             continue
         if kind == "pip":
             _add_requirement(block, cell, tag, m["value"])

@@ -39,7 +39,8 @@ def build(flow: Flow, step: Step, run_id: str, index: int, start: int = 0) -> di
         metadata["kernelspec"] = {"name": kernel, "display_name": kernel, "language": step.language}
     if not languages.same(step.language, flow.notebook.language):
         metadata["language_info"] = {"name": step.language}
-    metadata["jupyter_flow"] = {"flow": flow.name, "step": step.name, "run_id": run_id, "index": index, "source": str(flow.path)}
+    metadata["jupyter_flow"] = {"flow": flow.name, "step": step.name, "run_id": run_id, "index": index,
+                                "source": str(flow.path)}
     for i, cell in enumerate(cells):
         cell["id"] = f"jf-{i}"
     return {"nbformat": 4, "nbformat_minor": 5, "metadata": metadata, "cells": cells}
@@ -177,8 +178,8 @@ def label_frames(failure_path: str, executed: dict) -> None:
 def frame_summary(frame: dict) -> dict:
     """A failing frame as the task record keeps it: where, and each local's type and short preview."""
     where = f"cell {frame['cell']}" if frame.get("cell") else frame.get("file")
+    stored = {n: m.get("preview") or m.get("type", "") for n, m in (frame.get("locals") or {}).items()}
+    unpicklable = {n: f"{t} (not stored: cannot be pickled)" for n, t in (frame.get("unpicklable") or {}).items()}
+    withheld = {n: f"[secret removed] ({why})" for n, why in (frame.get("withheld") or {}).items()}
     return {"where": where, "function": frame.get("function"), "line": frame.get("line"),
-            "notebook": bool(frame.get("notebook")),
-            "locals": {**{n: m.get("preview") or m.get("type", "") for n, m in (frame.get("locals") or {}).items()},
-                       **{n: f"{t} (not stored: cannot be pickled)" for n, t in (frame.get("unpicklable") or {}).items()},
-                       **{n: f"[secret removed] ({why})" for n, why in (frame.get("withheld") or {}).items()}}}
+            "notebook": bool(frame.get("notebook")), "locals": {**stored, **unpicklable, **withheld}}
