@@ -2,7 +2,8 @@
 
 Nothing is cut in a way that changes its meaning: elided text ends with `…`, whole items are
 dropped before any item is cut, and paths are printed whole, outside tables. Output that is not a
-terminal (a pipe, a file) is not wrapped, unless $COLUMNS says how wide it may be.
+terminal (a pipe, a file) is not wrapped, unless $COLUMNS says how wide it may be. Lines outside
+tables are never broken, at any width (see make_console).
 """
 from __future__ import annotations
 
@@ -20,7 +21,10 @@ UNWRAPPED = 10_000
 
 
 def make_console(stderr: bool = False) -> Console:
-    console = Console(stderr=stderr)
+    """A console whose printed lines are never broken (soft_wrap: a line longer than the terminal
+    overflows, and the terminal folds it on screen), so a run id, a path or a hint's command is
+    copied whole even at 80 columns; tables still fit the width."""
+    console = Console(stderr=stderr, soft_wrap=True)
     if not console.is_terminal and not os.environ.get("COLUMNS"):
         console.width = UNWRAPPED
     return console
@@ -119,7 +123,7 @@ def run_detail(run: dict, store) -> None:
             table.add_row(step["name"], _status(NOT_RUN), "", "", "", "", "")
     console.print(table)
     console.print(f"notebooks are under {store.url}/flows/{run['flow']}/runs/{run['id']}/ "
-                  "(cached and reused tasks: under their origin run)", highlight=False, soft_wrap=True)
+                  "(cached and reused tasks: under their origin run)", highlight=False)
 
 
 def artifacts_table(artifacts: dict) -> None:
@@ -164,5 +168,5 @@ def failure_detail(task: dict) -> None:
                       f"{escape(frame.get('function') or '?')}{kind}", highlight=False)
         for local, preview in (frame.get("locals") or {}).items():
             console.print(f"      {escape(local)} = {escape(elide(preview, 80))}", highlight=False)
-    console.print(f"[dim]load it (jupyter_flow.load or %flow_load {task['run_id']} {task['step']}), then %debug "
+    console.print(f"[dim]load it (jupyter_flow.load or %flow load {task['run_id']} {task['step']}), then %debug "
                   "walks these frames[/]", highlight=False)

@@ -84,8 +84,18 @@ def arrays_notebook(tmp_path):
 
 @pytest.mark.slow
 def test_terminal_views_of_a_failed_run(store, arrays_notebook):
-    cli("run", arrays_notebook, check=1)
+    narrow = {"COLUMNS": "80"}  # an 80-column terminal: ids, paths and commands stay whole for copy-paste
+    said = cli("run", arrays_notebook, env=narrow, check=1).stderr
     run = json.loads(cli("runs", "--format", "json", check=0).stdout)[0]
+    lines = said.splitlines()
+    for whole in (f"run {run['id']} failed", f"jupyter flow logs {run['id']} use",
+                  f"jupyter_flow.load({run['id']!r}, 'use')", f"jupyter flow resume {run['id']}",
+                  f"{store}/flows/arrays/runs/{run['id']}/<step>/<index>/output.ipynb"):
+        assert any(whole in line for line in lines), (whole, said)
+    assert max(map(len, lines)) > 80  # long lines overflow the terminal rather than being broken
+    for command in (("show", run["id"]), ("show", run["id"], "--step", "use")):
+        out = cli(*command, env=narrow, check=0).stdout
+        assert f"run {run['id']}" in out or f"%flow load {run['id']} use" in out, out
 
     listed = cli("runs", check=0).stdout  # a pipe: not wrapped at 80 columns, values never cut silently
     row = next(line for line in listed.splitlines() if run["id"] in line)
