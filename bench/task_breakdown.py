@@ -21,8 +21,9 @@ Reported:
                                     files, notebook built) -> first cell (kernel client connects,
                                     kernel_info) -> each cell by role -> papermill's end -> output.ipynb
                                     written -> task ended (log scrubbed, files stored, task.json)
-  between tasks                     what a worker thread spends outside tasks: 2 * wall / N - a task's
-                                    median duration (scheduling, spec build, the loop)
+  the work phase                    from the first `work` task's start to the last one's end, per task,
+                                    and how many ran at once on average (sum of durations / that span):
+                                    below 2, worker threads waited between tasks (scheduling, records)
   --py-spy                          share of the runner's CPU samples whose stack holds each of the
                                     functions in HOT (inclusive; a sample can count for several)
 """
@@ -148,6 +149,13 @@ def timeline(store: Path) -> list[tuple[str, float]]:
     return [(name, statistics.median(ms)) for name, ms in parts.items()]
 
 
+def work_phase(store: Path) -> tuple[float, float]:
+    """(seconds from the first `work` task's start to the last one's end, the sum of their durations)."""
+    tasks = [json.loads(p.read_text()) for p in store.glob("flows/*/runs/*/work/*/task.json")]
+    span = max(_t(t["ended"]) for t in tasks) - min(_t(t["started"]) for t in tasks)
+    return span, sum(t["duration"] for t in tasks)
+
+
 def hot(profile: Path) -> list[tuple[str, float]]:
     """(label, % of the runner's samples) for each of HOT, from py-spy's raw (collapsed) output."""
     total, counts = 0, Counter()
@@ -180,13 +188,16 @@ def main() -> None:
                          f"{big['peak_mb']:.0f}", f"{load:.1f}–{psutil.getloadavg()[0]:.1f}"])
             print(f"  run {i + 1}: {rows[-1]}", file=sys.stderr, flush=True)
             lines = timeline(big["store"])
-            between = 2 * big["wall"] / args.tasks * 1000 - dict(lines)["task, whole (task.json duration)"]
+            span, busy = work_phase(big["store"])
         print(markdown_table(f"{args.tasks}-task foreach vs a 1-task one, local executor, --max-workers 2",
                              ["run", "wall, N tasks", "wall, 1 task", "ms per task beyond 1", "CPU ms per task (all)",
                               "runner CPU ms per task", "runner peak MB", "load"], rows))
         print("\n" + markdown_table("A work task's timeline (median ms over the tasks of the last run)", ["part", "ms"],
                                     [[n, f"{ms:.1f}"] for n, ms in lines]
-                                    + [["a worker thread between tasks (2 x wall / N - a task)", f"{between:.0f}"]]))
+                                    + [["the work phase, per task (first start to last end / N)",
+                                        f"{span / args.tasks * 1000:.1f}"],
+                                       ["tasks running at once, on average (sum of durations / work phase)",
+                                        f"{busy / span:.2f}"]]))
         if args.py_spy:
             profile = bench.root / "runner.pyspy"
             run(bench, args.tasks, profile)
