@@ -147,11 +147,13 @@ class Flow:
         return "\n".join(lines)
 
 
-def build_flow(path: str | Path, raw: dict | None = None, history: dict | None = None) -> Flow:
+def build_flow(path: str | Path, raw: dict | None = None, history: dict | None = None,
+               with_: list | tuple = ()) -> Flow:
     """Read the notebook at `path` (or take its content as `raw`, e.g. unsaved edits) and infer its DAG.
     `history`: the files each step read and wrote in the last run, `{step: {"read": [PATH...],
-    "written": [PATH...]}}` (see runtime.doors.last_files). Raises FlowError naming the cell at fault."""
-    nb = notebook.read(path) if raw is None else notebook.parse(raw, Path(path))
+    "written": [PATH...]}}` (see runtime.doors.last_files). `with_`: more notebooks of the flow (see
+    several.py). Raises FlowError naming the cell at fault."""
+    nb = notebook.read(path, with_=with_) if raw is None else notebook.parse(raw, Path(path), with_=with_)
     if not languages.supported(nb.language):  # papermill's way: one step, the notebook as it is, never cached
         main = Step("main", nb.steps["main"].cells, [], {"cache": False}, language=nb.language)  # (no reads seen)
         return Flow(name=nb.name, path=Path(path).resolve(), kernel=nb.kernel, notebook=nb, parameters={},

@@ -119,10 +119,10 @@ class Notebook:
         return self.language.lower() in PYTHON_LANGUAGES
 
 
-def read(path: str | Path, alone: bool = False) -> Notebook:
-    """The notebook at `path`, joined with the notebooks its metadata names (see several.py) unless
-    `alone`."""
-    return parse(load(path), Path(path), alone)
+def read(path: str | Path, alone: bool = False, with_: list | tuple = ()) -> Notebook:
+    """The notebook at `path`, joined with the notebooks its metadata names and `with_` (see
+    several.py) unless `alone`."""
+    return parse(load(path), Path(path), alone, with_)
 
 
 def load(path: str | Path) -> dict:
@@ -171,16 +171,16 @@ def flow_name(raw: dict, path: Path) -> str:
     return check_flow_name(re.sub(r"[^A-Za-z0-9_.-]", "_", str(name)) or "flow")
 
 
-def parse(raw: dict, path: Path, alone: bool = False) -> Notebook:
-    """The notebook's blocks; joined with the notebooks its metadata `jupyter_flow.notebooks` names
-    into one flow (see several.py) unless `alone`."""
+def parse(raw: dict, path: Path, alone: bool = False, with_: list | tuple = ()) -> Notebook:
+    """The notebook's blocks; joined with the notebooks its metadata `jupyter_flow.notebooks` names,
+    then those of `with_` (paths, e.g. `--with` options), into one flow (see several.py) unless `alone`."""
     from jupyter_flow.flow import several
 
     nb = _parse(raw, path)
     if alone:
         return nb
     listed = several.listed(raw, path)
-    return several.join(nb, listed) if listed else several.check_alone(nb)
+    return several.join(nb, listed, with_) if listed or with_ else several.check_alone(nb)
 
 
 def _parse(raw: dict, path: Path) -> Notebook:

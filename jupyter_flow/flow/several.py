@@ -58,26 +58,35 @@ def _own(nb: Notebook, up: str, block: StepBlock, names: list[str]) -> str:
                     f"--with {other}")
 
 
-def join(main: Notebook, names: list[str]) -> Notebook:
-    """`main` and the notebooks `names` lists, joined into one (see the module's docstring)."""
+def join(main: Notebook, names: list[str], given: list | tuple = ()) -> Notebook:
+    """`main` and the notebooks `names` lists (relative to its folder), then `given` (paths, e.g.
+    `--with` options), joined into one (see the module's docstring)."""
     from jupyter_flow.flow.notebook import read
 
     folder = main.path.parent
     books: list[tuple[str, Notebook]] = []
     if not any(_same(folder / n, main.path) for n in names):
         books.append((main.path.name, main))
-    for name in names:
-        target = folder / name
+    wanted = [(folder / n, n, f"metadata.jupyter_flow.{KEY} of {main.path.name} names") for n in names]
+    wanted += [(Path(p).absolute(), _label(Path(p), folder), "--with") for p in given]
+    for target, name, origin in wanted:
         if any(_same(target, nb.path) for _, nb in books):
             continue
         if _same(target, main.path):
             books.append((main.path.name, main))
         elif not target.is_file():
-            raise FlowError(f"{main.path.name}: metadata.jupyter_flow.{KEY} names {name}, which does not exist "
-                            f"({target}); fix the path (relative to {folder}) or remove it")
+            raise FlowError(f"{origin} {name}: no such notebook ({target}); check the path")
         else:
             books.append((name, read(target, alone=True)))
     return _joined(main, books)
+
+
+def _label(path: Path, folder: Path) -> str:
+    """A notebook as the flow names it: its path relative to the first notebook's folder when inside it."""
+    try:
+        return path.absolute().relative_to(folder.absolute()).as_posix()
+    except ValueError:
+        return str(path)
 
 
 def _same(a: Path, b: Path) -> bool:
@@ -93,7 +102,8 @@ def _joined(main: Notebook, books: list[tuple[str, Notebook]]) -> Notebook:
                             f"with steps ({known}) can join a flow; run it by itself")
         if not languages.same(nb.language, first.language) and (nb.shared or nb.parameters):
             cell = nb.shared[0] if nb.shared else nb.parameters
-            raise FlowError(f"{label} {cell.label() if cell else ''}: a shared or parameters cell of a {nb.language} notebook cannot "
+            where = f"{label} {cell.label()}" if cell else label
+            raise FlowError(f"{where}: a shared or parameters cell of a {nb.language} notebook cannot "
                             f"join a flow whose first notebook ({books[0][0]}) is {first.language}; move it into the "
                             "steps that need it")
     joined = Notebook(path=main.path, name=main.name, kernel=first.kernel, raw=main.raw, steps={}, shared=[],
