@@ -104,13 +104,17 @@ def notebooks(draw) -> list[tuple[str, str]]:
     return steps
 
 
-def write(folder: Path, steps: list[str]) -> Path:
-    cells = [("imports", IMPORTS)] + [(f"step:{tag}", source) for tag, source in steps]
-    raw = {"nbformat": 4, "nbformat_minor": 5,
-           "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
+def write(folder: Path, steps: list[str], name: str = "generated.ipynb", imports: bool = True,
+          notebooks: list[str] | None = None) -> Path:
+    """The notebook of these steps (after the imports cell); `notebooks`: the others of its flow."""
+    cells = [("imports", IMPORTS)] * imports + [(f"step:{tag}", source) for tag, source in steps]
+    metadata: dict = {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}}
+    if notebooks:
+        metadata["jupyter_flow"] = {"notebooks": notebooks}
+    raw = {"nbformat": 4, "nbformat_minor": 5, "metadata": metadata,
            "cells": [{"cell_type": "code", "id": f"c{i}", "metadata": {"tags": [tag]}, "source": source,
                       "outputs": [], "execution_count": None} for i, (tag, source) in enumerate(cells)]}
-    path = folder / "generated.ipynb"
+    path = folder / name
     path.write_text(json.dumps(raw))
     return path
 
@@ -183,6 +187,45 @@ def test_pipeline_gives_the_values_of_top_to_bottom(steps, tmp_path_factory):
     event("same values as top to bottom")
     if any(s.files_read or s.files_written for s in flow.steps.values()):
         event("steps use files")
+    assert run.status == "succeeded"
+    assert pipeline_values(run, flow) == expected, program
+    assert files_in(folder) == expected_files, program
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+SPLITS = int(os.environ.get("TOPDOWN_SPLIT_EXAMPLES", "12"))
+
+
+@pytest.mark.timeout(120 + 15 * SPLITS)
+@settings(max_examples=SPLITS, deadline=None, suppress_health_check=list(HealthCheck))
+@given(steps=notebooks(), data=st.data())
+def test_a_flow_split_across_two_notebooks_gives_the_values_of_both_run_top_to_bottom(steps, data,
+                                                                                      tmp_path_factory):
+    """The steps cut in two notebooks (first.ipynb, whose metadata names second.ipynb): the pipeline's
+    values and files are those of the two notebooks concatenated and run top to bottom."""
+    folder = Path(tempfile.mkdtemp(dir=tmp_path_factory.getbasetemp()))
+    cut = data.draw(st.integers(1, len(steps) - 1), label="steps in the first notebook")
+    whole = write(folder, steps)  # the concatenation: first's cells, then second's
+    first = write(folder, steps[:cut], "first.ipynb", notebooks=["second.ipynb"])
+    write(folder, steps[cut:], "second.ipynb", imports=False)
+    try:
+        flow = build_flow(first)
+    except FlowError as e:
+        assert "continues step" in str(e), e
+        event("refused")
+        return
+    if flow.warnings:
+        event("warned")
+        return
+    expected, expected_files = top_to_bottom(whole)
+    run = jupyter_flow.run(first, store=str(folder / "store"), max_workers=2)
+    program = f"first.ipynb: {steps[:cut]}\nsecond.ipynb: {steps[cut:]}"
+    if run.status == "failed":
+        errors = [t.error["message"] for t in run.tasks if t.error]
+        assert any("in place" in e for e in errors), (errors, program)
+        event("stopped: changed in place")
+        return
+    event("same values as top to bottom")
     assert run.status == "succeeded"
     assert pipeline_values(run, flow) == expected, program
     assert files_in(folder) == expected_files, program
