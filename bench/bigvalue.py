@@ -35,9 +35,11 @@ MAKE = {
               "    'kind': pd.Categorical.from_codes(rng.integers(0, 16, rows), list('abcdefghijklmnop'))})\n"),
 }
 RAW = {  # (save, load) as a raw user would write them; argv of save: path, seed, MB
-    "array": ("import sys\nn_mb, seed = int(sys.argv[3]), int(sys.argv[2])\n" + MAKE["array"] + "np.save(sys.argv[1], value)",
+    "array": ("import sys\nn_mb, seed = int(sys.argv[3]), int(sys.argv[2])\n" + MAKE["array"]
+              + "np.save(sys.argv[1], value)",
               "import numpy as np, sys; float(np.load(sys.argv[1]).sum())"),
-    "frame": ("import sys\nn_mb, seed = int(sys.argv[3]), int(sys.argv[2])\n" + MAKE["frame"] + "value.to_pickle(sys.argv[1])",
+    "frame": ("import sys\nn_mb, seed = int(sys.argv[3]), int(sys.argv[2])\n" + MAKE["frame"]
+              + "value.to_pickle(sys.argv[1])",
               "import pandas as pd, sys; df = pd.read_pickle(sys.argv[1]); float(df['x'].sum()) + len(df)"),
 }
 RAW_NAME = {"array": "raw np.save+np.load", "frame": "raw pandas to_pickle+read_pickle"}
@@ -133,7 +135,8 @@ def commands(bench: Bench, kind: str, tool: str, mb: int, seed: int) -> list[lis
 
 
 def whole_commands(bench: Bench, args, kind: str, mb: int) -> None:
-    tools = [t for t in ("raw", "jupyter_flow", "metaflow") if t in bench.tools and (t != "metaflow" or kind == "array")]
+    tools = [t for t in ("raw", "jupyter_flow", "metaflow")
+             if t in bench.tools and (t != "metaflow" or kind == "array")]
     print(f"{kind}: temp dir {bench.root}; tools {', '.join(tools)}", file=sys.stderr)
     times: dict[tuple[str, int], list[float]] = {(t, m): [] for t in tools for m in (mb, 0)}
     for i in range(-args.warmup, args.repeat):

@@ -6,9 +6,9 @@ The store is built fast by writing run records directly (90% of them in flow F, 
 failed). With `--baseline DIR`, the same commands and requests also run against the jupyter_flow
 checkout in DIR (say, main before the run index), interleaved with ours so that both see the same
 machine load. The first listing of a store without an index reads every run and writes the index:
-it is reported on its own row; so is the listing alone, timed inside one process. Each figure comes as wall clock and as CPU time (of the command, or
-of the server for the REST call): on a loaded machine the wall clock mostly measures the wait for a
-core.
+it is reported on its own row; so is the listing alone, timed inside one process. Each figure comes
+as wall clock and as CPU time (of the command, or of the server for the REST call): on a loaded
+machine the wall clock mostly measures the wait for a core.
 """
 from __future__ import annotations
 

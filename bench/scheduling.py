@@ -63,7 +63,8 @@ def notebook(path: Path, shape: str, n: int) -> Path:
         branches = range(1, n - 1)
         cells = [cell("x0 = 1", metadata={"tags": ["step:s0"]})]
         cells += [cell(f"y{i} = x0 + {i}", metadata={"tags": [f"step:b{i}"]}) for i in branches]
-        cells.append(cell("total = sum([" + ", ".join(f"y{i}" for i in branches) + "])", metadata={"tags": ["step:join"]}))
+        total = "total = sum([" + ", ".join(f"y{i}" for i in branches) + "])"
+        cells.append(cell(total, metadata={"tags": ["step:join"]}))
     nb = nbformat.v4.new_notebook()
     nb.cells = cells
     nbformat.write(nb, str(path))
@@ -108,12 +109,14 @@ def main() -> None:
             rows.append((shape, n, flow_s, cpu, wall))
             print(f"{shape} {n}: flow {flow_s:.3f} s, schedule {cpu:.3f} s CPU, {wall:.3f} s wall", file=sys.stderr)
         lo, hi = min(args.sizes), max(args.sizes)
-        rows.append((shape, f"{hi} vs {lo}", per_step[hi][0] / per_step[lo][0], per_step[hi][1] / per_step[lo][1], None))
+        rows.append((shape, f"{hi} vs {lo}", per_step[hi][0] / per_step[lo][0], per_step[hi][1] / per_step[lo][1],
+                     None))
     print("| shape | steps | build Flow, CPU s | per step, ms | schedule the run, CPU s | per step, ms | (wall s) |")
     print("|---|---|---|---|---|---|---|")
     for shape, n, flow_s, cpu, wall in rows:
         if isinstance(n, int):
-            print(f"| {shape} | {n} | {flow_s:.3f} | {1000 * flow_s / n:.2f} | {cpu:.3f} | {1000 * cpu / n:.2f} | {wall:.2f} |")
+            print(f"| {shape} | {n} | {flow_s:.3f} | {1000 * flow_s / n:.2f} | {cpu:.3f} | {1000 * cpu / n:.2f} "
+                  f"| {wall:.2f} |")
         else:
             print(f"| {shape} | per-step cost, {n} | | {flow_s:.2f}x | | {cpu:.2f}x | |")
     if args.real_steps:

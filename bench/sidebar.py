@@ -41,8 +41,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
 sys.path.insert(0, str(HERE))
 
-from common import NOTEBOOKS, arg_parser, finish_args, markdown_table
-from ui.conftest import CHROMIUM, CHROMIUM_ARGS, start_lab
+from common import NOTEBOOKS, arg_parser, finish_args, markdown_table  # noqa: E402 - found through sys.path
+from ui.conftest import CHROMIUM, CHROMIUM_ARGS, start_lab  # noqa: E402
 
 SIDEBAR = "#jupyter-flow-sidebar"
 
@@ -51,7 +51,9 @@ SIDEBAR = "#jupyter-flow-sidebar"
 WATCH = """() => {
   window.__flow = {click: null, seen: {}};
   document.addEventListener('click', e => {
-    if (e.target.closest && e.target.closest('#jupyter-flow-sidebar .jp-flow-run-button')) { window.__flow.click = Date.now(); }
+    if (e.target.closest && e.target.closest('#jupyter-flow-sidebar .jp-flow-run-button')) {
+      window.__flow.click = Date.now();
+    }
   }, true);
   const note = () => {
     const now = Date.now(), seen = window.__flow.seen;
@@ -78,7 +80,8 @@ def write_notebook(path: Path, steps: int, seconds: float) -> None:
     nb = nbformat.v4.new_notebook()
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     cells = [("import time", ["imports"]), ("seed = 0", ["parameters"])]  # a new seed per run: no cache hits
-    cells += [(f"x{i} = {f'x{i - 1} + 1' if i else 'seed'}\ntime.sleep({seconds})", [f"step:s{i}"]) for i in range(steps)]
+    cells += [(f"x{i} = {f'x{i - 1} + 1' if i else 'seed'}\ntime.sleep({seconds})", [f"step:s{i}"])
+              for i in range(steps)]
     nb.cells = [nbformat.v4.new_code_cell(src, metadata={"tags": tags}) for src, tags in cells]
     nbformat.write(nb, str(path))
 
@@ -95,7 +98,8 @@ class Sidebar:
         tab.wait_for(timeout=60_000)
         if "lm-mod-current" not in (tab.get_attribute("class") or ""):
             tab.click()
-        self.page.locator(f"{SIDEBAR} .jp-flow-title", has_text=notebook.removesuffix(".ipynb")).wait_for(timeout=60_000)
+        title = self.page.locator(f"{SIDEBAR} .jp-flow-title", has_text=notebook.removesuffix(".ipynb"))
+        title.wait_for(timeout=60_000)
         self.page.wait_for_selector(f"{SIDEBAR} .jp-flow-node", timeout=60_000)
         self.page.evaluate(WATCH)
         self.posted = None  # when the browser sent the request that starts the run (after saving the notebook)
@@ -221,8 +225,8 @@ def foreach_from_sidebar(sidebar: Sidebar, n: int) -> dict:
 
 def foreach_from_cli(store: Path, n: int) -> dict:
     """The same flow run by `jupyter flow run`: the runner is that command's own process."""
-    cmd = [sys.executable, "-m", "jupyter_flow.cli.main", "run", str(NOTEBOOKS / "foreach20.ipynb"), "--store", str(store),
-           "-p", "n", str(n), "--no-cache"]
+    cmd = [sys.executable, "-m", "jupyter_flow.cli.main", "run", str(NOTEBOOKS / "foreach20.ipynb"),
+           "--store", str(store), "-p", "n", str(n), "--no-cache"]
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     with PeakRSS(proc.pid) as peak:
@@ -241,7 +245,8 @@ def lab_and_browser(base: Path):
     if built.is_dir():  # shown instead of the installed copy, which may be another checkout's
         (base / "jupyter" / "labextensions").mkdir(parents=True)
         (base / "jupyter" / "labextensions" / "jupyter-flow").symlink_to(built)
-        os.environ["JUPYTER_PATH"] = os.pathsep.join(filter(None, [str(base / "jupyter"), os.environ.get("JUPYTER_PATH")]))
+        os.environ["JUPYTER_PATH"] = os.pathsep.join(filter(None, [str(base / "jupyter"),
+                                                                   os.environ.get("JUPYTER_PATH")]))
     labs = start_lab(base)
     lab = next(labs)
     try:
@@ -264,7 +269,8 @@ def main():
     p.add_argument("--foreach", type=int, default=200, help="tasks of the foreach run for the memory figures")
     args = finish_args(p.parse_args())
     if not Path(CHROMIUM).exists():
-        p.exit(2, f"error: no chromium at {CHROMIUM}; install it (apt-get install chromium) or set JUPYTER_FLOW_CHROMIUM\n")
+        p.exit(2, f"error: no chromium at {CHROMIUM}; install it (apt-get install chromium) "
+                  "or set JUPYTER_FLOW_CHROMIUM\n")
     if args.quick:
         args.foreach = min(args.foreach, 40)
     base = Path(tempfile.mkdtemp(prefix="jf-bench-sidebar-", dir=args.tmp))
@@ -272,7 +278,7 @@ def main():
     with lab_and_browser(base) as (lab, browser):
         write_notebook(lab.root / "chain.ipynb", args.steps, args.sleep)
         sidebar = Sidebar(browser, lab, "chain.ipynb")
-        for i in range(args.warmup):
+        for _ in range(args.warmup):
             latencies(sidebar)
         runs = []
         for i in range(args.repeat):
@@ -303,14 +309,17 @@ def main():
         ]))
     print()
     print(markdown_table(
-        f"Peak memory during a {args.foreach}-task foreach (MB RSS; psutil)", ["process", "from the sidebar", "from the CLI"], [
+        f"Peak memory during a {args.foreach}-task foreach (MB RSS; psutil)",
+        ["process", "from the sidebar", "from the CLI"], [
             ["Jupyter server before the run", served["before"] * mb, None],
             ["Jupyter server incl. its runner thread (sidebar) / `jupyter flow run` (CLI)", served["server"] * mb,
              cli["server"] * mb],
-            ["processes under it (task processes, kernels), at their peak", served["children"] * mb, cli["children"] * mb],
+            ["processes under it (task processes, kernels), at their peak", served["children"] * mb,
+             cli["children"] * mb],
             ["all together, at the peak", served["total"] * mb, cli["total"] * mb],
             ["most processes under it at once", served["processes"], cli["processes"]],
-            ["CPU seconds of the server (sidebar) / of `jupyter flow run` (CLI) during the run", served["cpu"], cli["cpu"]],
+            ["CPU seconds of the server (sidebar) / of `jupyter flow run` (CLI) during the run", served["cpu"],
+             cli["cpu"]],
             ["CPU seconds of the browser (chromium) during the run", served["browser_cpu"], None],
             ["run's wall time (s)", served["seconds"], cli["seconds"]],
             ["last task's end → browser shows it (ms)", served["end_lag"], None],

@@ -69,7 +69,8 @@ def browser(lab, repeat: int) -> dict[str, list[float]]:
             times.setdefault("one colleague (user07)", []).append(change_history(page, lambda: name.press("Enter")))
             times.setdefault("older › (page 2)", []).append(
                 change_history(page, lambda: page.locator(f"{SIDEBAR} .jp-flow-older").click()))
-            times.setdefault("user07 and failed", []).append(change_history(page, lambda: status.select_option("failed")))
+            times.setdefault("user07 and failed", []).append(
+                change_history(page, lambda: status.select_option("failed")))
             change_history(page, lambda: status.select_option(""))
             times.setdefault("mine", []).append(change_history(page, lambda: user.select_option("mine")))
         b.close()
