@@ -285,13 +285,11 @@ def cmd_run(args) -> int:
     _prestart_kernels(args)
     from jupyter_flow import runtime
     from jupyter_flow.errors import FlowError
+    from jupyter_flow.executors import runs_whole_runs
     from jupyter_flow.readers import papermill_output
 
-    if args.executor == "kfp":
-        if args.kernel or args.cwd or args.prepare_only:
-            raise FlowError("-k, --cwd and --prepare-only do not apply to --executor kfp (its steps run in --image); "
-                            "drop them")
-        return _submit_kfp(args)
+    if runs_whole_runs(args.executor):  # Kubeflow: the whole run is compiled and sent there
+        return _submit_whole_run(args)
     if args.kfp_host or args.image:
         raise FlowError("--kfp-host and --image are for --executor kfp; add it, or drop them")
     given = _papermill_parameters(args)
@@ -731,17 +729,21 @@ def cmd_export(args) -> int:
     return 0
 
 
-def _submit_kfp(args) -> int:
+def _submit_whole_run(args) -> int:
+    """`run --executor kfp` (any whole-run backend): compile the notebook, send it, say where the run is."""
     from jupyter_flow.errors import FlowError
-    from jupyter_flow.kubeflow.backend import DEFAULT_IMAGE, KfpExecutor
+    from jupyter_flow.executors import make_backend
 
+    if args.kernel or args.cwd or args.prepare_only:
+        raise FlowError(f"-k, --cwd and --prepare-only do not apply to --executor {args.executor} (its steps run in "
+                        "--image); drop them")
     if args.output:
-        raise FlowError("--executor kfp cannot write an output notebook (the run happens on the cluster); drop "
-                        "OUTPUT and read the executed notebooks with `jupyter flow show RUN_ID`")
-    run = KfpExecutor(args.kfp_host, args.image or DEFAULT_IMAGE).submit_run(
-        args.notebook, args.store, cli_params=_papermill_parameters(args))
-    print(f"submitted to Kubeflow Pipelines: run {run['run_id']} ({run['url']}); once it starts, `jupyter flow runs "
-          f"--flow {run['flow']} --store {run['store']}` lists it, with an id ending in -kfp-{run['run_id']}")
+        raise FlowError(f"--executor {args.executor} cannot write an output notebook (the run happens on the "
+                        "cluster); drop OUTPUT and read the executed notebooks with `jupyter flow show RUN_ID`")
+    backend = make_backend(args.executor, host=args.kfp_host, image=args.image)
+    run = backend.submit_run(args.notebook, args.store, cli_params=_papermill_parameters(args))
+    print(f"submitted to {backend.host}: run {run['run_id']} ({run['url']}); once it starts, `jupyter flow runs "
+          f"--flow {run['flow']} --store {run['store']}` lists it, as {run['listed_as']}")
     return 0
 
 

@@ -1,4 +1,5 @@
-"""Executors take a task spec and return a future of its final record (see `base.Executor`).
+"""Executors take a task spec and return a future of its final record (see `base.Executor`); a
+whole-run backend (see `whole_run`, e.g. Kubeflow Pipelines) takes a whole notebook instead.
 
 They are found by name: the two built in, then the entry-point group `jupyter_flow.executors`, which
 any installed package may add to. A class is imported only when a run asks for it, and entry points
@@ -8,8 +9,10 @@ from __future__ import annotations
 
 import functools
 from importlib import import_module
+from typing import Any
 
 from jupyter_flow.errors import FlowError
+from jupyter_flow.executors.whole_run import WholeRunBackend
 
 GROUP = "jupyter_flow.executors"
 BUILTIN = {"local": "jupyter_flow.executors.local:LocalExecutor",
@@ -19,7 +22,7 @@ BUILTIN = {"local": "jupyter_flow.executors.local:LocalExecutor",
 @functools.cache
 def registered() -> dict[str, str]:
     """name -> "module:Class" of every executor: the built-in ones, then the installed packages'."""
-    from importlib.metadata import entry_points
+    from importlib.metadata import entry_points  # start-up time: read only for a name not built in
 
     found = dict(BUILTIN)
     for ep in entry_points(group=GROUP):
@@ -31,7 +34,7 @@ def names() -> list[str]:
     return list(registered())
 
 
-def executor_class(name: str) -> type:
+def executor_class(name: str) -> type[Any]:
     """The class registered as `name`, imported now; FlowError (listing the names) if there is none."""
     target = BUILTIN.get(name) or registered().get(name)
     if target is None:
@@ -45,10 +48,27 @@ def executor_class(name: str) -> type:
                         "reinstall the package that provides it") from None
 
 
+def runs_whole_runs(name: str) -> bool:
+    """Whether `name` is a whole-run backend (see `whole_run`) rather than an executor of tasks."""
+    return issubclass(executor_class(name), WholeRunBackend)
+
+
+def make_backend(name: str, **options) -> WholeRunBackend:
+    """The whole-run backend registered as `name`, built with `options`."""
+    backend = executor_class(name)(**options)
+    backend.name = name
+    return backend
+
+
 def make_executor(name, max_workers: int | None = None, scheduler: str | None = None, **options):
-    """The executor registered as `name`, built with the options every executor takes."""
+    """The executor registered as `name`, built with the options every executor takes; FlowError (its
+    usage line) if `name` is a whole-run backend, which takes no tasks."""
     if not isinstance(name, str):
         return name  # an executor object already (a batch shares one between its runs)
-    executor = executor_class(name)(max_workers=max_workers, scheduler=scheduler, **options)
+    cls = executor_class(name)
+    if issubclass(cls, WholeRunBackend):
+        raise FlowError(f"--executor {name} runs whole pipelines, not the tasks of a run scheduled here: "
+                        f"{cls.usage}")
+    executor = cls(max_workers=max_workers, scheduler=scheduler, **options)
     executor.name = name
     return executor

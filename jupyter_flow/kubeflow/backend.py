@@ -1,6 +1,7 @@
 """Run on a Kubeflow Pipelines cluster (`jupyter flow run NB --executor kfp --kfp-host URL --store s3://...`).
 
-Kubeflow schedules a whole pipeline, not one task at a time: `submit_run` compiles the flow (see
+Kubeflow schedules a whole pipeline, not one task at a time, so this is a whole-run backend (see
+jupyter_flow.executors.whole_run), not an executor of tasks: `submit_run` compiles the flow (see
 jupyter_flow.kubeflow.pipeline) and creates one KFP run through the KFP API. Its pods write the run, task records,
 values and executed notebooks into the store, so the usual readers (`runs`, `show`, load into a
 kernel, `resume`) work on it. Its id in the store is the start time, `-kfp-` and the KFP run id.
@@ -9,36 +10,44 @@ from __future__ import annotations
 
 import contextlib
 import io
+import urllib.error
+import urllib.request
 import warnings
-from concurrent.futures import Future
 
 from jupyter_flow.errors import FlowError
-from jupyter_flow.executors.base import Executor
-from jupyter_flow.kubeflow.pipeline import DEFAULT_IMAGE, KFP_MISSING
+from jupyter_flow.executors.whole_run import WholeRunBackend
+from jupyter_flow.flow.dag import build_flow
+from jupyter_flow.flow.params import resolve
+from jupyter_flow.kubeflow.pipeline import (
+    DEFAULT_IMAGE,
+    KFP_MISSING,
+    check_store_url,
+    pipeline,
+    pipeline_parameters,
+)
+
+USAGE = ("jupyter flow run NOTEBOOK --executor kfp --kfp-host URL --store s3://BUCKET/PREFIX (the Kubeflow Pipelines "
+         "API, e.g. http://localhost:8080 after `kubectl port-forward svc/ml-pipeline-ui 8080:80`, and a store its "
+         "pods can reach)")
 
 
-class KfpExecutor(Executor):
+class KfpBackend(WholeRunBackend):
     name = "kfp"
+    usage = USAGE
 
-    def __init__(self, host: str | None = None, image: str = DEFAULT_IMAGE, experiment: str | None = None, **options):
+    def __init__(self, host: str | None = None, image: str | None = None, experiment: str | None = None,
+                 **options):
         super().__init__(**options)
         if not host:
-            raise FlowError("--executor kfp runs whole pipelines and needs --kfp-host URL, the Kubeflow Pipelines API "
-                            "(e.g. `jupyter flow run NB --executor kfp --kfp-host http://localhost:8080` after "
-                            "`kubectl port-forward svc/ml-pipeline-ui 8080:80`)")
-        self.api, self.image, self.experiment = host.rstrip("/"), image, experiment
+            raise FlowError(f"--executor kfp runs whole pipelines and needs --kfp-host URL: {USAGE}")
+        self.api, self.image, self.experiment = host.rstrip("/"), image or DEFAULT_IMAGE, experiment
 
     def submit_run(self, notebook, store: str | None, parameters: dict | None = None,
                    cli_params: list | None = None, param_files: list | None = None) -> dict:
-        """Compile `notebook` and create a run of it on the cluster; returns {run_id, url, store, flow}
-        (run_id: KFP's; the run's id in the store ends with `-kfp-<run_id>`)."""
-        from jupyter_flow.flow.params import resolve
-        from jupyter_flow.kubeflow.pipeline import check_store_url, pipeline, pipeline_parameters
-
+        """Compile `notebook` and create a run of it on the cluster (see `WholeRunBackend.submit_run`;
+        run_id: KFP's; the run's id in the store ends with `-kfp-<run_id>`)."""
         url = check_store_url(store)
         func = pipeline(notebook, store=url, image=self.image)
-        from jupyter_flow.flow.dag import build_flow
-
         flow = build_flow(notebook)
         given = {n: v for n, v in resolve(flow, parameters, cli_params, param_files).items()
                  if v != flow.parameters[n].value}
@@ -47,7 +56,7 @@ class KfpExecutor(Executor):
         if untyped:
             raise FlowError(f"parameter {untyped[0]} has no literal default in the parameters cell, so it is not a "
                             "parameter of the Kubeflow pipeline; give it a default such as 0, '' or []")
-        try:
+        try:  # the optional `kfp` extra, needed only once a run is sent
             from kfp import Client
         except ImportError:
             raise FlowError(KFP_MISSING) from None
@@ -63,14 +72,11 @@ class KfpExecutor(Executor):
             raise FlowError(f"Kubeflow Pipelines at {self.api} did not take the run ({reason}); check --kfp-host "
                             "and that the API answers at HOST/apis/v2beta1/healthz") from None
         return {"run_id": result.run_id, "url": f"{self.api}/#/runs/details/{result.run_id}", "store": url,
-                "flow": flow.name}
+                "flow": flow.name, "listed_as": f"an id ending in -kfp-{result.run_id}"}
 
     def _check_reachable(self) -> None:
         """Fail at once when nothing answers at the host (kfp.Client would retry its health check for 25 s).
         Any HTTP answer will do: a cluster behind a login may refuse us here and accept kfp's credentials."""
-        import urllib.error
-        import urllib.request
-
         try:
             urllib.request.urlopen(f"{self.api}/apis/v2beta1/healthz", timeout=10).close()
         except urllib.error.HTTPError:
@@ -80,16 +86,6 @@ class KfpExecutor(Executor):
             raise FlowError(f"nothing answers at --kfp-host {self.api} ({reason}); give the Kubeflow Pipelines "
                             "API's address, e.g. http://localhost:8080") from None
 
-    def submit(self, spec: dict, control=None) -> Future:
-        """One task on its own is not something Kubeflow runs: whole runs go through `submit_run`."""
-        future: Future = Future()
-        future.set_exception(FlowError(f"the kfp executor runs whole pipelines, not task {spec['step']!r} alone; "
-                                       "use `jupyter flow run NOTEBOOK --executor kfp --kfp-host URL`"))
-        return future
-
     @property
     def host(self) -> str:
         return self.api
-
-    def close(self) -> None:
-        pass

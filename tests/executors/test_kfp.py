@@ -256,3 +256,23 @@ def test_executor_kfp_bad_input(kfp_api, capsys, store):
         capsys, "run", notebook, "--executor", "kfp", "--kfp-host", host, "--store", "s3://b/p", "-p", "nope", "1")
     assert not [r for r in requests if r[0] == "POST"] and not run_dirs(store)
 
+
+
+def test_kfp_takes_whole_runs_only_and_says_how_in_one_line(store, capsys, tmp_path):
+    """Kubeflow runs whole pipelines: asked for the tasks of a run scheduled here (the Python API, batch,
+    resume), it is refused before anything is written, with the command that does run a notebook there."""
+    import jupyter_flow
+    from jupyter_flow.errors import FlowError
+    from jupyter_flow.executors import make_executor, names, runs_whole_runs
+
+    assert "kfp" in names() and runs_whole_runs("kfp") and not runs_whole_runs("local")
+    usage = "jupyter flow run NOTEBOOK --executor kfp --kfp-host URL --store s3://BUCKET/PREFIX"
+    with pytest.raises(FlowError, match="--executor kfp runs whole pipelines, not the tasks of a run") as raised:
+        jupyter_flow.run(SCENARIOS / "linear.ipynb", executor="kfp", store=store)
+    assert usage in str(raised.value) and "\n" not in str(raised.value)
+    with pytest.raises(FlowError, match="runs whole pipelines"):
+        make_executor("kfp", host="http://127.0.0.1:9")
+    (tmp_path / "grid.yaml").write_text("lr: [0.5]\n")
+    error = main_error(capsys, "batch", SCENARIOS / "grid.ipynb", "-f", tmp_path / "grid.yaml", "--executor", "kfp")
+    assert "parameter set 1: --executor kfp runs whole pipelines" in error and usage in error
+    assert not run_dirs(store) and not (tmp_path / "store" / "batches").exists()
