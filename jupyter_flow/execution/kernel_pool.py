@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import logging
 import os
 import tempfile
 import threading
@@ -149,7 +148,7 @@ def _fork_provisioner():
                     return self.connection_info
                 except RuntimeError as e:  # its zygote cannot start (no ipykernel there...), or cannot fork now
                     plan = str(e)
-            _say_once(f"kernelspec {self.parent.kernel_name!r} starts cold, not forked: {plan}")
+            forkserver.say_once(f"kernelspec {self.parent.kernel_name!r} starts cold, not forked: {plan}")
             return await super().launch_kernel(cmd, **kwargs)
 
         @property
@@ -195,16 +194,6 @@ def _fork_provisioner():
 
     ForkProvisioner.__module__ = __name__
     return ForkProvisioner
-
-
-_said: set[str] = set()
-
-
-def _say_once(message: str) -> None:
-    """A debug line (`jupyter flow --debug` shows it), once per process."""
-    if message not in _said:
-        _said.add(message)
-        logging.getLogger(__name__).debug(message)
 
 
 async def _ready(kc, timeout: float, warmup: str | None) -> None:

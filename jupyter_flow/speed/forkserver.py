@@ -18,12 +18,13 @@ notebook's folder could shadow. After a fork the child reseeds numpy's global ra
 process would have its own (Python reseeds `random` itself). `JUPYTER_FLOW_PRELOAD=0` turns it off.
 
 A fork carries only the thread that forks: a library whose import starts threads (gRPC, CUDA, OpenMP
-pools) is not safe to fork. Those known to be are never preloaded (NOT_PRELOADED); before every fork
-the zygote counts its threads (native ones too), and if a preload started one that is not known to
-survive a fork (FORK_SAFE_THREADS: OpenBLAS's), it forks no more: the runner's later kernels come
-from a new zygote that preloads nothing (`--debug` says so). A forked kernel's own stdout and stderr
-go to the file the runner gives (the task reads it if the kernel dies), and its exit status is the
-one a fresh kernel process would have.
+pools) is not safe to fork. So a zygote preloads only modules known to be safe (PRELOAD_ALLOWED: the
+standard library, numpy, pandas, matplotlib, scikit-learn...; JUPYTER_FLOW_PRELOAD_ALLOW adds more), and
+before every fork it counts its threads (native ones too, in /proc/self/task): if one exists that is not
+known to survive a fork (FORK_SAFE_THREADS: OpenBLAS's), it forks no more, and the runner's later kernels
+come from a new zygote that preloads nothing (`--debug` says so). A forked kernel's own stdout and stderr
+go to the file the runner gives (the task reads it if the kernel dies), and its exit status is the one a
+fresh kernel process would have.
 
 Used, through the kernel provisioner in execution/kernel_pool.py, for every kernelspec that runs `python [options]
 -m ipykernel_launcher`, of this environment or another; anything else (another language, options
@@ -199,6 +200,18 @@ def server(zygote: Zygote | None = None) -> ForkServer:
         return found
 
 
+_said: set[str] = set()
+
+
+def say_once(message: str) -> None:
+    """A debug line (`jupyter flow --debug` shows it), once per process, however many kernels meet it."""
+    with _server_lock:
+        if message in _said:
+            return
+        _said.add(message)
+    _log.debug(message)
+
+
 def zygote_kind(zygote: Zygote) -> str:
     """The agent's socket for runners that need `zygote`: "zygote" for this interpreter's own (see
     native), one of its own for each other (the python3 kernelspec's, if it has options)."""
@@ -265,8 +278,8 @@ class ForkServer:
         if "unsafe" in reply:
             if not self.preloads:  # a thread it cannot fork with, and not from a preload: start cold
                 raise RuntimeError(f"its zygote cannot fork safely: {reply['unsafe']}")
-            _log.debug("the zygote of %s: %s; its kernels now fork from one that preloads nothing",
-                       " ".join([self.zygote.python, *self.zygote.options]), reply["unsafe"])
+            say_once(f"the zygote of {' '.join([self.zygote.python, *self.zygote.options])}: {reply['unsafe']}; "
+                     "its kernels now fork from one that preloads nothing")
             return server(self.zygote).spawn(argv, args, cwd, env, preload, output)
         return ForkedProcess(self, reply["pid"], reply["id"])
 
@@ -438,15 +451,17 @@ def _reap(kernels: dict[int, int], statuses: dict[int, int]) -> None:
             statuses[kernel_id] = os.waitstatus_to_exitcode(status)
 
 
-# Libraries a zygote never preloads: their import starts threads a fork cannot carry, or sets up
-# devices and connections (CUDA, gRPC channels, a JVM, OpenMP pools) that a forked child would share.
-# Each step imports them in its own kernel, as without a zygote. JUPYTER_FLOW_PRELOAD_DENY adds more
-# (comma-separated module names; a package name covers its submodules).
-NOT_PRELOADED = ("torch", "torchvision", "torchaudio", "tensorflow", "keras", "jax", "jaxlib", "grpc", "cupy", "pycuda",
-                 "numba", "ray", "pyspark", "mxnet", "paddle", "onnxruntime", "xgboost", "lightgbm", "catboost")
-# Libraries whose import starts threads that do survive a fork: OpenBLAS (numpy's, scipy's) stops its
-# threads before a fork and starts them again after (pthread_atfork). Any other module whose import
-# starts a thread stops the zygote's preloading. JUPYTER_FLOW_PRELOAD_FORK_SAFE adds more.
+# What a zygote preloads (imports before it forks), among the modules a notebook's `imports` and `functions`
+# cells import: the standard library and the libraries below, known to import without starting a thread a fork
+# cannot carry or opening a device or connection a forked child would share. JUPYTER_FLOW_PRELOAD_ALLOW adds more
+# (comma-separated module names; a package covers its submodules). Every other module (torch, tensorflow, grpc,
+# a notebook's own package...) is imported by each step's kernel itself, as without a zygote.
+PRELOAD_ALLOWED = ("numpy", "pandas", "scipy", "matplotlib", "seaborn", "sklearn", "statsmodels", "sympy", "networkx",
+                   "PIL", "yaml", "requests", "bs4", "tqdm", "dateutil", "pytz", "IPython", "ipywidgets", "cloudpickle",
+                   "jupyter_flow")
+# Of those, the ones whose import starts threads that do survive a fork: OpenBLAS (numpy's, scipy's) stops its
+# threads before a fork and starts them again after (pthread_atfork). Any other thread found in the zygote (before
+# every fork) stops its preloading. JUPYTER_FLOW_PRELOAD_FORK_SAFE adds more.
 FORK_SAFE_THREADS = ("numpy", "scipy")
 
 
@@ -455,6 +470,12 @@ def listed(name: str, names, variable: str) -> bool:
     covers its submodules)."""
     extra = [n.strip() for n in os.environ.get(variable, "").split(",") if n.strip()]
     return any(name == n or name.startswith(n + ".") for n in (*names, *extra))
+
+
+def preload_allowed(name: str) -> bool:
+    """Whether a zygote may import module `name` before it forks (see PRELOAD_ALLOWED)."""
+    stdlib = getattr(sys, "stdlib_module_names", ())  # (Python 3.10 on: another environment's may be older)
+    return name.partition(".")[0] in stdlib or listed(name, PRELOAD_ALLOWED, "JUPYTER_FLOW_PRELOAD_ALLOW")
 
 
 def _threads() -> int:
@@ -466,7 +487,7 @@ def _threads() -> int:
 
 
 def _preload(modules: list[str], cwd: str, env: dict, threads: list[int]) -> str:
-    """Import the installed modules among `modules` that are not imported yet and may be (NOT_PRELOADED);
+    """Import the installed modules among `modules` that are not imported yet and may be (preload_allowed);
     errors are the step's to meet when it runs its own import. `threads[0]` grows by the threads that
     fork-safe libraries start. Returns why this process can no longer fork safely ("" if it can): an
     import started another thread, and preloading stops there."""
@@ -477,8 +498,8 @@ def _preload(modules: list[str], cwd: str, env: dict, threads: list[int]) -> str
     for name in modules:
         top = name.partition(".")[0]
         if name in sys.modules or os.path.exists(os.path.join(cwd, top + ".py")) \
-                or os.path.isdir(os.path.join(cwd, top)) or listed(name, NOT_PRELOADED, "JUPYTER_FLOW_PRELOAD_DENY"):
-            continue  # imported already, the notebook's folder has a module of that name, or never preloaded
+                or os.path.isdir(os.path.join(cwd, top)) or not preload_allowed(name):
+            continue  # imported already, the notebook's folder has a module of that name, or not known fork-safe
         before, imported = _threads(), set(sys.modules)
         try:
             importlib.import_module(name)
@@ -490,8 +511,9 @@ def _preload(modules: list[str], cwd: str, env: dict, threads: list[int]) -> str
         if any(listed(m, FORK_SAFE_THREADS, "JUPYTER_FLOW_PRELOAD_FORK_SAFE") for m in set(sys.modules) - imported):
             threads[0] += started
             continue
-        return (f"importing {name} started {started} thread{'s' if started > 1 else ''} (add it to "
-                "JUPYTER_FLOW_PRELOAD_DENY, or to JUPYTER_FLOW_PRELOAD_FORK_SAFE if its threads survive a fork)")
+        return (f"importing {name} started {started} thread{'s' if started > 1 else ''} (take it out of "
+                "JUPYTER_FLOW_PRELOAD_ALLOW, or add it to JUPYTER_FLOW_PRELOAD_FORK_SAFE if its threads survive "
+                "a fork)")
     return ""
 
 

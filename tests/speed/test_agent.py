@@ -27,7 +27,8 @@ from jupyter_flow.store.fsck import check
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")]
 
-WHO = "import os\nwho = os.getpid()\nstat = open(f'/proc/{os.getppid()}/stat').read()\nzp = int(stat.rsplit(')', 1)[1].split()[1])"
+WHO = ("import os\nwho = os.getpid()\nstat = open(f'/proc/{os.getppid()}/stat').read()\n"
+       "zp = int(stat.rsplit(')', 1)[1].split()[1])")
 
 
 @pytest.fixture
@@ -107,7 +108,8 @@ def test_a_run_through_the_agent_is_the_clis_own(tmp_path, store, agent, monkeyp
 
     path = tagged_notebook(tmp_path, [(["step:a"], "import os\nseen = os.environ.get('JF_TEST_VALUE')\n"
                                                    "mask = os.umask(0); os.umask(mask)")])
-    shown = cli("run", path, "--quiet", env={"JF_TEST_VALUE": "from the cli"}, check=0, preexec_fn=lambda: os.umask(0o027))
+    shown = cli("run", path, "--quiet", env={"JF_TEST_VALUE": "from the cli"}, check=0,
+                preexec_fn=lambda: os.umask(0o027))
     data = jupyter_flow.Run(shown.stdout.strip(), store)["a"].data
     assert data.seen == "from the cli" and data.mask == 0o027
 
