@@ -4,6 +4,7 @@ JUPYTER_FLOW_FORK=0, is started the usual way."""
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -25,9 +26,9 @@ def _processes(store: str, stdout: str, steps) -> tuple[dict, int]:
 
 
 def test_each_step_gets_a_fresh_kernel_forked_from_the_zygote(tmp_path, store):
+    saw = "b_saw = sorted(k for k in globals() if k.startswith('marker_') and k != 'marker_b')"
     path = tagged_notebook(tmp_path, [(["step:a"], PROCESS.format(step="a")),
-                                (["step:b"], PROCESS.format(step="b") + "b_saw = sorted(k for k in globals() "
-                                                                        "if k.startswith('marker_') and k != 'marker_b')")])
+                                      (["step:b"], PROCESS.format(step="b") + saw)])
     result = cli("run", path, "--quiet", check=0)
     procs, runner = _processes(store, result.stdout, "ab")
     assert procs["a"][0] != procs["b"][0]  # a kernel per step, never reused
@@ -53,9 +54,10 @@ def _kernelspec(tmp_path, name: str, argv: list[str]) -> dict:
 
 def test_a_kernelspec_with_interpreter_options_forks_from_a_zygote_started_with_them(tmp_path, store):
     env = _kernelspec(tmp_path, "other", [sys.executable, "-X", "utf8", "-m", "ipykernel_launcher"])
+    utf8 = "import sys\nutf8 = sys.flags.utf8_mode"
     path = tagged_notebook(tmp_path, [(["step:a"], PROCESS.format(step="a")),
-                                (["step:b", "kernel:other"], PROCESS.format(step="b") + "import sys\nutf8 = sys.flags.utf8_mode"),
-                                (["step:c", "kernel:other"], PROCESS.format(step="c"))])
+                                      (["step:b", "kernel:other"], PROCESS.format(step="b") + utf8),
+                                      (["step:c", "kernel:other"], PROCESS.format(step="c"))])
     result = cli("run", path, "--quiet", env=env, check=0)
     procs, runner = _processes(store, result.stdout, "abc")
     assert runner not in {procs["a"][1], procs["b"][1]}  # both forked...
@@ -84,7 +86,8 @@ def test_the_provisioner_is_registered_and_launches_the_kernel(tmp_path):
     km = kernel_pool.start_kernel("python3", str(tmp_path))
     try:
         assert type(km.provisioner) is kernel_pool.ForkProvisioner
-        assert KernelProvisionerFactory.instance().provisioners[kernel_pool.PROVISIONER].load() is kernel_pool.ForkProvisioner
+        registered = KernelProvisionerFactory.instance().provisioners[kernel_pool.PROVISIONER]
+        assert registered.load() is kernel_pool.ForkProvisioner
         kc = kernel_pool.blocking_client(km)
         try:  # the answer comes in the reply itself (a new client may miss the first IOPub messages)
             kc.execute("import os", user_expressions={"parent": "os.getppid()"})
@@ -108,6 +111,7 @@ def _reuse_pid_next(pid: int) -> bool:
         return False
 
 
+@pytest.mark.timeout(600)  # bounded: 300 releases took 110 s with both cores busy
 def test_releasing_kernels_never_harms_their_running_siblings(tmp_path, busy_cores):
     # A diamond's step c lost its kernel ("killed by SIGKILL") as its sibling b's kernel was released:
     # the zygote had reaped an earlier kernel whose pid c's kernel then got, and still reported that
@@ -157,3 +161,22 @@ def _finish(sibling, stop, pool) -> None:
         kc.stop_channels()
         stop.unlink()
         pool.release(km)
+
+
+@pytest.mark.parametrize("ending, status", [("os._exit(3)", 3), ("os.kill(os.getpid(), 9)", -9)])
+def test_a_forked_kernel_keeps_its_exit_status_and_last_words(tmp_path, ending, status):
+    km = kernel_pool.start_kernel("python3", str(tmp_path))
+    try:
+        assert km.provisioner.forked is not None  # from the zygote
+        kc = kernel_pool.blocking_client(km)
+        try:
+            kc.execute(f"import os\nos.write(2, b'last words of the kernel\\n')\n{ending}")
+            deadline = time.monotonic() + 120
+            while kernel_pool.kernel_exit(km) is None and time.monotonic() < deadline:  # its state, not a duration
+                time.sleep(0.05)
+        finally:
+            kc.stop_channels()
+        assert kernel_pool.kernel_exit(km) == status
+        assert "last words of the kernel" in kernel_pool.kernel_output(km)
+    finally:
+        kernel_pool.kill_kernel(km)
