@@ -126,5 +126,6 @@ def apply(spec: dict, cont: dict, flow: Flow, run_id: str) -> dict:
     step = flow.steps[spec["step"]]
     kernel_spec = dict(spec["kernel_spec"], snapshot={"variables": cont["variables"], "modules": cont["modules"]})
     return dict(spec, stepbook=stepbook.build(flow, step, run_id, spec["index"], start=cont["from"]),
-                kernel_spec=kernel_spec, files_in={**(spec.get("files_in") or {}), **(cont["files"].get("written") or {})},
+                kernel_spec=kernel_spec,
+                files_in={**(spec.get("files_in") or {}), **(cont["files"].get("written") or {})},
                 continued={"run": cont["run"], "cell": cont["cell"], "line": cont["line"], "files": cont["files"]})

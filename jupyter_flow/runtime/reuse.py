@@ -287,7 +287,7 @@ def _code_change(flow: Flow, old: list[dict], new: list[dict]) -> str | None:
     """`code changed: cell 4, line 2 `x = 3``: the first cell whose code differs and its first changed line."""
     by_number = {c.index + 1: c for c in flow.shared + [c for s in flow.steps.values() for c in s.cells]}
     matcher = difflib.SequenceMatcher(a=[c["code"] for c in old], b=[c["code"] for c in new], autojunk=False)
-    for op, i1, i2, j1, j2 in matcher.get_opcodes():
+    for op, i1, _i2, j1, _j2 in matcher.get_opcodes():
         if op == "equal":
             continue
         if op == "delete":

@@ -40,7 +40,8 @@ class Specs:
             elif self.flow.steps[producer].foreach:
                 refs[var] = {"hashes": [o["hash"] for o in outs]}
                 meta[var] = {"hashes": refs[var]["hashes"], "type": "list", "length": len(outs),
-                             "size": sum(o.get("size", 0) for o in outs), "preview": f"{len(outs)} values from {producer}"}
+                             "size": sum(o.get("size", 0) for o in outs),
+                             "preview": f"{len(outs)} values from {producer}"}
             else:
                 refs[var] = {"hash": outs[0]["hash"]}
                 meta[var] = outs[0]
@@ -117,14 +118,16 @@ class Specs:
             "index": task.index, "attempt": task.attempt, "attempts": task.attempts,
             "kernel": step.options.get("kernel", self.flow.kernel), "cwd": self.cwd, "preload": self.preload,
             "timeout": step.options.get("timeout"), "limit": step.options.get("limit", {}),
-            "parameters": self.injected, "pip": step.options.get("pip"), "input_meta": meta, "cache_key": cache_key, "executor": executor,
+            "parameters": self.injected, "pip": step.options.get("pip"), "input_meta": meta, "cache_key": cache_key,
+            "executor": executor,
             "foreach": foreach,
             "stepbook": stepbook.build(self.flow, step, self.run_id, task.index),
             "ends_notebook": task.step == self.last_step,  # no step follows it in the notebook
             "files_in": self.files_in(task.step),
             "kernel_spec": {
                 "store": self.store_url, "run_id": self.run_id, "step": task.step, "index": task.index,
-                "inputs": refs, "producers": step.inputs, "writes": step.writes, "needed": self.needed[task.step], "metrics": step.metrics,
+                "inputs": refs, "producers": step.inputs, "writes": step.writes, "needed": self.needed[task.step],
+                "metrics": step.metrics,
                 "verify": step.verify, "foreach": foreach, "secrets": self.flow.notebook.secrets,
             },
         }

@@ -48,7 +48,8 @@ def test_from_start_reruns_the_whole_step_and_says_why(failed, store):
 def test_cli_resume_says_where_it_continues(failed, store):
     nb, run = failed
     proc = cli("resume", run.id, check=0)
-    assert f"work: continues from cell 6: cells 4-5 not run again (values from run {run.id}'s failure snapshot)" in proc.stderr
+    assert (f"work: continues from cell 6: cells 4-5 not run again (values from run {run.id}'s failure snapshot)"
+            in proc.stderr)
     assert (nb.parent / "count.txt").read_text() == "0 1 2 3 4 "
 
 

@@ -39,7 +39,8 @@ def test_an_unknown_line_magic_says_so(run_flow):
 def test_a_notebook_kernel_that_is_not_installed_is_named(store):
     proc = cli("run", SCENARIOS / "r_without_irkernel.ipynb", check=2)
     assert one_line_error(proc).startswith(
-        "error: the notebook's kernel 'ir-not-installed' (its metadata, language R) is not installed; installed kernels:")
+        "error: the notebook's kernel 'ir-not-installed' (its metadata, language R) is not installed; "
+        "installed kernels:")
     assert "kernel: tag" not in proc.stderr and not run_dirs(store)
 
 

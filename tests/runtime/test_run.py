@@ -228,8 +228,8 @@ def test_one_task_runs_from_a_spec_file(store, tmp_path):
     task = runtime.Task("a", 0, attempt=1)
     spec_file = tmp_path / "spec.json"
     spec_file.write_text(json.dumps(runner.task_spec(task, {}, {}, None)))
-    proc = subprocess.run([sys.executable, "-m", "jupyter_flow.execution.task", spec_file], capture_output=True, text=True,
-                          timeout=120)
+    proc = subprocess.run([sys.executable, "-m", "jupyter_flow.execution.task", spec_file], capture_output=True,
+                          text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     record = json.loads(proc.stdout)
     assert record["status"] == "succeeded" and record["outputs"]["a"]["preview"] == "2"

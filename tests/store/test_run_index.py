@@ -250,7 +250,7 @@ def test_a_listing_killed_while_it_writes_the_index_leaves_listings_right(tmp_pa
         n += 1
         proc = subprocess.Popen([sys.executable, "-c", lister, str(tmp_path)], env={**os.environ})
         try:
-            wait_for(lambda: proc.poll() is not None or store.glob(layout.index_chunks()), what="an index file")
+            wait_for(lambda p=proc: p.poll() is not None or store.glob(layout.index_chunks()), what="an index file")
             for _ in range(40):  # runs end while it lists
                 records.write_run(store, record(n, FINISHED[n % 3], 0))
                 n += 1

@@ -85,7 +85,8 @@ def test_failure_snapshot_loads_from_s3(s3, s3_store):
     jupyter_flow.load(run["id"], "second", store=s3_store, into=namespace, quiet=True)
     assert namespace["a"] == 2 and namespace["b"] == 0 and namespace["x"] == 1
     task = jupyter_flow.Run(run["id"], store=s3_store)["second"]
-    assert "ZeroDivisionError" in json.dumps(task.notebook.cells[-1].outputs) or task.error["type"] == "ZeroDivisionError"
+    outputs = json.dumps(task.notebook.cells[-1].outputs)
+    assert "ZeroDivisionError" in outputs or task.error["type"] == "ZeroDivisionError"
 
 
 def test_same_value_is_stored_once(s3, s3_store):

@@ -46,7 +46,7 @@ def test_tampered_blob_is_never_unpickled_and_a_rerun_heals_it(run_flow, store, 
     blob(store, digest).write_bytes(pickle.dumps(Boom(str(marker))))
 
     with pytest.raises(CorruptBlob, match=digest):
-        run.refresh()["a"].data.a
+        _ = run.refresh()["a"].data.a
     with pytest.raises(CorruptBlob, match=f"{digest}.*'a'"):
         jupyter_flow.load(run.id, "b", store=store, into={}, state="inputs", quiet=True)
     assert not marker.exists()

@@ -121,6 +121,34 @@ def test_nobodys_gc_deletes_anothers_work(shared, tmp_path):
 
 
 # -- stale writers ------------------------------------------------------------------------------------
+def paused_step(started, gate) -> str:
+    """A step whose first execution marks `started`, waits for `gate`, then fails (so it writes a log, a
+    notebook and a failure snapshot of its own); any later execution prints its pid and succeeds."""
+    return (f"import os, pathlib, time\nwho = os.getpid()\nprint('attempt of pid', who)\n"
+            f"if not pathlib.Path({str(started)!r}).exists():\n"
+            f"    pathlib.Path({str(started)!r}).touch()\n"
+            f"    while not os.path.exists({str(gate)!r}):\n        time.sleep(0.02)\n"
+            f"    stale = list(range(10))\n    raise RuntimeError('the stale attempt woke up')")
+
+
+def assert_newer_attempt_shown(store: str, run_id: str, newer: dict, stale_pid: int | None) -> None:
+    """Everything readers show of the task is the newer attempt's: record, values, log, notebook,
+    no failure snapshot; the stale attempt's files are kept in its own folder, never in the newer one's."""
+    assert client.read_task(store, run_id, "a") == newer
+    task = jupyter_flow.Run(run_id, store=store)["a"].task
+    assert task.data.who == newer["kernel_pid"] != stale_pid
+    assert f"attempt of pid {newer['kernel_pid']}" in task.log and "stale attempt woke up" not in task.log
+    outputs = json.dumps([c.get("outputs") for c in task.notebook.cells])
+    assert f"attempt of pid {newer['kernel_pid']}" in outputs and "RuntimeError" not in outputs
+    assert client.task_artifacts(store, run_id, "a")["failure"] is None
+    s = open_store(store)
+    folders = {k.rsplit("/", 2)[-2] for k in s.glob(f"{layout.task_key(newer['flow'], run_id, 'a', 0)}/attempts/*/*")}
+    assert newer["files_at"].rsplit("/", 1)[-1] in folders and len(folders) == 2, folders
+    stale_folder = next(f for f in folders if not newer["files_at"].endswith(f))
+    stale_log = s.read_bytes(f"{layout.task_key(newer['flow'], run_id, 'a', 0)}/attempts/{stale_folder}/log.txt")
+    assert b"stale attempt woke up" in stale_log  # the stale attempt did write: beside, not over
+
+
 def test_a_paused_attempt_that_wakes_up_never_replaces_the_newer_record(shared, tmp_path):
     """Attempt 1 runs as its own process (`python -m jupyter_flow.execution.task`, the door every executor uses)
     and is stopped with SIGSTOP mid-step; attempt 2 of the same task runs to the end meanwhile, as a
@@ -128,10 +156,7 @@ def test_a_paused_attempt_that_wakes_up_never_replaces_the_newer_record(shared, 
     which the store refuses. Readers see attempt 2."""
     store, env = shared
     gate, started = tmp_path / "gate", tmp_path / "started"
-    nb = tagged_notebook(tmp_path, [
-        (["step:a"], (f"import os, pathlib, time\npathlib.Path({str(started)!r}).touch()\n"
-                      f"while not os.path.exists({str(gate)!r}):\n    time.sleep(0.02)\nwho = os.getpid()")),
-    ])
+    nb = tagged_notebook(tmp_path, [(["step:a"], paused_step(started, gate))])
     os.environ.update(env)  # the runner below is this process
     runner = runtime.prepare(nb, store=store)
     runner.begin()
@@ -141,8 +166,8 @@ def test_a_paused_attempt_that_wakes_up_never_replaces_the_newer_record(shared, 
         spec = runner.task_spec(runtime.Task("a", 0, attempt=attempt), {}, {}, None)
         path = tmp_path / f"spec{attempt}.json"
         path.write_text(json.dumps(spec))
-        return subprocess.Popen([sys.executable, "-m", "jupyter_flow.execution.task", str(path)], stdout=subprocess.PIPE,
-                                text=True, env={**os.environ, **env})
+        return subprocess.Popen([sys.executable, "-m", "jupyter_flow.execution.task", str(path)],
+                                stdout=subprocess.PIPE, text=True, env={**os.environ, **env})
 
     def record() -> dict:
         return client.read_task(store, runner.run_id, "a")
@@ -164,10 +189,9 @@ def test_a_paused_attempt_that_wakes_up_never_replaces_the_newer_record(shared, 
         if first.poll() is None:
             first.kill()
             first.wait()
-    stale = json.loads(out)  # attempt 1 did finish and tried to write its record ...
-    assert stale["attempt"] == 1 and stale["ended"]
-    assert record() == newer  # ... and the newer one stands
-    assert jupyter_flow.Run(runner.run_id, store=store)["a"].data.who == newer["kernel_pid"] != stale["kernel_pid"]
+    stale = json.loads(out)  # attempt 1 did finish (failing) and tried to write its record and files ...
+    assert stale["attempt"] == 1 and stale["status"] == "failed" and stale["failure"]
+    assert_newer_attempt_shown(store, runner.run_id, newer, stale["kernel_pid"])  # ... and the newer ones stand
 
 
 def test_conditional_writes_under_contention(shared):
@@ -200,10 +224,7 @@ def test_a_paused_dask_worker_that_wakes_up_after_its_task_was_retried_elsewhere
     monkeypatch.setenv("JUPYTER_FLOW_AGENT", "0")
     store = str(tmp_path / "store")
     started, gate = tmp_path / "started", tmp_path / "gate"
-    nb = tagged_notebook(tmp_path, [
-        (["step:a", "retry:1"], (f"import os, pathlib, time\npathlib.Path({str(started)!r}).touch()\n"
-                                 f"while not os.path.exists({str(gate)!r}):\n    time.sleep(0.02)\nwho = os.getpid()")),
-    ])
+    nb = tagged_notebook(tmp_path, [(["step:a", "retry:1"], paused_step(started, gate))])
     port = free_port()
     address = f"tcp://127.0.0.1:{port}"
     scheduler = _start([sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1", "--port",
@@ -226,7 +247,7 @@ def test_a_paused_dask_worker_that_wakes_up_after_its_task_was_retried_elsewhere
                                    "--scheduler", address, "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                   text=True)
         procs.insert(0, runner)
-        wait_for(started.exists, timeout=180, what="the step to start on worker 1")
+        wait_for(started.exists, timeout=400, what="the step to start on worker 1")
         first.send_signal(signal.SIGSTOP)
         gate.touch()
         worker("w2")
@@ -242,8 +263,7 @@ def test_a_paused_dask_worker_that_wakes_up_after_its_task_was_retried_elsewhere
         for proc in procs:
             proc.send_signal(signal.SIGCONT)  # a stopped process would not stop
         _stop(procs)
-    assert client.read_task(store, run.id, "a") == newer
-    assert jupyter_flow.Run(run.id, store=store)["a"].data.who == newer["kernel_pid"]
+    assert_newer_attempt_shown(store, run.id, newer, None)
 
 
 def test_a_record_whose_etag_is_not_its_md5_is_still_written_conditionally(s3):
