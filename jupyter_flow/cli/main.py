@@ -11,6 +11,7 @@ import os
 import sys
 
 from jupyter_flow.cli import agent
+from jupyter_flow.speed import import_trims
 
 EPILOG = """\
 Tag notebook cells with step:NAME (and prev:NAME, foreach:ITEM=VAR, retry:N, timeout:S, ...).
@@ -793,6 +794,7 @@ def entry() -> None:
     objects of every module a run imported."""
     import gc
 
+    import_trims.install()  # before any thread starts: this process's (and an agent's) notebook-stack imports
     argv = sys.argv[1:]
     code = agent.delegate(argv)
     if code is None:
