@@ -31,6 +31,7 @@ VALIDATE = ("import json, sys\n"
             "print(json.dumps('importable'))\n")
 
 
+@pytest.mark.slow  # a fresh interpreter imports the notebook stack: seconds under load
 def test_jsonschema_imports_without_the_format_checker_packages_and_they_stay_importable():
     if not INSTALLED:
         pytest.skip("no format-checker package is installed: nothing to trim")
@@ -40,12 +41,14 @@ def test_jsonschema_imports_without_the_format_checker_packages_and_they_stay_im
     assert trimmed == [[], ["_Trims"], [], "importable"]
 
 
+@pytest.mark.slow  # a fresh interpreter imports the notebook stack: seconds under load
 def test_without_the_trims_a_process_imports_as_it_would_without_jupyter_flow():
     if "rfc3987_syntax" not in INSTALLED:
         pytest.skip("rfc3987_syntax (the costly one) is not installed")
     assert _fresh("import jupyter_flow.speed.import_trims\n" + VALIDATE, "rfc3987_syntax")[0] == ["rfc3987_syntax"]
 
 
+@pytest.mark.slow  # a fresh interpreter imports the notebook stack: seconds under load
 def test_papermill_imports_without_boto3_and_papermill_s3_stays_importable():
     pytest.importorskip("boto3")
     out = _fresh("import json, sys\n"
@@ -94,6 +97,7 @@ def test_the_trims_are_installed_only_before_any_thread_starts():
     assert out == [False]
 
 
+@pytest.mark.slow  # a fresh interpreter imports the notebook stack: seconds under load
 def test_the_cli_installs_them_first_thing_and_the_api_does_not():
     cli = _fresh("import atexit, json, sys\n"
                  "sys.argv = ['jupyter-flow', '--version']\n"
