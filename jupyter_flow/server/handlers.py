@@ -15,7 +15,7 @@ from jupyter_server.base.handlers import APIHandler
 
 from jupyter_flow.errors import FlowError, NotFound
 from jupyter_flow.server.service import FlowService
-from jupyter_flow.store import ReadOnly, layout
+from jupyter_flow.store import ReadOnly, layout, status
 
 RESOURCE = "jupyter_flow"
 RUN_ID = rf"(?P<run_id>{layout.RUN_ID.pattern.strip('^$')})"
@@ -87,6 +87,23 @@ class VersionHandler(FlowHandler):
     @authorized
     async def get(self):
         self.reply(await self.call(self.service.info))
+
+
+def vocabulary() -> dict:
+    """store/status.py's vocabulary (statuses, their order and colours, the step-name rule) and
+    `ended`: the statuses after which a task or run no longer changes in a view (the terminal ones,
+    and crashed and damaged, which are read as ends)."""
+    ended = status.TERMINAL | {status.Status.CRASHED, status.Status.DAMAGED}
+    return dict(status.vocabulary(), ended=[s.value for s in status.Status if s in ended])
+
+
+class VocabularyHandler(FlowHandler):
+    """The sidebar's one source for statuses and step names: it keeps no table of its own."""
+
+    @tornado.web.authenticated
+    @authorized
+    async def get(self):
+        self.reply(vocabulary())
 
 
 class DagHandler(FlowHandler):
@@ -191,6 +208,7 @@ class MissingHandler(FlowHandler):
 
 ROUTES = [
     (r"version", VersionHandler),
+    (r"vocabulary", VocabularyHandler),
     (r"dag", DagHandler),
     (r"plan", PlanHandler),
     (r"runs", RunsHandler),

@@ -20,10 +20,11 @@ from tornado.iostream import StreamClosedError
 
 from jupyter_flow.errors import NotFound
 from jupyter_flow.readers import client
-from jupyter_flow.server.handlers import RUN_ID, STEP, FlowHandler
+from jupyter_flow.server.handlers import RUN_ID, STEP, FlowHandler, vocabulary
+from jupyter_flow.store.status import Status
 
 RETRY = 0.01  # seconds before re-reading after a report the store did not show yet (doubles)
-FINAL = ("succeeded", "failed", "cancelled", "crashed", "timed_out", "cached", "reused", "skipped")
+ENDED = frozenset(vocabulary()["ended"])  # a task or run in one of these no longer changes
 
 
 class RunEvents:
@@ -98,19 +99,49 @@ class StreamHandler(FlowHandler):
         self.finish()
 
 
+def _text(value) -> str:
+    return json.dumps(value, default=str, sort_keys=True)
+
+
+class RunChanges:
+    """What a run stream sends: the whole run (with its tasks) the first time, then only what changed
+    since the last call: the run's fields that changed, the names of fields it no longer has, and the
+    tasks that are new or changed. A 1,000-task foreach then sends a task's record when it changes rather
+    than all 1,000 records on every change."""
+
+    def __init__(self):
+        self.fields: dict[str, str] | None = None  # run field -> its JSON, as last sent
+        self.tasks: dict[tuple, str] = {}  # (step, index) -> the task's JSON, as last sent
+
+    def __call__(self, run: dict) -> tuple[str, dict] | None:
+        """("run", the run) the first time; ("change", {"run": fields, "gone": [name, ...], "tasks":
+        [task, ...]}) after, or None if nothing changed."""
+        fields = {k: _text(v) for k, v in run.items() if k != "tasks"}
+        tasks = {(t["step"], t["index"]): t for t in run.get("tasks") or []}
+        texts = {key: _text(t) for key, t in tasks.items()}
+        first, before, sent = self.fields is None, self.fields or {}, self.tasks
+        self.fields, self.tasks = fields, texts
+        if first:
+            return "run", run
+        changed = {k: run[k] for k, text in fields.items() if before.get(k) != text}
+        gone = sorted(before.keys() - fields.keys())
+        new = [tasks[key] for key, text in texts.items() if sent.get(key) != text]
+        return ("change", {"run": changed, "gone": gone, "tasks": new}) if changed or gone or new else None
+
+
 class RunStreamHandler(StreamHandler):
-    """`run` events: the run with its tasks, each time it changes, until it ends."""
+    """`run` event: the run with its tasks; then a `change` event each time it changes (see
+    RunChanges), until it ends."""
 
     @tornado.web.authenticated
     @authorized
     async def get(self, run_id):
-        last = {"text": None}
+        changes = RunChanges()
 
         def poll():
             run = self.service.get_run(run_id)
-            text = json.dumps(run, default=str, sort_keys=True)
-            changed, last["text"] = text != last["text"], text
-            return ([("run", run)] if changed else []), run["status"] != "running"
+            event = changes(run)
+            return ([event] if event else []), run["status"] != Status.RUNNING
 
         await self.stream(run_id, poll)
 
@@ -139,7 +170,7 @@ class LogStreamHandler(StreamHandler):
             except NotFound:
                 text = ""
             new, sent["chars"] = text[sent["chars"]:], len(text)
-            done = status in FINAL or run["status"] != "running"
+            done = status in ENDED or run["status"] != Status.RUNNING
             return ([("log", {"text": new, "status": status})] if new or done else []), done
 
         await self.stream(run_id, poll)

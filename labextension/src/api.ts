@@ -1,6 +1,8 @@
 import { URLExt } from '@jupyterlab/coreutils';
 import { ServerConnection } from '@jupyterlab/services';
 
+import { IVocabulary } from './vocabulary';
+
 /** Shapes of the JSON the server extension returns (see docs/internal-api.md). */
 export interface IParameter {
   value: unknown;
@@ -65,7 +67,7 @@ export interface ITask {
   host?: string;
   executor?: string;
   notebook?: string;
-  failure?: { frames?: IFrame[] } | null;
+  failure?: { frames?: IFrame[]; withheld?: Record<string, string> } | null; // withheld: name -> why (a secret)
   continued?: { run: string; cell: number; line: string } | null; // a resumed step run from its failing cell
 }
 
@@ -80,6 +82,7 @@ export interface IFrame {
 
 export interface IRun {
   id: string;
+  steps?: { name: string; prev: string[] }[]; // in notebook order
   flow: string;
   status: string;
   user: string;
@@ -151,6 +154,28 @@ export class ApiError extends Error {
   }
 }
 
+/** What changed in a run since the last event (server/live.py RunChanges). */
+interface IRunChange {
+  run: Partial<IRun>; // fields that changed
+  gone: string[]; // fields the run no longer has
+  tasks: ITask[]; // tasks that are new or changed
+}
+
+/** `run` with `change` applied: a new object; its tasks by step (in notebook order) then index. */
+export function applyChange(run: IRun, change: IRunChange): IRun {
+  const merged: Record<string, unknown> = { ...run, ...change.run };
+  change.gone.forEach(name => delete merged[name]);
+  const next = merged as unknown as IRun;
+  const tasks = new Map((run.tasks ?? []).map(t => [`${t.step}/${t.index}`, t]));
+  change.tasks.forEach(t => tasks.set(`${t.step}/${t.index}`, t));
+  const order = (next.steps ?? []).map(s => s.name);
+  const rank = (t: ITask) => (order.includes(t.step) ? order.indexOf(t.step) : order.length);
+  next.tasks = [...tasks.values()].sort(
+    (a, b) => rank(a) - rank(b) || (a.step < b.step ? -1 : a.step > b.step ? 1 : 0) || a.index - b.index
+  );
+  return next;
+}
+
 /** One server stream of a run, shared by everything that shows that run. */
 interface ISharedRun {
   listeners: Set<(run: IRun) => void>;
@@ -199,6 +224,11 @@ export class FlowApi {
     return this.request('version');
   }
 
+  /** The statuses, their order and colours, and the step-name rule (see vocabulary.ts). */
+  vocabulary(): Promise<IVocabulary> {
+    return this.request('vocabulary');
+  }
+
   dag(path: string): Promise<IDag> {
     return this.request(`dag?path=${encodeURIComponent(path)}`);
   }
@@ -221,9 +251,9 @@ export class FlowApi {
   }
 
   /**
-   * `run` events: the run with its tasks each time it changes, until it ends. Every listener of a
-   * run shares one stream (a browser opens few connections per server), and a new one gets the
-   * latest state at once.
+   * The run with its tasks each time it changes, until it ends: the server sends the whole run once
+   * (`run`), then only what changed (`change`), merged here. Every listener of a run shares one
+   * stream (a browser opens few connections per server), and a new one gets the latest state at once.
    */
   runEvents(id: string, on: (run: IRun) => void): () => void {
     let entry = this._runs.get(id);
@@ -231,11 +261,14 @@ export class FlowApi {
       const shared: ISharedRun = { listeners: new Set(), last: null, close: () => undefined };
       shared.close = this.stream(
         `runs/${encodeURIComponent(id)}/events`,
-        (_, run) => {
-          shared.last = run;
-          shared.listeners.forEach(listener => listener(run));
+        (name, data) => {
+          const run = name === 'run' ? (data as IRun) : shared.last && applyChange(shared.last, data as IRunChange);
+          if (run) {
+            shared.last = run;
+            shared.listeners.forEach(listener => listener(run));
+          }
         },
-        ['run']
+        ['run', 'change']
       );
       this._runs.set(id, (entry = shared));
     }
@@ -302,16 +335,3 @@ export class FlowApi {
     return this.request(this.taskUrl(task, 'notebook'));
   }
 }
-
-/** Statuses after which a run or task no longer changes. */
-export const FINAL = new Set([
-  'succeeded',
-  'failed',
-  'cancelled',
-  'crashed',
-  'timed_out',
-  'cached',
-  'reused',
-  'skipped'
-]);
-export const DONE_OK = new Set(['succeeded', 'cached', 'reused', 'skipped']);

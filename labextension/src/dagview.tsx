@@ -141,8 +141,14 @@ function layout(dag: IDag, narrow = false): ILayout {
     points: g.edge(e).points
   }));
   // the drawing's bounds hold every node and every edge point (dagre's own size can cut edges off)
-  const xs = [...nodes.flatMap(n => [n.x - n.width / 2, n.x + n.width / 2]), ...edges.flatMap(e => e.points.map(p => p.x))];
-  const ys = [...nodes.flatMap(n => [n.y - n.height / 2, n.y + n.height / 2]), ...edges.flatMap(e => e.points.map(p => p.y))];
+  const xs = [
+    ...nodes.flatMap(n => [n.x - n.width / 2, n.x + n.width / 2]),
+    ...edges.flatMap(e => e.points.map(p => p.x))
+  ];
+  const ys = [
+    ...nodes.flatMap(n => [n.y - n.height / 2, n.y + n.height / 2]),
+    ...edges.flatMap(e => e.points.map(p => p.y))
+  ];
   const x = Math.min(...xs) - PAD;
   const y = Math.min(...ys) - PAD;
   return { nodes, edges, box: { x, y, width: Math.max(...xs) + PAD - x, height: Math.max(...ys) + PAD - y } };
@@ -233,7 +239,12 @@ export function DagView(props: IDagViewProps): JSX.Element {
     });
   const height = Math.min(MAX_HEIGHT, Math.max(80, graph.box.height * view.k));
   const keys = (e: React.KeyboardEvent) => {
-    const action = { '+': () => zoom(1.25), '=': () => zoom(1.25), '-': () => zoom(0.8), '0': () => setView({ ...view, fit: true }) }[e.key];
+    const action = {
+      '+': () => zoom(1.25),
+      '=': () => zoom(1.25),
+      '-': () => zoom(0.8),
+      '0': () => setView({ ...view, fit: true })
+    }[e.key];
     if (action) {
       e.preventDefault();
       action();
@@ -248,7 +259,12 @@ export function DagView(props: IDagViewProps): JSX.Element {
         <button className="jp-flow-zoomout" title="Zoom out (-)" aria-label="zoom out" onClick={() => zoom(0.8)}>
           −
         </button>
-        <button className="jp-flow-fit" title="Fit to panel (0)" aria-label="fit" onClick={() => setView({ ...view, fit: true })}>
+        <button
+          className="jp-flow-fit"
+          title="Fit to panel (0)"
+          aria-label="fit"
+          onClick={() => setView({ ...view, fit: true })}
+        >
           fit
         </button>
       </div>
@@ -282,7 +298,15 @@ export function DagView(props: IDagViewProps): JSX.Element {
         onPointerUp={() => (drag.current = null)}
       >
         <defs>
-          <marker id="jp-flow-arrow" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="7" markerHeight="7" orient="auto">
+          <marker
+            id="jp-flow-arrow"
+            viewBox="0 0 10 10"
+            refX="9"
+            refY="5"
+            markerWidth="7"
+            markerHeight="7"
+            orient="auto"
+          >
             <path d="M0,0 L10,5 L0,10 z" className="jp-flow-arrowhead" />
           </marker>
         </defs>

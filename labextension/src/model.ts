@@ -4,6 +4,7 @@ import { ISignal, Signal } from '@lumino/signaling';
 import { ApiError, FlowApi, IDag, IPlanStep, IRun, IRunOptions, IRunQuery, IServerInfo } from './api';
 import { RunFollower } from './follow';
 import { VERSION } from './version';
+import { vocabulary } from './vocabulary';
 
 /** The history's filters: whose runs (mine, everyone's, or one user's), which status, which page. */
 export interface IHistoryFilter {
@@ -57,7 +58,9 @@ export class FlowModel extends VDomModel {
 
   async connect(): Promise<void> {
     try {
-      this.info = await this.api.info();
+      const [info, words] = await Promise.all([this.api.info(), this.api.vocabulary()]);
+      this.info = info;
+      vocabulary.set(words);
       if (this.info.version !== VERSION) {
         this.message =
           `jupyter-flow server ${this.info.version} and lab extension ${VERSION} differ: ` +

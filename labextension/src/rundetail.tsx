@@ -1,10 +1,11 @@
 import { Button } from '@jupyterlab/ui-components';
 import * as React from 'react';
 
-import { FINAL, FlowApi, IArtifacts, IFrame, IPin, IRun, IRunOptions, ITask, IValueInfo } from './api';
+import { FlowApi, IArtifacts, IFrame, IPin, IRun, IRunOptions, ITask, IValueInfo } from './api';
 import { PinMark, pinText, StatusChip } from './runlist';
 import { formatDuration, formatNumber, formatTime, useElapsed } from './status';
 import { sourceOf } from './viewer';
+import { vocabulary } from './vocabulary';
 
 /** What the views can ask of the application (the notebook, its kernel, the main area). */
 export interface ITaskActions {
@@ -91,6 +92,26 @@ function FrameList(props: { frames: IFrame[] }): JSX.Element | null {
   );
 }
 
+/** The variables never stored because they are, or hold, secrets: each with why. */
+function Withheld(props: { withheld: Record<string, string> }): JSX.Element | null {
+  const names = Object.entries(props.withheld);
+  if (!names.length) {
+    return null;
+  }
+  return (
+    <div className="jp-flow-withheld">
+      <div>Withheld as secrets (never stored; a step reads them from its own environment):</div>
+      <ul>
+        {names.map(([name, why]) => (
+          <li key={name}>
+            <code>{name}</code>: it {why}
+          </li>
+        ))}
+      </ul>
+    </div>
+  );
+}
+
 /** Actions worth having when the task failed: load its state, insert its cell, resume the run. */
 function FailureBox(props: {
   task: ITask;
@@ -141,6 +162,7 @@ function FailureBox(props: {
           values={snapshot.variables}
         />
       )}
+      <Withheld withheld={task.failure?.withheld ?? {}} />
       {snapshot && Object.keys(snapshot.unpicklable ?? {}).length > 0 && (
         <div className="jp-flow-dim">not saved (cannot be pickled): {Object.keys(snapshot.unpicklable).join(', ')}</div>
       )}
@@ -184,7 +206,7 @@ function TaskDetail(props: { task: ITask; run: IRun; api: FlowApi; actions: ITas
   const log = useLog(api, task);
   const [artifacts, setArtifacts] = React.useState<IArtifacts | null>(null);
   React.useEffect(() => {
-    if (FINAL.has(task.status)) {
+    if (vocabulary.ended.has(task.status)) {
       api.artifacts(task).then(setArtifacts, () => setArtifacts(null));
     }
   }, [task.run_id, task.step, task.index, task.status]);
@@ -196,7 +218,7 @@ function TaskDetail(props: { task: ITask; run: IRun; api: FlowApi; actions: ITas
         {formatTime(task.started)} · attempt {task.attempt} {task.host ? `· ${task.host}` : ''}
       </div>
       {task.continued && <div className="jp-flow-continued">{task.continued.line}</div>}
-      {FINAL.has(task.status) && (
+      {vocabulary.ended.has(task.status) && (
         <Button minimal className="jp-flow-open" onClick={() => props.actions.openNotebook(task)}>
           Open executed notebook
         </Button>
@@ -273,7 +295,11 @@ export function RunDetail(props: IRunDetailProps): JSX.Element {
         <StatusChip status={run.status} />
         <span className="jp-flow-runid">{run.id}</span>
         {props.onOpenPage && (
-          <button className="jp-flow-openrun jp-flow-linkbutton" title="Open this run's page in the main area" onClick={props.onOpenPage}>
+          <button
+            className="jp-flow-openrun jp-flow-linkbutton"
+            title="Open this run's page in the main area"
+            onClick={props.onOpenPage}
+          >
             ↗ page
           </button>
         )}

@@ -11,7 +11,11 @@ function initialValues(parameters: Record<string, IParameter>): Values {
   for (const [name, p] of Object.entries(parameters)) {
     // numbers and literals as the notebook writes them ("1.0", "[0.1, 1.0]"), not as JSON.stringify does
     values[name] =
-      p.type === 'bool' ? Boolean(p.value) : p.type === 'str' ? String(p.value ?? '') : p.source ?? formatValue(p.value, p.type);
+      p.type === 'bool'
+        ? Boolean(p.value)
+        : p.type === 'str'
+          ? String(p.value ?? '')
+          : (p.source ?? formatValue(p.value, p.type));
   }
   return values;
 }
@@ -43,7 +47,11 @@ export function parseValue(name: string, type: string, raw: string | boolean): u
 }
 
 /** The parameters whose form value differs from the notebook's default, parsed to their types. */
-function changedParameters(parameters: Record<string, IParameter>, initial: Values, values: Values): Record<string, unknown> {
+function changedParameters(
+  parameters: Record<string, IParameter>,
+  initial: Values,
+  values: Values
+): Record<string, unknown> {
   const changed: Record<string, unknown> = {};
   for (const [name, p] of Object.entries(parameters)) {
     if (values[name] !== initial[name]) {

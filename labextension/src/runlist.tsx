@@ -3,6 +3,7 @@ import * as React from 'react';
 import { IParameter, IPin, IRun } from './api';
 import { IHistoryFilter, PAGE_SIZE } from './model';
 import { formatDuration, formatNumber, formatTime, formatValue } from './status';
+import { vocabulary } from './vocabulary';
 
 function StatusChip(props: { status: string }): JSX.Element {
   return <span className={`jp-flow-chip jp-flow-status-${props.status}`}>{props.status}</span>;
@@ -37,12 +38,28 @@ function Compare(props: { runs: IRun[]; types: Record<string, IParameter> }): JS
         </tr>
       </thead>
       <tbody>
-        {row('status', props.runs.map(r => r.status))}
-        {row('duration', props.runs.map(r => formatDuration(r.duration)))}
-        {keys(r => r.parameters).map(k =>
-          row(k, props.runs.map(r => (k in (r.parameters ?? {}) ? formatValue(r.parameters[k], props.types[k]?.type) : undefined)))
+        {row(
+          'status',
+          props.runs.map(r => r.status)
         )}
-        {keys(r => r.metrics).map(k => row(`📈 ${k}`, props.runs.map(r => formatNumber(r.metrics?.[k]))))}
+        {row(
+          'duration',
+          props.runs.map(r => formatDuration(r.duration))
+        )}
+        {keys(r => r.parameters).map(k =>
+          row(
+            k,
+            props.runs.map(r =>
+              k in (r.parameters ?? {}) ? formatValue(r.parameters[k], props.types[k]?.type) : undefined
+            )
+          )
+        )}
+        {keys(r => r.metrics).map(k =>
+          row(
+            `📈 ${k}`,
+            props.runs.map(r => formatNumber(r.metrics?.[k]))
+          )
+        )}
       </tbody>
     </table>
   );
@@ -67,8 +84,6 @@ export function PinMark(props: { pin: IPin | null | undefined }): JSX.Element | 
     </span>
   ) : null;
 }
-
-const STATUSES = ['running', 'succeeded', 'failed', 'cancelled', 'crashed', 'damaged'];
 
 /** Whose runs (mine, everyone's, a user's), which status; the user name is applied on Enter or on leaving it. */
 function Filters(props: { filter: IHistoryFilter; onFilter: (change: Partial<IHistoryFilter>) => void }): JSX.Element {
@@ -106,7 +121,7 @@ function Filters(props: { filter: IHistoryFilter; onFilter: (change: Partial<IHi
         onChange={e => onFilter({ status: e.target.value })}
       >
         <option value="">any status</option>
-        {STATUSES.map(s => (
+        {vocabulary.runStatuses.map(s => (
           <option key={s} value={s}>
             {s}
           </option>
@@ -133,8 +148,7 @@ export interface IRunListProps {
 /** Earlier runs of this flow, newest first; tick two or more to compare them. */
 export function RunList(props: IRunListProps): JSX.Element {
   const [ticked, setTicked] = React.useState<string[]>([]);
-  const toggle = (id: string) =>
-    setTicked(ticked.includes(id) ? ticked.filter(x => x !== id) : [...ticked, id]);
+  const toggle = (id: string) => setTicked(ticked.includes(id) ? ticked.filter(x => x !== id) : [...ticked, id]);
   const compared = props.runs.filter(r => ticked.includes(r.id));
   const { filter, onFilter } = props;
   const first = filter.offset + 1;
@@ -142,7 +156,9 @@ export function RunList(props: IRunListProps): JSX.Element {
     <div className="jp-flow-runlist" aria-busy={props.loading} data-query={props.query}>
       <Filters filter={filter} onFilter={onFilter} />
       {props.runs.length === 0 && !props.loading && (
-        <div className="jp-flow-empty">{filter.who === 'mine' && !filter.status ? 'No runs yet.' : 'No runs match.'}</div>
+        <div className="jp-flow-empty">
+          {filter.who === 'mine' && !filter.status ? 'No runs yet.' : 'No runs match.'}
+        </div>
       )}
       <ul>
         {props.runs.map(r => (

@@ -11,7 +11,7 @@ import { ITaskActions, NameTable, RunDetail } from './rundetail';
 import { formatNumber, formatValue, stepStates } from './status';
 
 /** A run's DAG as recorded with it, when its notebook is no longer readable. */
-function recordedDag(run: IRun & { steps?: { name: string; prev: string[] }[] }): IDag {
+function recordedDag(run: IRun): IDag {
   const steps = (run.steps ?? []).map(s => ({
     name: s.name,
     prev: s.prev,
@@ -67,7 +67,10 @@ function Table(props: {
   values: Record<string, unknown>;
   format: (name: string, value: unknown) => string;
 }): JSX.Element | null {
-  const rows = Object.entries(props.values ?? {}).map(([k, v]): [string, React.ReactNode[]] => [k, [props.format(k, v)]]);
+  const rows = Object.entries(props.values ?? {}).map(([k, v]): [string, React.ReactNode[]] => [
+    k,
+    [props.format(k, v)]
+  ]);
   return <NameTable title={props.title} rows={rows} />;
 }
 
@@ -96,9 +99,18 @@ class RunPage extends VDomRenderer<RunPageModel> {
         <div className="jp-flow-runpage-grid">
           <div>
             {m.dag && (
-              <DagView dag={m.dag} states={stepStates(run.tasks)} selected={m.selectedStep} onSelect={s => m.select(s)} />
+              <DagView
+                dag={m.dag}
+                states={stepStates(run.tasks)}
+                selected={m.selectedStep}
+                onSelect={s => m.select(s)}
+              />
             )}
-            <Table title="parameters" values={run.parameters} format={(k, v) => formatValue(v, m.dag?.parameters[k]?.type)} />
+            <Table
+              title="parameters"
+              values={run.parameters}
+              format={(k, v) => formatValue(v, m.dag?.parameters[k]?.type)}
+            />
             <Table title="metrics" values={run.metrics ?? {}} format={(_, v) => formatNumber(v)} />
           </div>
           <RunDetail

@@ -1,7 +1,6 @@
 import { VDomRenderer } from '@jupyterlab/ui-components';
 import * as React from 'react';
 
-import { DONE_OK } from './api';
 import { DagView } from './dagview';
 import { flowIcon } from './icons';
 import { FlowModel } from './model';
@@ -9,6 +8,7 @@ import { ITaskActions, RunDetail } from './rundetail';
 import { RunForm } from './runform';
 import { RunList, StatusChip } from './runlist';
 import { stepStates } from './status';
+import { vocabulary } from './vocabulary';
 
 function Section(props: { title: string; children: React.ReactNode; open?: boolean }): JSX.Element {
   return (
@@ -46,7 +46,7 @@ export class FlowSidebar extends VDomRenderer<FlowModel> {
         this._actions.revealStep(step);
       }
     };
-    const done = [...states.values()].filter(s => DONE_OK.has(s.status) && s.done === s.total).length;
+    const done = [...states.values()].filter(s => vocabulary.done.has(s.status) && s.done === s.total).length;
     return (
       <div className="jp-flow-body">
         <header className="jp-flow-header">

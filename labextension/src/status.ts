@@ -1,6 +1,7 @@
 import * as React from 'react';
 
-import { DONE_OK, ITask } from './api';
+import { ITask } from './api';
+import { vocabulary } from './vocabulary';
 
 /** One step's state in a run: foreach steps have several tasks, summed up here. */
 export interface IStepState {
@@ -10,34 +11,19 @@ export interface IStepState {
   tasks: ITask[];
 }
 
-const PRECEDENCE = [
-  'failed',
-  'timed_out',
-  'crashed',
-  'running',
-  'queued',
-  'cancelled',
-  'succeeded',
-  'cached',
-  'reused',
-  'skipped'
-];
-
+/** Each step's state: its tasks, how many are done, and the status it shows (vocabulary.combine). */
 export function stepStates(tasks: ITask[] | undefined): Map<string, IStepState> {
   const states = new Map<string, IStepState>();
   for (const task of tasks ?? []) {
     const state = states.get(task.step) ?? { status: '', done: 0, total: 0, tasks: [] };
     state.tasks.push(task);
     state.total += 1;
-    if (DONE_OK.has(task.status)) {
+    if (vocabulary.done.has(task.status)) {
       state.done += 1;
-    }
-    const rank = (s: string) => (PRECEDENCE.includes(s) ? PRECEDENCE.indexOf(s) : 99);
-    if (!state.status || rank(task.status) < rank(state.status)) {
-      state.status = task.status;
     }
     states.set(task.step, state);
   }
+  states.forEach(state => (state.status = vocabulary.combine(state.tasks.map(t => t.status))));
   return states;
 }
 
@@ -53,7 +39,15 @@ export function formatDuration(seconds?: number | null): string {
 }
 
 export function formatTime(iso?: string | null): string {
-  return iso ? new Date(iso).toLocaleString(undefined, { month: 'short', day: 'numeric', hour: '2-digit', minute: '2-digit', second: '2-digit' }) : '';
+  return iso
+    ? new Date(iso).toLocaleString(undefined, {
+        month: 'short',
+        day: 'numeric',
+        hour: '2-digit',
+        minute: '2-digit',
+        second: '2-digit'
+      })
+    : '';
 }
 
 export function formatNumber(value: unknown): string {

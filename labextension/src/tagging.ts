@@ -4,8 +4,8 @@ import { INotebookTracker, NotebookPanel } from '@jupyterlab/notebook';
 import { Widget } from '@lumino/widgets';
 
 import { IDag } from './api';
+import { vocabulary } from './vocabulary';
 
-const STEP_NAME = /^[a-z_][a-z0-9_]*$/;
 const STEP_TAG = /^(?:step|block):(.+)$/;
 const PREV_TAG = /^prev:(.+)$/;
 const SHARED_TAGS = ['imports', 'functions', 'parameters', 'pipeline-parameters', 'pipeline-metrics', 'skip'];
@@ -111,7 +111,7 @@ export async function markActiveCell(panel: NotebookPanel): Promise<void> {
       return;
     }
     value = result.value;
-    if (!value.name || STEP_NAME.test(value.name)) {
+    if (!value.name || vocabulary.isStepName(value.name)) {
       break;
     }
     await showErrorMessage(
@@ -203,7 +203,7 @@ export function paintSteps(panel: NotebookPanel, dag: IDag): void {
     const label =
       cell.model.type !== 'code'
         ? ''
-        : step ?? (tags.includes('skip') ? 'skip' : cell.model.sharedModel.source.trim() ? 'shared' : '');
+        : (step ?? (tags.includes('skip') ? 'skip' : cell.model.sharedModel.source.trim() ? 'shared' : ''));
     if (!label) {
       gutter?.remove();
       delete cell.node.dataset.jpFlowStep;
@@ -217,7 +217,11 @@ export function paintSteps(panel: NotebookPanel, dag: IDag): void {
     cell.node.dataset.jpFlowStep = label;
     gutter.dataset.color = step ? String(color) : label;
     gutter.textContent = badgeText(cell.model) ? '' : label; // a tagged cell's badge says it already
-    gutter.title = step ? `runs in step ${step}` : label === 'skip' ? 'not run (skip)' : 'runs at the start of every step';
+    gutter.title = step
+      ? `runs in step ${step}`
+      : label === 'skip'
+        ? 'not run (skip)'
+        : 'runs at the start of every step';
   });
 }
 

@@ -11,6 +11,7 @@ from jupyter_flow._version import __version__
 RUN = "20250101T000000-abcdef"
 ROUTES = [
     ("GET", "version"),
+    ("GET", "vocabulary"),
     ("GET", "dag?path=linear.ipynb"),
     ("GET", "plan?path=linear.ipynb"),
     ("POST", "plan/live"),
@@ -32,6 +33,19 @@ async def test_version(api):
     assert info["store"] and info["executor"] == "local" and info["user"]
     assert info["poll_interval_ms"] == 250
     assert info["executors"][:2] == ["local", "dask"]  # the sidebar's Run form offers these (registered names)
+
+
+async def test_vocabulary_is_the_engines(api):
+    """The sidebar's statuses, their order and colours and the step-name rule come from here only."""
+    import re
+
+    from jupyter_flow.store import status
+
+    code, words, _ = await api("vocabulary")
+    assert code == 200 and {k: v for k, v in words.items() if k != "ended"} == status.vocabulary()
+    assert words["precedence"].index("cancelled") < words["precedence"].index("running")  # as combine() ranks them
+    assert set(words["ended"]) == {s.value for s in status.TERMINAL} | {"crashed", "damaged"}
+    assert re.fullmatch(words["step_name"].strip("^$"), "train_2") and not re.fullmatch(words["step_name"], "Train")
 
 
 @pytest.mark.parametrize("method,route", ROUTES)

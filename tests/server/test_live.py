@@ -39,15 +39,41 @@ async def stream(jp_fetch, *route):
     return sse(chunks)
 
 
+def replay(events) -> list[dict]:
+    """The run as the browser sees it after each `run` or `change` event (as api.ts merges them)."""
+    runs = []
+    for name, data in events:
+        if name == "run":
+            runs.append(data)
+        elif name == "change":
+            runs.append(merge(runs[-1], data))
+    return runs
+
+
+def merge(run: dict, change: dict) -> dict:
+    merged = {k: v for k, v in {**run, **change["run"]}.items() if k not in change["gone"]}
+    tasks = {(t["step"], t["index"]): t for t in run.get("tasks") or []}
+    tasks.update({(t["step"], t["index"]): t for t in change["tasks"]})
+    order = [s["name"] for s in merged.get("steps") or []]
+    merged["tasks"] = sorted(tasks.values(), key=lambda t: (order.index(t["step"]) if t["step"] in order
+                                                             else len(order), t["step"], t["index"]))
+    return merged
+
+
 async def test_run_stream_pushes_every_change_and_ends_with_the_run(api, jp_fetch, root):
     _, started, _ = await api("runs", "POST", {"path": "linear.ipynb"})
     events = await stream(jp_fetch, "runs", started["id"], "events")
-    runs = [data for name, data in events if name == "run"]
+    runs = replay(events)
     assert events[-1][0] == "end"
-    assert runs[-1]["status"] == "succeeded" and len(runs[-1]["tasks"]) == 5
+    _, final, _ = await api(f"runs/{started['id']}")
+    assert runs[-1] == final and final["status"] == "succeeded" and len(final["tasks"]) == 5
     # each step's end was pushed on its own, not only the final state
     seen_done = [sum(t["status"] == "succeeded" for t in r["tasks"]) for r in runs]
     assert len(set(seen_done)) >= 4, seen_done
+    # the whole run once, then only what changed: no change carries the five tasks again
+    changes = [data for name, data in events if name == "change"]
+    assert [name for name, _ in events].count("run") == 1 and changes
+    assert all(len(c["tasks"]) < 5 for c in changes), changes
 
 
 async def test_a_run_started_here_shows_its_step_running_without_polling(api, jp_fetch, root, jp_serverapp):
@@ -59,8 +85,9 @@ async def test_a_run_started_here_shows_its_step_running_without_polling(api, jp
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nb.cells = [
         nbformat.v4.new_code_cell("import os, time", metadata={"tags": ["imports"]}),
-        nbformat.v4.new_code_cell(f"t0 = time.time()\nwhile not os.path.exists({str(release)!r}) and time.time() - t0 < 120:\n"
-                                  "    time.sleep(0.05)\nn = 1", metadata={"tags": ["step:talk"]}),
+        nbformat.v4.new_code_cell(f"t0 = time.time()\nwhile not os.path.exists({str(release)!r}) "
+                                  "and time.time() - t0 < 120:\n    time.sleep(0.05)\nn = 1",
+                                  metadata={"tags": ["step:talk"]}),
         nbformat.v4.new_code_cell("m = n + 1", metadata={"tags": ["step:after"]}),
     ]
     nbformat.write(nb, str(root / "waiter.ipynb"))
@@ -71,7 +98,7 @@ async def test_a_run_started_here_shows_its_step_running_without_polling(api, jp
             events = sse(chunks)
         except ValueError:  # a chunk ending inside an event
             return []
-        return [t["status"] for name, run in events if name == "run" for t in run["tasks"] if t["step"] == "talk"]
+        return [t["status"] for run in replay(events) for t in run["tasks"] if t["step"] == "talk"]
 
     def received(chunk):
         chunks.append(chunk)
