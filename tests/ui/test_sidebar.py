@@ -293,6 +293,48 @@ def badges(page):
     return [c.locator(".jp-flow-badge").inner_text() if c.locator(".jp-flow-badge").count() else "" for c in cells]
 
 
+def write_secret_failure(path: Path) -> None:
+    """A step that reads a token from its environment and fails in a helper that holds it (the token
+    is in a file beside the notebook, so its value is in no cell's source)."""
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.cells = [
+        nbformat.v4.new_code_cell("import os", metadata={"tags": ["imports"]}),
+        nbformat.v4.new_code_cell("rows = [1, 2, 3]", metadata={"tags": ["step:load"]}),
+        nbformat.v4.new_code_cell(
+            "os.environ.setdefault('SERVICE_API_TOKEN', open('token.txt').read().strip())  # as a login would\n"
+            "token = os.environ['SERVICE_API_TOKEN']\n"
+            "def call(url, key):\n    count = len(rows)\n    raise ConnectionError(f'cannot reach {url}')\n"
+            "call('https://service.invalid', token)", metadata={"tags": ["step:call"]}),
+    ]
+    nbformat.write(nb, str(path))
+    (path.parent / "token.txt").write_text("tok-9f8e7d6c5b4a3f2e1d0c\n")
+
+
+def test_the_failure_box_shows_the_frames_and_what_was_withheld_as_a_secret(lab, page):
+    write_secret_failure(lab.root / "secret_failure.ipynb")
+    open_notebook(page, lab, "secret_failure.ipynb")
+    run_and_wait(page, f"{SIDEBAR} .jp-flow-rundetail[data-status='failed']")
+    page.locator(f"{NODES}[data-step='call']").click()
+    box = page.locator(f"{SIDEBAR} .jp-flow-failure")
+    frames = box.locator(".jp-flow-frames")
+    frames.wait_for(timeout=20_000)
+    helper = frames.locator(".jp-flow-frame[data-function='call']")
+    text = helper.inner_text()
+    assert "line 5, in call" in text and "count" in text and "3" in text, text  # where, function, line, locals
+    assert "[secret removed]" in text and "tok-9f8e7d6c5b4a3f2e1d0c" not in text, text  # the key argument
+    withheld = box.locator(".jp-flow-withheld")
+    assert "token" in withheld.inner_text() and "SERVICE_API_TOKEN" in withheld.inner_text()
+    assert "tok-9f8e7d6c5b4a3f2e1d0c" not in page.locator(SIDEBAR).inner_text()
+    box.scroll_into_view_if_needed()
+    for theme in ("JupyterLab Dark", "JupyterLab Light"):
+        set_theme(page, theme)
+        assert low_contrast(page) == [], theme
+        shot(page, "11-failure-frames-and-secrets" + ("-dark" if "Dark" in theme else ""))
+
+
 def test_tag_cells_from_the_toolbar(lab, page):
     write_notebook(lab.root / "tagging.ipynb", [("x = 1", ["step:first"]), ("y = x + 1", []), ("z = y * 2", [])])
     open_notebook(page, lab, "tagging.ipynb")
