@@ -145,6 +145,14 @@ def run_dirs(store: str) -> list[Path]:
     return sorted(Path(store).glob("flows/*/runs/*"))
 
 
+def live_log(run_dir: Path, step: str, index: int = 0) -> str:
+    """What a task's attempts have printed so far: each writes its live log into its own attempt folder
+    (store/layout.py: attempt_key), found here whichever attempt or worker it is."""
+    from jupyter_flow.store.layout import TASK_LOG
+
+    return "".join(p.read_text() for p in sorted((Path(run_dir) / step / str(index)).glob(f"attempts/*/{TASK_LOG}")))
+
+
 
 def wait_for(predicate, timeout: float = 120, what: str = "a state"):
     """Poll `predicate` until it returns something true (a state, not a duration); the timeout only

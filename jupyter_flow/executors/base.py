@@ -192,7 +192,7 @@ class Executor:
         with self._lock:  # the runs of a batch share the executor
             if self._warming is None:
                 forkserver.prestart()  # the first kernel's zygote imports while this process imports papermill
-                import jupyter_client  # noqa: F401
+                import jupyter_client  # noqa: F401 - now, in this thread, before the threads that use it
 
                 self._warming = threading.Thread(target=warm_imports, daemon=True, name="jupyter-flow-imports")
                 self._warming.start()

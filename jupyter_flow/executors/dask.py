@@ -65,7 +65,7 @@ class DaskExecutor(Executor):
         return self.address
 
     def launch(self, spec: dict, control: TaskControl):
-        from jupyter_flow.executors import dask_worker  # the optional `dask` extra, there since __init__
+        from jupyter_flow.executors import dask_worker  # the optional `dask` extra, as in crashed()
 
         problem = self._check_store(spec["store"])
         if problem:
@@ -79,9 +79,11 @@ class DaskExecutor(Executor):
                                   resources=resources or None)
 
     def crashed(self, spec: dict, error: BaseException) -> dict:
+        # the optional `dask` extra (there since __init__): imported where used, so that without it the
+        # registry's error is this executor's own "pip install 'jupyter-flow[dask]'"
         from distributed import KilledWorker
 
-        from jupyter_flow.executors.dask_worker import worker_lost  # the optional `dask` extra, there since __init__
+        from jupyter_flow.executors.dask_worker import worker_lost
 
         if isinstance(error, KilledWorker):  # the scheduler gave up after workers died running it
             return ended(spec, "failed", worker_lost(None), kind="WorkerLost")

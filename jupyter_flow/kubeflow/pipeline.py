@@ -19,14 +19,22 @@ import argparse
 import base64
 import inspect
 import json
+import os
 import re
 import sys
 import tempfile
+import threading
 import zlib
 from datetime import datetime, timezone
 from pathlib import Path
 
-from jupyter_flow.errors import FlowError
+import nbformat
+
+from jupyter_flow.errors import FlowError, failure_line
+from jupyter_flow.flow.dag import build_flow
+from jupyter_flow.flow.params import resolve
+from jupyter_flow.store import ENV, default_url, layout, open_store, records
+from jupyter_flow.store.status import DONE
 
 try:  # the exit handler's input type; kfp is an optional dependency
     from kfp.dsl import PipelineTaskFinalStatus
@@ -40,6 +48,7 @@ KFP_MISSING = "Kubeflow Pipelines needs the kfp SDK: pip install 'jupyter-flow[k
 
 
 # -- the components: one Python function each, shared by the cluster and kfp's local runner ------------
+# kfp runs a lightweight component's source alone in the pod, so each imports what it calls itself.
 def jf_begin(store: str, job_id: str, notebook: str, path: str, parameters: dict) -> str:
     """Record the run (its notebook copy and run.json, status running); returns its run id."""
     from jupyter_flow.kubeflow.pipeline import begin
@@ -70,7 +79,7 @@ def jf_finish(store: str, flow: str, job_id: str, status: PipelineTaskFinalStatu
 
 # -- compiling -------------------------------------------------------------------------------------------
 def _kfp():
-    try:
+    try:  # the optional `kfp` extra
         import kfp  # noqa: F401
         from kfp import dsl
     except ImportError:
@@ -81,10 +90,6 @@ def _kfp():
 def check_store_url(url: str | None, allow_local: bool = False) -> str:
     """The store URL a cluster's pods write to: an object store (s3://, gs://, ...), never a local path.
     Only the URL is checked: compiling needs no credentials nor the store's fsspec driver."""
-    import os
-
-    from jupyter_flow.store import ENV, default_url, open_store
-
     url = str(url or os.environ.get(ENV) or default_url())
     remote = re.match(r"^[a-z][a-z0-9+.-]*://", url) and not url.startswith(("file://", "local://", "memory://"))
     if remote:
@@ -104,10 +109,6 @@ def pipeline_parameters(flow) -> dict[str, tuple[type, object]]:
 def pipeline(notebook, store: str | None = None, image: str = DEFAULT_IMAGE, allow_local_store: bool = False):
     """The KFP pipeline function of `notebook`: compile it with kfp.compiler.Compiler, run it with
     kfp.local, or submit it with kfp.Client.create_run_from_pipeline_func."""
-    import nbformat
-
-    from jupyter_flow.flow.dag import build_flow
-
     dsl = _kfp()
     flow = build_flow(notebook)
     local = [n for n, s in flow.steps.items() if s.options.get("executor") == "local"]
@@ -190,7 +191,7 @@ def export(notebook, output: str, store: str | None = None, image: str = DEFAULT
         raise FlowError(f"-o {output}: folder {Path(output).resolve().parent} does not exist; create it first")
     url = check_store_url(store, allow_local_store)
     func = pipeline(notebook, store=url, image=image, allow_local_store=True)
-    from kfp import compiler
+    from kfp import compiler  # the optional `kfp` extra, there since pipeline()
 
     compiler.Compiler().compile(func, str(output))
     return url
@@ -204,15 +205,12 @@ class _Names:
 
 def _runner(store_url: str, run_id: str, workdir: str):
     """A Runner over the run as the store has it: its notebook copy, parameters and task records."""
-    from jupyter_flow.flow.dag import build_flow
-    from jupyter_flow.runtime import Runner, Task
-    from jupyter_flow.store import open_store, records
-    from jupyter_flow.store.layout import run_key
+    from jupyter_flow.runtime import Runner, Task  # start-up time: `export` compiles without the runtime (1.5 s)
 
     store = open_store(store_url)
     run = records.find_run(store, run_id).to_dict()
     path = Path(workdir) / Path(run["notebook"]).name
-    path.write_bytes(store.read_bytes(f"{run_key(run['flow'], run_id)}/notebook.ipynb"))
+    path.write_bytes(store.read_bytes(layout.run_file(run["flow"], run_id, layout.RUN_NOTEBOOK)))
     runner = Runner(build_flow(path), run["parameters"], store, _Names(), run_id=run_id)
     runner.record = run
     here = Path(run["notebook"]).parent
@@ -231,18 +229,14 @@ def begin(store_url: str, job_id: str, path: str, notebook: str, parameters: dic
     """Record the run (its notebook copy and run.json); `notebook` is the notebook as `pipeline` encodes it.
     The run id starts with the time, as every run id does (listings show the newest first), and ends
     with the KFP job id (`finish` finds the run by it)."""
-    from jupyter_flow.flow.dag import build_flow
-    from jupyter_flow.flow.params import resolve
-    from jupyter_flow.runtime import Runner
-    from jupyter_flow.store import open_store, records
-    from jupyter_flow.store.layout import time_id
+    from jupyter_flow.runtime import Runner  # start-up time, as in _runner
 
     with tempfile.TemporaryDirectory(prefix="jupyter-flow-kfp-") as workdir:
         copy = Path(workdir) / Path(path).name
         copy.write_bytes(zlib.decompress(base64.b64decode(notebook)))
         flow = build_flow(copy)
         values = resolve(flow, {n: _from_kfp(flow.parameters[n], v) for n, v in parameters.items()})
-        run_id = time_id(f"kfp-{job_id}")
+        run_id = layout.time_id(f"kfp-{job_id}")
         runner = Runner(flow, values, open_store(store_url), _Names(), run_id=run_id)
         # No process of ours lives as long as the run, so there is no pid or heartbeat to watch: the
         # exit handler (finish) marks the end, whatever happens to the steps.
@@ -275,9 +269,7 @@ def run_step(store_url: str, run_id: str, step: str, index: int, fail: bool = Fa
     """Run task `index` of `step` (or reuse an identical earlier one); returns its final record. With
     `fail`, a failed task raises SystemExit (KFP then retries the component, or skips what depends on
     it) unless its step is tagged catch: then the run goes on, as it does locally."""
-    from jupyter_flow.errors import failure_line
-    from jupyter_flow.runtime import Task, reuse
-    from jupyter_flow.store.status import DONE
+    from jupyter_flow.runtime import Task, reuse  # start-up time, as in _runner
 
     with tempfile.TemporaryDirectory(prefix="jupyter-flow-kfp-") as workdir:
         runner = _runner(store_url, run_id, workdir)
@@ -307,13 +299,11 @@ def run_step(store_url: str, run_id: str, step: str, index: int, fail: bool = Fa
 def _run_cancellable(runner, spec: dict) -> dict:
     """run_task, stopped (its failure snapshot taken) when `jupyter flow cancel` marks the run: no
     process of ours oversees a Kubeflow run, so each task watches the marker itself."""
-    import threading
-
-    from jupyter_flow.execution.task import TaskControl, run_task
+    from jupyter_flow.execution.task import TaskControl, run_task  # start-up time, as in _runner
 
     control = TaskControl(spec.get("timeout"))
     done = threading.Event()
-    marker = f"{runner.key}/cancel"
+    marker = layout.run_file(runner.flow.name, runner.run_id, layout.CANCEL)
 
     def watch():
         while not runner.store.exists(marker):
@@ -331,10 +321,7 @@ def _run_cancellable(runner, spec: dict) -> dict:
 def finish(store_url: str, flow: str, job_id: str, kfp_state: str, kfp_error: str = "") -> str | None:
     """Mark the run of KFP job `job_id` ended: succeeded when KFP says so, else failed with the first
     failed task's error. None when `begin` recorded no run (it failed: KFP shows why)."""
-    from jupyter_flow.errors import failure_line
-    from jupyter_flow.execution.task import now
-    from jupyter_flow.store import layout, open_store, records
-    from jupyter_flow.store.status import DONE
+    from jupyter_flow.execution.task import now  # start-up time, as in _runner
 
     found = open_store(store_url).glob(layout.run_json(flow, f"*-kfp-{job_id}"))
     if not found:

@@ -14,8 +14,11 @@ import secrets
 import threading
 from concurrent.futures import ThreadPoolExecutor, wait
 
+import yaml
+
 from jupyter_flow import runtime
 from jupyter_flow.errors import FlowError, NotFound
+from jupyter_flow.readers.client import Run, list_runs, table_of
 from jupyter_flow.store import Store, layout, open_store, records
 from jupyter_flow.store.status import Status
 
@@ -45,8 +48,6 @@ def expand(spec, fixed: dict | None = None, where: str = "grid") -> list[dict]:
 
 
 def load_grid(path: str) -> list | dict:
-    import yaml
-
     try:
         with open(path) as f:
             return yaml.safe_load(f)
@@ -103,8 +104,6 @@ class Batch:
 
     def __init__(self, batch_id: str, store: Store | str | None = None):
         """`batch_id`: its id, or a unique prefix of it (see `find_batch`)."""
-        from jupyter_flow.readers.client import Run
-
         self.store = open_store(store)
         self.id = find_batch(self.store, batch_id)
         self.record = self.store.read_json(layout.batch_json(self.id))
@@ -114,8 +113,6 @@ class Batch:
     @property
     def table(self):
         """A pandas DataFrame like `runs_table`, one row per parameter set, in set order."""
-        from jupyter_flow.readers.client import table_of
-
         return table_of([r.record for r in self.runs])
 
     @property
@@ -138,8 +135,6 @@ class Batch:
 
 def latest_runs(store: Store, record: dict) -> list[dict | None]:
     """For each set of the batch, the record of its newest run (None if it never started)."""
-    from jupyter_flow.readers.client import list_runs
-
     latest: list[dict | None] = [None] * len(record["sets"])
     for run in list_runs(store, flow=record["flow"], batch=record["id"]):  # newest first
         index = run["batch"]["index"]

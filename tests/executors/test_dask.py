@@ -7,7 +7,7 @@ import threading
 import nbformat
 import pytest
 from conftest import SCENARIOS as NOTEBOOKS
-from conftest import cli, one_line_error, wait_for
+from conftest import cli, live_log, one_line_error, wait_for
 from support.services import dask_cluster, free_port
 
 import jupyter_flow
@@ -122,8 +122,8 @@ def test_timeout_is_enforced_on_the_worker(scheduler, tmp_path):
 
 def wait_until_running(store, run_id: str, step: str) -> None:
     """Until the step's own code runs on the worker (it prints `sleepy: started` into its live log)."""
-    wait_for(lambda: any("sleepy: started" in p.read_text()
-                         for p in store.glob(f"flows/*/runs/{run_id}/{step}/0/log.txt")), what=f"step {step} to run")
+    wait_for(lambda: any("sleepy: started" in live_log(d, step) for d in store.glob(f"flows/*/runs/{run_id}")),
+             what=f"step {step} to run")
 
 
 @pytest.mark.slow

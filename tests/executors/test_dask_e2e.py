@@ -11,7 +11,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from conftest import wait_for
+from conftest import live_log, wait_for
 from support.services import can_hide_folders, dask_cluster, moto_s3, s3_env
 
 import jupyter_flow
@@ -151,8 +151,8 @@ def run_and_kill_its_worker(cluster: Cluster, tmp_path: Path, retry: bool, expec
     store = tmp_path / "store"
     handle = runtime.start_run(sleeps_once(tmp_path / "nb" / "kill.ipynb", retry=retry), store=store,
                                executor="dask", scheduler=cluster.address)
-    log = store / "flows" / "kill" / "runs" / handle.run_id / "sleepy" / "0" / "log.txt"
-    wait_for(lambda: log.exists() and "sleepy: started" in log.read_text(), what="the step to run on a worker")
+    run_dir = store / "flows" / "kill" / "runs" / handle.run_id
+    wait_for(lambda: "sleepy: started" in live_log(run_dir, "sleepy"), what="the step to run on a worker")
     killed = jupyter_flow.Run(handle.run_id, store=store)["sleepy"].task.record["worker"]
     cluster.kill(killed)
     assert handle.wait(240) == expect
