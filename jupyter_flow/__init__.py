@@ -18,25 +18,25 @@ __all__ = ["__version__", *_LAZY]
 
 def __getattr__(name):
     if name in _LAZY:
-        import importlib
+        import importlib  # lazy: start-up time (this whole module is; see its docstring)
 
         return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
     raise AttributeError(f"module 'jupyter_flow' has no attribute {name!r}")
 
 
 def _jupyter_server_extension_points():
-    from jupyter_flow.server import _jupyter_server_extension_points as points
+    from jupyter_flow.server import _jupyter_server_extension_points as points  # lazy: start-up time
 
     return points()
 
 
 def _jupyter_labextension_paths():
-    from jupyter_flow.server import _jupyter_labextension_paths as paths
+    from jupyter_flow.server import _jupyter_labextension_paths as paths  # lazy: start-up time
 
     return paths()
 
 
 def load_ipython_extension(ipython):
-    from jupyter_flow.readers.into_kernel import register_magics
+    from jupyter_flow.readers.into_kernel import register_magics  # lazy: start-up time
 
     register_magics(ipython)

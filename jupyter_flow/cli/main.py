@@ -1,16 +1,25 @@
 """`jupyter flow ...`: run, inspect, resume and clean up notebook pipelines from the terminal.
 
-Imports are lazy: `jupyter flow --help` and `jupyter flow runs` never import papermill.
+Imports of jupyter_flow's layers are made inside the command that needs them (each block marked
+`# lazy: start-up time`): this module imports only what hands a command to an agent (0.2 s), and
+`jupyter flow runs` reads the store without importing the runtime, papermill or jupyter_client.
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import json
+import logging
 import os
+import signal
 import sys
+import traceback
+from pathlib import Path
 
+from jupyter_flow._version import __version__
 from jupyter_flow.cli import agent
+from jupyter_flow.errors import FlowError
 from jupyter_flow.speed import import_trims
 
 EPILOG = """\
@@ -42,7 +51,7 @@ class _ExecutorHelp(str):
     """--executor's help lists the registered executors, read only when help is shown."""
 
     def __mod__(self, params):
-        from jupyter_flow.executors import names
+        from jupyter_flow.executors import names  # lazy: start-up time
 
         return (f"where tasks run: {', '.join(names())} (default: local; dask needs --scheduler; "
                 "packages add executors through the entry-point group jupyter_flow.executors)")
@@ -219,23 +228,17 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args([a for a in argv if a != "--debug"])
     args.debug = debug
     if debug:  # jupyter_flow's debug lines on stderr (why a kernel starts cold...), not other libraries'
-        import logging
-
         logging.basicConfig(format="debug: %(message)s")
         logging.getLogger("jupyter_flow").setLevel(logging.DEBUG)
     if args.version:
-        from jupyter_flow._version import __version__
-
         print(__version__)
         return 0
     if not args.command:
         parser.print_help()
         return 2
-    from jupyter_flow.errors import FlowError
-
     try:
         if args.command in WRITERS and not getattr(args, "dry_run", False):
-            from jupyter_flow.store import open_store
+            from jupyter_flow.store import open_store  # lazy: start-up time
 
             open_store(args.store).check_writable()  # a read-only store refuses in one line, before anything
         return COMMANDS[args.command](args)
@@ -257,14 +260,12 @@ def main(argv: list[str] | None = None) -> int:
 def _interruptible() -> None:
     """Ctrl-C and `kill PID` cancel the run cleanly (KeyboardInterrupt in the waiting thread), even
     when this process was started with SIGINT ignored (as `cmd &` in a script and some CI harnesses do)."""
-    import signal
-
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, signal.default_int_handler)
 
 
 def _execute(args, runner, log_output: bool = False) -> int:
-    from jupyter_flow.runtime import launch
+    from jupyter_flow.runtime import launch  # lazy: start-up time
     from jupyter_flow.ui.progress import Progress
 
     _interruptible()
@@ -272,7 +273,7 @@ def _execute(args, runner, log_output: bool = False) -> int:
     progress.set_runner(runner)
     runner.on_event = progress.event
     if log_output:
-        from jupyter_flow.readers.papermill_output import log_outputs
+        from jupyter_flow.readers.papermill_output import log_outputs  # lazy: start-up time
 
         runner.on_event = log_outputs(runner.store, progress.event)
     with progress:
@@ -284,8 +285,7 @@ def _execute(args, runner, log_output: bool = False) -> int:
 
 def cmd_run(args) -> int:
     _prestart_kernels(args)
-    from jupyter_flow import runtime
-    from jupyter_flow.errors import FlowError
+    from jupyter_flow import runtime  # lazy: start-up time
     from jupyter_flow.executors import runs_whole_runs
     from jupyter_flow.readers import papermill_output
 
@@ -299,8 +299,6 @@ def cmd_run(args) -> int:
     if output:
         papermill_output.check_output(output)
     if args.log_output:
-        import logging
-
         logging.basicConfig(level=args.log_level, format="%(message)s")  # as papermill's CLI
     if args.progress_bar is False or (args.progress_bar is None and args.log_output):
         args.quiet = True
@@ -374,7 +372,7 @@ def _add_kernel_and_cwd(p) -> None:
 
 def _papermill_parameters(args) -> list:
     """The parameter options as papermill's CLI applies them: (origin, name, value), in its order."""
-    from jupyter_flow.flow.params import from_options
+    from jupyter_flow.flow.params import from_options  # lazy: start-up time
     from jupyter_flow.readers.papermill_output import check_options
 
     check_options({"engine_name": args.engine, "start_timeout": args.start_timeout,
@@ -390,7 +388,7 @@ def _papermill_parameters(args) -> list:
 
 
 def _help_notebook(path, name) -> int:
-    from jupyter_flow.flow.dag import build_flow
+    from jupyter_flow.flow.dag import build_flow  # lazy: start-up time
 
     flow = build_flow(path)
     print(f"Parameters of {name} (its parameters cell):" if flow.parameters else f"{name} has no parameters cell")
@@ -401,7 +399,7 @@ def _help_notebook(path, name) -> int:
 
 def cmd_resume(args) -> int:
     _prestart_kernels(args)
-    from jupyter_flow import runtime
+    from jupyter_flow import runtime  # lazy: start-up time
 
     return _execute(args, runtime.prepare_resume(
         args.run_id, store=args.store, from_step=args.from_step, notebook_path=args.notebook,
@@ -416,13 +414,13 @@ def _prestart_kernels(args) -> None:
     imports then overlap ours. Otherwise the executor starts it with the first kernel: a run served
     from the cache starts no zygote."""
     if args.executor == "local" and getattr(args, "no_cache", False):
-        from jupyter_flow.speed.forkserver import prestart
+        from jupyter_flow.speed.forkserver import prestart  # lazy: start-up time
 
         prestart()
 
 
 def cmd_dag(args) -> int:
-    from jupyter_flow.runtime.doors import flow_with_history
+    from jupyter_flow.runtime.doors import flow_with_history  # lazy: start-up time
     from jupyter_flow.store import ENV
 
     url = args.store or os.environ.get(ENV)
@@ -438,7 +436,7 @@ def cmd_dag(args) -> int:
 
 def _default_store_if_there() -> str | None:
     """The default store's folder when it exists: `dag` never creates one."""
-    from jupyter_flow.store import default_url
+    from jupyter_flow.store import default_url  # lazy: start-up time
 
     return default_url() if os.path.isdir(default_url()) else None
 
@@ -473,10 +471,7 @@ def _add_plan(sub) -> None:
 
 
 def cmd_plan(args) -> int:
-    from pathlib import Path
-
-    from jupyter_flow.errors import FlowError
-    from jupyter_flow.flow.params import from_options, replace_injected, resolve
+    from jupyter_flow.flow.params import from_options, replace_injected, resolve  # lazy: start-up time
     from jupyter_flow.runtime.doors import flow_with_history
     from jupyter_flow.runtime.plan import plan
     from jupyter_flow.store import open_store
@@ -501,7 +496,7 @@ def cmd_plan(args) -> int:
 
 
 def cmd_runs(args) -> int:
-    from jupyter_flow.readers import client
+    from jupyter_flow.readers import client  # lazy: start-up time
     from jupyter_flow.store.records import current_user
 
     batch = None
@@ -515,53 +510,53 @@ def cmd_runs(args) -> int:
     if args.format == "json":
         print(json.dumps(runs, indent=1, default=str))
         return 0
-    from jupyter_flow.ui.tables import runs_table
+    from jupyter_flow.ui.tables import runs_table  # lazy: start-up time
 
     runs_table(runs, all_users=args.all_users)
     return 0
 
 
 def cmd_show(args) -> int:
-    from jupyter_flow.readers import client
+    from jupyter_flow.readers import client  # lazy: start-up time
 
     run = client.get_run(args.store, args.run_id)
     if args.format == "json":
         print(json.dumps(run, indent=1, default=str))
         return 0
-    from jupyter_flow.ui.tables import run_detail
+    from jupyter_flow.ui.tables import run_detail  # lazy: start-up time
 
     # a bad --step: nothing shown
     task = client.read_task(args.store, run["id"], args.step, args.index) if args.step else None
     run_detail(run, client.open_store(args.store))
     if task is not None:
-        from jupyter_flow.ui.tables import failure_detail
+        from jupyter_flow.ui.tables import failure_detail  # lazy: start-up time
 
         failure_detail(task)
     return 0
 
 
 def cmd_logs(args) -> int:
-    from jupyter_flow.readers import client
+    from jupyter_flow.readers import client  # lazy: start-up time
 
     sys.stdout.write(client.read_task_file(args.store, args.run_id, args.step, args.index, "log.txt"))
     return 0
 
 
 def cmd_artifacts(args) -> int:
-    from jupyter_flow.readers import client
+    from jupyter_flow.readers import client  # lazy: start-up time
 
     artifacts = client.task_artifacts(args.store, args.run_id, args.step, args.index)
     if args.format == "json":
         print(json.dumps(artifacts, indent=1))
         return 0
-    from jupyter_flow.ui.tables import artifacts_table
+    from jupyter_flow.ui.tables import artifacts_table  # lazy: start-up time
 
     artifacts_table(artifacts)
     return 0
 
 
 def cmd_cancel(args) -> int:
-    from jupyter_flow.runtime import request_cancel
+    from jupyter_flow.runtime import request_cancel  # lazy: start-up time
 
     run = request_cancel(args.store, args.run_id)
     if run["status"] != "running":
@@ -572,7 +567,7 @@ def cmd_cancel(args) -> int:
 
 
 def cmd_gc(args) -> int:
-    from jupyter_flow.store.gc import collect
+    from jupyter_flow.store.gc import collect  # lazy: start-up time
 
     report = collect(args.store, keep=args.keep, flow=args.flow, dry_run=args.dry_run, all_users=args.all_users)
     verb = "would delete" if args.dry_run else "deleted"
@@ -592,7 +587,7 @@ def cmd_gc(args) -> int:
 
 
 def cmd_pin(args) -> int:
-    from jupyter_flow.readers import client
+    from jupyter_flow.readers import client  # lazy: start-up time
 
     pin = client.pin(args.store, args.run_id, note=args.note)
     print(f"pinned run {pin['run_id']} (flow {pin['flow']}): no gc removes it or what it needs; "
@@ -601,7 +596,7 @@ def cmd_pin(args) -> int:
 
 
 def cmd_unpin(args) -> int:
-    from jupyter_flow.readers import client
+    from jupyter_flow.readers import client  # lazy: start-up time
 
     pin = client.unpin(args.store, args.run_id)
     print(f"unpinned run {pin['run_id']} (pinned by {pin.get('by') or '?'}); gc may remove it again")
@@ -625,8 +620,7 @@ def _add_batch(sub) -> None:
 
 
 def cmd_batch(args) -> int:
-    from jupyter_flow.errors import FlowError
-    from jupyter_flow.flow.params import parse_cli_value
+    from jupyter_flow.flow.params import parse_cli_value  # lazy: start-up time
     from jupyter_flow.runtime import batches
     from jupyter_flow.ui.progress import BatchProgress
     from jupyter_flow.ui.tables import runs_table
@@ -656,7 +650,7 @@ def cmd_batch(args) -> int:
 
 
 def cmd_fsck(args) -> int:
-    from jupyter_flow.store.fsck import check
+    from jupyter_flow.store.fsck import check  # lazy: start-up time
 
     report = check(args.store, dry_run=args.dry_run)
     moved = "corrupt (dry run: left in place)" if args.dry_run else "corrupt, moved to quarantine/"
@@ -672,8 +666,7 @@ def cmd_fsck(args) -> int:
 
 
 def cmd_envs(args) -> int:
-    from jupyter_flow.errors import FlowError
-    from jupyter_flow.execution import envs
+    from jupyter_flow.execution import envs  # lazy: start-up time
 
     if args.action == "list":
         if args.keys or args.all:
@@ -721,7 +714,7 @@ def _add_export(sub) -> None:
 
 
 def cmd_export(args) -> int:
-    from jupyter_flow.kubeflow.pipeline import DEFAULT_IMAGE, export
+    from jupyter_flow.kubeflow.pipeline import DEFAULT_IMAGE, export  # lazy: start-up time
 
     store = export(args.notebook, args.output, store=args.store, image=args.image or DEFAULT_IMAGE,
                    allow_local_store=args.allow_local_store)
@@ -732,8 +725,7 @@ def cmd_export(args) -> int:
 
 def _submit_whole_run(args) -> int:
     """`run --executor kfp` (any whole-run backend): compile the notebook, send it, say where the run is."""
-    from jupyter_flow.errors import FlowError
-    from jupyter_flow.executors import make_backend
+    from jupyter_flow.executors import make_backend  # lazy: start-up time
 
     if args.kernel or args.cwd or args.prepare_only:
         raise FlowError(f"-k, --cwd and --prepare-only do not apply to --executor {args.executor} (its steps run in "
@@ -773,8 +765,6 @@ def run_main(argv: list[str]) -> int:
     except SystemExit as e:
         return _exit_status(e.code)
     except BaseException:  # noqa: BLE001
-        import traceback
-
         traceback.print_exc()
         return 1
 
@@ -792,8 +782,6 @@ def entry() -> None:
     this environment (see cli/agent.py), else runs here. The interpreter then exits as usual (threads
     joined, exit handlers run, streams flushed); gc.freeze() first spares its last collections the
     objects of every module a run imported."""
-    import gc
-
     import_trims.install()  # before any thread starts: this process's (and an agent's) notebook-stack imports
     argv = sys.argv[1:]
     code = agent.delegate(argv)
