@@ -18,8 +18,10 @@ from .test_sidebar import (
 pytestmark = [pytest.mark.ui, pytest.mark.slow]
 
 BADGES = """() => [...document.querySelectorAll('#jupyter-flow-sidebar .jp-flow-node')].map(n => {
-  const b = n.querySelector('.jp-flow-plan'), r = e => { const x = e.getBoundingClientRect(); return [x.left, x.top, x.right, x.bottom]; };
-  return {step: n.dataset.step, node: n.getAttribute('aria-label'), hover: n.querySelector(':scope > title').textContent,
+  const b = n.querySelector('.jp-flow-plan');
+  const r = e => { const x = e.getBoundingClientRect(); return [x.left, x.top, x.right, x.bottom]; };
+  return {step: n.dataset.step, node: n.getAttribute('aria-label'),
+          hover: n.querySelector(':scope > title').textContent,
           action: b && b.dataset.action, glyph: b && b.querySelector('text').textContent,
           title: b && b.querySelector('title').textContent, label: b && b.getAttribute('aria-label'),
           badge: b && r(b.querySelector('rect')), rect: r(n.querySelector(':scope > rect'))};

@@ -46,7 +46,8 @@ def test_a_colleagues_failed_remote_run(lab, remote, page):
     row = page.locator(f"{SIDEBAR} .jp-flow-runitem[data-run='{theirs['id']}']")
     row.filter(has_text="colleague").wait_for(timeout=20_000)
     row.click()
-    page.locator(f"{SIDEBAR} .jp-flow-rundetail[data-run='{theirs['id']}'][data-status='failed']").wait_for(timeout=20_000)
+    detail = f"{SIDEBAR} .jp-flow-rundetail[data-run='{theirs['id']}'][data-status='failed']"
+    page.locator(detail).wait_for(timeout=20_000)
     page.locator(f"{NODES}[data-status='failed']").first.click()
     box = page.locator(f"{SIDEBAR} .jp-flow-failure")
     box.locator(".jp-flow-values", has_text="variables at the failure").wait_for(timeout=20_000)
@@ -67,7 +68,8 @@ def test_a_colleagues_failed_remote_run(lab, remote, page):
     page.wait_for_function(
         "old => { const d = document.querySelector('#jupyter-flow-sidebar .jp-flow-rundetail');"
         " return d && d.dataset.run !== old && d.dataset.status === 'failed'; }", arg=theirs["id"], timeout=240_000)
-    resumed = lab.api(f"jupyter-flow/api/runs/{page.locator(f'{SIDEBAR} .jp-flow-rundetail').get_attribute('data-run')}")
+    shown = page.locator(f"{SIDEBAR} .jp-flow-rundetail").get_attribute("data-run")
+    resumed = lab.api(f"jupyter-flow/api/runs/{shown}")
     assert resumed["origin_run"] == theirs["id"] and resumed["executor"] == "dask" and resumed["user"] != "colleague"
     tasks = {t["step"]: t for t in resumed["tasks"]}
     assert tasks["load"]["status"] in ("reused", "cached") and tasks["clean"]["status"] == "failed"

@@ -12,6 +12,8 @@ pytestmark = [pytest.mark.ui, pytest.mark.slow]
 
 SIDEBAR = "#jupyter-flow-sidebar"
 NODES = f"{SIDEBAR} .jp-flow-node"
+CELLS = ".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Cell"  # the cells of the notebook in view
+DAG_SCALE_ABOVE = "k => Number(document.querySelector('#jupyter-flow-sidebar .jp-flow-dag').dataset.scale) > k"
 
 # Records when each task's row in the run detail first showed each status (browser clock = this machine's).
 WATCH_TASKS = """() => {
@@ -98,7 +100,7 @@ def test_run_quickstart_from_the_sidebar(lab, page):
     assert all(n["font"] >= 11 for n in view["nodes"]), view
     assert all(inside(n["rect"], view["svg"]) for n in view["nodes"]), view
     widen_sidebar(page)
-    page.wait_for_function("k => Number(document.querySelector('#jupyter-flow-sidebar .jp-flow-dag').dataset.scale) > k",
+    page.wait_for_function(DAG_SCALE_ABOVE,
                            arg=view["scale"], timeout=10_000)
     shot(page, "1-quickstart-dag-wide")
 
@@ -196,7 +198,7 @@ def test_debug_a_failed_step(lab, page):
     count = cells.count()
     edges = sorted(e.get_attribute("data-edge") for e in page.locator(f"{SIDEBAR} .jp-flow-edge").all())
     page.locator(f"{SIDEBAR} .jp-flow-insert").click()
-    page.wait_for_function("n => document.querySelectorAll('.jp-NotebookPanel:not(.lm-mod-hidden) .jp-Cell').length === n",
+    page.wait_for_function(f"n => document.querySelectorAll('{CELLS}').length === n",
                            arg=count + 1)
     inserted = page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Cell.jp-mod-active")
     inserted.locator(".jp-flow-badge", has_text="skip").wait_for(timeout=10_000)
@@ -280,7 +282,7 @@ def write_notebook(path, cells):
 def mark_step(page, cell_index, name, prev=()):
     page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Cell").nth(cell_index).locator(".jp-InputPrompt").click()
     # the cell toolbar of the active cell
-    page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Cell.jp-mod-active [data-command='jupyter-flow:mark-step']").click()
+    page.locator(f"{CELLS}.jp-mod-active [data-command='jupyter-flow:mark-step']").click()
     dialog = page.locator(".jp-Dialog")
     dialog.locator("input.jp-flow-stepname").fill(name)
     for p in prev:
@@ -349,11 +351,13 @@ def test_tag_cells_from_the_toolbar(lab, page):
     page.locator(".jp-Dialog .jp-mod-accept").click()
 
     mark_step(page, 0, "start")  # renaming rewrites the prev: tags that named it
-    page.wait_for_function("() => [...document.querySelectorAll('.jp-flow-badge')].some(b => b.textContent.includes('← start'))")
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('.jp-flow-badge')].some(b => b.textContent.includes('← start'))")
     assert badges(page) == ["step start", "step second ← start", "step third"]
     # the DAG follows the edits before any save
     page.wait_for_function(
-        "() => [...document.querySelectorAll('#jupyter-flow-sidebar .jp-flow-node')].map(n => n.dataset.step).join() === 'start,second,third'",
+        "() => [...document.querySelectorAll('#jupyter-flow-sidebar .jp-flow-node')].map(n => n.dataset.step).join()"
+        " === 'start,second,third'",
         timeout=20_000,
     )
     assert json.loads((lab.root / "tagging.ipynb").read_text())["cells"][0]["metadata"]["tags"] == ["step:first"]
@@ -364,7 +368,8 @@ def test_tag_cells_from_the_toolbar(lab, page):
     page.keyboard.type("w = z + 1")
     page.keyboard.press("Escape")
     page.wait_for_function(
-        "() => [...document.querySelectorAll('.jp-NotebookPanel:not(.lm-mod-hidden) .jp-Cell')].map(c => c.dataset.jpFlowStep).join() === 'start,second,third,third'",
+        f"() => [...document.querySelectorAll('{CELLS}')].map(c => c.dataset.jpFlowStep).join()"
+        " === 'start,second,third,third'",
         timeout=20_000)
     joined = page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Cell").nth(3).locator(".jp-flow-gutter")
     assert joined.inner_text() == "third"
@@ -415,7 +420,8 @@ def test_a_dag_you_can_read(lab, page):
     # fitted: labels at least 11 px, every label inside its node, every node and edge inside the drawing
     assert all(n["font"] >= 11 for n in view["nodes"]), view
     assert all(inside(n["label"], n["rect"]) for n in view["nodes"]), view
-    assert all(inside(n["rect"], view["svg"]) for n in view["nodes"]) and all(inside(e, view["svg"]) for e in view["edges"])
+    assert all(inside(n["rect"], view["svg"]) for n in view["nodes"])
+    assert all(inside(e, view["svg"]) for e in view["edges"])
     # status is a glyph as well as a colour; a legend says which is which
     assert page.locator(f"{SIDEBAR} .jp-flow-node[data-step='train'] .jp-flow-glyph").text_content() == "✓"
     assert "succeeded" in page.locator(f"{SIDEBAR} .jp-flow-legend").inner_text()
@@ -424,7 +430,7 @@ def test_a_dag_you_can_read(lab, page):
     # zoom in, zoom out, fit
     fit = float(page.locator(f"{SIDEBAR} .jp-flow-dag").get_attribute("data-scale"))
     page.locator(f"{SIDEBAR} .jp-flow-zoomin").click()
-    page.wait_for_function("k => Number(document.querySelector('#jupyter-flow-sidebar .jp-flow-dag').dataset.scale) > k", arg=fit)
+    page.wait_for_function(DAG_SCALE_ABOVE, arg=fit)
     page.locator(f"{SIDEBAR} .jp-flow-fit").click()
     page.wait_for_function("k => document.querySelector('#jupyter-flow-sidebar .jp-flow-dag').dataset.scale === k",
                            arg=f"{fit:.3f}")
@@ -435,7 +441,7 @@ def test_a_dag_you_can_read(lab, page):
     assert focused == "prepare", focused
     page.keyboard.press("Enter")
     page.locator(f"{SIDEBAR} .jp-flow-node[data-step='prepare'][aria-pressed='true']").wait_for()
-    page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Cell.jp-flow-highlight", has_text="load_digits()").wait_for()
+    page.locator(f"{CELLS}.jp-flow-highlight", has_text="load_digits()").wait_for()
     assert low_contrast(page) == []
 
 
@@ -471,7 +477,8 @@ def test_a_running_steps_log_and_time(lab, page):
     log.filter(has_text="tick 2").wait_for(timeout=60_000)  # printed while the step still runs
     duration = page.locator(f"{SIDEBAR} .jp-flow-taskrow[data-step='talk'] .jp-flow-duration")
     first = duration.inner_text()
-    page.wait_for_function("([sel, old]) => { const d = document.querySelector(sel); return d && d.textContent && d.textContent !== old; }",
+    page.wait_for_function("([sel, old]) => { const d = document.querySelector(sel);"
+                           " return d && d.textContent && d.textContent !== old; }",
                            arg=[f"{SIDEBAR} .jp-flow-taskrow[data-step='talk'] .jp-flow-duration", first])
     shot(page, "8-live-log")
     page.locator(f"{SIDEBAR} .jp-flow-cancel").click()

@@ -144,7 +144,8 @@ def test_show_a_failed_run_and_load_its_snapshot(frontend, run_flow):
     assert "failure snapshot" in html
     button = frontend.find("ButtonModel", description="Load into this kernel")[0]
     frontend.click(button)
-    assert frontend.execute("import time\nwhile 'b' not in globals(): time.sleep(0.05)\nprint(a, b)").split() == ["2", "0"]
+    printed = frontend.execute("import time\nwhile 'b' not in globals(): time.sleep(0.05)\nprint(a, b)")
+    assert printed.split() == ["2", "0"]
 
 
 def test_compare_highlights_the_best_metric(frontend, run_flow):

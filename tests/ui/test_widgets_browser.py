@@ -10,7 +10,8 @@ pytestmark = [pytest.mark.ui, pytest.mark.slow]
 WATCH = """() => {
   window.__seen = [];
   const note = () => document.querySelectorAll('.jp-flow-widget-status').forEach(n => {
-    const key = [...n.classList].filter(c => c.startsWith('jp-flow-widget-step-') || c.startsWith('jp-flow-widget-is-')).join(' ');
+    const key = [...n.classList]
+      .filter(c => c.startsWith('jp-flow-widget-step-') || c.startsWith('jp-flow-widget-is-')).join(' ');
     if (!window.__seen.includes(key)) { window.__seen.push(key); }
   });
   new MutationObserver(note).observe(document.body, {subtree: true, childList: true, attributes: true});
