@@ -8,12 +8,13 @@ Debian's chromium through Playwright. The clocks compared are this machine's: th
 * click → browser shows it running: the click to the sidebar's DAG showing that step running.
 * task end → browser shows it ended: each task's recorded end to its row in the sidebar's run
   detail showing its final status (all tasks of a 5-step chain whose steps take 0.3 s).
-* a 200-task foreach started from the sidebar: peak RSS (psutil) of the Jupyter server process,
-  which also runs the runner (a thread of the server for sidebar runs), and of the processes under
-  it (the task processes and their kernels), against the server's RSS before the run. The same
-  flow run by `jupyter flow run` gives the runner's own process for comparison.
+* a 1,000-task foreach started from the sidebar, shown live in it: peak RSS (psutil) of the
+  Jupyter server process, which also runs the runner (a thread of the server for sidebar runs), and
+  of the processes under it (the task processes and their kernels), against the server's RSS before
+  the run; and what the run's live stream carried to the browser (events and bytes, counted in the
+  page). The same flow run by `jupyter flow run` gives the runner's own process for comparison.
 
-    python bench/sidebar.py                 # 5 latency runs after 1 warm-up, 1 foreach of 200
+    python bench/sidebar.py                 # 5 latency runs after 1 warm-up, 1 foreach of 1,000
     python bench/sidebar.py --quick         # 1 latency run, foreach of 40
     python bench/sidebar.py --foreach 200 --repeat 7
 
@@ -71,6 +72,23 @@ WATCH = """() => {
 }"""
 
 
+# Before the page's scripts run: count the server-sent events each stream delivers (by event name:
+# count and bytes of data), as the sidebar receives them. window.__flowStream
+COUNT_STREAM = """(() => {
+  window.__flowStream = {};
+  const listen = EventSource.prototype.addEventListener;
+  EventSource.prototype.addEventListener = function (name, fn, options) {
+    const counted = e => {
+      const c = (window.__flowStream[name] = window.__flowStream[name] || { events: 0, bytes: 0 });
+      c.events += 1;
+      c.bytes += (e.data || '').length;
+      return fn.call(this, e);
+    };
+    return listen.call(this, name, counted, options);
+  };
+})();"""
+
+
 def ms(iso: str) -> float:
     return datetime.fromisoformat(iso).timestamp() * 1000
 
@@ -92,6 +110,7 @@ class Sidebar:
     def __init__(self, browser, lab, notebook: str):
         self.lab, self.notebook = lab, notebook
         self.page = browser.new_context(viewport={"width": 1400, "height": 900}).new_page()
+        self.page.add_init_script(COUNT_STREAM)
         self.page.goto(lab.page_url(notebook))
         self.page.wait_for_selector(".jp-NotebookPanel", timeout=120_000)
         tab = self.page.locator('li.lm-TabBar-tab[data-id="jupyter-flow-sidebar"]')
@@ -211,8 +230,10 @@ def foreach_from_sidebar(sidebar: Sidebar, n: int) -> dict:
     pid = server_pid(sidebar.lab)
     before = psutil.Process(pid).memory_info().rss
     browser = browser_cpu()
+    sidebar.page.evaluate("() => { window.__flowStream = {}; }")
     with PeakRSS(pid, leave_out=str(sidebar.lab.runtime)) as peak:  # not the kernels of open notebooks
         run_id = sidebar.run({"n": n})
+    stream = sidebar.page.evaluate("() => window.__flowStream")
     browser = sum(t - browser.get(p, 0) for p, t in browser_cpu().items())
     flow = sidebar.seen()
     run = sidebar.lab.api(f"jupyter-flow/api/runs/{run_id}")
@@ -220,7 +241,8 @@ def foreach_from_sidebar(sidebar: Sidebar, n: int) -> dict:
     return {"run": run_id, "status": run["status"], "tasks": len(run["tasks"]), "before": before,
             "server": peak.own, "children": peak.children, "total": peak.total, "processes": peak.most_children,
             "cpu": peak.cpu - peak.cpu0, "browser_cpu": browser, "seconds": (ms(run["ended"]) - flow["click"]) / 1000,
-            "end_lag": None if shown is None else shown - max(ms(t["ended"]) for t in run["tasks"])}
+            "end_lag": None if shown is None else shown - max(ms(t["ended"]) for t in run["tasks"]),
+            "stream": stream, "run_bytes": len(json.dumps(run))}
 
 
 def foreach_from_cli(store: Path, n: int) -> dict:
@@ -266,7 +288,7 @@ def main():
     p = arg_parser(__doc__.split("\n")[0])
     p.add_argument("--steps", type=int, default=5, help="steps in the latency chain")
     p.add_argument("--sleep", type=float, default=0.3, help="seconds each step of the chain sleeps")
-    p.add_argument("--foreach", type=int, default=200, help="tasks of the foreach run for the memory figures")
+    p.add_argument("--foreach", type=int, default=1000, help="tasks of the foreach run for the memory figures")
     args = finish_args(p.parse_args())
     if not Path(CHROMIUM).exists():
         p.exit(2, f"error: no chromium at {CHROMIUM}; install it (apt-get install chromium) "
@@ -324,6 +346,16 @@ def main():
             ["run's wall time (s)", served["seconds"], cli["seconds"]],
             ["last task's end → browser shows it (ms)", served["end_lag"], None],
         ]))
+    stream = served["stream"]
+    print()
+    print(markdown_table(
+        f"The run's live stream to the sidebar during the {args.foreach}-task foreach (counted in the page)",
+        ["event", "events", "KB of data"],
+        [[name, c["events"], c["bytes"] / 1000] for name, c in sorted(stream.items())]
+        + [["the whole run, once (GET runs/ID at the end)", 1, served["run_bytes"] / 1000],
+           ["the whole run on every change, as before (at most: events × the whole run)",
+            sum(c["events"] for c in stream.values()),
+            sum(c["events"] for c in stream.values()) * served["run_bytes"] / 1000]]))
     if not args.keep:
         import shutil
 
