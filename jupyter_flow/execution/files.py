@@ -189,25 +189,16 @@ def _as_read(path: str, seen: dict) -> dict:
     (`seen`) when it first read it: its hash is taken now if it has not changed since, else unknown ("")."""
     if seen.get("size") is None:
         return dict(ABSENT)  # not there when the step looked
-    now = fingerprint(path)
-    if now["size"] == seen["size"] and now["mtime"] is not None and abs(now["mtime"] - seen["mtime"]) < 1e-6:
+    now, then = fingerprint(path), float(seen["mtime"])  # (R writes the time as text, see in_kernel.R)
+    if now["size"] == seen["size"] and now["mtime"] is not None and abs(now["mtime"] - then) < 1e-6:
         return now
-    return {"size": seen["size"], "mtime": seen["mtime"], "hash": ""}
+    return {"size": seen["size"], "mtime": then, "hash": ""}
 
 
-def main(argv: list[str] | None = None) -> int:
-    """`python -m jupyter_flow.execution.files NOTES OUT`: the record's `files` (see `recorded`) of
-    the notes a step in another language took of the files it read and wrote (in_kernel.R), written
-    to OUT as JSON. It runs in the step's environment, so its secrets are those of the step."""
-    import json
-    import sys
-
-    from jupyter_flow.execution import secrets
+def from_notes(notes: dict, found) -> dict:
+    """The record's `files` (see `recorded`) of the notes a step in another language took of the
+    files it read and wrote (in_kernel.R; see execution/crossing.py), checked for the secrets `found`."""
     from jupyter_flow.store import open_store
-
-    notes_path, out = sys.argv[1:3] if argv is None else argv
-    with open(notes_path) as f:
-        notes = json.load(f)
 
     def entries(key: str) -> dict:  # R writes an empty list for an empty map
         found = notes.get(key) or {}
@@ -215,13 +206,4 @@ def main(argv: list[str] | None = None) -> int:
 
     read = {p: _as_read(p, seen) for p, seen in entries("read").items()}
     written = {p: bool(append) for p, append in entries("written").items()}
-    found = secrets.current(notes.get("secrets") or ())
-    used = recorded(open_store(notes["store"]), notes["cwd"], read, written, found=found)
-    with open(f"{out}.tmp", "w") as f:
-        json.dump(used, f)
-    os.replace(f"{out}.tmp", out)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+    return recorded(open_store(notes["store"]), notes["cwd"], read, written, found=found)

@@ -11,8 +11,9 @@
 # analysis_r.FILE_CALLS: read.csv, write.csv, readRDS, saveRDS, readLines, writeLines, file()...)
 # are wrapped in an environment attached in front of their packages for the step's session; each
 # notes the file it is given (its size and time at the first read) and calls the original. At the
-# end, `python -m jupyter_flow.execution.files` turns the notes into the record's `files` (the
-# files written stored, as a Python step's are; see execution/files.py) in crossing/files.json.
+# end, `python -m jupyter_flow.execution.crossing` turns the notes into the record's `files` (the
+# files written stored, as a Python step's are) in crossing/files.json, and withholds the values
+# written that hold a secret (see execution/crossing.py).
 # Everything lives in the hidden environment .jf, so the step's own names are untouched.
 
 .jf <- local({
@@ -152,7 +153,9 @@
     if (kind == "read") {
       if (is.null(read[[path]]) && is.null(written[[path]])) {
         info <- file.info(path, extra_cols = FALSE)
-        read[[path]] <- list(size = info$size, mtime = as.numeric(info$mtime))  # NA, NA: not there
+        # the time as text: jsonlite writes at most 15 digits, too few for a time to the microsecond
+        mtime <- if (is.na(info$mtime)) NA else sprintf("%.9f", as.numeric(info$mtime))
+        read[[path]] <- list(size = info$size, mtime = mtime)  # NA, NA: not there
       }
     } else {
       before <- written[[path]]
@@ -165,13 +168,19 @@
     spec <- jf$spec
     if (is.null(jf$files)) return(invisible(NULL))
     notes <- file.path(spec$workdir, "crossing", "files-r.json")
-    payload <- list(store = spec$store, cwd = spec$cwd, secrets = I(unlist(spec$secrets)),
+    payload <- list(store = spec$store, cwd = spec$cwd, secrets = I(as.character(unlist(spec$secrets))),
                     read = as.list(jf$files$read), written = as.list(jf$files$written))
     base::writeLines(jsonlite::toJSON(payload, auto_unbox = TRUE, null = "null", na = "null", digits = I(17)), notes)
     jf$files <- NULL
-    status <- system2(spec$python, c("-m", "jupyter_flow.execution.files", shQuote(notes),
-                                     shQuote(file.path(spec$workdir, "crossing", "files.json"))))
-    if (status != 0) warning("jupyter_flow: the files this step used could not be recorded", call. = FALSE)
+    library_path <- if (is.null(spec$python_library_path)) "" else spec$python_library_path
+    status <- system2(spec$python, c("-m", "jupyter_flow.execution.crossing", shQuote(notes),
+                                     shQuote(file.path(spec$workdir, "crossing", "files.json"))),
+                      env = paste0("LD_LIBRARY_PATH=", shQuote(library_path)))
+    if (status != 0) {  # nothing it wrote may be stored unchecked for secrets
+      unlink(file.path(spec$workdir, "crossing", c("out", "failure")), recursive = TRUE)
+      warning("jupyter_flow: the files this step used could not be recorded, nor its values checked for ",
+              "secrets; they are not stored", call. = FALSE)
+    }
     invisible(NULL)
   }
 
@@ -180,7 +189,12 @@
   jf$load <- function(run_id, step, index = 0, store = Sys.getenv("JUPYTER_FLOW_STORE")) {
     if (!nzchar(store)) stop("name the store: .jf$load(run_id, step, store = '/path/to/store')", call. = FALSE)
     store <- sub("^(file|local)://", "", store)
-    found <- Sys.glob(file.path(store, "flows", "*", "runs", run_id, step, index, "failure.json"))
+    # the task record names the folder of the attempt that stands (store/layout.py: attempt_key)
+    task <- Sys.glob(file.path(store, "flows", "*", "runs", run_id, step, index, "task.json"))
+    at <- if (length(task)) jsonlite::fromJSON(task[[1]], simplifyVector = FALSE)$files_at else NULL
+    found <- c(if (!is.null(at)) file.path(store, at, "failure.json"),
+               file.path(dirname(task), "failure.json"))  # (runs recorded before attempt folders)
+    found <- found[file.exists(found)]
     if (!length(found)) stop(sprintf("no failure snapshot of %s[%s] in run %s under %s", step, index, run_id, store),
                              call. = FALSE)
     failure <- jsonlite::fromJSON(found[[1]], simplifyVector = FALSE)

@@ -42,12 +42,15 @@ class Language:
 
     def begin_code(self, kernel_spec: dict) -> str:
         """The step notebook's first cell: load the in-kernel code and begin. The kernel is also told
-        which calls read and write files (to note them) and which Python records them (its own)."""
+        which calls read and write files (to note them) and which Python records them (its own, with
+        its own library path: R's kernel sets LD_LIBRARY_PATH to its own folders, in which a Python
+        built with a shared libpython would find the system's libpython, and that one's sys.path)."""
         import sys
 
         from jupyter_flow.flow.analysis_r import FILE_CALLS
 
-        text = json.dumps(dict(kernel_spec, python=sys.executable, file_calls=FILE_CALLS), default=str)
+        text = json.dumps(dict(kernel_spec, python=sys.executable, file_calls=FILE_CALLS,
+                               python_library_path=os.environ.get("LD_LIBRARY_PATH", "")), default=str)
         return f'source({json.dumps(str(HERE / self.runtime))})\n.jf$begin(r"---({text})---")'
 
     finish_code = ".jf$finish()"
@@ -142,41 +145,77 @@ def give(store, spec: dict, workdir: str) -> None:
             f.write(data)
 
 
+class SecretValue(Exception):
+    """A step in another language wrote a secret that a later step reads (secrets never pass)."""
+
+
 def collect(spec: dict, workdir: str) -> None:
     """After a step in another language: store what its kernel wrote in the neutral format (its
-    outputs, or its variables at a failure) and write result.json / failure.json as Python's do."""
+    outputs, or its variables at a failure) and write result.json / failure.json as Python's do.
+    A value holding a secret was deleted in the step's environment (execution/crossing.py, run by
+    in_kernel.R, lists it in crossing/withheld.json): it is listed as withheld, as a Python step's
+    is; one a later step reads fails the step (SecretValue). The crossing folder is removed: what it
+    held is stored, or withheld (a local store's task folder is the working folder)."""
+    import shutil
+
     from jupyter_flow.store import open_store
     from jupyter_flow.store.preview import describe
 
     folder = os.path.join(workdir, CROSSING)
-    for kind, target in (("result", "result.json"), ("failure", "failure.json")):
-        listing = os.path.join(folder, f"{kind}-r.json")
-        if not os.path.exists(listing):
-            continue
-        with open(listing) as f:
-            found = json.load(f)
-        os.remove(listing)
-        store = open_store(spec["store"])
-        values, problems = {}, dict(found.get("unconvertible") or {})
-        sub = "out" if kind == "result" else "failure"
-        for name, r_class in (found.get("values") or {}).items():
-            path = os.path.join(folder, sub, f"{name}.json")
-            try:
-                values[name] = _store(store, path, describe) | {"r_class": r_class}
-            except Exception as e:  # noqa: BLE001 - a value Python cannot take is listed, not stored
-                problems[name] = f"{r_class} ({e.__class__.__name__}: {e})"
-        payload = {"metrics": {}, "files": _files_used(folder), "packages": found.get("packages") or {},
-                   "warnings": list(found.get("warnings") or [])}
-        if kind == "result":
-            payload["outputs"] = values
-        else:
-            payload.update(variables=values, unpicklable=problems, modules={})
-        with open(os.path.join(workdir, target), "w") as f:
-            json.dump(payload, f, default=str)
+    try:
+        with open(os.path.join(folder, "withheld.json")) as f:  # (execution/crossing.py: WITHHELD)
+            secret = dict(json.load(f))
+    except (OSError, ValueError, TypeError):
+        secret = {}
+    try:
+        for kind, target in (("result", "result.json"), ("failure", "failure.json")):
+            listing = os.path.join(folder, f"{kind}-r.json")
+            if not os.path.exists(listing):
+                continue
+            with open(listing) as f:
+                found = json.load(f)
+            store = open_store(spec["store"])
+            values, problems, withheld = {}, dict(found.get("unconvertible") or {}), {}
+            sub = "out" if kind == "result" else "failure"
+            for name, r_class in (found.get("values") or {}).items():
+                path = os.path.join(folder, sub, f"{name}.json")
+                if name in secret:
+                    withheld[name] = secret[name]
+                    continue
+                try:
+                    values[name] = _store(store, path, describe) | {"r_class": r_class}
+                except Exception as e:  # noqa: BLE001 - a value Python cannot take is listed, not stored
+                    problems[name] = f"{r_class} ({e.__class__.__name__}: {e})"
+            warnings = list(found.get("warnings") or [])
+            payload = {"metrics": {}, "files": _files_used(folder), "packages": found.get("packages") or {},
+                       "warnings": warnings + [f"{n!r} {why}: not stored (secrets never are)"
+                                               for n, why in withheld.items()], "withheld": withheld}
+            if kind == "result":
+                _check_needed(spec, withheld)
+                payload["outputs"] = values
+            else:
+                payload.update(variables=values, unpicklable=problems, modules={})
+            with open(os.path.join(workdir, target), "w") as f:
+                json.dump(payload, f, default=str)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _check_needed(spec: dict, withheld: dict) -> None:
+    """A withheld output a later step reads: the step fails, saying how to get the secret there."""
+    needed = (spec.get("kernel_spec") or {}).get("needed") or {}
+    for name, why in withheld.items():
+        if name in needed:
+            readers = ", ".join(map(repr, needed[name]))
+            var = why.partition("$")[2]
+            where = f"Sys.getenv('{var}') in R, os.environ['{var}'] in Python" if var else "its environment"
+            raise SecretValue(f"step {spec['step']!r}: {name!r} {why}, and step {readers} reads it; secrets are "
+                              f"never stored, so they do not pass between steps: read it in step {readers} itself "
+                              f"from {where}, and pass only what is not secret")
 
 
 def _files_used(folder: str) -> dict:
-    """The record's `files` the step's kernel wrote (see execution/files.py: main), once."""
+    """The record's `files` the step's kernel wrote (see execution/crossing.py: main), once."""
     path = os.path.join(folder, "files.json")
     try:
         with open(path) as f:
@@ -188,14 +227,16 @@ def _files_used(folder: str) -> dict:
 
 
 def _store(store, path: str, describe) -> dict:
+    """Store one value an R step wrote (checked for secrets already): as a Python value and in its
+    neutral form."""
     from jupyter_flow.store import neutral
 
     with open(path, "rb") as f:
         data = f.read()
     value = neutral.loads(data)
     digest, size = store.save_value(value)
-    neutral, _ = store.save_file(path)
-    return {"hash": digest, "size": size, **describe(value), "neutral": neutral}
+    copy, _ = store.save_file(path)
+    return {"hash": digest, "size": size, **describe(value), "neutral": copy}
 
 
 def explain(e: Exception, spec: dict) -> str:

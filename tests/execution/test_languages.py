@@ -4,6 +4,7 @@ import json
 import math
 import shutil
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -16,7 +17,7 @@ from jupyter_flow.errors import FlowError
 from jupyter_flow.flow import analysis_r
 from jupyter_flow.flow.dag import build_flow
 from jupyter_flow.flow.kernelspecs import installed_kernels
-from jupyter_flow.store import neutral
+from jupyter_flow.store import neutral, open_store
 
 needs_r = pytest.mark.skipif("ir" not in installed_kernels(), reason="the R kernel (ir) is not installed; "
                              ".ci/run installs it (r-base-core r-cran-irkernel r-cran-jsonlite)")
@@ -261,8 +262,9 @@ def test_the_r_side_is_shipped_and_parses():
 
     if shutil.which("Rscript") is None:
         pytest.skip("R is not installed")
-    proc = subprocess.run(["Rscript", "-e", (f"source({json.dumps(str(HERE / 'in_kernel.R'))}); "
-                           "cat(jsonlite::toJSON(.jf$encode(data.frame(a = 1:2, b = c('x', NA))), auto_unbox = TRUE))")],
+    code = (f"source({json.dumps(str(HERE / 'in_kernel.R'))}); "
+            "cat(jsonlite::toJSON(.jf$encode(data.frame(a = 1:2, b = c('x', NA))), auto_unbox = TRUE))")
+    proc = subprocess.run(["Rscript", "-e", code],
                           capture_output=True, text=True, timeout=60, check=False)
     assert proc.returncode == 0, proc.stderr
     back = neutral.decode(json.loads(proc.stdout))
@@ -331,3 +333,34 @@ def test_a_dask_worker_without_the_r_kernel_says_so(tmp_path):
     message = run["in_r"].error["message"]
     assert message.startswith("no kernel named 'ir' on ") and "(the machine running step 'in_r')" in message
     assert "r-cran-irkernel" in message
+
+
+@pytest.mark.slow
+@needs_r
+def test_an_r_steps_files_and_packages_are_recorded_and_its_cache_follows_them(tmp_path, run_flow, store):
+    """As for a Python step: the files it read (fingerprinted) and wrote (stored), the packages it had
+    loaded with their versions; an unchanged rerun is cached, a changed file it read reruns it."""
+    (tmp_path / "input.csv").write_text("a,b\n1,2\n3,4\n")
+    path = tagged_notebook(tmp_path, [
+        (["step:make"], "scale = 2"),
+        (["step:in_r", "kernel:ir"], ("library(tools)\nd <- read.csv('input.csv')\nd$c <- d$a * scale\n"
+                                      "write.csv(d, 'scaled.csv', row.names = FALSE)\nn <- nrow(d)")),
+        (["step:back"], "import pandas as pd\nback = pd.read_csv('scaled.csv')['c'].tolist()"),
+    ])
+    flow = build_flow(path)
+    assert flow.steps["back"].file_edges == {"in_r": ["scaled.csv"]}  # predicted from the R code
+    run = run_flow(path)
+    record = run["in_r"].task.record
+    assert set(record["files"]["read"]) == {"input.csv"} and set(record["files"]["written"]) == {"scaled.csv"}
+    assert record["files"]["read"]["input.csv"]["size"] == 12
+    stored = record["files"]["written"]["scaled.csv"]["hash"]
+    assert open_store(store).blob_ok(stored)
+    assert run["back"].data.back == [2, 6]
+    assert record["packages"]["jsonlite"] and all(isinstance(v, str) for v in record["packages"].values())
+    assert not list(Path(store).rglob("crossing"))  # the values crossed through the task folder: nothing left
+    again = run_flow(path)
+    assert {t.step: t.status for t in again.tasks} == {"make": "cached", "in_r": "cached", "back": "cached"}
+    (tmp_path / "input.csv").write_text("a,b\n5,6\n")
+    changed = run_flow(path)
+    assert changed["in_r"].status == "succeeded" and "input.csv" in changed["in_r"].task.record["reason"]
+    assert changed["back"].data.back == [10]

@@ -7,6 +7,7 @@ import io
 import itertools
 import json
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,7 @@ from store.test_s3 import s3  # noqa: F401 - the S3 server fixture
 import jupyter_flow
 from jupyter_flow.errors import FlowError
 from jupyter_flow.execution import secrets
+from jupyter_flow.flow.kernelspecs import installed_kernels
 from jupyter_flow.flow.notebook import read
 from jupyter_flow.store import open_store
 
@@ -91,7 +93,8 @@ open("out/plain.txt", "w").write("nothing secret")
 
 @pytest.mark.slow
 def test_secrets_used_every_way_never_reach_the_store(env, run_flow, tmp_path):
-    path = notebook(tmp_path, [(["step:use", "secret:PLAIN_NAME"], USES), (["step:later"], "total = n + 1\nprint(short)")])
+    path = notebook(tmp_path, [(["step:use", "secret:PLAIN_NAME"], USES),
+                               (["step:later"], "total = n + 1\nprint(short)")])
     run = run_flow(path)
     use = run["use"]
     assert set(use.task.record["outputs"]) == {"n", "short"}  # each secret-bearing value withheld
@@ -133,7 +136,7 @@ connect(key)
     assert failure["withheld"] == {"key": "contains the value of $MY_SERVICE_TOKEN",
                                    "pairs": "contains the value of $DB_URL"}
     assert "safe" in failure["variables"]
-    [snapshot] = Path(env).glob("flows/*/runs/*/fails/0/failure.json")
+    [snapshot] = Path(env).glob("flows/*/runs/*/fails/0/**/failure.json")
     [frame] = [f for f in json.loads(snapshot.read_text())["frames"] if f["function"] == "connect"]
     assert set(frame["withheld"]) == {"k", "attempt"} and not frame["locals"]  # the failing frame's locals too
     assert "[secret removed]" in task.error["message"] and TOKEN not in json.dumps(task.error)
@@ -280,13 +283,15 @@ def test_the_log_never_holds_a_printed_secret_however_it_is_written(parts):
         log.write(part)
     log.close()
     assert TOKEN not in out.getvalue()
-    assert out.getvalue().replace("[secret removed]", TOKEN) == "".join(parts).replace("\n", "\n")  # nothing else changed
+    # nothing else changed
+    assert out.getvalue().replace("[secret removed]", TOKEN) == "".join(parts).replace("\n", "\n")
 
 
 def test_secret_tags_and_metadata_name_more_variables(tmp_path):
     path = notebook(tmp_path, [(["step:a", "secret:PLAIN_NAME"], "x = 1"), (["secret:OTHER"], "y = 2")])
     nb = read(path)
-    assert nb.secrets == ["DB_URL", "OTHER", "PLAIN_NAME"] and [c.source for c in nb.steps["a"].cells] == ["x = 1", "y = 2"]
+    assert nb.secrets == ["DB_URL", "OTHER", "PLAIN_NAME"]
+    assert [c.source for c in nb.steps["a"].cells] == ["x = 1", "y = 2"]
     bad = notebook(tmp_path, [(["step:a"], "x = 1")], secrets_metadata=("not a name",))
     with pytest.raises(FlowError, match=r"metadata.jupyter_flow.secrets must be a list of environment variable names"):
         read(bad)
@@ -298,9 +303,10 @@ def test_the_module_imports_nothing_heavy():
     import subprocess
     import sys
 
-    code = "import sys; import jupyter_flow.execution.secrets; print(sorted(m for m in sys.modules if m.split('.')[0] in " \
-           "('botocore', 'boto3', 'requests', 'numpy', 'cloudpickle')))"
-    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "[]"
+    code = "import sys; import jupyter_flow.execution.secrets; print(sorted(m for m in sys.modules " \
+           "if m.split('.')[0] in ('botocore', 'boto3', 'requests', 'numpy', 'cloudpickle')))"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert proc.stdout.strip() == "[]"
 
 
 @pytest.mark.slow
@@ -352,8 +358,10 @@ def test_a_withheld_file_is_restored_nowhere_and_the_step_that_needs_it_is_told_
 
 
 @pytest.mark.parametrize("given, error", [
-    (("-p", "n", TOKEN), r"^-p n: the value contains the value of \$MY_SERVICE_TOKEN; .*\(os.environ\['MY_SERVICE_TOKEN'\]\)$"),
-    (("-y", "cfg", {"urls": [f"https://x/?k={TOKEN}"]}), r"^-y cfg: the value contains the value of \$MY_SERVICE_TOKEN"),
+    (("-p", "n", TOKEN),
+     r"^-p n: the value contains the value of \$MY_SERVICE_TOKEN; .*\(os.environ\['MY_SERVICE_TOKEN'\]\)$"),
+    (("-y", "cfg", {"urls": [f"https://x/?k={TOKEN}"]}),
+     r"^-y cfg: the value contains the value of \$MY_SERVICE_TOKEN"),
     (("-f params.yaml", "db", DB_URL), r"^-f params.yaml db: the value contains the value of \$DB_URL"),
     (("-r", "api_key", "typed-on-the-command-line"), r"^-r api_key: the parameter's name has KEY in it, so its value "
      r"is a secret; .*export it \(API_KEY=...\) and read it in the step that needs it \(os.environ\['API_KEY'\]\); if "
@@ -369,3 +377,40 @@ def test_secret_parameters_are_refused(env, given, error):
         return
     with pytest.raises(FlowError, match=error):
         secrets.refuse_parameters([given], ("DB_URL",))
+
+
+needs_r = pytest.mark.skipif(shutil.which("R") is None or "ir" not in installed_kernels(),
+                             reason="the R kernel (ir) is not installed; .ci/run installs it")
+
+
+@pytest.mark.slow
+@needs_r
+def test_an_r_step_keeps_its_secrets_out_of_the_store_too(env, run_flow, tmp_path):
+    """An R step's outputs, failure snapshot, printed text and the files it writes, as a Python step's."""
+    uses = ("token <- Sys.getenv('MY_SERVICE_TOKEN')\ncfg <- list(url = paste0('https://x/?k=', token), n = 2L)\n"
+            "db <- Sys.getenv('DB_URL')\nn <- 41\nprint(token)\nprint(Sys.getenv())\n"
+            "writeLines(paste('key =', token), 'r_config.ini')\nwriteLines('nothing secret', 'r_plain.txt')")
+    path = notebook(tmp_path, [(["step:make"], "start = 1"), (["step:use", "kernel:ir", "secret:PLAIN_NAME"], uses),
+                               (["step:later"], "total = n + start")])
+    run = run_flow(path)
+    use = run["use"].task.record
+    assert set(use["outputs"]) == {"n"} and run["later"].data.total == 42
+    assert "'token' contains the value of $MY_SERVICE_TOKEN: not stored" in "\n".join(use["warnings"])
+    assert "'db' contains the value of $DB_URL: not stored" in "\n".join(use["warnings"])
+    assert use["files"]["written"]["r_config.ini"]["withheld"] == "contains the value of $MY_SERVICE_TOKEN"
+    assert "withheld" not in use["files"]["written"]["r_plain.txt"]
+    assert "[secret removed]" in run["use"].log
+    failing = uses + "\nstop('cannot connect with ', token)"
+    failed = run_flow(notebook(tmp_path, [(["step:use", "kernel:ir", "secret:PLAIN_NAME"], failing)]), expect="failed")
+    failure = failed["use"].task.record["failure"]
+    assert failure["withheld"] == {"cfg": "contains the value of $MY_SERVICE_TOKEN",
+                                   "db": "contains the value of $DB_URL",
+                                   "token": "contains the value of $MY_SERVICE_TOKEN"}
+    assert "n" in failure["variables"] and "[secret removed]" in failed["use"].error["message"]
+    passing = notebook(tmp_path, [(["step:login", "kernel:ir"], "token <- Sys.getenv('MY_SERVICE_TOKEN')"),
+                                  (["step:call"], "print(len(token))")])
+    refused = run_flow(passing, expect="failed")
+    error = refused["login"].error
+    assert error["type"] == "SecretValue" and "'token' contains the value of $MY_SERVICE_TOKEN, and step 'call' " \
+        "reads it" in error["message"] and "Sys.getenv('MY_SERVICE_TOKEN') in R" in error["message"]
+    assert_no_secret_in_store(env)
