@@ -146,7 +146,8 @@ def test_a_cell_that_swallows_interrupts_is_killed(store, tmp_path, busy_cores):
         new_code_cell("import time", metadata={"tags": ["imports"]}),
         new_code_cell("x = 1", metadata={"tags": ["step:start"]}),
         new_code_cell("stubborn = x + 1\nprint('sleepy: started', flush=True)\nwhile True:\n    try:\n"
-                      "        time.sleep(0.1)\n    except KeyboardInterrupt:\n        pass", metadata={"tags": ["step:sleepy"]}),
+                      "        time.sleep(0.1)\n    except KeyboardInterrupt:\n        pass",
+                      metadata={"tags": ["step:sleepy"]}),
     ], metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
     path = tmp_path / "stubborn.ipynb"
     nbformat.write(nb, path)

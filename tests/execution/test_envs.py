@@ -82,7 +82,8 @@ def test_the_env_is_built_while_upstream_steps_run(env_cache, tmp_path, run_flow
             "    assert time.monotonic() < deadline, 'the environment of the next step was not built meanwhile'\n"
             "    time.sleep(0.1)\nx = 1")
     nb.cells[1:] = [nbformat.v4.new_code_cell(wait, metadata={"tags": ["step:before"]}),
-                    nbformat.v4.new_code_cell("import toolz\ny = x", metadata={"tags": ["step:after", "pip:toolz==1.0.0"]})]
+                    nbformat.v4.new_code_cell("import toolz\ny = x",
+                                              metadata={"tags": ["step:after", "pip:toolz==1.0.0"]})]
     nbformat.write(nb, tmp_path / "ahead.ipynb")
     run = run_flow(tmp_path / "ahead.ipynb")
     assert value(run, "after", "y") == 1

@@ -172,7 +172,8 @@ def test_shared_cells_reads_are_each_steps_and_their_writes_no_ones(run_flow, tm
     each step; a file they write is written by every kernel, which is no race between the steps."""
     (tmp_path / "config.json").write_text('{"n": 2}')
     nb = tagged_notebook(tmp_path, [
-        (["imports"], "import json, time\nopen('setup.log', 'w').write('started')\nconfig = json.load(open('config.json'))"),
+        (["imports"], ("import json, time\nopen('setup.log', 'w').write('started')\n"
+                       "config = json.load(open('config.json'))")),
         (["step:one"], "time.sleep(2); a = config['n']"),
         (["step:two"], "time.sleep(2); b = config['n'] * 2"),
     ])

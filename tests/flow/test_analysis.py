@@ -260,7 +260,8 @@ def test_the_kernels_shell_made_in_a_shared_cell_is_never_an_edge():
 
 
 def test_the_kernels_shell_made_in_a_step_and_used_by_another_is_refused(tmp_path):
-    path = write(tmp_path, [("step:a", "ip = get_ipython()"), ("step:b", "ip.run_line_magic('load_ext', 'autoreload')")])
+    path = write(tmp_path, [("step:a", "ip = get_ipython()"),
+                            ("step:b", "ip.run_line_magic('load_ext', 'autoreload')")])
     with pytest.raises(FlowError, match=r"step 'b' uses 'ip', which step 'a' binds to the IPython shell.*imports"):
         build_flow(path)
 
@@ -284,5 +285,6 @@ def test_a_magic_from_an_extension_a_step_loaded_is_refused_in_a_later_step(tmp_
     with pytest.raises(FlowError, match=r"step 'b' uses %autoreload.*step 'a' loads the extension 'autoreload'.*"
                                         r"imports cell \(%load_ext autoreload\)"):
         build_flow(path)
-    path = write(tmp_path, [("imports", "%load_ext autoreload"), ("step:a", "x = 1"), ("step:b", "%autoreload 2\ny = x")])
+    path = write(tmp_path, [("imports", "%load_ext autoreload"), ("step:a", "x = 1"),
+                            ("step:b", "%autoreload 2\ny = x")])
     assert build_flow(path).warnings == []

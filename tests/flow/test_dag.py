@@ -121,7 +121,8 @@ def test_with_prev_tags_a_file_edge_is_added_only_where_the_prev_ancestors_do_no
 
 
 def test_a_file_edge_that_would_close_a_cycle_is_left_out_with_a_warning(tmp_path):
-    flow = build_flow(write(tmp_path, [("step:a\nprev:b", "open('f.txt', 'w')"), ("step:b", "t = open('f.txt').read()")]))
+    flow = build_flow(write(tmp_path, [("step:a\nprev:b", "open('f.txt', 'w')"),
+                                       ("step:b", "t = open('f.txt').read()")]))
     assert flow.steps["a"].prev == ["b"] and flow.steps["b"].prev == []
     assert any("step 'b' uses f.txt after step 'a'" in w and "cycle" in w for w in flow.warnings), flow.warnings
 

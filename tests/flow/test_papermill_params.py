@@ -23,7 +23,8 @@ TEXTS = st.one_of(
 OPTION = st.one_of(
     st.tuples(st.just("-p"), st.sampled_from(NAMES), TEXTS),
     st.tuples(st.just("-r"), st.sampled_from(NAMES), TEXTS),
-    st.tuples(st.just("-y"), st.sampled_from(NAMES), st.sampled_from(["1", "x", "[1, 2]", "2024-01-01", "null", "1.5"])),
+    st.tuples(st.just("-y"), st.sampled_from(NAMES),
+              st.sampled_from(["1", "x", "[1, 2]", "2024-01-01", "null", "1.5"])),
 )
 
 
