@@ -177,3 +177,28 @@ def test_resources_only_for_names_the_cluster_declares():
     assert dask_resources(limit, [{"GPU": 1}, {}]) == {"GPU": 1.0}  # `dask worker --resources GPU=1`
     with pytest.raises(FlowError, match="gpu=1.*largest: 0"):
         dask_resources({"gpu": 1}, [{"gpu": 0}])
+
+
+@pytest.mark.slow
+def test_each_worker_keeps_its_kernel_pool_in_a_plugin_across_runs(scheduler, tmp_path):
+    """The WorkerPlugin is registered once per cluster; a second run finds it (and its warm pool) as the
+    first left it, and no task of a finished run is still registered as running anywhere."""
+    from distributed import Client
+
+    def plugin_state(dask_worker) -> dict:  # run in each worker process (defined here: sent by value)
+        from jupyter_flow.executors.dask_worker import PLUGIN
+
+        kernels = dask_worker.plugins.get(PLUGIN)
+        return {"plugged": kernels is not None, "pool": getattr(kernels, "pool", None) is not None,
+                "spares": getattr(kernels, "spares", None), "running": len(getattr(kernels, "controls", {}))}
+
+    for _ in range(2):
+        run = jupyter_flow.run(NOTEBOOKS / "linear.ipynb", store=tmp_path / "store", executor="dask",
+                               scheduler=scheduler)
+        assert run.status == "succeeded"
+    used = {t.record["worker"] for t in run.tasks}
+    with Client(scheduler, timeout=30, set_as_default=False) as client:
+        states = client.run(plugin_state)
+    assert set(states) >= used
+    assert all(s["plugged"] and s["spares"] == 2 and s["running"] == 0 for s in states.values()), states
+    assert all(states[w]["pool"] for w in used), states  # papermill imported and kernels kept warm there
