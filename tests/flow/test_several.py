@@ -135,6 +135,7 @@ def test_a_notebook_in_another_kernel_runs_its_steps_in_that_kernel(tmp_path):
         build_flow(first)
 
 
+@pytest.mark.slow
 def test_a_run_across_two_notebooks_gives_their_values_and_records_the_notebooks(pair, run_flow, store):
     run = run_flow(pair, parameters={"scale": 100})
     assert run["summary"].data.summary == 6 + (0 + 100 + 200 + 300) + 2
