@@ -133,8 +133,7 @@ class Executor:
     # -- final records ------------------------------------------------------------------------------
     def crashed(self, spec: dict, error: BaseException) -> dict:
         """The final record of a task whose launch or run raised (a bug, a connection lost...)."""
-        return ended(spec, "failed", f"the executor failed to run the task: {error}",
-                          kind=error.__class__.__name__)
+        return ended(spec, "failed", f"the executor failed to run the task: {error}", kind=error.__class__.__name__)
 
     def confirmed(self, spec: dict, control: TaskControl) -> dict:
         """The final record of a cancelled task: its own once it wrote one (it stops its kernel and
@@ -153,7 +152,7 @@ class Executor:
                 return record
             if time.monotonic() > deadline:
                 return ended(spec, "cancelled", f"cancelled; {self.host} did not confirm that the task stopped",
-                                  write=False)
+                             write=False)
             time.sleep(0.5)
 
     # -- the kernel pool of tasks run in this process -----------------------------------------------
