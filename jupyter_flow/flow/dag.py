@@ -206,7 +206,7 @@ def build_flow(path: str | Path, raw: dict | None = None, history: dict | None =
                       warnings, step.name in starred)
         step.params += [n for n in shared_params if n not in step.params]
     _check_shells(steps, usages)
-    _check_crossing(steps, usages)
+    _check_crossing(steps, usages, shared_usage.modules)
     _file_edges(steps, warnings)
     _verify_lists(steps)
     warnings += equivalence.random_state(shared_usage, usages) + equivalence.shared_objects(usages)
@@ -246,9 +246,16 @@ def _analyze_other(cells: list[Cell], where: str, bound, language: str) -> analy
                           files_read=usage.files_read, files_written=usage.files_written)
 
 
-def _check_crossing(steps: dict[str, Step], usages: dict[str, analysis.Usage]) -> None:
-    """What surely cannot cross from one language to another, before anything runs: a function or a
-    module (what only the run knows, a model object, is checked at the producing step's end)."""
+# Libraries whose classes (CapWords names) make model objects, which cannot cross languages.
+MODEL_LIBRARIES = ("sklearn", "torch", "tensorflow", "keras", "xgboost", "lightgbm", "catboost", "statsmodels")
+_RETURNS_SELF = ("fit", "partial_fit", "set_params")  # an estimator's methods that return the estimator
+
+
+def _check_crossing(steps: dict[str, Step], usages: dict[str, analysis.Usage], shared_modules: dict) -> None:
+    """What surely cannot cross from one language to another, before anything runs: a function, a
+    module, or a model object made where it is seen (`model = LinearRegression().fit(X, y)`, a class
+    of MODEL_LIBRARIES called, then only methods that return it); what only the run knows is checked
+    at the producing step's end."""
     from jupyter_flow.store.neutral import WHAT_CROSSES
 
     for step in steps.values():
@@ -257,11 +264,41 @@ def _check_crossing(steps: dict[str, Step], usages: dict[str, analysis.Usage]) -
             if producer not in usages or languages.same(up.language, step.language):
                 continue
             usage = usages[producer]
-            kind = "a function" if name in usage.functions else "a module" if name in usage.modules else None
+            model = _model_object(up, name, {**shared_modules, **usage.modules}) if languages.is_python(
+                up.language) else None
+            kind = ("a function" if name in usage.functions else "a module" if name in usage.modules
+                    else f"a {model} object" if model else None)
             if kind:
                 raise FlowError(f"step {step.name!r} ({step.language}) reads {name!r}, which step {producer!r} "
                                 f"({up.language}) binds to {kind}: it cannot cross to another language; "
                                 f"{WHAT_CROSSES}. Define it in step {step.name!r}, or pass plain data")
+
+
+def _model_object(step: Step, name: str, modules: dict) -> str | None:
+    """The class (`sklearn.linear_model.LinearRegression`) of the model object the step's last
+    top-level binding of `name` surely makes, or None."""
+    value = None
+    for cell in step.cells:
+        try:
+            tree = analysis.parse(cell.source)
+        except SyntaxError:
+            return None
+        for stmt in tree.body:
+            if isinstance(stmt, ast.Assign) and any(isinstance(t, ast.Name) and t.id == name for t in stmt.targets):
+                value = stmt.value
+    while isinstance(value, ast.Call) and isinstance(value.func, ast.Attribute) and value.func.attr in _RETURNS_SELF:
+        value = value.func.value  # LinearRegression().fit(X, y) is the LinearRegression()
+    if not isinstance(value, ast.Call):
+        return None
+    parts, func = [], value.func
+    while isinstance(func, ast.Attribute):
+        parts.insert(0, func.attr)
+        func = func.value
+    if not isinstance(func, ast.Name) or func.id not in modules:
+        return None
+    path = ".".join([modules[func.id], *parts])
+    top, last = path.partition(".")[0], path.rpartition(".")[2]
+    return path if top in MODEL_LIBRARIES and last[:1].isupper() else None
 
 
 def _paths(predicted: list[str], recorded: list[str] | None, folder: Path) -> list[str]:

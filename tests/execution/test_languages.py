@@ -169,9 +169,10 @@ def test_python_r_python_gives_the_values_of_python_alone(run_flow):
 @pytest.mark.slow
 @needs_r
 def test_a_model_object_cannot_cross_to_r(tmp_path, run_flow):
+    """Made where the analysis cannot see it (in a function): the producing step fails at its end."""
     path = tagged_notebook(tmp_path, [
         (["step:train"], ("from sklearn.linear_model import LinearRegression\n"
-                         "model = LinearRegression().fit([[0], [1]], [0, 1])")),
+                         "def fitted():\n    return LinearRegression().fit([[0], [1]], [0, 1])\n\nmodel = fitted()")),
         (["step:report", "kernel:ir"], "print(model)"),
     ])
     run = run_flow(path, expect="failed")
@@ -180,6 +181,28 @@ def test_a_model_object_cannot_cross_to_r(tmp_path, run_flow):
     for words in ("'model' from step 'train' cannot cross to step 'report' (R)", "LinearRegression",
                   "what can cross between languages"):
         assert words in error["message"]
+
+
+@needs_r
+@pytest.mark.parametrize("made, kind", [
+    ("model = LinearRegression().fit([[0], [1]], [0, 1])", "a sklearn.linear_model.LinearRegression object"),
+    ("model = lm.LinearRegression(fit_intercept=False)", "a sklearn.linear_model.LinearRegression object"),
+    ("model = StandardScaler().set_params(copy=True).fit([[0], [1]])", "a sklearn.preprocessing.StandardScaler object"),
+])
+def test_a_model_object_made_in_sight_is_refused_before_the_run(tmp_path, store, made, kind):
+    imports = ("from sklearn.linear_model import LinearRegression\nimport sklearn.linear_model as lm\n"
+               "from sklearn.preprocessing import StandardScaler")
+    path = tagged_notebook(tmp_path, [(["imports"], imports), (["step:train"], made + "\nX = [1.0, 2.0]"),
+                                      (["step:report", "kernel:ir"], "print(model)")])
+    proc = cli("run", path, check=2)
+    line = one_line_error(proc)
+    assert f"step 'report' (R) reads 'model', which step 'train' (python) binds to {kind}: it cannot cross" in line
+    assert "what can cross between languages: None, bool, int" in line
+    assert run_dirs(store) == []
+    data = tagged_notebook(tmp_path, [(["imports"], imports), (["step:train"], made + "\nX = StandardScaler()"
+                                                                                     ".fit_transform([[0], [1]])"),
+                                      (["step:report", "kernel:ir"], "print(X)")])
+    assert build_flow(data).steps["report"].inputs == {"X": "train"}  # what the model makes crosses
 
 
 @needs_r
