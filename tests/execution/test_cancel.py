@@ -33,7 +33,8 @@ def _task(store, step="sleepy") -> dict | None:
 
 
 def _log(store, step="sleepy") -> str:
-    return "".join(p.read_text() for p in Path(store).glob(f"flows/*/runs/*/{step}/0/log.txt"))
+    # each attempt logs into its own folder (store/layout.py attempt_key) while it runs
+    return "".join(p.read_text() for p in Path(store).glob(f"flows/*/runs/*/{step}/0/attempts/*/log.txt"))
 
 
 MOMENTS = {
