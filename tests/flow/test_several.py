@@ -3,10 +3,11 @@ DAG, as if concatenated; `prev:OTHER.ipynb:STEP`; clashing step names qualified;
 its notebook; runs and resumes; bad input is one line, exit 2, nothing written."""
 import json
 import re
+import shutil
 from pathlib import Path
 
 import pytest
-from conftest import cli
+from conftest import EXAMPLES, cli
 
 import jupyter_flow
 from jupyter_flow.errors import FlowError
@@ -28,19 +29,12 @@ def write(path: Path, cells: list[tuple[list[str], str]], notebooks=None, kernel
 
 @pytest.fixture
 def pair(tmp_path):
-    """prepare.ipynb (names report.ipynb in its metadata) and report.ipynb, which reads its values."""
-    first = write(tmp_path / "prepare.ipynb", [
-        (["imports"], "import math"),
-        (["parameters"], "n = 4"),
-        (["step:load"], "x = list(range(n))"),
-        (["step:total"], "t = sum(x)"),
-    ], notebooks=["report.ipynb"])
-    write(tmp_path / "report.ipynb", [
-        (["parameters"], "scale = 10"),
-        (["step:load"], "y = [v * scale for v in x]"),  # the name load is taken: report_load
-        (["step:summary", "prev:prepare.ipynb:total", "prev:load"], "summary = t + sum(y) + math.floor(2.5)"),
-    ])
-    return first
+    """The README's example, notebooks/two_notebooks: prepare.ipynb (names report.ipynb in its
+    metadata: n = 4, load: x = list(range(n)), total: t = sum(x)) and report.ipynb (scale = 10,
+    load: y = [v * scale for v in x], summary: t + sum(y) + math.floor(2.5) with prev:prepare.ipynb:total)."""
+    for name in ("prepare.ipynb", "report.ipynb"):
+        shutil.copy(EXAMPLES / "two_notebooks" / name, tmp_path / name)
+    return tmp_path / "prepare.ipynb"
 
 
 def test_a_later_notebooks_step_depends_on_the_earlier_one_that_writes_what_it_reads(pair):
@@ -148,11 +142,12 @@ def test_a_run_across_two_notebooks_gives_their_values_and_records_the_notebooks
 def test_a_failed_step_of_the_second_notebook_is_fixed_and_resumed(pair, run_flow, store):
     report = pair.parent / "report.ipynb"
     raw = json.loads(report.read_text())
-    raw["cells"][2]["source"] = "summary = t + sum(y) + math.floor(2.5)\nraise ValueError('not yet')"
+    cell = next(c for c in raw["cells"] if "step:summary" in c["metadata"].get("tags", []))
+    cell["source"] = "summary = t + sum(y) + math.floor(2.5)\nraise ValueError('not yet')"
     report.write_text(json.dumps(raw))
     failed = run_flow(pair, expect="failed")
     assert failed["summary"].task.error["type"] == "ValueError"
-    raw["cells"][2]["source"] = "summary = t + sum(y) + math.floor(2.5)"  # the fix, in report.ipynb
+    cell["source"] = "summary = t + sum(y) + math.floor(2.5)"  # the fix, in report.ipynb
     report.write_text(json.dumps(raw))
     resumed = jupyter_flow.resume(failed.id, store=store)
     assert resumed.status == "succeeded" and resumed["summary"].data.summary == 6 + 60 + 2
