@@ -17,9 +17,9 @@ import os
 WITHHELD = "withheld.json"
 
 
-def withhold_secrets(folder: str, found, extra=()) -> dict[str, str]:
+def withhold_secrets(folder: str, found) -> dict[str, str]:
     """Delete each value file under `folder` (the crossing folder) that holds a secret of `found`
-    (or of `extra`, the notebook's names); {name: why} of those deleted, also merged into WITHHELD."""
+    (secrets.Secrets); {name: why} of those deleted, also merged into WITHHELD."""
     from jupyter_flow.execution import secrets
     from jupyter_flow.store import neutral
 
@@ -33,7 +33,7 @@ def withhold_secrets(folder: str, found, extra=()) -> dict[str, str]:
             why = found.found_in(data) if found else None
             if why is None:
                 try:
-                    why = secrets.withheld(neutral.loads(data), extra)
+                    why = secrets.withheld(neutral.loads(data), found=found)
                 except Exception:  # noqa: BLE001, S112 - not a value: the runner says so when it stores it
                     continue
             if why:
@@ -64,9 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     notes_path, out = sys.argv[1:3] if argv is None else argv
     with open(notes_path) as f:
         notes = json.load(f)
-    extra = notes.get("secrets") or ()
-    found = secrets.current(extra)
-    withhold_secrets(os.path.dirname(os.path.abspath(out)), found, extra)
+    found = secrets.current(notes.get("secrets") or ())
+    withhold_secrets(os.path.dirname(os.path.abspath(out)), found)
     used = files.from_notes(notes, found)
     with open(f"{out}.tmp", "w") as f:
         json.dump(used, f)

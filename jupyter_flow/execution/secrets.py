@@ -209,11 +209,12 @@ def credential_type(value) -> str | None:
     return None
 
 
-def withheld(value, extra=()) -> str | None:
-    """Why `value` may not be stored: it is a credential object, or is or holds a secret value in
-    its strings, containers or attributes (a few levels deep); None if it may. It does not pickle
-    the value: to store one, call `save_value`, which checks the bytes as they are pickled."""
-    return _withheld(value, current(extra), 0)
+def withheld(value, extra=(), found: Secrets | None = None) -> str | None:
+    """Why `value` may not be stored: it is a credential object, or is or holds a secret value (of
+    `found`; by default those of `current(extra)`) in its strings, containers or attributes (a few
+    levels deep); None if it may. It does not pickle the value: to store one, call `save_value`,
+    which checks the bytes as they are pickled."""
+    return _withheld(value, found if found is not None else current(extra), 0)
 
 
 def _withheld(value, secrets: Secrets, depth: int) -> str | None:

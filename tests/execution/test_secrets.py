@@ -414,3 +414,23 @@ def test_an_r_step_keeps_its_secrets_out_of_the_store_too(env, run_flow, tmp_pat
     assert error["type"] == "SecretValue" and "'token' contains the value of $MY_SERVICE_TOKEN, and step 'call' " \
         "reads it" in error["message"] and "Sys.getenv('MY_SERVICE_TOKEN') in R" in error["message"]
     assert_no_secret_in_store(env)
+
+
+def test_values_a_step_in_another_language_wrote_are_withheld_before_anything_stores_them(tmp_path):
+    """execution/crossing.py, in the step's environment: a value file holding a secret (in its text, or
+    in a string of the value once decoded: JSON escapes) is deleted and listed; the others stay."""
+    from jupyter_flow.execution import crossing
+    from jupyter_flow.store import neutral
+
+    quoted = 'q"uo\\te/' + "d-secret-value"  # JSON escapes its quote and backslash: found once decoded
+    found = secrets.Secrets({"MY_SERVICE_TOKEN": TOKEN, "ODD_TOKEN": quoted})
+    folder = tmp_path / "crossing"
+    for sub, name, value in [("out", "token", {"url": f"https://x/?k={TOKEN}"}), ("out", "n", 41),
+                             ("out", "odd", [quoted]), ("failure", "table", {"a": [1, 2]})]:
+        (folder / sub).mkdir(parents=True, exist_ok=True)
+        (folder / sub / f"{name}.json").write_bytes(neutral.dumps(value))
+    assert quoted.encode() not in (folder / "out" / "odd.json").read_bytes()
+    withheld = crossing.withhold_secrets(str(folder), found)
+    assert withheld == {"token": "contains the value of $MY_SERVICE_TOKEN", "odd": "contains the value of $ODD_TOKEN"}
+    assert sorted(p.name for p in folder.rglob("*.json") if p.parent != folder) == ["n.json", "table.json"]
+    assert crossing.read_withheld(str(folder)) == withheld
