@@ -393,7 +393,7 @@ def _serve(reader, writer) -> None:
     kernels: dict[int, int] = {}  # id -> pid of the kernels not reaped yet (their pids cannot be reused)
     statuses: dict[int, int] = {}  # id -> exit code of those reaped
     ids = itertools.count()
-    threads = [_threads()]  # the threads expected here: this one, and those of fork-safe libraries
+    threads = [1]  # the threads allowed here: this one, then those fork-safe libraries start (see _preload)
     unsafe = ""
     for line in reader:
         message = json.loads(line)

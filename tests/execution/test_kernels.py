@@ -180,3 +180,25 @@ def test_a_forked_kernel_keeps_its_exit_status_and_last_words(tmp_path, ending, 
         assert "last words of the kernel" in kernel_pool.kernel_output(km)
     finally:
         kernel_pool.kill_kernel(km)
+
+
+def test_a_zygote_with_a_thread_forks_nothing_and_its_kernels_start_cold(tmp_path):
+    # a thread that exists before the zygote's first fork (here a sitecustomize starts one as the interpreter
+    # starts): a fork would copy the zygote without it, its locks held by nobody. The kernel starts cold.
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text("import threading, time\n"
+                                           "threading.Thread(target=time.sleep, args=(3600,), daemon=True).start()\n")
+    pythonpath = os.pathsep.join(p for p in (str(site), os.environ.get("PYTHONPATH", "")) if p)
+    km = kernel_pool.start_kernel("python3", str(tmp_path), env={"PYTHONPATH": pythonpath})
+    try:
+        assert km.provisioner.forked is None  # launched as jupyter_client launches a kernel
+        kc = kernel_pool.blocking_client(km)
+        try:
+            kc.execute("x = 6 * 7", user_expressions={"x": "x"})
+            reply = kc.get_shell_msg(timeout=120)
+        finally:
+            kc.stop_channels()
+        assert reply["content"]["user_expressions"]["x"]["data"]["text/plain"] == "42"
+    finally:
+        kernel_pool.kill_kernel(km)
