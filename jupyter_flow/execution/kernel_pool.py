@@ -346,9 +346,13 @@ class KernelPool:
             self._ready[key].append(km)
             self._lock.notify_all()
 
-    def acquire(self, kernel_name: str, cwd: str):
-        """A ready kernel: a warm one, else the next one to finish booting (booting one if none is)."""
+    def acquire(self, kernel_name: str, cwd: str, preload=()):
+        """A ready kernel: a warm one, else the next one to finish booting (booting one if none is).
+        `preload`: the task's modules to import ahead (its spec's), for a first task that asks before the
+        executor's hint (want_kernels) set them: a kernel booted without them imports them itself."""
         key = (kernel_name, cwd)
+        if preload and not self.preload:
+            self.preload = list(preload)
         with self._lock:
             while True:
                 if self._ready[key]:
