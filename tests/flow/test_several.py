@@ -63,6 +63,8 @@ def test_with_joins_notebooks_the_metadata_does_not_name(tmp_path):
     flow = build_flow(first, with_=[tmp_path / "b.ipynb"])
     assert list(flow.steps) == ["make", "b"] and flow.steps["b"].inputs == {"x": "make"}
     assert build_flow(first).notebook.notebooks == []  # alone without it
+    with pytest.raises(FlowError, match=r"^--with nope\.ipynb: no such notebook \(.*nope\.ipynb\); check the path$"):
+        build_flow(first, with_=[tmp_path / "nope.ipynb"])
 
 
 def test_a_notebook_may_list_itself_in_its_place(tmp_path):
