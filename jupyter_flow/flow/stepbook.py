@@ -26,12 +26,12 @@ def build(flow: Flow, step: Step, run_id: str, index: int, start: int = 0) -> di
     params = flow.notebook.parameters
     if languages.same(step.language, flow.notebook.language):
         setup = sorted(flow.shared + ([params] if params is not None else []), key=lambda c: c.index)
-        cells = [_cell(c.source, "parameters", c.index, tags=["parameters"]) if c is params
-                 else _cell(c.source, "shared", c.index) for c in setup]  # in notebook order, as papermill runs them
+        cells = [_cell(c.source, "parameters", c.index, tags=["parameters"], of=c) if c is params
+                 else _cell(c.source, "shared", c.index, of=c) for c in setup]  # in notebook order, as papermill does
     else:
         cells = [_cell(_defaults(flow, step), "parameters", tags=["parameters"])]
     cells.append(_cell("", "begin"))
-    cells += [_cell(c.source, "step", c.index) for c in step.cells[start:]]
+    cells += [_cell(c.source, "step", c.index, of=c) for c in step.cells[start:]]
     cells.append(_cell(_finish(flow, step), "finish"))
     metadata = copy.deepcopy(flow.notebook.raw.get("metadata", {}))
     kernel = step.options.get("kernel", flow.kernel)
@@ -110,10 +110,14 @@ def language(nb: dict) -> str:
     return (nb.get("metadata", {}).get("kernelspec") or {}).get("language") or "python"
 
 
-def _cell(source: str, role: str, source_cell: int | None = None, tags=()) -> dict:
+def _cell(source: str, role: str, source_cell: int | None = None, tags=(), of=None) -> dict:
+    """A cell of the step notebook; `source_cell`: its place in the flow's cells; `of`: the user's
+    Cell, whose notebook and place there are noted too in a flow of several notebooks (see several.py)."""
     meta: dict = {"jupyter_flow": {"role": role}}
     if source_cell is not None:
         meta["jupyter_flow"]["source_cell"] = source_cell
+    if of is not None and of.notebook:
+        meta["jupyter_flow"].update(notebook=of.notebook, position=of.position)
     if tags:
         meta["tags"] = list(tags)
     return {"cell_type": "code", "metadata": meta, "source": source, "outputs": [], "execution_count": None}
@@ -138,7 +142,8 @@ def _where(info: dict, source) -> str | None:
             info["role"]]
     if "source_cell" not in info:
         return None
-    label = Cell(info["source_cell"], "", "".join(source) if isinstance(source, list) else source, []).label()
+    label = Cell(info["source_cell"], "", "".join(source) if isinstance(source, list) else source, [],
+                 info.get("notebook", ""), info.get("position")).label()
     return f"{info['role']} {label}" if info.get("role") in ("shared", "parameters") else label
 
 

@@ -149,6 +149,7 @@ def test_a_failed_step_of_the_second_notebook_is_fixed_and_resumed(pair, run_flo
     report.write_text(json.dumps(raw))
     failed = run_flow(pair, expect="failed")
     assert failed["summary"].task.error["type"] == "ValueError"
+    assert failed.error["message"].endswith("in report.ipynb cell 4 ('summary = t + sum(y) + math.floor(2.5)')")
     cell["source"] = "summary = t + sum(y) + math.floor(2.5)"  # the fix, in report.ipynb
     report.write_text(json.dumps(raw))
     resumed = jupyter_flow.resume(failed.id, store=store)
