@@ -131,7 +131,7 @@ class Task:
 
     @property
     def notebook(self):
-        import nbformat
+        import nbformat  # its schema validator is slow to import: only for a run's notebook
 
         return nbformat.reads(read_task_file(self.store, self.run_id, self.step, self.index, "output.ipynb"),
                               as_version=4)
@@ -256,7 +256,7 @@ def runs_table(flow: str | None = None, store: Store | str | None = None, user: 
 
 def table_of(runs: list[dict]):
     """The runs table (pandas) of these run records, in their order."""
-    import pandas as pd
+    import pandas as pd  # an optional dependency, and 0.5 s: only for runs_table
 
     rows = []
     for run in runs:

@@ -7,8 +7,13 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import inspect
+import json
+import linecache
 import shlex
 import sys
+import types
+from pathlib import Path
 
 from jupyter_flow.errors import FlowError, NotFound
 from jupyter_flow.store import layout, open_store, records
@@ -100,9 +105,6 @@ def _post_mortem(store, run, task, frames: list[dict], ns: dict, quiet: bool) ->
     function, placed at its file name (the cell's source registered with linecache.lazycache),
     raising at its line with its locals as arguments; the frames are chained into a traceback with
     types.TracebackType. IPython's `showtraceback` displays it and keeps it as the last one."""
-    import inspect
-    import types
-
     tb = None
     for frame in reversed(frames):
         lineno, frame_obj = _frame(store, run, task, frame, ns)
@@ -131,9 +133,6 @@ def _post_mortem(store, run, task, frames: list[dict], ns: dict, quiet: bool) ->
 
 def _frame(store, run, task, frame: dict, ns: dict):
     """(line, a frame object standing for `frame`): see _post_mortem."""
-    import linecache
-    import types
-
     line = max(int(frame.get("line") or 1), 1)
     where = f"cell {frame['cell']}" if frame.get("cell") else None
     filename = frame.get("file") or "?"
@@ -174,7 +173,7 @@ class _Source:
 
 def _shell():
     try:
-        from IPython import get_ipython
+        from IPython import get_ipython  # plain Python callers do not pay for IPython's import
     except ImportError:
         return None
     return get_ipython()
@@ -195,10 +194,7 @@ def _print_table(run, step, index, state, refs, modules, unpicklable) -> None:
 
 def step_source(store, run, step: str) -> str:
     """The step's cells as they were when the run was made (from the run's copy of the notebook)."""
-    import json
-    from pathlib import Path
-
-    from jupyter_flow.flow.notebook import parse
+    from jupyter_flow.flow.notebook import parse  # 0.2 s (nbformat): only when the cells are asked for
 
     raw = json.loads(store.read_bytes(layout.run_file(run.flow, run.id, "notebook.ipynb")))
     nb = parse(raw, Path(run.notebook))

@@ -48,6 +48,7 @@ def local_notebook(url: str):
             raise FlowError(f"{url}: no such notebook")
         yield path
         return
+    # only for a papermill-style call: the package and the CLI import light
     import fsspec
 
     folder = tempfile.mkdtemp(prefix="jupyter-flow-input-")
@@ -88,6 +89,7 @@ def paths(input_path, output_path, parameters: dict | None) -> tuple:
     (`out_{alpha}.ipynb`; `{pm[run_uuid]}` too). Paths without fields skip papermill's import."""
     if not any(c in str(p) for p in (input_path, output_path or "") for c in "{}"):
         return str(input_path), None if output_path is None else str(output_path)
+    # only for a papermill-style call: the package and the CLI import light
     from papermill.exceptions import PapermillMissingParameterException
     from papermill.parameterize import add_builtin_parameters, parameterize_path
 
@@ -105,6 +107,7 @@ def merge(store, run_id: str, parameters: dict | None = None, input_path: str | 
     """The run as the notebook papermill writes (an nbformat NotebookNode), and papermill's
     PapermillExecutionError for its first failing cell (None if no cell failed).
     `parameters`: the ones given for the run (papermill injects only those; none: no injected cell)."""
+    # only for a papermill-style call: the package and the CLI import light
     import nbformat
     from papermill.exceptions import PapermillExecutionError
     from papermill.execute import (
@@ -156,6 +159,7 @@ def merge(store, run_id: str, parameters: dict | None = None, input_path: str | 
 
 def _flow(run: dict, nb, parameters: dict | None):
     """The run's flow, as `prepare` built it from the run's copy of the notebook."""
+    # only for a papermill-style call: the package and the CLI import light
     import nbformat
 
     from jupyter_flow.flow.dag import build_flow
@@ -177,6 +181,7 @@ def _places(flow, step: str) -> dict | None:
 
 def _executed(store, run: dict, flow) -> tuple[dict, object, dict]:
     """({source cell index: its executed copies}, an executed injected-parameters cell, a step notebook's metadata)."""
+    # only for a papermill-style call: the package and the CLI import light
     import nbformat
 
     executed: dict[int, list] = {}  # several copies for a foreach step
@@ -268,6 +273,7 @@ def _tags(cell) -> list:
 def write(nb, output: str | None, stdout_file=None, stderr_file=None) -> None:
     """Write the notebook to `output` (a path or any fsspec URL; None: nowhere), and what its cells
     printed to `stdout_file` and `stderr_file` (open text files), as papermill's options do."""
+    # only for a papermill-style call: the package and the CLI import light
     import fsspec
     import nbformat
 
@@ -301,6 +307,7 @@ def log_outputs(store, on_event=None):
 def prepare_notebook(path, output_path, parameters: dict | None, **options):
     """papermill's prepare_only: the parameterized notebook, executed by nobody (papermill writes it),
     after the same checks a run makes (unknown names, wrong types)."""
+    # only for a papermill-style call: the package and the CLI import light
     import papermill
 
     from jupyter_flow.flow.dag import build_flow

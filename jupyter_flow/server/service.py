@@ -6,9 +6,12 @@ import json
 import os
 import threading
 
-from jupyter_flow.errors import FlowError
+from jupyter_flow._version import __version__
+from jupyter_flow.errors import FlowError, StoreError
 from jupyter_flow.executors import names as executor_names
+from jupyter_flow.readers import client
 from jupyter_flow.server.paths import resolve_notebook, to_api
+from jupyter_flow.store import ReadOnly, open_store, records
 from jupyter_flow.store.records import current_user
 
 TASK_FILES = {"log": "log.txt", "notebook": "output.ipynb"}
@@ -29,8 +32,6 @@ class FlowService:
     @property
     def store(self):
         if self._store is None:
-            from jupyter_flow.store import open_store
-
             self._store = open_store(self.config.store)
         return self._store
 
@@ -52,8 +53,6 @@ class FlowService:
 
     # -- reads ---------------------------------------------------------------------------------
     def info(self) -> dict:
-        from jupyter_flow._version import __version__
-
         return {
             "version": __version__,
             "user": current_user(),
@@ -68,9 +67,6 @@ class FlowService:
     def read_only(self) -> str | None:
         """Why this server may not write to the store (its one-line refusal), or None if it may
         (a store that cannot be reached says so at its first use instead)."""
-        from jupyter_flow.errors import StoreError
-        from jupyter_flow.store import ReadOnly
-
         try:
             self.store.check_writable()
         except ReadOnly as e:
@@ -81,7 +77,7 @@ class FlowService:
 
     def _flow(self, api_path: str, content: dict | None):
         """The Flow of the notebook saved at `api_path`, or of `content` (its unsaved state) if given."""
-        from jupyter_flow.flow.dag import build_flow
+        from jupyter_flow.flow.dag import build_flow  # the notebook stack: loaded at the first DAG, not with the server
 
         if content is not None and not isinstance(content.get("cells"), list):
             raise FlowError("'content' must be a notebook (a JSON object with a 'cells' list)")
@@ -96,7 +92,7 @@ class FlowService:
 
     def plan(self, api_path: str, parameters: dict | None = None, content: dict | None = None) -> dict:
         """For each step: would a run reuse it or run it, and why (runtime.plan), with these parameters."""
-        from jupyter_flow.runtime.plan import plan
+        from jupyter_flow.runtime.plan import plan  # the runtime: loaded when first used, not with the server
 
         return {"path": api_path, "steps": plan(self._flow(api_path, content), self.store, parameters)}
 
@@ -104,27 +100,19 @@ class FlowService:
         """A page of run records, newest first: {"runs": the `limit` from `offset` on, "more": whether
         others follow}. Each run carries `pinned` (see client.list_runs), a run of a batch `batch: {id,
         index}` (index: its parameter set)."""
-        from jupyter_flow.readers import client
-
         wanted = offset + limit + 1 if limit else None  # one more: is there a next page?
         runs = client.list_runs(self.store, flow=flow, user=user, status=status, limit=wanted, batch=batch)
         page = runs[offset:offset + limit] if limit else runs[offset:]
         return {"runs": [self._with_path(r) for r in page], "more": len(runs) > offset + len(page)}
 
     def get_run(self, run_id: str) -> dict:
-        from jupyter_flow.readers import client
-
         return self._with_path(client.get_run(self.store, run_id))
 
     def _task(self, run_id: str, step: str, index: int) -> dict:
-        from jupyter_flow.readers import client
-
         return client.read_task(self.store, run_id, step, index)
 
     def _run_notebook(self, run_id: str) -> str:
         """The notebook of a run, if it lies inside the server root (the same rule as starting a run)."""
-        from jupyter_flow.store import records
-
         run = records.find_run(self.store, run_id)
         api_path = to_api(run.notebook or "", self.root_dir)
         if api_path is None:
@@ -132,8 +120,6 @@ class FlowService:
         return self.notebook(api_path)
 
     def task_file(self, run_id: str, step: str, index: int, what: str):
-        from jupyter_flow.readers import client
-
         if what == "notebook":
             self._run_notebook(run_id)
         text = client.read_task_file(self.store, run_id, step, index, TASK_FILES[what])
@@ -143,13 +129,11 @@ class FlowService:
 
     def task_artifacts(self, run_id: str, step: str, index: int) -> dict:
         """Names, types, sizes and previews recorded when the values were saved, and the failure snapshot."""
-        from jupyter_flow.readers import client
-
         return client.task_artifacts(self.store, run_id, step, index)
 
     # -- actions -------------------------------------------------------------------------------
     def start(self, api_path: str, parameters=None, executor=None, scheduler=None) -> dict:
-        from jupyter_flow import runtime
+        from jupyter_flow import runtime  # loaded at the first run, not with the server
 
         handle = runtime.start_run(
             self.notebook(api_path), parameters=parameters, **self._run_options(executor, scheduler)
@@ -157,7 +141,7 @@ class FlowService:
         return {"id": handle.run_id, "status": "running"}
 
     def resume(self, run_id: str, parameters=None, executor=None, scheduler=None) -> dict:
-        from jupyter_flow import runtime
+        from jupyter_flow import runtime  # loaded at the first run, not with the server
 
         handle = runtime.resume_run(
             run_id, parameters=parameters, notebook_path=self._run_notebook(run_id),
@@ -166,17 +150,13 @@ class FlowService:
         return {"id": handle.run_id, "origin_run": run_id, "status": "running"}
 
     def pin(self, run_id: str, note: str | None = None) -> dict:
-        from jupyter_flow.readers import client
-
         return client.pin(self.store, run_id, note)
 
     def unpin(self, run_id: str) -> dict:
-        from jupyter_flow.readers import client
-
         return client.unpin(self.store, run_id)
 
     def cancel(self, run_id: str) -> dict:
-        from jupyter_flow import runtime
+        from jupyter_flow import runtime  # loaded at the first run, not with the server
 
         run = self.get_run(run_id)
         if run["status"] != "running":

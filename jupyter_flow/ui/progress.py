@@ -8,6 +8,9 @@ from __future__ import annotations
 import threading
 import time
 
+from rich.live import Live
+from rich.table import Table
+
 from jupyter_flow.readers.client import get_run
 from jupyter_flow.store.status import DONE, TERMINAL, Status, style
 from jupyter_flow.ui.tables import elide_items, make_console
@@ -41,8 +44,6 @@ class _Live:
 
     def __enter__(self):
         if not self.quiet and self.console.is_terminal:
-            from rich.live import Live
-
             self.live = Live(console=self.console, refresh_per_second=8, get_renderable=self._table)
             self.live.__enter__()
         return self
@@ -94,8 +95,6 @@ class Progress(_Live):
                                + (f" - {error}" if error and e["status"] != "retrying" else ""), highlight=False)
 
     def _table(self):
-        from rich.table import Table
-
         table = Table(box=None, pad_edge=False, show_header=True, header_style="bold")
         for column in ("step", "status", "tasks", "time"):
             table.add_column(column)
@@ -162,8 +161,6 @@ class BatchProgress(_Live):
                                f"[{style(e['status'])}]{e['status']}[/]{took}", highlight=False)
 
     def _table(self):
-        from rich.table import Table
-
         table = Table(box=None, pad_edge=False, header_style="bold")
         for column in ("#", "run", "parameters", "status", "steps", "time"):
             table.add_column(column, no_wrap=True)

@@ -18,6 +18,7 @@ import threading
 import time
 
 from jupyter_flow.readers.client import Run
+from jupyter_flow.readers.into_kernel import load
 from jupyter_flow.readers.render import badge, run_html, run_text, seconds, task_html
 from jupyter_flow.store.status import DONE, Status, color
 from jupyter_flow.ui.progress import track_task
@@ -28,7 +29,7 @@ LOWER_IS_BETTER = re.compile(r"loss|err|mse|mae|rmse|time|duration|latency", re.
 def widget_frontend() -> bool:
     """True inside a Jupyter kernel (where a frontend may render widgets), False in plain Python/IPython."""
     try:
-        from IPython import get_ipython
+        from IPython import get_ipython  # only where a view is shown: the package's import stays light
     except ImportError:
         return False
     shell = get_ipython()
@@ -62,7 +63,7 @@ class LiveRun(View):
     """Steps of a run as they go. Feed it the runtime's events (`event`); it ticks elapsed times."""
 
     def __init__(self, runner, tick: float = 0.5):
-        import ipywidgets as w
+        import ipywidgets as w  # 0.3 s: only when a widget is made
 
         self.runner, self.tick = runner, tick
         self.run_id, self.flow = runner.run_id, runner.flow.name
@@ -144,7 +145,7 @@ class LiveRun(View):
             time.sleep(self.tick)  # a display refresh rate, not a wait for a state
 
     def start(self, handle) -> None:
-        from IPython.display import display
+        from IPython.display import display  # only where a view is shown
 
         self.handle = handle
         self._display = display(self, display_id=True)
@@ -185,7 +186,7 @@ class LiveRun(View):
 # -- a run from the store ---------------------------------------------------------------------------
 class RunView(View):
     def __init__(self, run):
-        import ipywidgets as w
+        import ipywidgets as w  # 0.3 s: only when a widget is made
 
         self.run = run
         self.load_buttons: dict = {}
@@ -206,8 +207,6 @@ class RunView(View):
     def load(self, step: str, index: int = 0) -> dict:
         """What the button does: the task's failure snapshot into the kernel's namespace (load pushes
         it there); the values, by name."""
-        from jupyter_flow.readers.into_kernel import load
-
         with self.loaded:
             return load(self.run.id, step, store=self.run.store, index=index)
 
@@ -269,7 +268,7 @@ def compare(runs, store=None) -> View:
         for _, name, values, top in rows])
     view = StaticView(table, text)
     if widget_frontend():
-        import ipywidgets as w
+        import ipywidgets as w  # 0.3 s: only when a widget is made
 
         view.widget = w.HTML(table)
     return view
