@@ -28,6 +28,7 @@ import subprocess
 import sys
 import threading
 import time
+import traceback
 import urllib.error
 import urllib.request
 import uuid
@@ -40,6 +41,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from support.services import free_port, s3_bucket
 
+from jupyter_flow.errors import NotFound
 from jupyter_flow.store import blobs, layout, open_store, records
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
@@ -209,10 +211,22 @@ class Team:
         self.errors: list[BaseException] = []
         self.upload_keys: set[str] = set()  # blobs whose upload was killed mid-multipart
 
-    def run_id(self, tag: str) -> str:
-        return wait_for(lambda: next((r.id for r in records.list_runs(self.store)
-                                      if r.parameters.get("tag") == tag and not r.origin_run), None),
-                        timeout=120, what=f"the run record of {tag}")
+    def run_id(self, tag: str, runner: subprocess.Popen | None = None) -> str:
+        """The id of the run `tag` (its first, not a resume); `runner`: the command that starts it, which
+        must not exit without one."""
+        def find():
+            return next((r.id for r in records.list_runs(self.store)
+                         if r.parameters.get("tag") == tag and not r.origin_run), None)
+
+        found = wait_for(lambda: find() or (runner is not None and runner.poll() is not None),
+                         timeout=300, what=f"the run record of {tag}")
+        if found is True:  # the runner exited: its run is there, or never will be
+            found = find()
+            if found is None:
+                _, err = runner.communicate()
+                raise AssertionError(f"{tag}: `jupyter flow run` exited {runner.returncode} without a run: "
+                                     f"{err[-2000:]}")
+        return found
 
     def start(self, user: str, i: int, event) -> None:
         """One `jupyter flow run` of `user`, with `event` (ok, fail, or a fault) happening to it."""
@@ -241,9 +255,9 @@ class Team:
             if landed and victim == "runner":
                 kill_family(runner.pid)
             elif landed:
-                os.kill(kernel_of(self.store, self.run_id(tag), step), signal.SIGKILL)
+                os.kill(kernel_of(self.store, self.run_id(tag, runner), step), signal.SIGKILL)
+        run_id = self.run_id(tag, runner)
         out, err = runner.communicate(timeout=600)
-        run_id = self.run_id(tag)
         with self.lock:
             self.started[tag] = {"user": user, "id": run_id, "event": event, "landed": landed,
                                  "exit": runner.returncode, "stderr": err[-2000:]}
@@ -274,7 +288,22 @@ class Team:
         """`resumer` resumes each failure of their colleague as it comes: bob from his sidebar, ann with the CLI."""
         while (failed := self.inbox[resumer].get()) is not None:
             run_id, said = (self.resume_in_sidebar if resumer == "bob" else self.resume_with_cli)(resumer, failed)
-            self.resumes.append({"by": resumer, "origin": failed, "id": run_id, "said": said})
+            self.resumes.append({"by": resumer, "origin": failed, "id": run_id, "said": said,
+                                 "checked": said == "succeeded" and self.check_resume(run_id, resumer, failed)})
+
+    def check_resume(self, run_id: str, user: str, origin: str) -> bool:
+        """The resume as it just ended: its user, its origin, the value a clean run gives. False if
+        carl's gc deleted it already (the end of the test checks gc was allowed to)."""
+        try:
+            run = records.find_run(self.store, run_id)
+            tail = records.read_task(self.store, run, "tail")
+            value = self.store.load_value(tail.outputs["tail"]["hash"])
+        except NotFound:
+            return False
+        assert run.status == "succeeded" and run.origin_run == origin and run.user == user, run
+        tag, size = run.parameters["tag"], run.parameters["size"]
+        assert value == (big_value(tag, size)[-10:], size + 1), (run_id, value)
+        return True
 
     def resume_in_sidebar(self, user: str, failed: str) -> tuple[str, str]:
         server = self.world["servers"][user]
@@ -303,6 +332,7 @@ class Team:
                 fn(*args)
             except BaseException as e:  # noqa: BLE001 - reported by the test, not lost in a thread
                 self.errors.append(e)
+                traceback.print_exc()  # at once: hypothesis reports only the example it runs again
                 for box in self.inbox.values():
                     box.put(None)
                 for event in self.resumed.values():
@@ -349,15 +379,18 @@ def test_a_team_on_one_s3_store_with_faults(team, scenario):
     FIGURES.setdefault("plan", []).append({u: [e if isinstance(e, str) else ":".join(e) for e in plan[u]]
                                            for u in USERS})
 
-    # every resume completed, with the value a clean run gives
+    try:
+        check_the_store(team, crew)
+    except BaseException:
+        traceback.print_exc()  # at once: hypothesis reports only the example it runs again
+        raise
+
+
+def check_the_store(team, crew: Team) -> None:
+    # every resume completed, with the value a clean run gives (checked as it ended: gc may delete it later)
     store = crew.store
     assert crew.resumes and all(r["said"] == "succeeded" for r in crew.resumes), crew.resumes
-    for r in crew.resumes:
-        run = records.find_run(store, r["id"])
-        assert run.status == "succeeded" and run.origin_run == r["origin"] and run.user == r["by"], run
-        tail = records.read_task(store, run, "tail")
-        tag, size = run.parameters["tag"], run.parameters["size"]
-        assert store.load_value(tail.outputs["tail"]["hash"]) == (big_value(tag, size)[-10:], size + 1)
+    FIGURES.setdefault("resumes_deleted_before_checked", []).append(sum(not r["checked"] for r in crew.resumes))
 
     # every run is listed to every user, with its user and its true status, unless gc could delete it
     fsck = cli("fsck", "--store", team["store"], env=user_env("carl"))
