@@ -20,6 +20,25 @@ from jupyter_flow.store.layout import blob
 
 # A path the code builds at run time: no static reading of the code can tell which file it is.
 HIDDEN = "import time\ndef name():\n    return ''.join(reversed('txt.tuo'))"
+# Steps that must overlap wait for states, never for durations: a marker folder another step made
+# (mkdir and stat are not file reads or writes to the recorder), or a step's task record saying it ended.
+SYNC = """
+import glob, json, os
+def signal(m):
+    os.makedirs(os.path.join(os.getcwd(), '.sync', m), exist_ok=True)
+def after(m):
+    while not os.path.isdir(os.path.join(os.getcwd(), '.sync', m)):
+        time.sleep(0.02)
+def ended(step):  # the step's task record says it ended
+    def done(path):
+        try:
+            return json.load(open(path)).get('ended')
+        except ValueError:
+            return None
+    pattern = os.path.join(os.environ['JUPYTER_FLOW_STORE'], 'flows', '*', 'runs', '*', step, '0', 'task.json')
+    while not any(done(p) for p in glob.glob(pattern)):
+        time.sleep(0.05)
+"""
 
 
 def by_step(run) -> dict:
@@ -58,10 +77,10 @@ def test_a_reader_that_raced_the_writer_and_was_used_stops_the_run_then_the_next
     next run knows from this run's records that the reader follows the writer."""
     (tmp_path / "out.txt").write_text("stale")
     nb = tagged_notebook(tmp_path, [
-        (["imports"], HIDDEN),
-        (["step:write"], "time.sleep(3); open(name(), 'w').write('fresh')"),
+        (["imports"], HIDDEN + SYNC),
+        (["step:write"], "after('used'); open(name(), 'w').write('fresh')"),
         (["step:read"], "got = open(name()).read()"),
-        (["step:use"], "shout = got.upper()"),
+        (["step:use"], "shout = got.upper(); signal('used')"),
     ])
     run = run_flow(nb, expect="failed")
     tasks = by_step(run)
@@ -81,9 +100,9 @@ def test_a_reader_that_raced_the_writer_runs_again_after_it(run_flow, tmp_path):
     it runs again, and gives what top to bottom gives."""
     (tmp_path / "out.txt").write_text("stale")
     nb = tagged_notebook(tmp_path, [
-        (["imports"], HIDDEN),
-        (["step:write"], "time.sleep(1); open(name(), 'w').write('fresh')"),
-        (["step:read"], "got = open(name()).read(); time.sleep(4)"),
+        (["imports"], HIDDEN + SYNC),
+        (["step:write"], "after('read'); open(name(), 'w').write('fresh')"),
+        (["step:read"], "got = open(name()).read(); signal('read'); ended('write')"),  # ends after the writer
     ])
     run = run_flow(nb)
     assert value(run, "read", "got") == "fresh"
@@ -99,9 +118,9 @@ def test_a_reader_that_saw_the_writers_final_version_is_no_race(run_flow, tmp_pa
     (its fingerprint says so): nothing to redo."""
     (tmp_path / "out.txt").write_text("stale")
     nb = tagged_notebook(tmp_path, [
-        (["imports"], HIDDEN),
-        (["step:write"], "open(name(), 'w').write('fresh'); time.sleep(4)"),
-        (["step:read"], "time.sleep(2); got = open(name()).read()"),
+        (["imports"], HIDDEN + SYNC),
+        (["step:write"], "open(name(), 'w').write('fresh'); signal('written'); after('read')"),
+        (["step:read"], "after('written'); got = open(name()).read(); signal('read')"),
     ])
     run = run_flow(nb)
     assert value(run, "read", "got") == "fresh" and by_step(run)["read"].attempt == 1
@@ -113,9 +132,9 @@ def test_an_earlier_step_that_read_a_later_steps_write_stops_the_run(run_flow, t
     version. Its own is gone, so it cannot run again: the run stops, naming the fix."""
     (tmp_path / "data.txt").write_text("original")
     nb = tagged_notebook(tmp_path, [
-        (["imports"], "import time\ndef name():\n    return ''.join(reversed('txt.atad'))"),
-        (["step:first"], "time.sleep(3); got = open(name()).read()"),
-        (["step:second"], "open(name(), 'w').write('overwritten')"),
+        (["imports"], "import time\ndef name():\n    return ''.join(reversed('txt.atad'))" + SYNC),
+        (["step:first"], "after('written'); got = open(name()).read(); signal('read')"),
+        (["step:second"], "open(name(), 'w').write('overwritten'); signal('written'); after('read')"),
     ])
     run = run_flow(nb, expect="failed")
     first = by_step(run)["first"]
@@ -127,9 +146,9 @@ def test_an_earlier_step_that_read_a_later_steps_write_stops_the_run(run_flow, t
 @pytest.mark.slow
 def test_two_unordered_steps_writing_one_file_is_a_race(run_flow, tmp_path):
     nb = tagged_notebook(tmp_path, [
-        (["imports"], HIDDEN),
-        (["step:first"], "time.sleep(3); open(name(), 'w').write('first')"),
-        (["step:second"], "open(name(), 'w').write('second')"),
+        (["imports"], HIDDEN + SYNC),
+        (["step:first"], "after('second wrote'); open(name(), 'w').write('first')"),
+        (["step:second"], "open(name(), 'w').write('second'); signal('second wrote')"),
         (["step:after", "prev:second"], "x = 1"),
     ])
     run = run_flow(nb, expect="failed")
@@ -143,8 +162,8 @@ def test_a_reader_that_ran_before_an_unfinished_writer_stops_the_run(run_flow, t
     no edge. 'read' ends while 'write' still runs: the run stops at once."""
     (tmp_path / "out.txt").write_text("stale")
     nb = tagged_notebook(tmp_path, [
-        (["imports"], HIDDEN),
-        (["step:write"], "time.sleep(6); open('out.txt', 'w').write('fresh')"),
+        (["imports"], HIDDEN + SYNC),
+        (["step:write"], "ended('read'); open('out.txt', 'w').write('fresh')"),
         (["step:read"], "got = open(name()).read()"),
     ])
     run = run_flow(nb, expect="failed")
@@ -153,10 +172,13 @@ def test_a_reader_that_ran_before_an_unfinished_writer_stops_the_run(run_flow, t
     assert "step 'read' read it before step 'write'" in read.error["message"] and "prev:write" in read.error["message"]
 
 
+LOG = "\ndef log(line):\n    with open('run.log', 'a') as f:\n        f.write(line + '\\n')"
+
+
 @pytest.mark.slow
 def test_unordered_steps_appending_to_one_log_do_not_race(run_flow, tmp_path):
     nb = tagged_notebook(tmp_path, [
-        (["imports"], HIDDEN + "\ndef log(line):\n    with open('run.log', 'a') as f:\n        f.write(line + '\\n')"),
+        (["imports"], HIDDEN + LOG),  # (both are predicted to write run.log: the runner may order them)
         (["step:one"], "log('one'); time.sleep(2); log('one again')"),
         (["step:two"], "log('two'); time.sleep(2); log('two again')"),
     ])
