@@ -14,8 +14,9 @@ from jupyter_flow.store.status import Status
 def run(notebook, parameters: dict | None = None, store=None, executor: str = "local", scheduler: str | None = None,
         max_workers: int | None = None, no_cache: bool = False, on_event=None, wait: bool = True,
         view: bool | None = None, executor_options: dict | None = None, kernel_name: str | None = None,
-        cwd=None) -> Run:
+        cwd=None, with_: list | tuple = ()) -> Run:
     """Run a tagged notebook as a pipeline and return the finished `Run` (check `run.status`).
+    with_: more notebooks joined into one flow with it (the CLI's --with; see README "One flow across notebooks").
 
     wait=False returns the `Run` at once (`run.wait()` blocks until it ends). view: show the live
     widget (default: when called in a Jupyter kernel). executor_options: passed to the executor.
@@ -25,7 +26,7 @@ def run(notebook, parameters: dict | None = None, store=None, executor: str = "l
 
     runner = runtime.prepare(notebook, parameters=parameters, store=store, executor=executor, scheduler=scheduler,
                              max_workers=max_workers, no_cache=no_cache, on_event=on_event,
-                             executor_options=executor_options, kernel_name=kernel_name, cwd=cwd)
+                             executor_options=executor_options, kernel_name=kernel_name, cwd=cwd, with_=with_)
     live = LiveRun(runner) if (widget_frontend() if view is None else view) else None
     if live is not None:
         runner.on_event = _both(live.event, on_event)

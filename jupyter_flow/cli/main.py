@@ -107,6 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "(a path or any fsspec URL); written when the run fails too")
     p.add_argument("-f", "--parameters-file", "--parameters_file", action="append", default=[], metavar="FILE",
                    help="YAML file of parameter values (like papermill -f); repeatable")
+    p.add_argument("--with", dest="with_", action="append", default=[], metavar="NOTEBOOK",
+                   help="another notebook of the same flow: its steps join NOTEBOOK's in one DAG (a step that reads "
+                   "a name another notebook's step writes depends on it); repeatable")
     _add_execution(p)
     _add_papermill(p)
     _add_kfp(p)
@@ -115,6 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Print the DAG inferred from the notebook's tags and data flow, and from the "
                        "files its steps read and wrote in the last run in the store (file edges).")
     p.add_argument("notebook")
+    p.add_argument("--with", dest="with_", action="append", default=[], metavar="NOTEBOOK",
+                   help="another notebook of the same flow (as for run); repeatable")
     _add_format(p, ("text", "json", "mermaid"))
     _add_store(p)
 
@@ -314,7 +319,8 @@ def cmd_run(args) -> int:
             return 0
         runner = runtime.prepare(
             path, cli_params=given, store=args.store, executor=args.executor, scheduler=args.scheduler,
-            max_workers=args.max_workers, no_cache=args.no_cache, kernel_name=args.kernel, cwd=args.cwd)
+            max_workers=args.max_workers, no_cache=args.no_cache, kernel_name=args.kernel, cwd=args.cwd,
+            with_=args.with_)
         code = _execute(args, runner, log_output=args.log_output)
     if output or args.stdout_file or args.stderr_file:
         nb, _ = papermill_output.merge(runner.store, runner.run_id, values, input_path, output, args.report_mode,
@@ -424,7 +430,7 @@ def cmd_dag(args) -> int:
     from jupyter_flow.store import ENV
 
     url = args.store or os.environ.get(ENV)
-    flow = flow_with_history(args.notebook, url or _default_store_if_there())
+    flow = flow_with_history(args.notebook, url or _default_store_if_there(), with_=args.with_)
     if args.format == "json":
         print(json.dumps(flow.to_json(), indent=1, default=repr))
     elif args.format == "mermaid":

@@ -52,10 +52,11 @@ class RunHandle:
 
 def prepare(notebook_path, parameters=None, store=None, executor="local", scheduler=None, max_workers=None,
             no_cache=False, on_event=None, cli_params=None, param_files=None, origin=None, from_step=None,
-            executor_options=None, kernel_name=None, cwd=None, from_start=False) -> Runner:
+            executor_options=None, kernel_name=None, cwd=None, from_start=False, with_=()) -> Runner:
     """Validate everything a run needs and return its Runner; raises FlowError and writes nothing.
     kernel_name: the notebook's kernel for every step without a `kernel:` tag (papermill's -k); cwd:
-    where the kernels run (papermill's --cwd; default the notebook's folder)."""
+    where the kernels run (papermill's --cwd; default the notebook's folder); with_: more notebooks of
+    the flow (`--with`; see flow/several.py)."""
     from jupyter_flow.execution.secrets import refuse_parameters
     from jupyter_flow.executors import executor_class, make_executor
     from jupyter_flow.flow.kernelspecs import check_kernelspecs
@@ -66,14 +67,14 @@ def prepare(notebook_path, parameters=None, store=None, executor="local", schedu
         executor_class(executor)  # an unknown name fails before anything is touched
     if cwd is not None and not Path(cwd).is_dir():
         raise FlowError(f"--cwd {cwd}: no such folder; create it or give another")
-    nb = notebook.read(path)  # a bad notebook fails before the store is touched
+    nb = notebook.read(path, with_=with_)  # a bad notebook (or a missing --with one) fails before the store is touched
     raw = nb.raw
     refuse_parameters(given_values(parameters, cli_params, param_files), nb.secrets)  # nor is a secret parameter
     store = open_store(store)
     store.check_writable()  # a read-only or unreachable store refuses before anything of it is read
-    flow = flow_with_history(path, store, raw=raw)
+    flow = flow_with_history(path, store, raw=raw, with_=with_)
     if parameters or cli_params or param_files:
-        flow = replace_injected(flow, lambda raw: flow_with_history(path, store, raw=raw))
+        flow = replace_injected(flow, lambda raw: flow_with_history(path, store, raw=raw, with_=with_))
     if kernel_name:
         flow.kernel = kernel_name
     if from_step is not None:
@@ -87,12 +88,13 @@ def prepare(notebook_path, parameters=None, store=None, executor="local", schedu
                   from_start=from_start)
 
 
-def flow_with_history(path, store=None, raw: dict | None = None) -> Flow:
-    """The notebook's Flow, its file edges completed by what its steps read and wrote in the last run
-    of this notebook in `store` (see last_files); without a store, from the code alone."""
-    nb = notebook.read(path) if raw is None else notebook.parse(raw, Path(path))  # a bad notebook fails first
+def flow_with_history(path, store=None, raw: dict | None = None, with_=()) -> Flow:
+    """The notebook's Flow (joined with the notebooks `with_` names), its file edges completed by what
+    its steps read and wrote in the last run of this notebook in `store` (see last_files); without a
+    store, from the code alone."""
+    nb = notebook.read(path, with_=with_) if raw is None else notebook.parse(raw, Path(path), with_=with_)
     history = last_files(open_store(store), nb.name, Path(path).resolve()) if store is not None else None
-    return build_flow(path, nb.raw, history=history)
+    return build_flow(path, nb.raw, history=history, with_=with_)
 
 
 def last_files(store, flow: str, notebook_path: Path) -> dict:
@@ -139,7 +141,9 @@ def prepare_resume(run_id: str, store=None, parameters=None, from_step=None, not
         raise FlowError(f"the notebook of run {origin.id} is gone ({path}); pass its new path with --notebook")
     from jupyter_flow.flow.params import load_file, resolve
 
-    defaults = resolve(build_flow(path))  # the origin's values but its defaults: a default is not injected
+    options.setdefault("with_", joined_notebooks(origin, path))
+    # the origin's values but its defaults: a default is not injected
+    defaults = resolve(build_flow(path, with_=options["with_"]))
     given = {n: v for n, v in origin.parameters.items()
              if not (n in defaults and type(v) is type(defaults[n]) and v == defaults[n])}
     # then -f files, then `parameters`, then -p pairs (as for a run)
@@ -147,6 +151,14 @@ def prepare_resume(run_id: str, store=None, parameters=None, from_step=None, not
         given.update(load_file(path_))
     given.update(parameters or {})
     return prepare(path, parameters=given, store=store, origin=origin.to_dict(), from_step=from_step, **options)
+
+
+def joined_notebooks(origin, path) -> list[str]:
+    """The notebooks besides the first one that the run `origin` joined (its steps record each one's
+    notebook, relative to the first one's folder when inside it): a resume joins them again."""
+    folder, first = Path(path).parent, Path(path).name
+    labels = dict.fromkeys((s.get("options") or {}).get("notebook") for s in origin.steps)
+    return [str(folder / label) for label in labels if label and label != first]
 
 
 def resume_run(run_id: str, *, background: bool = True, **options) -> RunHandle:

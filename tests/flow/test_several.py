@@ -157,3 +157,23 @@ def test_a_failed_step_of_the_second_notebook_is_fixed_and_resumed(pair, run_flo
     for step in ("load", "total", "report_load"):  # the finished steps of both notebooks are not run again
         origin = resumed[step].task.origin
         assert resumed[step].status == "reused" and failed.id in origin["key"], origin
+
+
+@pytest.mark.slow
+def test_run_with_joins_a_notebook_and_resume_joins_it_again(tmp_path, store):
+    """`jupyter flow run a.ipynb --with b.ipynb`: b's step reads what a's writes; b fails, is fixed, and
+    `jupyter flow resume` joins b again (the run records each step's notebook) and reuses a's step."""
+    first = write(tmp_path / "a.ipynb", [(["step:make"], "x = 2")])
+    second = tmp_path / "sub" / "b.ipynb"
+    second.parent.mkdir()
+    write(second, [(["step:use"], "y = x * 3\nraise ValueError('not yet')")])
+    dag = cli("dag", first, "--with", second, check=0).stdout
+    assert "use  <- make (x)" in dag
+    failed = cli("run", first, "--with", second, "--quiet", check=1)
+    assert "ValueError" in failed.stderr
+    run_id = json.loads(cli("runs", "--format", "json", check=0).stdout)[0]["id"]
+    write(second, [(["step:use"], "y = x * 3")])  # the fix
+    cli("resume", run_id, "--quiet", check=0)
+    resumed = jupyter_flow.Run(json.loads(cli("runs", "--format", "json", check=0).stdout)[0]["id"], store)
+    assert resumed["use"].data.y == 6 and resumed["make"].status == "reused"
+    assert cli("run", first, "--with", tmp_path / "nope.ipynb", check=2).stderr.count("\n") == 1
