@@ -85,6 +85,7 @@ class Cache:
         self.no_cache, self.from_step = no_cache, from_step
         self.rerun = set(flow.downstream(from_step)) if from_step else set()
         self._versions: dict[str, str | None] = {}
+        self._r_versions: dict[tuple, dict[str, str]] = {}
         self._recent: list[str] | None = None
 
     # -- the rule --------------------------------------------------------------------------------
@@ -135,11 +136,17 @@ class Cache:
         changed = self._changed_files(files.get("read") or {}, restored)
         if changed:
             return f"file {changed}"
-        if "pip" not in step.options and step.options.get("kernel", self.flow.kernel) in ("python3", "python"):
+        kernel = step.options.get("kernel", self.flow.kernel)
+        if "pip" not in step.options and kernel in ("python3", "python"):
             for dist, version in (old.get("packages") or {}).items():
                 installed = self._installed(dist)
                 if installed != version:
                     return f"package {dist} {version} -> {installed or 'not installed'}"
+        elif step.language == "R" and old.get("packages"):
+            installed_r = self._installed_r(kernel, sorted(old["packages"]))
+            for package, version in sorted(old["packages"].items()):
+                if installed_r.get(package) != version:
+                    return f"R package {package} {version} -> {installed_r.get(package) or 'not installed'}"
         if files.get("network") and step.options.get("cache") != "trust":
             return "touched the network (tag cache:trust to reuse)"
         return None
@@ -159,6 +166,26 @@ class Cache:
             if changed:
                 return changed[0]
         return None
+
+    def _installed_r(self, kernel: str, packages: list[str]) -> dict[str, str]:
+        """The versions the R of kernelspec `kernel` has of `packages` (one R process per run and kernel;
+        only for an R step that could be reused): {package: version}, without the ones it lacks."""
+        key = (kernel, tuple(packages))
+        if key not in self._r_versions:
+            import subprocess
+
+            from jupyter_client.kernelspec import KernelSpecManager  # lazy: only for R steps
+
+            try:
+                r = KernelSpecManager().get_kernel_spec(kernel).argv[0]
+                code = ("for (p in commandArgs(TRUE)) cat(p, tryCatch(as.character(utils::packageVersion(p)), "
+                        "error = function(e) ''), '\\n')")
+                out = subprocess.run([r, "--slave", "--no-save", "-e", code, "--args", *packages], capture_output=True,
+                                     text=True, timeout=120).stdout
+            except Exception:  # no such kernel, no R, or R failed: nothing counts as installed
+                out = ""
+            self._r_versions[key] = {p: v for p, v, *_ in (line.split() + [""] for line in out.splitlines()) if v}
+        return self._r_versions[key]
 
     def _installed(self, dist: str) -> str | None:
         if dist not in self._versions:

@@ -387,3 +387,11 @@ def test_an_r_steps_files_and_packages_are_recorded_and_its_cache_follows_them(t
     changed = run_flow(path)
     assert changed["in_r"].status == "succeeded" and "input.csv" in changed["in_r"].task.record["reason"]
     assert changed["back"].data.back == [10]
+    # an R package updated since (as if the record had been made with jsonlite 0.0.1): the step runs again
+    key = next(Path(store).glob(f"flows/*/runs/{changed.id}/in_r/0/task.json"))
+    older = json.loads(key.read_text())
+    older["packages"]["jsonlite"] = "0.0.1"
+    key.write_text(json.dumps(older))
+    updated = run_flow(path)
+    reason = updated["in_r"].task.record["reason"]
+    assert updated["in_r"].status == "succeeded" and "R package jsonlite 0.0.1 -> " in reason, reason
