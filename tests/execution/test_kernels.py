@@ -195,8 +195,9 @@ def test_a_zygote_with_a_thread_forks_nothing_and_its_kernels_start_cold(tmp_pat
         assert km.provisioner.forked is None  # launched as jupyter_client launches a kernel
         kc = kernel_pool.blocking_client(km)
         try:
-            kc.execute("x = 6 * 7", user_expressions={"x": "x"})
-            reply = kc.get_shell_msg(timeout=120)
+            msg_id = kc.execute("x = 6 * 7", user_expressions={"x": "x"})
+            while (reply := kc.get_shell_msg(timeout=120))["parent_header"].get("msg_id") != msg_id:
+                pass
         finally:
             kc.stop_channels()
         assert reply["content"]["user_expressions"]["x"]["data"]["text/plain"] == "42"
