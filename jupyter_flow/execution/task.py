@@ -82,7 +82,7 @@ def run_task(spec: dict, pool: kernel_pool.KernelPool | None = None, control: Ta
         pool.warmup = warmup
     try:
         km = (_own_env_kernel(spec, record, store) if spec.get("pip")
-              else pool.acquire(spec["kernel"], spec["cwd"], spec.get("preload") or ()) if pool
+              else pool.acquire(spec["kernel"], spec["cwd"]) if pool
               else kernel_pool.start_kernel(spec["kernel"], spec["cwd"], warmup=warmup))
         record["kernel_pid"] = kernel_pool.kernel_pid(km)
         records.write_task(store, record)
