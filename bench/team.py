@@ -161,7 +161,11 @@ def failure_to_kernel(bench: Bench, store: str, address: str, s3: dict, repeat: 
     from jupyter_flow.readers import client  # here: bench start-up does not need it
     from jupyter_flow.store import layout
 
-    digest = client.task_artifacts(store, run["id"], "fit")["failure"]["variables"]["big"]["hash"]
+    failure = client.task_artifacts(store, run["id"], "fit")["failure"]
+    if not failure or "big" not in failure["variables"]:
+        task = client.read_task(store, run["id"], "fit")
+        raise SystemExit(f"ann's failure left no snapshot of `big`: {task.get('error')} {task.get('failure')}")
+    digest = failure["variables"]["big"]["hash"]
     key = f"store/{layout.blob(digest)}"
     bob = user_env(bench, "bob", s3)
     loads = [in_kernel(bob, LOAD.format(run=run["id"], store=store, key=key), "import json, time, boto3, jupyter_flow")
@@ -182,6 +186,7 @@ def main() -> None:
         store = "s3://team/store"
         with dask_cluster(bench.root / "dask", workers=2, nthreads=1, env={**bench.env, **s3}) as address:
             rate = runs_per_minute(bench, store, address, s3, args.minutes)
+            print(f"runs started per minute: {rate}", file=sys.stderr, flush=True)
             load = failure_to_kernel(bench, store, address, s3, args.repeat)
         print(markdown_table(
             f"A team on one S3 store (moto on loopback), Dask executor (2 workers), {os.cpu_count()} cores",
