@@ -78,6 +78,7 @@ def runs_per_minute(bench: Bench, store: str, address: str, s3: dict, minutes: f
     nb = team_notebook(bench.root)
     walls: list[float] = []
     codes: dict[int, int] = {}
+    errors: list[str] = []  # a run that ended otherwise than planned: the figure would be wrong
     lock = threading.Lock()
     deadline = None
 
@@ -95,7 +96,8 @@ def runs_per_minute(bench: Bench, store: str, address: str, s3: dict, minutes: f
                 walls.append(time.perf_counter() - t)
                 codes[rc] = codes.get(rc, 0) + 1
             if rc != (1 if fail else 0):
-                raise SystemExit(f"{user}'s run {i} exited {rc}; see {bench.logs / f'{user}-{i}.log'}")
+                errors.append(f"{user}'s run {i} exited {rc}; see {bench.logs / f'{user}-{i}.log'}")
+                return
             i += 1
             if deadline is None:  # the warm-up round: one run each
                 return
@@ -106,6 +108,8 @@ def runs_per_minute(bench: Bench, store: str, address: str, s3: dict, minutes: f
             t.start()
         for t in threads:
             t.join()
+        if errors:
+            raise SystemExit(errors[0])
 
     all_users()  # untimed: the workers' kernel pools, the store's first objects
     walls.clear()
