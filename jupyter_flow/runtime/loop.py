@@ -148,7 +148,9 @@ class Runner:
     def _build_envs(self) -> None:
         """Start building the environments of `pip:` steps that run here, while upstream steps run; for
         those a worker builds (Dask), resolve their versions here, for their cache keys."""
-        here = lambda s: self.executor.name == "local" or s.options.get("executor") == "local"
+        def here(s) -> bool:
+            return self.executor.name == "local" or s.options.get("executor") == "local"
+
         pip = [s for s in self.flow.steps.values() if "pip" in s.options]
         if pip:
             from jupyter_flow.execution.envs import Builder
@@ -242,7 +244,8 @@ class Runner:
     def decide(self, task: Task) -> tuple[dict, dict, dict, str, reuse.Decision]:
         """(refs, input metadata, cache parts, cache key, decision) of a task whose upstream ended."""
         refs, meta = self.specs.inputs(task.step, self.tasks)
-        parts = reuse.cache_parts(self.flow, self.specs.injected, task.step, task.index, refs, self._packages(task.step))
+        parts = reuse.cache_parts(self.flow, self.specs.injected, task.step, task.index, refs,
+                                  self._packages(task.step))
         key = reuse.cache_key(parts)
         return refs, meta, parts, key, self.cache.decide(task.step, task.index, parts, key)
 
@@ -313,7 +316,8 @@ class Runner:
         old = reader.record
         reader.record = dict(old, status=Status.FAILED, error=race.error(), attempt=(old.get("attempt") or 0) + 1,
                              attempts=(old.get("attempts") or []) + [
-                                 {k: old.get(k) for k in ("attempt", "status", "error", "started", "ended", "duration")}])
+                                 {k: old.get(k)
+                                  for k in ("attempt", "status", "error", "started", "ended", "duration")}])
         reader.attempt = reader.record["attempt"]
         records.write_task(self.store, reader.record)
         if reader is not task:  # it ended earlier (and may have been used): the run stops, failing it

@@ -36,7 +36,8 @@ class Readiness:
             for u in ups:
                 self.downstream[u].append(name)
         # kernel each step wants from the executor's pool; None: a `pip:` step starts its own
-        self.kernel = {n: None if "pip" in s.options else s.options.get("kernel", flow.kernel) for n, s in steps.items()}
+        self.kernel = {n: None if "pip" in s.options else s.options.get("kernel", flow.kernel)
+                       for n, s in steps.items()}
         self.tasks: dict[str, list[Task] | None] = {n: None for n in steps}  # None: not ready (fan-out unknown)
         self.state = {n: "pending" for n in steps}  # pending, done (downstream may run), blocked (it failed)
         self.doomed: set[str] = set()  # pending steps downstream of a blocked one: they will never run
