@@ -42,9 +42,6 @@ def now() -> str:
 
 def warm_imports() -> None:
     """Import papermill and compile nbformat's schema validator (about 1 s), while kernels boot."""
-    from jupyter_flow.speed.import_trims import fast_notebook_imports
-
-    fast_notebook_imports()
     import nbformat
     import papermill  # noqa: F401
 
@@ -64,9 +61,6 @@ def new_record(spec: dict, **fields) -> dict:
 
 def run_task(spec: dict, pool: kernel_pool.KernelPool | None = None, control: TaskControl | None = None) -> dict:
     """Execute the task described by `spec`; returns its final record (also written as task.json)."""
-    from jupyter_flow.speed.import_trims import fast_notebook_imports
-
-    fast_notebook_imports()
     control = control or TaskControl(spec.get("timeout"))
     store = open_store(spec["store"])
     files_at = layout.attempt_key(spec["flow"], spec["run_id"], spec["step"], spec["index"], spec["attempt"],
@@ -82,7 +76,7 @@ def run_task(spec: dict, pool: kernel_pool.KernelPool | None = None, control: Ta
         pool.warmup = warmup
     try:
         km = (_own_env_kernel(spec, record, store) if spec.get("pip")
-              else pool.acquire(spec["kernel"], spec["cwd"]) if pool
+              else pool.acquire(spec["kernel"], spec["cwd"], spec.get("preload", ())) if pool
               else kernel_pool.start_kernel(spec["kernel"], spec["cwd"], warmup=warmup))
         record["kernel_pid"] = kernel_pool.kernel_pid(km)
         records.write_task(store, record)
@@ -156,7 +150,8 @@ def _execute(spec: dict, km, workdir: str, record: dict, control: TaskControl) -
         except Exception as e:  # noqa: BLE001 - the kernel died, or nbclient gave up
             control.ended()
             exit_code = kernel_pool.kernel_exit(km)
-            record.update(status=control.reason or Status.FAILED, error=_kernel_death(e, exit_code, control))
+            said = kernel_pool.kernel_output(km) if exit_code is not None else ""
+            record.update(status=control.reason or Status.FAILED, error=_kernel_death(e, exit_code, control, said))
             languages.collect(spec, workdir)
             _read_failure(workdir, record)  # a stuck cell's kernel was snapshot from outside before it was killed
         if record["error"]:  # the log ends with what went wrong, as the terminal would have shown it
@@ -271,7 +266,9 @@ def _stopped_early(spec: dict, executed: dict) -> dict:
     return {"type": "StoppedEarly", "message": f"step {spec['step']!r} stopped before its last cell ran"}
 
 
-def _kernel_death(e: Exception, exit_code: int | None, control: TaskControl) -> dict:
+def _kernel_death(e: Exception, exit_code: int | None, control: TaskControl, said: str = "") -> dict:
+    """The error of a task whose kernel died; `said`: the end of what the kernel process itself wrote
+    (a forked kernel's stderr is kept for this), its last line added to the message."""
     if control.reason == Status.TIMED_OUT:
         message = f"timed out after {control.timeout:g} s (timeout: tag); the kernel was killed"
     elif control.reason == Status.CANCELLED:
@@ -282,6 +279,11 @@ def _kernel_death(e: Exception, exit_code: int | None, control: TaskControl) -> 
                    + (" (out of memory, or kill -9 from outside)" if name == "SIGKILL" else ""))
     else:
         message = f"the kernel died ({e.__class__.__name__}: {str(e).strip() or 'no message'})"
+        if exit_code:
+            message += f", exit status {exit_code}"
+    last = next((line.strip() for line in reversed(said.splitlines()) if line.strip()), "")
+    if last and not control.reason:
+        message += f"; it said last: {last[:300]}"
     return {"type": "KernelDied" if not control.reason else control.reason, "message": message,
             "exit_code": exit_code}
 

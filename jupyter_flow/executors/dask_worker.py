@@ -91,8 +91,8 @@ class Kernels(WorkerPlugin):
         return self
 
     # what run_task asks of a pool: a kernel, then it back
-    def acquire(self, kernel_name: str, cwd: str):
-        km = self.pool.acquire(kernel_name, cwd)
+    def acquire(self, kernel_name: str, cwd: str, preload=()):
+        km = self.pool.acquire(kernel_name, cwd, preload)
         self.pool.set_demand(kernel_name, cwd, self.spares)
         return km
 

@@ -49,10 +49,6 @@ def install() -> bool:
     return True
 
 
-def fast_notebook_imports() -> None:
-    """Kept for callers of the earlier API: trims are the CLI's alone (install), so this does nothing."""
-
-
 def written_for(distribution: str, major: int) -> bool:
     """Whether the installed `distribution` is of the major version a trim was written for."""
     from importlib.metadata import PackageNotFoundError, version  # once per trimmed module, when it is imported

@@ -178,3 +178,19 @@ def _pid_alive(pid):
     except ProcessLookupError:
         return False
     return True
+
+
+@pytest.mark.slow
+def test_a_kernel_that_exits_says_its_status_and_its_last_words(run_flow, tmp_path):
+    """A kernel process that dies by itself (a C library aborting, os._exit): the step's error gives its
+    exit status and the last line the kernel process wrote on its own stderr, not only "Kernel died"."""
+    from conftest import tagged_notebook
+
+    nb = tagged_notebook(tmp_path, [
+        (["step:a"], "x = 1"),
+        (["step:b"], "import os, sys\nsys.__stderr__.write('boom from the kernel\\n')\nsys.__stderr__.flush()\n"
+                     "os._exit(3)"),
+    ])
+    run = run_flow(nb, expect="failed")
+    message = run["b"].error["message"]
+    assert "exit status 3" in message and message.endswith("it said last: boom from the kernel"), message
