@@ -123,7 +123,7 @@ class Progress(_Live):
             self.console.print("metrics: " + ", ".join(f"{k}={v:.4g}" for k, v in run["metrics"].items()),
                                highlight=False)
         folder = f"{handle.store.url}/flows/{run['flow']}/runs/{run['id']}"
-        self.console.print(f"executed step notebooks: {folder}/<step>/<index>/output.ipynb", highlight=False)
+        self.console.print(f"executed step notebooks: {folder}/*/*/attempts/*/output.ipynb", highlight=False)
         print(run["id"])  # stdout carries just the id, for scripts: RUN=$(jupyter flow run nb.ipynb)
 
 
