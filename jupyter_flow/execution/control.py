@@ -8,7 +8,7 @@ ends for papermill. So:
 
 - papermill runs the step notebook through the `jupyter_flow` engine, which asks the control before
   every cell; a stopped task runs no further cell (the cell gets a KeyboardInterrupt error);
-- a cell of the step itself is interrupted at once, and again 1, 2 and 4 s later while that same cell
+- a cell of the step itself is interrupted at once, and again 1, 3 and 7 s later while that same cell
   still runs (the first interrupt may have been ignored);
 - the set-up cells (parameters, shared cells, loading inputs) are short: they are left to finish
   (the next cell is then refused) and only interrupted if they still run `grace` seconds on;

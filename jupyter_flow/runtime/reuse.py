@@ -43,12 +43,22 @@ def cache_parts(flow: Flow, parameters: dict, name: str, index: int, refs: dict,
         "cells": [{"cell": c.index + 1, "shared": id(c) in shared, "code": analysis.normalized(c.source)}
                   for c in flow.shared + step.cells],
         "inputs": refs,
-        "params": {p: parameters.get(p, {"default": flow.parameters[p].source}) for p in step.params},
+        "params": {p: _param(flow, parameters, p) for p in step.params},
         "foreach": index if step.foreach else None,
     }
     if packages:
         parts["pip"] = packages
     return json.loads(json.dumps(parts, default=repr))
+
+
+def _param(flow: Flow, given: dict, name: str):
+    """A parameter's part of the key: its given value, or its default; a value given equal to the
+    literal default (same type) is the default, so passing `-p lr 0.1` where the cell says 0.1 reruns nothing."""
+    default = flow.parameters[name]
+    if name in given and not (default.type != "expression" and type(given[name]) is type(default.value)
+                              and given[name] == default.value):
+        return given[name]
+    return {"default": default.source}
 
 
 def cache_key(parts: dict) -> str:

@@ -107,6 +107,14 @@ def test_a_changed_cell_parameter_or_input_changes_the_key(folder, change):
     assert cache_key(cache_parts(flow_of(folder, cells), params, step, 0, refs)) != base
 
 
+def test_a_parameter_given_its_default_value_keeps_the_key(folder):
+    """`-p lr 0.1` where the cell says `lr = 0.1` is the default: nothing reruns for it; 0.1 given as
+    another type (the string '0.1') is another value."""
+    base = cache_key(cache_parts(flow_of(folder), {}, "other", 0, {}))
+    assert cache_key(cache_parts(flow_of(folder), {"lr": 0.1}, "other", 0, {})) == base
+    assert cache_key(cache_parts(flow_of(folder), {"lr": "0.1"}, "other", 0, {})) != base
+
+
 def test_a_parameter_or_input_a_step_does_not_read_leaves_its_key(folder):
     base = cache_key(cache_parts(flow_of(folder), {}, "count", 0, {"text": "h1"}))
     assert cache_key(cache_parts(flow_of(folder), {"lr": 0.3}, "count", 0, {"text": "h1"})) == base
