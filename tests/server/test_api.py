@@ -1,12 +1,15 @@
 """Every route: authentication, authorization, bad input as 4xx JSON, paths kept inside the root."""
 import json
 import os
+import shutil
 import warnings
 
 import pytest
 from jupyter_server.utils import url_path_join
 
 from jupyter_flow._version import __version__
+
+from .conftest import ROOT
 
 RUN = "20250101T000000-abcdef"
 ROUTES = [
@@ -103,6 +106,23 @@ async def test_dag(api):
     assert [s["name"] for s in dag["steps"]] == ["a", "b", "c", "d", "e"]
     assert dag["steps"][1]["edges"] == {"a": ["a"]}
     assert dag["parameters"]["start"]["type"] == "int"
+
+
+async def test_the_dag_of_a_flow_across_notebooks_from_either_notebook(api, root):
+    """The sidebar's DAG of notebooks/two_notebooks: prepare.ipynb lists report.ipynb; report.ipynb
+    listing both (itself in its place) shows the same flow from its side."""
+    for name in ("prepare.ipynb", "report.ipynb"):
+        shutil.copy(ROOT / "notebooks" / "two_notebooks" / name, root / name)
+    code, first, _ = await api("dag", params={"path": "prepare.ipynb"})
+    assert code == 200, first
+    steps = ["load", "total", "report_load", "summary"]
+    assert [s["name"] for s in first["steps"]] == steps and first["notebooks"] == ["prepare.ipynb", "report.ipynb"]
+    report = json.loads((root / "report.ipynb").read_text())
+    report["metadata"]["jupyter_flow"] = {"notebooks": ["prepare.ipynb", "report.ipynb"]}
+    (root / "report.ipynb").write_text(json.dumps(report))
+    code, second, _ = await api("dag", params={"path": "report.ipynb"})
+    assert code == 200, second
+    assert [s["name"] for s in second["steps"]] == steps
 
 
 BAD = [
