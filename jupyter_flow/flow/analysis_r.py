@@ -173,19 +173,26 @@ def _files(tokens: list[Token]) -> list[tuple[str, str]]:
     return [(path, kind) for path, kind in found if isinstance(path, str) and path and "://" not in path]
 
 
+def _depth(tok: Token, depth: int) -> int:
+    """The bracket depth after `tok`: one more after an opening bracket, one less after a closing one
+    (-1: it closed the group the walk started in)."""
+    if tok.kind == "op" and tok.value in _CLOSE:
+        return depth + 1
+    if tok.kind == "op" and tok.value in _CLOSE.values():
+        return depth - 1
+    return depth
+
+
 def _arguments(tokens: list[Token], open_paren: int) -> list[tuple[str, str | None]]:
     """The arguments of the call whose '(' is at `open_paren`: (name or "", the literal string it is or None)."""
     args, current, depth = [], [], 0
     for tok in tokens[open_paren + 1:]:
         if tok.kind == "nl":
             continue
-        if tok.kind == "op" and tok.value in _CLOSE:
-            depth += 1
-        elif tok.kind == "op" and tok.value in _CLOSE.values():
-            if depth == 0:
-                break
-            depth -= 1
-        elif depth == 0 and tok.value == ",":
+        depth = _depth(tok, depth)
+        if depth < 0:
+            break
+        if depth == 0 and tok.value == ",":
             args.append(current)
             current = []
             continue
@@ -432,11 +439,8 @@ class _Reader:
         params, depth = set(), 0
         for idx in range(k + 2, close):
             tok = self.t[idx]
-            if tok.kind == "op" and tok.value in _CLOSE:
-                depth += 1
-            elif tok.kind == "op" and tok.value in _CLOSE.values():
-                depth -= 1
-            elif depth == 0 and tok.kind == "name" and self.t[idx - 1].value in ("(", ","):
+            depth = _depth(tok, depth)
+            if depth == 0 and tok.kind == "name" and self.t[idx - 1].value in ("(", ","):
                 params.add(tok.value)
         body = close + 1
         while body < j and self.t[body].kind == "nl":
@@ -447,13 +451,9 @@ class _Reader:
             end, depth = body, 0
             while end < j:
                 tok = self.t[end]
-                if tok.kind == "op" and tok.value in _CLOSE:
-                    depth += 1
-                elif tok.kind == "op" and tok.value in _CLOSE.values():
-                    if depth == 0:
-                        break
-                    depth -= 1
-                elif depth == 0 and (tok.value == "," or tok.kind == "nl" and not self._continues(body, end)):
+                depth = _depth(tok, depth)
+                ends = tok.value == "," or tok.kind == "nl" and not self._continues(body, end)
+                if depth < 0 or depth == 0 and ends:
                     break
                 end += 1
         inner = _Scope(params, function=True)
