@@ -235,6 +235,15 @@ def temp_dir(prefix: str, parent: str | None, keep: bool):
             shutil.rmtree(root, ignore_errors=True)
 
 
+def sample_usage(process, out: dict) -> None:
+    """Note a psutil.Process's resident memory into out["peak"] (the highest seen) and its CPU seconds
+    so far into out["cpu"]."""
+    with process.oneshot():
+        out["peak"] = max(out["peak"], process.memory_info().rss)
+        cpu = process.cpu_times()
+        out["cpu"] = cpu.user + cpu.system
+
+
 def timed_command(cmd: list[str], env: dict) -> tuple[float, float]:
     """(wall seconds, CPU seconds: user + system) of a whole command. On a loaded machine the wall
     clock mostly measures waiting for a core; the CPU time is what the command itself costs."""

@@ -52,6 +52,7 @@ from common import (
     environment_line,
     finish_args,
     markdown_table,
+    sample_usage,
 )
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
@@ -81,10 +82,7 @@ def watch(proc: subprocess.Popen, stop: threading.Event, out: dict) -> None:
     try:
         p = psutil.Process(proc.pid)
         while not stop.is_set() and proc.poll() is None:
-            with p.oneshot():
-                out["peak"] = max(out["peak"], p.memory_info().rss)
-                cpu = p.cpu_times()
-                out["cpu"] = cpu.user + cpu.system
+            sample_usage(p, out)
             stop.wait(0.02)
     except psutil.NoSuchProcess:
         pass

@@ -41,7 +41,7 @@ from datetime import datetime
 from pathlib import Path
 
 import psutil
-from common import NOTEBOOKS, Bench, arg_parser, finish_args, markdown_table
+from common import NOTEBOOKS, Bench, arg_parser, finish_args, markdown_table, sample_usage
 
 # (label, substring of a py-spy frame "function (file:line)"), for the runner's profile
 HOT = [
@@ -104,10 +104,7 @@ def _watch(proc: subprocess.Popen, out: dict, under_py_spy: bool) -> None:
                     time.sleep(0.02)
                     continue
                 p, under_py_spy = kids[0], False
-            with p.oneshot():
-                out["peak"] = max(out["peak"], p.memory_info().rss)
-                cpu = p.cpu_times()
-                out["cpu"] = cpu.user + cpu.system
+            sample_usage(p, out)
             time.sleep(0.02)
     except psutil.NoSuchProcess:
         pass
