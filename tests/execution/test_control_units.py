@@ -76,6 +76,15 @@ class Rescue:
         self.called.set()
 
 
+def attached(rescued: bool = False, **options) -> tuple[FakeKernel, Rescue | None, TaskControl]:
+    """A TaskControl(**options) attached to a fresh fake kernel, with a Rescue callback if `rescued`."""
+    km = FakeKernel()
+    rescue = Rescue(km) if rescued else None
+    ctl = TaskControl(**options)
+    ctl.attach(km, rescue)
+    return km, rescue, ctl
+
+
 def stopper_done(ctl: TaskControl) -> None:
     """Wait for the thread that interrupts (if one started) to give up or return."""
     if ctl._stopper is not None:
@@ -110,9 +119,7 @@ def fast_clock(monkeypatch):
 
 # -- timeout and reasons -------------------------------------------------------------------------------
 def test_a_timeout_stops_the_running_step_cell_as_timed_out():
-    km = FakeKernel()
-    ctl = TaskControl(timeout=0.05, grace=5)
-    ctl.attach(km)
+    km, _, ctl = attached(timeout=0.05, grace=5)
     assert ctl.cell_starting(3, "step")
     assert km.interrupted.wait(WAIT), "the timeout sent no interrupt"
     assert ctl.reason == "timed_out"
@@ -124,9 +131,7 @@ def test_a_timeout_stops_the_running_step_cell_as_timed_out():
 
 
 def test_a_task_that_ends_before_its_timeout_is_not_stopped():
-    km = FakeKernel()
-    ctl = TaskControl(timeout=5.0)
-    ctl.attach(km)
+    km, _, ctl = attached(timeout=5.0)
     assert ctl.cell_starting(0, "step")
     ctl.cell_ended()
     ctl.ended()
@@ -202,10 +207,7 @@ def test_a_running_step_cell_is_interrupted_at_once_then_again_then_rescued_and_
 
 
 def test_a_step_cell_that_ends_after_the_first_interrupt_is_not_interrupted_again(fast_clock):
-    km = FakeKernel()
-    rescue = Rescue(km)
-    ctl = TaskControl(grace=10.0)
-    ctl.attach(km, rescue)
+    km, rescue, ctl = attached(rescued=True, grace=10.0)
     assert ctl.cell_starting(5, "finish")  # the step's last cell is the step's too
     ctl.stop("cancelled")
     assert km.interrupted.wait(WAIT)
@@ -219,9 +221,7 @@ def test_a_step_cell_that_ends_after_the_first_interrupt_is_not_interrupted_agai
 def test_the_interrupts_are_repeated_only_while_the_same_cell_runs(fast_clock):
     """A new cell cannot start once stopped, so the cell index the stopper watches never changes under it;
     ending the cell is what ends the interrupts, whatever the wait it is in."""
-    km = FakeKernel()
-    ctl = TaskControl(grace=10.0)
-    ctl.attach(km)
+    km, _, ctl = attached(grace=10.0)
     assert ctl.cell_starting(2, "step")
     ctl.stop("cancelled")
     wait_for(lambda: len(km.times("interrupt")) >= 2, WAIT, "a second interrupt")
@@ -232,10 +232,7 @@ def test_the_interrupts_are_repeated_only_while_the_same_cell_runs(fast_clock):
 
 # -- set-up cells ----------------------------------------------------------------------------------
 def test_a_set_up_cell_is_left_to_finish_within_grace(fast_clock):
-    km = FakeKernel()
-    rescue = Rescue(km)
-    ctl = TaskControl(grace=10.0)
-    ctl.attach(km, rescue)
+    km, rescue, ctl = attached(rescued=True, grace=10.0)
     assert ctl.cell_starting(0, "parameters")
     ctl.stop("cancelled")
     assert fast_clock.started.wait(WAIT)  # the stopper waits for the set-up cell, without interrupting it,
@@ -267,9 +264,7 @@ def test_a_set_up_cell_still_running_after_grace_is_interrupted_then_rescued_and
 
 
 def test_without_a_rescue_callback_the_cell_that_never_ends_is_still_killed(fast_clock):
-    km = FakeKernel()
-    ctl = TaskControl(grace=1.0)
-    ctl.attach(km)
+    km, _, ctl = attached(grace=1.0)
     assert ctl.cell_starting(4, "step")
     ctl.stop("timed_out")
     assert km.killed.wait(WAIT)
@@ -280,10 +275,7 @@ def test_without_a_rescue_callback_the_cell_that_never_ends_is_still_killed(fast
 
 # -- after the step's execution ended ------------------------------------------------------------------
 def test_nothing_is_sent_after_ended_even_while_a_cell_was_being_interrupted(fast_clock):
-    km = FakeKernel()
-    rescue = Rescue(km)
-    ctl = TaskControl(grace=10.0)
-    ctl.attach(km, rescue)
+    km, rescue, ctl = attached(rescued=True, grace=10.0)
     assert ctl.cell_starting(5, "step")
     ctl.stop("cancelled")
     assert km.interrupted.wait(WAIT)
@@ -295,9 +287,7 @@ def test_nothing_is_sent_after_ended_even_while_a_cell_was_being_interrupted(fas
 
 
 def test_a_stop_after_ended_sends_nothing():
-    km = FakeKernel()
-    ctl = TaskControl(grace=0.1)
-    ctl.attach(km)
+    km, _, ctl = attached(grace=0.1)
     assert ctl.cell_starting(5, "step")  # papermill's bookkeeping may leave a cell "running" at the end
     ctl.ended()
     ctl.stop("cancelled")

@@ -69,6 +69,15 @@ def decide(store, flow, folder: Path, step: str, refs: dict | None = None, param
     return Cache(store, flow, run_id, str(folder), **options).decide(step, 0, parts, cache_key(parts))
 
 
+def decide_after_editing_count(folder: Path, store, source: str) -> reuse.Decision:
+    """Run 1 finished step count; then its cell says `source`: what does run 2 decide?"""
+    flow = flow_of(folder)
+    record_task(store, flow, FIRST, "count", cache_parts(flow, {}, "count", 0, {"text": "h1"}))
+    edited = list(READER)
+    edited[2] = (["step:count"], source)
+    return decide(store, flow_of(folder, edited), folder, "count", {"text": "h1"})
+
+
 def read_files(folder: Path, *names: str) -> dict:
     return {"read": {name: fingerprint(str(folder / name)) for name in names}, "written": {}}
 
@@ -160,11 +169,7 @@ def test_a_finished_task_with_the_same_key_is_reused(folder, local_store):
 
 
 def test_a_cosmetic_edit_is_still_reused(folder, local_store):
-    flow = flow_of(folder)
-    record_task(local_store, flow, FIRST, "count", cache_parts(flow, {}, "count", 0, {"text": "h1"}))
-    cosmetic = list(READER)
-    cosmetic[2] = (["step:count"], "n = len(text)  # a comment changes nothing\nm = n * 2")
-    decision = decide(local_store, flow_of(folder, cosmetic), folder, "count", {"text": "h1"})
+    decision = decide_after_editing_count(folder, local_store, "n = len(text)  # a comment changes nothing\nm = n * 2")
     assert decision.old is not None, decision.reason
 
 
@@ -271,11 +276,7 @@ def test_the_first_run_says_there_is_no_earlier_run(folder, local_store):
 
 
 def test_an_edited_cell_is_named_with_its_changed_line(folder, local_store):
-    flow = flow_of(folder)
-    record_task(local_store, flow, FIRST, "count", cache_parts(flow, {}, "count", 0, {"text": "h1"}))
-    edited = list(READER)
-    edited[2] = (["step:count"], "n = len(text)  # a comment changes nothing\nm = n * 3")
-    decision = decide(local_store, flow_of(folder, edited), folder, "count", {"text": "h1"})
+    decision = decide_after_editing_count(folder, local_store, "n = len(text)  # a comment changes nothing\nm = n * 3")
     assert decision.old is None
     assert decision.reason == "code changed: cell 3, line 2 `m = n * 3`"
 
