@@ -16,6 +16,9 @@
                                                      beside task.json, earlier attempts' as output.attempt-N.ipynb
   flows/<flow>/index/<run>.json                      finished runs' records from <run> up to the next such
                                                      file: a cache of their run.json for listings (records.py)
+  flows/<flow>/index/summary                         which users and statuses each of those files holds, and
+                                                     which runs: a filtered listing reads only the files (or
+                                                     run.json) of runs that can match (records.py, RunIndex)
   cache/<key>.json                                   cross-run cache index -> the task that made it
   pins/<run>.json                                    a pin: who pinned run <run> (of any flow), when, why;
                                                      `gc` never removes a pinned run nor what it needs. A key
@@ -125,6 +128,11 @@ def index_chunk(flow: str, first_run_id: str) -> str:
     return f"flows/{flow}/index/{first_run_id}.json"
 
 
+def index_summary(flow: str) -> str:
+    """The summary of a flow's index files (no .json suffix: never taken for one of them)."""
+    return f"flows/{flow}/index/summary"
+
+
 def cache_entry(cache_key: str) -> str:
     return f"cache/{cache_key}.json"
 
@@ -167,6 +175,10 @@ PINS_FOLDER = "pins"
 
 def index_chunks(flow: str | None = None) -> str:
     return f"flows/{flow or '*'}/index/*.json"
+
+
+def index_summaries() -> str:
+    return "flows/*/index/summary"
 
 
 def task_jsons(flow: str, run_id: str) -> str:

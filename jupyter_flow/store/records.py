@@ -20,6 +20,7 @@ from datetime import datetime, timezone
 
 from jupyter_flow.errors import FlowError, NotFound, StoreError
 from jupyter_flow.store import layout
+from jupyter_flow.store.backends import LocalBackend
 from jupyter_flow.store.status import FINISHED, RUN_STATUSES, TERMINAL, Status
 
 
@@ -233,8 +234,12 @@ def list_runs(store, flow: str | None = None, user: str | None = None, status: s
     index = RunIndex(store)
     runs = []
     for run_flow, run_id in _newest_first(folders):
+        fact = index.fact(run_flow, run_id) if user or status else None
+        if fact is not None and not _matches(fact[1], fact[2], user, status):
+            continue  # a finished run the index summary shows is not wanted: nothing read
+        sparse = fact is not None and not index.dense(run_flow, fact[0], user, status)
         try:
-            run = index.get(run_flow, run_id).with_effective_status()
+            run = index.get(run_flow, run_id, sparse).with_effective_status()
         except NotFound:
             continue  # deleted meanwhile, or a folder whose run.json is not written yet
         if (user and run.user != user and run.status != Status.DAMAGED) or (status and run.status != status):
@@ -281,15 +286,33 @@ class RunIndex:
     object stores alike). Two listings writing at once may drop each other's additions, which the
     next listing adds again. A file whose digest does not match counts as empty; `jupyter flow fsck`
     rebuilds them all from the run.json files.
+
+    The summary (layout.index_summary, one file a flow) says, for each index file, which users and
+    statuses it holds and which of its runs have each pair. A filtered listing skips every run the
+    summary shows cannot match, and reads a run that can from its index file if that file has
+    enough runs the listing wants (DENSE on a local disk, DENSE_REMOTE on an object store), else
+    from its run.json (a filter 34 of 9,000 runs match finds about one in each file). What it says
+    of a run is true for as long as the run exists (a finished run's user and status never change),
+    so a stale summary (a lost update, a copy from long ago) can only lack runs: those are read as
+    without a summary, and the summary gets them at the next write. A run whose folder is gone is
+    not listed whatever the summary says.
     """
 
     CHUNK = 256
+    # a file with fewer wanted runs than this: read their run.json instead. Measured on a local disk: an
+    # index file of 256 runs takes 12 ms to read, a run.json 0.2 ms; on an object store both are one request
+    DENSE, DENSE_REMOTE = 32, 2
 
     def __init__(self, store):
         self.store = store
+        self.dense_at = self.DENSE if isinstance(store.backend, LocalBackend) else self.DENSE_REMOTE
         self.starts: dict[str, list[str]] = {}  # flow -> the names of its index files, sorted
         self.chunks: dict[tuple[str, str], dict] = {}  # (flow, start) -> {run_id: record dict}, as read
         self.learned: dict[str, dict] = {}  # flow -> {run_id: record dict} to add
+        self.summaries: dict[str, dict] = {}  # flow -> {start: [[user, status, [run ids]], ...]}, as read
+        self.facts: dict[str, dict] = {}  # flow -> {run_id: (start, user, status)}, from its summary
+        self.unsummarized: dict[str, set] = {}  # flow -> starts of files read that hold runs the summary lacks
+        self.wanted: dict[tuple, int] = {}  # (flow, start, user, status) -> how many of its runs match
 
     def _start(self, flow: str, run_id: str) -> str | None:
         """The name of the index file that covers `run_id`."""
@@ -305,21 +328,49 @@ class RunIndex:
             self.chunks[flow, start] = _read_chunk(self.store, layout.index_chunk(flow, start))
         return self.chunks[flow, start]
 
-    def get(self, flow: str, run_id: str) -> RunRecord:
-        cached = self._chunk(flow, self._start(flow, run_id)).get(run_id)
+    def _summary(self, flow: str) -> dict:
+        if flow not in self.summaries:
+            self.summaries[flow] = _read_summary(self.store, flow)
+            self.facts[flow] = {run_id: (start, user, status) for start, groups in self.summaries[flow].items()
+                                for user, status, ids in groups for run_id in ids}
+        return self.summaries[flow]
+
+    def fact(self, flow: str, run_id: str) -> tuple[str, str | None, str] | None:
+        """(index file, user, status) of a finished run the summary knows; None for any other."""
+        self._summary(flow)
+        return self.facts[flow].get(run_id)
+
+    def dense(self, flow: str, start: str, user: str | None, status: str | None) -> bool:
+        """Whether the index file `start` holds enough runs of `user` with `status` (None: any) to be read."""
+        key = (flow, start, user, status)
+        if key not in self.wanted:
+            self.wanted[key] = sum(len(ids) for u, s, ids in self._summary(flow).get(start, ())
+                                   if _matches(u, s, user, status))
+        return self.wanted[key] >= self.dense_at
+
+    def get(self, flow: str, run_id: str, sparse: bool = False) -> RunRecord:
+        """The run's record: from the index file covering it, or from its run.json. `sparse`: the
+        listing wants few runs of that file, so read run.json unless the file has been read already."""
+        start = self._start(flow, run_id)
+        cached = None if sparse and (flow, start) not in self.chunks else self._chunk(flow, start).get(run_id)
         if cached is not None:
             try:
-                return RunRecord.from_dict(cached)
+                run = RunRecord.from_dict(cached)
+                if flow in self.facts and run_id not in self.facts[flow]:  # (a listing without filter reads none)
+                    self.unsummarized.setdefault(flow, set()).add(start)
+                return run
             except ValueError:
                 pass  # not a record: read run.json
         run = read_run(self.store, layout.run_json(flow, run_id))
-        if run.status in FINISHED:
+        if run.status in FINISHED and not sparse:
             self.learned.setdefault(flow, {})[run_id] = run.to_dict()
         return run
 
     def save(self, folders: dict[str, list[str]]) -> None:
         """Write what was learned to the files covering it, leaving out runs whose folders are gone
-        (`folders`: see _run_folders). Best effort: a store this process cannot write to is read as before."""
+        (`folders`: see _run_folders), and the summaries of the files written or found to hold runs
+        their summary lacks. Best effort: a store this process cannot write to is read as before."""
+        written: dict[str, dict] = {}  # flow -> {start: {run_id: record dict}} now in the store
         for flow, new in self.learned.items():
             present = set(folders.get(flow, ()))
             groups: dict[str | None, dict] = {}
@@ -328,55 +379,116 @@ class RunIndex:
             for start, recs in groups.items():
                 runs = {i: r for i, r in {**self._chunk(flow, start), **recs}.items() if i in present}
                 try:
-                    _write_chunks(self.store, flow, runs, start or min(recs), self.CHUNK)
+                    written.setdefault(flow, {}).update(_write_chunks(self.store, flow, runs, start or min(recs),
+                                                                      self.CHUNK))
                 except StoreError:
                     return
-        self.learned = {}
+        for flow, starts in self.unsummarized.items():
+            for start in starts - set(written.get(flow, ())):
+                written.setdefault(flow, {})[start] = self._chunk(flow, start)
+        for flow, files in written.items():
+            present = set(folders.get(flow, ()))
+            summary = {**self._summary(flow), **{start: _groups(runs) for start, runs in files.items()}}
+            try:
+                _write_summary(self.store, flow, summary, present)
+            except StoreError:
+                return
+        self.learned, self.unsummarized = {}, {}
+
+
+def _matches(run_user: str | None, run_status: str, user: str | None, status: str | None) -> bool:
+    """Whether a finished run of `run_user` with `run_status` is listed for the filter (user, status)."""
+    return (not user or run_user == user) and (not status or run_status == status)
 
 
 def _is_finished_record(run_id: str, record) -> bool:
     return isinstance(record, dict) and record.get("id") == run_id and record.get("status") in FINISHED
 
 
-def _read_chunk(store, key: str) -> dict:
-    """{run_id: record dict} of an index file; empty if it is missing or damaged."""
+def _read_digested(store, key: str):
+    """The JSON body of an index file or summary (the hex digest of the body, a newline, the body);
+    None if it is missing or damaged."""
     from jupyter_flow.store.blobs import new_hash
 
     try:
         digest, _, body = store.read_bytes(key).partition(b"\n")
         h = new_hash()
         h.update(body)
-        if h.hexdigest().encode() != digest:
-            return {}
-        runs = json.loads(body)
+        return json.loads(body) if h.hexdigest().encode() == digest else None
     except (NotFound, StoreError, ValueError, RecursionError):
-        return {}
+        return None
+
+
+def _write_digested(store, key: str, data) -> None:
+    from jupyter_flow.store.blobs import new_hash
+
+    body = json.dumps(data, separators=(",", ":"), default=str).encode()
+    h = new_hash()
+    h.update(body)
+    store.write_bytes(key, h.hexdigest().encode() + b"\n" + body)
+
+
+def _read_chunk(store, key: str) -> dict:
+    """{run_id: record dict} of an index file; empty if it is missing or damaged."""
+    runs = _read_digested(store, key)
     if not isinstance(runs, dict):
         return {}
     return {i: r for i, r in runs.items() if _is_finished_record(i, r)}
 
 
-def _write_chunks(store, flow: str, runs: dict, start: str, size: int) -> list[str]:
+def _write_chunks(store, flow: str, runs: dict, start: str, size: int) -> dict[str, dict]:
     """Write `runs` as index files of up to `size` runs, the first named `start`, the others by
-    their first run id (written first, so the ids they take over are never uncovered); their keys.
-    A file is the hex digest of its body, a newline, then the body (JSON {run_id: record})."""
-    from jupyter_flow.store.blobs import new_hash
-
+    their first run id (written first, so the ids they take over are never uncovered); {name: its runs}."""
     ids = sorted(runs)
     pieces = [ids[i:i + size] for i in range(0, len(ids), size)] or [[]]
-    keys = []
+    files = {}
     for n, piece in reversed(list(enumerate(pieces))):
-        body = json.dumps({i: runs[i] for i in piece}, separators=(",", ":"), default=str).encode()
-        h = new_hash()
-        h.update(body)
-        keys.append(layout.index_chunk(flow, start if n == 0 else piece[0]))
-        store.write_bytes(keys[-1], h.hexdigest().encode() + b"\n" + body)
-    return keys
+        files[start if n == 0 else piece[0]] = {i: runs[i] for i in piece}
+        _write_digested(store, layout.index_chunk(flow, start if n == 0 else piece[0]), {i: runs[i] for i in piece})
+    return files
+
+
+def _groups(runs: dict) -> list:
+    """The summary of an index file's runs {run_id: record dict}: [[user, status, [run ids]], ...]."""
+    groups: dict[tuple, list] = {}
+    for run_id, rec in runs.items():
+        groups.setdefault((rec.get("user"), rec.get("status")), []).append(run_id)
+    return [[user, status, sorted(ids)] for (user, status), ids in groups.items()]
+
+
+def _read_summary(store, flow: str) -> dict:
+    """{index file name: [[user, status, [run ids]], ...]} of a flow; empty if missing or damaged. A
+    group that is not (a user or null, a finished status, run ids) is left out."""
+    data = _read_digested(store, layout.index_summary(flow))
+    files = data.get("files") if isinstance(data, dict) else None
+    if not isinstance(files, dict):
+        return {}
+    out = {}
+    for start, groups in files.items():
+        if isinstance(groups, list):
+            out[start] = [g for g in groups if _is_group(g)]
+    return out
+
+
+def _is_group(g) -> bool:
+    return (isinstance(g, list) and len(g) == 3 and isinstance(g[0], (str, type(None))) and g[1] in FINISHED
+            and isinstance(g[2], list) and all(isinstance(i, str) for i in g[2]))
+
+
+def _write_summary(store, flow: str, files: dict, present: set) -> None:
+    """Write the summary of a flow's index files, leaving out runs whose folders are gone (`present`: the
+    others) and files left with no run."""
+    kept = {}
+    for start, groups in files.items():
+        groups = [[user, status, [i for i in ids if i in present]] for user, status, ids in groups]
+        if any(ids for _, _, ids in groups):
+            kept[start] = [g for g in groups if g[2]]
+    _write_digested(store, layout.index_summary(flow), {"flow": flow, "files": kept})
 
 
 def rebuild_index(store, write: bool = True) -> list[RunRecord]:
     """Every run read from its run.json (the truth; damaged ones included), newest first, and (if
-    `write`) the index rewritten from them: for `jupyter flow fsck`."""
+    `write`) the index and its summaries rewritten from them: for `jupyter flow fsck`."""
     runs, finished = [], {}
     for flow, run_id in _newest_first(_run_folders(store)):
         try:
@@ -387,9 +499,11 @@ def rebuild_index(store, write: bool = True) -> list[RunRecord]:
         if run.status in FINISHED:
             finished.setdefault(flow, {})[run_id] = run.to_dict()
     if write:
-        old = set(store.glob(layout.index_chunks()))
+        old = set(store.glob(layout.index_chunks())) | set(store.glob(layout.index_summaries()))
         for flow, flow_runs in finished.items():
-            old -= set(_write_chunks(store, flow, flow_runs, min(flow_runs), RunIndex.CHUNK))
+            files = _write_chunks(store, flow, flow_runs, min(flow_runs), RunIndex.CHUNK)
+            _write_summary(store, flow, {start: _groups(recs) for start, recs in files.items()}, set(flow_runs))
+            old -= {layout.index_chunk(flow, start) for start in files} | {layout.index_summary(flow)}
         for key in old:
             store.delete(key)
     return runs
