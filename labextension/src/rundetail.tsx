@@ -27,7 +27,7 @@ export function NameTable(props: { title: string; rows: [string, React.ReactNode
       <tbody>
         {props.rows.map(([name, cells]) => (
           <tr key={name}>
-            <th>{name}</th>
+            <th>{breakable(name)}</th>
             {cells.map((cell, i) => (
               <td key={i}>{cell}</td>
             ))}
@@ -38,13 +38,23 @@ export function NameTable(props: { title: string; rows: [string, React.ReactNode
   ) : null;
 }
 
+/** Text with a line break allowed after each separator inside a long token (/ . , ; : = & ? _ - ( [ {), so a
+ * value, name, URL, path or line of code wraps between its parts, not mid-word (the CSS breaks mid-word only as a last
+ * resort, when one part is wider than the sidebar). */
+export function breakable(text: string): JSX.Element {
+  const pieces = text.split(/(?<=[/.,;:=&?_\-([{])/);
+  return <>{pieces.map((piece, i) => (i ? [<wbr key={i} />, piece] : piece))}</>;
+}
+
 /** Saved values: type and preview (computed when saved; nothing is unpickled). */
 function ValueTable(props: { title: string; values: Record<string, IValueInfo> }): JSX.Element | null {
   const rows = Object.entries(props.values ?? {}).map(([name, v]): [string, React.ReactNode[]] => [
     name,
     [
-      <span className="jp-flow-dim">{v.type}</span>,
-      <div className="jp-flow-preview">{typeof v.preview === 'string' ? v.preview : JSON.stringify(v.preview)}</div>
+      <span className="jp-flow-dim">{breakable(v.type ?? '')}</span>,
+      <div className="jp-flow-preview">
+        {breakable(typeof v.preview === 'string' ? v.preview : (JSON.stringify(v.preview) ?? ''))}
+      </div>
     ]
   ]);
   return <NameTable title={props.title} rows={rows} />;
@@ -77,13 +87,13 @@ function FrameList(props: { frames: IFrame[] }): JSX.Element | null {
       {props.frames.map((f, i) => (
         <div key={i} className="jp-flow-frame" data-function={f.function}>
           <div className={f.notebook ? '' : 'jp-flow-dim'}>
-            {`${f.where}, line ${f.line}, in ${f.function}${f.notebook ? '' : ' (library)'}`}
+            {breakable(`${f.where}, line ${f.line}, in ${f.function}${f.notebook ? '' : ' (library)'}`)}
           </div>
           <NameTable
             title="locals"
             rows={Object.entries(f.locals ?? {}).map(([name, preview]): [string, React.ReactNode[]] => [
               name,
-              [<div className="jp-flow-preview">{preview}</div>]
+              [<div className="jp-flow-preview">{breakable(preview)}</div>]
             ])}
           />
         </div>
@@ -146,13 +156,13 @@ function FailureBox(props: {
   return (
     <div className="jp-flow-failure">
       <div className="jp-flow-error">
-        {task.error?.type}: {task.error?.message}
+        {task.error?.type}: {breakable(task.error?.message ?? '')}
       </div>
-      {source && <pre className="jp-flow-cell">{source}</pre>}
+      {source && <pre className="jp-flow-cell">{breakable(source)}</pre>}
       {traceback && (
         <details className="jp-flow-traceback" open>
           <summary>Traceback</summary>
-          <pre>{Array.isArray(traceback) ? traceback.join('\n') : traceback}</pre>
+          <pre>{breakable(Array.isArray(traceback) ? traceback.join('\n') : traceback)}</pre>
         </details>
       )}
       <FrameList frames={task.failure?.frames ?? []} />

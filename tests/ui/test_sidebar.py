@@ -315,6 +315,20 @@ def write_secret_failure(path: Path) -> None:
     (path.parent / "token.txt").write_text("tok-9f8e7d6c5b4a3f2e1d0c\n")
 
 
+# Each part of the failure box wider than its own box (text cut off or scrolled sideways), or reaching past the
+# sidebar's right edge (cut off by the sidebar): tag, class and the start of its text.
+OVERFLOWING = """box => {
+  const sidebar = document.querySelector('#jupyter-flow-sidebar');
+  const right = sidebar.getBoundingClientRect().right;
+  const parts = [sidebar, box, ...box.querySelectorAll(
+    'summary, caption, th, td, div, li, pre, code, button, button > *')];
+  const wide = e => getComputedStyle(e).display !== 'inline' && e.scrollWidth > e.clientWidth;
+  return parts.filter(e => wide(e) || e.getBoundingClientRect().right > right + 0.5)
+    .map(e => `${e.tagName}.${e.className}: ${e.scrollWidth} > ${e.clientWidth} or right edge `
+      + `${Math.round(e.getBoundingClientRect().right)} > ${Math.round(right)}: ${e.textContent.slice(0, 40)}`);
+}"""
+
+
 def test_the_failure_box_shows_the_frames_and_what_was_withheld_as_a_secret(lab, page):
     write_secret_failure(lab.root / "secret_failure.ipynb")
     open_notebook(page, lab, "secret_failure.ipynb")
@@ -335,6 +349,8 @@ def test_the_failure_box_shows_the_frames_and_what_was_withheld_as_a_secret(lab,
         set_theme(page, theme)
         assert low_contrast(page) == [], theme
         shot(page, "11-failure-frames-and-secrets" + ("-dark" if "Dark" in theme else ""))
+        # at the default sidebar width every label, header and value reads whole, none cut off
+        assert box.evaluate(OVERFLOWING) == [], theme
 
 
 def test_tag_cells_from_the_toolbar(lab, page):
