@@ -56,6 +56,11 @@ def summary(runs) -> list[tuple]:
     return [(r.id, str(r.status)) if r.status == Status.DAMAGED else r.to_dict() for r in runs]
 
 
+def index_keys(store) -> list[str]:
+    """The index files and their summaries: what the damage below may hit, or bring back from long ago."""
+    return store.glob(layout.index_chunks()) + store.glob(layout.index_summaries())
+
+
 writer = st.integers(0, 4)
 operation = st.one_of(
     st.tuples(st.just("beat"), writer),
@@ -105,12 +110,12 @@ def test_listings_match_the_run_records_whatever_happens(ops):
                 want = truth(model, flow, user, status, batch)
                 assert summary(got) == summary(want[:limit] if limit else want), op
             elif kind == "snapshot":
-                snapshots += [(k, store.read_bytes(k)) for k in store.glob(layout.index_chunks())]
+                snapshots += [(k, store.read_bytes(k)) for k in index_keys(store)]
             elif kind == "fsck":
                 records.rebuild_index(store)
             else:
                 _, pick, how = op
-                keys = store.glob(layout.index_chunks())
+                keys = index_keys(store)
                 if how == "old" and snapshots:
                     key, data = snapshots[pick % len(snapshots)]
                     store.write_bytes(key, data)
@@ -145,7 +150,7 @@ def test_a_listing_reads_the_index_not_every_run_and_fsck_rebuilds_it(tmp_path, 
     monkeypatch.setattr(store.backend, "read", lambda key: reads.append(key) or real_read(key))
     newest = records.list_runs(store, flow="f", limit=50)
     assert [r.id for r in newest] == [run_id(n) for n in range(598, 498, -2)]
-    assert len(reads) <= 2 and all("/index/" in k for k in reads), reads  # one or two files, not 50
+    assert len(reads) <= 2 and all("/index/" in k for k in reads), reads  # one or two files, not 50 (no summary)
     monkeypatch.undo()
 
     # the index trusts a finished run's copy: damage to run.json after it finished is fsck's to find
@@ -160,8 +165,10 @@ def test_a_listing_reads_the_index_not_every_run_and_fsck_rebuilds_it(tmp_path, 
 
 
 def test_runners_and_listings_at_once(tmp_path):
-    """Eight runners each start and finish runs while two listings run in a loop: every listing shows
-    every run that had finished before it began, exactly as its run.json says."""
+    """Eight runners (of two users) each start and finish runs while two listings run in a loop, by
+    turns unfiltered and filtered by user and status (those read and write the index summaries): every
+    listing shows every run of its filter that had finished before it began, exactly as its run.json
+    says, and nothing else."""
     store = open_store(str(tmp_path))
     done: dict[str, dict] = {}
     lock, stop, errors = threading.Lock(), threading.Event(), []
@@ -175,16 +182,20 @@ def test_runners_and_listings_at_once(tmp_path):
             with lock:
                 done[rec["id"]] = rec
 
-    def lister():
+    def lister(turn=0):
+        filters = [{}, {"user": "ann"}, {"status": "failed"}, {"user": "bob", "status": "succeeded"}]
         while not stop.is_set():
+            f, turn = filters[turn % len(filters)], turn + 1
             with lock:
-                before = dict(done)
+                before = {i: rec for i, rec in dict(done).items()
+                          if all(rec[name] == value for name, value in f.items())}
             try:
-                shown = {r.id: r for r in records.list_runs(store)}
+                shown = {r.id: r for r in records.list_runs(store, **f)}
                 for rid, rec in before.items():
-                    assert shown[rid].to_dict() == RunRecord.from_dict(rec).to_dict()
+                    assert shown[rid].to_dict() == RunRecord.from_dict(rec).to_dict(), f
                 for r in shown.values():
                     assert r.status in (Status.RUNNING, *FINISHED)
+                    assert all(r[name] == value for name, value in f.items()), (f, r)
             except Exception as e:  # noqa: BLE001 - reported by the test thread
                 errors.append(e)
                 return
@@ -260,3 +271,132 @@ def test_a_listing_killed_while_it_writes_the_index_leaves_listings_right(tmp_pa
         assert summary(records.list_runs(store)) == summary(records.rebuild_index(store, write=False))
     fsck.check(store)
     assert summary(records.list_runs(store)) == summary(records.rebuild_index(store, write=False))
+
+
+# -- the index summary: a filtered listing reads only the runs that can match ----------------------
+TEAM = ("ann", "bob", "cy", "dee", None)  # None: a run recorded without a user
+KINDS = FINISHED + ("running", "torn")
+
+
+def from_records(store, flow=None, user=None, status=None) -> list[RunRecord]:
+    """The listing computed from every run.json alone (no index, no summary), filtered by the rules users see."""
+    return [r for r in records.rebuild_index(store, write=False)
+            if (not flow or r.flow == flow) and (not status or r.status == status)
+            and (not user or r.user == user or r.status == Status.DAMAGED)]
+
+
+def write_team_run(store, n: int, user, kind: str) -> None:
+    if kind == "torn":
+        store.write_bytes(layout.run_json(FLOWS[n % 2], run_id(n)), b'{"id": "torn')
+    else:
+        records.write_run(store, dict(record(n, kind, 0), user=user))
+
+
+team_run = st.tuples(st.sampled_from(TEAM), st.sampled_from(KINDS))
+team_listing = st.tuples(st.sampled_from((None,) + FLOWS), st.sampled_from((None, "ann", "bob", "dee", "eve")),
+                         st.sampled_from((None, "running", "damaged") + FINISHED), st.sampled_from((None, 1, 4)))
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(before=st.lists(team_run, max_size=50), after=st.lists(st.tuples(st.integers(0, 70), team_run), max_size=15),
+       listings=st.lists(team_listing, min_size=1, max_size=6), chunk=st.sampled_from((3, 8, 256)),
+       dense=st.sampled_from((1, 2, 32)), fill=st.sampled_from(("fsck", "listing", "none")))
+def test_filtered_listings_through_summaries_equal_the_listings_from_the_records(before, after, listings, chunk,
+                                                                                  dense, fill):
+    """Random runs of random users and statuses; the index and its summaries filled (by fsck, or by
+    listings) or not; then runs written after the summaries were (new ones, running ones that end:
+    the summaries are stale). Every filtered, limited listing equals the one computed from run.json."""
+    from unittest import mock
+
+    root = tempfile.mkdtemp()
+    try:
+        store = open_store(root)
+        with mock.patch.object(records.RunIndex, "CHUNK", chunk), mock.patch.object(records.RunIndex, "DENSE", dense):
+            kinds = {}
+            for n, (user, kind) in enumerate(before):
+                write_team_run(store, n, user, kind)
+                kinds[n] = (user, kind)
+            if fill == "fsck":
+                records.rebuild_index(store)
+            elif fill == "listing":
+                records.list_runs(store)
+                records.list_runs(store, user="ann")
+            if fill != "none" and any(k in FINISHED for _, k in kinds.values()):
+                assert store.glob(layout.index_summaries()), "the index has its summaries"
+            for n, (user, kind) in after:
+                if n in kinds and kinds[n][1] != "running":
+                    continue  # a finished run's record is never written again; a torn one is its killed writer's
+                user = kinds[n][0] if n in kinds else user
+                write_team_run(store, n, user, kind)
+                kinds[n] = (user, kind)
+            for flow, user, status, limit in listings:
+                got = records.list_runs(store, flow=flow, user=user, status=status, limit=limit)
+                want = from_records(store, flow, user, status)
+                assert summary(got) == summary(want[:limit] if limit else want), (flow, user, status, limit)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_a_stale_missing_or_damaged_summary_never_hides_a_run_nor_shows_one_gc_removed(tmp_path):
+    """A listing that raced ours wrote a summary from before the newest runs ended (a lost update):
+    they are still listed, and the next filtered listing puts them into the summary. A summary
+    naming runs gc has since removed lists none of them; a missing or damaged one lists the same."""
+    from jupyter_flow.store import gc
+
+    store = open_store(str(tmp_path))
+    for n in range(60):
+        write_team_run(store, n, TEAM[n % 4], FINISHED[n % 3])
+    write_team_run(store, 60, "ann", "running")
+    records.rebuild_index(store)
+    key = layout.index_summary("f")
+    stale = store.read_bytes(key)
+    write_team_run(store, 60, "ann", "failed")  # the running one ends
+    for n in range(62, 80, 2):  # and new ones of flow f, some ann's and failed
+        write_team_run(store, n, "ann" if n % 4 else "bob", "failed" if n % 3 else "succeeded")
+    filters = [dict(flow="f", user="ann", status="failed"), dict(user="ann"), dict(status="failed"),
+               dict(flow="f", user="bob", status="succeeded", limit=2), dict(user="eve")]
+
+    def check():
+        for f in filters:
+            want = from_records(store, f.get("flow"), f.get("user"), f.get("status"))
+            assert summary(records.list_runs(store, **f)) == summary(want[:f.get("limit")]), f
+
+    check()  # fills the summary with the new runs ...
+    assert all(records.RunIndex(store).fact("f", run_id(n)) for n in range(60, 80, 2))
+    store.write_bytes(key, stale)  # ... which a racing listing overwrote with its older copy
+    assert records.RunIndex(store).fact("f", run_id(60)) is None
+    check()
+    assert records.RunIndex(store).fact("f", run_id(60))[1:] == ("ann", "failed"), "the next listing adds it back"
+
+    report = gc.collect(store, keep=2, all_users=True)
+    assert len(report["runs"]) > 30
+    store.write_bytes(key, stale)  # names runs gc removed
+    check()
+    store.delete(key)
+    check()
+    store.write_bytes(key, b"0123\n{}")  # its digest does not match
+    check()
+    store.write_bytes(key, stale[:-40])  # cut short
+    check()
+
+
+def test_a_rare_filter_reads_the_summary_and_the_runs_that_match_not_every_index_file(tmp_path, monkeypatch):
+    """2,600 runs by 20 users taking turns (7 runs each), one in 13 failed: one user's failed runs are
+    spread over every index file. Their listing reads the summary and their run.json files; a listing
+    of everyone's runs reads one or two index files (the newest holds 40 runs) and no summary."""
+    store = open_store(str(tmp_path))
+    for n in range(2600):
+        records.write_run(store, dict(record(2 * n, "failed" if n % 13 == 0 else "succeeded", 0),
+                                      user=f"user{n // 7 % 20:02d}"))
+    records.rebuild_index(store)
+    assert len(store.glob(layout.index_chunks("f"))) == 11
+    rare = from_records(store, "f", "user07", "failed")
+    assert 5 < len(rare) < 51
+    reads = []
+    real_read = store.backend.read
+    monkeypatch.setattr(store.backend, "read", lambda key: reads.append(key) or real_read(key))
+    assert summary(records.list_runs(store, flow="f", user="user07", status="failed", limit=51)) == summary(rare)
+    assert sorted(reads) == sorted([layout.index_summary("f")] + [layout.run_json("f", r.id) for r in rare]), reads
+    reads.clear()
+    assert len(records.list_runs(store, flow="f", limit=51)) == 51
+    assert 1 <= len(reads) <= 2 and all(k.endswith(".json") and "/index/" in k for k in reads), reads
