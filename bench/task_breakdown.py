@@ -13,6 +13,10 @@ Reported:
   CPU per task                      the same difference of the CPU time of every process of the command
                                     (runner, zygote, kernels: getrusage of the reaped children), and of
                                     the runner alone (psutil, its last sample)
+  zygote + its kernels CPU          the same difference for the zygote's CPU time and that of the kernels it
+                                    forked and reaped (psutil, its last sample): a fresh kernel's fork,
+                                    start-up, cells and exit. With the runner's, what a task costs the cores:
+                                    (runner + kernels) / cores is the wall time per task at best
   runner peak RSS                   psutil, sampled every 20 ms
   a task's timeline                 medians over the `work` tasks, from task.json (started, ended), the
                                     executed notebook's papermill metadata (its start, each cell's start
@@ -80,7 +84,7 @@ def run(bench: Bench, n: int, profile: Path | None) -> dict:
     started = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=bench.root, env=dict(bench.env, JUPYTER_FLOW_AGENT="0"),
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    seen = {"peak": 0, "cpu": 0.0}
+    seen = {"peak": 0, "cpu": 0.0, "kernels_cpu": 0.0}
     sampler = threading.Thread(target=_watch, args=(proc, seen, profile is not None))
     sampler.start()
     _, err = proc.communicate()
@@ -90,7 +94,8 @@ def run(bench: Bench, n: int, profile: Path | None) -> dict:
     if proc.returncode:
         raise SystemExit(f"{' '.join(cmd)} exited {proc.returncode}:\n{err[-2000:]}")
     cpu = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
-    return {"wall": wall, "cpu": cpu, "runner_cpu": seen["cpu"], "peak_mb": seen["peak"] / 2**20, "store": store}
+    return {"wall": wall, "cpu": cpu, "runner_cpu": seen["cpu"], "kernels_cpu": seen["kernels_cpu"],
+            "peak_mb": seen["peak"] / 2**20, "store": store}
 
 
 def _watch(proc: subprocess.Popen, out: dict, under_py_spy: bool) -> None:
@@ -105,9 +110,26 @@ def _watch(proc: subprocess.Popen, out: dict, under_py_spy: bool) -> None:
                     continue
                 p, under_py_spy = kids[0], False
             sample_usage(p, out)
+            _zygotes_cpu(p, out)
             time.sleep(0.02)
     except psutil.NoSuchProcess:
         pass
+
+
+def _zygotes_cpu(runner: psutil.Process, out: dict) -> None:
+    """The CPU seconds of the kernels so far: each zygote's own and that of the kernels it forked and
+    reaped (its children's), summed over the runner's zygotes, the highest seen kept in out["kernels_cpu"]
+    (a zygote's kernels are its children, not the runner's: getrusage of the command misses them)."""
+    total = 0.0
+    for child in runner.children():
+        try:
+            if not any("forkserver" in part for part in child.cmdline()):
+                continue
+            cpu = child.cpu_times()
+            total += cpu.user + cpu.system + cpu.children_user + cpu.children_system
+        except psutil.Error:
+            continue
+    out["kernels_cpu"] = max(out["kernels_cpu"], total)
 
 
 def _t(stamp: str) -> float:
@@ -180,15 +202,17 @@ def main() -> None:
         for i in range(args.repeat):
             load = psutil.getloadavg()[0]
             big, one = run(bench, args.tasks, None), run(bench, 1, None)
-            per = {k: f"{(big[k] - one[k]) / (args.tasks - 1) * 1000:.0f}" for k in ("wall", "cpu", "runner_cpu")}
+            per = {k: f"{(big[k] - one[k]) / (args.tasks - 1) * 1000:.0f}"
+                   for k in ("wall", "cpu", "runner_cpu", "kernels_cpu")}
             rows.append([i + 1, big["wall"], one["wall"], per["wall"], per["cpu"], per["runner_cpu"],
-                         f"{big['peak_mb']:.0f}", f"{load:.1f}–{psutil.getloadavg()[0]:.1f}"])
+                         per["kernels_cpu"], f"{big['peak_mb']:.0f}", f"{load:.1f}–{psutil.getloadavg()[0]:.1f}"])
             print(f"  run {i + 1}: {rows[-1]}", file=sys.stderr, flush=True)
             lines = timeline(big["store"])
             span, busy = work_phase(big["store"])
         print(markdown_table(f"{args.tasks}-task foreach vs a 1-task one, local executor, --max-workers 2",
-                             ["run", "wall, N tasks", "wall, 1 task", "ms per task beyond 1", "CPU ms per task (all)",
-                              "runner CPU ms per task", "runner peak MB", "load"], rows))
+                             ["run", "wall, N tasks", "wall, 1 task", "ms per task beyond 1",
+                              "CPU ms per task (reaped children)", "runner CPU ms per task",
+                              "zygote + its kernels CPU ms per task", "runner peak MB", "load"], rows))
         print("\n" + markdown_table("A work task's timeline (median ms over the tasks of the last run)", ["part", "ms"],
                                     [[n, f"{ms:.1f}"] for n, ms in lines]
                                     + [["the work phase, per task (first start to last end / N)",
