@@ -349,6 +349,9 @@ def test_the_failure_box_shows_the_frames_and_what_was_withheld_as_a_secret(lab,
         set_theme(page, theme)
         assert low_contrast(page) == [], theme
         shot(page, "11-failure-frames-and-secrets" + ("-dark" if "Dark" in theme else ""))
+        box.locator(".jp-flow-actions").scroll_into_view_if_needed()  # the box's lower half: secrets and buttons
+        shot(page, "11-failure-actions" + ("-dark" if "Dark" in theme else ""))
+        box.scroll_into_view_if_needed()
         # at the default sidebar width every label, header and value reads whole, none cut off
         assert box.evaluate(OVERFLOWING) == [], theme
 
