@@ -23,7 +23,7 @@ import uuid
 from collections import defaultdict
 
 from jupyter_flow.flow import kernelspecs
-from jupyter_flow.flow.notebook import PYTHON_LANGUAGES
+from jupyter_flow.flow.languages import PYTHON_LANGUAGES
 from jupyter_flow.speed import forkserver
 
 

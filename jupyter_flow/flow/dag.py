@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from jupyter_flow.errors import FlowError
-from jupyter_flow.flow import analysis, equivalence, languages, notebook
+from jupyter_flow.flow import analysis, equivalence, languages, notebook, several
 from jupyter_flow.flow.notebook import Cell
 
 
@@ -153,7 +153,7 @@ def build_flow(path: str | Path, raw: dict | None = None, history: dict | None =
     `history`: the files each step read and wrote in the last run, `{step: {"read": [PATH...],
     "written": [PATH...]}}` (see runtime.doors.last_files). `with_`: more notebooks of the flow (see
     several.py). Raises FlowError naming the cell at fault."""
-    nb = notebook.read(path, with_=with_) if raw is None else notebook.parse(raw, Path(path), with_=with_)
+    nb = several.read(path, with_) if raw is None else several.parse(raw, Path(path), with_)
     if not languages.supported(nb.language):  # papermill's way: one step, the notebook as it is, never cached
         main = Step("main", nb.steps["main"].cells, [], {"cache": False}, language=nb.language)  # (no reads seen)
         return Flow(name=nb.name, path=Path(path).resolve(), kernel=nb.kernel, notebook=nb, parameters={},

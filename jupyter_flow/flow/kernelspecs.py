@@ -22,7 +22,7 @@ def installed_kernels(kernel_dirs=None) -> dict[str, str]:
     """{name: folder} of the installed kernelspecs, found as jupyter_client's KernelSpecManager finds
     them (a folder with a kernel.json in the kernels dirs of jupyter_path, the first one of a name
     wins) without importing jupyter_client (0.15 s, a third of a run served from the cache)."""
-    from jupyter_core.paths import jupyter_path
+    from jupyter_core.paths import jupyter_path  # lazy: `jupyter flow --help` imports this module, not jupyter_core
 
     found: dict[str, str] = {}
     for kernels_dir in jupyter_path("kernels") if kernel_dirs is None else kernel_dirs:
@@ -98,13 +98,12 @@ def spec_manager_class():
     """A jupyter_client KernelSpecManager that finds and reads kernelspecs as above: IPython's folder
     found as IPython finds it, a kernel.json read without importing ipykernel to compare folders (and
     IPython with it: 0.2 s of a run's start-up). Built on first use: jupyter_client is imported then."""
-    from jupyter_client.kernelspec import KernelSpec, KernelSpecManager, NoSuchKernel
+    from jupyter_client.kernelspec import KernelSpec, KernelSpecManager, NoSuchKernel  # lazy: 0.15 s, kernels only
     from jupyter_client.provisioning import KernelProvisionerFactory
+    from jupyter_core.paths import jupyter_path
 
     class KernelSpecs(KernelSpecManager):
         def _kernel_dirs_default(self):
-            from jupyter_core.paths import jupyter_path
-
             ipython_dir = os.environ.get("IPYTHONDIR") or os.path.join(os.path.expanduser("~"), ".ipython")
             return [*jupyter_path("kernels"), os.path.join(ipython_dir, "kernels")]
 

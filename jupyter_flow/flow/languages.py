@@ -17,11 +17,21 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import socket
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from jupyter_flow.flow import analysis_r
+from jupyter_flow.flow.analysis_r import FILE_CALLS
+from jupyter_flow.flow.kernelspecs import installed_kernels
+from jupyter_flow.store import neutral, open_store
+from jupyter_flow.store.preview import describe
+
 HERE = Path(__file__).resolve().parents[1] / "execution"  # where the in-kernel code of each language is
 CROSSING = "crossing"  # the folder in the task's working folder
+PYTHON_LANGUAGES = ("python", "python3", "ipython", "ipython3")  # a kernelspec's `language` that is Python
 
 
 @dataclass(frozen=True)
@@ -31,13 +41,9 @@ class Language:
     install: str  # how to get its kernel
 
     def analyze(self, sources: list[str]):
-        from jupyter_flow.flow import analysis_r
-
         return analysis_r.analyze(sources)
 
     def parameters(self, source: str) -> dict:
-        from jupyter_flow.flow import analysis_r
-
         return analysis_r.parameters(source)
 
     def begin_code(self, kernel_spec: dict) -> str:
@@ -45,10 +51,6 @@ class Language:
         which calls read and write files (to note them) and which Python records them (its own, with
         its own library path: R's kernel sets LD_LIBRARY_PATH to its own folders, in which a Python
         built with a shared libpython would find the system's libpython, and that one's sys.path)."""
-        import sys
-
-        from jupyter_flow.flow.analysis_r import FILE_CALLS
-
         text = json.dumps(dict(kernel_spec, python=sys.executable, file_calls=FILE_CALLS,
                                python_library_path=os.environ.get("LD_LIBRARY_PATH", "")), default=str)
         return f'source({json.dumps(str(HERE / self.runtime))})\n.jf$begin(r"---({text})---")'
@@ -66,8 +68,6 @@ LANGUAGES = {
 
 
 def is_python(language: str) -> bool:
-    from jupyter_flow.flow.notebook import PYTHON_LANGUAGES
-
     return (language or "python").lower() in PYTHON_LANGUAGES
 
 
@@ -86,8 +86,6 @@ def get(language: str) -> Language | None:
 def kernel_language(kernel: str, default: str = "python") -> str:
     """The language of installed kernelspec `kernel` (its kernel.json); `default` when it is not
     installed (the run then stops on the missing kernel, see kernels.check_kernelspecs)."""
-    from jupyter_flow.flow.kernelspecs import installed_kernels
-
     folder = installed_kernels().get(kernel.lower())
     if folder is None:
         return default
@@ -119,8 +117,6 @@ def _language_of(spec: dict) -> str:
 
 def give(store, spec: dict, workdir: str) -> None:
     """Before a step in another language runs: its inputs in the neutral format, in its folder."""
-    from jupyter_flow.store import neutral
-
     if is_python(_language_of(spec)):
         return
     folder = os.path.join(workdir, CROSSING, "in")
@@ -156,11 +152,6 @@ def collect(spec: dict, workdir: str) -> None:
     in_kernel.R, lists it in crossing/withheld.json): it is listed as withheld, as a Python step's
     is; one a later step reads fails the step (SecretValue). The crossing folder is removed: what it
     held is stored, or withheld (a local store's task folder is the working folder)."""
-    import shutil
-
-    from jupyter_flow.store import open_store
-    from jupyter_flow.store.preview import describe
-
     folder = os.path.join(workdir, CROSSING)
     try:
         with open(os.path.join(folder, "withheld.json")) as f:  # (execution/crossing.py: WITHHELD)
@@ -229,8 +220,6 @@ def _files_used(folder: str) -> dict:
 def _store(store, path: str, describe) -> dict:
     """Store one value an R step wrote (checked for secrets already): as a Python value and in its
     neutral form."""
-    from jupyter_flow.store import neutral
-
     with open(path, "rb") as f:
         data = f.read()
     value = neutral.loads(data)
@@ -242,9 +231,7 @@ def _store(store, path: str, describe) -> dict:
 def explain(e: Exception, spec: dict) -> str:
     """The message of an exception that stopped a task before its notebook ran: a kernel missing on
     this machine (a Dask worker without R) says which, where, and how to install it."""
-    import socket
-
-    from jupyter_client.kernelspec import NoSuchKernel
+    from jupyter_client.kernelspec import NoSuchKernel  # lazy: jupyter_client costs 0.15 s; a cache hit never loads it
 
     if isinstance(e, NoSuchKernel):
         lang = get(_language_of(spec))

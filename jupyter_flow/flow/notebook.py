@@ -14,6 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from jupyter_flow.errors import FlowError
+from jupyter_flow.flow import languages
+from jupyter_flow.flow.analysis import analyze
+from jupyter_flow.flow.kernelspecs import requirement
 from jupyter_flow.store.layout import STEP_NAME_PATTERN as NAME
 from jupyter_flow.store.layout import check_flow_name
 
@@ -67,7 +70,6 @@ GPUS = ("gpu", "nvidia.com/gpu", "amd.com/gpu")  # Kale's vendor resource names 
 _QUANTITY = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(?:e(\d+))?(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?")
 _UNITS = {None: 1, "m": 1e-3, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15, "E": 1e18,
           **{f"{p}i": 1024 ** (i + 1) for i, p in enumerate("KMGTPE")}}
-PYTHON_LANGUAGES = ("python", "python3", "ipython", "ipython3")
 
 
 @dataclass
@@ -116,13 +118,12 @@ class Notebook:
 
     @property
     def python(self) -> bool:
-        return self.language.lower() in PYTHON_LANGUAGES
+        return self.language.lower() in languages.PYTHON_LANGUAGES
 
 
-def read(path: str | Path, alone: bool = False, with_: list | tuple = ()) -> Notebook:
-    """The notebook at `path`, joined with the notebooks its metadata names and `with_` (see
-    several.py) unless `alone`."""
-    return parse(load(path), Path(path), alone, with_)
+def read(path: str | Path) -> Notebook:
+    """The notebook at `path` alone (several.read joins it with the other notebooks of its flow)."""
+    return parse(load(path), Path(path))
 
 
 def load(path: str | Path) -> dict:
@@ -171,19 +172,8 @@ def flow_name(raw: dict, path: Path) -> str:
     return check_flow_name(re.sub(r"[^A-Za-z0-9_.-]", "_", str(name)) or "flow")
 
 
-def parse(raw: dict, path: Path, alone: bool = False, with_: list | tuple = ()) -> Notebook:
-    """The notebook's blocks; joined with the notebooks its metadata `jupyter_flow.notebooks` names,
-    then those of `with_` (paths, e.g. `--with` options), into one flow (see several.py) unless `alone`."""
-    from jupyter_flow.flow import several
-
-    nb = _parse(raw, path)
-    if alone:
-        return nb
-    listed = several.listed(raw, path)
-    return several.join(nb, listed, with_) if listed or with_ else several.check_alone(nb)
-
-
-def _parse(raw: dict, path: Path) -> Notebook:
+def parse(raw: dict, path: Path) -> Notebook:
+    """The notebook's blocks, the notebook alone (several.parse joins it with the other notebooks of its flow)."""
     cells = _code_cells(raw, path)
     parsed = [(cell, [(t, *_classify(cell, t)) for t in cell.tags]) for cell in cells]
     secrets = _secret_names(raw, path, parsed)
@@ -192,8 +182,6 @@ def _parse(raw: dict, path: Path) -> Notebook:
     nb = Notebook(path=path, name=flow_name(raw, path), kernel=_kernel_name(raw), raw=raw, steps={}, shared=[],
                   parameters=None, metrics=[], skipped=[], tagged_steps=bool(named), language=_language(raw),
                   secrets=secrets)
-    from jupyter_flow.flow import languages
-
     if not languages.supported(nb.language):
         if named:
             cell, tag = named[0]
@@ -284,8 +272,6 @@ def _before_parameters(nb: Notebook, leading: list[Cell]) -> None:
         main.cells = [c for c in main.cells if c.index > params.index]
     needed: list[Cell] = []
     if params is not None and leading:
-        from jupyter_flow.flow.analysis import analyze
-
         try:
             wanted = set(analyze([params.source]).reads)
             for cell in reversed([c for c in leading if c.index < params.index]):
@@ -417,8 +403,6 @@ def _add_options(block: StepBlock, cell: Cell, options: list, warnings: list[str
 
 def _add_requirement(block: StepBlock, cell: Cell, tag: str, spec: str) -> None:
     """A `pip:` tag: one more package of the step's own environment (see envs)."""
-    from jupyter_flow.flow.kernelspecs import requirement
-
     try:
         normalized = requirement(spec)
     except ValueError as e:

@@ -23,10 +23,23 @@ import re
 from pathlib import Path
 
 from jupyter_flow.errors import FlowError
-from jupyter_flow.flow import languages
+from jupyter_flow.flow import languages, notebook
 from jupyter_flow.flow.notebook import Cell, Notebook, StepBlock
 
 KEY = "notebooks"
+
+
+def read(path: str | Path, with_: list | tuple = ()) -> Notebook:
+    """The flow of the notebook at `path`: joined with the notebooks its metadata names, then those of
+    `with_` (paths, e.g. `--with` options); the notebook by itself when there are none."""
+    return parse(notebook.load(path), Path(path), with_)
+
+
+def parse(raw: dict, path: Path, with_: list | tuple = ()) -> Notebook:
+    """As read, from the notebook's content `raw` (e.g. unsaved edits) at `path`."""
+    nb = notebook.parse(raw, path)
+    names = listed(raw, path)
+    return join(nb, names, with_) if names or with_ else check_alone(nb)
 
 
 def listed(raw: dict, path: Path) -> list[str]:
@@ -61,8 +74,6 @@ def _own(nb: Notebook, up: str, block: StepBlock, names: list[str]) -> str:
 def join(main: Notebook, names: list[str], given: list | tuple = ()) -> Notebook:
     """`main` and the notebooks `names` lists (relative to its folder), then `given` (paths, e.g.
     `--with` options), joined into one (see the module's docstring)."""
-    from jupyter_flow.flow.notebook import read
-
     folder = main.path.parent
     books: list[tuple[str, Notebook]] = []
     if not any(_same(folder / n, main.path) for n in names):
@@ -77,7 +88,7 @@ def join(main: Notebook, names: list[str], given: list | tuple = ()) -> Notebook
         elif not target.is_file():
             raise FlowError(f"{origin} {name}: no such notebook ({target}); check the path")
         else:
-            books.append((name, read(target, alone=True)))
+            books.append((name, notebook.read(target)))
     return _joined(main, books)
 
 

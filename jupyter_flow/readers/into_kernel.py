@@ -194,7 +194,7 @@ def _print_table(run, step, index, state, refs, modules, unpicklable) -> None:
 
 def step_source(store, run, step: str) -> str:
     """The step's cells as they were when the run was made (from the run's copy of the notebook)."""
-    from jupyter_flow.flow.notebook import parse  # 0.2 s (nbformat): only when the cells are asked for
+    from jupyter_flow.flow.several import parse  # 0.2 s (nbformat): only when the cells are asked for
 
     raw = json.loads(store.read_bytes(layout.run_file(run.flow, run.id, "notebook.ipynb")))
     nb = parse(raw, Path(run.notebook))

@@ -5,7 +5,7 @@ import threading
 from pathlib import Path
 
 from jupyter_flow.errors import FlowError
-from jupyter_flow.flow import notebook
+from jupyter_flow.flow import several
 from jupyter_flow.flow.dag import Flow, build_flow
 from jupyter_flow.runtime.loop import Runner
 from jupyter_flow.store import layout, open_store
@@ -67,7 +67,7 @@ def prepare(notebook_path, parameters=None, store=None, executor="local", schedu
         executor_class(executor)  # an unknown name fails before anything is touched
     if cwd is not None and not Path(cwd).is_dir():
         raise FlowError(f"--cwd {cwd}: no such folder; create it or give another")
-    nb = notebook.read(path, with_=with_)  # a bad notebook (or a missing --with one) fails before the store is touched
+    nb = several.read(path, with_)  # a bad notebook (or a missing --with one) fails before the store is touched
     raw = nb.raw
     refuse_parameters(given_values(parameters, cli_params, param_files), nb.secrets)  # nor is a secret parameter
     store = open_store(store)
@@ -92,7 +92,7 @@ def flow_with_history(path, store=None, raw: dict | None = None, with_=()) -> Fl
     """The notebook's Flow (joined with the notebooks `with_` names), its file edges completed by what
     its steps read and wrote in the last run of this notebook in `store` (see last_files); without a
     store, from the code alone."""
-    nb = notebook.read(path, with_=with_) if raw is None else notebook.parse(raw, Path(path), with_=with_)
+    nb = several.read(path, with_) if raw is None else several.parse(raw, Path(path), with_)
     history = last_files(open_store(store), nb.name, Path(path).resolve()) if store is not None else None
     return build_flow(path, nb.raw, history=history, with_=with_)
 
