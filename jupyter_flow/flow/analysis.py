@@ -188,7 +188,7 @@ def to_python(source: str) -> str:
     """Cell source with IPython syntax turned into plain Python, as the kernel does."""
     if not _IPYTHON_SYNTAX.search(source):
         return source
-    from IPython.core.inputtransformer2 import TransformerManager
+    from IPython.core.inputtransformer2 import TransformerManager  # lazy: IPython costs 0.3 s; only for magics and !
 
     return TransformerManager().transform_cell(source)
 

@@ -23,7 +23,9 @@ from pathlib import Path
 
 from jupyter_flow.errors import FlowError
 from jupyter_flow.flow import analysis, equivalence, languages, notebook, several
+from jupyter_flow.flow.analysis_r import RSyntaxError
 from jupyter_flow.flow.notebook import Cell
+from jupyter_flow.store.neutral import WHAT_CROSSES
 
 
 @dataclass
@@ -232,8 +234,6 @@ def _analyze(cells: list[Cell], where: str, bound=(), modules=None, functions=No
 def _analyze_other(cells: list[Cell], where: str, bound, language: str) -> analysis.Usage:
     """A step in another language: its reads and writes (the rest of a Usage stays empty); the
     functions it defines are kept in `functions` by name (they cannot cross to another language)."""
-    from jupyter_flow.flow.analysis_r import RSyntaxError
-
     found = languages.get(language)
     for cell in cells:
         try:
@@ -256,8 +256,6 @@ def _check_crossing(steps: dict[str, Step], usages: dict[str, analysis.Usage], s
     module, or a model object made where it is seen (`model = LinearRegression().fit(X, y)`, a class
     of MODEL_LIBRARIES called, then only methods that return it); what only the run knows is checked
     at the producing step's end."""
-    from jupyter_flow.store.neutral import WHAT_CROSSES
-
     for step in steps.values():
         for name, producer in step.inputs.items():
             up = steps[producer]

@@ -5,10 +5,13 @@ text where a number or bool is expected, is an error; another type than the defa
 given (as papermill passes it), with a warning."""
 from __future__ import annotations
 
+import base64
+import binascii
+import copy
 from pathlib import Path
 
 from jupyter_flow.errors import FlowError
-from jupyter_flow.flow.dag import Flow, Parameter
+from jupyter_flow.flow.dag import Flow, Parameter, build_flow
 
 INJECTED = "injected-parameters"  # the tag of the cell papermill adds
 
@@ -27,7 +30,7 @@ def parse_cli_value(raw: str):
 
 def load_file(path: str) -> dict:
     """A YAML (or JSON) file of values, read as papermill's -f reads it (dates stay text; any papermill URL)."""
-    import yaml
+    import yaml  # lazy: papermill.iorw costs 0.4 s; only a run given -f needs it
     from papermill.iorw import read_yaml_file
 
     try:
@@ -40,7 +43,7 @@ def load_file(path: str) -> dict:
 
 
 def _yaml(text: str, origin: str) -> dict:
-    import yaml
+    import yaml  # lazy: papermill.iorw costs 0.4 s; only a run given -y or -b needs it
     from papermill.iorw import NoDatesSafeLoader
 
     try:
@@ -59,9 +62,6 @@ def _mapping(data, origin: str) -> dict:
 
 def from_options(parameters=(), raw=(), files=(), yaml_texts=(), base64_texts=(), inject: dict | None = None) -> list:
     """papermill's parameter options as (origin, name, value), in the order papermill's CLI applies them."""
-    import base64
-    import binascii
-
     found = [("--inject-paths", name, value) for name, value in (inject or {}).items()]
     for text in base64_texts:
         try:
@@ -84,10 +84,6 @@ def replace_injected(flow: Flow, build=None) -> Flow:
     papermill output used as input), so that cell's values are not defaults. The cell stays in place,
     as skipped, so that the notebook's cells keep their places. `build(raw)`: the flow of the changed
     notebook (default: `build_flow` at the same path)."""
-    import copy
-
-    from jupyter_flow.flow.dag import build_flow
-
     raw = flow.notebook.raw
     if not flow.notebook.python or not any(INJECTED in _tags(c) for c in raw["cells"]):
         return flow  # a notebook in another language runs as it is: the step's papermill replaces the cell

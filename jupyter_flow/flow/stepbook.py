@@ -8,10 +8,13 @@ notebook maps back to the source notebook's cell.
 from __future__ import annotations
 
 import copy
+import json
 import os
 
 from jupyter_flow.flow import languages
+from jupyter_flow.flow.analysis import to_python
 from jupyter_flow.flow.dag import Flow, Step
+from jupyter_flow.flow.notebook import Cell
 
 
 def build(flow: Flow, step: Step, run_id: str, index: int, start: int = 0) -> dict:
@@ -48,7 +51,7 @@ def build(flow: Flow, step: Step, run_id: str, index: int, start: int = 0) -> di
 
 def _defaults(flow: Flow, step: Step) -> str:
     """The parameters' literal defaults as code of the step's language (papermill's translator)."""
-    from papermill.translators import translate_parameters
+    from papermill.translators import translate_parameters  # lazy: papermill costs 0.4 s; a cache hit builds no step
 
     values = {n: p.value for n, p in flow.parameters.items() if p.type != "expression"}
     if not values:
@@ -135,8 +138,6 @@ def failing_cell(executed: dict) -> dict | None:
 
 
 def _where(info: dict, source) -> str | None:
-    from jupyter_flow.flow.notebook import Cell
-
     if info.get("role") in ("begin", "finish"):
         return {"begin": "the step's set-up (loading its inputs)", "finish": "the step's end (storing its outputs)"}[
             info["role"]]
@@ -155,10 +156,6 @@ def sets_up_kernel(nb: dict) -> bool:
 def label_frames(failure_path: str, executed: dict) -> None:
     """Say which cell of the user's notebook each failing frame of a snapshot (failure.json, see
     in_kernel._frames) ran in: `cell` (its number, from 1) and `role`, matched by the cell's source."""
-    import json
-
-    from jupyter_flow.flow.analysis import to_python
-
     try:
         with open(failure_path) as f:
             failure = json.load(f)
