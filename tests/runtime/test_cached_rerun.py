@@ -1,4 +1,5 @@
-"""An unchanged rerun served from the cache: no kernel, no zygote, no papermill."""
+"""An unchanged rerun served from the cache: no kernel, no zygote, no papermill, nbclient, jupyter_client or
+ipykernel imported."""
 from __future__ import annotations
 
 import subprocess
@@ -12,8 +13,8 @@ PROBE = """
 import sys
 from jupyter_flow.cli import main as cli; from jupyter_flow.speed import forkserver
 code = cli.run_main(sys.argv[1:])
-print("EXIT", code, "PAPERMILL", "papermill" in sys.modules, "NBCLIENT", "nbclient" in sys.modules,
-      "ZYGOTES", len(forkserver._servers))
+watched = ("papermill", "nbclient", "jupyter_client", "ipykernel")
+print("EXIT", code, "IMPORTED", [m for m in watched if m in sys.modules], "ZYGOTES", len(forkserver._servers))
 """
 
 
@@ -24,4 +25,4 @@ def test_cache_hit_starts_no_zygote_and_imports_no_papermill(tmp_path, store):
     probe = subprocess.run([sys.executable, "-c", PROBE, "run", str(nb)], capture_output=True, text=True,
                            timeout=120, check=False)
     assert probe.stderr.count("cached") == 2, probe.stdout + probe.stderr  # both steps
-    assert "EXIT 0 PAPERMILL False NBCLIENT False ZYGOTES 0" in probe.stdout, probe.stdout + probe.stderr
+    assert "EXIT 0 IMPORTED [] ZYGOTES 0" in probe.stdout, probe.stdout + probe.stderr
