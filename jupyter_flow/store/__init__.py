@@ -11,6 +11,7 @@ import contextlib
 import errno
 import json
 import os
+import shutil
 import tempfile
 import uuid
 
@@ -26,7 +27,7 @@ class ReadOnly(StoreError):
 
 
 def default_url() -> str:
-    from jupyter_core.paths import jupyter_data_dir
+    from jupyter_core.paths import jupyter_data_dir  # lazy: 45 ms (platformdirs); only when no store is named
 
     return os.path.join(jupyter_data_dir(), "flow")
 
@@ -169,8 +170,6 @@ class Store:
 
     def save_file(self, path: str) -> tuple[str, int]:
         """Store the bytes of the file at `path` as a blob (a file a step wrote); (content hash, size)."""
-        import shutil
-
         with open(path, "rb") as f:
             return self.save_blob(lambda writer: shutil.copyfileobj(f, writer, 1 << 20))
 

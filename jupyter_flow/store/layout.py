@@ -28,6 +28,7 @@
 from __future__ import annotations
 
 import re
+from datetime import datetime, timezone
 
 from jupyter_flow.errors import FlowError
 
@@ -41,8 +42,6 @@ RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
 def time_id(suffix: str) -> str:
     """A run (or batch) id: the UTC time to the millisecond, then `suffix`. Listings sort ids, so runs
     started within one second (a quick resume after its failed run) still sort as they started."""
-    from datetime import datetime, timezone
-
     now = datetime.now(timezone.utc)
     return f"{now:%Y%m%dT%H%M%S}.{now.microsecond // 1000:03d}-{suffix}"
 

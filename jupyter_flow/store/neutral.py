@@ -29,6 +29,9 @@ from __future__ import annotations
 import json
 import math
 import numbers
+import os
+import sys
+import tempfile
 
 WHAT_CROSSES = ("what can cross between languages: None, bool, int, float, str, lists and dicts (str keys) of "
                 "those, numpy arrays (1-D, 2-D) of numbers, bools or str, pandas Series and DataFrames with int, "
@@ -63,8 +66,6 @@ def check(value) -> str | None:
 
 # -- Python -> neutral -------------------------------------------------------------------------------
 def encode(value):
-    import sys
-
     if value is None:
         return {"type": "null"}
     if (isinstance(value, (numbers.Number, str)) or _is_bool(value)) and _scalar_class(value):
@@ -173,7 +174,7 @@ def _missing(v) -> bool:
     if v is None:
         return True
     try:
-        import pandas as pd
+        import pandas as pd  # lazy: 0.5 s; only a value in a table needs it
 
         return bool(pd.isna(v))
     except (TypeError, ValueError, ImportError):
@@ -201,13 +202,13 @@ def decode(v):
         items = [decode(i) for i in v["items"]]
         return dict(zip(v["names"], items)) if v.get("names") else items
     if kind == "table":
-        import pandas as pd
+        import pandas as pd  # lazy: 0.5 s; only a table needs it
 
         data = {c["name"]: _series(c, pd) for c in v["columns"]}
         index = pd.Index(v["row_names"]) if v.get("row_names") else pd.RangeIndex(v.get("nrow", 0))
         return pd.DataFrame(data, index=index) if data else pd.DataFrame(index=index)
     if kind == "factor":
-        import pandas as pd
+        import pandas as pd  # lazy: 0.5 s; only a factor needs it
 
         return pd.Categorical.from_codes([-1 if c is None else c - 1 for c in v["codes"]], v["levels"])
     values = [_from_element(x, v["class"]) for x in v["values"]]
@@ -234,7 +235,7 @@ def _from_element(x, cls):
 
 
 def _numpy(values: list, cls: str):
-    import numpy as np
+    import numpy as np  # lazy: 0.4 s; only a vector or matrix needs it
 
     missing = any(x is None for x in values)
     if cls == "double" or cls == "integer" and missing:
@@ -269,9 +270,6 @@ def message(name: str, why: str, producer: str, readers: list[str], language: st
 
 def save_neutral(store, step: str, name: str, value, readers: dict[str, str]) -> str:
     """Store the neutral copy of `value` (for the steps `readers` {step: language}); its hash."""
-    import os
-    import tempfile
-
     try:
         data = dumps(value)
     except CannotCross as e:

@@ -85,12 +85,12 @@ def summary(meta: dict, value_width: int = 0) -> str:
 def _short_repr(value) -> str:
     module = type(value).__module__.split(".")[0]
     if module == "numpy" and hasattr(value, "shape"):
-        import numpy
+        import numpy  # lazy: loaded already (the value is numpy's); never imported for other values
 
         with numpy.printoptions(threshold=12, edgeitems=2, precision=4, linewidth=72):
             text = repr(value)
     elif module == "pandas" and hasattr(value, "shape"):
-        import pandas
+        import pandas  # lazy: loaded already (the value is pandas'); never imported for other values
 
         with pandas.option_context("display.max_rows", 6, "display.max_columns", 6, "display.width", 100):
             text = repr(value)

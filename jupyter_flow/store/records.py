@@ -21,6 +21,7 @@ from datetime import datetime, timezone
 from jupyter_flow.errors import FlowError, NotFound, StoreError
 from jupyter_flow.store import layout
 from jupyter_flow.store.backends import LocalBackend
+from jupyter_flow.store.blobs import new_hash
 from jupyter_flow.store.status import FINISHED, RUN_STATUSES, TERMINAL, Status
 
 
@@ -408,8 +409,6 @@ def _is_finished_record(run_id: str, record) -> bool:
 def _read_digested(store, key: str):
     """The JSON body of an index file or summary (the hex digest of the body, a newline, the body);
     None if it is missing or damaged."""
-    from jupyter_flow.store.blobs import new_hash
-
     try:
         digest, _, body = store.read_bytes(key).partition(b"\n")
         h = new_hash()
@@ -420,8 +419,6 @@ def _read_digested(store, key: str):
 
 
 def _write_digested(store, key: str, data) -> None:
-    from jupyter_flow.store.blobs import new_hash
-
     body = json.dumps(data, separators=(",", ":"), default=str).encode()
     h = new_hash()
     h.update(body)
