@@ -57,7 +57,7 @@ def what_it_starts(cmd: list[str], env: dict) -> tuple[list[str], list[str]]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--repeat", type=int, default=5, help="timed runs of each command; the median is reported")
+    p.add_argument("--repeat", type=int, default=10, help="timed runs of each command; the median is reported")
     p.add_argument("--baseline", metavar="DIR", help="also time the jupyter_flow checkout in DIR, interleaved")
     p.add_argument("--tmp", help="parent of the temp dir")
     p.add_argument("--keep", action="store_true", help="keep the temp dir")
@@ -83,10 +83,12 @@ def main() -> None:
             for cmd, env in cmds.values():
                 timed_command(cmd, env)
         times: dict[tuple, list] = {}
+        loads = [os.getloadavg()[0]]
         for _ in range(args.repeat):
             for name, cmds in commands.items():
                 for label, (cmd, env) in cmds.items():
                     times.setdefault((label, name), []).append(timed_command(cmd, env))
+            loads.append(os.getloadavg()[0])
         agents.close()
         run, env = commands["jupyter_flow"]["cached rerun `jupyter flow run linear5.ipynb`"]
         imported, started = what_it_starts(run, env)
@@ -94,7 +96,8 @@ def main() -> None:
     for i, what in enumerate(("wall clock", "CPU time (user + system)")):
         med = {k: statistics.median(t[i] for t in v) for k, v in times.items()}
         rows = [(label, med[label, "jupyter_flow"], med.get((label, base))) for label in commands["jupyter_flow"]]
-        print(against_baseline(f"Unchanged rerun from the cache: {what}, median of {args.repeat} (seconds)",
+        print(against_baseline(f"Unchanged rerun from the cache: {what}, median of {args.repeat} (seconds; "
+                               f"load average {min(loads):.1f}-{max(loads):.1f} while timing)",
                                rows + [(python, med[python, "python"], None)], args.baseline) + "\n")
     watched = ", ".join(WATCHED)
     print(f"A cache hit imported: {', '.join(imported) or 'none of ' + watched}; "
