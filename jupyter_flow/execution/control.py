@@ -143,7 +143,7 @@ ENGINE = "jupyter_flow"
 def register_engine() -> str:
     """Register (once) papermill's nbclient engine, with a stop check before every cell and the
     kernel's ready client handed to nbclient (it would otherwise connect and wait for the kernel again)."""
-    from papermill.clientwrap import PapermillNotebookClient
+    from papermill.clientwrap import PapermillNotebookClient  # lazy: papermill costs 0.4 s; a cache hit runs no step
     from papermill.engines import NBClientEngine, papermill_engines
     from papermill.exceptions import PapermillException
 
@@ -172,7 +172,7 @@ def register_engine() -> str:
 
 
 def _watch_cells(nb_man, control: TaskControl) -> None:
-    from nbclient.exceptions import CellExecutionError
+    from nbclient.exceptions import CellExecutionError  # lazy: nbclient comes with papermill; a cache hit loads neither
     from nbformat.v4 import new_output
 
     start, complete = nb_man.cell_start, nb_man.cell_complete

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import queue
 import re
 import shutil
 import signal
@@ -115,7 +116,7 @@ def _secrets(spec: dict) -> secrets.Secrets:
 
 def _own_env_kernel(spec: dict, record: dict, store):
     """A kernel in the step's own environment (`pip:` tags), built here if no one built it yet."""
-    from jupyter_flow.execution import envs
+    from jupyter_flow.execution import envs  # lazy: it loads importlib.metadata (40 ms); only pip: tags need it
 
     env = envs.ensure(spec["pip"])
     record["env"] = env.describe()  # the resolved package versions
@@ -125,7 +126,7 @@ def _own_env_kernel(spec: dict, record: dict, store):
 
 
 def _execute(spec: dict, km, workdir: str, record: dict, control: TaskControl) -> None:
-    import nbformat
+    import nbformat  # lazy: papermill and nbformat cost 0.4 s; a cache hit runs no step
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
@@ -291,8 +292,6 @@ def _kernel_death(e: Exception, exit_code: int | None, control: TaskControl, sai
 def _run_in_kernel(km, code: str, timeout: float, start_within: float | None = None) -> None:
     """Run `code` in the kernel through a client of our own. With start_within, give up unless the
     kernel starts on it within that many seconds (a kernel still stuck in a cell never will)."""
-    import queue
-
     kc = kernel_pool.blocking_client(km)
     try:
         msg_id = kc.execute(code, silent=True, store_history=False, stop_on_error=True)
