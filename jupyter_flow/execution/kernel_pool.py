@@ -13,14 +13,18 @@ comes with a connected client that has seen it ready (`km.ready_client`); the pa
 """
 from __future__ import annotations
 
+import atexit
 import contextlib
 import functools
 import os
+import shutil
+import signal
 import tempfile
 import threading
 import time
 import uuid
 from collections import defaultdict
+from queue import Empty
 
 from jupyter_flow.flow import kernelspecs
 from jupyter_flow.flow.languages import PYTHON_LANGUAGES
@@ -40,7 +44,7 @@ def start_kernel(kernel_name: str, cwd: str, startup_timeout: float = 60, warmup
     words) go to a file, read by `kernel_output` when the kernel dies. With
     `python`, the kernel is that interpreter running ipykernel (a step's own environment, see envs),
     started the usual way, with `env` added."""
-    import zmq
+    import zmq  # lazy: jupyter_client and zmq cost 0.2 s; a cache hit starts no kernel
     from jupyter_client import KernelManager
     from jupyter_client.asynchronous import AsyncKernelClient
 
@@ -83,7 +87,7 @@ def _kernel_specs(preload: tuple, python: str | None = None):
 
 @functools.lru_cache(maxsize=1)
 def _spec_manager_class():
-    from jupyter_client.kernelspec import KernelSpec
+    from jupyter_client.kernelspec import KernelSpec  # lazy: 0.15 s; a cache hit starts no kernel
     from traitlets import List, Unicode
 
     class FlowKernelSpecs(kernelspecs.spec_manager_class()):
@@ -112,8 +116,7 @@ def __getattr__(name):
 
 @functools.lru_cache(maxsize=1)
 def _fork_provisioner():
-    import asyncio
-    import signal
+    import asyncio  # lazy: asyncio and jupyter_client's provisioning cost 0.2 s; a cache hit starts no kernel
 
     from jupyter_client.provisioning import LocalProvisioner
     from traitlets import List, Unicode
@@ -199,8 +202,6 @@ def _fork_provisioner():
 async def _ready(kc, timeout: float, warmup: str | None) -> None:
     """Wait until the kernel answers on shell and publishes on IOPub (as jupyter_client's
     wait_for_ready does, without its 0.2 s of IOPub flushing: nbclient ignores others' messages)."""
-    from queue import Empty
-
     deadline = time.monotonic() + timeout
     while True:
         kc.kernel_info()
@@ -236,9 +237,6 @@ _SOCKETS: list[str] = []
 def _socket_dir() -> str:
     """This process's folder of kernel IPC sockets, removed when it exits."""
     if not _SOCKETS:
-        import atexit
-        import shutil
-
         _SOCKETS.append(tempfile.mkdtemp(prefix="jupyter-flow-kernels-"))
         atexit.register(shutil.rmtree, _SOCKETS[0], ignore_errors=True)
     return _SOCKETS[0]
