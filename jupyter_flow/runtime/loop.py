@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import os
 import queue
-import secrets
 import socket
 import time
 from datetime import datetime, timezone
+from secrets import token_hex
 
 from jupyter_flow._version import __version__
 from jupyter_flow.errors import FlowError, failure_line
+from jupyter_flow.execution import secrets
 from jupyter_flow.execution.task import TaskControl, now
+from jupyter_flow.executors.local import LocalExecutor
 from jupyter_flow.flow.dag import Flow
 from jupyter_flow.runtime import continuing, reuse
 from jupyter_flow.runtime.races import Races
@@ -20,6 +22,7 @@ from jupyter_flow.runtime.readiness import Readiness, Task
 from jupyter_flow.runtime.spec import Specs
 from jupyter_flow.speed.forkserver import modules_to_preload
 from jupyter_flow.store import Store, layout, records
+from jupyter_flow.store.blobs import new_hash
 from jupyter_flow.store.layout import run_key, time_id
 from jupyter_flow.store.records import current_user
 from jupyter_flow.store.status import DONE, Status
@@ -36,7 +39,7 @@ class Runner:
                  no_cache: bool = False, on_event=None, origin: dict | None = None, from_step: str | None = None,
                  cwd: str | None = None, injected: dict | None = None, from_start: bool = False):
         self.flow, self.parameters, self.store, self.executor = flow, parameters, store, executor
-        self.run_id = run_id or time_id(secrets.token_hex(3))
+        self.run_id = run_id or time_id(token_hex(3))
         self.key = run_key(flow.name, self.run_id)
         self.no_cache = no_cache
         self.on_event = on_event or (lambda event: None)
@@ -83,9 +86,6 @@ class Runner:
     def begin(self) -> None:
         """Record the run (its notebook copy, then run.json): from here on, readers see it. The copy
         keeps no secret (see secrets.py) printed in the outputs the user saved."""
-        from jupyter_flow.execution import secrets
-        from jupyter_flow.store.blobs import new_hash
-
         if self.record["notebook_hash"]:
             return
         raw = self.flow.path.read_bytes()
@@ -153,7 +153,7 @@ class Runner:
 
         pip = [s for s in self.flow.steps.values() if "pip" in s.options]
         if pip:
-            from jupyter_flow.execution.envs import Builder
+            from jupyter_flow.execution.envs import Builder  # lazy: envs loads importlib.metadata (40 ms); pip: only
 
             self.envs = Builder([s.options["pip"] for s in pip if here(s)], on_ready=lambda: self.done_q.put(None),
                                 resolve_sets=[s.options["pip"] for s in pip if not here(s)])
@@ -258,8 +258,6 @@ class Runner:
     def _executor_for(self, step):
         if step.options.get("executor") == "local" and self.executor.name != "local":
             if self.local is None:
-                from jupyter_flow.executors.local import LocalExecutor
-
                 self.local = LocalExecutor()
                 if self.readiness.kernel[step.name] is not None:  # its kernels boot as the main executor's would
                     self.local.want_kernels(self.readiness.kernel[step.name], self.cwd, 0, store=self.store.url,
