@@ -9,6 +9,7 @@ import tempfile
 import threading
 from datetime import datetime, timedelta, timezone
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -400,3 +401,42 @@ def test_a_rare_filter_reads_the_summary_and_the_runs_that_match_not_every_index
     reads.clear()
     assert len(records.list_runs(store, flow="f", limit=51)) == 51
     assert 1 <= len(reads) <= 2 and all(k.endswith(".json") and "/index/" in k for k in reads), reads
+
+
+@pytest.mark.slow
+def test_filtered_listings_through_summaries_on_s3(tmp_path, monkeypatch):
+    """On S3 (moto on loopback) every read is a request, so a listing reads a run's index file as soon as
+    two of its runs are wanted, else their run.json. Listings equal the records whichever it reads, with
+    the summary stale or gone."""
+    import uuid
+    from unittest import mock
+
+    from support.services import s3_bucket
+
+    with s3_bucket(tmp_path, "flows") as _, mock.patch.object(records.RunIndex, "CHUNK", 32):
+        store = open_store(f"s3://flows/{uuid.uuid4().hex[:8]}")
+        for n in range(200):
+            records.write_run(store, dict(record(2 * n, "failed" if n % 13 == 0 else "succeeded", 0),
+                                          user=f"user{n // 7 % 10:02d}"))
+        records.rebuild_index(store)
+        stale = store.read_bytes(layout.index_summary("f"))
+        rare, theirs = from_records(store, "f", "user05", "failed"), from_records(store, "f", "user05")
+        reads = []
+        real_read = store.backend.read
+        monkeypatch.setattr(store.backend, "read", lambda key: reads.append(key) or real_read(key))
+        assert summary(records.list_runs(store, flow="f", user="user05", status="failed")) == summary(rare) and rare
+        assert sorted(reads) == sorted([layout.index_summary("f")] + [layout.run_json("f", r.id) for r in rare]), reads
+        reads.clear()
+        assert summary(records.list_runs(store, flow="f", user="user05")) == summary(theirs)  # 7 in each of 3 files
+        assert len(reads) == 1 + 3 and all("/index/" in k for k in reads), reads  # read whole
+        monkeypatch.undo()
+        for n in range(200, 230):  # runs the summaries do not know yet
+            records.write_run(store, dict(record(2 * n, "failed", 0), user="user03"))
+        for key in (None, "stale", "gone"):
+            if key == "stale":
+                store.write_bytes(layout.index_summary("f"), stale)
+            elif key == "gone":
+                store.delete(layout.index_summary("f"))
+            for f in [dict(user="user03"), dict(user="user03", status="failed", limit=5), dict(status="failed")]:
+                want = from_records(store, "f", f.get("user"), f.get("status"))
+                assert summary(records.list_runs(store, flow="f", **f)) == summary(want[:f.get("limit")]), (key, f)
