@@ -13,10 +13,10 @@ written: no second pass), so content addressing, atomic rename, gc and fsck see 
 
 Reading: `read_buffer` gives the blob's bytes as one writable buffer: a copy-on-write mmap of a
 local file of 1 MiB or more (mmap.ACCESS_COPY: nothing is read until touched, and a reader that
-changes a loaded array changes its private pages, never the file), else a bytearray (small files,
-object stores). The buffer is hashed and compared BEFORE `loads` unpickles it; `loads` then hands
-numpy views into that buffer (`pickle.loads(..., buffers=...)`), so a 500 MB array loads without a
-copy.
+changes a loaded array changes its private pages, never the file), else a bytearray (small files;
+on object stores the one the download was written into). The buffer is hashed and compared BEFORE
+`loads` unpickles it; `loads` then hands numpy views into that buffer (`pickle.loads(..., buffers=...)`),
+so a 500 MB array loads without a copy.
 """
 from __future__ import annotations
 
@@ -93,7 +93,10 @@ MAP_MIN = 1 << 20  # smaller files are read: a mapping holds a file descriptor w
 
 def read_buffer(f):
     """The whole binary file object `f` as one writable buffer: a copy-on-write mmap of a real file
-    of MAP_MIN bytes or more (no read, no copy), else a bytearray read in one go."""
+    of MAP_MIN bytes or more (no read, no copy), the bytearray an object store's download filled
+    (`f.data`, see backends.Whole: no copy), else a bytearray read in one go."""
+    if isinstance(getattr(f, "data", None), bytearray):
+        return f.data
     try:
         fd = f.fileno()
     except (AttributeError, OSError, io.UnsupportedOperation):

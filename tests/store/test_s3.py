@@ -149,14 +149,17 @@ def test_listing_through_the_run_index_on_s3(s3, s3_store):
     assert [r.id for r in records.list_runs(store)] == [r.id for r in records.rebuild_index(store, write=False)]
 
 
-def test_a_large_blob_is_read_in_ranges_whole_and_checked(s3_store):
-    """A blob of RANGED_READ bytes or more comes from S3 in parallel ranges: the value is whole, and a
-    changed byte in any range is still caught by the hash check before anything is unpickled."""
+@pytest.mark.parametrize("ranges", [1, 4])
+def test_a_large_blob_is_read_whole_and_checked(s3_store, monkeypatch, ranges):
+    """A blob of RANGED_READ bytes or more comes from S3 in one GET (the default) or in parallel ranges:
+    the value is whole, and a changed byte in any range is still caught by the hash check before
+    anything is unpickled."""
     import numpy as np
 
     from jupyter_flow.errors import CorruptBlob
     from jupyter_flow.store import backends, layout
 
+    monkeypatch.setattr(backends, "S3_RANGES", ranges)
     store = open_store(s3_store)
     value = np.arange((backends.RANGED_READ + 12345) // 8, dtype=np.int64)
     digest, size = store.save_value(value)
