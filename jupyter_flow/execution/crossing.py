@@ -13,6 +13,10 @@ from __future__ import annotations
 
 import json
 import os
+import sys
+
+from jupyter_flow.execution import files, secrets
+from jupyter_flow.store import neutral
 
 WITHHELD = "withheld.json"
 
@@ -20,9 +24,6 @@ WITHHELD = "withheld.json"
 def withhold_secrets(folder: str, found) -> dict[str, str]:
     """Delete each value file under `folder` (the crossing folder) that holds a secret of `found`
     (secrets.Secrets); {name: why} of those deleted, also merged into WITHHELD."""
-    from jupyter_flow.execution import secrets
-    from jupyter_flow.store import neutral
-
     withheld: dict[str, str] = {}
     for sub in ("out", "failure"):
         where = os.path.join(folder, sub)
@@ -57,10 +58,6 @@ def read_withheld(folder: str) -> dict[str, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    import sys
-
-    from jupyter_flow.execution import files, secrets
-
     notes_path, out = sys.argv[1:3] if argv is None else argv
     with open(notes_path) as f:
         notes = json.load(f)

@@ -20,6 +20,7 @@ import platform
 import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -43,7 +44,7 @@ def cache_dir() -> str:
 
 def requirement(spec: str) -> str:
     """The normalized form of one `pip:` requirement; ValueError (its reason) if it is not one."""
-    from packaging.requirements import InvalidRequirement, Requirement
+    from packaging.requirements import InvalidRequirement, Requirement  # lazy: 60 ms; only pip: tags need it
 
     try:
         return str(Requirement(spec))
@@ -169,7 +170,7 @@ def _uv_bin() -> str:
     """uv's executable, looked up one thread at a time: uv finds it through sysconfig, whose first
     call fills a shared dict that a concurrent build could read half-filled (before Python 3.13;
     seen as `TypeError: can only concatenate str (not "NoneType") to str` on a Dask worker)."""
-    import uv
+    import uv  # lazy: only a step with pip: tags builds an environment
 
     with _uv_lock:
         return uv.find_uv_bin()
@@ -192,8 +193,6 @@ class Resolution:
 def resolve(requirements: list[str]) -> Resolution:
     """The versions `requirements` (with what kernels need) resolve to now, without building anything
     (`uv pip compile`): the cache key of a step whose environment a worker builds."""
-    import tempfile
-
     with tempfile.NamedTemporaryFile("w", suffix=".in", prefix="jupyter-flow-") as f:
         f.write("\n".join([*kernel_requirements(), *requirements]) + "\n")
         f.flush()

@@ -15,6 +15,9 @@ import os
 import stat
 
 from jupyter_flow.errors import FlowError
+from jupyter_flow.execution import secrets
+from jupyter_flow.store import open_store
+from jupyter_flow.store.blobs import digest_of, new_hash
 
 CHUNK = 1 << 20
 ABSENT = {"size": None, "mtime": None, "hash": None}
@@ -40,7 +43,6 @@ def fingerprint(path: str) -> dict:
 
 def file_hash(path: str) -> str:
     """The store's content hash (see store.blobs.new_hash) of the file's bytes."""
-    from jupyter_flow.store.blobs import new_hash
 
     h = new_hash()
     with open(path, "rb") as f:
@@ -50,7 +52,6 @@ def file_hash(path: str) -> str:
 
 
 def _hash_bytes(data: bytes) -> str:
-    from jupyter_flow.store.blobs import digest_of
 
     return digest_of(data)
 
@@ -75,7 +76,6 @@ def same(path: str, old: dict) -> bool:
 
 def _starts_with(path: str, meta: dict) -> bool:
     """Whether the file at `path` is the recorded content followed by more."""
-    from jupyter_flow.store.blobs import new_hash
 
     try:
         with open(path, "rb") as f:
@@ -113,7 +113,6 @@ def recorded(store, cwd: str, read: dict, written: dict, removed=(), network=(),
     fingerprint at the first read}, `written` {path: whether the step only appended to it}, `removed`.
     The files written under `cwd` are stored as blobs, checked for the secrets of `found` (see
     secrets.save_file): one that holds a secret is listed with its fingerprint and why, not stored."""
-    from jupyter_flow.execution import secrets
 
     cwd = os.path.normpath(cwd)
     inside = cwd.rstrip("/") + "/"
@@ -198,7 +197,6 @@ def _as_read(path: str, seen: dict) -> dict:
 def from_notes(notes: dict, found) -> dict:
     """The record's `files` (see `recorded`) of the notes a step in another language took of the
     files it read and wrote (in_kernel.R; see execution/crossing.py), checked for the secrets `found`."""
-    from jupyter_flow.store import open_store
 
     def entries(key: str) -> dict:  # R writes an empty list for an empty map
         found = notes.get(key) or {}

@@ -13,16 +13,25 @@ it read (see files.py).
 from __future__ import annotations
 
 import functools
+import hashlib
+import importlib
 import json
+import linecache
 import numbers
 import os
+import site
 import sys
+import tempfile
 import threading
 import types
+from importlib import metadata
 
 from jupyter_flow.errors import FlowError
 from jupyter_flow.execution import secrets
 from jupyter_flow.execution.files import fingerprint, recorded
+from jupyter_flow.store import open_store
+from jupyter_flow.store.blobs import hash_value
+from jupyter_flow.store.neutral import save_neutral
 from jupyter_flow.store.preview import describe, type_name
 
 _state: dict = {"spec": None, "metrics": {}}
@@ -96,9 +105,7 @@ def record(name: str, value):
 def warm(store_url: str) -> None:
     """Run while the kernel boots: import what `begin` and `finish` need, the store's driver included;
     start recording the files the kernel uses (its cells run only once a task has it)."""
-    import cloudpickle  # noqa: F401
-
-    from jupyter_flow.store import open_store
+    import cloudpickle  # noqa: F401 - warming: imported while the kernel boots, so that no task waits for it
 
     open_store(store_url)
     _record_files(store_url)
@@ -254,8 +261,6 @@ _hooked = False
 def _record_files(store_url: str, workdir: str | None = None) -> None:
     """Start recording (again, for a new task); installs the hook once per kernel."""
     global _files, _hooked
-    import site
-    import tempfile
 
     home = os.path.expanduser("~")
     folders = [sys.prefix, sys.base_prefix, sys.exec_prefix, *site.getsitepackages(), site.getusersitepackages(),
@@ -314,8 +319,6 @@ def _distributions(top: str) -> list[tuple[str, str]]:
     """(distribution, version) pairs providing top-level module `top`: the one of the same name when
     there is one (fast), else from the map of the installed distributions' modules (see _modules_map)."""
     global _dist_map
-    from importlib import metadata
-
     for guess in dict.fromkeys((top, top.replace("_", "-"))):
         try:
             return [(metadata.distribution(guess).metadata["Name"], metadata.version(guess))]
@@ -336,9 +339,6 @@ def _modules_map() -> dict:
     """importlib.metadata.packages_distributions() (0.2 to 1 s: it reads every distribution's file
     list), kept in the user's cache folder for as long as no folder of sys.path changes (installing or
     removing a package changes its folder's modification time)."""
-    import hashlib
-    from importlib import metadata
-
     folders, here = [], os.getcwd()
     for p in [sys.executable, *sys.path]:
         if p in ("", ".", here):
@@ -371,8 +371,6 @@ def _namespace() -> dict:
 
 
 def _store():
-    from jupyter_flow.store import open_store
-
     return open_store(_state["spec"]["store"])
 
 
@@ -398,8 +396,6 @@ def begin(spec: dict) -> None:
 
 def _resume(snapshot: dict, spec: dict, ns: dict) -> None:
     """Load a failure snapshot's variables and modules into `ns` (see runtime/continuing.py)."""
-    import importlib
-
     _give(dict(spec, inputs=snapshot["variables"], foreach=None), ns)
     for alias, module in snapshot.get("modules", {}).items():
         ns[alias] = importlib.import_module(module)
@@ -478,8 +474,6 @@ def finish(crossing: dict | None = None) -> None:
             continue
         outputs[name] = {"hash": digest, "size": size, **_described(value)}
         if name in (crossing or {}):
-            from jupyter_flow.store.neutral import save_neutral
-
             outputs[name]["neutral"] = save_neutral(store, spec["step"], name, value, crossing[name])
     for name in spec.get("metrics", []):
         if name in ns:
@@ -499,8 +493,6 @@ def _changed_inputs(spec: dict, ns: dict, store) -> list[str]:
 
     Each is re-hashed: if a later step reads the same value, top to bottom it would see the change,
     so the step fails naming the variable; otherwise the changed value is stored as an output."""
-    from jupyter_flow.store.blobs import hash_value
-
     changed = []
     for name, readers in spec.get("verify", {}).items():
         ref = spec["inputs"].get(name, {})
@@ -560,8 +552,6 @@ def _frames(ns: dict, store) -> list[dict]:
     each frame running notebook code (its globals are the notebook's), plus the first library frame
     it called. Each: file, function, line, the cell's source, and the locals of a function's frame
     (values stored as blobs; what cannot be pickled named with its type). Oldest first."""
-    import linecache
-
     tb = getattr(sys, "last_traceback", None)
     chain = []
     while tb is not None:

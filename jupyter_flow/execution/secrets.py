@@ -20,6 +20,10 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
+
+from jupyter_flow.errors import FlowError
+from jupyter_flow.store import blobs
 
 REMOVED = "[secret removed]"
 WORDS = ("KEY", "SECRET", "TOKEN", "PASSWORD", "CREDENTIAL")
@@ -300,7 +304,6 @@ def save_value(store, value, found: Secrets | None = None) -> tuple[str, int]:
     kind = credential_type(value)
     if kind:
         raise Withheld(f"is a {kind}")
-    from jupyter_flow.store import blobs
 
     return _save_checked(store, lambda writer: blobs.dump(value, writer), found)
 
@@ -309,7 +312,6 @@ def save_file(store, path: str, found: Secrets | None = None) -> tuple[str, int]
     """Store the bytes of the file at `path` as a blob, as `store.save_file` does (a file a step
     wrote); (hash, size). Raises Withheld, storing nothing, if they hold a secret value (or a pickled
     credential object): checked as they are copied."""
-    import shutil
 
     def write(writer):
         with open(path, "rb") as f:
@@ -323,7 +325,6 @@ def refuse_parameters(given, extra=()) -> None:
     `given` as (origin, name, value) triples (flow.params.given_values), that is or holds a secret of this
     environment, or that is text of MIN_LENGTH or more characters for a parameter whose name says
     secret: a run stores its parameters (its record, every step notebook)."""
-    from jupyter_flow.errors import FlowError
 
     for origin, name, value in given:
         reason = withheld(value, extra)
