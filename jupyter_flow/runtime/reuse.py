@@ -18,14 +18,17 @@ from __future__ import annotations
 import ast
 import difflib
 import json
+import subprocess
 from dataclasses import dataclass
 
 from jupyter_flow._version import __version__
 from jupyter_flow.errors import FlowError
+from jupyter_flow.execution.files import changes, restore
 from jupyter_flow.execution.task import now
 from jupyter_flow.flow import analysis
 from jupyter_flow.flow.dag import Flow
 from jupyter_flow.store import Store, layout, records
+from jupyter_flow.store.blobs import new_hash
 from jupyter_flow.store.layout import task_key
 from jupyter_flow.store.preview import elide
 from jupyter_flow.store.status import DONE, Status
@@ -63,8 +66,6 @@ def _param(flow: Flow, given: dict, name: str):
 
 def cache_key(parts: dict) -> str:
     """The key of `parts`: the code's text, not where its cells are, so moving a cell keeps it."""
-    from jupyter_flow.store.blobs import new_hash
-
     payload = {k: v for k, v in parts.items() if k != "cells"}
     payload["code"] = [c["code"] for c in parts["cells"]]
     h = new_hash()
@@ -97,6 +98,7 @@ class Cache:
         self._versions: dict[str, str | None] = {}
         self._r_versions: dict[tuple, dict[str, str]] = {}
         self._recent: list[str] | None = None
+        self._sound: set[str] = set()  # blobs found whole in this run: each is read and hashed once
 
     # -- the rule --------------------------------------------------------------------------------
     def decide(self, name: str, index: int, parts: dict, key: str, restored: dict | None = None) -> Decision:
@@ -141,7 +143,7 @@ class Cache:
         files = files or {}
         digests = [o["hash"] for o in old.get("outputs", {}).values()] + [
             f["hash"] for f in files.get("written", {}).values() if "withheld" not in f]  # a secret: never stored
-        if not all(self.store.blob_ok(d) for d in digests):
+        if not all(self._blob_ok(d) for d in digests):
             return f"a value or file it stored in run {run} is gone or damaged; it runs again to store it"
         changed = self._changed_files(files.get("read") or {}, restored)
         if changed:
@@ -161,11 +163,15 @@ class Cache:
             return "touched the network (tag cache:trust to reuse)"
         return None
 
+    def _blob_ok(self, digest: str) -> bool:
+        """Whether blob `digest` is there and matches its hash (store.blob_ok), checked once per run."""
+        if digest not in self._sound and self.store.blob_ok(digest):
+            self._sound.add(digest)
+        return digest in self._sound
+
     def _changed_files(self, read: dict, restored: dict) -> str | None:
         """The first file of `read` whose content differs now, as files.changes says it; a file in
         `restored` is compared with what will be restored there."""
-        from jupyter_flow.execution.files import changes
-
         for path, was in read.items():
             if path not in restored:
                 changed = changes({path: was}, self.cwd)
@@ -182,9 +188,7 @@ class Cache:
         only for an R step that could be reused): {package: version}, without the ones it lacks."""
         key = (kernel, tuple(packages))
         if key not in self._r_versions:
-            import subprocess
-
-            from jupyter_client.kernelspec import KernelSpecManager  # lazy: only for R steps
+            from jupyter_client.kernelspec import KernelSpecManager  # lazy: 0.15 s; only for R steps
 
             try:
                 r = KernelSpecManager().get_kernel_spec(kernel).argv[0]
@@ -199,7 +203,7 @@ class Cache:
 
     def _installed(self, dist: str) -> str | None:
         if dist not in self._versions:
-            from importlib import metadata
+            from importlib import metadata  # lazy: 40 ms; only a step that imports packages asks
 
             try:
                 found = metadata.distribution(dist)
@@ -256,8 +260,6 @@ class Cache:
         old = decision.old
         written = (old.get("files") or {}).get("written") or {}
         if written:
-            from jupyter_flow.execution.files import restore
-
             try:
                 restore(self.store, written, self.cwd)
             except (OSError, FlowError) as e:
