@@ -1,6 +1,8 @@
 """The sidebar on a store a team shares: 10,000 runs by 20 users. The history is filtered by user and
-status and paged, its first page shows within 300 ms of a click; a run is pinned from its detail and
-the history marks it. The runs are written through the records layer (as bench/listing.py does)."""
+status and paged, its first page shows within 300 ms of a click, for a filter few runs match too (the
+run index's summary); a run is pinned from its detail and the history marks it. The runs are written
+through the records layer (as bench/listing.py does)."""
+import os
 from datetime import datetime, timedelta, timezone
 from statistics import median
 
@@ -83,7 +85,8 @@ def rows(page) -> list[dict]:
 
 def test_a_teams_history_filtered_paged_and_pinned(lab, page):
     me = records.current_user()
-    lab.api("jupyter-flow/api/runs?flow=quickstart&limit=1")  # a store in use has its run index
+    # a store in use has its run index and the index's summary: a listing of the whole flow writes them
+    assert len(lab.api("jupyter-flow/api/runs?flow=quickstart")["runs"]) == 9_000
     open_notebook(page, lab, "quickstart.ipynb")
     page.locator(f"{SIDEBAR} .jp-flow-rundetail").wait_for(timeout=30_000)  # the newest run of mine
     page.locator(f"{SIDEBAR} summary", has_text="Run detail").click()  # fold it: the history in view
@@ -114,15 +117,23 @@ def test_a_teams_history_filtered_paged_and_pinned(lab, page):
     times["user07 failed"] = change_history(page, lambda: status.select_option("failed"))
     failed = rows(page)
     assert failed and all(r["user"] == "user07" and r["text"].startswith("failed") for r in failed)
-    rare = times.pop("user07 failed")  # 34 of 9,000 runs match: the whole flow is read (see README, Benchmarks)
+    assert len(failed) == 34  # of 9,000 runs, about one in each index file: the summary says which to read
+    rare = [times.pop("user07 failed")]
     times["any status"] = change_history(page, lambda: status.select_option(""))
+    for _ in range(2):
+        rare.append(change_history(page, lambda: status.select_option("failed")))
+        assert [r["id"] for r in rows(page)] == [r["id"] for r in failed]
+        times.setdefault("any status again", []).append(change_history(page, lambda: status.select_option("")))
     for _ in range(3):  # a few more, for a median
         times.setdefault("everyone again", []).append(change_history(page, lambda: user.select_option("everyone")))
         times.setdefault("user07 again", []).append(change_history(page, lambda: user.select_option("user")))
     flat = [t for v in times.values() for t in (v if isinstance(v, list) else [v])]
+    loaded = os.getloadavg()[0] > (os.cpu_count() or 1)  # a shared machine, more runnable than cores
     print(f"ms from a click to the history's first page (10,000 runs, 20 users): {times}; median "
-          f"{median(flat):.0f}, max {max(flat):.0f}; user07 and failed (34 runs match): {rare:.0f}")
+          f"{median(flat):.0f}, max {max(flat):.0f}; user07 and failed (34 runs match): {rare} "
+          f"(load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)")
     assert median(flat) <= 300, times
+    assert median(rare) <= (600 if loaded else 300), rare  # the goal is 300 ms; twice that on a loaded machine
 
     # pin a colleague's failed run from its detail; the history marks it
     change_history(page, lambda: status.select_option("failed"))
