@@ -43,7 +43,7 @@ def now() -> str:
 
 def warm_imports() -> None:
     """Import papermill and compile nbformat's schema validator (about 1 s), while kernels boot."""
-    import nbformat
+    import nbformat  # warming: imported now, while kernels boot, so that the first task does not wait
     import papermill  # noqa: F401
 
     nbformat.validate(nbformat.v4.new_notebook())
