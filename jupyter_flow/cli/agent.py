@@ -195,14 +195,14 @@ def _other_zygotes() -> list:
 def _import_runner_stack() -> None:
     """What a run imports before its first task (papermill, about 0.3 s; more under load): imported
     here, in the runner parent, for the commands it forks; that is this function's whole point."""
-    from jupyter_flow import runtime  # noqa: F401
+    from jupyter_flow import runtime  # noqa: F401 - warming: imported here, once, for the commands this parent forks
     from jupyter_flow.execution import kernel_pool
     from jupyter_flow.execution.task import warm_imports
     from jupyter_flow.executors import local  # noqa: F401
     from jupyter_flow.ui import progress  # noqa: F401
 
     warm_imports()
-    import jupyter_client.asynchronous  # noqa: F401
+    import jupyter_client.asynchronous  # noqa: F401 - warming, as above
     import zmq.asyncio  # noqa: F401
 
     kernel_pool._spec_manager_class()
