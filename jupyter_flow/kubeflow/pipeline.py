@@ -51,28 +51,28 @@ KFP_MISSING = "Kubeflow Pipelines needs the kfp SDK: pip install 'jupyter-flow[k
 # kfp runs a lightweight component's source alone in the pod, so each imports what it calls itself.
 def jf_begin(store: str, job_id: str, notebook: str, path: str, parameters: dict) -> str:
     """Record the run (its notebook copy and run.json, status running); returns its run id."""
-    from jupyter_flow.kubeflow.pipeline import begin
+    from jupyter_flow.kubeflow.pipeline import begin  # in the pod: kfp runs this function's source alone
 
     return begin(store, job_id, path, notebook, parameters)
 
 
 def jf_fanout(store: str, run_id: str, step: str) -> list:
     """The tasks of a foreach step, [{run_id, index}, ...] (its list's length is known once its producer ran)."""
-    from jupyter_flow.kubeflow.pipeline import fan_out
+    from jupyter_flow.kubeflow.pipeline import fan_out  # in the pod: kfp runs this function's source alone
 
     return fan_out(store, run_id, step)
 
 
 def jf_step(store: str, run_id: str, step: str, index: int):
     """Run one task of the run; fails (so KFP retries or stops downstream) when the task fails."""
-    from jupyter_flow.kubeflow.pipeline import run_step
+    from jupyter_flow.kubeflow.pipeline import run_step  # in the pod: kfp runs this function's source alone
 
     run_step(store, run_id, step, index, fail=True)
 
 
 def jf_finish(store: str, flow: str, job_id: str, status: PipelineTaskFinalStatus):
     """Mark the run's final status (the exit handler: it runs whether the steps succeeded or not)."""
-    from jupyter_flow.kubeflow.pipeline import finish
+    from jupyter_flow.kubeflow.pipeline import finish  # in the pod: kfp runs this function's source alone
 
     finish(store, flow, job_id, status.state, status.error_message or "")
 
