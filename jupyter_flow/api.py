@@ -9,6 +9,7 @@ from jupyter_flow.errors import FlowError
 from jupyter_flow.readers import papermill_output as pm
 from jupyter_flow.readers.client import Run
 from jupyter_flow.store.status import Status
+from jupyter_flow.ui.widgets import LiveRun, widget_frontend
 
 
 def run(notebook, parameters: dict | None = None, store=None, executor: str = "local", scheduler: str | None = None,
@@ -22,8 +23,6 @@ def run(notebook, parameters: dict | None = None, store=None, executor: str = "l
     widget (default: when called in a Jupyter kernel). executor_options: passed to the executor.
     kernel_name: the kernel of every step without a `kernel:` tag, instead of the notebook's (papermill's
     kernel_name); cwd: where the kernels run (default: the notebook's folder)."""
-    from jupyter_flow.ui.widgets import LiveRun, widget_frontend
-
     runner = runtime.prepare(notebook, parameters=parameters, store=store, executor=executor, scheduler=scheduler,
                              max_workers=max_workers, no_cache=no_cache, on_event=on_event,
                              executor_options=executor_options, kernel_name=kernel_name, cwd=cwd, with_=with_)

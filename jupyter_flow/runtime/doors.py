@@ -5,8 +5,12 @@ import threading
 from pathlib import Path
 
 from jupyter_flow.errors import FlowError
+from jupyter_flow.execution.secrets import refuse_parameters
+from jupyter_flow.executors import executor_class, make_executor
 from jupyter_flow.flow import several
 from jupyter_flow.flow.dag import Flow, build_flow
+from jupyter_flow.flow.kernelspecs import check_kernelspecs
+from jupyter_flow.flow.params import given_values, load_file, overrides, replace_injected, resolve
 from jupyter_flow.runtime.loop import Runner
 from jupyter_flow.store import layout, open_store
 from jupyter_flow.store.records import find_run, list_runs, list_tasks, read_task_at
@@ -57,11 +61,6 @@ def prepare(notebook_path, parameters=None, store=None, executor="local", schedu
     kernel_name: the notebook's kernel for every step without a `kernel:` tag (papermill's -k); cwd:
     where the kernels run (papermill's --cwd; default the notebook's folder); with_: more notebooks of
     the flow (`--with`; see flow/several.py)."""
-    from jupyter_flow.execution.secrets import refuse_parameters
-    from jupyter_flow.executors import executor_class, make_executor
-    from jupyter_flow.flow.kernelspecs import check_kernelspecs
-    from jupyter_flow.flow.params import given_values, overrides, replace_injected, resolve
-
     path = Path(notebook_path)
     if isinstance(executor, str):
         executor_class(executor)  # an unknown name fails before anything is touched
@@ -139,8 +138,6 @@ def prepare_resume(run_id: str, store=None, parameters=None, from_step=None, not
     path = notebook_path or origin.notebook
     if not Path(path).exists():
         raise FlowError(f"the notebook of run {origin.id} is gone ({path}); pass its new path with --notebook")
-    from jupyter_flow.flow.params import load_file, resolve
-
     options.setdefault("with_", joined_notebooks(origin, path))
     # the origin's values but its defaults: a default is not injected
     defaults = resolve(build_flow(path, with_=options["with_"]))

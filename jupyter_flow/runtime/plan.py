@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from jupyter_flow.errors import FlowError
 from jupyter_flow.flow.dag import Flow, Step
+from jupyter_flow.flow.params import overrides, resolve
 from jupyter_flow.runtime.readiness import Task
 from jupyter_flow.runtime.reuse import Cache, cache_key, cache_parts
 from jupyter_flow.runtime.spec import Specs
@@ -23,8 +24,6 @@ def plan(flow: Flow, store: Store | str | None = None, parameters: dict | None =
     """One dict per step, in order: {"step", "action": "run" | "reuse", "reason", "origin": the run
     that made the reused result, or None}. `parameters`: values for the parameters cell (checked as
     a run checks them: FlowError on a bad one); `cwd`: where the steps' files are (the notebook's folder)."""
-    from jupyter_flow.flow.params import overrides, resolve
-
     store = open_store(store)
     injected = overrides(flow, parameters)  # the values a run would inject (its cache keys hold these)
     values = {**resolve(flow), **injected}
@@ -84,7 +83,7 @@ def _pip_packages(step: Step) -> list | None:
     pip = step.options.get("pip")
     if not pip:
         return None
-    from jupyter_flow.execution.envs import env_key, list_envs
+    from jupyter_flow.execution.envs import env_key, list_envs  # lazy: envs loads importlib.metadata; pip: only
 
     key = env_key(pip)
     return [pip, next((e["packages"] for e in list_envs() if e["key"] == key), None)]

@@ -13,6 +13,7 @@ unordered step wrote (same hash, modified after the later step started) fails: i
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 from jupyter_flow.flow.dag import Flow
 from jupyter_flow.runtime.readiness import Task
@@ -159,8 +160,6 @@ def _read(record: dict, path: str):
 
 
 def _epoch(iso: str | None) -> float:
-    from datetime import datetime
-
     try:
         return datetime.fromisoformat(iso).timestamp()
     except (TypeError, ValueError):

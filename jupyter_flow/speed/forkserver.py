@@ -46,7 +46,9 @@ import itertools
 import json
 import logging
 import os
+import select
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -355,9 +357,6 @@ def serve_zygotes(listener, parent: int | None = None) -> None:
     """Fork a zygote (its own session, `_serve` on the connection) for each runner that connects to
     `listener`, from this process, which has imported the kernel stack: the agent's zygote parents.
     With `parent`, until that process is gone (checked every second)."""
-    import select
-    import signal
-
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # the zygotes are reaped by the system
     while parent is None or os.getppid() == parent:
         if not select.select([listener], [], [], 1)[0]:
@@ -376,8 +375,6 @@ def serve_zygotes(listener, parent: int | None = None) -> None:
 
 def child_signals() -> None:
     """A forked child's signals as in a fresh process."""
-    import signal
-
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -538,7 +535,7 @@ def _become_kernel(message: dict) -> None:
             sys.modules["numpy.random"].seed()
         os.environ.clear()
         os.environ.update(message["env"])
-        from ipykernel.kernelapp import IPKernelApp
+        from ipykernel.kernelapp import IPKernelApp  # lazy: 0.3 s, a kernel's only; the CLI imports this module
 
         argv = [*message["args"], f"--IPKernelApp.parent_handle={os.getppid()}"]
         sys.argv = [message["argv0"], *argv]
