@@ -23,7 +23,6 @@ from pathlib import Path
 
 from jupyter_flow.errors import FlowError
 from jupyter_flow.flow import analysis, equivalence, languages, notebook, several
-from jupyter_flow.flow.analysis_r import RSyntaxError
 from jupyter_flow.flow.notebook import Cell
 from jupyter_flow.store.neutral import WHAT_CROSSES
 
@@ -234,6 +233,8 @@ def _analyze(cells: list[Cell], where: str, bound=(), modules=None, functions=No
 def _analyze_other(cells: list[Cell], where: str, bound, language: str) -> analysis.Usage:
     """A step in another language: its reads and writes (the rest of a Usage stays empty); the
     functions it defines are kept in `functions` by name (they cannot cross to another language)."""
+    from jupyter_flow.flow.analysis_r import RSyntaxError  # lazy: its regex compiles in 40 ms; R steps only
+
     found = languages.get(language)
     for cell in cells:
         try:

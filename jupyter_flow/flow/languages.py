@@ -23,8 +23,6 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from jupyter_flow.flow import analysis_r
-from jupyter_flow.flow.analysis_r import FILE_CALLS
 from jupyter_flow.flow.kernelspecs import installed_kernels
 from jupyter_flow.store import neutral, open_store
 from jupyter_flow.store.preview import describe
@@ -41,9 +39,13 @@ class Language:
     install: str  # how to get its kernel
 
     def analyze(self, sources: list[str]):
+        from jupyter_flow.flow import analysis_r  # lazy: its tokenizer's regex compiles in 40 ms; R steps only
+
         return analysis_r.analyze(sources)
 
     def parameters(self, source: str) -> dict:
+        from jupyter_flow.flow import analysis_r  # lazy: its tokenizer's regex compiles in 40 ms; R steps only
+
         return analysis_r.parameters(source)
 
     def begin_code(self, kernel_spec: dict) -> str:
@@ -51,6 +53,8 @@ class Language:
         which calls read and write files (to note them) and which Python records them (its own, with
         its own library path: R's kernel sets LD_LIBRARY_PATH to its own folders, in which a Python
         built with a shared libpython would find the system's libpython, and that one's sys.path)."""
+        from jupyter_flow.flow.analysis_r import FILE_CALLS  # lazy: its regex compiles in 40 ms; R steps only
+
         text = json.dumps(dict(kernel_spec, python=sys.executable, file_calls=FILE_CALLS,
                                python_library_path=os.environ.get("LD_LIBRARY_PATH", "")), default=str)
         return f'source({json.dumps(str(HERE / self.runtime))})\n.jf$begin(r"---({text})---")'
