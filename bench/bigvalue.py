@@ -139,12 +139,14 @@ def whole_commands(bench: Bench, args, kind: str, mb: int) -> None:
              if t in bench.tools and (t != "metaflow" or kind == "array")]
     print(f"{kind}: temp dir {bench.root}; tools {', '.join(tools)}", file=sys.stderr)
     times: dict[tuple[str, int], list[float]] = {(t, m): [] for t in tools for m in (mb, 0)}
+    loads: list[float] = []
     for i in range(-args.warmup, args.repeat):
         for tool in tools:
             for m in (mb, 0):
                 t = bench.run(*commands(bench, kind, tool, m, seed=1000 + i))
                 if i >= 0:
                     times[tool, m].append(t)
+                    loads.append(os.getloadavg()[0])
                 print(f"  round {i:>2} {kind} {tool:<13} {m:>4} MB {t:6.2f} s  load {os.getloadavg()[0]:.1f}",
                       file=sys.stderr, flush=True)
     # The load on a shared machine changes between rounds, not within one: each round's difference
@@ -161,7 +163,7 @@ def whole_commands(bench: Bench, args, kind: str, mb: int) -> None:
     rows = [[names[tool], med(times[tool, mb]), med(times[tool, 0]), med(moved[tool]),
              " ".join(f"{x:.2f}" for x in moved[tool]), round_ratio("jupyter_flow", tool)] for tool in tools]
     print(markdown_table(f"Moving a {mb} MB {'random float64 array' if kind == 'array' else 'mixed-column DataFrame'} "
-                         "between two steps (median seconds)",
+                         f"between two steps (median seconds; load average {min(loads):.1f}-{max(loads):.1f})",
                          ["tool", f"with {mb} MB", "with an empty value", "moving it (difference)",
                           "difference in each round", "jupyter_flow / this (median of the rounds' ratios)"], rows))
 
