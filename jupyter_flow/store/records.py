@@ -235,9 +235,9 @@ def list_runs(store, flow: str | None = None, user: str | None = None, status: s
     index = RunIndex(store)
     runs = []
     for run_flow, run_id in _newest_first(folders):
-        fact = index.fact(run_flow, run_id) if user or status else None
-        if fact is not None and not _matches(fact[1], fact[2], user, status):
+        if (user or status) and run_id in index.excluded(run_flow, user, status):
             continue  # a finished run the index summary shows is not wanted: nothing read
+        fact = index.fact(run_flow, run_id) if user or status else None
         sparse = fact is not None and not index.dense(run_flow, fact[0], user, status)
         try:
             run = index.get(run_flow, run_id, sparse).with_effective_status()
@@ -313,7 +313,8 @@ class RunIndex:
         self.summaries: dict[str, dict] = {}  # flow -> {start: [[user, status, [run ids]], ...]}, as read
         self.facts: dict[str, dict] = {}  # flow -> {run_id: (start, user, status)}, from its summary
         self.unsummarized: dict[str, set] = {}  # flow -> starts of files read that hold runs the summary lacks
-        self.wanted: dict[tuple, int] = {}  # (flow, start, user, status) -> how many of its runs match
+        # (flow, start, user, status) -> how many of its runs match; (flow, None, user, status) -> those that do not
+        self.wanted: dict[tuple, int | set[str]] = {}
 
     def _start(self, flow: str, run_id: str) -> str | None:
         """The name of the index file that covers `run_id`."""
@@ -332,9 +333,19 @@ class RunIndex:
     def _summary(self, flow: str) -> dict:
         if flow not in self.summaries:
             self.summaries[flow] = _read_summary(self.store, flow)
-            self.facts[flow] = {run_id: (start, user, status) for start, groups in self.summaries[flow].items()
-                                for user, status, ids in groups for run_id in ids}
+            self.facts[flow] = facts = {}
+            for start, groups in self.summaries[flow].items():
+                for user, status, ids in groups:
+                    facts.update(dict.fromkeys(ids, (start, user, status)))
         return self.summaries[flow]
+
+    def excluded(self, flow: str, user: str | None, status: str | None) -> set[str]:
+        """The finished runs the summary shows are not of `user` with `status` (None: any)."""
+        key = (flow, None, user, status)
+        if key not in self.wanted:
+            self.wanted[key] = set().union(*(ids for groups in self._summary(flow).values()
+                                             for u, s, ids in groups if not _matches(u, s, user, status)))
+        return self.wanted[key]
 
     def fact(self, flow: str, run_id: str) -> tuple[str, str | None, str] | None:
         """(index file, user, status) of a finished run the summary knows; None for any other."""
@@ -347,7 +358,8 @@ class RunIndex:
         if key not in self.wanted:
             self.wanted[key] = sum(len(ids) for u, s, ids in self._summary(flow).get(start, ())
                                    if _matches(u, s, user, status))
-        return self.wanted[key] >= self.dense_at
+        wanted = self.wanted[key]
+        return isinstance(wanted, int) and wanted >= self.dense_at
 
     def get(self, flow: str, run_id: str, sparse: bool = False) -> RunRecord:
         """The run's record: from the index file covering it, or from its run.json. `sparse`: the
@@ -469,7 +481,7 @@ def _read_summary(store, flow: str) -> dict:
 
 def _is_group(g) -> bool:
     return (isinstance(g, list) and len(g) == 3 and isinstance(g[0], (str, type(None))) and g[1] in FINISHED
-            and isinstance(g[2], list) and all(isinstance(i, str) for i in g[2]))
+            and isinstance(g[2], list) and set(map(type, g[2])) <= {str})
 
 
 def _write_summary(store, flow: str, files: dict, present: set) -> None:
