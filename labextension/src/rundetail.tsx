@@ -38,12 +38,21 @@ export function NameTable(props: { title: string; rows: [string, React.ReactNode
   ) : null;
 }
 
-/** Text with a line break allowed after each separator inside a long token (/ . , ; : = & ? _ - ( [ {), so a
- * value, name, URL, path or line of code wraps between its parts, not mid-word (the CSS breaks mid-word only as a last
- * resort, when one part is wider than the sidebar). */
+/** Text with a line break allowed after each separator inside a long token (/ . , ; : = & ? _ - ( [ {; a . : or - only
+ * when no digit follows, so 21.5, 08:00 and -3 stay whole), so a value, name, URL, path or line of code wraps between its
+ * parts, not mid-word (the CSS breaks mid-word only as a last resort, when one part is wider than the sidebar). */
 export function breakable(text: string): JSX.Element {
-  const pieces = text.split(/(?<=[/.,;:=&?_\-([{])/);
+  const pieces = text.split(/(?<=[/,;=&?_([{])|(?<=[.:-])(?!\d)/);
   return <>{pieces.map((piece, i) => (i ? [<wbr key={i} />, piece] : piece))}</>;
+}
+
+/** A value's preview: wrapped at its separators, scrolled past 6 lines, the whole of it in its tooltip. */
+function Preview(props: { text: string }): JSX.Element {
+  return (
+    <div className="jp-flow-preview" title={props.text}>
+      {breakable(props.text)}
+    </div>
+  );
 }
 
 /** Saved values: type and preview (computed when saved; nothing is unpickled). */
@@ -52,9 +61,7 @@ function ValueTable(props: { title: string; values: Record<string, IValueInfo> }
     name,
     [
       <span className="jp-flow-dim">{breakable(v.type ?? '')}</span>,
-      <div className="jp-flow-preview">
-        {breakable(typeof v.preview === 'string' ? v.preview : (JSON.stringify(v.preview) ?? ''))}
-      </div>
+      <Preview text={typeof v.preview === 'string' ? v.preview : (JSON.stringify(v.preview) ?? '')} />
     ]
   ]);
   return <NameTable title={props.title} rows={rows} />;
@@ -93,7 +100,7 @@ function FrameList(props: { frames: IFrame[] }): JSX.Element | null {
             title="locals"
             rows={Object.entries(f.locals ?? {}).map(([name, preview]): [string, React.ReactNode[]] => [
               name,
-              [<div className="jp-flow-preview">{breakable(preview)}</div>]
+              [<Preview text={preview} />]
             ])}
           />
         </div>

@@ -344,14 +344,13 @@ def test_the_failure_box_shows_the_frames_and_what_was_withheld_as_a_secret(lab,
     withheld = box.locator(".jp-flow-withheld")
     assert "token" in withheld.inner_text() and "SERVICE_API_TOKEN" in withheld.inner_text()
     assert "tok-9f8e7d6c5b4a3f2e1d0c" not in page.locator(SIDEBAR).inner_text()
-    box.scroll_into_view_if_needed()
     for theme in ("JupyterLab Dark", "JupyterLab Light"):
         set_theme(page, theme)
         assert low_contrast(page) == [], theme
+        box.evaluate("e => e.scrollIntoView({block: 'start'})")  # the box's top: error, code, frames
         shot(page, "11-failure-frames-and-secrets" + ("-dark" if "Dark" in theme else ""))
-        box.locator(".jp-flow-actions").scroll_into_view_if_needed()  # the box's lower half: secrets and buttons
+        box.locator(".jp-flow-actions").scroll_into_view_if_needed()  # its lower half: secrets and buttons
         shot(page, "11-failure-actions" + ("-dark" if "Dark" in theme else ""))
-        box.scroll_into_view_if_needed()
         # at the default sidebar width every label, header and value reads whole, none cut off
         assert box.evaluate(OVERFLOWING) == [], theme
 
