@@ -3,15 +3,22 @@ builds it through the records layer: 9,000 runs of the quickstart flow, one in 1
 
 * REST: GET /jupyter-flow/api/runs (the sidebar's call) for the history's filters, first page of 50,
   wall clock of the request on a running `jupyter lab`, median of --repeat after a warm-up (which
-  also writes the run index, as the first listing of a store in use has).
+  also writes the run index and its summary, as the listings of a store in use have).
 * Browser: a real `jupyter lab` and chromium (Playwright); ms from the click (or choice) that changes
   the history's filter or page to the list showing the new query's runs.
 
-    python bench/team_history.py [--repeat 5]
+With `--baseline DIR`, a second `jupyter lab` runs the jupyter_flow checkout in DIR (say, main before
+the index summaries) on its own copy of the store, and every figure is taken on both by turns, so that
+both see the same machine load. The load average (1 min) is printed before and after each part.
+
+    python bench/team_history.py [--repeat 5] [--baseline DIR]
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
+import shutil
 import sys
 import tempfile
 import time
@@ -27,76 +34,120 @@ QUERIES = {
     "one colleague (user07)": "user=user07",
     "status failed, everyone": "status=failed",
     "user07, page 2": "user=user07&offset=50",
-    "user07 and failed (34 runs match: every run of the flow is read)": "user=user07&status=failed",
+    "user07 and failed (34 of 9,000 runs match, about one in each index file)": "user=user07&status=failed",
 }
 
 
-def rest(lab, me: str, repeat: int) -> dict[str, float]:
+def load() -> str:
+    return f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
+
+
+def rest(labs: dict, me: str, repeat: int) -> dict[tuple[str, str], float]:
     out = {}
     for name, query in QUERIES.items():
         path = f"jupyter-flow/api/runs?flow=quickstart&limit=50&{query.format(me=me)}"
-        lab.api(path)
-        times = []
-        for _ in range(repeat):
-            t = time.perf_counter()
+        times: dict[str, list] = {}
+        for lab in labs.values():
             lab.api(path)
-            times.append((time.perf_counter() - t) * 1000)
-        out[name] = median(times)
+        for _ in range(repeat):
+            for side, lab in labs.items():
+                t = time.perf_counter()
+                lab.api(path)
+                times.setdefault(side, []).append((time.perf_counter() - t) * 1000)
+        for side, values in times.items():
+            out[side, name] = median(values)
     return out
 
 
-def browser(lab, repeat: int) -> dict[str, list[float]]:
+def browser(labs: dict, repeat: int) -> dict[tuple[str, str], list[float]]:
     from playwright.sync_api import sync_playwright
     from ui.conftest import CHROMIUM, CHROMIUM_ARGS
     from ui.test_sidebar import SIDEBAR, open_notebook
     from ui.test_team_history import WATCH_HISTORY, change_history
 
-    times: dict[str, list[float]] = {}
+    times: dict[tuple[str, str], list[float]] = {}
     with sync_playwright() as p:
         b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        page = b.new_context(viewport={"width": 1400, "height": 900}).new_page()
-        open_notebook(page, lab, "quickstart.ipynb")
-        page.locator(f"{SIDEBAR} summary", has_text="History").click()
-        page.locator(f"{SIDEBAR} .jp-flow-runlist[aria-busy='false'] .jp-flow-runitem").first.wait_for(timeout=30_000)
-        page.evaluate(WATCH_HISTORY)
-        user = page.locator(f"{SIDEBAR} .jp-flow-userfilter")
-        status = page.locator(f"{SIDEBAR} .jp-flow-statusfilter")
-        name = page.locator(f"{SIDEBAR} .jp-flow-username")
-        for _ in range(repeat):
-            times.setdefault("everyone", []).append(change_history(page, lambda: user.select_option("everyone")))
-            user.select_option("user")
-            name.fill("user07")
-            times.setdefault("one colleague (user07)", []).append(change_history(page, lambda: name.press("Enter")))
-            times.setdefault("older › (page 2)", []).append(
-                change_history(page, lambda: page.locator(f"{SIDEBAR} .jp-flow-older").click()))
-            times.setdefault("user07 and failed", []).append(
-                change_history(page, lambda: status.select_option("failed")))
-            change_history(page, lambda: status.select_option(""))
-            times.setdefault("mine", []).append(change_history(page, lambda: user.select_option("mine")))
+        pages = {}
+        for side, lab in labs.items():
+            page = b.new_context(viewport={"width": 1400, "height": 900}).new_page()
+            open_notebook(page, lab, "quickstart.ipynb")
+            page.locator(f"{SIDEBAR} summary", has_text="History").click()
+            page.locator(f"{SIDEBAR} .jp-flow-runlist[aria-busy='false'] .jp-flow-runitem").first.wait_for(
+                timeout=30_000)
+            page.evaluate(WATCH_HISTORY)
+            pages[side] = page
+        for round_ in range(repeat):
+            for side, page in pages.items():
+                def took(name, act, page=page, side=side):
+                    times.setdefault((side, name), []).append(change_history(page, act))
+
+                user = page.locator(f"{SIDEBAR} .jp-flow-userfilter")
+                status = page.locator(f"{SIDEBAR} .jp-flow-statusfilter")
+                name = page.locator(f"{SIDEBAR} .jp-flow-username")
+                took("everyone", lambda user=user: user.select_option("everyone"))
+                if round_:  # the name typed in the first round stays: choosing "user" applies it
+                    took("one colleague (user07)", lambda user=user: user.select_option("user"))
+                else:
+                    user.select_option("user")
+                    name.fill("user07")
+                    took("one colleague (user07)", lambda name=name: name.press("Enter"))
+                took("older › (page 2)", lambda page=page: page.locator(f"{SIDEBAR} .jp-flow-older").click())
+                took("user07 and failed (34 of 9,000)", lambda status=status: status.select_option("failed"))
+                change_history(page, lambda status=status: status.select_option(""))
+                took("mine", lambda user=user: user.select_option("mine"))
         b.close()
     return times
+
+
+@contextlib.contextmanager
+def lab_of(checkout: Path, base: Path):
+    """A `jupyter lab` in `base` running the jupyter_flow checkout at `checkout` (its PYTHONPATH)."""
+    from ui.conftest import start_lab
+
+    before = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = str(checkout)  # start_lab's server inherits the environment
+    try:
+        gen = start_lab(base)
+        lab = next(gen)
+    finally:
+        if before is None:
+            os.environ.pop("PYTHONPATH")
+        else:
+            os.environ["PYTHONPATH"] = before
+    try:
+        yield lab
+    finally:
+        next(gen, None)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--baseline", metavar="DIR", help="also time the jupyter_flow checkout in DIR, by turns")
     args = parser.parse_args()
-    from ui.conftest import start_lab
     from ui.test_team_history import team_store
 
     from jupyter_flow.store.records import current_user
 
     base = Path(tempfile.mkdtemp(prefix="team-history-"))
-    team_store(base / "store")
-    lab_gen = start_lab(base)
-    lab = next(lab_gen)
+    checkouts = {"this": ROOT} | ({"baseline": Path(args.baseline).resolve()} if args.baseline else {})
+    team_store(base / "this" / "store")
+    if args.baseline:
+        shutil.copytree(base / "this" / "store", base / "baseline" / "store")
     try:
-        for name, ms in rest(lab, current_user(), args.repeat).items():
-            print(f"REST first page, {name}: {ms:.0f} ms")
-        for name, values in browser(lab, args.repeat).items():
-            print(f"browser, click -> first page, {name}: median {median(values):.0f} ms, slowest {max(values):.0f} ms")
+        with contextlib.ExitStack() as stack:
+            labs = {side: stack.enter_context(lab_of(checkout, base / side)) for side, checkout in checkouts.items()}
+            print(f"REST ({load()})")
+            for (side, name), ms in rest(labs, current_user(), args.repeat).items():
+                print(f"REST first page, {side}, {name}: {ms:.0f} ms")
+            print(f"browser ({load()})")
+            for (side, name), values in browser(labs, args.repeat).items():
+                print(f"browser, click -> first page, {side}, {name}: median {median(values):.0f} ms, "
+                      f"slowest {max(values):.0f} ms")
+            print(f"end ({load()})")
     finally:
-        next(lab_gen, None)
+        shutil.rmtree(base, ignore_errors=True)
 
 
 if __name__ == "__main__":
