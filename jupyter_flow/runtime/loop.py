@@ -14,7 +14,6 @@ from jupyter_flow._version import __version__
 from jupyter_flow.errors import FlowError, failure_line
 from jupyter_flow.execution import secrets
 from jupyter_flow.execution.task import TaskControl, now
-from jupyter_flow.executors.local import LocalExecutor
 from jupyter_flow.flow.dag import Flow
 from jupyter_flow.runtime import continuing, reuse
 from jupyter_flow.runtime.races import Races
@@ -258,6 +257,8 @@ class Runner:
     def _executor_for(self, step):
         if step.options.get("executor") == "local" and self.executor.name != "local":
             if self.local is None:
+                from jupyter_flow.executors.local import LocalExecutor  # lazy: a cache hit never needs it
+
                 self.local = LocalExecutor()
                 if self.readiness.kernel[step.name] is not None:  # its kernels boot as the main executor's would
                     self.local.want_kernels(self.readiness.kernel[step.name], self.cwd, 0, store=self.store.url,
