@@ -13,6 +13,7 @@ import linecache
 import shlex
 import sys
 import types
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from jupyter_flow.errors import FlowError, NotFound
@@ -20,6 +21,7 @@ from jupyter_flow.store import layout, open_store, records
 from jupyter_flow.store.preview import elide, summary
 
 STATES = ("failure", "inputs", "outputs")
+PREFETCH = 4  # blobs a load downloads at once
 
 
 class Loaded(dict):
@@ -52,12 +54,13 @@ def load(run_id: str, step: str, store=None, into: dict | None = None, state: st
     if state not in STATES:
         raise FlowError(f"state={state!r}: choose one of {', '.join(STATES)}")
     refs, modules, unpicklable, frames = _refs(store, run, task, state)
+    blobs = _Prefetch(store, refs, frames)
     values = Loaded()
     for name, meta in refs.items():
         if "missing" in meta:
             continue
-        values[name] = ([store.load_value(h, name) for h in meta["hashes"]] if "hashes" in meta
-                        else store.load_value(meta["hash"], name))
+        values[name] = ([blobs.load_value(h, name) for h in meta["hashes"]] if "hashes" in meta
+                        else blobs.load_value(meta["hash"], name))
     for alias, module in modules.items():
         try:
             values[alias] = importlib.import_module(module)
@@ -73,11 +76,38 @@ def load(run_id: str, step: str, store=None, into: dict | None = None, state: st
         for name, why in ((task.failure or {}).get("withheld", {}) if state == "failure" else {}).items():
             print(f"  {name}  (not loaded: it {why}; secrets are never stored: read it from your own environment)")
     if frames:
-        _post_mortem(store, run, task, frames, into if into is not None else shell.user_ns if shell else dict(values),
+        _post_mortem(blobs, run, task, frames, into if into is not None else shell.user_ns if shell else dict(values),
                      quiet)
     if cells:
         _insert_cells(store, run, step)
     return values
+
+
+class _Prefetch:
+    """Every blob a load needs, downloaded, checked and unpickled at once (PREFETCH threads: on an object
+    store each is mostly waiting on the network), and each once: a value that is both a variable and a
+    local of a failing frame (one hash) is one download and one object, as it was one object in the
+    failed step. `load_value` as Store's."""
+
+    def __init__(self, store, refs: dict, frames: list[dict]):
+        self.store = store
+        wanted: dict[str, str | None] = {}  # digest -> the name its errors give
+        for name, meta in refs.items():
+            for digest in meta.get("hashes") or ([meta["hash"]] if "hash" in meta else []):
+                wanted.setdefault(digest, name)
+        for frame in frames:
+            for name, meta in (frame.get("locals") or {}).items():
+                if name.isidentifier():
+                    wanted.setdefault(meta["hash"], name)
+            if frame.get("exception"):
+                wanted.setdefault(frame["exception"]["hash"], None)
+        pool = ThreadPoolExecutor(PREFETCH)
+        self.futures = {digest: pool.submit(store.load_value, digest, name) for digest, name in wanted.items()}
+        pool.shutdown(wait=False)  # what was submitted still runs; the threads end with it
+
+    def load_value(self, digest: str, name: str | None = None):
+        future = self.futures.get(digest)
+        return future.result() if future is not None else self.store.load_value(digest, name)
 
 
 def _refs(store, run, task, state):

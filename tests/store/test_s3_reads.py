@@ -107,3 +107,29 @@ def test_a_denied_read_names_the_store(s3):
         "Effect": "Deny", "Principal": "*", "Action": ["s3:GetObject"], "Resource": f"arn:aws:s3:::{bucket}/*"}]}))
     with pytest.raises(StoreError, match=f"cannot read blob {digest} from store s3://{bucket}/store"):
         store.load_value(digest)
+
+
+def test_a_value_that_is_also_a_frames_local_loads_once(s3, tmp_path):
+    """A step fails inside a function called with its array: the snapshot's variable and the failing
+    frame's local are one blob, downloaded once, and in the debugger they are one object again, as they
+    were in the step."""
+    import nbformat
+    import numpy as np
+
+    import jupyter_flow
+
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
+        "import numpy as np\nbig = np.arange(1_000_000.0)\ndef fit(X):\n    raise ValueError('did not converge')\n"
+        "fit(big)", metadata={"tags": ["step:fit"]})])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, str(tmp_path / "fit.ipynb"))
+    store = f"s3://{BUCKET}/{uuid.uuid4().hex[:8]}"
+    run = jupyter_flow.run(tmp_path / "fit.ipynb", store=store)
+    assert run.status == "failed"
+    ns: dict = {}
+    jupyter_flow.load(run.id, "fit", store=store, into=ns, quiet=True)
+    tb, local = sys.last_traceback, None
+    while tb is not None:
+        local = tb.tb_frame.f_locals.get("X", local) if tb.tb_frame.f_code.co_name == "fit" else local
+        tb = tb.tb_next
+    assert np.array_equal(ns["big"], np.arange(1_000_000.0)) and local is ns["big"]
