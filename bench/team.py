@@ -3,6 +3,7 @@ colleague's failure to its variables in my kernel.
 
     python bench/team.py                 # 3 users for 3 minutes; 5 loads of a 100 MB failure snapshot
     python bench/team.py --quick         # 1 minute; 2 loads
+    python bench/team.py --load-only     # only the failure-to-variables figure (and its stages)
 
 The S3 store is moto's server on loopback (`moto_server`, as the tests use), one bucket, one prefix;
 the Dask cluster is real and local (`dask scheduler`, 2 `dask worker --nthreads 1`), its workers
@@ -20,9 +21,12 @@ reaching the same S3 server.
    variables: the failure snapshot stores it on S3. bob has a real ipykernel open, `jupyter_flow`
    imported in it; the time is that of `jupyter_flow.load(RUN, "fit", store=S3)` in that kernel (find
    the run, read its task record and snapshot, download the 100 MB blob, check its hash, unpickle),
-   median of --repeat loads of the same failure, each into a fresh kernel (nothing cached in it);
-   the array's checksum is compared with ann's. Goal: <= 2 s. For scale, the same kernel then fetches
-   the same blob with one plain boto3 GET: the floor the S3 server and the network set.
+   median of --repeat loads of the same failure, each into a fresh kernel that imported only
+   jupyter_flow (nothing cached in it, boto3 not imported yet); the array's checksum is compared with
+   ann's. Goal: <= 2 s. For scale, the same kernel then fetches the same blob with one plain boto3 GET:
+   the floor the S3 server and the network set. Where the time goes: in another fresh kernel per
+   load, the same steps one at a time (opening the store, reading the run, task and snapshot records,
+   the blob's download, its hash check, unpickling, the push into the kernel's namespace); medians.
 """
 from __future__ import annotations
 
@@ -126,11 +130,37 @@ LOAD = """
 t = time.perf_counter()
 v = jupyter_flow.load({run!r}, "fit", store={store!r}, quiet=True)
 took = time.perf_counter() - t
+import boto3
 t = time.perf_counter()
 raw = len(boto3.client("s3").get_object(Bucket="team", Key={key!r})["Body"].read())
 get = time.perf_counter() - t
 print(json.dumps({{"seconds": took, "checksum": float(v["big"].sum()), "mb": v["big"].nbytes / 2**20, "get": get,
                   "raw_mb": raw / 2**20}}))
+"""
+
+
+STAGES = """
+from jupyter_flow.store import blobs, open_store, records
+stages, t = {{}}, time.perf_counter()
+def stage(name):
+    global t
+    stages[name] = time.perf_counter() - t
+    t = time.perf_counter()
+store = open_store({store!r})
+stage("open the store")
+run = records.find_run(store, {run!r})
+failure = records.read_failure(store, records.read_task(store, run, "fit"))
+stage("run, task and snapshot records")
+f = store.backend.open({blob!r})
+buf = blobs.read_buffer(f)
+stage("the blob's download")
+assert blobs.digest_of(buf) == {digest!r}
+stage("its hash check")
+value = blobs.loads(buf)
+stage("unpickling")
+get_ipython().push({{"big": value}})
+stage("the push into the kernel")
+print(json.dumps(stages))
 """
 
 
@@ -172,16 +202,22 @@ def failure_to_kernel(bench: Bench, store: str, address: str, s3: dict, repeat: 
     digest = failure["variables"]["big"]["hash"]
     key = f"store/{layout.blob(digest)}"
     bob = user_env(bench, "bob", s3)
-    loads = [in_kernel(bob, LOAD.format(run=run["id"], store=store, key=key), "import json, time, boto3, jupyter_flow")
-             for _ in range(repeat)]
+    warm = "import json, time, jupyter_flow"
+    loads, stages = [], []
+    for _ in range(repeat):
+        loads.append(in_kernel(bob, LOAD.format(run=run["id"], store=store, key=key), warm))
+        stages.append(in_kernel(bob, STAGES.format(run=run["id"], store=store, blob=layout.blob(digest),
+                                                   digest=digest), warm))
     assert len({round(x["checksum"], 3) for x in loads}) == 1 and loads[0]["mb"] == SNAPSHOT_MB
     return {"seconds": statistics.median(x["seconds"] for x in loads), "all": [x["seconds"] for x in loads],
-            "mb": loads[0]["mb"], "get": statistics.median(x["get"] for x in loads), "blob_mb": loads[0]["raw_mb"]}
+            "mb": loads[0]["mb"], "get": statistics.median(x["get"] for x in loads), "blob_mb": loads[0]["raw_mb"],
+            "stages": {name: statistics.median(x[name] for x in stages) for name in stages[0]}}
 
 
 def main() -> None:
     p = arg_parser(__doc__.splitlines()[0])
     p.add_argument("--minutes", type=float, default=3.0, help="how long the 3 users start runs (default 3)")
+    p.add_argument("--load-only", action="store_true", help="measure only the failure-to-variables time")
     p.set_defaults(repeat=5, warmup=0)
     args = finish_args(p.parse_args())
     if args.quick:
@@ -189,21 +225,28 @@ def main() -> None:
     with Bench(args) as bench, s3_bucket(bench.root / "moto", "team") as (s3, _):
         store = "s3://team/store"
         with dask_cluster(bench.root / "dask", workers=2, nthreads=1, env={**bench.env, **s3}) as address:
-            rate = runs_per_minute(bench, store, address, s3, args.minutes)
-            print(f"runs started per minute: {rate}", file=sys.stderr, flush=True)
+            rows = []
+            if not args.load_only:
+                rate = runs_per_minute(bench, store, address, s3, args.minutes)
+                print(f"runs started per minute: {rate}", file=sys.stderr, flush=True)
+                rows += [["users starting runs at once", len(USERS)],
+                         ["runs started per minute (all users)", round(rate["per_minute"], 1)],
+                         ["runs (of which failed by design)",
+                          f"{rate['runs']} ({rate['failed']}) in {rate['minutes']:.1f} min"],
+                         ["one run, whole command (median s)", round(rate["median_wall"], 2)]]
+            before = os.getloadavg()[0]
             load = failure_to_kernel(bench, store, address, s3, args.repeat)
+            during = f"{before:.1f}-{os.getloadavg()[0]:.1f}"
+        rows += [[f"colleague's failure -> its {load['mb']:.0f} MB variable in my kernel (median s)",
+                  round(load["seconds"], 2)],
+                 ["loads (s)", " ".join(f"{s:.2f}" for s in load["all"])],
+                 [f"the same blob ({load['blob_mb']:.0f} MB), one plain boto3 GET in that kernel (median s)",
+                  round(load["get"], 2)],
+                 *[[f"  stage: {name} (median s)", round(sec, 3)] for name, sec in load["stages"].items()],
+                 ["load average (1 min) before and after the loads", during]]
         print(markdown_table(
             f"A team on one S3 store (moto on loopback), Dask executor (2 workers), {os.cpu_count()} cores",
-            ["measure", "value"],
-            [["users starting runs at once", len(USERS)],
-             ["runs started per minute (all users)", round(rate["per_minute"], 1)],
-             ["runs (of which failed by design)", f"{rate['runs']} ({rate['failed']}) in {rate['minutes']:.1f} min"],
-             ["one run, whole command (median s)", round(rate["median_wall"], 2)],
-             [f"colleague's failure -> its {load['mb']:.0f} MB variable in my kernel (median s)",
-              round(load["seconds"], 2)],
-             ["loads (s)", " ".join(f"{s:.2f}" for s in load["all"])],
-             [f"the same blob ({load['blob_mb']:.0f} MB), one plain boto3 GET in that kernel (median s)",
-              round(load["get"], 2)]]))
+            ["measure", "value"], rows))
 
 
 if __name__ == "__main__":
