@@ -307,10 +307,10 @@ class FsspecBackend:
 
 class S3Backend(FsspecBackend):
     """s3:// stores: everything a reader does (read, open, exists, info, children, glob) goes through one
-    botocore client (boto3's); writes, deletes and moves go through s3fs, as on FsspecBackend (its conditional PUTs,
-    multipart uploads and error names), made only when first needed. A colleague who only reads never
-    imports s3fs (1.2 s cold), and a 100 MB blob comes in one buffer from ranged GETs instead of s3fs's
-    parts joined and copied (bench/team.py, README "A store a team shares").
+    botocore client; writes, deletes and moves go through s3fs, as on FsspecBackend (its conditional
+    PUTs, multipart uploads and error names), made only when first needed. A colleague who only reads
+    never imports s3fs (1.2 s cold), and a 100 MB blob streams into the one buffer it is unpickled from
+    instead of s3fs's parts joined and copied (bench/team.py, README "A store a team shares").
 
     The client is botocore's default one, from the same configuration s3fs's default uses (AWS_* variables,
     the shared config and credentials files, a profile, an instance role), so credentials, endpoint and
