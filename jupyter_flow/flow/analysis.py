@@ -412,8 +412,9 @@ class _Walker:
         path = self.path(node.func)
         self.random_state(path)
         self.files(node, path)
-        last = path.rsplit(".", 1)[-1] if path else None
         func = node.func
+        # a method's name even on a part of a value (`df["x"].sum()`, which has no dotted path)
+        last = func.attr if isinstance(func, ast.Attribute) else path.rsplit(".", 1)[-1] if path else None
         args = [a for a in node.args] + [k.value for k in node.keywords]
         passed = {n for a in args for n in _refs(a)}
         inplace = any(k.arg == "inplace" and isinstance(k.value, ast.Constant) and k.value.value is True

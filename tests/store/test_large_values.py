@@ -197,3 +197,12 @@ def test_a_step_changing_a_large_input_in_place_leaves_the_producers_value_intac
     n = 2**18
     assert result["change"].data.changed == -n and result["check"].data.seen == -n  # as top to bottom
     assert np.array_equal(result["make"].data.arr, np.arange(n, dtype=float))  # its blob is untouched
+
+
+@pytest.mark.parametrize("code", ['total = float(df["x"].sum()) + len(df)', "m = df.x.mean()", "s = arr[0].sum()"])
+def test_reading_a_part_of_a_large_value_does_not_make_the_step_hash_it_again(code):
+    """A step that only reads a column of a value does not list it as maybe changed, so its end does not
+    pickle and hash it again (a 300 MB DataFrame: 0.9 s of the step's end, bench/bigvalue.py)."""
+    from jupyter_flow.flow import analysis
+
+    assert analysis.analyze([code]).maybe == []
