@@ -145,6 +145,7 @@ class Usage:
     functions: dict[str, Function] = field(default_factory=dict)  # functions defined here
     rng: list[tuple[str, str]] = field(default_factory=list)  # ("seed" | "draw", stream), in code order
     aliases: dict[str, set[str]] = field(default_factory=dict)  # name -> names it may share an object with
+    # (itself among them when it is bound to the object it held: `y = y`)
     shares: dict[str, set[str]] = field(default_factory=dict)  # the aliases that surely are one object
     # (not through an item, `y = x[0]`, nor with a name known to hold an immutable value)
     constants: dict[str, object] = field(default_factory=dict)  # name -> its immutable value, where known
@@ -392,8 +393,8 @@ class _Walker:
             for name in _names(target, ast.Store):
                 self.u.aliases.pop(name, None)
                 self.u.shares.pop(name, None)
-                if shared - {name}:
-                    self.u.aliases[name] = shared - {name}
+                if shared:  # itself included: `y = y` binds y to the object it held (equivalence.shared_objects)
+                    self.u.aliases[name] = shared
                 if surely - {name}:
                     self.u.shares[name] = surely - {name}
         for node in nodes:

@@ -12,7 +12,8 @@ warned about before anything runs, naming the step.
   step that made it; the imports cell, which every step runs, is where it belongs).
 - Two names a step leaves pointing at one object (`y = x`) when a later step changes one of them in
   place as it received it: warned (top to bottom the other changes too; in a pipeline each value is
-  its own copy). Not when the later step rebinds the name first, nor for a new object made from the
+  its own copy), also after a step in between binds one of them to the object it held (`y = y`).
+  Not when the later step rebinds the name first, nor for a new object made from the
   other (`sub = df[['a']]`: items, slices and calls make new objects) or an immutable value.
 """
 from __future__ import annotations
@@ -116,6 +117,7 @@ def shared_objects(usages: dict[str, analysis.Usage]) -> list[str]:
                             f"changes {one!r} in place: top to bottom {other!r} changes with it, but in the "
                             f"pipeline {other!r} stays as step {name!r} left it. Make a copy in step {name!r} "
                             f"(e.g. {alias} = copy.deepcopy({target})) or use {one!r} instead of {other!r}")
-                    if alias in later.rebound or target in later.rebound:
-                        break  # rebound: no longer one object
+                    if any(n in later.rebound and not later.aliases.get(n, set()) & {alias, target}
+                           for n in (alias, target)):
+                        break  # rebound to another object (not `y = y`): no longer one object
     return warnings
