@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import gc
 import json
 import logging
@@ -91,14 +92,33 @@ def _add_format(p, choices=("text", "json")):
     p.add_argument("--format", choices=choices, default=choices[0], help="output format")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """`jupyter flow`'s parser; given a `command` (see command_in), with that command's options only: building
+    all 17 commands' parsers took 8-10 ms of each command's start (argparse looks up a translation of every help
+    text). Its help and its errors are the same either way."""
     parser = _Parser(prog="jupyter flow", description="Run a tagged Jupyter notebook as a parallel, "
                                      "tracked, resumable pipeline.", epilog=EPILOG,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--debug", action="store_true", help="show Python tracebacks on errors")
     parser.add_argument("--version", action="store_true", help="print the version and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, add in PARSERS.items():
+        if command in (None, name):
+            add(sub)
+    return parser
 
+
+def command_in(argv: list[str]) -> str | None:
+    """The command `argv` names, if it is one and no top-level --help comes before it; else None."""
+    for arg in argv:
+        if not arg.startswith("-"):
+            return arg if arg in PARSERS else None
+        if arg in ("-h", "--help"):
+            return None
+    return None
+
+
+def _add_run(sub) -> None:
     p = sub.add_parser("run", help="run a notebook as a pipeline",
                        description="Run every step of NOTEBOOK as its own papermill execution, independent steps "
                        "at the same time. Exit code: 0 succeeded, 1 failed or cancelled, 2 invalid input.")
@@ -114,6 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_papermill(p)
     _add_kfp(p)
 
+
+def _add_dag(sub) -> None:
     p = sub.add_parser("dag", help="print the steps of a notebook and the edges between them",
                        description="Print the DAG inferred from the notebook's tags and data flow, and from the "
                        "files its steps read and wrote in the last run in the store (file edges).")
@@ -123,8 +145,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_format(p, ("text", "json", "mermaid"))
     _add_store(p)
 
-    _add_plan(sub)
 
+def _add_runs(sub) -> None:
     p = sub.add_parser("runs", help="list runs, newest first (yours unless --all-users)")
     p.add_argument("--flow", help="only runs of this flow (the notebook's name)")
     p.add_argument("--status", help="only runs with this status (running, succeeded, failed, cancelled, crashed)")
@@ -136,6 +158,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_format(p, ("table", "json"))
     _add_store(p)
 
+
+def _add_show(sub) -> None:
     p = sub.add_parser("show", help="show one run: parameters, metrics, tasks, artifacts")
     p.add_argument("run_id", help="a run id (a unique prefix is enough)")
     p.add_argument("--step", help="also show this step's failure: its error and failing frames with their locals")
@@ -143,16 +167,20 @@ def build_parser() -> argparse.ArgumentParser:
     _add_format(p)
     _add_store(p)
 
-    for name, what in (("logs", "print a task's log (what its cells printed)"),
-                       ("artifacts", "list a task's stored values: name, type, size, preview")):
-        p = sub.add_parser(name, help=what)
-        p.add_argument("run_id")
-        p.add_argument("step")
-        p.add_argument("--index", type=_count(0), default=0, help="foreach task index (default 0)")
-        if name == "artifacts":
-            _add_format(p)
-        _add_store(p)
 
+def _add_task_reader(sub, name: str) -> None:
+    what = {"logs": "print a task's log (what its cells printed)",
+            "artifacts": "list a task's stored values: name, type, size, preview"}[name]
+    p = sub.add_parser(name, help=what)
+    p.add_argument("run_id")
+    p.add_argument("step")
+    p.add_argument("--index", type=_count(0), default=0, help="foreach task index (default 0)")
+    if name == "artifacts":
+        _add_format(p)
+    _add_store(p)
+
+
+def _add_resume(sub) -> None:
     p = sub.add_parser("resume", help="rerun a failed run, reusing the steps that finished",
                        description="Create a new run linked to RUN_ID: finished steps whose code and inputs are "
                        "unchanged are reused (not re-executed); the failed step and everything after it run again "
@@ -168,13 +196,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_execution(p)
     _add_kernel_and_cwd(p)
 
-    _add_batch(sub)
-    _add_export(sub)
 
+def _add_cancel(sub) -> None:
     p = sub.add_parser("cancel", help="stop a running run (from any terminal that sees the store)")
     p.add_argument("run_id")
     _add_store(p)
 
+
+def _add_gc(sub) -> None:
     p = sub.add_parser("gc", help="delete your old runs and the stored values no kept run uses",
                        description="Delete your runs but the N newest of each flow (everyone's, N newest of each "
                        "user's flows, with --all-users), then the stored values no remaining run uses. Never "
@@ -187,14 +216,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="list what would be deleted, by user; delete nothing")
     _add_store(p)
 
+
+def _add_pin(sub) -> None:
     p = sub.add_parser("pin", help="keep a run and everything it needs from every gc (anyone's)")
     p.add_argument("run_id", help="a run id (a unique prefix is enough)")
     p.add_argument("--note", metavar="TEXT", help="why it is kept, e.g. 'figure 3 of the paper'")
     _add_store(p)
+
+
+def _add_unpin(sub) -> None:
     p = sub.add_parser("unpin", help="let gc remove a pinned run again")
     p.add_argument("run_id")
     _add_store(p)
 
+
+def _add_fsck(sub) -> None:
     p = sub.add_parser("fsck", help="check every stored value and record; move corrupt values aside",
                        description="Check every blob against its hash and every run and task record for "
                        "readability; move corrupt blobs to quarantine/ (the next run that produces the value "
@@ -203,6 +239,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="report only; move and remove nothing")
     _add_store(p)
 
+
+def _add_envs(sub) -> None:
     p = sub.add_parser("envs", help="list or remove the cached Python environments of pip: steps",
                        formatter_class=argparse.RawDescriptionHelpFormatter,
                        description="A step tagged pip:SPEC (e.g. pip:six==1.16.0) runs in a Python environment of\n"
@@ -216,6 +254,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("keys", nargs="*", metavar="KEY", help="with rm: the environments to remove (key prefixes)")
     p.add_argument("--all", action="store_true", help="with rm: remove every cached environment")
     _add_format(p)
+
+
+def _add_agent(sub) -> None:
     sub.add_parser("agent", help="keep runs and kernels warm between commands (optional; Ctrl-C stops it)",
                    description="Import the runner's stack (papermill, jupyter_client) and the kernels' "
                    "(ipykernel, IPython) once, and serve every `run`, `resume` and `batch` of this Python "
@@ -223,12 +264,11 @@ def build_parser() -> argparse.ArgumentParser:
                    "commands behave as without it (output, exit status, Ctrl-C, folder, environment) and "
                    "never need it; JUPYTER_FLOW_AGENT=0 makes one ignore it. Leave it running in a "
                    "terminal, or in the background: jupyter flow agent 2>/dev/null &")
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(command_in([a for a in argv if a != "--debug"]))
     debug = "--debug" in argv  # accepted anywhere on the line, not only before the command
     args = parser.parse_args([a for a in argv if a != "--debug"])
     args.debug = debug
@@ -772,6 +812,12 @@ COMMANDS = {"run": cmd_run, "batch": cmd_batch, "resume": cmd_resume, "dag": cmd
             "runs": cmd_runs, "show": cmd_show, "logs": cmd_logs, "artifacts": cmd_artifacts, "cancel": cmd_cancel,
             "gc": cmd_gc, "pin": cmd_pin, "unpin": cmd_unpin, "fsck": cmd_fsck, "envs": cmd_envs, "export": cmd_export,
             "agent": cmd_agent}
+# each command's parser, in the order `jupyter flow --help` lists them
+PARSERS = {"run": _add_run, "dag": _add_dag, "plan": _add_plan, "runs": _add_runs, "show": _add_show,
+           "logs": functools.partial(_add_task_reader, name="logs"),
+           "artifacts": functools.partial(_add_task_reader, name="artifacts"), "resume": _add_resume,
+           "batch": _add_batch, "export": _add_export, "cancel": _add_cancel, "gc": _add_gc, "pin": _add_pin,
+           "unpin": _add_unpin, "fsck": _add_fsck, "envs": _add_envs, "agent": _add_agent}
 # commands that write to the store (but with --dry-run); run and resume check in runtime.prepare
 WRITERS = ("batch", "gc", "pin", "unpin", "cancel", "fsck")
 
