@@ -96,8 +96,12 @@ class Store:
     def write_json_if(self, key: str, obj, allow) -> bool:
         """Write `obj` at `key` only if `allow(the bytes there now, or None)`; whether it was written.
         No other `write_json_if` of `key` comes between the check and the write (backends' write_if)."""
+        return self.write_bytes_if(key, json.dumps(obj, indent=1, default=str).encode(), allow)
+
+    def write_bytes_if(self, key: str, data: bytes, allow) -> bool:
+        """`write_json_if` for bytes."""
         with self._writing("write", key):
-            return self.backend.write_if(key, json.dumps(obj, indent=1, default=str).encode(), allow)
+            return self.backend.write_if(key, data, allow)
 
     def read_bytes(self, key: str) -> bytes:
         try:
@@ -125,10 +129,11 @@ class Store:
         except OSError as e:
             raise StoreError(f"cannot list store {self.url}: {_short(e)}") from None
 
-    def children(self, key: str) -> list[str]:
-        """The names of what is directly inside the folder `key` (none if it does not exist)."""
+    def children(self, key: str, after: str | None = None) -> list[str]:
+        """The names of what is directly inside the folder `key` (none if it does not exist); with
+        `after`, only the names that sort after it (on S3 only those are listed)."""
         try:
-            return self.backend.children(key)
+            return self.backend.children(key) if after is None else self.backend.children(key, after)
         except OSError as e:
             raise StoreError(f"cannot list store {self.url}: {_short(e)}") from None
 

@@ -126,11 +126,12 @@ class LocalBackend:
         return sorted(p[prefix:].replace(os.sep, "/")
                       for p in globmod.glob(os.path.join(globmod.escape(self.root), pattern)))
 
-    def children(self, key: str) -> list[str]:
+    def children(self, key: str, after: str | None = None) -> list[str]:
         try:
-            return os.listdir(self.path(key))
+            names = os.listdir(self.path(key))
         except (FileNotFoundError, NotADirectoryError):
             return []
+        return names if after is None else [n for n in names if n > after]
 
     def info(self, key: str) -> tuple[int, float]:
         """(size in bytes, modification time as a POSIX timestamp)."""
@@ -260,12 +261,13 @@ class FsspecBackend:
         prefix = len(self.root) + 1
         return sorted(p[prefix:] for p in found if p.startswith(self.root + "/"))
 
-    def children(self, key: str) -> list[str]:
+    def children(self, key: str, after: str | None = None) -> list[str]:
         try:
             found = self.fs.ls(self.path(key), detail=False)
         except FileNotFoundError:
             return []
-        return [p.rstrip("/").rsplit("/", 1)[-1] for p in found if p.rstrip("/") != self.path(key)]
+        names = [p.rstrip("/").rsplit("/", 1)[-1] for p in found if p.rstrip("/") != self.path(key)]
+        return names if after is None else [n for n in names if n > after]
 
     def info(self, key: str) -> tuple[int, float]:
         info = self.fs.info(self.path(key))
@@ -399,12 +401,15 @@ class S3Backend(FsspecBackend):
             head = self.client.head_object(Bucket=self.bucket, Key=self.prefix + key)
         return int(head["ContentLength"]), head["LastModified"].timestamp()
 
-    def children(self, key: str) -> list[str]:
+    def children(self, key: str, after: str | None = None) -> list[str]:
+        """The names in the folder `key`; with `after`, only those that sort after it, and S3 lists only
+        those (ListObjectsV2's StartAfter: a listing of the runs newer than the run index, not of all)."""
         folder = key.strip("/") + "/" if key.strip("/") else ""  # "" is the store's root
         try:
-            return [name.rstrip("/")[len(folder):] for name in self._list(folder)]
+            names = [name.rstrip("/")[len(folder):] for name in self._list(folder, after=after)]
         except FileNotFoundError:  # no bucket
             return []
+        return names if after is None else [n for n in names if n > after]
 
     def glob(self, pattern: str) -> list[str]:
         """Keys (and folders) matching `pattern`, `*`, `?` and `[...]` matching within one `/`-segment (as
@@ -434,11 +439,13 @@ class S3Backend(FsspecBackend):
                     return []
         return sorted({f.rstrip("/") for f in found})
 
-    def _list(self, prefix: str, max_keys: int | None = None) -> list[str]:
-        """Keys and folders (ending in "/") directly under `prefix` (relative to the store root)."""
+    def _list(self, prefix: str, max_keys: int | None = None, after: str | None = None) -> list[str]:
+        """Keys and folders (ending in "/") directly under `prefix` (relative to the store root); with
+        `after`, from the first key after prefix + after on."""
         names: list[str] = []
         pages = self.client.get_paginator("list_objects_v2").paginate(
             Bucket=self.bucket, Prefix=self.prefix + prefix, Delimiter="/",
+            **({"StartAfter": self.prefix + prefix + after} if after else {}),
             **({"PaginationConfig": {"MaxItems": max_keys}} if max_keys else {}))
         cut = len(self.prefix)
         with _s3_errors(prefix):

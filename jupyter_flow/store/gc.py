@@ -55,8 +55,9 @@ def collect(store=None, keep: int = 10, flow: str | None = None, dry_run: bool =
     temps = store.stale_temp_files(FRESH_SECONDS)
     doomed = [r for r in runs if r.id in doomed_ids]
     if not dry_run:
-        for run in doomed:  # runs first: a crash here leaves blobs behind, never a run without its blobs
-            store.delete(run.key)
+        # runs first: a crash here leaves blobs behind, never a run without its blobs; marked in their flow's
+        # run ledger while they go, so no listing shows a run half deleted
+        records.remove_runs(store, doomed)
         for key in blobs + temps:
             store.delete(key)
         _drop_cache_entries(store, doomed_ids)

@@ -19,6 +19,9 @@
   flows/<flow>/index/summary                         which users and statuses each of those files holds, and
                                                      which runs: a filtered listing reads only the files (or
                                                      run.json) of runs that can match (records.py, RunIndex)
+  flows/<flow>/index/runs                            the ids of the flow's runs up to a time (and the runs gc
+                                                     is removing): a listing lists only the run folders after
+                                                     it (records.py, the run ledger)
   cache/<key>.json                                   cross-run cache index -> the task that made it
   pins/<run>.json                                    a pin: who pinned run <run> (of any flow), when, why;
                                                      `gc` never removes a pinned run nor what it needs. A key
@@ -127,6 +130,18 @@ def index_chunk(flow: str, first_run_id: str) -> str:
     return f"flows/{flow}/index/{first_run_id}.json"
 
 
+def index_ledger(flow: str) -> str:
+    """The ids of a flow's runs up to a time (no .json suffix: never taken for an index file)."""
+    return f"flows/{flow}/index/runs"
+
+
+def time_bound(when: datetime) -> str:
+    """The run id prefix of a time: every id time_id makes at or after `when` sorts after it, every id
+    it made before sorts before it."""
+    when = when.astimezone(timezone.utc)
+    return f"{when:%Y%m%dT%H%M%S}.{when.microsecond // 1000:03d}"
+
+
 def index_summary(flow: str) -> str:
     """The summary of a flow's index files (no .json suffix: never taken for one of them)."""
     return f"flows/{flow}/index/summary"
@@ -178,6 +193,10 @@ def index_chunks(flow: str | None = None) -> str:
 
 def index_summaries() -> str:
     return "flows/*/index/summary"
+
+
+def index_ledgers() -> str:
+    return "flows/*/index/runs"
 
 
 def task_jsons(flow: str, run_id: str) -> str:

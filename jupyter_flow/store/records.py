@@ -16,7 +16,7 @@ import json
 import os
 import socket
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 from jupyter_flow.errors import FlowError, NotFound, StoreError
 from jupyter_flow.store import layout
@@ -226,8 +226,9 @@ def list_runs(store, flow: str | None = None, user: str | None = None, status: s
     """Run records with their effective status, newest first; damaged ones included. `batch`: only
     the runs of that batch (see runtime/batches.py), whoever started them.
 
-    Which runs exist comes from listing their folders; a finished run's record comes from the index
-    (a few files per flow), any other run's from its run.json (see RunIndex)."""
+    Which runs exist comes from the run ledger and a listing of the run folders newer than it (see
+    run_ids); a finished run's record comes from the index (a few files per flow), any other run's
+    from its run.json (see RunIndex)."""
     check_status(status)
     if flow is not None:
         layout.check_flow_name(flow)
@@ -254,10 +255,13 @@ def list_runs(store, flow: str | None = None, user: str | None = None, status: s
     return runs
 
 
-def _run_folders(store, flow: str | None = None) -> dict[str, list[str]]:
-    """{flow: the names in its runs folder, newest first}: which runs exist, from folder listings alone."""
+def _run_folders(store, flow: str | None = None, ledger: bool = True) -> dict[str, list[str]]:
+    """{flow: the names of its runs, newest first}: which runs exist, from each flow's ledger and the
+    folders newer than it (run_ids), or (`ledger` False) from listing every run folder."""
     flows = [flow] if flow else [f for f in store.children(layout.FLOWS_FOLDER) if layout.FLOW_NAME.match(f)]
-    return {f: sorted(store.children(layout.runs_folder(f)), reverse=True) for f in flows}
+    if not ledger:
+        return {f: sorted(store.children(layout.runs_folder(f)), reverse=True) for f in flows}
+    return {f: run_ids(store, f) for f in flows}
 
 
 def _newest_first(folders: dict[str, list[str]]):
@@ -431,10 +435,14 @@ def _read_digested(store, key: str):
 
 
 def _write_digested(store, key: str, data) -> None:
+    store.write_bytes(key, _digested(data))
+
+
+def _digested(data) -> bytes:
     body = json.dumps(data, separators=(",", ":"), default=str).encode()
     h = new_hash()
     h.update(body)
-    store.write_bytes(key, h.hexdigest().encode() + b"\n" + body)
+    return h.hexdigest().encode() + b"\n" + body
 
 
 def _read_chunk(store, key: str) -> dict:
@@ -499,7 +507,8 @@ def rebuild_index(store, write: bool = True) -> list[RunRecord]:
     """Every run read from its run.json (the truth; damaged ones included), newest first, and (if
     `write`) the index and its summaries rewritten from them: for `jupyter flow fsck`."""
     runs, finished = [], {}
-    for flow, run_id in _newest_first(_run_folders(store)):
+    folders = _run_folders(store, ledger=False)
+    for flow, run_id in _newest_first(folders):
         try:
             run = read_run(store, layout.run_json(flow, run_id))
         except NotFound:
@@ -515,7 +524,145 @@ def rebuild_index(store, write: bool = True) -> list[RunRecord]:
             old -= {layout.index_chunk(flow, start) for start in files} | {layout.index_summary(flow)}
         for key in old:
             store.delete(key)
+        for flow in folders:
+            _advance(store, flow, *_read_ledger(store, flow), rebuild=True)
     return runs
+
+
+# -- the run ledger: which runs exist, without listing every run folder -------------------------------
+# Each flow's ledger (layout.index_ledger) holds `ids`, the flow's runs up to `upto` (a layout.time_bound),
+# and `gone`, the runs gc is removing. Which runs exist = (ids | the run folders named after `upto`) -
+# gone: on S3 one GET and one listing of the newest folders (ListObjectsV2 StartAfter) instead of a
+# listing of every folder (10,000 runs: 10 pages of 1,000, one after another).
+#
+# The run folders stay the truth; the ledger is only ever changed by compare-and-swap (the backends'
+# write_if: a lock on a local folder, a conditional PUT on S3) on the exact bytes read, `gen` counting
+# the changes, so no stale copy overwrites a newer one:
+# - a listing moves `upto` on (_advance) when LEDGER_STEP or more folders lie between `upto` and the
+#   time LEDGER_MARGIN ago: it announces the new bound first (`pending`), lists the folders after the
+#   old one, and writes ids and the new bound only if nothing changed the ledger meanwhile;
+# - a run's first write (write_run) adds its id itself if the ledger covers its time already, or is
+#   about to (`pending`): a run whose folder appears after a listing moved past its id (a runner
+#   started long after its id was made, a clock behind) is never hidden. It checks before and after
+#   writing run.json;
+# - gc (remove_runs) adds the runs to `gone` and takes them out of `ids` before deleting their folders,
+#   and takes them out of `gone` after: a run gc removes is never shown, even while it is half deleted.
+# A missing or damaged ledger costs one listing of every folder (and is written again); `jupyter flow
+# fsck` rewrites it from the folders. A ledger brought back from long ago could show runs gc has removed
+# since: restore none (fsck).
+LEDGER_MARGIN = 600.0  # seconds: runs made in the last ten minutes are always listed from their folders
+LEDGER_STEP = 64  # folders newer than the ledger's bound (and older than the margin) before it moves on
+_ADMITTED: set[tuple[str, str, str]] = set()  # (store, flow, run id) of runs this process has written
+
+
+def run_ids(store, flow: str) -> list[str]:
+    """The names of the flow's runs, newest first: its ledger's ids and the folders after its bound, but
+    the runs gc is removing. Moves the ledger on (or writes it) when that saves later listings' time."""
+    raw, ledger = _read_ledger(store, flow)
+    folder = layout.runs_folder(flow)
+    newer = store.children(folder, after=ledger["upto"] or None) if ledger else store.children(folder)
+    names = (set(newer) | set(ledger["ids"])) - set(ledger["gone"]) if ledger else set(newer)
+    bound = _bound()
+    if ledger is None or sum(1 for n in newer if n <= bound) >= LEDGER_STEP:
+        try:
+            _advance(store, flow, raw, ledger)
+        except StoreError:
+            pass  # a store this process cannot write to: listed as now
+    return sorted(names, reverse=True)
+
+
+def remove_runs(store, runs) -> None:
+    """Delete the runs (RunRecord) for gc: in each flow's ledger first (`gone`, so no listing shows them
+    while their folders go), then their folders, then out of `gone`. Runs a gc killed halfway left in
+    `gone` are deleted too (they stay hidden meanwhile)."""
+    by_flow: dict[str, set[str]] = {}
+    for run in runs:
+        by_flow.setdefault(run.flow, set()).add(run.id)
+    for flow, ids in by_flow.items():
+        ledger = _change_ledger(store, flow, lambda led, ids=ids: {
+            **led, "ids": sorted(set(led["ids"]) - ids), "gone": sorted(set(led["gone"]) | ids)})
+        for run_id in sorted(set(ledger["gone"])):
+            store.delete(layout.run_key(flow, run_id))
+        done = set(ledger["gone"])
+        _change_ledger(store, flow, lambda led, done=done: {**led, "gone": sorted(set(led["gone"]) - done)})
+
+
+def _bound() -> str:
+    return layout.time_bound(datetime.now(timezone.utc) - timedelta(seconds=LEDGER_MARGIN))
+
+
+def _empty_ledger(flow: str) -> dict:
+    return {"flow": flow, "gen": 0, "upto": "", "pending": "", "ids": [], "gone": []}
+
+
+def _read_ledger(store, flow: str) -> tuple[bytes | None, dict | None]:
+    """(its bytes, None if there are none; the ledger, None if it is missing or damaged)."""
+    try:
+        raw = store.read_bytes(layout.index_ledger(flow))
+    except NotFound:
+        return None, None
+    digest, _, body = raw.partition(b"\n")
+    h = new_hash()
+    h.update(body)
+    try:
+        data = json.loads(body) if h.hexdigest().encode() == digest else None
+    except (ValueError, RecursionError):
+        data = None
+    ok = (isinstance(data, dict) and isinstance(data.get("gen"), int)
+          and all(isinstance(data.get(k), str) for k in ("upto", "pending"))
+          and all(isinstance(data.get(k), list) and all(isinstance(i, str) for i in data[k]) for k in ("ids", "gone")))
+    return raw, data if ok else None
+
+
+def _swap(store, flow: str, raw: bytes | None, new: dict) -> bool:
+    """Write `new` as the flow's ledger if its bytes are still `raw` (None: there is none)."""
+    return store.write_bytes_if(layout.index_ledger(flow), _digested({**new, "flow": flow}), lambda now: now == raw)
+
+
+def _change_ledger(store, flow: str, change) -> dict:
+    """Apply `change` (ledger -> ledger) to the flow's ledger by compare-and-swap until it holds (a missing
+    or damaged ledger: to an empty one, which lists every folder); the ledger written."""
+    while True:
+        raw, ledger = _read_ledger(store, flow)
+        new = change(ledger or _empty_ledger(flow))
+        new["gen"] = (ledger or {"gen": 0})["gen"] + 1
+        if _swap(store, flow, raw, new):
+            return new
+
+
+def _advance(store, flow: str, raw: bytes | None, ledger: dict | None, rebuild: bool = False) -> None:
+    """Move the flow's ledger on to the time LEDGER_MARGIN ago: announce it (`pending`), list the run
+    folders after the old bound (every folder if `rebuild`, fsck: then ids are the folders alone), and
+    write the new bound and ids unless the ledger changed meanwhile. Gives up at any change: a ledger
+    left behind costs time only."""
+    bound, old = _bound(), ledger or _empty_ledger(flow)
+    if not rebuild and old["upto"] >= bound:
+        return
+    announced = {**old, "gen": old["gen"] + 1, "pending": max(old["pending"], bound)}
+    if not _swap(store, flow, raw, announced):
+        return
+    listed = store.children(layout.runs_folder(flow), after=None if rebuild else old["upto"] or None)
+    covered = {n for n in listed if n <= bound and layout.RUN_ID.match(n)}
+    ids = covered if rebuild else set(old["ids"]) | covered
+    _swap(store, flow, _digested({**announced, "flow": flow}), {
+        **announced, "gen": announced["gen"] + 1, "upto": max(bound, old["upto"]) if not rebuild else bound,
+        "ids": sorted(ids - set(old["gone"]))})
+
+
+def admit_run(store, flow: str, run_id: str) -> None:
+    """Add `run_id` to the flow's ledger if the ledger covers (or is about to cover) its time and lacks it:
+    what write_run does around a run's first write (a writer of run.json that bypasses write_run calls it
+    before writing)."""
+    try:
+        while True:
+            raw, ledger = _read_ledger(store, flow)
+            if (ledger is None or run_id > max(ledger["upto"], ledger["pending"]) or run_id in ledger["ids"]
+                    or run_id in ledger["gone"]):
+                return
+            if _swap(store, flow, raw, {**ledger, "gen": ledger["gen"] + 1, "ids": sorted({*ledger["ids"], run_id})}):
+                return
+    except StoreError:
+        return  # a store this process cannot read the ledger of: write_run's own write says what is wrong
 
 
 def find_run(store, run_id: str) -> RunRecord:
@@ -577,8 +724,16 @@ def failure_refs(failure: dict) -> set[str]:
 
 # -- writing ---------------------------------------------------------------------------------------
 def write_run(store, record) -> None:
+    """Write a run record. The first write of a run by this process also makes sure listings see the
+    run if its flow's ledger already covers its id's time (admit_run: before and after the write)."""
     run = record if isinstance(record, RunRecord) else RunRecord.from_dict(record)
+    first = (store.url, run.flow, run.id) not in _ADMITTED
+    if first:
+        admit_run(store, run.flow, run.id)
     store.write_json(layout.run_json(run.flow, run.id), run.to_dict())
+    if first:
+        admit_run(store, run.flow, run.id)
+        _ADMITTED.add((store.url, run.flow, run.id))
 
 
 def write_task(store, record) -> bool:

@@ -92,9 +92,11 @@ def test_listings_match_the_run_records_whatever_happens(ops):
                 if (n in model and model[n] is None) or (n in finished and kind != "delete"):
                     continue  # a deleted run is gone; a finished run's record is never written again
                 if kind == "delete":
-                    store.delete(layout.run_key(FLOWS[n % 2], run_id(n)))
+                    records.remove_runs(store, [RunRecord(id=run_id(n), flow=FLOWS[n % 2])])  # as gc does
                     model[n] = None
                 elif kind == "torn":
+                    if not model.get(n):  # a runner killed in its first write: it had checked the run ledger
+                        records.admit_run(store, FLOWS[n % 2], run_id(n))
                     data = store.read_bytes(layout.run_json(FLOWS[n % 2], run_id(n))) if model.get(n) else b"{}"
                     store.write_bytes(layout.run_json(FLOWS[n % 2], run_id(n)), data[: len(data) // 2])
                     model[n], _ = "torn", finished.add(n)  # never repaired by its (killed) writer
@@ -110,13 +112,13 @@ def test_listings_match_the_run_records_whatever_happens(ops):
                 got = records.list_runs(store, flow=flow, user=user, status=status, batch=batch, limit=limit)
                 want = truth(model, flow, user, status, batch)
                 assert summary(got) == summary(want[:limit] if limit else want), op
-            elif kind == "snapshot":
+            elif kind == "snapshot":  # (not of the run ledgers: only compare-and-swap writes them, never a stale copy)
                 snapshots += [(k, store.read_bytes(k)) for k in index_keys(store)]
             elif kind == "fsck":
                 records.rebuild_index(store)
             else:
                 _, pick, how = op
-                keys = index_keys(store)
+                keys = index_keys(store) + store.glob(layout.index_ledgers())
                 if how == "old" and snapshots:
                     key, data = snapshots[pick % len(snapshots)]
                     store.write_bytes(key, data)
@@ -131,7 +133,9 @@ def test_listings_match_the_run_records_whatever_happens(ops):
                         store.write_bytes(key, data[: pick % max(len(data), 1)])
                     elif data:
                         i = pick * 7919 % len(data)  # spread: small picks would all hit the digest line
-                        store.write_bytes(key, data[:i] + bytes([data[i] ^ 0x20]) + data[i + 1:])
+                        # (a run ledger's byte set, not flipped: flipped twice, it would be its copy from before)
+                        byte = ord("~") if key.endswith("/runs") else data[i] ^ 0x20
+                        store.write_bytes(key, data[:i] + bytes([byte]) + data[i + 1:])
         assert summary(records.list_runs(store)) == summary(truth(model))
         records.rebuild_index(store)
         assert summary(records.list_runs(store)) == summary(truth(model))
@@ -151,7 +155,8 @@ def test_a_listing_reads_the_index_not_every_run_and_fsck_rebuilds_it(tmp_path, 
     monkeypatch.setattr(store.backend, "read", lambda key: reads.append(key) or real_read(key))
     newest = records.list_runs(store, flow="f", limit=50)
     assert [r.id for r in newest] == [run_id(n) for n in range(598, 498, -2)]
-    assert len(reads) <= 2 and all("/index/" in k for k in reads), reads  # one or two files, not 50 (no summary)
+    assert reads[0] == layout.index_ledger("f"), reads  # which runs exist: the run ledger, not every folder
+    assert len(reads) <= 3 and all("/index/" in k for k in reads), reads  # one or two files, not 50 (no summary)
     monkeypatch.undo()
 
     # the index trusts a finished run's copy: damage to run.json after it finished is fsck's to find
@@ -219,6 +224,7 @@ def write_mixed_runs(store, count: int = 40) -> None:
     """Finished runs of two flows and users, one still running (elsewhere, beating), one damaged."""
     for n in range(count):
         records.write_run(store, record(n, "running" if n == count - 3 else FINISHED[n % 3], 0))
+    records.admit_run(store, "f", run_id(count))
     store.write_bytes(layout.run_json("f", run_id(count)), b'{"id": "torn')
 
 
@@ -288,6 +294,7 @@ def from_records(store, flow=None, user=None, status=None) -> list[RunRecord]:
 
 def write_team_run(store, n: int, user, kind: str) -> None:
     if kind == "torn":
+        records.admit_run(store, FLOWS[n % 2], run_id(n))  # a runner killed in its first write of run.json
         store.write_bytes(layout.run_json(FLOWS[n % 2], run_id(n)), b'{"id": "torn')
     else:
         records.write_run(store, dict(record(n, kind, 0), user=user))
@@ -397,9 +404,11 @@ def test_a_rare_filter_reads_the_summary_and_the_runs_that_match_not_every_index
     real_read = store.backend.read
     monkeypatch.setattr(store.backend, "read", lambda key: reads.append(key) or real_read(key))
     assert summary(records.list_runs(store, flow="f", user="user07", status="failed", limit=51)) == summary(rare)
-    assert sorted(reads) == sorted([layout.index_summary("f")] + [layout.run_json("f", r.id) for r in rare]), reads
+    assert sorted(reads) == sorted([layout.index_ledger("f"), layout.index_summary("f")]
+                                   + [layout.run_json("f", r.id) for r in rare]), reads
     reads.clear()
     assert len(records.list_runs(store, flow="f", limit=51)) == 51
+    assert reads.pop(0) == layout.index_ledger("f")
     assert 1 <= len(reads) <= 2 and all(k.endswith(".json") and "/index/" in k for k in reads), reads
 
 
@@ -425,10 +434,11 @@ def test_filtered_listings_through_summaries_on_s3(tmp_path, monkeypatch):
         real_read = store.backend.read
         monkeypatch.setattr(store.backend, "read", lambda key: reads.append(key) or real_read(key))
         assert summary(records.list_runs(store, flow="f", user="user05", status="failed")) == summary(rare) and rare
-        assert sorted(reads) == sorted([layout.index_summary("f")] + [layout.run_json("f", r.id) for r in rare]), reads
+        assert sorted(reads) == sorted([layout.index_ledger("f"), layout.index_summary("f")]
+                                       + [layout.run_json("f", r.id) for r in rare]), reads
         reads.clear()
         assert summary(records.list_runs(store, flow="f", user="user05")) == summary(theirs)  # 7 in each of 3 files
-        assert len(reads) == 1 + 3 and all("/index/" in k for k in reads), reads  # read whole
+        assert len(reads) == 2 + 3 and all("/index/" in k for k in reads), reads  # read whole
         monkeypatch.undo()
         for n in range(200, 230):  # runs the summaries do not know yet
             records.write_run(store, dict(record(2 * n, "failed", 0), user="user03"))
