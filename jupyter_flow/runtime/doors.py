@@ -4,7 +4,7 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-from jupyter_flow.errors import FlowError
+from jupyter_flow.errors import FlowError, NotFound
 from jupyter_flow.execution.secrets import refuse_parameters
 from jupyter_flow.executors import executor_class, make_executor
 from jupyter_flow.flow import several
@@ -13,7 +13,7 @@ from jupyter_flow.flow.kernelspecs import check_kernelspecs
 from jupyter_flow.flow.params import given_values, load_file, overrides, replace_injected, resolve
 from jupyter_flow.runtime.loop import Runner
 from jupyter_flow.store import layout, open_store
-from jupyter_flow.store.records import find_run, list_runs, list_tasks, read_task_at
+from jupyter_flow.store.records import find_run, list_tasks, read_run, read_task_at, run_ids
 from jupyter_flow.store.status import Status
 
 
@@ -101,7 +101,7 @@ def last_files(store, flow: str, notebook_path: Path) -> dict:
     the newest run of this notebook (`flow` at `notebook_path`) that is not running; a reused task's
     come from the task it reused. Reads that run's task records only; {} when there is none."""
     try:
-        run = next((r for r in list_runs(store, flow=flow, limit=10)
+        run = next((r for r in _newest_runs(store, flow, 10)
                     if r.notebook == str(notebook_path) and r.status not in (Status.RUNNING, Status.DAMAGED)), None)
         history: dict[str, dict[str, list]] = {}
         for task in list_tasks(store, run) if run else []:
@@ -116,6 +116,17 @@ def last_files(store, flow: str, notebook_path: Path) -> dict:
         return history
     except (FlowError, ValueError, TypeError):  # StoreError and NotFound are FlowErrors
         return {}  # no history: the edges come from the code alone
+
+
+def _newest_runs(store, flow: str, limit: int):
+    """The flow's `limit` newest runs (effective status), each read from its run.json as it is reached: the
+    first is nearly always the one last_files wants. (A listing would read the index file of up to 256
+    runs' records: 9-13 ms of every run's start at 150 runs.)"""
+    for run_id in [r for r in run_ids(store, flow) if layout.RUN_ID.match(r)][:limit]:
+        try:
+            yield read_run(store, layout.run_json(flow, run_id)).with_effective_status()
+        except NotFound:
+            continue  # removed meanwhile, or its run.json is not written yet
 
 
 def start_run(notebook_path, *, background: bool = True, **options) -> RunHandle:
