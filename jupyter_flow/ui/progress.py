@@ -67,7 +67,7 @@ class Progress(_Live):
             self.console.print(f"[yellow]warning:[/] {warning}", highlight=False)
         if not self.quiet:
             self.console.print(f"[bold]{runner.flow.name}[/] run [bold]{runner.run_id}[/] "
-                               f"({len(runner.flow.steps)} steps, store {runner.store.url})")
+                               f"({len(runner.flow.steps)} steps, store {runner.store.url})", highlight=False)
 
     def interrupted(self, count: int, patience: int) -> None:
         """A Ctrl-C while the run goes on: say what happens now, and how to stop waiting."""
