@@ -38,12 +38,43 @@ export function NameTable(props: { title: string; rows: [string, React.ReactNode
   ) : null;
 }
 
+/** A whole line of one separator character, 10 or more of it (IPython's "-----" above a traceback, "=====" under a
+ * title), with its line end. */
+const RULE = /^([-=_~*#─━═])\1{9,}[ \t]*(?:\n|$)/gm;
+
+/** Text with each rule line (RULE) as one line clipped at the box's width (.jp-flow-rule) instead of wrapping onto
+ * several: the clip hides only more of the same character, and copying takes the line whole. `rest` renders the
+ * text between the rules. */
+export function withRules(text: string, rest: (part: string) => React.ReactNode = part => part): JSX.Element {
+  const nodes: React.ReactNode[] = [];
+  let at = 0;
+  for (let m = RULE.exec(text); m; m = RULE.exec(text)) {
+    nodes.push(
+      rest(text.slice(at, m.index)),
+      <span className="jp-flow-rule" data-length={m[0].trimEnd().length}>
+        {m[0]}
+      </span>
+    );
+    at = RULE.lastIndex;
+  }
+  nodes.push(rest(text.slice(at)));
+  return (
+    <>
+      {nodes.map((node, i) => (
+        <React.Fragment key={i}>{node}</React.Fragment>
+      ))}
+    </>
+  );
+}
+
 /** Text with a line break allowed after each separator inside a long token (/ . , ; : = & ? _ - ( [ {; a . : or - only
  * when no digit follows, so 21.5, 08:00 and -3 stay whole), so a value, name, URL, path or line of code wraps between its
- * parts, not mid-word (the CSS breaks mid-word only as a last resort, when one part is wider than the sidebar). */
+ * parts, not mid-word (the CSS breaks mid-word only as a last resort, when one part is wider than the sidebar); a rule
+ * line stays one line (withRules). */
 export function breakable(text: string): JSX.Element {
-  const pieces = text.split(/(?<=[/,;=&?_([{])|(?<=[.:-])(?!\d)/);
-  return <>{pieces.map((piece, i) => (i ? [<wbr key={i} />, piece] : piece))}</>;
+  return withRules(text, part =>
+    part.split(/(?<=[/,;=&?_([{])|(?<=[.:-])(?!\d)/).map((piece, i) => (i ? [<wbr key={i} />, piece] : piece))
+  );
 }
 
 /** A value's preview: wrapped at its separators, scrolled past 6 lines, the whole of it in its tooltip. */
@@ -244,7 +275,7 @@ function TaskDetail(props: { task: ITask; run: IRun; api: FlowApi; actions: ITas
       {artifacts && <ValueTable title="outputs" values={artifacts.outputs} />}
       {task.status !== 'queued' && (
         <pre className="jp-flow-log" data-status={task.status}>
-          {log || (task.status === 'running' ? '(nothing printed yet)' : '(no output)')}
+          {log ? withRules(log) : task.status === 'running' ? '(nothing printed yet)' : '(no output)'}
         </pre>
       )}
     </div>
@@ -337,10 +368,13 @@ export function RunDetail(props: IRunDetailProps): JSX.Element {
         {run.origin_run ? ` · resumed from ${run.origin_run}` : ''}
       </div>
       {Object.keys(run.metrics ?? {}).length > 0 && (
-        <div className="jp-flow-dim">
-          {Object.entries(run.metrics ?? {})
-            .map(([k, v]) => `${k} = ${formatNumber(v)}`)
-            .join(' · ')}
+        <div className="jp-flow-dim jp-flow-metrics">
+          {Object.entries(run.metrics ?? {}).map(([k, v], i) => (
+            <React.Fragment key={k}>
+              {i ? ' · ' : ''}
+              <span className="jp-flow-keep">{`${k} = ${formatNumber(v)}`}</span>
+            </React.Fragment>
+          ))}
         </div>
       )}
       <table className="jp-flow-tasks">

@@ -120,6 +120,7 @@ export function RunForm(props: IRunFormProps): JSX.Element {
               type={p.type === 'int' || p.type === 'float' ? 'number' : 'text'}
               step={p.type === 'float' ? 'any' : undefined}
               value={String(values[name] ?? '')}
+              title={String(values[name] ?? '')}
               onChange={e => setValues({ ...values, [name]: e.target.value })}
             />
           )}
@@ -142,6 +143,7 @@ export function RunForm(props: IRunFormProps): JSX.Element {
             className="jp-mod-styled"
             placeholder={props.defaultScheduler ?? 'tcp://host:8786'}
             value={scheduler}
+            title={scheduler || props.defaultScheduler || undefined}
             onChange={e => setScheduler(e.target.value)}
           />
         </label>

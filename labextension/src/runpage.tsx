@@ -136,6 +136,7 @@ export function openRunPage(shell: ILabShell, api: FlowApi, id: string, actions:
     page = new MainAreaWidget({ content });
     page.id = `jupyter-flow-run-${id.replace(/[^A-Za-z0-9_-]/g, '_')}`;
     page.title.label = `Run ${id}`;
+    page.title.caption = `Run ${id}`; // the tab cuts the label short: the whole id on hover
     page.title.icon = flowIcon;
     page.title.closable = true;
     page.disposed.connect(() => {

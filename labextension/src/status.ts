@@ -27,26 +27,34 @@ export function stepStates(tasks: ITask[] | undefined): Map<string, IStepState> 
   return states;
 }
 
+/** Non-breaking spaces (U+00A0) for the spaces in `text` not after a comma: a narrow sidebar then wraps a time or
+ * a duration between its parts ("Dec 7," | "04:25:20 PM"), never "04:25:20" | "PM" or "2.4" | "s". */
+function keepWhole(text: string): string {
+  return text.replace(/(?<!,)[ \u202f]/g, '\u00a0');
+}
+
 export function formatDuration(seconds?: number | null): string {
   if (seconds === null || seconds === undefined) {
     return '';
   }
   if (seconds < 60) {
-    return `${seconds.toFixed(1)} s`;
+    return keepWhole(`${seconds.toFixed(1)} s`);
   }
   const m = Math.floor(seconds / 60);
-  return `${m} min ${Math.round(seconds - 60 * m)} s`;
+  return keepWhole(`${m} min ${Math.round(seconds - 60 * m)} s`);
 }
 
 export function formatTime(iso?: string | null): string {
   return iso
-    ? new Date(iso).toLocaleString(undefined, {
-        month: 'short',
-        day: 'numeric',
-        hour: '2-digit',
-        minute: '2-digit',
-        second: '2-digit'
-      })
+    ? keepWhole(
+        new Date(iso).toLocaleString(undefined, {
+          month: 'short',
+          day: 'numeric',
+          hour: '2-digit',
+          minute: '2-digit',
+          second: '2-digit'
+        })
+      )
     : '';
 }
 

@@ -46,6 +46,45 @@ def low_contrast(page, selectors=f"{SIDEBAR}, .jp-flow-runpage, .jp-flow-badge, 
     return [c for c in checked if c["coloured"] and c["ratio"] < 4.5]
 
 
+# Each time (04:25:20 PM), duration (2.4 s, 1 min 5 s) and metric (auc = 0.9918) under `root` that a line break
+# splits in two (code and logs, in <pre>, are left out).
+SPLIT_UNITS = """root => {
+  const unit = /\\d\\d:\\d\\d(:\\d\\d)?\\s[AP]M|\\d+(\\.\\d+)?\\s(min|s)\\b|\\w+ = [-+.\\deE]+/g;
+  const split = [];
+  const walker = document.createTreeWalker(root, NodeFilter.SHOW_TEXT);
+  for (let n = walker.nextNode(); n; n = walker.nextNode()) {
+    if (n.parentElement.closest('pre')) continue;
+    for (const m of n.textContent.matchAll(unit)) {
+      const range = document.createRange();
+      range.setStart(n, m.index);
+      range.setEnd(n, m.index + m[0].length);
+      const tops = new Set([...range.getClientRects()].filter(r => r.width > 0).map(r => Math.round(r.top)));
+      if (tops.size > 1) split.push(m[0]);
+    }
+  }
+  return split;
+}"""
+
+
+def split_units(page):
+    return page.locator(SIDEBAR).evaluate(SPLIT_UNITS)
+
+
+def run_head_buttons(page, scope=SIDEBAR):
+    """The buttons beside a run's status and id ("↗ page", Resume, Pin): font size and vertical middle."""
+    return page.locator(f"{scope} .jp-flow-runhead").first.evaluate("""head => [...head.querySelectorAll('button')]
+      .map(b => { const r = b.getBoundingClientRect();
+                  return {text: b.textContent.trim(), size: getComputedStyle(b).fontSize, top: r.top,
+                          bottom: r.bottom, middle: (r.top + r.bottom) / 2}; })""")
+
+
+def misaligned(buttons):
+    """Buttons of another font size than the first, or, on one row, whose middles differ by more than 1 px."""
+    return [(a["text"], b["text"]) for a in buttons for b in buttons if a is not b and (
+        a["size"] != b["size"] or (a["top"] < b["bottom"] and b["top"] < a["bottom"]
+                                   and abs(a["middle"] - b["middle"]) > 1))]
+
+
 def p95(values):
     ordered = sorted(values)
     return ordered[max(0, round(0.95 * len(ordered)) - 1)]
@@ -93,6 +132,9 @@ def test_run_quickstart_from_the_sidebar(lab, page):
     assert all(n.evaluate("e => e.scrollWidth <= e.clientWidth") for n in names.all())
     assert page.locator(f"{SIDEBAR} input[name='C']").input_value() == "1.0"
     assert page.locator(f"{SIDEBAR} input[name='test_size']").input_value() == "0.25"
+    # a value longer than its field can be read whole on hover
+    fields = page.locator(f"{SIDEBAR} input.jp-mod-styled").all()
+    assert fields and all(i.get_attribute("title") == i.input_value() for i in fields)
     page.locator(f"{SIDEBAR} .jp-HTMLSelect select").select_option("local")
     shot(page, "1-quickstart-dag")
     # the default sidebar: long names in two lines, the whole DAG in view; a wider sidebar draws it bigger
@@ -113,6 +155,10 @@ def test_run_quickstart_from_the_sidebar(lab, page):
         arg=len(steps), timeout=10_000,
     )
     shot(page, "2-quickstart-succeeded")
+    # the metrics line wraps between metrics, never inside one ("forest_accuracy" | "= 0.9371"), nor a time or duration
+    assert page.locator(f"{SIDEBAR} .jp-flow-metrics .jp-flow-keep").count() == 4
+    assert split_units(page) == []
+    assert misaligned(run_head_buttons(page)) == []
 
     # pushed, not polled: the browser saw each step's end soon after the task recorded it
     lags = push_lags(page, lab, run_id)
@@ -133,6 +179,8 @@ def test_run_quickstart_from_the_sidebar(lab, page):
     runpage.locator(".jp-flow-taskrow[data-step='evaluate']").click()
     runpage.locator(".jp-flow-log", has_text="accuracy").wait_for(timeout=20_000)
     page.screenshot(path=str(SHOTS / "2-run-page-lab.png"))
+    # the page's tab cuts "Run <id>" short; its tooltip has the whole id
+    assert run_id in page.locator(".lm-TabBar-tab.lm-mod-current", has_text="Run ").first.get_attribute("title")
     # the sidebar, the notification's watcher and the run page share one stream of the run
     assert len([r for r in responses if r[0].endswith(f"/runs/{run_id}/events")]) == 1, responses
 
@@ -154,6 +202,12 @@ def set_theme(page, name):
         """dark => { const c = getComputedStyle(document.querySelector('#jupyter-flow-sidebar')).backgroundColor;
            const [r, g, b] = c.match(/[0-9.]+/g).map(Number); return ((r + g + b) / 3 < 128) === dark; }""",
         arg=light == "false", timeout=20_000)
+
+
+def wait_saved(page):
+    """Until the notebook in view has no unsaved change (its save has been written)."""
+    page.wait_for_function("() => window.jupyterapp.shell.currentWidget.context.model.dirty === false",
+                           timeout=20_000)
 
 
 def kernel_client(lab, notebook):
@@ -186,6 +240,8 @@ def test_debug_a_failed_step(lab, page):
     highlighted.first.wait_for(timeout=10_000)
     assert "for line_no, row in enumerate(rows" in highlighted.first.inner_text()
     shot(page, "3-debug-failed")
+    assert split_units(page) == []  # "04:25:20 PM 2.4 s" at 250 px: never "PM" or "s" alone on a line
+    assert misaligned(run_head_buttons(page)) == []
 
     page.locator(f"{SIDEBAR} .jp-flow-load").click()
     message = page.locator(f"{SIDEBAR} .jp-flow-failure .jp-flow-message")
@@ -204,8 +260,7 @@ def test_debug_a_failed_step(lab, page):
     inserted.locator(".jp-flow-badge", has_text="skip").wait_for(timeout=10_000)
     page.keyboard.press("Escape")
     page.keyboard.press("Control+s")
-    page.wait_for_function(
-        "() => JSON.stringify(window.jupyterapp.shell.currentWidget.context.model.dirty) === 'false'", timeout=20_000)
+    wait_saved(page)
     saved = json.loads((lab.root / "debug_failure.ipynb").read_text())
     assert [c["metadata"].get("tags") for c in saved["cells"] if "float(row" in "".join(c["source"])] == [
         ["step:clean"], ["skip"]]
@@ -329,6 +384,11 @@ OVERFLOWING = """box => {
 }"""
 
 
+# One line high (a wrapped line of dashes was three), and as wide as its box, not wider.
+ONE_LINE = """e => { const r = e.getBoundingClientRect(), box = e.parentElement.getBoundingClientRect();
+  return r.height < 1.6 * parseFloat(getComputedStyle(e).fontSize) && r.right <= box.right + 0.5; }"""
+
+
 def test_the_failure_box_shows_the_frames_and_what_was_withheld_as_a_secret(lab, page):
     write_secret_failure(lab.root / "secret_failure.ipynb")
     open_notebook(page, lab, "secret_failure.ipynb")
@@ -344,6 +404,15 @@ def test_the_failure_box_shows_the_frames_and_what_was_withheld_as_a_secret(lab,
     withheld = box.locator(".jp-flow-withheld")
     assert "token" in withheld.inner_text() and "SERVICE_API_TOKEN" in withheld.inner_text()
     assert "tok-9f8e7d6c5b4a3f2e1d0c" not in page.locator(SIDEBAR).inner_text()
+    # IPython's line of dashes above the traceback, in the box and in the log: one line clipped at the box's width
+    # (it wrapped onto 3 lines at 250 px), the whole line still there to copy, no other text in it
+    rules = [box.locator(".jp-flow-traceback .jp-flow-rule").first,
+             page.locator(f"{SIDEBAR} .jp-flow-log .jp-flow-rule").first]
+    for rule in rules:
+        rule.wait_for(timeout=20_000)
+        assert set(rule.text_content().strip()) == {"-"} and len(rule.text_content().strip()) >= 70
+        assert rule.evaluate(ONE_LINE), rule.evaluate("e => e.getBoundingClientRect().height")
+    assert box.locator(".jp-flow-traceback pre").inner_text().count("ConnectionError") >= 2  # the text after it
     for theme in ("JupyterLab Dark", "JupyterLab Light"):
         set_theme(page, theme)
         assert low_contrast(page) == [], theme
@@ -353,6 +422,8 @@ def test_the_failure_box_shows_the_frames_and_what_was_withheld_as_a_secret(lab,
         shot(page, "11-failure-actions" + ("-dark" if "Dark" in theme else ""))
         # at the default sidebar width every label, header and value reads whole, none cut off
         assert box.evaluate(OVERFLOWING) == [], theme
+        assert split_units(page) == [], theme
+        assert all(rule.evaluate(ONE_LINE) for rule in rules), theme
 
 
 def test_tag_cells_from_the_toolbar(lab, page):
@@ -392,7 +463,7 @@ def test_tag_cells_from_the_toolbar(lab, page):
     joined = page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Cell").nth(3).locator(".jp-flow-gutter")
     assert joined.inner_text() == "third"
     page.keyboard.press("Control+s")
-    page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-mod-dirty").wait_for(state="detached", timeout=20_000)
+    wait_saved(page)  # (the dirty mark is on the tab, not in the panel: waiting for it to go passed at once)
     shot(page, "5-tagging")
     saved = json.loads((lab.root / "tagging.ipynb").read_text())
     assert [c["metadata"].get("tags", []) for c in saved["cells"]] == [
