@@ -45,6 +45,7 @@ export function notebookViewer(
   content.widgets.forEach(cell => (cell.readOnly = true));
   const widget = new MainAreaWidget({ content });
   widget.title.label = title;
+  widget.title.caption = title; // the tab cuts the label short: all of it on hover
   widget.title.icon = flowIcon;
   widget.title.closable = true;
   widget.disposed.connect(() => model.dispose());

@@ -280,6 +280,8 @@ def test_debug_a_failed_step(lab, page):
     page.keyboard.type("typed")
     assert code.inner_text() == before
     page.screenshot(path=str(SHOTS / "5-executed-notebook-lab.png"))
+    # its tab cuts "clean · <run id>" short; the tooltip has all of it
+    assert page.locator(".lm-TabBar-tab", has_text=f"{step} · ").get_attribute("title") == f"{step} · {run_id}"
 
     artifacts = lab.api(f"jupyter-flow/api/runs/{run_id}/tasks/{step}/0/artifacts")
     names = sorted(artifacts["failure"]["variables"])
