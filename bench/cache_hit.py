@@ -1,8 +1,9 @@
 """An unchanged rerun served entirely from the cache: `jupyter flow run linear5.ipynb`, the whole command
 as a user types it, once the cache holds every step. Also what the launcher costs: `jupyter flow
 --version` (jupyter_core's `jupyter` finds and starts the `jupyter-flow` script), `jupyter-flow
---version`, and a bare `python -c pass`. The cached rerun is also timed with `jupyter flow agent`
-running (its sockets in the temp dir).
+--version`, a bare `python -c pass`, the same without `site` (`python -S -c pass`: what site-packages'
+.pth files cost each start) and the launcher's own imports (`python -c "import jupyter_core.command"`).
+The cached rerun is also timed with `jupyter flow agent` running (its sockets in the temp dir).
 
 It also checks what a cache hit starts: the cached rerun once more with PYTHONPROFILEIMPORTTIME=1 (every
 Python process of the command reports its imports: a zygote or kernel would import ipykernel), and
@@ -30,11 +31,13 @@ ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK = ROOT / "bench" / "notebooks" / "linear5.ipynb"
 AGENT = "the same, `jupyter flow agent` running"
 WATCHED = ("papermill", "nbclient", "jupyter_client", "ipykernel")
+NO_SITE = "`python -S -c pass` (no site: no site-packages, no .pth files)"
+LAUNCHER = "`python -c \"import jupyter_core.command\"` (the `jupyter` launcher's imports)"
 
 
-def what_it_starts(cmd: list[str], env: dict) -> tuple[list[str], list[str]]:
+def what_it_starts(cmd: list[str], env: dict) -> tuple[list[str], list[str], int]:
     """(the modules of WATCHED any process of the command imported, the command lines of the processes
-    it started besides the `jupyter` launcher's `jupyter-flow`)."""
+    it started besides the `jupyter` launcher's `jupyter-flow`, how many modules its processes imported)."""
     proc = subprocess.Popen(cmd, env={**env, "PYTHONPROFILEIMPORTTIME": "1"}, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)
     seen: dict[int, str] = {}
@@ -49,10 +52,11 @@ def what_it_starts(cmd: list[str], env: dict) -> tuple[list[str], list[str]]:
     err = proc.communicate()[1]
     if proc.returncode:
         raise SystemExit(f"{' '.join(cmd)} exited {proc.returncode}:\n{err[-2000:]}")
-    modules = {line.rsplit("|", 1)[-1].strip().split(".")[0] for line in err.splitlines()
-               if line.startswith("import time:")}
+    imported = [line.rsplit("|", 1)[-1].strip() for line in err.splitlines()
+                if line.startswith("import time:") and not line.endswith("| imported package")]
+    modules = {name.split(".")[0] for name in imported}
     started = [c for c in seen.values() if c and "jupyter-flow" not in c]
-    return sorted(m for m in WATCHED if m in modules), started
+    return sorted(m for m in WATCHED if m in modules), started, len(imported)
 
 
 def main() -> None:
@@ -74,7 +78,10 @@ def main() -> None:
                               "`jupyter flow --version`": (["jupyter", "flow", "--version"], env),
                               "`jupyter-flow --version`": (["jupyter-flow", "--version"], env)}
         python = "`python -c pass` (the interpreter alone)"
-        commands["python"] = {python: ([sys.executable, "-c", "pass"], dict(os.environ))}
+        commands["python"] = {python: ([sys.executable, "-c", "pass"], dict(os.environ)),
+                              NO_SITE: ([sys.executable, "-S", "-c", "pass"], dict(os.environ)),
+                              LAUNCHER: ([sys.executable, "-c", "import jupyter_core.command"],
+                                         commands["jupyter_flow"]["`jupyter flow --version`"][1])}
         agents = contextlib.ExitStack()
         for cmds in commands.values():
             if AGENT in cmds:
@@ -91,17 +98,19 @@ def main() -> None:
             loads.append(os.getloadavg()[0])
         agents.close()
         run, env = commands["jupyter_flow"]["cached rerun `jupyter flow run linear5.ipynb`"]
-        imported, started = what_it_starts(run, env)
+        imported, started, count = what_it_starts(run, env)
     base = "baseline" if args.baseline else None
     for i, what in enumerate(("wall clock", "CPU time (user + system)")):
         med = {k: statistics.median(t[i] for t in v) for k, v in times.items()}
         rows = [(label, med[label, "jupyter_flow"], med.get((label, base))) for label in commands["jupyter_flow"]]
         print(against_baseline(f"Unchanged rerun from the cache: {what}, median of {args.repeat} (seconds; "
                                f"load average {min(loads):.1f}-{max(loads):.1f} while timing)",
-                               rows + [(python, med[python, "python"], None)], args.baseline) + "\n")
+                               rows + [(label, med[label, "python"], None) for label in commands["python"]],
+                               args.baseline) + "\n")
     watched = ", ".join(WATCHED)
     print(f"A cache hit imported: {', '.join(imported) or 'none of ' + watched}; "
-          f"processes it started besides `jupyter-flow`: {'; '.join(started) or 'none'}")
+          f"processes it started besides `jupyter-flow`: {'; '.join(started) or 'none'}; "
+          f"modules its two Python processes imported: {count}")
 
 if __name__ == "__main__":
     main()
