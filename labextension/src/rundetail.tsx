@@ -319,15 +319,17 @@ function PinControl(props: { run: IRun; api: FlowApi; onPinned?: (pin: IPin | nu
   };
   return (
     <>
-      <PinMark pin={pin} />
-      <Button
-        minimal
-        className={`jp-flow-pinbutton${pin ? ' jp-mod-pinned' : ''}`}
-        title={pin ? `${pinText(pin)}; unpin to let gc remove it` : 'Keep this run, and what it needs, from every gc'}
-        onClick={toggle}
-      >
-        {pin ? 'Unpin' : 'Pin'}
-      </Button>
+      <span className="jp-flow-pingroup">
+        <PinMark pin={pin} />
+        <Button
+          minimal
+          className={`jp-flow-pinbutton${pin ? ' jp-mod-pinned' : ''}`}
+          title={pin ? `${pinText(pin)}; unpin to let gc remove it` : 'Keep this run, and what it needs, from every gc'}
+          onClick={toggle}
+        >
+          {pin ? 'Unpin' : 'Pin'}
+        </Button>
+      </span>
       {message && <div className="jp-flow-error jp-flow-message jp-flow-pinmessage">{message}</div>}
     </>
   );

@@ -11,7 +11,16 @@ import pytest
 from jupyter_flow.store import open_store, records
 
 from .conftest import SHOTS, start_lab
-from .test_sidebar import SIDEBAR, low_contrast, open_notebook, set_theme, shot
+from .test_sidebar import (
+    SIDEBAR,
+    low_contrast,
+    misaligned,
+    open_notebook,
+    run_head_buttons,
+    set_theme,
+    shot,
+    split_units,
+)
 
 pytestmark = [pytest.mark.ui, pytest.mark.slow]
 
@@ -154,6 +163,11 @@ def test_a_teams_history_filtered_paged_and_pinned(lab, page):
         set_theme(page, theme)
         assert low_contrast(page) == [], theme
         shot(page, "10-team-history-pinned" + ("-dark" if "Dark" in theme else ""))
+        # at 250 px no time splits ("05:16:38" | "AM"), and Unpin stays on the line of its "pinned" mark
+        assert split_units(page) == [], theme
+        assert misaligned(run_head_buttons(page)) == [], theme
+        mark, unpin = (detail.locator(s).bounding_box() for s in (".jp-flow-pin", ".jp-flow-pinbutton"))
+        assert abs(mark["y"] + mark["height"] / 2 - unpin["y"] - unpin["height"] / 2) <= 1, (mark, unpin)
 
     detail.locator(".jp-flow-pinbutton", has_text="Unpin").click()
     detail.locator(".jp-flow-pinbutton", has_text="Pin").wait_for(timeout=10_000)
