@@ -450,3 +450,123 @@ def test_filtered_listings_through_summaries_on_s3(tmp_path, monkeypatch):
             for f in [dict(user="user03"), dict(user="user03", status="failed", limit=5), dict(status="failed")]:
                 want = from_records(store, "f", f.get("user"), f.get("status"))
                 assert summary(records.list_runs(store, flow="f", **f)) == summary(want[:f.get("limit")]), (key, f)
+
+
+# -- the run ledger: which runs exist, without listing every run folder ------------------------------
+LEDGER_WRITERS = 8  # runs 0-3 have ids from long ago (the ledger covers their time), 4-7 from now (it never does)
+
+
+def ledger_run_id(n: int, now: datetime) -> str:
+    return run_id(n) if n < 4 else f"{layout.time_bound(now - timedelta(seconds=n))}-{n:06x}"
+
+
+ledger_action = st.one_of(
+    st.tuples(st.just("write"), st.integers(0, LEDGER_WRITERS - 1), st.sampled_from(("running",) + FINISHED)),
+    st.tuples(st.just("gc"), st.integers(0, LEDGER_WRITERS - 1)),
+    st.tuples(st.just("list"), st.sampled_from((None,) + FLOWS), st.sampled_from((None, "running", "failed"))),
+    st.tuples(st.just("fsck"),),
+)
+# where an action runs inside another: when the outer one has just listed run folders (a listing, or the
+# ledger moving on between its announcement and its commit), is about to delete a run folder (gc between
+# marking its runs and deleting them), or written a run.json (a runner between its write and its second check)
+ledger_step = st.tuples(ledger_action, st.sampled_from((None, "listed", "deleting", "written")), ledger_action)
+
+
+def check_ledger_interleavings(store, steps, now: datetime) -> None:
+    """Run `steps` (an action, and another run inside it at a point); after each, and at each nested
+    listing, every listing equals the truth: the runs whose last write completed and gc has not removed."""
+    model: dict[int, dict | None] = {}
+    real = {name: getattr(store.backend, name) for name in ("children", "delete", "write")}
+    inside: dict[str, object] = {}  # point -> the action to run there (once)
+    writing: set[int] = set()
+
+    def hooked(name, point):
+        def call(*args):
+            if point == "deleting" and point in inside:  # gc has marked the run, its folder is still there
+                act(inside.pop(point))
+            out = real[name](*args)
+            if point in inside and (name != "children" or args[0].endswith("/runs")) and (
+                    name != "write" or args[0].endswith("/run.json")):
+                act(inside.pop(point))
+            return out
+        return call
+
+    for name, point in (("children", "listed"), ("delete", "deleting"), ("write", "written")):
+        setattr(store.backend, name, hooked(name, point))
+
+    def act(action):
+        kind = action[0]
+        if kind == "write":
+            _, n, status = action
+            if n in model and (model[n] is None or model[n]["status"] in FINISHED) or n in writing:
+                return  # removed, or finished: never written again; one writer per run
+            rec = dict(record(n, status, 0), id=ledger_run_id(n, now))
+            writing.add(n)
+            model[n] = rec  # (what a listing nested in the write, after run.json is written, must show)
+            records.write_run(store, rec)
+            writing.discard(n)
+        elif kind == "gc":
+            n = action[1]
+            if model.get(n) is None or model[n]["status"] not in FINISHED:
+                return  # gc removes finished runs
+            model[n] = None  # from here on no listing may show it
+            records.remove_runs(store, [RunRecord(id=ledger_run_id(n, now), flow=FLOWS[n % 2])])
+        elif kind == "list":
+            _, flow, status = action
+
+            def truth():
+                want = [RunRecord.from_dict(rec).with_effective_status() for _, rec in
+                        sorted(((k, v) for k, v in model.items() if v), key=lambda kv: kv[1]["id"], reverse=True)]
+                return summary(r for r in want if (not flow or r.flow == flow) and (not status or r.status == status))
+
+            before = truth()
+            got = summary(records.list_runs(store, flow=flow, status=status))
+            assert got in (before, truth()), action  # an action nested in the listing: the truth before or after it
+        else:
+            records.rebuild_index(store)
+
+    for outer, point, nested in steps:
+        if point:
+            inside[point] = nested
+        act(outer)
+        inside.clear()
+        act(("list", None, None))
+    for flow in FLOWS:  # what is left in the ledgers: no run gc removed, nothing marked as being removed
+        ledger = records._read_ledger(store, flow)[1]
+        assert ledger is None or not ledger["gone"] and not set(ledger["ids"]) - set(store.children(
+            layout.runs_folder(flow))), ledger
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(ledger_step, min_size=3, max_size=25))
+def test_writers_gc_and_listings_interleaved_never_hide_a_run_nor_show_a_removed_one(steps):
+    """Runs written (from long ago and from now), removed by gc, listed and fsck'd, each of these also
+    inside another one (while a listing moves the ledger on, while gc deletes, while a runner writes),
+    the ledger moving on at every listing: every listing equals the runs' records."""
+    from unittest import mock
+
+    root = tempfile.mkdtemp()
+    try:
+        with mock.patch.object(records, "LEDGER_STEP", 1):
+            check_ledger_interleavings(open_store(root), steps, datetime.now(timezone.utc))
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.mark.slow
+def test_writers_gc_and_listings_interleaved_on_s3(tmp_path):
+    """The same on S3 (moto on loopback): the ledger's compare-and-swap is a conditional PUT, the
+    listing of the newest folders a ListObjectsV2 with StartAfter."""
+    import uuid
+    from unittest import mock
+
+    from support.services import s3_bucket
+
+    with s3_bucket(tmp_path, "flows"), mock.patch.object(records, "LEDGER_STEP", 1):
+        @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+        @given(st.lists(ledger_step, min_size=3, max_size=15))
+        def on_s3(steps):
+            check_ledger_interleavings(open_store(f"s3://flows/{uuid.uuid4().hex[:8]}"), steps,
+                                       datetime.now(timezone.utc))
+
+        on_s3()
