@@ -3,7 +3,8 @@ as a user types it, once the cache holds every step. Also what the launcher cost
 --version` (jupyter_core's `jupyter` finds and starts the `jupyter-flow` script), `jupyter-flow
 --version`, a bare `python -c pass`, the same without `site` (`python -S -c pass`: what site-packages'
 .pth files cost each start) and the launcher's own imports (`python -c "import jupyter_core.command"`).
-The cached rerun is also timed with `jupyter flow agent` running (its sockets in the temp dir).
+The cached rerun is also timed with `jupyter flow agent` running (its sockets in the temp dir), and
+with its output on a terminal (a pty), where the progress view is drawn in place as a user sees it.
 
 It also checks what a cache hit starts: the cached rerun once more with PYTHONPROFILEIMPORTTIME=1 (every
 Python process of the command reports its imports: a zygote or kernel would import ipykernel), and
@@ -18,6 +19,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import pty
+import resource
 import statistics
 import subprocess
 import sys
@@ -30,9 +33,30 @@ from common import against_baseline, agent_running, checkout_env, temp_dir, time
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK = ROOT / "bench" / "notebooks" / "linear5.ipynb"
 AGENT = "the same, `jupyter flow agent` running"
+TERMINAL = "the same, its output on a terminal (a pty: the live view)"
 WATCHED = ("papermill", "nbclient", "jupyter_client", "ipykernel")
 NO_SITE = "`python -S -c pass` (no site: no site-packages, no .pth files)"
 LAUNCHER = "`python -c \"import jupyter_core.command\"` (the `jupyter` launcher's imports)"
+
+
+def timed_in_terminal(cmd: list[str], env: dict) -> tuple[float, float]:
+    """timed_command with the command's standard streams on a terminal (a pty) whose output is read as
+    it comes, as a user's terminal would."""
+    master, slave = pty.openpty()
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, env=env, stdin=slave, stdout=slave, stderr=slave)
+    os.close(slave)
+    with contextlib.suppress(OSError):  # EIO once the command has closed the terminal
+        while os.read(master, 65536):
+            pass
+    proc.wait()
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    os.close(master)
+    if proc.returncode:
+        raise SystemExit(f"{' '.join(cmd)} exited {proc.returncode} on a terminal")
+    return wall, after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
 
 
 def what_it_starts(cmd: list[str], env: dict) -> tuple[list[str], list[str], int]:
@@ -75,6 +99,7 @@ def main() -> None:
             timed_command(run, env)  # fills the cache
             commands[name] = {"cached rerun `jupyter flow run linear5.ipynb`": (run, env),
                               AGENT: (run, {**env, "JUPYTER_RUNTIME_DIR": str(root / f"agent-{name}")}),
+                              TERMINAL: (run, env),
                               "`jupyter flow --version`": (["jupyter", "flow", "--version"], env),
                               "`jupyter-flow --version`": (["jupyter-flow", "--version"], env)}
         python = "`python -c pass` (the interpreter alone)"
@@ -87,14 +112,15 @@ def main() -> None:
             if AGENT in cmds:
                 agents.enter_context(agent_running(["jupyter", "flow", "agent"], cmds[AGENT][1]))
         for cmds in commands.values():  # warm-up: bytecode written, files cached
-            for cmd, env in cmds.values():
-                timed_command(cmd, env)
+            for label, (cmd, env) in cmds.items():
+                (timed_in_terminal if label == TERMINAL else timed_command)(cmd, env)
         times: dict[tuple, list] = {}
         loads = [os.getloadavg()[0]]
         for _ in range(args.repeat):
             for name, cmds in commands.items():
                 for label, (cmd, env) in cmds.items():
-                    times.setdefault((label, name), []).append(timed_command(cmd, env))
+                    timer = timed_in_terminal if label == TERMINAL else timed_command
+                    times.setdefault((label, name), []).append(timer(cmd, env))
             loads.append(os.getloadavg()[0])
         agents.close()
         run, env = commands["jupyter_flow"]["cached rerun `jupyter flow run linear5.ipynb`"]
