@@ -13,6 +13,7 @@ from .test_sidebar import (
     open_notebook,
     run_and_wait,
     set_theme,
+    split_units,
 )
 
 pytestmark = [pytest.mark.ui, pytest.mark.slow]
@@ -67,10 +68,12 @@ def assert_fits(page):
 
 
 def shots(page, name):
-    """Light and dark screenshots of the sidebar; no text under 4.5:1 in either theme."""
+    """Light and dark screenshots of the sidebar; no text under 4.5:1 in either theme, no time, duration or
+    metric split across lines."""
     for theme in ("JupyterLab Dark", "JupyterLab Light"):
         set_theme(page, theme)
         assert low_contrast(page) == [], theme
+        assert split_units(page) == [], theme
         suffix = "-dark" if "Dark" in theme else ""
         page.locator(f"{SIDEBAR} .jp-flow-dagbox").screenshot(path=str(SHOTS / f"{name}{suffix}-dag.png"))
         page.locator(SIDEBAR).screenshot(path=str(SHOTS / f"{name}{suffix}-sidebar.png"))

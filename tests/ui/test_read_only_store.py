@@ -9,7 +9,16 @@ from support.services import moto_s3, s3_env
 from jupyter_flow.store import open_store, records
 
 from .conftest import need_chromium, start_lab
-from .test_sidebar import SIDEBAR, low_contrast, open_notebook, set_theme, shot
+from .test_sidebar import (
+    SIDEBAR,
+    low_contrast,
+    misaligned,
+    open_notebook,
+    run_head_buttons,
+    set_theme,
+    shot,
+    split_units,
+)
 from .test_team_history import team_store
 
 pytestmark = [pytest.mark.ui, pytest.mark.slow]
@@ -59,3 +68,4 @@ def test_a_read_only_colleagues_sidebar(lab, page):
         set_theme(page, theme)
         assert low_contrast(page) == [], theme
         shot(page, "11-read-only-store" + ("-dark" if "Dark" in theme else ""))
+        assert misaligned(run_head_buttons(page)) == [] and split_units(page) == [], theme

@@ -52,6 +52,8 @@ def test_a_colleagues_failed_remote_run(lab, remote, page):
     box = page.locator(f"{SIDEBAR} .jp-flow-failure")
     box.locator(".jp-flow-values", has_text="variables at the failure").wait_for(timeout=20_000)
     shot(page, "9-colleague-failed-remote")
+    # the scheduler's address is longer than its field: its tooltip has all of it
+    assert page.locator(f"{SIDEBAR} .jp-flow-param input[placeholder]").get_attribute("title") == remote["scheduler"]
 
     # Load into kernel: the colleague's variables, read from S3, in this notebook's kernel
     box.locator(".jp-flow-load").click()
