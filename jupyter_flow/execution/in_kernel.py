@@ -107,8 +107,54 @@ def warm(store_url: str) -> None:
     start recording the files the kernel uses (its cells run only once a task has it)."""
     import cloudpickle  # noqa: F401 - warming: imported while the kernel boots, so that no task waits for it
 
+    if not _fresh_names:  # the first time, in a fresh kernel: what its namespace holds besides ours
+        _fresh_names.update((k, v) for k, v in _namespace().items() if k != "_jf")
     open_store(store_url)
     _record_files(store_url)
+
+
+_fresh_names: dict = {}  # a fresh kernel's namespace (IPython's names, __main__'s __doc__, __spec__...)
+
+
+def fresh(store_url: str) -> None:
+    """Make this kernel, which ran a contained task (flow/containment.py), as a fresh warmed-up one again
+    for the next task of the same step: IPython's reset (namespace, output cache, history, execution count
+    back to 1), the names a fresh kernel's namespace holds that the reset drops (`_`, `__doc__`...), and
+    `warm` again. Our own state is set anew by `begin` (the task's spec, metrics, secrets, files)."""
+    from IPython import get_ipython  # lazy: imported in every kernel already; only a reused one calls this
+
+    shell = get_ipython()
+    for _ in range(4):  # IPython's last inputs (`_i`, `_ii`, `_iii`), which its reset keeps, back to "" as when fresh
+        shell.history_manager.store_inputs(0, "")
+    shell.reset(new_session=True)
+    ns = _namespace()
+    for name, value in _fresh_names.items():
+        ns.setdefault(name, value)
+    ns["_jf"] = sys.modules[__name__]
+    _state.update(spec=None, metrics={}, secrets=None, plain=False)
+    warm(store_url)
+
+
+PLAIN_TYPES = (type(None), bool, int, float, complex, str, bytes)
+PLAIN_CONTAINERS = (list, tuple, set, frozenset, dict)
+
+
+def plain(value, budget: int = 10_000) -> bool:
+    """Whether `value` is plain data: exactly builtin scalars and containers of them, at most `budget`
+    items in all (a larger value is taken as not plain: checking it would cost more than a kernel)."""
+    todo, seen = [value], 0
+    while todo:
+        item = todo.pop()
+        seen += 1
+        if seen > budget:
+            return False
+        kind = type(item)
+        if kind in PLAIN_TYPES:
+            continue
+        if kind not in PLAIN_CONTAINERS:
+            return False
+        todo.extend(item.items() if kind is dict else item)
+    return True
 
 
 # -- files and network the step uses -------------------------------------------------------------------
@@ -389,9 +435,14 @@ def begin(spec: dict) -> None:
         # What the shared cells read is the step's too; what they write, every step's kernel writes.
         _files.written.clear()
         _files.removed.clear()
-    _give(spec, _namespace())
+    ns = _namespace()
+    _give(spec, ns)
+    fe = spec.get("foreach") or {}
+    # What the task was given is plain data: its kernel may serve the step's next task (see fresh)
+    _state["plain"] = not spec.get("snapshot") and all(
+        plain(ns[name]) for name in [*spec["inputs"], fe.get("item")] if name and name in ns)
     if spec.get("snapshot"):  # continued from its failing cell: what the cells before it computed
-        _resume(spec["snapshot"], spec, _namespace())
+        _resume(spec["snapshot"], spec, ns)
 
 
 def _resume(snapshot: dict, spec: dict, ns: dict) -> None:
@@ -485,7 +536,8 @@ def finish(crossing: dict | None = None) -> None:
     warnings += [f"file {path} {meta['withheld']}: not stored (secrets never are)"
                  for path, meta in used.get("written", {}).items() if "withheld" in meta]
     _write_result("result.json", {"outputs": outputs, "warnings": warnings, "metrics": _state["metrics"],
-                                  "withheld": withheld, "files": used, "packages": _packages(ns)})
+                                  "withheld": withheld, "files": used, "packages": _packages(ns),
+                                  "plain_inputs": bool(_state.get("plain"))})
 
 
 def _changed_inputs(spec: dict, ns: dict, store) -> list[str]:

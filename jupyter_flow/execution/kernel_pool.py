@@ -224,6 +224,17 @@ async def _ready(kc, timeout: float, warmup: str | None) -> None:
                                      output_hook=lambda msg: None)
 
 
+async def _reply(kc, code: str, timeout: float) -> dict:
+    """Run `code` silently; its execute reply. Only the shell channel is read, as nbclient waits for a reply:
+    the run's IOPub messages (busy, idle) are left for the next reader, which ignores others' messages."""
+    msg_id = kc.execute(code, silent=True, store_history=False)
+    deadline = time.monotonic() + timeout
+    while True:
+        reply = await kc.shell_channel.get_msg(timeout=max(deadline - time.monotonic(), 0.01))
+        if reply["parent_header"].get("msg_id") == msg_id:
+            return reply
+
+
 def blocking_client(km):
     """A separate synchronous client, for running a line of code in the kernel outside nbclient."""
     kc = km.client()
@@ -296,6 +307,9 @@ def kernel_exit(km) -> int | None:
     return provisioner.exit_status() if isinstance(provisioner, _fork_provisioner()) else None
 
 
+KEPT = 4  # kernels kept for other steps than the one that just kept one (see KernelPool.recycle)
+
+
 class KernelPool:
     def __init__(self, warmup: str | None = None):
         self.warmup = warmup  # code each kernel runs once ready (see warmup_code)
@@ -305,6 +319,7 @@ class KernelPool:
         self._booting: dict[tuple, int] = defaultdict(int)
         self._demand: dict[tuple, int] = defaultdict(int)
         self._errors: dict[tuple, Exception] = {}
+        self._kept: dict[tuple, list] = defaultdict(list)  # reuse key -> kernels reset for that step's next task
         self._closed = False
         # boots at once: cores (a cold kernel is CPU-bound), four per core if forked (one costs ~0.1 s of
         # CPU, and a chain of short steps needs its next kernels right after the first)
@@ -344,14 +359,17 @@ class KernelPool:
             self._ready[key].append(km)
             self._lock.notify_all()
 
-    def acquire(self, kernel_name: str, cwd: str, preload=()):
-        """A ready kernel: a warm one, else the next one to finish booting (booting one if none is).
+    def acquire(self, kernel_name: str, cwd: str, preload=(), reuse: tuple | None = None):
+        """A ready kernel: one kept for `reuse` (a kernel that ran a contained task of the same step and was
+        reset, see recycle), else a warm one, else the next one to finish booting (booting one if none is).
         `preload`: the task's modules to import ahead (its spec's), for a first task that asks before the
         executor's hint (want_kernels) set them: a kernel booted without them imports them itself."""
         key = (kernel_name, cwd)
         if preload and not self.preload:
             self.preload = list(preload)
         with self._lock:
+            if reuse is not None and self._kept.get((reuse, threading.get_ident())):
+                return self._kept[reuse, threading.get_ident()].pop()
             while True:
                 if self._ready[key]:
                     return self._ready[key].pop(0)
@@ -369,12 +387,47 @@ class KernelPool:
         _signal(km, 9)
         threading.Thread(target=kill_kernel, args=(km,), daemon=True, name="jupyter-flow-kill").start()
 
+    def recycle(self, km, reuse: tuple, store_url: str, timeout: float = 30) -> bool:
+        """Reset a kernel whose task ran contained code and succeeded (in_kernel.fresh) and keep it for the
+        next task of `reuse` (its step) that this thread runs; False, and nothing kept, if the kernel does
+        not answer `ok` in time. Kernels kept for other steps beyond KEPT are killed (a run's steps end one
+        after another).
+
+        A kept kernel serves this thread only: its client's asynchronous sockets then always wait in this
+        thread's event loop, the one nbclient runs here (jupyter_core's run_sync). A zmq socket's file
+        descriptor signals once per batch of messages, and another thread's idle loop that still watched it
+        would take that signal: the reply would then wait out its timeout."""
+        from jupyter_core.utils import run_sync  # lazy: comes with jupyter_client; a cache hit starts no kernel
+
+        code = f"import jupyter_flow.execution.in_kernel as _jf; _jf.fresh({store_url!r})"
+        reuse = (reuse, threading.get_ident())
+        try:
+            reply = run_sync(_reply)(km.ready_client, code, timeout)
+        except Exception:  # noqa: BLE001 - timed out, or the kernel is gone: it is not kept
+            return False
+        if reply["content"]["status"] != "ok" or kernel_exit(km) is not None:
+            return False
+        with self._lock:
+            if self._closed:
+                return False
+            self._kept[reuse].append(km)
+            others = [(k, kms) for k, kms in self._kept.items() if k != reuse]
+            extra, evicted = sum(len(kms) for _, kms in others) - KEPT, []
+            for _, kms in others:
+                while extra > 0 and kms:
+                    evicted.append(kms.pop(0))
+                    extra -= 1
+        for old in evicted:
+            self.release(old)
+        return True
+
     def close(self) -> None:
         """Kill the idle kernels, all at once; their clean-up goes on in the background (a run's end does
         not wait for it, and a process that exits leaves only files in its own socket folder)."""
         with self._lock:
             self._closed = True
-            idle = [km for kms in self._ready.values() for km in kms]
+            idle = [km for kms in [*self._ready.values(), *self._kept.values()] for km in kms]
             self._ready.clear()
+            self._kept.clear()
         for km in idle:
             self.release(km)

@@ -12,6 +12,7 @@ the local and Dask executors call `run_task` in a process that has papermill imp
 """
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -28,7 +29,7 @@ from datetime import datetime, timezone
 
 from jupyter_flow.execution import files, kernel_pool, secrets
 from jupyter_flow.execution.control import TaskControl, register_engine
-from jupyter_flow.flow import languages, stepbook
+from jupyter_flow.flow import containment, languages, stepbook
 from jupyter_flow.store import layout, open_store, records
 from jupyter_flow.store.status import Status
 
@@ -75,24 +76,32 @@ def run_task(spec: dict, pool: kernel_pool.KernelPool | None = None, control: Ta
     warmup = kernel_pool.warmup_code(spec["store"])  # it also starts recording files before the shared cells run
     if getattr(pool, "warmup", "") is None:  # a first task may ask before the executor hinted its store
         pool.warmup = warmup
+    reuse = reuse_key(spec) if hasattr(pool, "recycle") else None  # a pool that keeps kernels for reuse (KernelPool)
+    reusable = False  # the task ran contained code on plain inputs, and succeeded: its kernel may serve the next
     try:
-        km = (_own_env_kernel(spec, record, store) if spec.get("pip")
-              else pool.acquire(spec["kernel"], spec["cwd"], spec.get("preload", ())) if pool
-              else kernel_pool.start_kernel(spec["kernel"], spec["cwd"], warmup=warmup))
+        if spec.get("pip"):
+            km = _own_env_kernel(spec, record, store)
+        elif pool is None:
+            km = kernel_pool.start_kernel(spec["kernel"], spec["cwd"], warmup=warmup)
+        else:  # a kernel kept for this step's tasks if there is one (reuse is asked of a pool that keeps them only)
+            kept = {"reuse": reuse} if reuse else {}
+            km = pool.acquire(spec["kernel"], spec["cwd"], spec.get("preload", ()), **kept)
         record["kernel_pid"] = kernel_pool.kernel_pid(km)
         records.write_task(store, record)
         python = stepbook.sets_up_kernel(spec["stepbook"])  # a Python step notebook can be snapshot
         control.attach(km, rescue=(lambda k: _snapshot(k, timeout=300, start_within=3)) if python else None)
         files.restore(store, spec.get("files_in"), spec["cwd"])  # what upstream steps wrote, if not here
         languages.give(store, spec, workdir)  # a step in another language: its inputs in the neutral format
-        _execute(spec, km, workdir, record, control)
+        reusable = _execute(spec, km, workdir, record, control) and reuse is not None
     except Exception as e:  # noqa: BLE001 - whatever broke, the task record says so
         record.update(status=control.reason or Status.FAILED,
                       error={"type": e.__class__.__name__, "message": languages.explain(e, spec)})
     finally:
         control.ended()
+        reusable = reusable and control.reason is None and record["status"] == Status.SUCCEEDED
         if km is not None and pool is not None and not spec.get("pip"):
-            pool.release(km)
+            if not (reusable and pool.recycle(km, reuse, spec["store"])):
+                pool.release(km)
         elif km is not None:
             kernel_pool.kill_kernel(km)
     record["ended"] = now()
@@ -125,7 +134,33 @@ def _own_env_kernel(spec: dict, record: dict, store):
                                 python=env.python, env=env.kernel_environ())
 
 
-def _execute(spec: dict, km, workdir: str, record: dict, control: TaskControl) -> None:
+def reuse_key(spec: dict) -> tuple | None:
+    """The key under which this task's kernel may serve the next task of its step (KernelPool.recycle), or None:
+    its step notebook is contained (flow/containment.py: every cell but our begin and finish), it is Python, in
+    the runner's environment (no pip: tags), not continued from a failure, and JUPYTER_FLOW_REUSE_KERNELS is
+    not 0. Tasks with the same key have the same kernelspec, folder, store, secrets and environment."""
+    if os.environ.get("JUPYTER_FLOW_REUSE_KERNELS", "1") == "0" or spec.get("pip") or spec.get("continued") \
+            or spec["kernel_spec"].get("snapshot") or stepbook.language(spec["stepbook"]).lower() != "python":
+        return None
+    sources = tuple("".join(c["source"]) for c in spec["stepbook"]["cells"]
+                    if c["metadata"]["jupyter_flow"]["role"] not in ("begin", "finish"))
+    if _not_contained(sources):
+        return None
+    return (spec["kernel"], spec["cwd"], spec["store"], spec["run_id"], spec["step"], spec.get("attempt"),
+            json.dumps(spec["kernel_spec"].get("secrets"), sort_keys=True))
+
+
+@functools.lru_cache(maxsize=64)
+def _not_contained(sources: tuple) -> str:
+    """Why a step notebook's code is not contained ("" if it is), once per step notebook."""
+    why = containment.not_contained(list(sources))
+    if why:
+        logging.getLogger(__name__).debug("a fresh kernel per task: the step's code is not contained (%s)", why)
+    return why
+
+
+def _execute(spec: dict, km, workdir: str, record: dict, control: TaskControl) -> bool:
+    """Run the step notebook; True if it succeeded on plain inputs (in_kernel.plain): its kernel may be reused."""
     import nbformat  # lazy: papermill and nbformat cost 0.4 s; a cache hit runs no step
     import papermill
     from papermill.exceptions import PapermillExecutionError
@@ -158,7 +193,7 @@ def _execute(spec: dict, km, workdir: str, record: dict, control: TaskControl) -
         if record["error"]:  # the log ends with what went wrong, as the terminal would have shown it
             error = record["error"]
             log.write(f"\n{error.get('traceback') or error['type'] + ': ' + error['message']}\n")
-            return
+            return False
     control.ended()
     languages.collect(spec, workdir)  # a step in another language: store what it wrote
     result_path = os.path.join(workdir, layout.TASK_RESULT)
@@ -168,13 +203,14 @@ def _execute(spec: dict, km, workdir: str, record: dict, control: TaskControl) -
             record.update(status=Status.SUCCEEDED, warnings=[error["message"]])
         else:
             record.update(status=Status.FAILED, error=error)
-        return
+        return False
     result = _read_json(result_path) or {}
     if os.path.exists(result_path):
         os.remove(result_path)  # its content lives on in task.json
     record.update(status=Status.SUCCEEDED, outputs=result.get("outputs", {}), warnings=result.get("warnings", []),
                   metrics=result.get("metrics", {}), files=_with_earlier(spec, result.get("files", {})),
                   packages=result.get("packages", {}))
+    return bool(result.get("plain_inputs"))
 
 
 def _with_earlier(spec: dict, used: dict) -> dict:
