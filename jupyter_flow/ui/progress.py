@@ -1,7 +1,9 @@
 """The terminal's live view of a run (rich): one row per step with status, tasks done and time.
 
-On a terminal it redraws in place (times tick while steps run); otherwise (CI, a log file) it
-prints one line per change. `BatchProgress` is the same for the runs of a batch, one row per run.
+On a terminal it redraws in place (times tick while steps run) once the run has gone on for
+LIVE_AFTER seconds; a run over before (served from the cache) gets the same table printed once.
+Otherwise (CI, a log file) it prints one line per change. `BatchProgress` is the same for the runs
+of a batch, one row per run.
 """
 from __future__ import annotations
 
@@ -11,6 +13,10 @@ import time
 from jupyter_flow.readers.client import get_run
 from jupyter_flow.store.status import DONE, TERMINAL, Status, style
 from jupyter_flow.ui.tables import elide_items, make_console, new_table
+
+# seconds before a terminal's view is redrawn in place: drawing it live for a run served from the cache
+# (over in a few ms) cost 20-40 ms of its CPU (rich.live, its refresh thread, its redraws)
+LIVE_AFTER = 0.3
 
 
 def track_task(row: dict, e: dict) -> None:
@@ -33,29 +39,46 @@ def track_task(row: dict, e: dict) -> None:
 class _Live:
     """A rich Live table on a terminal, redrawn from `_table()` several times a second."""
 
-    def __init__(self, quiet: bool = False):
+    def __init__(self, quiet: bool = False, live_after: float = LIVE_AFTER):
         self.console = make_console(stderr=True)
-        self.quiet = quiet
+        self.quiet, self.live_after = quiet, live_after
+        self.terminal = not quiet and self.console.is_terminal  # a table, not one line per change
         self.live = None
         self.lock = threading.Lock()
+        self._going_live = threading.Lock()  # the timer starting the live view, or the end stopping it first
+        self._timer: threading.Timer | None = None
+        self._ended = False
 
     def __enter__(self):
-        if not self.quiet and self.console.is_terminal:
-            from rich.live import Live  # lazy: only a terminal redraws in place (5-7 ms of a cached run's start-up)
-
-            self.live = Live(console=self.console, refresh_per_second=8, get_renderable=self._table)
-            self.live.__enter__()
+        if self.terminal:
+            self._timer = threading.Timer(self.live_after, self._go_live)
+            self._timer.daemon = True
+            self._timer.start()
         return self
 
+    def _go_live(self):
+        from rich.live import Live  # lazy: only a terminal redraws in place (5-7 ms of a cached run's start-up)
+
+        with self._going_live:
+            if not self._ended:
+                self.live = Live(console=self.console, refresh_per_second=8, get_renderable=self._table)
+                self.live.__enter__()
+
     def __exit__(self, *exc):
+        if self._timer is not None:
+            self._timer.cancel()
+        with self._going_live:
+            self._ended = True
         if self.live is not None:
             self.live.refresh()
             self.live.__exit__(*exc)
+        elif self.terminal:
+            self.console.print(self._table())  # what the live view would have left on the screen
 
 
 class Progress(_Live):
-    def __init__(self, quiet: bool = False):
-        super().__init__(quiet)
+    def __init__(self, quiet: bool = False, live_after: float = LIVE_AFTER):
+        super().__init__(quiet, live_after)
         self.steps: dict[str, dict] = {}
 
     def set_runner(self, runner) -> None:
@@ -86,7 +109,7 @@ class Progress(_Live):
             track_task(self.steps[e["step"]], e)
         if e.get("note") and not self.quiet:  # a resumed failed step: from which cell, or why from its first
             self.console.print(f"  {e['step']}: {e['note']}", highlight=False, markup=False)
-        if self.live is None and not self.quiet:
+        if not self.terminal and not self.quiet:
             error = (e.get("error") or {}).get("message")
             tail = f" ({e['duration']:.2f} s)" if e.get("duration") is not None else ""
             index = f"[{e['index']}]" if self.steps[e["step"]]["total"] != 1 else ""
@@ -154,7 +177,7 @@ class BatchProgress(_Live):
                 row["done"].add(e["step"])
             else:
                 return
-        if self.live is None and not self.quiet and e["type"] == "run":
+        if not self.terminal and not self.quiet and e["type"] == "run":
             took = f" in {row['ended'] - row['started']:.1f}s" if row["ended"] and row["started"] else ""
             self.console.print(f"  run {row['run']} ({elide_items(row['parameters'], 200)}): "
                                f"[{style(e['status'])}]{e['status']}[/]{took}", highlight=False)

@@ -2,11 +2,19 @@
 ipykernel imported."""
 from __future__ import annotations
 
+import io
+import os
+import pty
+import re
 import subprocess
 import sys
+import time
 
 import pytest
 from conftest import cli, tagged_notebook
+from rich.console import Console
+
+from jupyter_flow.ui.progress import Progress
 
 # Runs `jupyter flow run` in this process, then says what it imported and which zygotes it started.
 PROBE = """
@@ -46,3 +54,62 @@ def test_a_run_collects_garbage_again_once_it_started(tmp_path, store):
         probe = subprocess.run([sys.executable, "-c", ENTRY, "run", str(nb)], capture_output=True, text=True,
                                timeout=300, check=False)
         assert probe.returncode == 0 and "COLLECTING True" in probe.stdout, probe.stdout + probe.stderr
+
+
+def on_a_terminal(*args) -> tuple[int, str]:
+    """`jupyter flow ARGS` with its standard streams on a terminal (a pty), as a user types it: (exit code,
+    everything it drew, escape sequences included)."""
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(["jupyter", "flow", *map(str, args)], stdin=slave, stdout=slave, stderr=slave)
+    os.close(slave)
+    drawn = b""
+    try:
+        while chunk := os.read(master, 65536):
+            drawn += chunk
+    except OSError:  # EIO: the command closed the terminal
+        pass
+    os.close(master)
+    return proc.wait(timeout=300), drawn.decode(errors="replace")
+
+
+def final_table(drawn: str) -> dict[str, str]:
+    """{step: status} from the last rows of the step table on the screen."""
+    plain = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", drawn)
+    return {m[1]: m[2] for m in re.finditer(r"^(\w+) +(\w+) +\d+/\d+ +[\d.]+s *$", plain.replace("\r", ""), re.M)}
+
+
+ERASE_LINE = "\x1b[2K"  # what redrawing the table in place writes
+
+
+@pytest.mark.slow
+def test_on_a_terminal_a_cache_hit_prints_its_table_once_and_a_longer_run_is_redrawn_live(tmp_path, store):
+    nb = tagged_notebook(tmp_path, [(["step:a"], "import time; time.sleep(1); x = 1"), (["step:b"], "y = x + 1")])
+    code, drawn = on_a_terminal("run", nb)  # runs for over a second: the table is redrawn while it does
+    assert code == 0 and final_table(drawn) == {"a": "succeeded", "b": "succeeded"}, drawn
+    assert ERASE_LINE in drawn and "running" in drawn, drawn
+    code, drawn = on_a_terminal("run", nb)  # served from the cache: the same table, whether drawn live or not
+    assert code == 0 and final_table(drawn) == {"a": "cached", "b": "cached"}, drawn
+
+
+def terminal_view(live_after: float) -> tuple[Progress, io.StringIO]:
+    """A run's view as on a terminal (80 columns), drawing into the returned buffer."""
+    view = Progress(live_after=live_after)
+    screen = io.StringIO()
+    view.console, view.terminal = Console(file=screen, force_terminal=True, width=80), True
+    view.steps = {"a": {"status": "queued", "tasks": {}, "total": 1, "started": None, "ended": None}}
+    return view, screen
+
+
+def test_on_a_terminal_a_run_over_before_live_after_gets_its_table_once_a_longer_one_a_live_view():
+    view, screen = terminal_view(live_after=3600)  # a run served from the cache: over long before
+    with view:
+        view.event({"type": "task", "step": "a", "index": 0, "status": "cached", "duration": 0.0})
+    assert view.live is None and ERASE_LINE not in screen.getvalue()
+    assert final_table(screen.getvalue()) == {"a": "cached"}
+    view, screen = terminal_view(live_after=0)  # a run that goes on: its table is redrawn in place
+    with view:
+        view.event({"type": "task", "step": "a", "index": 0, "status": "running"})
+        while "running" not in screen.getvalue():  # drawn live (by the timer's and then rich's refresh thread)
+            time.sleep(0.01)
+        view.event({"type": "task", "step": "a", "index": 0, "status": "succeeded", "duration": 0.5})
+    assert view.live is not None and final_table(screen.getvalue()) == {"a": "succeeded"}
