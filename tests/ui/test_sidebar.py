@@ -219,6 +219,14 @@ def kernel_client(lab, notebook):
     return client
 
 
+# Whether some value preview scrolls, and each preview whose visible height is not a whole number of lines.
+CUT_PREVIEWS = """box => { const previews = [...box.querySelectorAll('.jp-flow-preview')];
+  const lines = e => e.clientHeight / parseFloat(getComputedStyle(e).lineHeight);
+  return {scrolling: previews.some(e => e.scrollHeight > e.clientHeight + 1),
+          cut: previews.filter(e => Math.abs(lines(e) - Math.round(lines(e))) > 0.05)
+            .map(e => `${lines(e).toFixed(2)} lines: ${e.textContent.slice(0, 30)}`)}; }"""
+
+
 def test_debug_a_failed_step(lab, page):
     open_notebook(page, lab, "debug_failure.ipynb")
     run_id = run_and_wait(page, f"{SIDEBAR} .jp-flow-rundetail[data-status='failed']")
@@ -241,6 +249,8 @@ def test_debug_a_failed_step(lab, page):
     assert "for line_no, row in enumerate(rows" in highlighted.first.inner_text()
     shot(page, "3-debug-failed")
     assert split_units(page) == []  # "04:25:20 PM 2.4 s" at 250 px: never "PM" or "s" alone on a line
+    # a long value's preview shows whole lines, then scrolls (its fifth line was cut in half)
+    assert box.evaluate(CUT_PREVIEWS) == {"scrolling": True, "cut": []}
     assert misaligned(run_head_buttons(page)) == []
 
     page.locator(f"{SIDEBAR} .jp-flow-load").click()
