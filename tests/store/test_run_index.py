@@ -10,7 +10,7 @@ import threading
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from jupyter_flow.store import layout, open_store, records
@@ -469,7 +469,8 @@ ledger_action = st.one_of(
 # where an action runs inside another: when the outer one has just listed run folders (a listing, or the
 # ledger moving on between its announcement and its commit), is about to delete a run folder (gc between
 # marking its runs and deleting them), or written a run.json (a runner between its write and its second check)
-ledger_step = st.tuples(ledger_action, st.sampled_from((None, "listed", "deleting", "written")), ledger_action)
+ledger_step = st.tuples(ledger_action, st.sampled_from((None, "listed", "deleting", "written")), ledger_action,
+                        st.integers(1, 2))  # at the first such call of the outer action, or the second
 
 
 def check_ledger_interleavings(store, steps, now: datetime) -> None:
@@ -480,14 +481,23 @@ def check_ledger_interleavings(store, steps, now: datetime) -> None:
     inside: dict[str, object] = {}  # point -> the action to run there (once)
     writing: set[int] = set()
 
+    def due(point) -> bool:
+        """Whether this is the call the nested action waits for (its `nth` at that point)."""
+        if point not in inside:
+            return False
+        nested, nth = inside[point]
+        inside[point] = (nested, nth - 1)
+        return nth <= 1
+
     def hooked(name, point):
         def call(*args):
-            if point == "deleting" and point in inside:  # gc has marked the run, its folder is still there
-                act(inside.pop(point))
+            wanted = (name != "children" or args[0].endswith("/runs")) and (
+                name != "write" or args[0].endswith("/run.json"))
+            if point == "deleting" and wanted and due(point):  # gc has marked the run, its folder is still there
+                act(inside.pop(point)[0])
             out = real[name](*args)
-            if point in inside and (name != "children" or args[0].endswith("/runs")) and (
-                    name != "write" or args[0].endswith("/run.json")):
-                act(inside.pop(point))
+            if point != "deleting" and wanted and due(point):
+                act(inside.pop(point)[0])
             return out
         return call
 
@@ -525,9 +535,9 @@ def check_ledger_interleavings(store, steps, now: datetime) -> None:
         else:
             records.rebuild_index(store)
 
-    for outer, point, nested in steps:
+    for outer, point, nested, nth in steps:
         if point:
-            inside[point] = nested
+            inside[point] = (nested, nth)
         act(outer)
         inside.clear()
         act(("list", None, None))
@@ -537,8 +547,14 @@ def check_ledger_interleavings(store, steps, now: datetime) -> None:
             layout.runs_folder(flow))), ledger
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(ledger_step, min_size=3, max_size=25))
+# a listing while gc has marked a run it removes and not yet deleted its folder
+@example([(("write", 0, "running"), None, ("fsck",), 1), (("write", 4, "succeeded"), None, ("fsck",), 1),
+          (("gc", 4), "deleting", ("list", None, None), 1)])
+# a runner's first write of a run from long ago while a listing moves the ledger on past it
+@example([(("gc", 0), None, ("fsck",), 1), (("write", 0, "running"), None, ("fsck",), 1),
+          (("list", "g", None), "listed", ("write", 1, "running"), 2)])
 def test_writers_gc_and_listings_interleaved_never_hide_a_run_nor_show_a_removed_one(steps):
     """Runs written (from long ago and from now), removed by gc, listed and fsck'd, each of these also
     inside another one (while a listing moves the ledger on, while gc deletes, while a runner writes),
