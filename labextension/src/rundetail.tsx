@@ -275,7 +275,11 @@ function TaskDetail(props: { task: ITask; run: IRun; api: FlowApi; actions: ITas
       {artifacts && <ValueTable title="outputs" values={artifacts.outputs} />}
       {task.status !== 'queued' && (
         <pre className="jp-flow-log" data-status={task.status}>
-          {log ? withRules(log) : task.status === 'running' ? '(nothing printed yet)' : '(no output)'}
+          {log
+            ? withRules(log.replace(/^\s*\n/, '')) // (not the blank lines a log may start with)
+            : task.status === 'running'
+              ? '(nothing printed yet)'
+              : '(no output)'}
         </pre>
       )}
     </div>

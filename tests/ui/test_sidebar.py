@@ -227,6 +227,11 @@ CUT_PREVIEWS = """box => { const previews = [...box.querySelectorAll('.jp-flow-p
             .map(e => `${lines(e).toFixed(2)} lines: ${e.textContent.slice(0, 30)}`)}; }"""
 
 
+# px from the left of a task's detail to the start of a button's label in it.
+LABEL_INDENT = """b => { const r = document.createRange(); r.selectNodeContents(b);
+  return r.getBoundingClientRect().left - b.closest('.jp-flow-taskdetail').getBoundingClientRect().left; }"""
+
+
 def test_debug_a_failed_step(lab, page):
     open_notebook(page, lab, "debug_failure.ipynb")
     run_id = run_and_wait(page, f"{SIDEBAR} .jp-flow-rundetail[data-status='failed']")
@@ -276,6 +281,8 @@ def test_debug_a_failed_step(lab, page):
         ["step:clean"], ["skip"]]
     assert sorted(e.get_attribute("data-edge") for e in page.locator(f"{SIDEBAR} .jp-flow-edge").all()) == edges
 
+    # "Open executed notebook" starts at the left, as the text around it does
+    assert page.locator(f"{SIDEBAR} .jp-flow-open").evaluate(LABEL_INDENT) <= 16
     page.locator(f"{SIDEBAR} .jp-flow-open").click()  # the executed step notebook, read-only
     viewer = page.locator(".jp-flow-viewer")
     viewer.locator(".jp-OutputArea-output", has_text="ValueError").first.wait_for(timeout=20_000)
@@ -420,6 +427,9 @@ def test_the_failure_box_shows_the_frames_and_what_was_withheld_as_a_secret(lab,
     # (it wrapped onto 3 lines at 250 px), the whole line still there to copy, no other text in it
     rules = [box.locator(".jp-flow-traceback .jp-flow-rule").first,
              page.locator(f"{SIDEBAR} .jp-flow-log .jp-flow-rule").first]
+    log = page.locator(f"{SIDEBAR} .jp-flow-log")
+    log.locator(".jp-flow-rule").wait_for(timeout=20_000)
+    assert not log.inner_text().startswith("\n")  # no blank line at its top
     for rule in rules:
         rule.wait_for(timeout=20_000)
         assert set(rule.text_content().strip()) == {"-"} and len(rule.text_content().strip()) >= 70
