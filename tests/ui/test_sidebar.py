@@ -227,6 +227,21 @@ CUT_PREVIEWS = """box => { const previews = [...box.querySelectorAll('.jp-flow-p
             .map(e => `${lines(e).toFixed(2)} lines: ${e.textContent.slice(0, 30)}`)}; }"""
 
 
+# On how many lines the first `word` under an element is drawn.
+SPLIT_WORD = """(root, word) => {
+  const walker = document.createTreeWalker(root, NodeFilter.SHOW_TEXT);
+  for (let n = walker.nextNode(); n; n = walker.nextNode()) {
+    const at = n.textContent.indexOf(word);
+    if (at < 0) continue;
+    const range = document.createRange();
+    range.setStart(n, at);
+    range.setEnd(n, at + word.length);
+    return new Set([...range.getClientRects()].filter(r => r.width > 0).map(r => Math.round(r.top))).size;
+  }
+  return 0;
+}"""
+
+
 # px from the left of a task's detail to the start of a button's label in it.
 LABEL_INDENT = """b => { const r = document.createRange(); r.selectNodeContents(b);
   return r.getBoundingClientRect().left - b.closest('.jp-flow-taskdetail').getBoundingClientRect().left; }"""
@@ -297,6 +312,9 @@ def test_debug_a_failed_step(lab, page):
     page.keyboard.type("typed")
     assert code.inner_text() == before
     page.screenshot(path=str(SHOTS / "5-executed-notebook-lab.png"))
+    # the traceback's lines whole, as in a terminal (in the half-width viewer it read "Traceba" | "ck")
+    assert viewer.locator(".jp-OutputArea-output pre", has_text="Traceback").first.evaluate(SPLIT_WORD,
+                                                                                           "Traceback") == 1
     # its tab cuts "clean · <run id>" short; the tooltip has all of it
     assert page.locator(".lm-TabBar-tab", has_text=f"{step} · ").get_attribute("title") == f"{step} · {run_id}"
 
