@@ -11,7 +11,10 @@ With `--baseline DIR`, a second `jupyter lab` runs the jupyter_flow checkout in 
 the index summaries) on its own copy of the store, and every figure is taken on both by turns, so that
 both see the same machine load. The load average (1 min) is printed before and after each part.
 
-    python bench/team_history.py [--repeat 5] [--baseline DIR]
+With `--s3`, the store is on S3 (a moto server on loopback, as the tests use): built on a local folder,
+then uploaded (each side its own prefix of one bucket), and every lab reads it through S3.
+
+    python bench/team_history.py [--repeat 5] [--baseline DIR] [--s3] [--no-browser]
 """
 from __future__ import annotations
 
@@ -100,15 +103,29 @@ def browser(labs: dict, repeat: int) -> dict[tuple[str, str], list[float]]:
     return times
 
 
+def upload(folder: Path, bucket: str, prefix: str) -> None:
+    """Every file under `folder` to s3://bucket/prefix/ (the S3 variables of the environment), 16 at once."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import botocore.session
+    from botocore.config import Config
+
+    client = botocore.session.Session().create_client("s3", config=Config(max_pool_connections=16))
+    files = [p for p in folder.rglob("*") if p.is_file()]
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(lambda p: client.put_object(Bucket=bucket, Key=f"{prefix}/{p.relative_to(folder).as_posix()}",
+                                                  Body=p.read_bytes()), files))
+
+
 @contextlib.contextmanager
-def lab_of(checkout: Path, base: Path):
+def lab_of(checkout: Path, base: Path, options=()):
     """A `jupyter lab` in `base` running the jupyter_flow checkout at `checkout` (its PYTHONPATH)."""
     from ui.conftest import start_lab
 
     before = os.environ.get("PYTHONPATH")
     os.environ["PYTHONPATH"] = str(checkout)  # start_lab's server inherits the environment
     try:
-        gen = start_lab(base)
+        gen = start_lab(base, options)
         lab = next(gen)
     finally:
         if before is None:
@@ -125,6 +142,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--baseline", metavar="DIR", help="also time the jupyter_flow checkout in DIR, by turns")
+    parser.add_argument("--s3", action="store_true", help="the store on S3 (a moto server on loopback)")
+    parser.add_argument("--no-browser", action="store_true", help="the REST calls only")
     args = parser.parse_args()
     from ui.test_team_history import team_store
 
@@ -133,16 +152,32 @@ def main() -> None:
     base = Path(tempfile.mkdtemp(prefix="team-history-"))
     checkouts = {"this": ROOT} | ({"baseline": Path(args.baseline).resolve()} if args.baseline else {})
     team_store(base / "this" / "store")
+    if args.s3:  # a store in use has its run index, summaries and ledgers: written here, before the upload
+        from jupyter_flow.store import open_store, records
+
+        records.rebuild_index(open_store(str(base / "this" / "store")))
     if args.baseline:
         shutil.copytree(base / "this" / "store", base / "baseline" / "store")
     try:
         with contextlib.ExitStack() as stack:
-            labs = {side: stack.enter_context(lab_of(checkout, base / side)) for side, checkout in checkouts.items()}
+            options = {side: () for side in checkouts}
+            if args.s3:
+                from support.services import s3_bucket
+
+                stack.enter_context(s3_bucket(base / "moto", "flows"))
+                for side in checkouts:
+                    t = time.perf_counter()
+                    upload(base / side / "store", "flows", side)
+                    print(f"uploaded the store for {side} in {time.perf_counter() - t:.0f} s ({load()})")
+                    shutil.rmtree(base / side / "store")
+                    options[side] = (f"--JupyterFlow.store=s3://flows/{side}",)
+            labs = {side: stack.enter_context(lab_of(checkout, base / side, options[side]))
+                    for side, checkout in checkouts.items()}
             print(f"REST ({load()})")
             for (side, name), ms in rest(labs, current_user(), args.repeat).items():
                 print(f"REST first page, {side}, {name}: {ms:.0f} ms")
             print(f"browser ({load()})")
-            for (side, name), values in browser(labs, args.repeat).items():
+            for (side, name), values in ({} if args.no_browser else browser(labs, args.repeat)).items():
                 print(f"browser, click -> first page, {side}, {name}: median {median(values):.0f} ms, "
                       f"slowest {max(values):.0f} ms")
             print(f"end ({load()})")
