@@ -224,10 +224,9 @@ async def _ready(kc, timeout: float, warmup: str | None) -> None:
                                      output_hook=lambda msg: None)
 
 
-async def _reply(kc, code: str, timeout: float) -> dict:
-    """Run `code` silently; its execute reply. Only the shell channel is read, as nbclient waits for a reply:
-    the run's IOPub messages (busy, idle) are left for the next reader, which ignores others' messages."""
-    msg_id = kc.execute(code, silent=True, store_history=False)
+async def _reply(kc, msg_id: str, timeout: float) -> dict:
+    """The reply to request `msg_id`. Only the shell channel is read, as nbclient waits for a reply: the
+    request's IOPub messages (busy, idle) are left for the next reader, which ignores others' messages."""
     deadline = time.monotonic() + timeout
     while True:
         reply = await kc.shell_channel.get_msg(timeout=max(deadline - time.monotonic(), 0.01))
@@ -367,9 +366,10 @@ class KernelPool:
         key = (kernel_name, cwd)
         if preload and not self.preload:
             self.preload = list(preload)
+        kept = self._kept_one(reuse) if reuse is not None else None
+        if kept is not None:
+            return kept
         with self._lock:
-            if reuse is not None and self._kept.get((reuse, threading.get_ident())):
-                return self._kept[reuse, threading.get_ident()].pop()
             while True:
                 if self._ready[key]:
                     return self._ready[key].pop(0)
@@ -387,26 +387,23 @@ class KernelPool:
         _signal(km, 9)
         threading.Thread(target=kill_kernel, args=(km,), daemon=True, name="jupyter-flow-kill").start()
 
-    def recycle(self, km, reuse: tuple, store_url: str, timeout: float = 30) -> bool:
-        """Reset a kernel whose task ran contained code and succeeded (in_kernel.fresh) and keep it for the
-        next task of `reuse` (its step) that this thread runs; False, and nothing kept, if the kernel does
-        not answer `ok` in time. Kernels kept for other steps beyond KEPT are killed (a run's steps end one
-        after another).
+    def recycle(self, km, reuse: tuple, store_url: str) -> bool:
+        """Keep a kernel whose task ran contained code and succeeded for the next task of `reuse` (its step)
+        that this thread runs, once reset (in_kernel.fresh): the reset is sent now and runs in the kernel while
+        this thread stores the task's record; `acquire` waits for its reply. False (not kept) if the pool is
+        closed or the request cannot be sent. Kernels kept for other steps beyond KEPT are killed (a run's
+        steps end one after another).
 
         A kept kernel serves this thread only: its client's asynchronous sockets then always wait in this
         thread's event loop, the one nbclient runs here (jupyter_core's run_sync). A zmq socket's file
         descriptor signals once per batch of messages, and another thread's idle loop that still watched it
         would take that signal: the reply would then wait out its timeout."""
-        from jupyter_core.utils import run_sync  # lazy: comes with jupyter_client; a cache hit starts no kernel
-
         code = f"import jupyter_flow.execution.in_kernel as _jf; _jf.fresh({store_url!r})"
-        reuse = (reuse, threading.get_ident())
         try:
-            reply = run_sync(_reply)(km.ready_client, code, timeout)
-        except Exception:  # noqa: BLE001 - timed out, or the kernel is gone: it is not kept
+            km.resetting = km.ready_client.execute(code, silent=True, store_history=False)
+        except Exception:  # noqa: BLE001 - the kernel or its client is gone: it is not kept
             return False
-        if reply["content"]["status"] != "ok" or kernel_exit(km) is not None:
-            return False
+        reuse = (reuse, threading.get_ident())
         with self._lock:
             if self._closed:
                 return False
@@ -420,6 +417,25 @@ class KernelPool:
         for old in evicted:
             self.release(old)
         return True
+
+    def _kept_one(self, reuse: tuple, timeout: float = 30):
+        """A kernel this thread kept for `reuse`, its reset done (`ok`, within `timeout`); None if there is
+        none, or if its reset failed (that kernel is then killed)."""
+        from jupyter_core.utils import run_sync  # lazy: comes with jupyter_client; a cache hit starts no kernel
+
+        with self._lock:
+            kept = self._kept.get((reuse, threading.get_ident()))
+            km = kept.pop() if kept else None
+        if km is None:
+            return None
+        try:
+            reply = run_sync(_reply)(km.ready_client, km.resetting, timeout)
+            if reply["content"]["status"] == "ok" and kernel_exit(km) is None:
+                return km
+        except Exception:  # noqa: BLE001 - timed out, or the kernel is gone: a fresh one instead
+            pass
+        self.release(km)
+        return None
 
     def close(self) -> None:
         """Kill the idle kernels, all at once; their clean-up goes on in the background (a run's end does
