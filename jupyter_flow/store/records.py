@@ -283,14 +283,14 @@ class RunIndex:
     up to the next file's name, so a newest-first listing of 20 or 50 runs reads one or two files,
     however many runs the flow has and however they are spread in time.
 
-    It can never hide or misreport a run: which runs exist is read from the run folders, not from the
-    index; only a record whose status is finished is taken from it (a finished run's run.json is
-    never written again, so its copy cannot go stale); any other run, and any run the index lacks,
-    is read from its run.json. Readers fill it: what a listing had to read from run.json, if
-    finished, is written to the file covering it (whole-file writes: atomic on local disks and
-    object stores alike). Two listings writing at once may drop each other's additions, which the
-    next listing adds again. A file whose digest does not match counts as empty; `jupyter flow fsck`
-    rebuilds them all from the run.json files.
+    It can never hide or misreport a run: which runs exist is read from the run ledger and the run
+    folders newer than it (run_ids), not from the index files; only a record whose status is finished
+    is taken from them (a finished run's run.json is never written again, so its copy cannot go
+    stale); any other run, and any run the index lacks, is read from its run.json. Readers fill it:
+    what a listing had to read from run.json, if finished, is written to the file covering it
+    (whole-file writes: atomic on local disks and object stores alike). Two listings writing at once
+    may drop each other's additions, which the next listing adds again. A file whose digest does not
+    match counts as empty; `jupyter flow fsck` rebuilds them all from the run.json files.
 
     The summary (layout.index_summary, one file a flow) says, for each index file, which users and
     statuses it holds and which of its runs have each pair. A filtered listing skips every run the
@@ -299,8 +299,8 @@ class RunIndex:
     from its run.json (a filter 34 of 9,000 runs match finds about one in each file). What it says
     of a run is true for as long as the run exists (a finished run's user and status never change),
     so a stale summary (a lost update, a copy from long ago) can only lack runs: those are read as
-    without a summary, and the summary gets them at the next write. A run whose folder is gone is
-    not listed whatever the summary says.
+    without a summary, and the summary gets them at the next write. A run gc removed is not listed
+    whatever the summary says (run_ids).
     """
 
     CHUNK = 256
