@@ -360,6 +360,10 @@ def test_debug_a_failed_step(lab, page):
         set_theme(page, theme)
         assert low_contrast(page) == [], theme
         shot(page, "6-history-compare" + ("-dark" if "Dark" in theme else ""))
+        compare = page.locator(f"{SIDEBAR} .jp-flow-compare")  # the table under the history, whole at 250 px
+        compare.scroll_into_view_if_needed()
+        shot(page, "6-history-compare-table" + ("-dark" if "Dark" in theme else ""))
+        assert compare.evaluate(OVERFLOWING) == [] and split_units(page) == [], theme
 
 
 def write_notebook(path, cells):
