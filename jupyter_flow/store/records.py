@@ -563,7 +563,7 @@ def run_ids(store, flow: str) -> list[str]:
     newer = store.children(folder, after=ledger["upto"] or None) if ledger else store.children(folder)
     names = (set(newer) | set(ledger["ids"])) - set(ledger["gone"]) if ledger else set(newer)
     bound = _bound()
-    if ledger is None or sum(1 for n in newer if n <= bound) >= LEDGER_STEP:
+    if (ledger is None and newer) or sum(1 for n in newer if n <= bound) >= LEDGER_STEP:  # no runs: nothing to write
         try:
             _advance(store, flow, raw, ledger)
         except StoreError:
