@@ -442,6 +442,9 @@ def test_the_failure_box_shows_the_frames_and_what_was_withheld_as_a_secret(lab,
     text = helper.inner_text()
     assert "line 5, in call" in text and "count" in text and "3" in text, text  # where, function, line, locals
     assert "[secret removed]" in text and "tok-9f8e7d6c5b4a3f2e1d0c" not in text, text  # the key argument
+    # a line between two frames: the helper's locals are not read as <module>'s
+    assert helper.evaluate("e => e.previousElementSibling.matches('.jp-flow-frame') && "
+                           "getComputedStyle(e).borderTopStyle === 'dashed' && e.offsetHeight > 0")
     withheld = box.locator(".jp-flow-withheld")
     assert "token" in withheld.inner_text() and "SERVICE_API_TOKEN" in withheld.inner_text()
     assert "tok-9f8e7d6c5b4a3f2e1d0c" not in page.locator(SIDEBAR).inner_text()
