@@ -6,7 +6,8 @@
     python bench/task_breakdown.py --py-spy        # also: where the runner's CPU goes (needs py-spy)
 
 The flow is bench/notebooks/foreach20.ipynb with `-p n N` (`start`, N `work` tasks doing `y = item *
-item`, `join`), `jupyter flow run --no-cache --max-workers 2`, a whole command, no agent.
+item`, `join`), `jupyter flow run --no-cache --max-workers 2`, a whole command, no agent. The work
+step is contained (flow/containment.py): its tasks reuse kernels unless JUPYTER_FLOW_REUSE_KERNELS=0.
 
 Reported:
   ms per task beyond a 1-task run   (wall of the N-task command - that of the 1-task one) / (N - 1)
@@ -169,11 +170,12 @@ def timeline(store: Path) -> list[tuple[str, float]]:
     return [(name, statistics.median(ms)) for name, ms in parts.items()]
 
 
-def work_phase(store: Path) -> tuple[float, float]:
-    """(seconds from the first `work` task's start to the last one's end, the sum of their durations)."""
+def work_phase(store: Path) -> tuple[float, float, int]:
+    """(seconds from the first `work` task's start to the last one's end, the sum of their durations, the
+    number of kernels that ran them: fewer than the tasks when kernels were reused)."""
     tasks = [json.loads(p.read_text()) for p in store.glob("flows/*/runs/*/work/*/task.json")]
     span = max(_t(t["ended"]) for t in tasks) - min(_t(t["started"]) for t in tasks)
-    return span, sum(t["duration"] for t in tasks)
+    return span, sum(t["duration"] for t in tasks), len({t.get("kernel_pid") for t in tasks})
 
 
 def hot(profile: Path) -> list[tuple[str, float]]:
@@ -211,7 +213,7 @@ def main() -> None:
                          f"{load:.1f}–{psutil.getloadavg()[0]:.1f}"])
             print(f"  run {i + 1}: {rows[-1]}", file=sys.stderr, flush=True)
             lines = timeline(big["store"])
-            span, busy = work_phase(big["store"])
+            span, busy, kernels = work_phase(big["store"])
         print(markdown_table(f"{args.tasks}-task foreach vs a 1-task one, local executor, --max-workers 2",
                              ["run", "wall, N tasks", "wall, 1 task", "ms per task beyond 1",
                               "CPU ms per task (reaped children)", "runner CPU ms per task",
@@ -223,7 +225,9 @@ def main() -> None:
                                     + [["the work phase, per task (first start to last end / N)",
                                         f"{span / args.tasks * 1000:.1f}"],
                                        ["tasks running at once, on average (sum of durations / work phase)",
-                                        f"{busy / span:.2f}"]]))
+                                        f"{busy / span:.2f}"],
+                                       ["kernels that ran the work tasks (JUPYTER_FLOW_REUSE_KERNELS=0: one each)",
+                                        kernels]]))
         if args.py_spy:
             profile = bench.root / "runner.pyspy"
             run(bench, args.tasks, profile)
