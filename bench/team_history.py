@@ -103,20 +103,6 @@ def browser(labs: dict, repeat: int) -> dict[tuple[str, str], list[float]]:
     return times
 
 
-def upload(folder: Path, bucket: str, prefix: str) -> None:
-    """Every file under `folder` to s3://bucket/prefix/ (the S3 variables of the environment), 16 at once."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    import botocore.session
-    from botocore.config import Config
-
-    client = botocore.session.Session().create_client("s3", config=Config(max_pool_connections=16))
-    files = [p for p in folder.rglob("*") if p.is_file()]
-    with ThreadPoolExecutor(16) as pool:
-        list(pool.map(lambda p: client.put_object(Bucket=bucket, Key=f"{prefix}/{p.relative_to(folder).as_posix()}",
-                                                  Body=p.read_bytes()), files))
-
-
 @contextlib.contextmanager
 def lab_of(checkout: Path, base: Path, options=()):
     """A `jupyter lab` in `base` running the jupyter_flow checkout at `checkout` (its PYTHONPATH)."""
@@ -145,7 +131,7 @@ def main() -> None:
     parser.add_argument("--s3", action="store_true", help="the store on S3 (a moto server on loopback)")
     parser.add_argument("--no-browser", action="store_true", help="the REST calls only")
     args = parser.parse_args()
-    from ui.test_team_history import team_store
+    from ui.test_team_history import team_store, upload
 
     from jupyter_flow.store.records import current_user
 

@@ -50,6 +50,20 @@ def team_store(path, count: int = RUNS, flows=("quickstart", "sweep", "debug_fai
             "steps": [{"name": s, "prev": []} for s in ("load", "train", "evaluate")]})
 
 
+def upload(folder, bucket: str, prefix: str) -> None:
+    """Every file under `folder` to s3://bucket/prefix/ (the S3 variables of the environment), 16 at once."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import botocore.session
+    from botocore.config import Config
+
+    client = botocore.session.Session().create_client("s3", config=Config(max_pool_connections=16))
+    files = [p for p in folder.rglob("*") if p.is_file()]
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(lambda p: client.put_object(Bucket=bucket, Key=f"{prefix}/{p.relative_to(folder).as_posix()}",
+                                                  Body=p.read_bytes()), files))
+
+
 # Times, in the browser, from the event that changes the history's query (a click, a choice) to the
 # list showing the runs of the new query (its data-query set, aria-busy false): window.__flowPaged
 WATCH_HISTORY = """() => {
