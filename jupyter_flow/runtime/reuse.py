@@ -238,7 +238,7 @@ class Cache:
         if self.origin:
             return self._read(layout.task_json(self.flow.name, self.origin["id"], name, index))
         if self._recent is None:
-            names = sorted(self.store.children(layout.runs_folder(self.flow.name)), reverse=True)
+            names = records.run_ids(self.store, self.flow.name)  # the ledger's: not every run folder listed
             self._recent = [r for r in names if layout.RUN_ID.match(r) and r != self.run_id][:PREVIOUS_RUNS]
         for run_id in self._recent:
             found = self._read(layout.task_json(self.flow.name, run_id, name, index))
