@@ -2,8 +2,8 @@
 warned about before anything runs, naming the step.
 
 - A step split around another one (`step:a`, `step:b`, `step:a`) whose later cells use a name (or
-  a file, one of them writing it) the step in between also uses: refused (top to bottom, the step in
-  between runs in the middle).
+  a file, one of them writing it) the step in between also uses, a builtin the later cells redefine
+  (`def sum`) included: refused (top to bottom, the step in between runs in the middle).
 - A step that draws from a global random generator (`random`, `numpy.random`) after an earlier step
   used it, when something seeded it: warned (top to bottom it continues the earlier step's
   sequence; in a fresh kernel it starts again from the seed).
@@ -36,8 +36,8 @@ def check_split_steps(nb, usages: dict[str, analysis.Usage], modules: dict[str, 
             late = [c for c in block.cells if c.index > start]  # steps that begin inside this one's span only
             rest = analysis.analyze([c.source for c in late], modules=modules, constants=constants)
             them = usages[other]
-            clash = ((set(them.reads) | set(them.maybe)) & set(rest.writes)
-                     | set(them.writes) & (set(rest.reads) | set(rest.writes) | set(rest.maybe))
+            clash = ((set(them.reads) | set(them.maybe) | set(them.builtins)) & set(rest.writes)  # builtins: `def sum`
+                     | set(them.writes) & (set(rest.reads) | set(rest.builtins) | set(rest.writes) | set(rest.maybe))
                      | (set(them.files_read) | set(them.files_written)) & set(rest.files_written)
                      | set(them.files_written) & set(rest.files_read))
             if clash:

@@ -122,6 +122,22 @@ def test_a_split_step_that_shares_no_name_with_the_step_between_is_fine(tmp_path
     assert build_flow(path).steps["a"].writes == ["x", "z"]
 
 
+def test_a_split_step_that_redefines_a_builtin_the_step_between_uses_is_refused(tmp_path):
+    """Top to bottom, step b's sum is the builtin (12); the pipeline would hand it a's later def (2).
+    Found by test_pipeline_gives_the_values_of_top_to_bottom in a fresh-clone CI run."""
+    path = write(tmp_path, [("step:a", "x = [0, 1]"), ("step:b", "r10 = sum(x) * 10 + len(x)"),
+                            ("step:a", "def sum(l):\n    return 0")])
+    with pytest.raises(FlowError) as info:
+        build_flow(path)
+    assert "continues step 'a' after step 'b'" in str(info.value) and "sum" in str(info.value)
+    # and the other way: b redefines it, a's later cell uses it (top to bottom: b's sum)
+    path = write(tmp_path, [("step:a", "x = [0, 1]"), ("step:b", "def sum(l):\n    return 0"),
+                            ("step:a", "r20 = sum(x) * 10 + len(x)")])
+    with pytest.raises(FlowError) as info:
+        build_flow(path)
+    assert "continues step 'a' after step 'b'" in str(info.value) and "sum" in str(info.value)
+
+
 def test_refusals_from_the_cli_are_one_line_exit_2_and_write_nothing(store):
     proc = cli("run", SCENARIOS / "split_step.ipynb", check=2)
     assert "continues step 'a'" in one_line_error(proc)
