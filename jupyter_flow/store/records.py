@@ -12,11 +12,9 @@ import dataclasses
 import functools
 import getpass
 import heapq
-import itertools
 import json
 import os
 import socket
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
@@ -237,7 +235,11 @@ def list_runs(store, flow: str | None = None, user: str | None = None, status: s
     folders = _run_folders(store, flow)
     index = RunIndex(store)
     runs = []
-    for run_flow, run_id, sparse in index.ahead(_wanted(folders, index, user, status)):
+    for run_flow, run_id in _newest_first(folders):
+        if (user or status) and run_id in index.excluded(run_flow, user, status):
+            continue  # a finished run the index summary shows is not wanted: nothing read
+        fact = index.fact(run_flow, run_id) if user or status else None
+        sparse = fact is not None and not index.dense(run_flow, fact[0], user, status)
         try:
             run = index.get(run_flow, run_id, sparse).with_effective_status()
         except NotFound:
@@ -260,17 +262,6 @@ def _run_folders(store, flow: str | None = None, ledger: bool = True) -> dict[st
     if not ledger:
         return {f: sorted(store.children(layout.runs_folder(f)), reverse=True) for f in flows}
     return {f: run_ids(store, f) for f in flows}
-
-
-def _wanted(folders: dict[str, list[str]], index: RunIndex, user: str | None, status: str | None):
-    """(flow, run_id, sparse) of the runs a listing filtered by `user` and `status` reads, newest first:
-    not those the index summary shows are not wanted (nothing read of them); `sparse` if the index file
-    covering the run holds too few wanted runs to be read (see RunIndex.get)."""
-    for flow, run_id in _newest_first(folders):
-        if (user or status) and run_id in index.excluded(flow, user, status):
-            continue
-        fact = index.fact(flow, run_id) if user or status else None
-        yield flow, run_id, fact is not None and not index.dense(flow, fact[0], user, status)
 
 
 def _newest_first(folders: dict[str, list[str]]):
@@ -316,9 +307,6 @@ class RunIndex:
     # a file with fewer wanted runs than this: read their run.json instead. Measured on a local disk: an
     # index file of 256 runs takes 12 ms to read, a run.json 0.2 ms; on an object store both are one request
     DENSE, DENSE_REMOTE = 32, 2
-    # on an object store, the records of the next AHEAD runs a listing reads are fetched at once (a request
-    # each, FETCHERS at a time: a page of a rare filter's runs is 25 requests, 180 ms one after another)
-    AHEAD, FETCHERS = 16, 8
 
     def __init__(self, store):
         self.store = store
@@ -331,7 +319,6 @@ class RunIndex:
         self.unsummarized: dict[str, set] = {}  # flow -> starts of files read that hold runs the summary lacks
         # (flow, start, user, status) -> how many of its runs match; (flow, None, user, status) -> those that do not
         self.wanted: dict[tuple, int | set[str]] = {}
-        self.fetched: dict[tuple[str, str], RunRecord | Exception] = {}  # (flow, run_id) -> its run.json, read ahead
 
     def _start(self, flow: str, run_id: str) -> str | None:
         """The name of the index file that covers `run_id`."""
@@ -378,54 +365,20 @@ class RunIndex:
         wanted = self.wanted[key]
         return isinstance(wanted, int) and wanted >= self.dense_at
 
-    def ahead(self, wanted):
-        """`wanted` ((flow, run_id, sparse), as get takes them) as it comes; on an object store, what get
-        will read for the next AHEAD of them is fetched at once first: the index files, then the run.json
-        files of the runs those lack. On a local disk a read is quicker than handing it to a thread."""
-        wanted = iter(wanted)
-        while window := list(itertools.islice(wanted, self.AHEAD if self.dense_at == self.DENSE_REMOTE else 1)):
-            if len(window) > 1:
-                self._fetch(window)
-            yield from window
-
-    def _fetch(self, window: list[tuple[str, str, bool]]) -> None:
-        starts = {(f, self._start(f, r)) for f, r, sparse in window if not sparse}
-        starts = [key for key in starts if key[1] is not None and key not in self.chunks]
-        with ThreadPoolExecutor(self.FETCHERS) as pool:
-            for key, chunk in zip(starts, pool.map(lambda k: _read_chunk(self.store, layout.index_chunk(*k)), starts)):
-                self.chunks[key] = chunk
-            runs = [(f, r) for f, r, sparse in window if self._indexed(f, r, sparse) is None]
-            for key, run in zip(runs, pool.map(lambda k: self._read_run(*k), runs)):
-                self.fetched[key] = run
-
-    def _read_run(self, flow: str, run_id: str) -> RunRecord | Exception:
-        try:
-            return read_run(self.store, layout.run_json(flow, run_id))
-        except Exception as e:  # noqa: BLE001 - raised by get, in the listing's thread, as a read there would
-            return e
-
-    def _indexed(self, flow: str, run_id: str, sparse: bool) -> RunRecord | None:
-        """The run's record from the index file covering it; None if it has none (or `sparse` and the
-        file has not been read)."""
-        start = self._start(flow, run_id)
-        cached = None if sparse and (flow, start) not in self.chunks else self._chunk(flow, start).get(run_id)
-        try:
-            return None if cached is None else RunRecord.from_dict(cached)
-        except ValueError:
-            return None  # not a record: read run.json
-
     def get(self, flow: str, run_id: str, sparse: bool = False) -> RunRecord:
         """The run's record: from the index file covering it, or from its run.json. `sparse`: the
         listing wants few runs of that file, so read run.json unless the file has been read already."""
-        run = self._indexed(flow, run_id, sparse)
-        if run is not None:
-            if flow in self.facts and run_id not in self.facts[flow]:  # (a listing without filter reads none)
-                self.unsummarized.setdefault(flow, set()).add(self._start(flow, run_id))
-            return run
-        found = self.fetched.pop((flow, run_id), None)
-        if isinstance(found, Exception):
-            raise found
-        run = found or read_run(self.store, layout.run_json(flow, run_id))
+        start = self._start(flow, run_id)
+        cached = None if sparse and (flow, start) not in self.chunks else self._chunk(flow, start).get(run_id)
+        if cached is not None:
+            try:
+                run = RunRecord.from_dict(cached)
+                if flow in self.facts and run_id not in self.facts[flow]:  # (a listing without filter reads none)
+                    self.unsummarized.setdefault(flow, set()).add(start)
+                return run
+            except ValueError:
+                pass  # not a record: read run.json
+        run = read_run(self.store, layout.run_json(flow, run_id))
         if run.status in FINISHED and not sparse:
             self.learned.setdefault(flow, {})[run_id] = run.to_dict()
         return run
