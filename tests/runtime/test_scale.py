@@ -46,9 +46,9 @@ class CountingStore(Store):
         self.calls["list", "any"] += 1
         return super().glob(pattern)
 
-    def children(self, key):
+    def children(self, key, after=None):
         self.calls["list", "any"] += 1
-        return super().children(key)
+        return super().children(key, after)
 
     def exists(self, key):
         self._count("exists", key)
