@@ -8,10 +8,10 @@ import os
 import subprocess
 import time
 
-import psutil
 import pytest
 from conftest import cli, tagged_notebook
 from jupyter_core.utils import run_sync
+from support.services import kill_tree
 
 from jupyter_flow.execution import kernel_pool
 from jupyter_flow.readers.client import task_artifacts
@@ -95,16 +95,6 @@ def test_a_step_that_is_not_contained_gets_a_fresh_kernel_per_task(tmp_path, sto
     assert len({t.record["kernel_pid"] for t in run.tasks if t.step == "work"}) == 4
 
 
-def _kill_tree(proc: subprocess.Popen) -> None:
-    family = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
-    for p in family:
-        try:
-            p.kill()
-        except psutil.NoSuchProcess:
-            pass
-    proc.wait(30)
-
-
 def _succeeded(store: str) -> int:
     done = 0
     for path in glob.glob(os.path.join(store, "flows", "*", "runs", "*", "work", "*", "task.json")):
@@ -127,7 +117,7 @@ def test_kill_9_of_the_runner_mid_foreach_on_reused_kernels_loses_nothing(tmp_pa
             time.sleep(0.01)
         assert proc.poll() is None, "the run ended before it was killed"
     finally:
-        _kill_tree(proc)
+        kill_tree(proc)
     opened = open_store(store)
     report = check(opened, dry_run=True)
     assert report["corrupt"] == [] and report["damaged"] == []

@@ -9,11 +9,11 @@ import threading
 import time
 from pathlib import Path
 
-import psutil
 import pytest
 from conftest import SCENARIOS
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support.services import kill_tree
 
 from jupyter_flow.store import open_store, records
 from jupyter_flow.store.fsck import check
@@ -32,20 +32,6 @@ def start_run(store: str, size: int) -> subprocess.Popen:
     return subprocess.Popen(["jupyter", "flow", "run", str(SCENARIOS / "crash.ipynb"), "-p", "size", str(size),
                              "--no-cache", "--quiet", "--store", store],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-
-
-def kill_tree(proc: subprocess.Popen) -> None:
-    """SIGKILL the runner and every process it started (kernels run in sessions of their own)."""
-    try:
-        family = [psutil.Process(proc.pid)] + psutil.Process(proc.pid).children(recursive=True)
-    except psutil.NoSuchProcess:
-        family = []
-    for p in family:
-        try:
-            p.kill()
-        except psutil.NoSuchProcess:
-            pass
-    proc.wait(30)
 
 
 def wait_for(predicate, timeout: float = 120) -> bool:

@@ -15,6 +15,8 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -141,3 +143,17 @@ def s3_bucket(tmp: Path, bucket: str):
             for k, v in saved.items():
                 os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
             s3fs.S3FileSystem.clear_instance_cache()
+
+
+def kill_tree(proc: subprocess.Popen) -> None:
+    """SIGKILL the runner and every process it started (kernels run in sessions of their own)."""
+    try:
+        family = [psutil.Process(proc.pid)] + psutil.Process(proc.pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        family = []
+    for p in family:
+        try:
+            p.kill()
+        except psutil.NoSuchProcess:
+            pass
+    proc.wait(30)

@@ -8,17 +8,8 @@ from support.services import moto_s3, s3_env
 
 from jupyter_flow.store import open_store, records
 
+from . import test_sidebar as ui
 from .conftest import need_chromium, start_lab
-from .test_sidebar import (
-    SIDEBAR,
-    low_contrast,
-    misaligned,
-    open_notebook,
-    run_head_buttons,
-    set_theme,
-    shot,
-    split_units,
-)
 from .test_team_history import team_store
 
 pytestmark = [pytest.mark.ui, pytest.mark.slow]
@@ -52,9 +43,9 @@ def lab(tmp_path_factory):
 
 def test_a_read_only_colleagues_sidebar(lab, page):
     assert "PutObject denied" in lab.api("jupyter-flow/api/version")["read_only"]
-    open_notebook(page, lab, "quickstart.ipynb")
-    page.locator(f"{SIDEBAR} .jp-flow-readonly").wait_for(timeout=20_000)
-    detail = page.locator(f"{SIDEBAR} .jp-flow-rundetail")
+    ui.open_notebook(page, lab, "quickstart.ipynb")
+    page.locator(f"{ui.SIDEBAR} .jp-flow-readonly").wait_for(timeout=20_000)
+    detail = page.locator(f"{ui.SIDEBAR} .jp-flow-rundetail")
     detail.wait_for(timeout=30_000)
     detail.locator(".jp-flow-pinbutton", has_text="Pin").click()
     message = detail.locator(".jp-flow-pinmessage")
@@ -65,7 +56,7 @@ def test_a_read_only_colleagues_sidebar(lab, page):
     assert records.pins(open_store("s3://team/flow")) == {} and run_id
     message.scroll_into_view_if_needed()
     for theme in ("JupyterLab Dark", "JupyterLab Light"):
-        set_theme(page, theme)
-        assert low_contrast(page) == [], theme
-        shot(page, "11-read-only-store" + ("-dark" if "Dark" in theme else ""))
-        assert misaligned(run_head_buttons(page)) == [] and split_units(page) == [], theme
+        ui.set_theme(page, theme)
+        assert ui.low_contrast(page) == [], theme
+        ui.shot(page, "11-read-only-store" + ("-dark" if "Dark" in theme else ""))
+        assert ui.misaligned(ui.run_head_buttons(page)) == [] and ui.split_units(page) == [], theme
