@@ -318,7 +318,7 @@ class KernelPool:
         self._booting: dict[tuple, int] = defaultdict(int)
         self._demand: dict[tuple, int] = defaultdict(int)
         self._errors: dict[tuple, Exception] = {}
-        self._kept: dict[tuple, list] = defaultdict(list)  # reuse key -> kernels reset for that step's next task
+        self._kept: dict[tuple, list] = defaultdict(list)  # reuse key -> [(kernel, its reset's msg id)]
         self._closed = False
         # boots at once: cores (a cold kernel is CPU-bound), four per core if forked (one costs ~0.1 s of
         # CPU, and a chain of short steps needs its next kernels right after the first)
@@ -400,19 +400,19 @@ class KernelPool:
         would take that signal: the reply would then wait out its timeout."""
         code = f"import jupyter_flow.execution.in_kernel as _jf; _jf.fresh({store_url!r})"
         try:
-            km.resetting = km.ready_client.execute(code, silent=True, store_history=False)
+            resetting = km.ready_client.execute(code, silent=True, store_history=False)
         except Exception:  # noqa: BLE001 - the kernel or its client is gone: it is not kept
             return False
         reuse = (reuse, threading.get_ident())
         with self._lock:
             if self._closed:
                 return False
-            self._kept[reuse].append(km)
+            self._kept[reuse].append((km, resetting))
             others = [(k, kms) for k, kms in self._kept.items() if k != reuse]
             extra, evicted = sum(len(kms) for _, kms in others) - KEPT, []
             for _, kms in others:
                 while extra > 0 and kms:
-                    evicted.append(kms.pop(0))
+                    evicted.append(kms.pop(0)[0])
                     extra -= 1
         for old in evicted:
             self.release(old)
@@ -425,11 +425,11 @@ class KernelPool:
 
         with self._lock:
             kept = self._kept.get((reuse, threading.get_ident()))
-            km = kept.pop() if kept else None
+            km, resetting = kept.pop() if kept else (None, "")
         if km is None:
             return None
         try:
-            reply = run_sync(_reply)(km.ready_client, km.resetting, timeout)
+            reply = run_sync(_reply)(km.ready_client, resetting, timeout)
             if reply["content"]["status"] == "ok" and kernel_exit(km) is None:
                 return km
         except Exception:  # noqa: BLE001 - timed out, or the kernel is gone: a fresh one instead
@@ -442,7 +442,8 @@ class KernelPool:
         not wait for it, and a process that exits leaves only files in its own socket folder)."""
         with self._lock:
             self._closed = True
-            idle = [km for kms in [*self._ready.values(), *self._kept.values()] for km in kms]
+            idle = [km for kms in self._ready.values() for km in kms]
+            idle += [km for kept in self._kept.values() for km, _ in kept]
             self._ready.clear()
             self._kept.clear()
         for km in idle:
