@@ -47,6 +47,7 @@ from datetime import datetime
 from pathlib import Path
 
 import psutil
+import setups
 from common import NOTEBOOKS, Bench, arg_parser, finish_args, markdown_table, sample_usage
 
 # (label, substring of a py-spy frame "function (file:line)"), for the runner's profile
@@ -196,9 +197,12 @@ def main() -> None:
     p = arg_parser(__doc__.splitlines()[0])
     p.add_argument("--tasks", type=int, default=100, help="width of the foreach (default 100)")
     p.add_argument("--py-spy", action="store_true", help="also profile the runner with py-spy (a separate run)")
+    p.add_argument("--kernelspec", choices=setups.SETUPS, default="native",
+                   help="the python3 kernelspec set-up the tasks run in (bench/setups.py)")
     p.set_defaults(repeat=1, warmup=1)
     args = finish_args(p.parse_args())
     with Bench(args) as bench:
+        print(f"kernelspec python3: {setups.use(bench, args.kernelspec)}", file=sys.stderr, flush=True)
         for _ in range(args.warmup):
             run(bench, 2, None)
         rows, lines = [], []
@@ -214,7 +218,8 @@ def main() -> None:
             print(f"  run {i + 1}: {rows[-1]}", file=sys.stderr, flush=True)
             lines = timeline(big["store"])
             span, busy, kernels = work_phase(big["store"])
-        print(markdown_table(f"{args.tasks}-task foreach vs a 1-task one, local executor, --max-workers 2",
+        print(markdown_table(f"{args.tasks}-task foreach vs a 1-task one, local executor, --max-workers 2, "
+                             f"kernelspec {args.kernelspec}",
                              ["run", "wall, N tasks", "wall, 1 task", "ms per task beyond 1",
                               "CPU ms per task (reaped children)", "runner CPU ms per task",
                               "zygote + its kernels CPU ms per task",
