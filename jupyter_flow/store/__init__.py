@@ -133,9 +133,10 @@ class Store:
         """The names of what is directly inside the folder `key` (none if it does not exist); with
         `after`, only the names that sort after it (on S3 only those are listed)."""
         try:
-            return self.backend.children(key) if after is None else self.backend.children(key, after)
+            names = self.backend.children(key, after)
         except OSError as e:
             raise StoreError(f"cannot list store {self.url}: {_short(e)}") from None
+        return names if after is None else [n for n in names if n > after]
 
     def info(self, key: str) -> tuple[int, float]:
         """(size, mtime) of `key`."""

@@ -127,11 +127,11 @@ class LocalBackend:
                       for p in globmod.glob(os.path.join(globmod.escape(self.root), pattern)))
 
     def children(self, key: str, after: str | None = None) -> list[str]:
+        """The names in the folder `key`, all of them (`after` is the Store's to apply)."""
         try:
-            names = os.listdir(self.path(key))
+            return os.listdir(self.path(key))
         except (FileNotFoundError, NotADirectoryError):
             return []
-        return names if after is None else [n for n in names if n > after]
 
     def info(self, key: str) -> tuple[int, float]:
         """(size in bytes, modification time as a POSIX timestamp)."""
@@ -262,12 +262,12 @@ class FsspecBackend:
         return sorted(p[prefix:] for p in found if p.startswith(self.root + "/"))
 
     def children(self, key: str, after: str | None = None) -> list[str]:
+        """The names in the folder `key`, all of them (`after` is the Store's to apply)."""
         try:
             found = self.fs.ls(self.path(key), detail=False)
         except FileNotFoundError:
             return []
-        names = [p.rstrip("/").rsplit("/", 1)[-1] for p in found if p.rstrip("/") != self.path(key)]
-        return names if after is None else [n for n in names if n > after]
+        return [p.rstrip("/").rsplit("/", 1)[-1] for p in found if p.rstrip("/") != self.path(key)]
 
     def info(self, key: str) -> tuple[int, float]:
         info = self.fs.info(self.path(key))
@@ -402,14 +402,13 @@ class S3Backend(FsspecBackend):
         return int(head["ContentLength"]), head["LastModified"].timestamp()
 
     def children(self, key: str, after: str | None = None) -> list[str]:
-        """The names in the folder `key`; with `after`, only those that sort after it, and S3 lists only
-        those (ListObjectsV2's StartAfter: a listing of the runs newer than the run index, not of all)."""
+        """The names in the folder `key`; with `after`, S3 lists only those that sort after it
+        (ListObjectsV2's StartAfter: a listing of the runs newer than the run ledger, not of all)."""
         folder = key.strip("/") + "/" if key.strip("/") else ""  # "" is the store's root
         try:
-            names = [name.rstrip("/")[len(folder):] for name in self._list(folder, after=after)]
+            return [name.rstrip("/")[len(folder):] for name in self._list(folder, after=after)]
         except FileNotFoundError:  # no bucket
             return []
-        return names if after is None else [n for n in names if n > after]
 
     def glob(self, pattern: str) -> list[str]:
         """Keys (and folders) matching `pattern`, `*`, `?` and `[...]` matching within one `/`-segment (as
