@@ -426,11 +426,19 @@ def _read_digested(store, key: str):
     """The JSON body of an index file or summary (the hex digest of the body, a newline, the body);
     None if it is missing or damaged."""
     try:
-        digest, _, body = store.read_bytes(key).partition(b"\n")
-        h = new_hash()
-        h.update(body)
+        return _undigested(store.read_bytes(key))
+    except (NotFound, StoreError):
+        return None
+
+
+def _undigested(raw: bytes):
+    """The JSON body of `raw` (the hex digest of the body, a newline, the body); None if it is damaged."""
+    digest, _, body = raw.partition(b"\n")
+    h = new_hash()
+    h.update(body)
+    try:
         return json.loads(body) if h.hexdigest().encode() == digest else None
-    except (NotFound, StoreError, ValueError, RecursionError):
+    except (ValueError, RecursionError):
         return None
 
 
@@ -601,13 +609,7 @@ def _read_ledger(store, flow: str) -> tuple[bytes | None, dict | None]:
         raw = store.read_bytes(layout.index_ledger(flow))
     except NotFound:
         return None, None
-    digest, _, body = raw.partition(b"\n")
-    h = new_hash()
-    h.update(body)
-    try:
-        data = json.loads(body) if h.hexdigest().encode() == digest else None
-    except (ValueError, RecursionError):
-        data = None
+    data = _undigested(raw)
     ok = (isinstance(data, dict) and isinstance(data.get("gen"), int)
           and all(isinstance(data.get(k), str) for k in ("upto", "pending"))
           and all(isinstance(data.get(k), list) and all(isinstance(i, str) for i in data[k]) for k in ("ids", "gone")))
