@@ -222,9 +222,10 @@ def read_task_at(store, key: str) -> TaskRecord:
 
 
 def list_runs(store, flow: str | None = None, user: str | None = None, status: str | None = None,
-              limit: int | None = None, batch: str | None = None) -> list[RunRecord]:
+              limit: int | None = None, batch: str | None = None, before: str | None = None) -> list[RunRecord]:
     """Run records with their effective status, newest first; damaged ones included. `batch`: only
-    the runs of that batch (see runtime/batches.py), whoever started them.
+    the runs of that batch (see runtime/batches.py), whoever started them. `before`: only the runs
+    older than that run id (the next page after a page ending with it; the runs skipped are not read).
 
     Which runs exist comes from the run ledger and a listing of the run folders newer than it (see
     run_ids); a finished run's record comes from the index (a few files per flow), any other run's
@@ -232,10 +233,12 @@ def list_runs(store, flow: str | None = None, user: str | None = None, status: s
     check_status(status)
     if flow is not None:
         layout.check_flow_name(flow)
+    if before is not None:
+        layout.check_run_id(before)
     folders = _run_folders(store, flow)
     index = RunIndex(store)
     runs = []
-    for run_flow, run_id in _newest_first(folders):
+    for run_flow, run_id in _newest_first(folders, before):
         if (user or status) and run_id in index.excluded(run_flow, user, status):
             continue  # a finished run the index summary shows is not wanted: nothing read
         fact = index.fact(run_flow, run_id) if user or status else None
@@ -264,11 +267,12 @@ def _run_folders(store, flow: str | None = None, ledger: bool = True) -> dict[st
     return {f: run_ids(store, f) for f in flows}
 
 
-def _newest_first(folders: dict[str, list[str]]):
-    """(flow, run_id) of every run of `folders`, newest first across flows, checked as they are reached
-    (a listing of 20 looks at 20 names, not 10,000)."""
+def _newest_first(folders: dict[str, list[str]], before: str | None = None):
+    """(flow, run_id) of every run of `folders` (older than `before`, if given), newest first across
+    flows, checked as they are reached (a listing of 20 looks at 20 names, not 10,000)."""
     def runs_of(flow, names):
-        return ((run_id, flow) for run_id in names if layout.RUN_ID.match(run_id))
+        start = 0 if before is None else len(names) - bisect.bisect_left(names[::-1], before)  # names >= before
+        return ((run_id, flow) for run_id in names[start:] if layout.RUN_ID.match(run_id))
 
     for run_id, flow in heapq.merge(*(runs_of(f, names) for f, names in folders.items()), reverse=True):
         yield flow, run_id
@@ -301,12 +305,21 @@ class RunIndex:
     so a stale summary (a lost update, a copy from long ago) can only lack runs: those are read as
     without a summary, and the summary gets them at the next write. A run gc removed is not listed
     whatever the summary says (run_ids).
+
+    The summary also carries the whole records of the runs of each file's rare groups (a user and
+    status with fewer than COPY_BELOW runs in it: at 20 users, their failed and cancelled runs), so a
+    filter few runs match reads the ledger, one listing and the summary, not one request per run it
+    shows. A finished run's record never changes, so the copy cannot go stale; one whose user or status
+    is not its group's, or that is not a finished record of its id, is not used.
     """
 
     CHUNK = 256
     # a file with fewer wanted runs than this: read their run.json instead. Measured on a local disk: an
     # index file of 256 runs takes 12 ms to read, a run.json 0.2 ms; on an object store both are one request
     DENSE, DENSE_REMOTE = 32, 2
+    # a group of an index file with fewer runs than this has its runs' records in the summary: a filter for it
+    # would cost a request of that file (its index file, or a run.json) for 1-3 records
+    COPY_BELOW = DENSE_REMOTE * 2
 
     def __init__(self, store):
         self.store = store
@@ -316,6 +329,9 @@ class RunIndex:
         self.learned: dict[str, dict] = {}  # flow -> {run_id: record dict} to add
         self.summaries: dict[str, dict] = {}  # flow -> {start: [[user, status, [run ids]], ...]}, as read
         self.facts: dict[str, dict] = {}  # flow -> {run_id: (start, user, status)}, from its summary
+        self.copies: dict[str, dict] = {}  # flow -> {run_id: record dict} of its rare groups, from its summary
+        self.rare: dict[str, set] = {}  # flow -> the runs of its summary's groups of fewer than COPY_BELOW
+        self.uncopied: dict[str, dict] = {}  # flow -> {run_id: record dict} read from run.json for want of a copy
         self.unsummarized: dict[str, set] = {}  # flow -> starts of files read that hold runs the summary lacks
         # (flow, start, user, status) -> how many of its runs match; (flow, None, user, status) -> those that do not
         self.wanted: dict[tuple, int | set[str]] = {}
@@ -336,11 +352,15 @@ class RunIndex:
 
     def _summary(self, flow: str) -> dict:
         if flow not in self.summaries:
-            self.summaries[flow] = _read_summary(self.store, flow)
+            self.summaries[flow], copies = _read_summary(self.store, flow)
             self.facts[flow] = facts = {}
             for start, groups in self.summaries[flow].items():
                 for user, status, ids in groups:
                     facts.update(dict.fromkeys(ids, (start, user, status)))
+            self.copies[flow] = {i: r for i, r in copies.items() if i in facts and _is_finished_record(i, r)
+                                 and (r.get("user"), r.get("status")) == facts[i][1:]}
+            self.rare[flow] = {i for groups in self.summaries[flow].values() for _, _, ids in groups
+                               if len(ids) < self.COPY_BELOW for i in ids}
         return self.summaries[flow]
 
     def excluded(self, flow: str, user: str | None, status: str | None) -> set[str]:
@@ -360,14 +380,22 @@ class RunIndex:
         """Whether the index file `start` holds enough runs of `user` with `status` (None: any) to be read."""
         key = (flow, start, user, status)
         if key not in self.wanted:
-            self.wanted[key] = sum(len(ids) for u, s, ids in self._summary(flow).get(start, ())
-                                   if _matches(u, s, user, status))
+            copies = self.copies[flow] if self._summary(flow) else {}
+            self.wanted[key] = sum(1 for u, s, ids in self._summary(flow).get(start, ())
+                                   if _matches(u, s, user, status) for i in ids if i not in copies)
         wanted = self.wanted[key]
         return isinstance(wanted, int) and wanted >= self.dense_at
 
     def get(self, flow: str, run_id: str, sparse: bool = False) -> RunRecord:
         """The run's record: from the index file covering it, or from its run.json. `sparse`: the
-        listing wants few runs of that file, so read run.json unless the file has been read already."""
+        listing wants few runs of that file, so read run.json unless the file has been read already.
+        A run whose record the summary copies (if this listing read the summary) is read from there."""
+        copied = self.copies.get(flow, {}).get(run_id)
+        if copied is not None:
+            try:
+                return RunRecord.from_dict(copied)
+            except ValueError:
+                pass  # not a record: read it as if the summary had no copy
         start = self._start(flow, run_id)
         cached = None if sparse and (flow, start) not in self.chunks else self._chunk(flow, start).get(run_id)
         if cached is not None:
@@ -381,6 +409,8 @@ class RunIndex:
         run = read_run(self.store, layout.run_json(flow, run_id))
         if run.status in FINISHED and not sparse:
             self.learned.setdefault(flow, {})[run_id] = run.to_dict()
+        elif run.status in FINISHED and run_id in self.rare.get(flow, ()):
+            self.uncopied.setdefault(flow, {})[run_id] = run.to_dict()  # the summary lacks its copy: add it
         return run
 
     def save(self, folders: dict[str, list[str]]) -> None:
@@ -403,14 +433,19 @@ class RunIndex:
         for flow, starts in self.unsummarized.items():
             for start in starts - set(written.get(flow, ())):
                 written.setdefault(flow, {})[start] = self._chunk(flow, start)
+        for flow in self.uncopied:
+            written.setdefault(flow, {})
         for flow, files in written.items():
             present = set(folders.get(flow, ()))
             summary = {**self._summary(flow), **{start: _groups(runs) for start, runs in files.items()}}
+            known = {**self.copies[flow], **self.uncopied.get(flow, {})}  # records the summary may copy
+            for runs in [*(runs for (f, _), runs in self.chunks.items() if f == flow), *files.values()]:
+                known.update(runs)
             try:
-                _write_summary(self.store, flow, summary, present)
+                _write_summary(self.store, flow, summary, present, known)
             except StoreError:
                 return
-        self.learned, self.unsummarized = {}, {}
+        self.learned, self.unsummarized, self.uncopied = {}, {}, {}
 
 
 def _matches(run_user: str | None, run_status: str, user: str | None, status: str | None) -> bool:
@@ -481,18 +516,20 @@ def _groups(runs: dict) -> list:
     return [[user, status, sorted(ids)] for (user, status), ids in groups.items()]
 
 
-def _read_summary(store, flow: str) -> dict:
-    """{index file name: [[user, status, [run ids]], ...]} of a flow; empty if missing or damaged. A
-    group that is not (a user or null, a finished status, run ids) is left out."""
+def _read_summary(store, flow: str) -> tuple[dict, dict]:
+    """({index file name: [[user, status, [run ids]], ...]}, {run id: record dict} of its rare groups) of
+    a flow; empty if missing or damaged. A group that is not (a user or null, a finished status, run ids)
+    is left out."""
     data = _read_digested(store, layout.index_summary(flow))
     files = data.get("files") if isinstance(data, dict) else None
     if not isinstance(files, dict):
-        return {}
+        return {}, {}
     out = {}
     for start, groups in files.items():
         if isinstance(groups, list):
             out[start] = [g for g in groups if _is_group(g)]
-    return out
+    copies = data.get("records")
+    return out, copies if isinstance(copies, dict) else {}
 
 
 def _is_group(g) -> bool:
@@ -500,15 +537,20 @@ def _is_group(g) -> bool:
             and isinstance(g[2], list) and set(map(type, g[2])) <= {str})
 
 
-def _write_summary(store, flow: str, files: dict, present: set) -> None:
+def _write_summary(store, flow: str, files: dict, present: set, known: dict) -> None:
     """Write the summary of a flow's index files, leaving out runs whose folders are gone (`present`: the
-    others) and files left with no run."""
-    kept = {}
+    others) and files left with no run, with the records (from `known`, {run id: record dict}) of the
+    runs of groups smaller than RunIndex.COPY_BELOW."""
+    kept, copies = {}, {}
     for start, groups in files.items():
         groups = [[user, status, [i for i in ids if i in present]] for user, status, ids in groups]
         if any(ids for _, _, ids in groups):
             kept[start] = [g for g in groups if g[2]]
-    _write_digested(store, layout.index_summary(flow), {"flow": flow, "files": kept})
+        for user, status, ids in groups:
+            if len(ids) < RunIndex.COPY_BELOW:
+                copies.update((i, known[i]) for i in ids if i in known and _is_finished_record(i, known[i])
+                              and (known[i].get("user"), known[i].get("status")) == (user, status))
+    _write_digested(store, layout.index_summary(flow), {"flow": flow, "files": kept, "records": copies})
 
 
 def rebuild_index(store, write: bool = True) -> list[RunRecord]:
@@ -528,7 +570,8 @@ def rebuild_index(store, write: bool = True) -> list[RunRecord]:
         old = set(store.glob(layout.index_chunks())) | set(store.glob(layout.index_summaries()))
         for flow, flow_runs in finished.items():
             files = _write_chunks(store, flow, flow_runs, min(flow_runs), RunIndex.CHUNK)
-            _write_summary(store, flow, {start: _groups(recs) for start, recs in files.items()}, set(flow_runs))
+            _write_summary(store, flow, {start: _groups(recs) for start, recs in files.items()}, set(flow_runs),
+                           flow_runs)
             old -= {layout.index_chunk(flow, start) for start in files} | {layout.index_summary(flow)}
         for key in old:
             store.delete(key)

@@ -388,10 +388,12 @@ def test_a_stale_missing_or_damaged_summary_never_hides_a_run_nor_shows_one_gc_r
     check()
 
 
-def test_a_rare_filter_reads_the_summary_and_the_runs_that_match_not_every_index_file(tmp_path, monkeypatch):
+def test_a_rare_filter_reads_the_summary_alone_not_every_index_file(tmp_path, monkeypatch):
     """2,600 runs by 20 users taking turns (7 runs each), one in 13 failed: one user's failed runs are
-    spread over every index file. Their listing reads the summary and their run.json files; a listing
-    of everyone's runs reads one or two index files (the newest holds 40 runs) and no summary."""
+    spread over every index file. Their listing reads the ledger and the summary (which copies the
+    records of each file's rare groups), no run.json; a listing of everyone's runs reads one or two
+    index files (the newest holds 40 runs) and no summary. A summary without the copies (written by an
+    older version) costs their run.json files once: that listing writes them into the summary."""
     store = open_store(str(tmp_path))
     for n in range(2600):
         records.write_run(store, dict(record(2 * n, "failed" if n % 13 == 0 else "succeeded", 0),
@@ -404,8 +406,17 @@ def test_a_rare_filter_reads_the_summary_and_the_runs_that_match_not_every_index
     real_read = store.backend.read
     monkeypatch.setattr(store.backend, "read", lambda key: reads.append(key) or real_read(key))
     assert summary(records.list_runs(store, flow="f", user="user07", status="failed", limit=51)) == summary(rare)
-    assert sorted(reads) == sorted([layout.index_ledger("f"), layout.index_summary("f")]
-                                   + [layout.run_json("f", r.id) for r in rare]), reads
+    assert sorted(reads) == sorted([layout.index_ledger("f"), layout.index_summary("f")]), reads
+    key = layout.index_summary("f")
+    body = json.loads(store.read_bytes(key).partition(b"\n")[2])
+    assert rare[0].id in body["records"] and len(body["records"]) < 2600 / 4  # the rare groups' runs only
+    store.write_bytes(key, records._digested({"flow": "f", "files": body["files"]}))  # without copies
+    reads.clear()
+    assert summary(records.list_runs(store, flow="f", user="user07", status="failed", limit=51)) == summary(rare)
+    assert sorted(reads) == sorted([layout.index_ledger("f"), key] + [layout.run_json("f", r.id) for r in rare])
+    reads.clear()
+    assert summary(records.list_runs(store, flow="f", user="user07", status="failed", limit=51)) == summary(rare)
+    assert sorted(reads) == sorted([layout.index_ledger("f"), key]), reads
     reads.clear()
     assert len(records.list_runs(store, flow="f", limit=51)) == 51
     assert reads.pop(0) == layout.index_ledger("f")
@@ -434,8 +445,7 @@ def test_filtered_listings_through_summaries_on_s3(tmp_path, monkeypatch):
         real_read = store.backend.read
         monkeypatch.setattr(store.backend, "read", lambda key: reads.append(key) or real_read(key))
         assert summary(records.list_runs(store, flow="f", user="user05", status="failed")) == summary(rare) and rare
-        assert sorted(reads) == sorted([layout.index_ledger("f"), layout.index_summary("f")]
-                                       + [layout.run_json("f", r.id) for r in rare]), reads
+        assert sorted(reads) == sorted([layout.index_ledger("f"), layout.index_summary("f")]), reads
         reads.clear()
         assert summary(records.list_runs(store, flow="f", user="user05")) == summary(theirs)  # 7 in each of 3 files
         assert len(reads) == 2 + 3 and all("/index/" in k for k in reads), reads  # read whole
