@@ -27,11 +27,12 @@ def _namespace_user() -> str | None:
 
 
 def list_runs(store: Store | str | None = None, flow: str | None = None, user: str | None = None,
-              status: str | None = None, limit: int | None = None, batch: str | None = None) -> list[dict]:
-    """Run records, newest first (damaged ones included, with status `damaged`; `batch`: only its runs),
-    each with `pinned`: its pin (by, at, note) or None."""
+              status: str | None = None, limit: int | None = None, batch: str | None = None,
+              before: str | None = None) -> list[dict]:
+    """Run records, newest first (damaged ones included, with status `damaged`; `batch`: only its runs;
+    `before`: only the runs older than that run id), each with `pinned`: its pin (by, at, note) or None."""
     store = open_store(store)
-    runs = records.list_runs(store, flow, user, status, limit, batch)
+    runs = records.list_runs(store, flow, user, status, limit, batch, before)
     pinned = records.pins(store, [r.id for r in runs])
     return [dict(r.to_dict(), pinned=pinned.get(r.id)) for r in runs]
 

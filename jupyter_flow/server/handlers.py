@@ -81,6 +81,15 @@ class FlowHandler(APIHandler):
             raise tornado.web.HTTPError(400, f"'{name}' must be a whole number >= {minimum}")
         return int(raw)
 
+    def query_run_id(self, name: str):
+        raw = self.get_query_argument(name, None)
+        if raw in (None, ""):
+            return None
+        if not layout.RUN_ID.match(raw):
+            raise tornado.web.HTTPError(400, f"'{name}' must be a run id (the last run of the page before), "
+                                             f"not {raw[:40]!r}")
+        return raw
+
 
 class VersionHandler(FlowHandler):
     @tornado.web.authenticated
@@ -139,6 +148,7 @@ class RunsHandler(FlowHandler):
             limit=self.query_int("limit"),
             batch=arg("batch", None) or None,
             offset=self.query_int("offset", minimum=0) or 0,
+            before=self.query_run_id("before"),
         ))
 
     @tornado.web.authenticated

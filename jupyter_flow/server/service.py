@@ -96,12 +96,14 @@ class FlowService:
 
         return {"path": api_path, "steps": plan(self._flow(api_path, content), self.store, parameters)}
 
-    def list_runs(self, flow=None, user=None, status=None, limit=None, batch=None, offset=0) -> dict:
-        """A page of run records, newest first: {"runs": the `limit` from `offset` on, "more": whether
-        others follow}. Each run carries `pinned` (see client.list_runs), a run of a batch `batch: {id,
-        index}` (index: its parameter set)."""
+    def list_runs(self, flow=None, user=None, status=None, limit=None, batch=None, offset=0, before=None) -> dict:
+        """A page of run records, newest first: {"runs": the `limit` from `offset` on (of the runs older
+        than the run id `before`, if given: the sidebar's next page, which reads none of the runs before
+        it), "more": whether others follow}. Each run carries `pinned` (see client.list_runs), a run of a
+        batch `batch: {id, index}` (index: its parameter set)."""
         wanted = offset + limit + 1 if limit else None  # one more: is there a next page?
-        runs = client.list_runs(self.store, flow=flow, user=user, status=status, limit=wanted, batch=batch)
+        runs = client.list_runs(self.store, flow=flow, user=user, status=status, limit=wanted, batch=batch,
+                                before=before)
         page = runs[offset:offset + limit] if limit else runs[offset:]
         return {"runs": [self._with_path(r) for r in page], "more": len(runs) > offset + len(page)}
 
