@@ -2,17 +2,19 @@
 
 On a terminal it redraws in place (times tick while steps run) once the run has gone on for
 LIVE_AFTER seconds; a run over before (served from the cache) gets the same table printed once.
-Otherwise (CI, a log file) it prints one line per change. `BatchProgress` is the same for the runs
-of a batch, one row per run.
+Otherwise (CI, a log file) it prints one line per change, as plain text, without importing rich (rich's
+console is 10-12 ms of a cached rerun's start-up). `BatchProgress` is the same for the runs of a batch,
+one row per run.
 """
 from __future__ import annotations
 
+import os
+import sys
 import threading
 import time
 
 from jupyter_flow.readers.client import get_run
 from jupyter_flow.store.status import DONE, TERMINAL, Status, style
-from jupyter_flow.ui.tables import elide_items, make_console, new_table
 
 # seconds before a terminal's view is redrawn in place: drawing it live for a run served from the cache
 # (over in a few ms) cost 20-40 ms of its CPU (rich.live, its refresh thread, its redraws)
@@ -36,11 +38,39 @@ def track_task(row: dict, e: dict) -> None:
         row["ended"] = now
 
 
+def is_terminal(file) -> bool:
+    """Whether `file` is a terminal, as rich decides it (TTY_COMPATIBLE, then FORCE_COLOR, then isatty)."""
+    forced = os.environ.get("TTY_COMPATIBLE", "")
+    if forced in ("0", "1"):
+        return forced == "1"
+    if os.environ.get("FORCE_COLOR") is not None:
+        return os.environ["FORCE_COLOR"] != ""
+    try:
+        return file.isatty()
+    except (AttributeError, ValueError):  # no isatty, or closed
+        return False
+
+
+class Lines:
+    """Where a view's lines go when standard error is not a terminal: plain text, one line per `say`, as
+    rich prints there (no colour, no wrapping)."""
+
+    is_terminal = False
+
+    def __init__(self, file):
+        self.file = file
+
+
 class _Live:
     """A rich Live table on a terminal, redrawn from `_table()` several times a second."""
 
     def __init__(self, quiet: bool = False, live_after: float = LIVE_AFTER):
-        self.console = make_console(stderr=True)
+        if is_terminal(sys.stderr):
+            from jupyter_flow.ui.tables import make_console  # lazy: rich, only on a terminal
+
+            self.console = make_console(stderr=True)
+        else:
+            self.console = Lines(sys.stderr)
         self.quiet, self.live_after = quiet, live_after
         self.terminal = not quiet and self.console.is_terminal  # a table, not one line per change
         self.live = None
@@ -75,6 +105,17 @@ class _Live:
         elif self.terminal:
             self.console.print(self._table())  # what the live view would have left on the screen
 
+    def say(self, *parts) -> None:
+        """One line of `parts`, each a text or a (text, rich style): styled on a terminal, else plain. A
+        text is printed as it is (never read as rich markup: a step's error may hold `[...]`)."""
+        if self.console.is_terminal:
+            from rich.text import Text  # imported with rich's console already
+
+            self.console.print(Text.assemble(*parts))
+        else:
+            self.console.file.write("".join(p if isinstance(p, str) else p[0] for p in parts) + "\n")
+            self.console.file.flush()
+
 
 class Progress(_Live):
     def __init__(self, quiet: bool = False, live_after: float = LIVE_AFTER):
@@ -87,16 +128,16 @@ class Progress(_Live):
             self.steps.setdefault(name, {"status": Status.QUEUED.value, "tasks": {},
                                          "total": None if step.foreach else 1, "started": None, "ended": None})
         for warning in runner.flow.warnings:
-            self.console.print(f"[yellow]warning:[/] {warning}", highlight=False)
+            self.say(("warning:", "yellow"), f" {warning}")
         if not self.quiet:
-            self.console.print(f"[bold]{runner.flow.name}[/] run [bold]{runner.run_id}[/] "
-                               f"({len(runner.flow.steps)} steps, store {runner.store.url})", highlight=False)
+            self.say((runner.flow.name, "bold"), " run ", (runner.run_id, "bold"),
+                     f" ({len(runner.flow.steps)} steps, store {runner.store.url})")
 
     def interrupted(self, count: int, patience: int) -> None:
         """A Ctrl-C while the run goes on: say what happens now, and how to stop waiting."""
         left = patience - count
-        self.console.print(f"[yellow]cancelling: running steps are interrupted and save their state first "
-                           f"(Ctrl-C {left} more time{'s' if left > 1 else ''} to stop waiting)[/]", highlight=False)
+        self.say((f"cancelling: running steps are interrupted and save their state first "
+                  f"(Ctrl-C {left} more time{'s' if left > 1 else ''} to stop waiting)", "yellow"))
 
     def event(self, e: dict) -> None:
         if e["type"] == "foreach":
@@ -108,15 +149,17 @@ class Progress(_Live):
         with self.lock:
             track_task(self.steps[e["step"]], e)
         if e.get("note") and not self.quiet:  # a resumed failed step: from which cell, or why from its first
-            self.console.print(f"  {e['step']}: {e['note']}", highlight=False, markup=False)
+            self.say(f"  {e['step']}: {e['note']}")
         if not self.terminal and not self.quiet:
             error = (e.get("error") or {}).get("message")
             tail = f" ({e['duration']:.2f} s)" if e.get("duration") is not None else ""
             index = f"[{e['index']}]" if self.steps[e["step"]]["total"] != 1 else ""
-            self.console.print(f"  {e['step']}{index}: [{style(e['status'])}]{e['status']}[/]{tail}"
-                               + (f" - {error}" if error and e["status"] != "retrying" else ""), highlight=False)
+            self.say(f"  {e['step']}{index}: ", (e["status"], style(e["status"])), tail,
+                     f" - {error}" if error and e["status"] != "retrying" else "")
 
     def _table(self):
+        from jupyter_flow.ui.tables import new_table  # lazy: rich, only on a terminal
+
         table = new_table(pad_edge=False)
         for column in ("step", "status", "tasks", "time"):
             table.add_column(column)
@@ -132,20 +175,19 @@ class Progress(_Live):
 
     def summary(self, handle) -> None:
         run = get_run(handle.store, handle.run_id)
-        self.console.print(f"run [bold]{run['id']}[/] [{style(run['status'])}]{run['status']}[/] "
-                           f"in {run['duration'] or 0:.2f} s", highlight=False)
+        self.say("run ", (run["id"], "bold"), " ", (run["status"], style(run["status"])),
+                 f" in {run['duration'] or 0:.2f} s")
         if run.get("error"):
             err = run["error"]
             index = f"[{err['index']}]" if self.steps.get(err["step"], {}).get("total") != 1 else ""
-            self.console.print(f"[red]step {err['step']}{index} failed: {err['message']}[/]", highlight=False)
-            self.console.print(f"  inspect: jupyter flow logs {run['id']} {err['step']}   |   debug in a notebook: "
-                               f"jupyter_flow.load({run['id']!r}, {err['step']!r})   |   after fixing: "
-                               f"jupyter flow resume {run['id']}", highlight=False)
+            self.say((f"step {err['step']}{index} failed: {err['message']}", "red"))
+            self.say(f"  inspect: jupyter flow logs {run['id']} {err['step']}   |   debug in a notebook: "
+                     f"jupyter_flow.load({run['id']!r}, {err['step']!r})   |   after fixing: "
+                     f"jupyter flow resume {run['id']}")
         if run.get("metrics"):
-            self.console.print("metrics: " + ", ".join(f"{k}={v:.4g}" for k, v in run["metrics"].items()),
-                               highlight=False)
+            self.say("metrics: " + ", ".join(f"{k}={v:.4g}" for k, v in run["metrics"].items()))
         folder = f"{handle.store.url}/flows/{run['flow']}/runs/{run['id']}"
-        self.console.print(f"executed step notebooks: {folder}/*/*/attempts/*/output.ipynb", highlight=False)
+        self.say(f"executed step notebooks: {folder}/*/*/attempts/*/output.ipynb")
         print(run["id"])  # stdout carries just the id, for scripts: RUN=$(jupyter flow run nb.ipynb)
 
 
@@ -158,8 +200,8 @@ class BatchProgress(_Live):
 
     def start(self, index: int, runner) -> None:
         if not self.rows and not self.quiet:
-            self.console.print(f"[bold]{runner.flow.name}[/] batch [bold]{runner.record['batch']['id']}[/] "
-                               f"(store {runner.store.url})", highlight=False)
+            self.say((runner.flow.name, "bold"), " batch ", (runner.record["batch"]["id"], "bold"),
+                     f" (store {runner.store.url})")
         with self.lock:
             self.rows[index] = {"run": runner.run_id, "parameters": runner.parameters, "status": Status.QUEUED.value,
                                 "steps": len(runner.flow.steps), "done": set(), "started": None, "ended": None}
@@ -178,11 +220,15 @@ class BatchProgress(_Live):
             else:
                 return
         if not self.terminal and not self.quiet and e["type"] == "run":
+            from jupyter_flow.ui.tables import elide_items  # lazy: rich (a batch's lines only)
+
             took = f" in {row['ended'] - row['started']:.1f}s" if row["ended"] and row["started"] else ""
-            self.console.print(f"  run {row['run']} ({elide_items(row['parameters'], 200)}): "
-                               f"[{style(e['status'])}]{e['status']}[/]{took}", highlight=False)
+            self.say(f"  run {row['run']} ({elide_items(row['parameters'], 200)}): ",
+                     (e["status"], style(e["status"])), took)
 
     def _table(self):
+        from jupyter_flow.ui.tables import elide_items, new_table  # lazy: rich, only on a terminal
+
         table = new_table(pad_edge=False)
         for column in ("#", "run", "parameters", "status", "steps", "time"):
             table.add_column(column, no_wrap=True)
@@ -199,13 +245,13 @@ class BatchProgress(_Live):
         counts: dict[str, int] = {}
         for run in batch.runs:
             counts[run.status] = counts.get(run.status, 0) + 1
-        text = ", ".join(f"[{style(s)}]{n} {s}[/]" for s, n in counts.items())
-        self.console.print(f"batch [bold]{batch.id}[/]: {len(batch.record['sets'])} parameter sets, {text}",
-                           highlight=False)
+        text: list = []
+        for status, n in counts.items():
+            text += [", "] * bool(text) + [(f"{n} {status}", style(status))]
+        self.say("batch ", (batch.id, "bold"), f": {len(batch.record['sets'])} parameter sets, ", *text)
         for run in batch.runs:
             if run.error:
-                self.console.print(f"  [red]run {run.id} failed at step {run.error['step']}: {run.error['message']}[/]",
-                                   highlight=False)
+                self.say("  ", (f"run {run.id} failed at step {run.error['step']}: {run.error['message']}", "red"))
         if not batch.succeeded:
-            self.console.print(f"  after fixing: jupyter flow batch --resume {batch.id}   |   its runs: "
-                               f"jupyter flow runs --batch {batch.id}", highlight=False)
+            self.say(f"  after fixing: jupyter flow batch --resume {batch.id}   |   its runs: "
+                     f"jupyter flow runs --batch {batch.id}")
