@@ -302,24 +302,53 @@ def write_team_run(store, n: int, user, kind: str) -> None:
 
 team_run = st.tuples(st.sampled_from(TEAM), st.sampled_from(KINDS))
 team_listing = st.tuples(st.sampled_from((None,) + FLOWS), st.sampled_from((None, "ann", "bob", "dee", "eve")),
-                         st.sampled_from((None, "running", "damaged") + FINISHED), st.sampled_from((None, 1, 4)))
+                         st.sampled_from((None, "running", "damaged") + FINISHED), st.sampled_from((None, 1, 4)),
+                         st.one_of(st.none(), st.integers(0, 72)))  # a cursor: the runs older than run n
+SUMMARY_FATES = ("kept", "stale", "gone", "damaged", "without copies", "copies not of their group", "copies of others")
+
+
+def summary_meets(store, fate: str, stale: dict) -> None:
+    """What may become of each flow's summary (its copies included) after listings wrote it: a racing listing's
+    older copy (`stale`: {key: bytes}), gone, damaged, from an older version (no copies), copies that are
+    not of the runs' group (user, status) or not of the run named."""
+    for flow in FLOWS:
+        key = layout.index_summary(flow)
+        if fate == "stale" and key in stale:
+            store.write_bytes(key, stale[key])
+        elif fate in ("gone", "damaged") and store.exists(key):
+            store.delete(key) if fate == "gone" else store.write_bytes(key, b"0123\n{}")
+        elif fate not in ("kept", "stale") and store.exists(key):
+            body = json.loads(store.read_bytes(key).partition(b"\n")[2])
+            copies = body.pop("records")
+            if fate == "copies not of their group":
+                body["records"] = {i: {**r, "status": "failed" if r["status"] != "failed" else "succeeded",
+                                       "parameters": "forged"} for i, r in copies.items()}
+            elif fate == "copies of others":
+                ids = sorted(copies)
+                body["records"] = {i: {**copies[j], "parameters": "forged"} for i, j in zip(ids, ids[1:] + ids[:1])
+                                   if i != j}
+            store.write_bytes(key, records._digested(body))
 
 
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(before=st.lists(team_run, max_size=50), after=st.lists(st.tuples(st.integers(0, 70), team_run), max_size=15),
        listings=st.lists(team_listing, min_size=1, max_size=6), chunk=st.sampled_from((3, 8, 256)),
-       dense=st.sampled_from((1, 2, 32)), fill=st.sampled_from(("fsck", "listing", "none")))
+       dense=st.sampled_from((1, 2, 32)), fill=st.sampled_from(("fsck", "listing", "none")),
+       copy_below=st.sampled_from((0, 4, 1000)), fate=st.sampled_from(SUMMARY_FATES))
 def test_filtered_listings_through_summaries_equal_the_listings_from_the_records(before, after, listings, chunk,
-                                                                                  dense, fill):
+                                                                                  dense, fill, copy_below, fate):
     """Random runs of random users and statuses; the index and its summaries filled (by fsck, or by
-    listings) or not; then runs written after the summaries were (new ones, running ones that end:
-    the summaries are stale). Every filtered, limited listing equals the one computed from run.json."""
+    listings) or not, copying the records of no group, of small ones or of all; then runs written after
+    the summaries were (new ones, running ones that end: the summaries are stale), and the summaries
+    kept, replaced by an older copy, deleted, damaged or holding wrong copies. Every filtered, limited
+    listing, from any cursor, equals the one computed from run.json."""
     from unittest import mock
 
     root = tempfile.mkdtemp()
     try:
         store = open_store(root)
-        with mock.patch.object(records.RunIndex, "CHUNK", chunk), mock.patch.object(records.RunIndex, "DENSE", dense):
+        with mock.patch.object(records.RunIndex, "CHUNK", chunk), mock.patch.object(records.RunIndex, "DENSE", dense), \
+                mock.patch.object(records.RunIndex, "COPY_BELOW", copy_below):
             kinds = {}
             for n, (user, kind) in enumerate(before):
                 write_team_run(store, n, user, kind)
@@ -331,16 +360,21 @@ def test_filtered_listings_through_summaries_equal_the_listings_from_the_records
                 records.list_runs(store, user="ann")
             if fill != "none" and any(k in FINISHED for _, k in kinds.values()):
                 assert store.glob(layout.index_summaries()), "the index has its summaries"
+            stale = {k: store.read_bytes(k) for k in store.glob(layout.index_summaries())}
             for n, (user, kind) in after:
                 if n in kinds and kinds[n][1] != "running":
                     continue  # a finished run's record is never written again; a torn one is its killed writer's
                 user = kinds[n][0] if n in kinds else user
                 write_team_run(store, n, user, kind)
                 kinds[n] = (user, kind)
-            for flow, user, status, limit in listings:
-                got = records.list_runs(store, flow=flow, user=user, status=status, limit=limit)
-                want = from_records(store, flow, user, status)
-                assert summary(got) == summary(want[:limit] if limit else want), (flow, user, status, limit)
+            if fill == "listing":
+                records.list_runs(store, status="failed")  # the summaries learn the runs that ended
+            summary_meets(store, fate, stale)
+            for flow, user, status, limit, older in listings:
+                cursor = None if older is None else run_id(older)
+                got = records.list_runs(store, flow=flow, user=user, status=status, limit=limit, before=cursor)
+                want = [r for r in from_records(store, flow, user, status) if cursor is None or r.id < cursor]
+                assert summary(got) == summary(want[:limit] if limit else want), (flow, user, status, limit, cursor)
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
