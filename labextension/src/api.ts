@@ -109,13 +109,15 @@ export interface IPin {
   note?: string | null;
 }
 
-/** Which runs the history lists (GET runs): user none = everyone's; a page of `limit` from `offset`. */
+/** Which runs the history lists (GET runs): user none = everyone's; a page of `limit` from `offset`,
+ * of the runs older than the run id `before` (the last of the page before) if given. */
 export interface IRunQuery {
   flow?: string;
   user?: string;
   status?: string;
   limit?: number;
   offset?: number;
+  before?: string;
 }
 
 export interface IRunPage {

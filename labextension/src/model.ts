@@ -11,7 +11,7 @@ export interface IHistoryFilter {
   who: 'mine' | 'everyone' | 'user';
   user: string; // with who = 'user'
   status: string; // '' for any
-  offset: number;
+  pages: string[]; // the last run of each page before this one: the server lists from the last ([] on page 1)
 }
 
 export const PAGE_SIZE = 50;
@@ -28,7 +28,7 @@ export class FlowModel extends VDomModel {
   dag: IDag | null = null;
   runs: IRun[] = [];
   /** The filters the history asks for, and the query its `runs` answered (the list shows it when they match). */
-  filter: IHistoryFilter = { who: 'mine', user: '', status: '', offset: 0 };
+  filter: IHistoryFilter = { who: 'mine', user: '', status: '', pages: [] };
   shownQuery = '';
   moreRuns = false;
   selectedStep: string | null = null;
@@ -138,12 +138,13 @@ export class FlowModel extends VDomModel {
   query(): IRunQuery {
     const f = this.filter;
     const user = f.who === 'mine' ? this.info?.user : f.who === 'user' ? f.user.trim() || undefined : undefined;
-    return { flow: this.dag?.flow, user, status: f.status || undefined, limit: PAGE_SIZE, offset: f.offset };
+    const before = f.pages.length ? f.pages[f.pages.length - 1] : undefined;
+    return { flow: this.dag?.flow, user, status: f.status || undefined, limit: PAGE_SIZE, before };
   }
 
-  /** Change the history's filters (back to the first page unless `offset` is given) and list again. */
+  /** Change the history's filters (back to the first page unless `pages` is given) and list again. */
   setFilter(change: Partial<IHistoryFilter>): void {
-    this.filter = { ...this.filter, offset: 0, ...change };
+    this.filter = { ...this.filter, pages: [], ...change };
     this.stateChanged.emit();
     void this.refreshRuns();
   }

@@ -151,7 +151,7 @@ export function RunList(props: IRunListProps): JSX.Element {
   const toggle = (id: string) => setTicked(ticked.includes(id) ? ticked.filter(x => x !== id) : [...ticked, id]);
   const compared = props.runs.filter(r => ticked.includes(r.id));
   const { filter, onFilter } = props;
-  const first = filter.offset + 1;
+  const first = filter.pages.length * PAGE_SIZE + 1;
   return (
     <div className="jp-flow-runlist" aria-busy={props.loading} data-query={props.query}>
       <Filters filter={filter} onFilter={onFilter} />
@@ -206,22 +206,22 @@ export function RunList(props: IRunListProps): JSX.Element {
           </li>
         ))}
       </ul>
-      {(filter.offset > 0 || props.more) && (
+      {(filter.pages.length > 0 || props.more) && (
         <div className="jp-flow-pager">
           <button
             className="jp-flow-linkbutton jp-flow-newer"
-            disabled={filter.offset === 0}
-            onClick={() => onFilter({ offset: Math.max(0, filter.offset - PAGE_SIZE) })}
+            disabled={filter.pages.length === 0}
+            onClick={() => onFilter({ pages: filter.pages.slice(0, -1) })}
           >
             ‹ newer
           </button>
           <span className="jp-flow-dim">
-            {first}–{filter.offset + props.runs.length}
+            {first}–{first - 1 + props.runs.length}
           </span>
           <button
             className="jp-flow-linkbutton jp-flow-older"
-            disabled={!props.more}
-            onClick={() => onFilter({ offset: filter.offset + PAGE_SIZE })}
+            disabled={!props.more || !props.runs.length || props.loading}
+            onClick={() => onFilter({ pages: [...filter.pages, props.runs[props.runs.length - 1].id] })}
           >
             older ›
           </button>
