@@ -9,7 +9,10 @@ builds it through the records layer: 9,000 runs of the quickstart flow, one in 1
 
 With `--baseline DIR`, a second `jupyter lab` runs the jupyter_flow checkout in DIR (say, main before
 the index summaries) on its own copy of the store, and every figure is taken on both by turns, so that
-both see the same machine load. The load average (1 min) is printed before and after each part.
+both see the same machine load. The load average (1 min) is printed before and after each part. That
+lab serves DIR's own built sidebar (DIR/jupyter_flow/labextension, `jlpm build` in DIR/labextension)
+if there is one, and its store's index is written by DIR's code. REST page 2 asks this checkout for
+the runs before the last of page 1 (`before=`, as the sidebar does), the baseline for `offset=50`.
 
 With `--s3`, the store is on S3 (a moto server on loopback, as the tests use): built on a local folder,
 then uploaded (each side its own prefix of one bucket), and every lab reads it through S3.
@@ -22,6 +25,7 @@ import argparse
 import contextlib
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -36,7 +40,7 @@ QUERIES = {
     "everyone": "",
     "one colleague (user07)": "user=user07",
     "status failed, everyone": "status=failed",
-    "user07, page 2": "user=user07&offset=50",
+    "user07, page 2": "user=user07&{page2}",
     "user07 and failed (34 of 9,000 runs match, about one in each index file)": "user=user07&status=failed",
 }
 
@@ -47,15 +51,18 @@ def load() -> str:
 
 def rest(labs: dict, me: str, repeat: int) -> dict[tuple[str, str], float]:
     out = {}
+    first = labs["this"].api("jupyter-flow/api/runs?flow=quickstart&limit=50&user=user07")["runs"]
+    page2 = {side: "offset=50" if side == "baseline" else f"before={first[-1]['id']}" for side in labs}
     for name, query in QUERIES.items():
-        path = f"jupyter-flow/api/runs?flow=quickstart&limit=50&{query.format(me=me)}"
+        paths = {side: f"jupyter-flow/api/runs?flow=quickstart&limit=50&{query.format(me=me, page2=page2[side])}"
+                 for side in labs}
         times: dict[str, list] = {}
-        for lab in labs.values():
-            lab.api(path)
+        for side, lab in labs.items():
+            lab.api(paths[side])
         for _ in range(repeat):
             for side, lab in labs.items():
                 t = time.perf_counter()
-                lab.api(path)
+                lab.api(paths[side])
                 times.setdefault(side, []).append((time.perf_counter() - t) * 1000)
         for side, values in times.items():
             out[side, name] = median(values)
@@ -138,12 +145,13 @@ def main() -> None:
     base = Path(tempfile.mkdtemp(prefix="team-history-"))
     checkouts = {"this": ROOT} | ({"baseline": Path(args.baseline).resolve()} if args.baseline else {})
     team_store(base / "this" / "store")
-    if args.s3:  # a store in use has its run index, summaries and ledgers: written here, before the upload
-        from jupyter_flow.store import open_store, records
-
-        records.rebuild_index(open_store(str(base / "this" / "store")))
     if args.baseline:
         shutil.copytree(base / "this" / "store", base / "baseline" / "store")
+    if args.s3:  # a store in use has its run index, summaries and ledgers: written here, before the upload
+        for side, checkout in checkouts.items():  # by each side's own code
+            subprocess.run([sys.executable, "-c", "import sys; from jupyter_flow.store import open_store, records; "
+                            "records.rebuild_index(open_store(sys.argv[1]))", str(base / side / "store")],
+                           env={**os.environ, "PYTHONPATH": str(checkout)}, check=True)
     try:
         with contextlib.ExitStack() as stack:
             options = {side: () for side in checkouts}
@@ -157,6 +165,11 @@ def main() -> None:
                     print(f"uploaded the store for {side} in {time.perf_counter() - t:.0f} s ({load()})")
                     shutil.rmtree(base / side / "store")
                     options[side] = (f"--JupyterFlow.store=s3://flows/{side}",)
+            built = Path(args.baseline or ".").resolve() / "jupyter_flow" / "labextension"
+            if args.baseline and (built / "package.json").exists():  # the baseline's own sidebar, served first
+                (base / "extensions").mkdir()
+                (base / "extensions" / "jupyter-flow").symlink_to(built)
+                options["baseline"] += (f"--LabApp.extra_labextensions_path={base / 'extensions'}",)
             labs = {side: stack.enter_context(lab_of(checkout, base / side, options[side]))
                     for side, checkout in checkouts.items()}
             print(f"REST ({load()})")
