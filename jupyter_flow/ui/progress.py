@@ -51,33 +51,49 @@ def is_terminal(file) -> bool:
         return False
 
 
-class Lines:
-    """Where a view's lines go when standard error is not a terminal: plain text, one line per `say`, as
-    rich prints there (no colour, no wrapping)."""
+# ANSI's codes for the words of the styles in store.status.STYLES and the ones below
+SGR = {"bold": "1", "dim": "2", "red": "31", "green": "32", "yellow": "33", "magenta": "35", "cyan": "36"}
 
-    is_terminal = False
 
-    def __init__(self, file):
-        self.file = file
+def paint(text: str, style: str) -> str:
+    """`text` in a rich style made of SGR's words, as rich draws it on a terminal of 8 colours or more:
+    nothing on TERM=dumb or unknown, no colour with NO_COLOR set."""
+    if not text or os.environ.get("TERM") in ("dumb", "unknown"):
+        return text
+    colourless = os.environ.get("NO_COLOR", "") != ""
+    codes = [SGR[w] for w in style.split() if w in SGR and not (colourless and int(SGR[w]) >= 30)]
+    return f"\x1b[{';'.join(codes)}m{text}\x1b[0m" if codes else text
 
 
 class _Live:
-    """A rich Live table on a terminal, redrawn from `_table()` several times a second."""
+    """A rich Live table on a terminal, redrawn from `_table()` several times a second once the run has gone
+    on for `live_after` seconds. Until then, and off a terminal, lines are written without rich (its console
+    and table are 25-30 ms of a cached rerun's start-up): `say` and `_draw_once`."""
 
     def __init__(self, quiet: bool = False, live_after: float = LIVE_AFTER):
-        if is_terminal(sys.stderr):
-            from jupyter_flow.ui.tables import make_console  # lazy: rich, only on a terminal
-
-            self.console = make_console(stderr=True)
-        else:
-            self.console = Lines(sys.stderr)
+        self.out = sys.stderr
+        self.on_terminal = is_terminal(self.out)
+        self._console = None
         self.quiet, self.live_after = quiet, live_after
-        self.terminal = not quiet and self.console.is_terminal  # a table, not one line per change
+        self.terminal = not quiet and self.on_terminal  # a table, not one line per change
         self.live = None
         self.lock = threading.Lock()
         self._going_live = threading.Lock()  # the timer starting the live view, or the end stopping it first
         self._timer: threading.Timer | None = None
         self._ended = False
+
+    @property
+    def console(self):
+        """rich's console on standard error, made when first needed (the live view, a table too wide)."""
+        if self._console is None:
+            from jupyter_flow.ui.tables import make_console  # lazy: rich, only for a live view
+
+            self._console = make_console(stderr=True)
+        return self._console
+
+    @console.setter
+    def console(self, console) -> None:
+        self._console, self.out, self.on_terminal = console, console.file, console.is_terminal
 
     def __enter__(self):
         if self.terminal:
@@ -103,18 +119,33 @@ class _Live:
             self.live.refresh()
             self.live.__exit__(*exc)
         elif self.terminal:
-            self.console.print(self._table())  # what the live view would have left on the screen
+            self._draw_once()  # what the live view would have left on the screen
+
+    def _table(self):
+        """The rich Table the view shows now (each view its own)."""
+        raise NotImplementedError
+
+    def _draw_once(self) -> None:
+        self.console.print(self._table())
 
     def say(self, *parts) -> None:
         """One line of `parts`, each a text or a (text, rich style): styled on a terminal, else plain. A
         text is printed as it is (never read as rich markup: a step's error may hold `[...]`)."""
-        if self.console.is_terminal:
+        if self.live is not None:  # rich's live view keeps its table below the lines printed
             from rich.text import Text  # imported with rich's console already
 
             self.console.print(Text.assemble(*parts))
-        else:
-            self.console.file.write("".join(p if isinstance(p, str) else p[0] for p in parts) + "\n")
-            self.console.file.flush()
+            return
+        paint_ = paint if self.on_terminal else (lambda text, style: text)
+        self.out.write("".join(p if isinstance(p, str) else paint_(*p) for p in parts) + "\n")
+        self.out.flush()
+
+    def width(self) -> int:
+        """The terminal's columns, as rich reads them ($COLUMNS first); 80 if it cannot say (or says 0)."""
+        try:
+            return int(os.environ.get("COLUMNS") or os.get_terminal_size(self.out.fileno()).columns) or 80
+        except (ValueError, OSError, AttributeError):
+            return 80
 
 
 class Progress(_Live):
@@ -157,21 +188,40 @@ class Progress(_Live):
             self.say(f"  {e['step']}{index}: ", (e["status"], style(e["status"])), tail,
                      f" - {error}" if error and e["status"] != "retrying" else "")
 
-    def _table(self):
-        from jupyter_flow.ui.tables import new_table  # lazy: rich, only on a terminal
+    COLUMNS = ("step", "status", "tasks", "time")
 
-        table = new_table(pad_edge=False)
-        for column in ("step", "status", "tasks", "time"):
-            table.add_column(column)
+    def _rows(self) -> list[tuple]:
+        """The table's rows as (step, (status, its style), tasks done/total, time), times as of now."""
         now = time.monotonic()
         with self.lock:
-            for name, row in self.steps.items():
-                done = sum(s in DONE for s in row["tasks"].values())
-                total = "?" if row["total"] is None else row["total"]
-                took = "" if row["started"] is None else f"{(row['ended'] or now) - row['started']:.1f}s"
-                status = row["status"]
-                table.add_row(name, f"[{style(status)}]{status}[/]", f"{done}/{total}", took)
+            return [(name, (row["status"], style(row["status"])),
+                     f"{sum(s in DONE for s in row['tasks'].values())}/{'?' if row['total'] is None else row['total']}",
+                     "" if row["started"] is None else f"{(row['ended'] or now) - row['started']:.1f}s")
+                    for name, row in self.steps.items()]
+
+    def _table(self):
+        from jupyter_flow.ui.tables import new_table  # lazy: rich, only for a live view
+
+        table = new_table(pad_edge=False)
+        for column in self.COLUMNS:
+            table.add_column(column)
+        for name, (status, status_style), tasks, took in self._rows():
+            table.add_row(name, f"[{status_style}]{status}[/]", tasks, took)
         return table
+
+    def _draw_once(self) -> None:
+        """The table as rich draws it (no box, bold header, columns two spaces apart, left-aligned), written
+        without rich; by rich when it would not fit the terminal's width or holds other than ASCII."""
+        rows = [tuple((c, "bold") for c in self.COLUMNS)] + [
+            tuple(c if isinstance(c, tuple) else (c, "") for c in row) for row in self._rows()]
+        widths = [max(len(row[i][0]) for row in rows) for i in range(len(self.COLUMNS))]
+        if sum(widths) + 2 * (len(widths) - 1) > self.width() or not all(t.isascii() for r in rows for t, _ in r):
+            super()._draw_once()
+            return
+        for row in rows:
+            self.out.write("  ".join(paint(text, text_style) + " " * (width - len(text))
+                                     for (text, text_style), width in zip(row, widths)) + "\n")
+        self.out.flush()
 
     def summary(self, handle) -> None:
         run = get_run(handle.store, handle.run_id)

@@ -9,19 +9,23 @@ import re
 import subprocess
 import sys
 import time
+from unittest import mock
 
 import pytest
 from conftest import cli, tagged_notebook
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from rich.console import Console
 
 from jupyter_flow.ui.progress import Progress
 
-# Runs `jupyter flow run` in this process, then says what it imported and which zygotes it started.
+# Runs `jupyter flow run` in this process, then says what it imported and which zygotes it started (off a
+# terminal, its lines are plain text: rich is not imported either).
 PROBE = """
 import sys
 from jupyter_flow.cli import main as cli; from jupyter_flow.speed import forkserver
 code = cli.run_main(sys.argv[1:])
-watched = ("papermill", "nbclient", "jupyter_client", "ipykernel")
+watched = ("papermill", "nbclient", "jupyter_client", "ipykernel", "rich")
 print("EXIT", code, "IMPORTED", [m for m in watched if m in sys.modules], "ZYGOTES", len(forkserver._servers))
 """
 
@@ -56,11 +60,12 @@ def test_a_run_collects_garbage_again_once_it_started(tmp_path, store):
         assert probe.returncode == 0 and "COLLECTING True" in probe.stdout, probe.stdout + probe.stderr
 
 
-def on_a_terminal(*args) -> tuple[int, str]:
+def on_a_terminal(*args, env: dict | None = None) -> tuple[int, str]:
     """`jupyter flow ARGS` with its standard streams on a terminal (a pty), as a user types it: (exit code,
     everything it drew, escape sequences included)."""
     master, slave = pty.openpty()
-    proc = subprocess.Popen(["jupyter", "flow", *map(str, args)], stdin=slave, stdout=slave, stderr=slave)
+    proc = subprocess.Popen(["jupyter", "flow", *map(str, args)], stdin=slave, stdout=slave, stderr=slave,
+                            env={**os.environ, **(env or {})})
     os.close(slave)
     drawn = b""
     try:
@@ -89,6 +94,9 @@ def test_on_a_terminal_a_cache_hit_prints_its_table_once_and_a_longer_run_is_red
     assert ERASE_LINE in drawn and "running" in drawn, drawn
     code, drawn = on_a_terminal("run", nb)  # served from the cache: the same table, whether drawn live or not
     assert code == 0 and final_table(drawn) == {"a": "cached", "b": "cached"}, drawn
+    code, drawn = on_a_terminal("run", nb, env={"PYTHONPROFILEIMPORTTIME": "1"})  # each import, on the screen
+    assert code == 0 and final_table(drawn.replace(chr(13), "").split("| jupyter_flow.ui.progress")[-1]) == {
+        "a": "cached", "b": "cached"} and "| rich" not in drawn, drawn  # drawn over before rich was needed
 
 
 def terminal_view(live_after: float) -> tuple[Progress, io.StringIO]:
@@ -113,3 +121,39 @@ def test_on_a_terminal_a_run_over_before_live_after_gets_its_table_once_a_longer
             time.sleep(0.01)
         view.event({"type": "task", "step": "a", "index": 0, "status": "succeeded", "duration": 0.5})
     assert view.live is not None and final_table(screen.getvalue()) == {"a": "succeeded"}
+
+
+SGR = re.compile(r"\x1b\[([0-9;]*)m([^\x1b]*)\x1b\[0m")
+
+
+def looks(drawn: str) -> tuple[list[str], list[tuple[str, str]]]:
+    """What a reader sees of `drawn`: its lines without escapes or trailing blanks, and each styled word with
+    its style's codes."""
+    plain = re.sub(r"\x1b\[[0-9;]*m", "", drawn)
+    return [line.rstrip() for line in plain.splitlines()], [(m[1], m[2].strip()) for m in SGR.finditer(drawn)
+                                                             if m[2].strip()]
+
+
+STATUSES = ("queued", "running", "retrying", "succeeded", "cached", "reused", "skipped", "failed", "timed_out",
+            "cancelled", "crashed", "damaged")
+
+
+@given(st.lists(st.tuples(st.from_regex(r"[a-z][a-z0-9_]{0,24}", fullmatch=True), st.sampled_from(STATUSES),
+                          st.integers(0, 1200), st.none() | st.integers(1, 1200),
+                          st.none() | st.floats(0, 5000)), min_size=1, max_size=12, unique_by=lambda r: r[0]))
+@settings(max_examples=200, deadline=None)
+def test_a_run_over_before_its_live_view_draws_the_table_rich_would(rows):
+    """The table a cache hit prints on a terminal without rich reads as rich's (the live view's last frame):
+    the same lines, the same words in the same styles."""
+    view, screen = terminal_view(live_after=3600)
+    view.steps = {name: {"status": status, "tasks": dict.fromkeys(range(done), "succeeded"), "total": total,
+                         "started": None if took is None else 1.0, "ended": None if took is None else 1.0 + took}
+                  for name, status, done, total, took in rows}  # ended: the time column never changes meanwhile
+    for env in ({}, {"NO_COLOR": "1"}, {"TERM": "dumb"}):  # colours, bold and dim only, nothing
+        with mock.patch.dict(os.environ, env):
+            view._draw_once()
+            by_rich = io.StringIO()
+            Console(file=by_rich, force_terminal=True, width=80).print(view._table())
+        assert looks(screen.getvalue()) == looks(by_rich.getvalue()), env
+        screen.seek(0)
+        screen.truncate()
