@@ -133,6 +133,7 @@ def test_a_teams_history_filtered_paged_and_pinned(lab, page):
     second = rows(page)
     assert len(second) == 50 and {r["user"] for r in second} == {"user07"}
     assert second[0]["id"] < first[-1]["id"]  # the next 50, newest first
+    assert f'"before":"{first[-1]["id"]}"' in page.locator(HISTORY).get_attribute("data-query")  # not an offset
     assert page.locator(f"{SIDEBAR} .jp-flow-pager").inner_text().split("\n")[1].startswith("51–100")
     times["newer"] = change_history(page, lambda: page.locator(f"{SIDEBAR} .jp-flow-newer").click())
     assert [r["id"] for r in rows(page)] == [r["id"] for r in first]
