@@ -7,7 +7,6 @@ but jupyter_flow does not use is a warning naming the cell, never dropped silent
 """
 from __future__ import annotations
 
-import difflib
 import json
 import re
 from dataclasses import dataclass, field
@@ -355,6 +354,8 @@ def _classify(cell: Cell, tag: str) -> tuple[str | None, re.Match | None]:
         m = pattern.match(tag)
         if m:
             return kind, m
+    import difflib  # lazy: only a tag not of ours is checked for a near miss (difflib: 1 ms of every start)
+
     prefix, colon, _ = tag.partition(":")
     if colon:
         if prefix in _PREFIX_HINTS:

@@ -16,7 +16,6 @@ tagged `cache:trust`). Reusing it restores the files it wrote into the notebook'
 from __future__ import annotations
 
 import ast
-import difflib
 import json
 import subprocess
 from dataclasses import dataclass
@@ -324,6 +323,8 @@ def _param_text(value) -> str:
 
 def _code_change(flow: Flow, old: list[dict], new: list[dict]) -> str | None:
     """`code changed: cell 4, line 2 `x = 3``: the first cell whose code differs and its first changed line."""
+    import difflib  # lazy: only a step whose code changed is told why (difflib: 1 ms of every start)
+
     by_number = {c.index + 1: c for c in flow.shared + [c for s in flow.steps.values() for c in s.cells]}
     matcher = difflib.SequenceMatcher(a=[c["code"] for c in old], b=[c["code"] for c in new], autojunk=False)
     for op, i1, _i2, j1, _j2 in matcher.get_opcodes():
