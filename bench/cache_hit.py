@@ -3,9 +3,8 @@ as a user types it, once the cache holds every step. Also what the launcher cost
 --version` (jupyter_core's `jupyter` finds and starts the `jupyter-flow` script), `jupyter-flow
 --version`, a bare `python -c pass`, the same without `site` (`python -S -c pass`: what site-packages'
 .pth files cost each start) and the launcher's own imports (`python -c "import jupyter_core.command"`).
-The cached rerun is also timed with `jupyter flow agent` running (its sockets in the temp dir), with
-its output on a terminal (a pty), where the progress view is drawn as a user sees it, and, where PATH's
-`jupyter` is not the interpreter's own (pyenv's shims), with the interpreter's `jupyter` typed in full.
+The cached rerun is also timed with `jupyter flow agent` running (its sockets in the temp dir), and
+with its output on a terminal (a pty), where the progress view is drawn in place as a user sees it.
 
 It also checks what a cache hit starts: the cached rerun once more with PYTHONPROFILEIMPORTTIME=1 (every
 Python process of the command reports its imports: a zygote or kernel would import ipykernel), and
@@ -22,7 +21,6 @@ import contextlib
 import os
 import pty
 import resource
-import shutil
 import statistics
 import subprocess
 import sys
@@ -39,8 +37,6 @@ TERMINAL = "the same, its output on a terminal (a pty: the live view)"
 WATCHED = ("papermill", "nbclient", "jupyter_client", "ipykernel")
 NO_SITE = "`python -S -c pass` (no site: no site-packages, no .pth files)"
 LAUNCHER = "`python -c \"import jupyter_core.command\"` (the `jupyter` launcher's imports)"
-OWN = Path(sys.executable).parent / "jupyter"  # the interpreter's own launcher, not a shim before it on PATH
-DIRECT = f"the same, `{OWN}` typed in full (PATH's `jupyter` is a shim here)"
 
 
 def timed_in_terminal(cmd: list[str], env: dict) -> tuple[float, float]:
@@ -106,8 +102,6 @@ def main() -> None:
                               TERMINAL: (run, env),
                               "`jupyter flow --version`": (["jupyter", "flow", "--version"], env),
                               "`jupyter-flow --version`": (["jupyter-flow", "--version"], env)}
-            if shutil.which("jupyter") != str(OWN):  # pyenv's shims: a shell script and `pyenv exec` first
-                commands[name][DIRECT] = ([str(OWN), *run[1:]], env)
         python = "`python -c pass` (the interpreter alone)"
         commands["python"] = {python: ([sys.executable, "-c", "pass"], dict(os.environ)),
                               NO_SITE: ([sys.executable, "-S", "-c", "pass"], dict(os.environ)),
