@@ -141,7 +141,7 @@ STATUSES = ("queued", "running", "retrying", "succeeded", "cached", "reused", "s
 @given(st.lists(st.tuples(st.from_regex(r"[a-z][a-z0-9_]{0,24}", fullmatch=True), st.sampled_from(STATUSES),
                           st.integers(0, 1200), st.none() | st.integers(1, 1200),
                           st.none() | st.floats(0, 5000)), min_size=1, max_size=12, unique_by=lambda r: r[0]))
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)  # 3 s of the quick lane
 def test_a_run_over_before_its_live_view_draws_the_table_rich_would(rows):
     """The table a cache hit prints on a terminal without rich reads as rich's (the live view's last frame):
     the same lines, the same words in the same styles."""
