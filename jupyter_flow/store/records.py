@@ -310,7 +310,9 @@ class RunIndex:
     status with fewer than COPY_BELOW runs in it: at 20 users, their failed and cancelled runs), so a
     filter few runs match reads the ledger, one listing and the summary, not one request per run it
     shows. A finished run's record never changes, so the copy cannot go stale; one whose user or status
-    is not its group's, or that is not a finished record of its id, is not used.
+    is not its group's, or that is not a finished record of its id, is not used. The copies are one JSON
+    text inside the summary, parsed only by a listing that wants a rare run of a file it does not read
+    (the common filters read those files: the copies cost them no parsing).
     """
 
     CHUNK = 256
@@ -329,6 +331,7 @@ class RunIndex:
         self.learned: dict[str, dict] = {}  # flow -> {run_id: record dict} to add
         self.summaries: dict[str, dict] = {}  # flow -> {start: [[user, status, [run ids]], ...]}, as read
         self.facts: dict[str, dict] = {}  # flow -> {run_id: (start, user, status)}, from its summary
+        self.copied: dict[str, str] = {}  # flow -> its summary's copies, as JSON text (parsed when first wanted)
         self.copies: dict[str, dict] = {}  # flow -> {run_id: record dict} of its rare groups, from its summary
         self.rare: dict[str, set] = {}  # flow -> the runs of its summary's groups of fewer than COPY_BELOW
         self.uncopied: dict[str, dict] = {}  # flow -> {run_id: record dict} read from run.json for want of a copy
@@ -352,16 +355,28 @@ class RunIndex:
 
     def _summary(self, flow: str) -> dict:
         if flow not in self.summaries:
-            self.summaries[flow], copies = _read_summary(self.store, flow)
+            self.summaries[flow], self.copied[flow] = _read_summary(self.store, flow)
             self.facts[flow] = facts = {}
             for start, groups in self.summaries[flow].items():
                 for user, status, ids in groups:
                     facts.update(dict.fromkeys(ids, (start, user, status)))
-            self.copies[flow] = {i: r for i, r in copies.items() if i in facts and _is_finished_record(i, r)
-                                 and (r.get("user"), r.get("status")) == facts[i][1:]}
             self.rare[flow] = {i for groups in self.summaries[flow].values() for _, _, ids in groups
                                if len(ids) < self.COPY_BELOW for i in ids}
         return self.summaries[flow]
+
+    def _copies(self, flow: str) -> dict:
+        """{run_id: record dict} of the rare runs the flow's summary copies, each checked against its group."""
+        if flow not in self.copies:
+            self._summary(flow)
+            try:
+                copies = json.loads(self.copied.pop(flow) or "{}")
+            except (ValueError, RecursionError):
+                copies = None
+            facts = self.facts[flow]
+            self.copies[flow] = {i: {**r, "flow": flow} for i, r in copies.items() if i in facts
+                                 and _is_finished_record(i, r) and (r.get("user"), r.get("status")) == facts[i][1:]
+                                 } if isinstance(copies, dict) else {}
+        return self.copies[flow]
 
     def excluded(self, flow: str, user: str | None, status: str | None) -> set[str]:
         """The finished runs the summary shows are not of `user` with `status` (None: any)."""
@@ -380,17 +395,16 @@ class RunIndex:
         """Whether the index file `start` holds enough runs of `user` with `status` (None: any) to be read."""
         key = (flow, start, user, status)
         if key not in self.wanted:
-            copies = self.copies[flow] if self._summary(flow) else {}
-            self.wanted[key] = sum(1 for u, s, ids in self._summary(flow).get(start, ())
-                                   if _matches(u, s, user, status) for i in ids if i not in copies)
+            self.wanted[key] = sum(len(ids) for u, s, ids in self._summary(flow).get(start, ())
+                                   if _matches(u, s, user, status) and len(ids) >= self.COPY_BELOW)  # not copied
         wanted = self.wanted[key]
         return isinstance(wanted, int) and wanted >= self.dense_at
 
     def get(self, flow: str, run_id: str, sparse: bool = False) -> RunRecord:
         """The run's record: from the index file covering it, or from its run.json. `sparse`: the
         listing wants few runs of that file, so read run.json unless the file has been read already.
-        A run whose record the summary copies (if this listing read the summary) is read from there."""
-        copied = self.copies.get(flow, {}).get(run_id)
+        A sparse run whose record the summary copies (a listing that read the summary) is read from there."""
+        copied = self._copies(flow).get(run_id) if sparse and run_id in self.rare.get(flow, ()) else None
         if copied is not None:
             try:
                 return RunRecord.from_dict(copied)
@@ -438,7 +452,7 @@ class RunIndex:
         for flow, files in written.items():
             present = set(folders.get(flow, ()))
             summary = {**self._summary(flow), **{start: _groups(runs) for start, runs in files.items()}}
-            known = {**self.copies[flow], **self.uncopied.get(flow, {})}  # records the summary may copy
+            known = {**self._copies(flow), **self.uncopied.get(flow, {})}  # records the summary may copy
             for runs in [*(runs for (f, _), runs in self.chunks.items() if f == flow), *files.values()]:
                 known.update(runs)
             try:
@@ -516,20 +530,20 @@ def _groups(runs: dict) -> list:
     return [[user, status, sorted(ids)] for (user, status), ids in groups.items()]
 
 
-def _read_summary(store, flow: str) -> tuple[dict, dict]:
-    """({index file name: [[user, status, [run ids]], ...]}, {run id: record dict} of its rare groups) of
-    a flow; empty if missing or damaged. A group that is not (a user or null, a finished status, run ids)
-    is left out."""
+def _read_summary(store, flow: str) -> tuple[dict, str]:
+    """({index file name: [[user, status, [run ids]], ...]}, the JSON text of {run id: record dict} of its
+    rare groups) of a flow; empty if missing or damaged. A group that is not (a user or null, a finished
+    status, run ids) is left out."""
     data = _read_digested(store, layout.index_summary(flow))
     files = data.get("files") if isinstance(data, dict) else None
     if not isinstance(files, dict):
-        return {}, {}
+        return {}, ""
     out = {}
     for start, groups in files.items():
         if isinstance(groups, list):
             out[start] = [g for g in groups if _is_group(g)]
     copies = data.get("records")
-    return out, copies if isinstance(copies, dict) else {}
+    return out, copies if isinstance(copies, str) else ""
 
 
 def _is_group(g) -> bool:
@@ -548,9 +562,22 @@ def _write_summary(store, flow: str, files: dict, present: set, known: dict) -> 
             kept[start] = [g for g in groups if g[2]]
         for user, status, ids in groups:
             if len(ids) < RunIndex.COPY_BELOW:
-                copies.update((i, known[i]) for i in ids if i in known and _is_finished_record(i, known[i])
+                copies.update((i, _compact(known[i])) for i in ids if i in known and _is_finished_record(i, known[i])
                               and (known[i].get("user"), known[i].get("status")) == (user, status))
-    _write_digested(store, layout.index_summary(flow), {"flow": flow, "files": kept, "records": copies})
+    _write_digested(store, layout.index_summary(flow), {"flow": flow, "files": kept, "records": json.dumps(
+        copies, separators=(",", ":"), default=str)})
+
+
+def _compact(record: dict) -> dict:
+    """A run record without its flow (the summary's) and the fields at their defaults (RunRecord.from_dict
+    gives them back); id, user and status stay, to be checked against the summary's group."""
+    return {k: v for k, v in record.items() if k in ("id", "user", "status")
+            or (k != "flow" and _RUN_DEFAULTS.get(k, _RUN_DEFAULTS) != v)}
+
+
+_RUN_DEFAULTS = {f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()
+                 for f in dataclasses.fields(RunRecord) if f.default is not dataclasses.MISSING
+                 or f.default_factory is not dataclasses.MISSING}
 
 
 def rebuild_index(store, write: bool = True) -> list[RunRecord]:
