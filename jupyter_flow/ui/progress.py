@@ -2,9 +2,9 @@
 
 On a terminal it redraws in place (times tick while steps run) once the run has gone on for
 LIVE_AFTER seconds; a run over before (served from the cache) gets the same table printed once.
-Otherwise (CI, a log file) it prints one line per change, as plain text, without importing rich (rich's
-console is 10-12 ms of a cached rerun's start-up). `BatchProgress` is the same for the runs of a batch,
-one row per run.
+Otherwise (CI, a log file) it prints one line per change, as plain text. rich is imported only for the
+live view: before it, and off a terminal, lines and the table are written here (rich's console and table
+were 25-30 ms of a cached rerun). `BatchProgress` is the same for the runs of a batch, one row per run.
 """
 from __future__ import annotations
 
