@@ -410,7 +410,8 @@ class RunIndex:
                 return RunRecord.from_dict(copied)
             except ValueError:
                 pass  # not a record: read it as if the summary had no copy
-        start = self._start(flow, run_id)
+        fact = self.facts.get(flow, {}).get(run_id)  # its file, as the summary says: no listing of the files
+        start = fact[0] if fact else self._start(flow, run_id)  # (a file since split or gone: run.json is read)
         cached = None if sparse and (flow, start) not in self.chunks else self._chunk(flow, start).get(run_id)
         if cached is not None:
             try:
