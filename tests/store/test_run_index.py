@@ -495,6 +495,10 @@ def test_filtered_listings_through_summaries_on_s3(tmp_path, monkeypatch):
             for f in [dict(user="user03"), dict(user="user03", status="failed", limit=5), dict(status="failed")]:
                 want = from_records(store, "f", f.get("user"), f.get("status"))
                 assert summary(records.list_runs(store, flow="f", **f)) == summary(want[:f.get("limit")]), (key, f)
+                for n in (5, 150, 215):  # the next page after run n, as the sidebar's `older ›` asks for it
+                    older = [r for r in want if r.id < run_id(2 * n)]
+                    got = records.list_runs(store, flow="f", before=run_id(2 * n), **f)
+                    assert summary(got) == summary(older[:f.get("limit")]), (key, f, n)
 
 
 # -- the run ledger: which runs exist, without listing every run folder ------------------------------
