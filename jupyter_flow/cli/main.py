@@ -470,13 +470,38 @@ def cmd_resume(args) -> int:
 
 
 def _prestart_kernels(args) -> None:
-    """The first thing a local run that runs every step (--no-cache) does: start the kernels' zygote, whose
-    imports then overlap ours. Otherwise the executor starts it with the first kernel: a run served
-    from the cache starts no zygote."""
-    if args.executor == "local" and getattr(args, "no_cache", False):
-        from jupyter_flow.speed.forkserver import prestart  # lazy: start-up time
+    """The first thing a local run does when no step can come from the cache (--no-cache, or a store on
+    this machine with no cache entry yet, e.g. a fresh one): start the zygote of the notebook's kernel, whose
+    imports then overlap ours. Otherwise the executor starts it with the first kernel a step needs: a run
+    served from the cache starts no zygote."""
+    if getattr(args, "help_notebook", False) or getattr(args, "prepare_only", False):
+        return  # nothing runs
+    if args.executor != "local" or not (getattr(args, "no_cache", False) or _without_cache(args.store)):
+        return
+    from jupyter_flow.flow.kernelspecs import notebook_kernel  # lazy: start-up time
+    from jupyter_flow.speed.forkserver import prestart
 
-        prestart()
+    kernel = args.kernel
+    if not kernel:
+        try:  # the notebook's own kernel, if it is a file here (a URL is read later, by papermill's I/O)
+            with open(args.notebook, encoding="utf-8") as f:
+                kernel = notebook_kernel(json.load(f))
+        except (OSError, TypeError, ValueError, AttributeError):
+            kernel = "python3"
+    prestart(kernel)
+
+
+def _without_cache(url) -> bool:
+    """Whether the store at `url` is a folder on this machine without any cache entry (one stat; a store
+    elsewhere is not asked: opening it costs more than the zygote saves)."""
+    from jupyter_flow.store import layout, open_store  # lazy: start-up time
+    from jupyter_flow.store.backends import LocalBackend
+
+    try:
+        store = open_store(url)
+    except FlowError:
+        return False  # the run says what is wrong with it
+    return isinstance(store.backend, LocalBackend) and not store.exists(layout.CACHE_FOLDER)
 
 
 def cmd_dag(args) -> int:

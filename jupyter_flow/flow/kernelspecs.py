@@ -18,6 +18,11 @@ import sys
 from jupyter_flow.errors import FlowError
 
 
+def notebook_kernel(raw: dict) -> str:
+    """The kernelspec a notebook (its nbformat dict) names in its metadata; python3 if it names none."""
+    return (raw.get("metadata", {}).get("kernelspec") or {}).get("name") or "python3"
+
+
 def installed_kernels(kernel_dirs=None) -> dict[str, str]:
     """{name: folder} of the installed kernelspecs, found as jupyter_client's KernelSpecManager finds
     them (a folder with a kernel.json in the kernels dirs of jupyter_path, the first one of a name

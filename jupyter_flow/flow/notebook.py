@@ -15,7 +15,7 @@ from pathlib import Path
 from jupyter_flow.errors import FlowError
 from jupyter_flow.flow import languages
 from jupyter_flow.flow.analysis import analyze
-from jupyter_flow.flow.kernelspecs import requirement
+from jupyter_flow.flow.kernelspecs import notebook_kernel, requirement
 from jupyter_flow.store.layout import STEP_NAME_PATTERN as NAME
 from jupyter_flow.store.layout import check_flow_name
 
@@ -178,7 +178,7 @@ def parse(raw: dict, path: Path) -> Notebook:
     secrets = _secret_names(raw, path, parsed)
     parsed = [(cell, [tag for tag in tags if tag[1] != "secret"]) for cell, tags in parsed]
     named = [(cell, tag) for cell, tags in parsed for tag, kind, m in tags if kind == "step" and m["name"]]
-    nb = Notebook(path=path, name=flow_name(raw, path), kernel=_kernel_name(raw), raw=raw, steps={}, shared=[],
+    nb = Notebook(path=path, name=flow_name(raw, path), kernel=notebook_kernel(raw), raw=raw, steps={}, shared=[],
                   parameters=None, metrics=[], skipped=[], tagged_steps=bool(named), language=_language(raw),
                   secrets=secrets)
     if not languages.supported(nb.language):
@@ -453,7 +453,3 @@ def _language(raw: dict) -> str:
     meta = raw.get("metadata", {})
     language = (meta.get("kernelspec") or {}).get("language") or (meta.get("language_info") or {}).get("name")
     return str(language or "python")
-
-
-def _kernel_name(raw: dict) -> str:
-    return (raw.get("metadata", {}).get("kernelspec") or {}).get("name") or "python3"

@@ -147,8 +147,11 @@ def index_summary(flow: str) -> str:
     return f"flows/{flow}/index/summary"
 
 
+CACHE_FOLDER = "cache"
+
+
 def cache_entry(cache_key: str) -> str:
-    return f"cache/{cache_key}.json"
+    return f"{CACHE_FOLDER}/{cache_key}.json"
 
 
 def batch_json(batch_id: str) -> str:
@@ -205,7 +208,7 @@ def task_jsons(flow: str, run_id: str) -> str:
 
 ALL_TASK_JSONS = "flows/*/runs/*/*/*/task.json"
 ALL_BLOBS = "blobs/??/*"
-ALL_CACHE = "cache/*.json"
+ALL_CACHE = f"{CACHE_FOLDER}/*.json"
 
 
 

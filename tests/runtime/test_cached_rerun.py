@@ -40,6 +40,33 @@ def test_cache_hit_starts_no_zygote_and_imports_no_papermill(tmp_path, store):
     assert "EXIT 0 IMPORTED [] ZYGOTES 0" in probe.stdout, probe.stdout + probe.stderr
 
 
+# Says, for each zygote started (an audit event, Python's own hook), whether the runtime was imported by then.
+FIRST = """
+import sys
+from jupyter_flow.cli import main as cli
+started = []
+sys.addaudithook(lambda event, args: started.append("jupyter_flow.runtime" in sys.modules)
+                 if event == "subprocess.Popen" and "forkserver.py" in str(args[1]) else None)
+code = cli.run_main(sys.argv[1:])
+print("EXIT", code, "ZYGOTES STARTED", started)
+"""
+
+
+@pytest.mark.slow
+def test_a_run_with_nothing_in_the_cache_starts_its_zygote_first_and_a_later_hit_none(tmp_path, store):
+    nb = tagged_notebook(tmp_path, [(["step:a"], "x = 1"), (["step:b"], "y = x + 1")])
+    first = subprocess.run([sys.executable, "-c", FIRST, "run", str(nb)], capture_output=True, text=True,
+                           timeout=300, check=False)
+    assert "EXIT 0 ZYGOTES STARTED [False]" in first.stdout, first.stdout + first.stderr  # before the runtime
+    (tmp_path / "flow.ipynb").write_text((tmp_path / "flow.ipynb").read_text().replace("x = 1", "x = 2"))
+    changed = subprocess.run([sys.executable, "-c", FIRST, "run", str(nb)], capture_output=True, text=True,
+                             timeout=300, check=False)  # the store has a cache now: the zygote comes when needed
+    assert "EXIT 0 ZYGOTES STARTED [True]" in changed.stdout, changed.stdout + changed.stderr
+    hit = subprocess.run([sys.executable, "-c", FIRST, "run", str(nb)], capture_output=True, text=True,
+                         timeout=300, check=False)
+    assert "EXIT 0 ZYGOTES STARTED []" in hit.stdout, hit.stdout + hit.stderr
+
+
 # `jupyter-flow run` as the console script starts it (cli.main.entry), saying at exit whether the garbage
 # collector was on again: start-up runs without it, the run itself must not (a long run would keep its garbage).
 ENTRY = """
