@@ -25,6 +25,8 @@ function recordedDag(run: IRun): IDag {
 class RunPageModel extends VDomModel {
   readonly follower: RunFollower;
   dag: IDag | null = null;
+  /** Whether `dag` is final: the notebook's (its parameters' types), or the recorded one when that cannot be read. */
+  dagSettled = false;
   selectedStep: string | null = null;
 
   constructor(
@@ -36,14 +38,15 @@ class RunPageModel extends VDomModel {
     this.follower.changed.connect((_, run) => {
       if (run && !this.dag) {
         this.dag = recordedDag(run);
+        const settle = (dag: IDag | null) => {
+          this.dag = dag ?? this.dag;
+          this.dagSettled = true;
+          this.stateChanged.emit();
+        };
         if (run.path) {
-          api.dag(run.path).then(
-            dag => {
-              this.dag = dag;
-              this.stateChanged.emit();
-            },
-            () => undefined
-          );
+          api.dag(run.path).then(settle, () => settle(null));
+        } else {
+          this.dagSettled = true;
         }
       }
       this.stateChanged.emit();
@@ -106,11 +109,13 @@ class RunPage extends VDomRenderer<RunPageModel> {
                 onSelect={s => m.select(s)}
               />
             )}
-            <Table
-              title="parameters"
-              values={run.parameters}
-              format={(k, v) => formatValue(v, m.dag?.parameters[k]?.type)}
-            />
+            {m.dagSettled && ( // a float parameter's type comes with the notebook's DAG: 1.0, never 1 then 1.0
+              <Table
+                title="parameters"
+                values={run.parameters}
+                format={(k, v) => formatValue(v, m.dag?.parameters[k]?.type)}
+              />
+            )}
             <Table title="metrics" values={run.metrics ?? {}} format={(_, v) => formatNumber(v)} />
           </div>
           <RunDetail

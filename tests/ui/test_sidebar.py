@@ -174,7 +174,9 @@ def test_run_quickstart_from_the_sidebar(lab, page):
     runpage = page.locator(".jp-flow-runpage")
     runpage.locator(f".jp-flow-rundetail[data-run='{run_id}'][data-status='succeeded']").wait_for(timeout=20_000)
     assert runpage.locator(".jp-flow-node[data-status='succeeded']").count() == len(steps)
-    params = runpage.locator(".jp-flow-values").first.inner_text()
+    table = runpage.locator(".jp-flow-values", has_text="parameters").first
+    table.wait_for(timeout=20_000)  # shown once the notebook's DAG says the parameters' types
+    params = table.inner_text()
     assert "n_estimators\t50" in params and "C\t1.0" in params and "test_size\t0.25" in params, params
     runpage.locator(".jp-flow-taskrow[data-step='evaluate']").click()
     runpage.locator(".jp-flow-log", has_text="accuracy").wait_for(timeout=20_000)
